@@ -1,0 +1,26 @@
+"""The project's own exception types.
+
+Every failure a user can cause (a bad config, a bad data line, a foreign checkpoint, a run that
+diverged) is raised as a `SlidepyError` subclass whose message says where and what; the CLI prints
+it without a traceback and exits non-zero.
+"""
+
+
+class SlidepyError(Exception):
+    """Base class of every error slidepy raises on purpose."""
+
+
+class ConfigError(SlidepyError):
+    """A config key is unknown, has the wrong type, or is out of range."""
+
+
+class DataError(SlidepyError):
+    """A data file cannot be read: names the file, the 1-based line and the reason."""
+
+
+class CheckpointError(SlidepyError):
+    """A checkpoint is missing, truncated, foreign, or does not match the config."""
+
+
+class NumericalError(SlidepyError):
+    """Loss or weights became NaN/inf: names the step and the layer."""
