@@ -1,0 +1,272 @@
+"""The engine: a network's arrays, its LSH indexes and scratch, and the calls into the kernels.
+
+This is the first of the three tiers: it validates inputs, allocates scratch once per shape, splits
+a batch into thread chunks by cost, and calls the parallel drivers in kernels.py. It knows nothing
+of configs files, epochs or logging (trainer.py does).
+
+Shape letters: B batch, F features, N neurons, T thread chunks, K top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from numba.typed import List
+
+from .kernels import predict_batch, train_batch
+from .lsh import LshIndex, empty_lsh_layer
+from .network import (
+    LOSS_CODES,
+    MODE_ALL,
+    MODE_CODES,
+    MODE_LSH,
+    SPEC_CAPACITY,
+    SPEC_INFER_MODE,
+    SPEC_MODE,
+    SPEC_OUT_DIM,
+    init_params,
+    layer_sizes,
+    make_scratch,
+    make_spec,
+)
+from .checkpoint import check_shapes
+from .optimizer import apply_updates
+
+
+@dataclass
+class LayerSelection:
+    """How one layer picks its active neurons (mirrors config.Selection, kept free of config)."""
+
+    mode: str = "all"
+    budget: int = 1024
+    min_active: int = 0
+    inference: str = "exact"
+    lsh: object = None  # config.Lsh-like settings, read by LshIndex
+
+
+@dataclass
+class StepStats:
+    loss: float
+    active_mean: np.ndarray  # (n_layers,) mean active neurons per labelled sample
+    rows_updated: int
+
+
+@dataclass
+class Engine:
+    n_features: int
+    hidden: list[int]
+    n_labels: int
+    selections: list[LayerSelection]
+    loss: str = "softmax"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    init: str = "glorot"
+    seed: int = 0
+    max_labels: int = 1
+    step: int = 0  # optimizer steps taken so far
+    _scratch: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.sizes = layer_sizes(self.n_features, list(self.hidden), self.n_labels)
+        if len(self.selections) != len(self.sizes):
+            raise ValueError(f"{len(self.selections)} selections given for {len(self.sizes)} layers")
+        self.layers = init_params(self.sizes, init=self.init, optimizer=self.optimizer, seed=self.seed)
+        modes = [MODE_CODES[s.mode] for s in self.selections]
+        infer = [MODE_ALL if s.inference == "exact" or s.mode != "lsh" else MODE_LSH for s in self.selections]
+        self.spec = make_spec(self.sizes, modes, infer, [s.budget for s in self.selections],
+                              [s.min_active for s in self.selections], self.max_labels)
+        self.lsh = [
+            LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l)
+            if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
+            for l, s in enumerate(self.selections)
+        ]
+        for l, index in enumerate(self.lsh):
+            if index is not None:
+                index.rebuild(self.layers[l].weights, l == 0)
+        self.loss_code = LOSS_CODES[self.loss]
+
+    # -- kernel arguments -----------------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes)
+
+    def lsh_layers(self) -> List:
+        """Typed list of the per-layer LSH arrays the kernels read (empty ones where unused)."""
+        out = List()
+        for index in self.lsh:
+            out.append(index.kernel_view() if index is not None else empty_lsh_layer())
+        return out
+
+    def _get_scratch(self, training: bool, n_chunks: int, spec: np.ndarray | None = None):
+        spec = self.spec if spec is None else spec
+        if training:
+            capacities = spec[:, SPEC_CAPACITY]
+        else:  # exact inference needs room for every neuron of the layer
+            capacities = np.where(spec[:, SPEC_INFER_MODE] == MODE_ALL, spec[:, SPEC_OUT_DIM], spec[:, SPEC_CAPACITY])
+        key = (training, n_chunks, tuple(int(c) for c in capacities))
+        if key not in self._scratch:
+            shapes = [index.hash_shape() if index is not None else (0, 0, 0) for index in self.lsh]
+            self._scratch[key] = make_scratch(spec, n_chunks, capacities, shapes)
+        return self._scratch[key]
+
+    @staticmethod
+    def chunk_bounds(x_indptr: np.ndarray, rows: np.ndarray, n_chunks: int) -> np.ndarray:
+        """Split batch positions into n_chunks contiguous blocks of roughly equal cost.
+
+        Cost of a sample ~ its non-zeros plus a constant for the layers above the input.
+        """
+        cost = (x_indptr[rows + 1] - x_indptr[rows]).astype(np.float64) + 64.0
+        cum = np.concatenate(([0.0], np.cumsum(cost)))
+        targets = cum[-1] * np.arange(n_chunks + 1) / n_chunks
+        bounds = np.searchsorted(cum, targets, side="left").astype(np.int64)
+        bounds[0], bounds[-1] = 0, rows.shape[0]
+        return np.maximum.accumulate(bounds)
+
+    def ensure_label_capacity(self, max_labels: int) -> None:
+        """Grow the output layer's active-set capacity if some sample has more labels than planned
+        (the true labels are always active in training, so they must fit)."""
+        if max_labels <= self.max_labels:
+            return
+        self.max_labels = int(max_labels)
+        last = self.n_layers - 1
+        n = self.spec[last, SPEC_OUT_DIM]
+        if self.spec[last, SPEC_MODE] != MODE_ALL:
+            self.spec[last, SPEC_CAPACITY] = min(n, self.spec[last, SPEC_BUDGET] + self.max_labels)
+        self._scratch.clear()
+
+    def maybe_rebuild(self) -> float:
+        """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent."""
+        spent = 0.0
+        for l, index in enumerate(self.lsh):
+            if index is not None:
+                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0)
+        return spent
+
+    # -- training and inference -----------------------------------------------------------------
+
+    def train_step(self, data, rows: np.ndarray) -> StepStats:
+        """One optimizer step on dataset rows `rows`: sparse forward/backward, then the update."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        batch = rows.shape[0]
+        self.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
+        n_chunks = max(1, min(numba.get_num_threads(), batch))
+        scratch = self._get_scratch(True, n_chunks)
+        bounds = self.chunk_bounds(data.x_indptr, rows, n_chunks)
+        width = max(1, self.max_labels)
+        label_buf = np.zeros((n_chunks, width), np.int32)
+        position_buf = np.zeros((n_chunks, width), np.int32)
+        n_active = np.zeros((n_chunks, self.n_layers), np.int64)
+        active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
+        loss_out = np.zeros(batch, np.float64)
+        rng = np.zeros(n_chunks, np.uint64)
+        train_batch(self.layers, self.spec, scratch, self.lsh_layers(), data.x_indptr, data.x_indices,
+                    data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
+                    np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
+                    n_active, active_sum, loss_out)
+        self.step += 1
+        updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
+                                beta2=self.beta2, eps=self.eps, step=self.step)
+        labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
+        n_lab = max(1, int(labelled.sum()))
+        return StepStats(loss=float(loss_out[labelled].sum() / n_lab),
+                         active_mean=active_sum.sum(axis=0) / n_lab, rows_updated=updated)
+
+    def predict(self, data, rows: np.ndarray | None = None, k: int = 5, batch_size: int = 512,
+                use_lsh: bool | None = None):
+        """Top-k output neurons per sample: (ids (B, k) int32, scores (B, k) float32, mean active
+        neurons per layer). Layers score exactly unless their selection says inference: lsh;
+        use_lsh=True / False forces LSH / exact scoring in every LSH layer."""
+        spec = self.spec
+        if use_lsh is not None:
+            spec = self.spec.copy()
+            for l, index in enumerate(self.lsh):
+                if index is not None:
+                    spec[l, SPEC_INFER_MODE] = MODE_LSH if use_lsh else MODE_ALL
+        if rows is None:
+            rows = np.arange(data.n_samples, dtype=np.int64)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        top_ids = np.full((rows.shape[0], k), -1, np.int32)
+        top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
+        lsh_layers = self.lsh_layers()
+        active_total = np.zeros(self.n_layers, np.float64)
+        for start in range(0, rows.shape[0], batch_size):
+            part = rows[start:start + batch_size]
+            n_chunks = max(1, min(numba.get_num_threads(), part.shape[0]))
+            scratch = self._get_scratch(False, n_chunks, spec)
+            bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
+            n_active = np.zeros((n_chunks, self.n_layers), np.int64)
+            active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
+            predict_batch(self.layers, spec, scratch, lsh_layers, data.x_indptr, data.x_indices,
+                          data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64),
+                          n_active, active_sum, top_ids[start:start + part.shape[0]],
+                          top_scores[start:start + part.shape[0]])
+            active_total += active_sum.sum(axis=0)
+        return top_ids, top_scores, active_total / max(1, rows.shape[0])
+
+
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    def lsh_diagnostics(self, data, rows: np.ndarray, k: int = 10) -> dict:
+        """Retrieval quality of the LSH layers on held-out rows: recall of the exact top-k output
+        neurons among those LSH selects, and the mean active neurons per layer under LSH.
+
+        Under LSH every selected output neuron still gets its exact logit, so an exact top-k
+        neuron is selected iff it is in the LSH top-k: recall = |exact top-k & LSH top-k| / k.
+        """
+        if all(index is None for index in self.lsh) or rows.shape[0] == 0:
+            return {}
+        k = min(k, self.n_labels)
+        exact, _, _ = self.predict(data, rows, k=k, use_lsh=False)
+        approx, _, active = self.predict(data, rows, k=k, use_lsh=True)
+        hits = sum(np.intersect1d(exact[i], approx[i][approx[i] >= 0]).shape[0] for i in range(rows.shape[0]))
+        return {f"lsh_recall@{k}": hits / (k * rows.shape[0]), "lsh_active_mean": [float(a) for a in active],
+                "lsh_drift": [index.last_drift for index in self.lsh if index is not None]}
+
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def state_arrays(self) -> dict:
+        """Every array a resumed run needs: weights, biases, optimizer moments, LSH state."""
+        arrays = {}
+        for l, layer in enumerate(self.layers):
+            for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+                arrays[f"layer{l}.{name}"] = getattr(layer, name)
+        for l, index in enumerate(self.lsh):
+            if index is not None:
+                arrays.update(index.state_arrays(f"lsh{l}"))
+        return arrays
+
+    def state_meta(self) -> dict:
+        return {"step": self.step, "lr": self.lr,
+                "lsh": {str(l): index.state_meta() for l, index in enumerate(self.lsh) if index is not None}}
+
+    def expected_shapes(self) -> dict:
+        """name -> (shape, dtype) of the model arrays, for checkpoint.check_shapes."""
+        return {name: (arr.shape, arr.dtype) for name, arr in self.state_arrays().items()
+                if not name.startswith("lsh")}
+
+    def load_state(self, arrays: dict, meta: dict, source: str = "checkpoint") -> None:
+        """Copy a checkpoint's arrays in place (shapes checked first, naming any mismatch)."""
+        expected = self.expected_shapes()
+        check_shapes({k: v for k, v in arrays.items() if not k.startswith("lsh")}, expected)
+        for l, layer in enumerate(self.layers):
+            for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+                getattr(layer, name)[...] = arrays[f"layer{l}.{name}"]
+            for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
+                getattr(layer, name)[...] = 0
+        lsh_meta = meta.get("lsh", {})
+        for l, index in enumerate(self.lsh):
+            if index is None:
+                continue
+            if f"lsh{l}.buckets" in arrays and str(l) in lsh_meta:
+                index.load_state(arrays, lsh_meta[str(l)], f"lsh{l}")
+            else:  # a model file without tables (or another selection): rebuild from the weights
+                index.rebuild(self.layers[l].weights, l == 0)
+        self.step = int(meta.get("step", self.step))
+        self.lr = float(meta.get("lr", self.lr))

@@ -1,0 +1,392 @@
+"""Sparse forward/backward over per-sample active sets, and the parallel batch drivers.
+
+Three tiers (see STYLE.md):
+  * `engine.py` validates and allocates (Python);
+  * `train_batch` / `predict_batch` are the parallel drivers: `prange` over T thread chunks, each
+    chunk a contiguous block of the batch with its own scratch row `t`;
+  * `train_sample` / `forward_sample` are the serial per-sample workers.
+
+Hogwild. Threads add their samples' gradients into the shared `weight_grad` / `bias_grad` arrays
+and set `row_touched` / `bias_touched` marks without locks, on purpose: two threads rarely hit the
+same (row, column) at once when active sets are sparse, and a lost float add costs less than any
+lock (SLIDE's finding). The marks are idempotent byte stores, so their races are benign. Nothing
+else is shared: scratch, RNG state and outputs are indexed by chunk or sample. With one chunk
+(`training.deterministic`, or threads = 1) the order of every addition is fixed, so reruns are
+bit-identical.
+
+Randomness (negatives, top-ups) comes from a per-sample state seeded by (seed, step, position in
+batch), so it does not depend on which thread runs a sample.
+
+Shape letters: B batch, F input features, D layer input dim, N neurons, A active capacity,
+T thread chunks, K top-k.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .lsh_select import select_lsh
+from .network import (
+    LOSS_BCE,
+    MODE_ALL,
+    MODE_LSH,
+    MODE_RANDOM,
+    SPEC_BUDGET,
+    SPEC_INFER_MODE,
+    SPEC_MIN_ACTIVE,
+    SPEC_MODE,
+    SPEC_OUT_DIM,
+)
+from .rng import derive_seed, seed_state
+from .selection import add_forced, fill_all, fill_random, next_mark, unique_prefix
+
+
+# ---------------------------------------------------------------------------------------------
+# Dot products: the only place fastmath is allowed (reassociation lets LLVM vectorise the sum).
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(fastmath=True, cache=True)
+def dot_dense(w, x, n):
+    """sum_j w[j] * x[j] for j < n."""
+    s = np.float32(0.0)
+    for j in range(n):
+        s += w[j] * x[j]
+    return s
+
+
+@njit(fastmath=True, cache=True)
+def dot_gather(w, ids, x, n):
+    """sum_j w[ids[j]] * x[j] for j < n."""
+    s = np.float32(0.0)
+    for j in range(n):
+        s += w[ids[j]] * x[j]
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer forward / backward over active sets. `dense_out` means ids[:n_act] == arange(N) and
+# `dense_in` means the input set is the previous layer's every neuron in id order; both unlock
+# contiguous loops.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def forward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, out):
+    """Layer 0 (weights (F, N), input-major): out[a] = bias[ids[a]] + sum_j x_j * W[x_ids[j], ids[a]]."""
+    bias = layer.bias
+    weights = layer.weights
+    for a in range(n_act):
+        out[a] = bias[ids[a]]
+    for j in range(nx):
+        row = weights[x_ids[j]]
+        v = x_vals[j]
+        if dense_out:
+            for a in range(n_act):
+                out[a] += v * row[a]
+        else:
+            for a in range(n_act):
+                out[a] += v * row[ids[a]]
+
+
+@njit(cache=True)
+def forward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, out):
+    """Layer l > 0 (weights (N, D), neuron-major): out[a] = bias[n] + W[n] . input, n = ids[a]."""
+    bias = layer.bias
+    weights = layer.weights
+    for a in range(n_act):
+        n = ids[a]
+        if dense_in:
+            out[a] = bias[n] + dot_dense(weights[n], in_vals, n_in)
+        else:
+            out[a] = bias[n] + dot_gather(weights[n], in_ids, in_vals, n_in)
+
+
+@njit(cache=True)
+def backward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, grads):
+    """Accumulate layer 0's gradients: dW[x_ids[j], ids[a]] += x_j * g[a], db[ids[a]] += g[a]."""
+    bias_grad = layer.bias_grad
+    bias_touched = layer.bias_touched
+    for a in range(n_act):
+        bias_grad[ids[a]] += grads[a]  # Hogwild: unsynchronised on purpose
+        bias_touched[ids[a]] = 1
+    for j in range(nx):
+        f = x_ids[j]
+        v = x_vals[j]
+        layer.row_touched[f] = 1
+        grad_row = layer.weight_grad[f]
+        if dense_out:
+            for a in range(n_act):
+                grad_row[a] += v * grads[a]
+        else:
+            for a in range(n_act):
+                grad_row[ids[a]] += v * grads[a]
+
+
+@njit(cache=True)
+def backward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, grads, in_grads, need_in_grads):
+    """Accumulate layer l's gradients and, if asked, d loss / d input into in_grads[:n_in].
+
+    Reads the weights before any update: the optimizer runs after the whole batch.
+    """
+    weights = layer.weights
+    weight_grad = layer.weight_grad
+    for a in range(n_act):
+        g = grads[a]
+        if g == 0.0:  # ReLU-dead or exactly-predicted neuron: nothing to add anywhere
+            continue
+        n = ids[a]
+        layer.bias_grad[n] += g  # Hogwild: unsynchronised on purpose
+        layer.bias_touched[n] = 1
+        layer.row_touched[n] = 1
+        w = weights[n]
+        grad_row = weight_grad[n]
+        if dense_in:
+            for j in range(n_in):
+                grad_row[j] += g * in_vals[j]
+            if need_in_grads:
+                for j in range(n_in):
+                    in_grads[j] += g * w[j]
+        else:
+            for j in range(n_in):
+                grad_row[in_ids[j]] += g * in_vals[j]
+            if need_in_grads:
+                for j in range(n_in):
+                    in_grads[j] += g * w[in_ids[j]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss at the output layer.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def label_positions(ids, n_act, dense_out, labels, n_labels, positions):
+    """Position in the active set of each (unique) label. Labels are the first entries of a
+    non-dense active set (they are forced in first); in a dense set position == id."""
+    for j in range(n_labels):
+        positions[j] = labels[j] if dense_out else j
+
+
+@njit(cache=True)
+def softmax_xent(logits, n_act, positions, n_labels, scale, grads):
+    """Softmax cross-entropy against the labels as a uniform target; returns the loss.
+
+    Max-subtracted, so any logit range and a single-neuron set are safe. grads = scale * (p - y).
+    """
+    peak = logits[0]
+    for a in range(1, n_act):
+        if logits[a] > peak:
+            peak = logits[a]
+    total = 0.0
+    for a in range(n_act):
+        total += np.exp(np.float64(logits[a] - peak))
+    log_total = np.log(total)
+    for a in range(n_act):
+        grads[a] = np.float32(scale * np.exp(np.float64(logits[a] - peak) - log_total))
+    target = 1.0 / n_labels
+    loss = 0.0
+    for j in range(n_labels):
+        p = positions[j]
+        loss -= target * (np.float64(logits[p] - peak) - log_total)
+        grads[p] -= np.float32(scale * target)
+    return loss
+
+
+@njit(cache=True)
+def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads):
+    """Independent binary cross-entropy per active neuron (labels are the positives)."""
+    loss = 0.0
+    for a in range(n_act):
+        z = np.float64(logits[a])
+        loss += max(z, 0.0) + np.log1p(np.exp(-abs(z)))  # -log(1 - sigmoid(z)), stable
+        grads[a] = np.float32(scale / (1.0 + np.exp(-z)))
+    for j in range(n_labels):
+        p = positions[j]
+        loss -= np.float64(logits[p])  # turns the positive's term into -log sigmoid(z)
+        grads[p] -= np.float32(scale)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample workers.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in_ids, in_vals, n_in,
+                  labels, n_labels, rng):
+    """Fill scratch[l].act_ids[t] with the sample's active neurons; returns how many."""
+    scr = scratch[l]
+    ids = scr.act_ids[t]
+    n_neurons = spec[l, SPEC_OUT_DIM]
+    if mode == MODE_ALL:
+        return fill_all(ids, n_neurons)
+    budget = spec[l, SPEC_BUDGET]
+    mark = next_mark(scr.stamp, scr.mark, t)
+    stamp_row = scr.stamp[t]
+    n = 0
+    if is_output and training:  # the true labels are always computed in training
+        n = add_forced(ids, n, stamp_row, mark, labels, n_labels)
+    if mode == MODE_RANDOM:
+        n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+    elif mode == MODE_LSH:
+        n = select_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, max(budget, n), stamp_row, mark)
+    floor = spec[l, SPEC_MIN_ACTIVE]
+    if n < floor:
+        n = fill_random(ids, n, floor, n_neurons, stamp_row, mark, rng, t)
+    return n
+
+
+@njit(cache=True)
+def forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels,
+                   training, rng, n_active):
+    """Select and compute every layer's active set for one sample; n_active[l] gets the sizes.
+
+    Hidden activations are ReLU'd in place; the output layer keeps raw logits in act_vals.
+    """
+    n_layers = spec.shape[0]
+    in_ids = x_ids
+    in_vals = x_vals
+    n_in = nx
+    dense_in = False
+    for l in range(n_layers):
+        is_output = l == n_layers - 1
+        mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
+        n_act = select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t,
+                              in_ids, in_vals, n_in, labels, n_labels, rng)
+        n_active[l] = n_act
+        scr = scratch[l]
+        ids = scr.act_ids[t]
+        vals = scr.act_vals[t]
+        dense_out = mode == MODE_ALL
+        if l == 0:
+            forward_input_layer(layers[0], x_ids, x_vals, nx, ids, n_act, dense_out, vals)
+        else:
+            forward_layer(layers[l], in_ids, in_vals, n_in, dense_in, ids, n_act, vals)
+        if not is_output:
+            for a in range(n_act):
+                if vals[a] < 0.0:
+                    vals[a] = 0.0
+        in_ids = ids
+        in_vals = vals
+        n_in = n_act
+        dense_in = dense_out
+
+
+@njit(cache=True)
+def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
+                 grad_scale, rng, n_active, positions):
+    """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
+    loss. A sample without labels has no target: it is skipped (loss 0, no gradient)."""
+    if n_labels == 0:
+        return 0.0
+    n_layers = spec.shape[0]
+    forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels, True, rng,
+                   n_active)
+    last = n_layers - 1
+    out = scratch[last]
+    n_out = n_active[last]
+    dense_out = spec[last, SPEC_MODE] == MODE_ALL
+    label_positions(out.act_ids[t], n_out, dense_out, labels, n_labels, positions)
+    if loss_kind == LOSS_BCE:
+        loss = sigmoid_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t])
+    else:
+        loss = softmax_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t])
+
+    for l in range(last, -1, -1):
+        scr = scratch[l]
+        ids = scr.act_ids[t]
+        grads = scr.act_grads[t]
+        n_act = n_active[l]
+        dense_out = spec[l, SPEC_MODE] == MODE_ALL
+        if l < last:  # ReLU: gradient flows only where the activation was positive
+            vals = scr.act_vals[t]
+            for a in range(n_act):
+                if vals[a] <= 0.0:
+                    grads[a] = 0.0
+        if l == 0:
+            backward_input_layer(layers[0], x_ids, x_vals, nx, ids, n_act, dense_out, grads)
+        else:
+            prev = scratch[l - 1]
+            n_in = n_active[l - 1]
+            in_grads = prev.act_grads[t]
+            for j in range(n_in):
+                in_grads[j] = 0.0
+            dense_in = spec[l - 1, SPEC_MODE] == MODE_ALL
+            backward_layer(layers[l], prev.act_ids[t], prev.act_vals[t], n_in, dense_in, ids, n_act, grads,
+                           in_grads, True)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel drivers.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True)
+def train_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, y_indptr, y_indices,
+                rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
+                active_sum, loss_out):
+    """Train on dataset rows `rows` (B,): chunk t handles batch positions
+    chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
+    active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer."""
+    n_chunks = chunk_bounds.shape[0] - 1
+    for t in prange(n_chunks):
+        labels = label_buf[t]
+        positions = position_buf[t]
+        counts = n_active[t]
+        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
+            i = rows[b]
+            seed_state(rng, t, derive_seed(seed, step, b))
+            x0 = x_indptr[i]
+            x1 = x_indptr[i + 1]
+            y0 = y_indptr[i]
+            n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
+            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1],
+                                       x1 - x0, labels, n_labels, loss_kind, grad_scale, rng, counts, positions)
+            if n_labels > 0:
+                for l in range(spec.shape[0]):
+                    active_sum[t, l] += counts[l]
+
+
+@njit(cache=True)
+def push_topk(top_ids, top_vals, k, n_id, val):
+    """Insert (n_id, val) into the descending top-k lists if it beats the current k-th."""
+    if val <= top_vals[k - 1]:
+        return
+    j = k - 1
+    while j > 0 and top_vals[j - 1] < val:
+        top_vals[j] = top_vals[j - 1]
+        top_ids[j] = top_ids[j - 1]
+        j -= 1
+    top_vals[j] = val
+    top_ids[j] = n_id
+
+
+@njit(parallel=True)
+def predict_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
+                  rng, n_active, active_sum, top_ids, top_scores):
+    """Inference on dataset rows `rows` (B,): top_ids/top_scores (B, K) get each sample's K best
+    output neurons by logit (descending; -1 / -inf where fewer than K were scored)."""
+    n_chunks = chunk_bounds.shape[0] - 1
+    last = spec.shape[0] - 1
+    k = top_ids.shape[1]
+    no_labels = np.zeros(0, np.int32)
+    for t in prange(n_chunks):
+        counts = n_active[t]
+        out = scratch[last]
+        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
+            i = rows[b]
+            seed_state(rng, t, derive_seed(seed, 0, b))
+            x0 = x_indptr[i]
+            x1 = x_indptr[i + 1]
+            forward_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
+                           no_labels, 0, False, rng, counts)
+            top_ids[b, :] = -1
+            top_scores[b, :] = -np.inf
+            ids = out.act_ids[t]
+            vals = out.act_vals[t]
+            for a in range(counts[last]):
+                push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
+            for l in range(last + 1):
+                active_sum[t, l] += counts[l]

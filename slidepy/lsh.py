@@ -1,0 +1,238 @@
+"""One layer's LSH index: hash functions, bucket tables, and when to rebuild them.
+
+`LshIndex` is the Python-side owner (tier 1): it draws hash functions (hashing.py), hashes every
+neuron's weight row and fills the bucket tables (tables.py) in parallel, decides when to rebuild
+(SLIDE's decaying schedule, or Mongoose-style drift), and hands the kernels an `LshLayer` view of
+its arrays. The per-sample query lives in lsh_select.py.
+
+Shape letters: D layer input dim, N neurons, L tables, K hashes per table, H = K * L,
+R = 2**range_pow buckets per table, C bucket capacity, S drift-sample size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .hashing import (
+    FAMILY_DWTA,
+    FAMILY_MINHASH,
+    FAMILY_SRP,
+    FAMILY_WTA,
+    SPEC_LEN,
+    HashParams,
+    hash_rows,
+    make_hash_params,
+    suggest_k_l,
+)
+from .tables import (
+    INSERT_FIFO,
+    INSERT_RESERVOIR,
+    POLICY_THRESHOLD,
+    POLICY_TOPK,
+    POLICY_VANILLA,
+    build_tables,
+    query_scratch_size,
+)
+
+FAMILY_CODES = {"srp": FAMILY_SRP, "wta": FAMILY_WTA, "dwta": FAMILY_DWTA, "minhash": FAMILY_MINHASH}
+INSERT_CODES = {"fifo": INSERT_FIFO, "reservoir": INSERT_RESERVOIR}
+POLICY_CODES = {"vanilla": POLICY_VANILLA, "topk": POLICY_TOPK, "threshold": POLICY_THRESHOLD}
+
+# Columns of LshLayer.settings.
+SET_RANGE_POW = 0
+SET_POLICY = 1
+SET_THRESHOLD = 2
+SETTINGS_LEN = 3
+
+
+class LshLayer(NamedTuple):
+    """What a kernel needs to query one layer's tables. Same numba type for every layer."""
+
+    settings: np.ndarray  # (SETTINGS_LEN,) int64: range_pow, policy, threshold
+    params: HashParams
+    buckets: np.ndarray  # (L, R, C) int32, -1 = empty slot
+    counts: np.ndarray  # (L, R) int32 inserts ever attempted per bucket
+
+
+def empty_lsh_layer() -> LshLayer:
+    """The placeholder for a layer without LSH (keeps the typed list homogeneous)."""
+    params = HashParams(
+        spec=np.zeros(SPEC_LEN, np.int64), proj_indptr=np.zeros(0, np.int64), proj_hash=np.zeros(0, np.int32),
+        proj_sign=np.zeros(0, np.float32), dim_map=np.zeros((0, 0), np.int32), mh_a=np.zeros(0, np.uint64),
+        mh_b=np.zeros(0, np.uint64), dens_key=np.zeros(1, np.uint64))
+    return LshLayer(np.zeros(SETTINGS_LEN, np.int64), params, np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32))
+
+
+@dataclass
+class RebuildSchedule:
+    """SLIDE's decaying schedule: first rebuild after `initial` batches, then each interval is the
+    previous one times `decay` (capped at `max_interval`). Weights move fast early and slowly
+    later, so tables need refreshing less and less often."""
+
+    initial: int
+    decay: float
+    max_interval: int | None = None
+    next_step: int = 0
+    interval: float = 0.0
+
+    def __post_init__(self):
+        if not self.next_step:
+            self.interval = float(self.initial)
+            self.next_step = self.initial
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    def advance(self, step: int) -> None:
+        self.interval *= self.decay
+        if self.max_interval is not None:
+            self.interval = min(self.interval, float(self.max_interval))
+        self.next_step = step + max(1, int(round(self.interval)))
+
+
+def resolve_k_l(cfg, n_neurons: int) -> tuple[int, int]:
+    """The config's (k, l), with "auto" filled in from the target recall and active fraction."""
+    k, l = cfg.k, cfg.l
+    if k == "auto" or l == "auto":
+        sk, sl = suggest_k_l(n_neurons, cfg.target_active_fraction, cfg.target_recall, FAMILY_CODES[cfg.family],
+                             cfg.bin_size, max_l=512)
+        k = sk if k == "auto" else k
+        if l == "auto":
+            # L for the (possibly user-fixed) K: same relation as suggest_k_l uses.
+            l = sl if cfg.k == "auto" else suggest_l_for_k(cfg, int(k))
+    return int(k), int(l)
+
+
+def suggest_l_for_k(cfg, k: int) -> int:
+    from .hashing import collision_probability
+
+    p = collision_probability(FAMILY_CODES[cfg.family], 0.8, k, cfg.bin_size)
+    if p >= 1.0:
+        return 1
+    return int(min(512, max(1, math.ceil(math.log(1 - cfg.target_recall) / math.log(1 - p)))))
+
+
+class LshIndex:
+    """The hash functions, tables and rebuild state of one layer."""
+
+    def __init__(self, layer: int, size: tuple[int, int], cfg, *, seed: int):
+        self.layer = layer
+        self.dim, self.n_neurons = size
+        self.cfg = cfg
+        self.family = FAMILY_CODES[cfg.family]
+        self.k, self.l = resolve_k_l(cfg, self.n_neurons)
+        self.range_pow = int(cfg.range_pow)
+        self.capacity = int(cfg.bucket_capacity)
+        self.seed = int(seed)
+        self.draws = 0  # how many times hash functions were drawn (the params' seed offset)
+        self.rebuilds = 0
+        self.params = self._draw()
+        self.buckets = np.full((self.l, 1 << self.range_pow, self.capacity), -1, np.int32)
+        self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
+        self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
+        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold], np.int64)
+        rb = cfg.rebuild
+        self.schedule = RebuildSchedule(rb.initial_interval, rb.decay, rb.max_interval)
+        self.drift_ids = np.zeros(0, np.int64)
+        self.drift_codes = np.zeros((0, self.l), np.int32)
+        self.last_drift = 0.0
+
+    def _draw(self) -> HashParams:
+        seed = self.seed * 7919 + self.draws
+        self.draws += 1
+        return make_hash_params(self.family, self.dim, self.k, self.l, bin_size=self.cfg.bin_size,
+                                density=self.cfg.srp_density, seed=seed)
+
+    def hash_shape(self) -> tuple[int, int, int]:
+        """(L, H, Q) of the per-thread scratch a query needs: codes, hash work, candidate union."""
+        return self.l, self.k * self.l, query_scratch_size(self.l, self.capacity)
+
+    def kernel_view(self) -> LshLayer:
+        return LshLayer(self.settings, self.params, self.buckets, self.counts)
+
+    @staticmethod
+    def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
+        """(N, D) weight rows to hash: layer 0 stores (F, N), so it is transposed for the rebuild."""
+        return np.ascontiguousarray(weights.T) if input_major else weights
+
+    def rebuild(self, weights: np.ndarray, input_major: bool, *, redraw: bool = False) -> float:
+        """Re-hash every neuron with the current weights and refill the tables. Returns seconds."""
+        started = time.perf_counter()
+        if redraw:
+            self.params = self._draw()
+        rows = self.neuron_rows(weights, input_major)
+        hash_rows(self.params, rows, self.range_pow, self.codes)
+        order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
+        insert = INSERT_CODES[self.cfg.insert]
+        build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
+        self.rebuilds += 1
+        self._remember_drift_sample()
+        return time.perf_counter() - started
+
+    def _remember_drift_sample(self) -> None:
+        rb = self.cfg.rebuild
+        if rb.drift_threshold is None:
+            return
+        size = min(self.n_neurons, rb.drift_sample)
+        rng = np.random.default_rng([self.seed, self.rebuilds, 7])
+        self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
+        self.drift_codes = self.codes[self.drift_ids].copy()
+
+    def drift(self, weights: np.ndarray, input_major: bool) -> float:
+        """Fraction of (sampled neuron, table) codes that changed since the last rebuild: a cheap
+        estimate of how stale the tables are (Mongoose, ICLR 2021)."""
+        if self.drift_ids.shape[0] == 0:
+            return 0.0
+        rows = weights[:, self.drift_ids].T if input_major else weights[self.drift_ids]
+        codes = hash_rows(self.params, np.ascontiguousarray(rows, dtype=np.float32), self.range_pow)
+        self.last_drift = float(np.mean(codes != self.drift_codes))
+        return self.last_drift
+
+    def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool) -> float:
+        """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not)."""
+        rb = self.cfg.rebuild
+        if rb.drift_threshold is not None:
+            if step % rb.drift_check_every != 0:
+                return 0.0
+            started = time.perf_counter()
+            if self.drift(weights, input_major) < rb.drift_threshold:
+                return time.perf_counter() - started
+            return self._rebuild_now(weights, input_major) + time.perf_counter() - started
+        if not self.schedule.due(step):
+            return 0.0
+        self.schedule.advance(step)
+        return self._rebuild_now(weights, input_major)
+
+    def _rebuild_now(self, weights, input_major) -> float:
+        every = self.cfg.rebuild.rehash_every
+        redraw = bool(every) and (self.rebuilds % every == 0) and self.rebuilds > 0
+        return self.rebuild(weights, input_major, redraw=redraw)
+
+    def table_bytes(self) -> int:
+        return self.buckets.nbytes + self.counts.nbytes + self.codes.nbytes
+
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def state_arrays(self, prefix: str) -> dict:
+        arrays = {f"{prefix}.buckets": self.buckets, f"{prefix}.counts": self.counts}
+        for name, value in self.params._asdict().items():
+            arrays[f"{prefix}.params.{name}"] = value
+        return arrays
+
+    def state_meta(self) -> dict:
+        return {"draws": self.draws, "rebuilds": self.rebuilds, "next_step": self.schedule.next_step,
+                "interval": self.schedule.interval, "k": self.k, "l": self.l}
+
+    def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
+        self.buckets[...] = arrays[f"{prefix}.buckets"]
+        self.counts[...] = arrays[f"{prefix}.counts"]
+        self.params = HashParams(**{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields})
+        self.draws = int(meta["draws"])
+        self.rebuilds = int(meta["rebuilds"])
+        self.schedule.next_step = int(meta["next_step"])
+        self.schedule.interval = float(meta["interval"])

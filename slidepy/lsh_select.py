@@ -1,0 +1,26 @@
+"""The per-sample LSH selector, called from the kernels' serial worker (no allocation).
+
+Hash the layer's input (the sparse features for layer 0, the previous layer's active
+activations otherwise) with the same functions that hashed the weight rows, then append the
+candidates of the probed buckets to the active set after any forced ids (true labels), under
+the layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
+"""
+
+from numba import njit
+
+from .hashing import hash_sparse
+from .lsh import SET_POLICY, SET_RANGE_POW, SET_THRESHOLD
+from .tables import select_candidates
+
+
+@njit(cache=True)
+def select_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, budget, stamp_row, mark):
+    """Append LSH candidates to ids[n:budget]; returns the new length.
+
+    lsh: LshLayer; scr: LayerScratch of the layer (codes, hash and query scratch row t).
+    """
+    codes = scr.codes[t]
+    hash_sparse(lsh.params, in_ids, in_vals, n_in, lsh.settings[SET_RANGE_POW], codes, scr.hash_vals[t],
+                scr.hash_idx[t])
+    return select_candidates(lsh.settings[SET_POLICY], lsh.buckets, lsh.counts, codes, stamp_row, mark,
+                             scr.hits[t], ids, n, budget, lsh.settings[SET_THRESHOLD], scr.query_buf[t])

@@ -1,0 +1,200 @@
+"""Network parameters and per-thread scratch, as flat typed arrays.
+
+Shape letters used across the engine:
+    B  samples in a batch          F  input features (dimension of the sparse input)
+    D  input dimension of a layer  N  neurons of a layer (output dimension)
+    A  capacity of a layer's active set (<= N)
+    T  thread chunks (one block of scratch each)
+    L  hash tables of an LSH layer
+
+A network is `n_layers` fully connected layers: hidden layers (ReLU) then the output layer (one
+neuron per label). Each layer's arrays live in a `LayerParams` NamedTuple; the layers are held in
+a `numba.typed.List` so that one compiled kernel serves networks of any depth.
+
+Weight layout. A weight array has one row per unit that a sample touches sparsely:
+  * layer 0 is *input-major*, `weights[f, n]` of shape (F, N): a sparse input row with ~100 non-zeros
+    reads and writes ~100 contiguous rows of N floats, and the optimizer updates only the rows of the
+    features seen in the batch (never all F * N weights);
+  * every other layer is *neuron-major*, `weights[n, d]` of shape (N, D): an active neuron reads and
+    writes its own contiguous row, which is also the vector LSH hashes.
+`row_touched[r]` marks the weight rows that received gradient in the current batch, `bias_touched[n]`
+the biases; the optimizer visits only those (see optimizer.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba.typed import List
+
+# Neuron selection modes, one per layer (integer codes: kernels branch on them).
+MODE_ALL = 0  # every neuron active: exact dense computation
+MODE_RANDOM = 1  # true labels (output layer) plus uniformly sampled neurons up to a budget
+MODE_LSH = 2  # candidates from LSH tables over the weight rows
+
+MODE_CODES = {"all": MODE_ALL, "random": MODE_RANDOM, "lsh": MODE_LSH}
+
+LOSS_SOFTMAX = 0  # softmax cross-entropy against labels as a uniform distribution (SLIDE's loss)
+LOSS_BCE = 1  # independent sigmoid per label
+LOSS_CODES = {"softmax": LOSS_SOFTMAX, "bce": LOSS_BCE}
+
+# Columns of the per-layer `spec` table, an (n_layers, SPEC_FIELDS) int64 array.
+SPEC_IN_DIM = 0  # D
+SPEC_OUT_DIM = 1  # N
+SPEC_INPUT_MAJOR = 2  # 1 for layer 0 (weights (F, N)), else 0 (weights (N, D))
+SPEC_MODE = 3  # MODE_* used in training
+SPEC_INFER_MODE = 4  # MODE_* used in evaluation / prediction (MODE_ALL = exact)
+SPEC_BUDGET = 5  # most neurons active per sample (true labels included)
+SPEC_MIN_ACTIVE = 6  # top up with random neurons to at least this many
+SPEC_CAPACITY = 7  # A: scratch capacity of the active set in training
+SPEC_FIELDS = 8
+
+
+class LayerParams(NamedTuple):
+    """One layer's trainable state. float32 throughout; optimizer moments may be (0, 0) for SGD."""
+
+    weights: np.ndarray  # (F, N) input-major for layer 0, else (N, D)
+    bias: np.ndarray  # (N,)
+    weight_grad: np.ndarray  # like weights; accumulated Hogwild-style during a batch
+    bias_grad: np.ndarray  # (N,)
+    weight_m: np.ndarray  # Adam first moment, like weights (or (0, 0))
+    weight_v: np.ndarray  # Adam second moment
+    bias_m: np.ndarray  # (N,) (or (0,))
+    bias_v: np.ndarray
+    row_touched: np.ndarray  # (rows of weights,) uint8: 1 if the row has gradient this batch
+    bias_touched: np.ndarray  # (N,) uint8
+
+
+class LayerScratch(NamedTuple):
+    """Per-thread-chunk working memory of one layer, allocated once per kernel call, never in loops."""
+
+    act_ids: np.ndarray  # (T, A) int32 active neuron ids of the sample being processed
+    act_vals: np.ndarray  # (T, A) float32 activations (output layer: logits, then probabilities)
+    act_grads: np.ndarray  # (T, A) float32 d loss / d pre-activation
+    stamp: np.ndarray  # (T, N) int32 dedup marks: stamp[t, n] == current mark => n already chosen
+    mark: np.ndarray  # (T,) int32 the current mark of each chunk (see selection.next_mark)
+    hits: np.ndarray  # (T, N) int32 per-candidate count of LSH tables that returned it
+    codes: np.ndarray  # (T, L) int32 LSH bucket codes of the current input ((T, 0) if not LSH)
+    hash_vals: np.ndarray  # (T, H) float32 hash-family working memory ((T, 0) if not LSH)
+    hash_idx: np.ndarray  # (T, H) int32
+    query_buf: np.ndarray  # (T, Q) int32 candidate-union working memory (tables.query_scratch_size)
+
+
+def layer_sizes(n_features: int, hidden: list[int], n_labels: int) -> list[tuple[int, int]]:
+    """(D, N) of each layer, input to output."""
+    dims = [n_features, *hidden, n_labels]
+    return [(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
+
+
+def init_params(
+    sizes: list[tuple[int, int]], *, init: str = "glorot", optimizer: str = "adam", seed: int = 0
+) -> List:
+    """Allocate and initialise every layer. Returns a typed List of LayerParams.
+
+    Glorot-uniform (or He-normal) weights drawn in float32 chunks, so a 670K x 128 layer never
+    passes through a float64 copy; zero biases; zero gradients and moments.
+    """
+    rng = np.random.default_rng(seed)
+    layers = List()
+    for index, (d, n) in enumerate(sizes):
+        shape = (d, n) if index == 0 else (n, d)
+        weights = np.empty(shape, dtype=np.float32)
+        _fill_init(weights, rng, d, n, init)
+        with_moments = optimizer == "adam"
+        layers.append(
+            LayerParams(
+                weights=weights,
+                bias=np.zeros(n, np.float32),
+                weight_grad=np.zeros(shape, np.float32),
+                bias_grad=np.zeros(n, np.float32),
+                weight_m=np.zeros(shape if with_moments else (0, 0), np.float32),
+                weight_v=np.zeros(shape if with_moments else (0, 0), np.float32),
+                bias_m=np.zeros(n if with_moments else 0, np.float32),
+                bias_v=np.zeros(n if with_moments else 0, np.float32),
+                row_touched=np.zeros(shape[0], np.uint8),
+                bias_touched=np.zeros(n, np.uint8),
+            )
+        )
+    return layers
+
+
+def _fill_init(weights: np.ndarray, rng: np.random.Generator, fan_in: int, fan_out: int, init: str):
+    rows_per_chunk = max(1, (1 << 22) // max(1, weights.shape[1]))
+    for start in range(0, weights.shape[0], rows_per_chunk):
+        block = weights[start : start + rows_per_chunk]
+        if init == "he":
+            block[...] = rng.standard_normal(block.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        else:
+            limit = np.float32(np.sqrt(6.0 / (fan_in + fan_out)))
+            block[...] = rng.uniform(-limit, limit, size=block.shape).astype(np.float32)
+
+
+def make_spec(
+    sizes: list[tuple[int, int]],
+    modes: list[int],
+    infer_modes: list[int],
+    budgets: list[int],
+    min_actives: list[int],
+    max_labels: int,
+) -> np.ndarray:
+    """The (n_layers, SPEC_FIELDS) int64 table the kernels read per-layer settings from.
+
+    Budgets are clipped to the layer size; the output layer's capacity leaves room for the true
+    labels, which are always active in training even when they alone exceed the budget.
+    """
+    spec = np.zeros((len(sizes), SPEC_FIELDS), np.int64)
+    last = len(sizes) - 1
+    for i, (d, n) in enumerate(sizes):
+        budget = min(int(budgets[i]), n)
+        mode = MODE_ALL if budget >= n else modes[i]
+        spec[i, SPEC_IN_DIM] = d
+        spec[i, SPEC_OUT_DIM] = n
+        spec[i, SPEC_INPUT_MAJOR] = 1 if i == 0 else 0
+        spec[i, SPEC_MODE] = mode
+        spec[i, SPEC_INFER_MODE] = infer_modes[i]
+        spec[i, SPEC_BUDGET] = budget
+        spec[i, SPEC_MIN_ACTIVE] = min(int(min_actives[i]), budget)
+        extra = max_labels if i == last else 0
+        spec[i, SPEC_CAPACITY] = n if mode == MODE_ALL else min(n, budget + extra)
+    return spec
+
+
+def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_shapes: list[tuple[int, int]]) -> List:
+    """Allocate per-chunk scratch for every layer.
+
+    `capacities[l]` is A for layer l (training capacity, or N for exact inference);
+    `hash_shapes[l]` is (L, H, Q) of layer l's LSH index (tables, hashes, query scratch length),
+    (0, 0, 0) for non-LSH layers.
+    """
+    scratch = List()
+    for l in range(spec.shape[0]):
+        n = int(spec[l, SPEC_OUT_DIM])
+        a = int(capacities[l])
+        n_tables, n_hashes, query_len = hash_shapes[l]
+        needs_stamp = int(spec[l, SPEC_MODE]) != MODE_ALL or int(spec[l, SPEC_INFER_MODE]) != MODE_ALL
+        stamp_n = n if needs_stamp else 0
+        scratch.append(
+            LayerScratch(
+                act_ids=np.zeros((n_chunks, a), np.int32),
+                act_vals=np.zeros((n_chunks, a), np.float32),
+                act_grads=np.zeros((n_chunks, a), np.float32),
+                stamp=np.zeros((n_chunks, stamp_n), np.int32),
+                mark=np.zeros(n_chunks, np.int32),
+                hits=np.zeros((n_chunks, stamp_n if n_tables else 0), np.int32),
+                codes=np.zeros((n_chunks, n_tables), np.int32),
+                hash_vals=np.zeros((n_chunks, n_hashes), np.float32),
+                hash_idx=np.zeros((n_chunks, n_hashes), np.int32),
+                query_buf=np.zeros((n_chunks, query_len), np.int32),
+            )
+        )
+    return scratch
+
+
+def param_bytes(sizes: list[tuple[int, int]], optimizer: str = "adam") -> int:
+    """Bytes of weights + gradients + optimizer moments + touched marks (the resident model)."""
+    copies = 4 if optimizer == "adam" else 2
+    total = 0
+    for i, (d, n) in enumerate(sizes):
+        total += copies * 4 * (d * n + n) + (d if i == 0 else n) + n
+    return total

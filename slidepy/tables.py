@@ -1,0 +1,309 @@
+"""Flat LSH bucket tables: build from hash codes, query a union of buckets, pick candidates.
+
+Shape letters: N items (neurons) that can be stored, L tables, R = 2**range_pow buckets per
+table, C bucket capacity (a power of two), B batch of queries, A active-set capacity,
+T thread chunks.
+
+State is two arrays:
+    buckets (L, R, C) int32   item ids, -1 = empty slot
+    counts  (L, R)    int32   inserts ever attempted into the bucket since the last clear;
+                              the bucket holds min(count, C) items, in slots [0, min(count, C))
+Insert policies (integer codes):
+    INSERT_FIFO      ring: slot = count & (C-1); a full bucket overwrites its oldest item, so it
+                     keeps the last C items inserted.
+    INSERT_RESERVOIR reservoir sampling: the first C items fill the slots; item number `count`
+                     (0-based) then replaces slot j = randint(count + 1) if j < C, so each of the
+                     n items inserted is kept with probability C/n. RNG state is explicit.
+`build_tables` clears and fills all tables; `prange` runs over tables (each thread owns whole
+tables, so no races), and table t draws from its own stream seeded by mix_seed(seed, t), so the
+result is identical for any thread count.
+
+Queries: the union of the L probed buckets `buckets[t, codes[t], :]` in probe order (table 0
+slots 0.., then table 1, ...), deduplicated with a per-thread stamp array (N,) int32:
+`stamp[id] == stamp_value` means "already in the set". The caller picks a fresh stamp_value per
+query, so nothing is ever cleared. The number of tables that returned each candidate is kept in
+`hits` (N,) int32; hits[id] is set to 1 when id is first seen in a query and incremented after,
+so hits needs no reset; it is meaningful only for the ids this query added (ids the caller
+stamped beforehand, e.g. true labels, get their hits entry incremented but never read).
+Candidate policies (integer codes):
+    POLICY_VANILLA   union in probe order, stopping when the output is full
+    POLICY_TOPK      the candidates hit by the most tables; ties go to the earlier in probe order
+    POLICY_THRESHOLD candidates hit by >= min_hits tables, in probe order, until the output is full
+Output ids always stay in probe order. After `select_candidates`, an id taken from the tables
+has stamp == stamp_value iff it is in the output (un-picked ids are reset to stamp_value - 1).
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from slidepy.rng import mix_seed, randint, seed_state
+
+INSERT_FIFO = 0
+INSERT_RESERVOIR = 1
+POLICY_VANILLA = 0
+POLICY_TOPK = 1
+POLICY_THRESHOLD = 2
+POLICY_NAMES = {POLICY_VANILLA: "vanilla", POLICY_TOPK: "topk", POLICY_THRESHOLD: "threshold"}
+MAX_RANGE_POW = 30
+
+
+def _is_pow2(x):
+    return x >= 1 and (x & (x - 1)) == 0
+
+
+def table_bytes(l, range_pow, capacity):
+    """Bytes of buckets (L, R, C) int32 plus counts (L, R) int32."""
+    n_buckets = int(l) * (1 << int(range_pow))
+    return n_buckets * int(capacity) * 4 + n_buckets * 4
+
+
+def make_tables(l, range_pow, capacity):
+    """Empty tables: buckets (L, 2**range_pow, C) int32 filled with -1, counts (L, R) int32 zeros."""
+    if int(l) < 1 or not 1 <= int(range_pow) <= MAX_RANGE_POW:
+        raise ValueError(f"make_tables: need l >= 1 and range_pow in [1, {MAX_RANGE_POW}]")
+    if not _is_pow2(int(capacity)):
+        raise ValueError(f"make_tables: capacity must be a power of two, got {capacity}")
+    n_buckets = 1 << int(range_pow)
+    return (np.full((int(l), n_buckets, int(capacity)), -1, np.int32),
+            np.zeros((int(l), n_buckets), np.int32))
+
+
+def query_scratch_size(l, capacity):
+    """Length of the int32 scratch that select_candidates needs: L*C (union) + L + 1 (histogram)."""
+    return int(l) * int(capacity) + int(l) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Insertion and building
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def insert_item(buckets, counts, t, code, item, insert_policy, state, si):
+    """Insert `item` into bucket `code` of table t with the FIFO or reservoir rule.
+
+    state (uint64 array) / si: the RNG stream used by INSERT_RESERVOIR (unused for FIFO).
+    Counts are int32: fewer than 2**31 inserts per bucket between clears.
+    """
+    cap = buckets.shape[2]
+    cnt = counts[t, code]
+    if insert_policy == INSERT_FIFO:
+        buckets[t, code, cnt & (cap - 1)] = item
+    elif cnt < cap:
+        buckets[t, code, cnt] = item
+    else:
+        j = randint(state, si, np.int64(cnt) + 1)
+        if j < cap:
+            buckets[t, code, j] = item
+    counts[t, code] = cnt + 1
+
+
+@njit(parallel=True, cache=True)
+def build_tables_parallel(codes, order, insert_policy, seed, buckets, counts):
+    """Clear all tables, then insert items order[0], order[1], ... (item i goes to codes[i, t]).
+
+    codes (N, L) int32 in [0, R); order (M,) int32 item ids (pass a random permutation so FIFO
+    does not favour high ids); seed: reservoir streams. prange over tables.
+    """
+    n_tables = buckets.shape[0]
+    state = np.empty(n_tables, np.uint64)
+    for t in range(n_tables):
+        seed_state(state, t, mix_seed(seed, np.uint64(t)))
+    n_order = order.shape[0]
+    for t in prange(n_tables):
+        buckets[t, :, :] = -1
+        counts[t, :] = 0
+        for j in range(n_order):
+            item = order[j]
+            insert_item(buckets, counts, t, codes[item, t], item, insert_policy, state, t)
+
+
+# --------------------------------------------------------------------------------------------
+# Queries (serial workers)
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
+    """Append the unseen ids of the probed buckets to out_ids[n_already:max_out]; returns n."""
+    n_tables = buckets.shape[0]
+    cap = buckets.shape[2]
+    n = n_already
+    for t in range(n_tables):
+        code = codes[t]
+        occ = min(counts[t, code], cap)
+        for s in range(occ):
+            item = buckets[t, code, s]
+            if item < 0:
+                continue
+            if stamp[item] == stamp_value:
+                hits[item] += 1
+            else:
+                if n >= max_out:
+                    return n
+                stamp[item] = stamp_value
+                hits[item] = 1
+                out_ids[n] = item
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def query_union(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
+    """Union of the L buckets buckets[t, codes[t]], appended after out_ids[:n_already].
+
+    codes (L,) int32; stamp (N,) int32 and hits (N,) int32 per thread; out_ids (>= max_out,)
+    int32. Ids already stamped with stamp_value (e.g. forced labels) are skipped. Stops when
+    max_out ids are in out_ids (then hits are only partly counted). Returns the new length n.
+    """
+    return _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already,
+                       max_out)
+
+
+@njit(cache=True)
+def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, out_ids,
+                      n_already, max_out, min_hits, scratch):
+    """Append LSH candidates after the n_already ids in out_ids, up to max_out in all.
+
+    The engine first writes forced ids (true labels) into out_ids[:n_already] and sets their
+    stamp to stamp_value, then calls this. policy: POLICY_VANILLA, POLICY_TOPK (most tables
+    hit, ties by probe order) or POLICY_THRESHOLD (hit by >= min_hits tables). scratch: int32
+    of length >= query_scratch_size(L, C), per thread. Output stays in probe order. Returns n.
+    Serial, allocation free.
+    """
+    if n_already >= max_out:
+        return n_already
+    if policy == POLICY_VANILLA:
+        return _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already,
+                           max_out)
+    n_tables = buckets.shape[0]
+    union_cap = n_tables * buckets.shape[2]
+    n_union = _union_into(buckets, counts, codes, stamp, stamp_value, hits, scratch, 0, union_cap)
+    budget = max_out - n_already
+    n = n_already
+    unmark = stamp_value - 1
+    if policy == POLICY_TOPK:
+        if n_union <= budget:
+            for u in range(n_union):
+                out_ids[n] = scratch[u]
+                n += 1
+            return n
+        hist = scratch[union_cap:union_cap + n_tables + 1]
+        hist[:] = 0
+        for u in range(n_union):
+            hist[hits[scratch[u]]] += 1
+        # Threshold tau: all ids with hits > tau fit, plus the first `take_at_tau` with hits == tau.
+        tau = n_tables
+        above = 0
+        while tau > 1 and above + hist[tau] < budget:
+            above += hist[tau]
+            tau -= 1
+        take_at_tau = budget - above
+        for u in range(n_union):
+            item = scratch[u]
+            h = hits[item]
+            if h > tau or (h == tau and take_at_tau > 0):
+                if h == tau:
+                    take_at_tau -= 1
+                out_ids[n] = item
+                n += 1
+            else:
+                stamp[item] = unmark
+        return n
+    # POLICY_THRESHOLD
+    for u in range(n_union):
+        item = scratch[u]
+        if hits[item] >= min_hits and n < max_out:
+            out_ids[n] = item
+            n += 1
+        else:
+            stamp[item] = unmark
+    return n
+
+
+@njit(parallel=True, cache=True)
+def select_batch_parallel(policy, buckets, counts, codes, n_items, max_out, min_hits, out_ids,
+                          out_n, n_chunks):
+    """select_candidates for each row of codes (B, L) with no forced ids, into out_ids (B, A).
+
+    Per-chunk stamp / hits (n_chunks, N) and scratch are allocated before the prange; unused
+    output slots are set to -1.
+    """
+    n_rows = codes.shape[0]
+    n_chunks = max(1, min(n_chunks, n_rows))
+    n_tables = buckets.shape[0]
+    stamp = np.zeros((n_chunks, n_items), np.int32)
+    hits = np.zeros((n_chunks, n_items), np.int32)
+    scratch = np.empty((n_chunks, n_tables * buckets.shape[2] + n_tables + 1), np.int32)
+    for c in prange(n_chunks):
+        lo = c * n_rows // n_chunks
+        hi = (c + 1) * n_rows // n_chunks
+        for i in range(lo, hi):
+            stamp_value = np.int32(i - lo + 1)
+            n = select_candidates(policy, buckets, counts, codes[i], stamp[c], stamp_value,
+                                  hits[c], out_ids[i], 0, max_out, min_hits, scratch[c])
+            out_n[i] = n
+            for a in range(n, out_ids.shape[1]):
+                out_ids[i, a] = -1
+
+
+# --------------------------------------------------------------------------------------------
+# Public Python wrappers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_tables(buckets, counts):
+    if not (isinstance(buckets, np.ndarray) and buckets.dtype == np.int32 and buckets.ndim == 3
+            and buckets.flags.c_contiguous):
+        raise ValueError("buckets: need a C-contiguous (L, R, C) int32 array")
+    if not (isinstance(counts, np.ndarray) and counts.dtype == np.int32
+            and counts.shape == buckets.shape[:2] and counts.flags.c_contiguous):
+        raise ValueError("counts: need a C-contiguous (L, R) int32 array matching buckets")
+    if not _is_pow2(buckets.shape[1]) or not _is_pow2(buckets.shape[2]):
+        raise ValueError("buckets: R and C must be powers of two")
+
+
+def _check_codes(codes, n_tables, n_buckets, name="codes"):
+    if not (isinstance(codes, np.ndarray) and codes.dtype == np.int32 and codes.ndim == 2
+            and codes.flags.c_contiguous):
+        raise ValueError(f"{name}: need a C-contiguous 2-d int32 array")
+    if codes.shape[1] != n_tables:
+        raise ValueError(f"{name}: need {n_tables} columns (one per table), got {codes.shape[1]}")
+    if codes.size and (codes.min() < 0 or codes.max() >= n_buckets):
+        raise ValueError(f"{name}: codes must lie in [0, {n_buckets})")
+
+
+def build_tables(codes, order, insert_policy, seed, buckets, counts):
+    """Validate, then clear and fill the tables in place (see build_tables_parallel)."""
+    _check_tables(buckets, counts)
+    _check_codes(codes, buckets.shape[0], buckets.shape[1])
+    if not (isinstance(order, np.ndarray) and order.dtype == np.int32 and order.ndim == 1):
+        raise ValueError("order: need a 1-d int32 array of item ids")
+    if order.size and (order.min() < 0 or order.max() >= codes.shape[0]):
+        raise ValueError(f"order: ids must lie in [0, {codes.shape[0]})")
+    if insert_policy not in (INSERT_FIFO, INSERT_RESERVOIR):
+        raise ValueError(f"insert_policy: unknown code {insert_policy}")
+    build_tables_parallel(codes, np.ascontiguousarray(order), np.int64(insert_policy),
+                          np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), buckets, counts)
+
+
+def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
+    """Candidates for each query row of codes (B, L): (ids (B, max_out) int32 padded with -1,
+    n (B,) int64). Convenience driver for tests, benchmarks and inference."""
+    _check_tables(buckets, counts)
+    _check_codes(codes, buckets.shape[0], buckets.shape[1])
+    if policy not in POLICY_NAMES:
+        raise ValueError(f"policy: unknown code {policy}")
+    if int(max_out) < 0 or int(n_items) < 1:
+        raise ValueError("select_batch: need max_out >= 0 and n_items >= 1")
+    if buckets.size and buckets.max() >= n_items:
+        raise ValueError(f"buckets hold ids >= n_items ({n_items})")
+    n_rows = codes.shape[0]
+    out_ids = np.full((n_rows, int(max_out)), -1, np.int32)
+    out_n = np.zeros(n_rows, np.int64)
+    if n_rows:
+        select_batch_parallel(np.int64(policy), buckets, counts, codes, np.int64(n_items),
+                              np.int64(max_out), np.int64(min_hits), out_ids, out_n,
+                              np.int64(numba.get_num_threads()))
+    return out_ids, out_n

@@ -1,0 +1,397 @@
+"""Slow reference implementations that the fast kernels are tested against."""
+
+
+# ======================================================================================
+# metrics: slow references for slidepy/metrics.py (pure Python sets, one sample at a time)
+# ======================================================================================
+
+import math as _metrics_math
+
+import numpy as _metrics_np
+
+
+def naive_precision_at_k(top_ids, y_indptr, y_indices, k, ignore_empty=False):
+    """Mean P@k: |set(top-k ids >= 0) & set(labels)| / k; empty samples score 0."""
+    scores = []
+    for i in range(len(top_ids)):
+        labels = set(int(x) for x in y_indices[y_indptr[i] : y_indptr[i + 1]])
+        if ignore_empty and not labels:
+            continue
+        preds = set(int(p) for p in top_ids[i][:k] if p >= 0)
+        scores.append(len(preds & labels) / k)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def naive_ndcg_at_k(top_ids, y_indptr, y_indices, k, ignore_empty=False):
+    """Mean nDCG@k; a repeated prediction counts at its first rank only; empty samples score 0."""
+    scores = []
+    for i in range(len(top_ids)):
+        labels = set(int(x) for x in y_indices[y_indptr[i] : y_indptr[i + 1]])
+        if ignore_empty and not labels:
+            continue
+        if not labels:
+            scores.append(0.0)
+            continue
+        row = [int(p) for p in top_ids[i][:k]]
+        dcg = 0.0
+        for r, p in enumerate(row):
+            if p >= 0 and p in labels and p not in row[:r]:
+                dcg += 1.0 / _metrics_math.log2(r + 2)
+        idcg = sum(1.0 / _metrics_math.log2(r + 2) for r in range(min(k, len(labels))))
+        scores.append(dcg / idcg)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def naive_topk(scores, k):
+    """Top-k ids and values per row: descending score, ties by lower id, -1 / -inf padding."""
+    scores = _metrics_np.asarray(scores)
+    n_samples, n_labels = scores.shape
+    ids = _metrics_np.full((n_samples, k), -1, dtype=_metrics_np.int32)
+    vals = _metrics_np.full((n_samples, k), -_metrics_np.inf, dtype=scores.dtype)
+    for i in range(n_samples):
+        order = sorted(range(n_labels), key=lambda j: (-float(scores[i, j]), j))[:k]
+        ids[i, : len(order)] = order
+        vals[i, : len(order)] = scores[i, order]
+    return ids, vals
+
+
+# ======================================================================================
+# data: slow reference parser for slidepy/data.py + slidepy/parse.py (pure Python, re, float())
+# ======================================================================================
+
+import re as _data_re
+
+_DATA_LABELS = _data_re.compile(r"[0-9]+(,[0-9]+)*")
+_DATA_FEATURE = _data_re.compile(r"([0-9]+):([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)")
+_DATA_F32_MAX = float(_metrics_np.finfo(_metrics_np.float32).max)
+
+
+class NaiveParseError(ValueError):
+    """A bad line: `.line` is its 1-based line number (XC header = line 1)."""
+
+    def __init__(self, line, reason):
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+
+
+def naive_parse(text, *, format, index_base=None, n_features=None, n_labels=None):
+    """Parse XC / LIBSVM text one line at a time with regexes and Python float().
+
+    `format` "xc" or "libsvm" (no auto). Every line after the XC header is a sample; a final
+    newline does not start another. Labels: the first token unless the line starts with
+    whitespace (space, tab, CR). Raises NaiveParseError at the first bad line. Returns a dict
+    of the Dataset fields (numpy arrays with the Dataset dtypes, n_features, n_labels).
+    """
+    np = _metrics_np
+    if index_base is None:
+        index_base = 0 if format == "xc" else 1
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    first = 0
+    if format == "xc":
+        while first < len(lines) and not lines[first].strip():
+            first += 1
+        if first == len(lines):
+            raise NaiveParseError(1, "empty file")
+        n_rows, n_features, n_labels = (int(t) for t in lines[first].split())
+        first += 1
+        if len(lines) - first != n_rows:
+            raise NaiveParseError(first + min(n_rows, len(lines) - first) + 1, "line count")
+    xp, xi, xv, yp, yi = [0], [], [], [0], []
+    max_f, max_l = -1, -1
+    for k in range(first, len(lines)):
+        line = lines[k]
+        lineno = k + 1
+        tokens = [t for t in _data_re.split(r"[ \t\r]+", line) if t]
+        if line and line[0] not in " \t\r":
+            label_tok, feature_toks = tokens[0], tokens[1:]
+            if not _DATA_LABELS.fullmatch(label_tok):
+                raise NaiveParseError(lineno, f"bad labels {label_tok!r}")
+            labels = [int(t) for t in label_tok.split(",")]
+        else:
+            labels, feature_toks = [], tokens
+        for lab in labels:
+            if n_labels is not None and lab >= n_labels:
+                raise NaiveParseError(lineno, f"label {lab} out of range")
+        feats = []
+        for tok in feature_toks:
+            m = _DATA_FEATURE.fullmatch(tok)
+            if not m:
+                raise NaiveParseError(lineno, f"bad feature {tok!r}")
+            fid = int(m.group(1)) - index_base
+            val = float(m.group(2))
+            if fid < 0 or (n_features is not None and fid >= n_features):
+                raise NaiveParseError(lineno, f"feature id {fid} out of range")
+            with np.errstate(over="ignore"):
+                finite32 = abs(float(np.float32(val))) <= _DATA_F32_MAX
+            if not finite32:
+                raise NaiveParseError(lineno, f"value {val} overflows float32")
+            feats.append((fid, val))
+        for fid, val in feats:
+            xi.append(fid)
+            xv.append(val)
+            max_f = max(max_f, fid)
+        yi.extend(labels)
+        max_l = max([max_l] + labels)
+        xp.append(len(xi))
+        yp.append(len(yi))
+    return {
+        "x_indptr": np.array(xp, dtype=np.int64),
+        "x_indices": np.array(xi, dtype=np.int32),
+        "x_values": np.array(xv, dtype=np.float64).astype(np.float32),
+        "y_indptr": np.array(yp, dtype=np.int64),
+        "y_indices": np.array(yi, dtype=np.int32),
+        "n_features": n_features if n_features is not None else max_f + 1,
+        "n_labels": n_labels if n_labels is not None else max_l + 1,
+    }
+
+
+def naive_subset(ds_fields, rows):
+    """Row gather of CSR dict/Dataset fields by a Python loop: dict of the five arrays."""
+    np = _metrics_np
+    get = ds_fields.__getitem__ if isinstance(ds_fields, dict) else lambda n: getattr(ds_fields, n)
+    out = {}
+    for side, names in (("x", ("x_indices", "x_values")), ("y", ("y_indices",))):
+        indptr = get(f"{side}_indptr")
+        new_indptr = [0]
+        parts = {n: [] for n in names}
+        for r in rows:
+            a, b = int(indptr[r]), int(indptr[r + 1])
+            for n in names:
+                parts[n].extend(get(n)[a:b].tolist())
+            new_indptr.append(new_indptr[-1] + b - a)
+        out[f"{side}_indptr"] = np.array(new_indptr, dtype=np.int64)
+        for n in names:
+            out[n] = np.array(parts[n], dtype=get(n).dtype)
+    return out
+
+
+# ======================================================================================
+# LSH: slow references for slidepy/rng.py, slidepy/hashing.py and slidepy/tables.py
+# (pure Python integers for the 64-bit mixing, dense NumPy vectors for the hash families,
+# Python lists and sets for the tables). They follow the definitions in the module
+# docstrings, written out the obvious way.
+# ======================================================================================
+
+import numpy as _lsh_np
+
+_LSH_M64 = (1 << 64) - 1
+_LSH_FOLD_SEED = 0x6A09E667F3BCC909
+_LSH_NONZERO = 0x853C49E6748FEA9B
+_LSH_DENSIFY_ATTEMPTS = 32
+
+
+def naive_splitmix64(x):
+    z = (int(x) + 0x9E3779B97F4A7C15) & _LSH_M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _LSH_M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _LSH_M64
+    return z ^ (z >> 31)
+
+
+def naive_mix_seed(a, b):
+    return naive_splitmix64(naive_splitmix64(int(a) & _LSH_M64) ^ (int(b) & _LSH_M64))
+
+
+def naive_seed_state(seed):
+    s = naive_splitmix64(int(seed) & _LSH_M64)
+    return s if s != 0 else _LSH_NONZERO
+
+
+def naive_xorshift_next(x):
+    """One xorshift64* step: returns (new_state, output)."""
+    x ^= x >> 12
+    x ^= (x << 25) & _LSH_M64
+    x ^= x >> 27
+    return x, (x * 0x2545F4914F6CDD1D) & _LSH_M64
+
+
+def naive_randint(x, n):
+    """Returns (new_state, r in [0, n)) like rng.randint."""
+    x, out = naive_xorshift_next(x)
+    r = int(float(out >> 11) * (1.0 / 9007199254740992.0) * n)
+    return x, min(r, n - 1)
+
+
+def naive_combine_pieces(pieces, k, l, bits, range_pow):
+    """Table codes from K pieces each: concatenation if K*bits <= range_pow, else fold."""
+    mask = (1 << bits) - 1
+    codes = _lsh_np.zeros(l, _lsh_np.int32)
+    for t in range(l):
+        part = [int(p) & mask for p in pieces[t * k:(t + 1) * k]]
+        if k * bits <= range_pow:
+            acc = 0
+            for p in part:
+                acc = (acc << bits) | p
+            codes[t] = acc
+        else:
+            acc = _LSH_FOLD_SEED
+            for p in part:
+                acc = naive_splitmix64(acc ^ p)
+            codes[t] = acc >> (64 - range_pow)
+    return codes
+
+
+def _lsh_spec(params):
+    fam, dim, k, l, b, bits, n_hashes, n_perms = (int(v) for v in params.spec)
+    return fam, dim, k, l, b, bits, n_hashes, n_perms
+
+
+def naive_srp_pieces(params, ids, vals):
+    """Dense (H, D) sign matrix; float32 sums accumulated entry by entry; bit = sum > 0."""
+    _, dim, _, _, _, _, n_hashes, _ = _lsh_spec(params)
+    proj = _lsh_np.zeros((n_hashes, dim), _lsh_np.float32)
+    for d in range(dim):
+        for q in range(params.proj_indptr[d], params.proj_indptr[d + 1]):
+            proj[params.proj_hash[q], d] = params.proj_sign[q]
+    acc = _lsh_np.zeros(n_hashes, _lsh_np.float32)
+    for i, v in zip(ids, vals):
+        acc += _lsh_np.float32(v) * proj[:, int(i)]
+    return (acc > 0).astype(_lsh_np.int64)
+
+
+def _lsh_slot_values(params, ids, vals, dense):
+    """(S,) slot values: max over the (dim, perm) positions mapped to the slot.
+
+    dense=True: missing dims are zeros (plain WTA). dense=False: only non-zero values count and
+    a slot with none is -inf (DWTA)."""
+    _, dim, _, _, b, _, n_hashes, n_perms = _lsh_spec(params)
+    x = _lsh_np.zeros(dim, _lsh_np.float32)
+    present = _lsh_np.zeros(dim, bool)
+    x[_lsh_np.asarray(ids, _lsh_np.int64)] = vals
+    present[_lsh_np.asarray(ids, _lsh_np.int64)] = _lsh_np.asarray(vals) != 0
+    slot = _lsh_np.full(n_hashes * b, -_lsh_np.inf, _lsh_np.float32)
+    for d in range(dim):
+        if not dense and not present[d]:
+            continue
+        for p in range(n_perms):
+            c = params.dim_map[d, p]
+            if c >= 0:
+                slot[c] = max(slot[c], x[d])
+    return slot
+
+
+def naive_wta_pieces(params, ids, vals):
+    """Argmax slot of each bin of the dense vector (missing dims = 0), first index on ties."""
+    b, n_hashes = int(params.spec[4]), int(params.spec[6])
+    slot = _lsh_slot_values(params, ids, vals, dense=True)
+    return _lsh_np.array([int(_lsh_np.argmax(slot[h * b:(h + 1) * b])) for h in range(n_hashes)])
+
+
+def naive_dwta_pieces(params, ids, vals):
+    """DWTA pieces, or None when the input has no non-zero value (codes are then all 0)."""
+    b, n_hashes = int(params.spec[4]), int(params.spec[6])
+    slot = _lsh_slot_values(params, ids, vals, dense=False)
+    nonempty = [bool(_lsh_np.any(slot[h * b:(h + 1) * b] > -_lsh_np.inf)) for h in range(n_hashes)]
+    if not any(nonempty):
+        return None
+    raw = [int(_lsh_np.argmax(slot[h * b:(h + 1) * b])) for h in range(n_hashes)]
+    key = int(params.dens_key[0])
+    pieces = []
+    for h in range(n_hashes):
+        donor = h if nonempty[h] else None
+        attempt = 1
+        while donor is None and attempt <= _LSH_DENSIFY_ATTEMPTS:
+            g = naive_splitmix64(key ^ (h << 32) ^ attempt) % n_hashes
+            if nonempty[g]:
+                donor = g
+            attempt += 1
+        if donor is None:
+            donor = next((h + j) % n_hashes for j in range(1, n_hashes + 1) if nonempty[(h + j) % n_hashes])
+        pieces.append(raw[donor])
+    return _lsh_np.array(pieces)
+
+
+def naive_minhash_pieces(params, ids, vals):
+    """Minima of ((a*id + b) mod 2**64) >> 33 over ids with non-zero value, or None if none."""
+    feats = [int(i) for i, v in zip(ids, vals) if v != 0]
+    if not feats:
+        return None
+    return _lsh_np.array([min(((int(a) * i + int(bb)) & _LSH_M64) >> 33 for i in feats)
+                          for a, bb in zip(params.mh_a, params.mh_b)])
+
+
+def naive_hash_codes(params, ids, vals, range_pow):
+    """(L,) int32 codes of one sparse vector, any family."""
+    fam, _, k, l, _, bits, _, _ = _lsh_spec(params)
+    pieces = {0: naive_srp_pieces, 1: naive_wta_pieces, 2: naive_dwta_pieces,
+              3: naive_minhash_pieces}[fam](params, ids, vals)
+    if pieces is None:
+        return _lsh_np.zeros(l, _lsh_np.int32)
+    return naive_combine_pieces(pieces, k, l, bits, range_pow)
+
+
+def naive_srp_codes(params, ids, vals, range_pow):
+    assert int(params.spec[0]) == 0
+    return naive_hash_codes(params, ids, vals, range_pow)
+
+
+def naive_wta_codes(params, ids, vals, range_pow):
+    assert int(params.spec[0]) == 1
+    return naive_hash_codes(params, ids, vals, range_pow)
+
+
+def naive_dwta_codes(params, ids, vals, range_pow):
+    assert int(params.spec[0]) == 2
+    return naive_hash_codes(params, ids, vals, range_pow)
+
+
+def naive_minhash_codes(params, ids, vals, range_pow):
+    assert int(params.spec[0]) == 3
+    return naive_hash_codes(params, ids, vals, range_pow)
+
+
+def naive_build_tables(codes, order, insert_policy, seed, n_tables, n_buckets, capacity):
+    """Tables as lists: returns (buckets (L, R, C) int32 with -1, counts (L, R) int32)."""
+    buckets = _lsh_np.full((n_tables, n_buckets, capacity), -1, _lsh_np.int32)
+    counts = _lsh_np.zeros((n_tables, n_buckets), _lsh_np.int32)
+    for t in range(n_tables):
+        state = naive_seed_state(naive_mix_seed(seed, t))
+        for item in order:
+            code = int(codes[item, t])
+            cnt = int(counts[t, code])
+            if insert_policy == 0:
+                buckets[t, code, cnt % capacity] = item
+            elif cnt < capacity:
+                buckets[t, code, cnt] = item
+            else:
+                state, j = naive_randint(state, cnt + 1)
+                if j < capacity:
+                    buckets[t, code, j] = item
+            counts[t, code] = cnt + 1
+    return buckets, counts
+
+
+def naive_query_union(buckets, counts, codes, skip=()):
+    """(ids in probe order without repeats, {id: number of tables returning it}); ids in
+    `skip` (forced ids) are left out."""
+    order, hits = [], {}
+    skip = set(int(s) for s in skip)
+    for t in range(buckets.shape[0]):
+        code = int(codes[t])
+        for s in range(min(int(counts[t, code]), buckets.shape[2])):
+            item = int(buckets[t, code, s])
+            if item in skip:
+                continue
+            if item not in hits:
+                order.append(item)
+                hits[item] = 0
+            hits[item] += 1
+    return order, hits
+
+
+def naive_select_candidates(policy, buckets, counts, codes, forced, max_out, min_hits):
+    """forced ids followed by the chosen candidates (policy 0 vanilla, 1 top-k, 2 threshold)."""
+    out = list(forced)
+    budget = max(0, max_out - len(out))
+    order, hits = naive_query_union(buckets, counts, codes, skip=forced)
+    if policy == 0:
+        chosen = order[:budget]
+    elif policy == 1:
+        pos = {item: p for p, item in enumerate(order)}
+        best = sorted(order, key=lambda item: (-hits[item], pos[item]))[:budget]
+        chosen = sorted(best, key=lambda item: pos[item])
+    else:
+        chosen = [item for item in order if hits[item] >= min_hits][:budget]
+    return out + chosen
