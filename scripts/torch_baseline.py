@@ -255,7 +255,7 @@ def _forward_logits(params, xin, first_layer: str):
     return F.linear(h, params["w2"], params["b2"])
 
 
-def evaluate_torch(params, test, *, eval_subset: int | None = 2000, chunk: int = 512,
+def evaluate_torch(params, test, *, eval_subset: int | None = 2000, chunk: int = 128,
                    first_layer: str = "embbag") -> dict[str, float]:
     """Exact top-5 over all labels on the first `eval_subset` test samples; XC P@1/3/5."""
     import torch
@@ -297,7 +297,24 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
     """
     import torch
 
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
+    try:
+        return _train(train, test, hidden=hidden, batch_size=batch_size, lr=lr, epochs=epochs,
+                      max_steps=max_steps, threads=threads, seed=seed,
+                      eval_every_steps=eval_every_steps, eval_subset=eval_subset,
+                      time_budget_s=time_budget_s, callback=callback, first_layer=first_layer,
+                      output_impl=output_impl, warmup_steps=warmup_steps,
+                      log_every_steps=log_every_steps)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, seed,
+           eval_every_steps, eval_subset, time_budget_s, callback, first_layer, output_impl,
+           warmup_steps, log_every_steps) -> dict:
+    import torch
+
     torch.manual_seed(seed)
     n = len(train.x_indptr) - 1
     params = _build_model(int(train.n_features), int(train.n_labels), hidden, seed)
@@ -459,6 +476,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-subset", type=int, default=2000, help="0 = whole test set")
     p.add_argument("--first-layer", choices=["embbag", "sparse_mm", "sparse_mm_coo"],
                    default="embbag")
+    p.add_argument("--output-impl", choices=["fused", "autograd"], default="fused",
+                   help="fused: hand-written output-layer backward in a reused buffer (default); "
+                        "autograd: plain F.linear + logsumexp loss + autograd (reference)")
     p.add_argument("--log-every-steps", type=int, default=None)
     p.add_argument("--compare-first-layer", action="store_true",
                    help="only time the first-layer implementations on the training data")
@@ -488,6 +508,7 @@ def main(argv=None) -> int:
                           epochs=a.epochs, max_steps=a.max_steps, threads=a.threads, seed=a.seed,
                           eval_every_steps=a.eval_every_steps, eval_subset=a.eval_subset or None,
                           time_budget_s=a.time_budget, first_layer=a.first_layer,
+                          output_impl=a.output_impl,
                           log_every_steps=a.log_every_steps)
     text = json.dumps(res, indent=2)
     print(text)

@@ -1,0 +1,40 @@
+"""slidepy: SLIDE-style sparse training for neural networks with huge output layers, on CPUs.
+
+    from slidepy import Trainer, load_config, load_dataset
+    trainer = Trainer(load_config("configs/quickstart.yaml"))
+    trainer.fit()
+    print(trainer.evaluate())
+
+Layout (imports flow one way, top to bottom):
+    cli          command line
+    trainer      epochs, rebuild schedule, eval, logging, checkpoints, signals
+    engine       validate + allocate, call the kernels          memory   memory estimate
+    kernels      parallel drivers + per-sample forward/backward  optimizer row-sparse Adam/SGD
+    selection, lsh_select   active-set filling                   lsh      LSH index + schedule
+    hashing, tables         hash families, bucket tables         network  parameter arrays
+    config, data, parse, synthetic, metrics, checkpoint, rng, errors
+"""
+
+from .config import Config, config_from_dict, load_config
+from .data import Dataset, load_dataset, write_dataset
+from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
+from .synthetic import make_synthetic
+from .trainer import Trainer, TrainingInterrupted
+
+__all__ = [
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "NumericalError",
+    "SlidepyError",
+    "Trainer",
+    "TrainingInterrupted",
+    "config_from_dict",
+    "load_config",
+    "load_dataset",
+    "make_synthetic",
+    "write_dataset",
+]
+__version__ = "0.1.0"

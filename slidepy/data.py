@@ -612,24 +612,30 @@ def format_dataset(ds: Dataset, format: str = "xc") -> bytes:
     back (with `load_dataset`) to the same float32. Raises DataError if a value is nan/inf (it
     could not be read back).
     """
+    header, body = _format_parts(ds, format)
+    return header + body.tobytes()
+
+
+def _format_parts(ds: Dataset, format: str):
+    """(header bytes, body as a uint8 array) of `format_dataset`, without joining them."""
     if format not in ("xc", "libsvm"):
         raise ValueError(f"format must be 'xc' or 'libsvm', got {format!r}")
     if ds.x_values.size and not np.all(np.isfinite(ds.x_values)):
         raise DataError(f"{ds.source}: cannot write non-finite feature values")
     index_base = 0 if format == "xc" else 1
+    # Digits once per value, shared by the length pass and the write pass.
+    mant = np.empty(ds.nnz, dtype=np.int32)
+    exp10 = np.empty(ds.nnz, dtype=np.int8)
+    parse.shortest_decimals(ds.x_values, mant, exp10)
+    csr = (ds.x_indptr, ds.x_indices, ds.x_values, mant, exp10, ds.y_indptr, ds.y_indices)
     line_len = np.empty(ds.n_samples, dtype=np.int64)
-    parse.format_lengths(
-        ds.x_indptr, ds.x_indices, ds.x_values, ds.y_indptr, ds.y_indices, index_base, line_len
-    )
+    parse.format_lengths(*csr, index_base, line_len)
     line_start = np.zeros(ds.n_samples + 1, dtype=np.int64)
     np.cumsum(line_len, out=line_start[1:])
-    out = np.empty(line_start[-1], dtype=np.uint8)
-    parse.format_lines(
-        ds.x_indptr, ds.x_indices, ds.x_values, ds.y_indptr, ds.y_indices, index_base,
-        line_start, out,
-    )  # fmt: skip
+    body = np.empty(line_start[-1], dtype=np.uint8)
+    parse.format_lines(*csr, index_base, line_start, body)
     header = f"{ds.n_samples} {ds.n_features} {ds.n_labels}\n".encode() if format == "xc" else b""
-    return header + out.tobytes()
+    return header, body
 
 
 def write_dataset(ds: Dataset, path, *, format: str = "xc") -> None:
@@ -640,10 +646,18 @@ def write_dataset(ds: Dataset, path, *, format: str = "xc") -> None:
     not record).
     """
     path = Path(path)
-    text = format_dataset(ds, format)
-    if path.name.endswith(".gz"):
-        text = gzip.compress(text, compresslevel=6)
+    header, body = _format_parts(ds, format)
+
+    def write(f):
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
+                gz.write(header)
+                gz.write(body)
+        else:
+            f.write(header)
+            f.write(body)
+
     try:
-        _atomic_write(path, lambda f: f.write(text))
+        _atomic_write(path, write)
     except OSError as e:
         raise DataError(f"{path}: cannot write: {e.strerror or e}") from None

@@ -140,6 +140,21 @@ class Engine:
             self.spec[last, SPEC_CAPACITY] = min(n, self.spec[last, SPEC_BUDGET] + self.max_labels)
         self._scratch.clear()
 
+    def warmup(self, data) -> float:
+        """Compile the kernels for this network (numba JIT, or load them from the on-disk cache)
+        by running one sample through training and inference, then discard its gradients.
+        Returns the seconds spent, which the trainer reports apart from training time."""
+        import time
+
+        started = time.perf_counter()
+        rows = np.zeros(1, np.int64)
+        if data.n_samples:
+            step = self.step
+            self.train_step(data, rows, apply=False)
+            self.step = step
+            self.predict(data, rows, k=1)
+        return time.perf_counter() - started
+
     def maybe_rebuild(self) -> float:
         """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent."""
         spent = 0.0
@@ -150,8 +165,9 @@ class Engine:
 
     # -- training and inference -----------------------------------------------------------------
 
-    def train_step(self, data, rows: np.ndarray) -> StepStats:
-        """One optimizer step on dataset rows `rows`: sparse forward/backward, then the update."""
+    def train_step(self, data, rows: np.ndarray, apply: bool = True) -> StepStats:
+        """One optimizer step on dataset rows `rows`: sparse forward/backward, then the update
+        (apply=False discards the gradients instead: used to compile the kernels)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         batch = rows.shape[0]
         self.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
@@ -170,6 +186,11 @@ class Engine:
                     np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
                     n_active, active_sum, loss_out)
         self.step += 1
+        if not apply:
+            for layer in self.layers:
+                for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
+                    getattr(layer, name)[...] = 0
+            return StepStats(loss=float(loss_out.mean()), active_mean=active_sum.sum(axis=0), rows_updated=0)
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                 beta2=self.beta2, eps=self.eps, step=self.step)
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0

@@ -63,6 +63,14 @@ def dot_gather(w, ids, x, n):
     return s
 
 
+@njit(cache=True)
+def mark_touched(touched, r):
+    """Set touched[r] = 1, reading first: most marks are already set after the first samples of a
+    batch, and a load keeps the cache line shared between cores where a store would bounce it."""
+    if touched[r] == 0:
+        touched[r] = 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Layer forward / backward over active sets. `dense_out` means ids[:n_act] == arange(N) and
 # `dense_in` means the input set is the previous layer's every neuron in id order; both unlock
@@ -106,13 +114,14 @@ def backward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, grads)
     """Accumulate layer 0's gradients: dW[x_ids[j], ids[a]] += x_j * g[a], db[ids[a]] += g[a]."""
     bias_grad = layer.bias_grad
     bias_touched = layer.bias_touched
+    row_touched = layer.row_touched
     for a in range(n_act):
         bias_grad[ids[a]] += grads[a]  # Hogwild: unsynchronised on purpose
-        bias_touched[ids[a]] = 1
+        mark_touched(bias_touched, ids[a])
     for j in range(nx):
         f = x_ids[j]
         v = x_vals[j]
-        layer.row_touched[f] = 1
+        mark_touched(row_touched, f)
         grad_row = layer.weight_grad[f]
         if dense_out:
             for a in range(n_act):
@@ -136,8 +145,8 @@ def backward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, grads, in
             continue
         n = ids[a]
         layer.bias_grad[n] += g  # Hogwild: unsynchronised on purpose
-        layer.bias_touched[n] = 1
-        layer.row_touched[n] = 1
+        mark_touched(layer.bias_touched, n)
+        mark_touched(layer.row_touched, n)
         w = weights[n]
         grad_row = weight_grad[n]
         if dense_in:
@@ -323,7 +332,7 @@ def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True)
+@njit(parallel=True, cache=True)
 def train_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, y_indptr, y_indices,
                 rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
                 active_sum, loss_out):
@@ -363,7 +372,7 @@ def push_topk(top_ids, top_vals, k, n_id, val):
     top_ids[j] = n_id
 
 
-@njit(parallel=True)
+@njit(parallel=True, cache=True)
 def predict_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
                   rng, n_active, active_sum, top_ids, top_scores):
     """Inference on dataset rows `rows` (B,): top_ids/top_scores (B, K) get each sample's K best

@@ -478,46 +478,85 @@ def _write_uint(v, out, pos, write):
     return pos + n
 
 
+@njit(cache=True, inline="always")
+def _round_trips(x, v, p, lead):
+    """`(ok, mant, exp10)`: x (= float64(v)) rounded to p significant digits, and whether that
+    decimal reads back (through `mul_pow10`, as the parser does) to the float32 v."""
+    exp10 = lead - p + 1
+    mant = np.int64(round(mul_pow10(x, -exp10)))
+    return np.float32(mul_pow10(np.float64(mant), exp10)) == v, mant, exp10
+
+
 @njit(cache=True)
 def shortest_decimal(v):
     """Fewest-digit `(mant, exp10)`, int64 each, with `float32(mul_pow10(mant, exp10)) == v`.
 
-    `v` is a finite float32 > 0. Tries 1, 2, ... significant digits; 9 always suffice for
-    float32, and because the check uses the parser's own `mul_pow10`, what the writer emits
-    reads back bit-identically. Trailing zeros of `mant` are moved into `exp10`.
+    `v` is a finite float32 > 0. 9 significant digits always suffice for float32; a binary
+    search over 1..9 digits finds the fewest (round-tripping is monotone in the digit count in
+    practice, and whatever is returned has been checked to round-trip). Because the check uses
+    the parser's own `mul_pow10`, what the writer emits reads back bit-identically. Trailing
+    zeros of `mant` are moved into `exp10`.
     """
     x = np.float64(v)
-    lead = np.int64(math.floor(math.log10(x)))  # decimal exponent of the first digit (+-1)
-    mant = np.int64(0)
-    exp10 = np.int64(0)
-    for p in range(1, 18):
-        exp10 = lead - p + 1
-        mant = np.int64(round(mul_pow10(x, -exp10)))
-        if np.float32(mul_pow10(np.float64(mant), exp10)) == v:
-            break
+    lead = np.int64(math.floor(math.log10(x)))  # decimal exponent of the first digit
+    if mul_pow10(1.0, lead) > x:  # log10 rounded across a power of ten
+        lead -= 1
+    elif mul_pow10(1.0, lead + 1) <= x:
+        lead += 1
+    ok, mant, exp10 = _round_trips(x, v, 9, lead)
+    p = 9
+    while not ok and p < 17:  # not expected (9 digits suffice for float32); a safety net
+        p += 1
+        ok, mant, exp10 = _round_trips(x, v, p, lead)
+    lo = 1
+    hi = p
+    while lo < hi:  # invariant: hi digits round-trip, (mant, exp10) is that decimal
+        mid = (lo + hi) // 2
+        ok, m, e = _round_trips(x, v, mid, lead)
+        if ok:
+            hi = mid
+            mant = m
+            exp10 = e
+        else:
+            lo = mid + 1
     while mant > 0 and mant % 10 == 0:
         mant //= 10
         exp10 += 1
     return mant, exp10
 
 
-@njit(cache=True)
-def _write_value(v, out, pos, write):
-    """Write float32 `v` (finite) as short decimal text; returns the position after it.
+@njit(cache=True, parallel=True)
+def shortest_decimals(values, mant, exp10):
+    """`shortest_decimal` of every value: `values` (nnz,) float32 finite -> `mant` (nnz,) int32
+    (at most 9 digits) and `exp10` (nnz,) int8 (float32 needs -54..38). Zero gives (0, 0); the
+    sign is not recorded (the writer reads it from the value)."""
+    for k in prange(values.size):
+        v = abs(values[k])
+        if v == 0:
+            mant[k] = 0
+            exp10[k] = 0
+        else:
+            m, e = shortest_decimal(v)
+            mant[k] = m
+            exp10[k] = e
 
-    Forms: `0`, `-0`, `3`, `12.5`, `0.011765`; scientific `1.5e-07` style (`Me±E` with one
-    digit before the point) when positional would need more than 6 padding zeros.
+
+@njit(cache=True)
+def _write_value(v, mant, exp10, out, pos, write):
+    """Write float32 `v` (finite) as decimal text, given its `shortest_decimal` digits
+    `mant` * 10**`exp10` (of |v|); returns the position after it.
+
+    Forms: `0`, `-0`, `3`, `12.5`, `0.011765`; scientific (`1e7`, `1.5e-7`: one digit before
+    the point) when positional would need more than 6 padding zeros.
     """
     if v < 0 or (v == 0 and np.signbit(v)):
         if write:
             out[pos] = _MINUS
         pos += 1
-        v = -v
     if v == 0:
         if write:
             out[pos] = _ZERO
         return pos + 1
-    mant, exp10 = shortest_decimal(v)
     nd = _n_digits(mant)
     if exp10 >= 0 and exp10 <= 6:  # integer: digits then zeros
         pos = _write_uint(mant, out, pos, write)
@@ -576,10 +615,12 @@ def _write_value(v, out, pos, write):
 
 
 @njit(cache=True)
-def _format_row(r, x_indptr, x_indices, x_values, y_indptr, y_indices, index_base, out, pos, write):
+def _format_row(
+    r, x_indptr, x_indices, x_values, mant, exp10, y_indptr, y_indices, index_base, out, pos, write
+):
     """Write row r as `l1,l2 f:v f:v\\n` at out[pos:] (if `write`); returns the end position.
 
-    Feature ids are written plus `index_base`."""
+    Feature ids are written plus `index_base`; `mant`, `exp10` are from `shortest_decimals`."""
     for k in range(y_indptr[r], y_indptr[r + 1]):
         if k > y_indptr[r]:
             if write:
@@ -595,31 +636,37 @@ def _format_row(r, x_indptr, x_indices, x_values, y_indptr, y_indices, index_bas
         if write:
             out[pos] = _COLON
         pos += 1
-        pos = _write_value(x_values[k], out, pos, write)
+        pos = _write_value(x_values[k], np.int64(mant[k]), np.int64(exp10[k]), out, pos, write)
     if write:
         out[pos] = _NL
     return pos + 1
 
 
 @njit(cache=True, parallel=True)
-def format_lengths(x_indptr, x_indices, x_values, y_indptr, y_indices, index_base, line_len):
+def format_lengths(
+    x_indptr, x_indices, x_values, mant, exp10, y_indptr, y_indices, index_base, line_len
+):
     """Byte length of each row's text line (newline included) into `line_len` (B,) int64.
 
-    Inputs are a Dataset's CSR arrays; `index_base` is added to feature ids (0 XC, 1 LIBSVM)."""
+    Inputs are a Dataset's CSR arrays plus `shortest_decimals` of its values; `index_base` is
+    added to feature ids (0 XC, 1 LIBSVM)."""
     no_out = np.empty(0, dtype=np.uint8)
     for r in prange(line_len.size):
         line_len[r] = _format_row(
-            r, x_indptr, x_indices, x_values, y_indptr, y_indices, index_base, no_out, 0, False
-        )
+            r, x_indptr, x_indices, x_values, mant, exp10, y_indptr, y_indices, index_base,
+            no_out, 0, False,
+        )  # fmt: skip
 
 
 @njit(cache=True, parallel=True)
-def format_lines(x_indptr, x_indices, x_values, y_indptr, y_indices, index_base, line_start, out):
+def format_lines(
+    x_indptr, x_indices, x_values, mant, exp10, y_indptr, y_indices, index_base, line_start, out
+):
     """Write every row's line into `out` (n_bytes,) uint8 at `line_start` (B+1,) int64.
 
     Row r owns `out[line_start[r]:line_start[r + 1]]` (lengths from `format_lengths`)."""
     for r in prange(line_start.size - 1):
         _format_row(
-            r, x_indptr, x_indices, x_values, y_indptr, y_indices, index_base, out, line_start[r],
-            True,
-        )
+            r, x_indptr, x_indices, x_values, mant, exp10, y_indptr, y_indices, index_base,
+            out, line_start[r], True,
+        )  # fmt: skip

@@ -60,10 +60,21 @@ def label_prototypes(label_ids, n_features: int, prototype_size: int, seed: int 
     `label_ids` (n,) ints. Returns `ids` (n, P) int32 in [0, n_features) (a prototype may
     repeat an id: hash collisions) and `weights` (n, P) float32 in [0.2, 1).
     """
-    labels = np.asarray(label_ids, dtype=np.int64).astype(np.uint64)
-    slots = np.arange(prototype_size, dtype=np.uint64)
-    cell = labels[:, None] * np.uint64(prototype_size) + slots[None, :]
-    base = _splitmix64(cell ^ _splitmix64(np.array([seed], dtype=np.int64).astype(np.uint64)))
+    labels = np.asarray(label_ids, dtype=np.int64)
+    slots = np.arange(prototype_size, dtype=np.int64)
+    labels, slots = np.broadcast_arrays(labels[:, None], slots[None, :])
+    return _prototype_cells(labels, slots, n_features, prototype_size, seed)
+
+
+def _prototype_cells(labels, slots, n_features, prototype_size, seed):
+    """Feature id (int32) and weight (float32) of prototype slot `slots` of label `labels`.
+
+    Elementwise over equal-shape int64 arrays; a pure function of (seed, label, slot), which is
+    what lets prototypes be recomputed instead of stored.
+    """
+    cell = labels.astype(np.uint64) * np.uint64(prototype_size) + slots.astype(np.uint64)
+    seed_mix = _splitmix64(np.array([seed], dtype=np.int64).astype(np.uint64))[0]
+    base = _splitmix64(cell ^ seed_mix)
     ids = (_splitmix64(base ^ _SALT_ID) % np.uint64(n_features)).astype(np.int32)
     unit = (_splitmix64(base ^ _SALT_WEIGHT) >> np.uint64(11)).astype(np.float64) / 2.0**53
     weights = (_WEIGHT_MIN + (1.0 - _WEIGHT_MIN) * unit).astype(np.float32)
@@ -122,7 +133,8 @@ def _draw_samples(
     pair_row = np.repeat(np.arange(n, dtype=np.int64), k)
     drawn = np.searchsorted(label_cdf, rng.random(pair_row.size), side="right")
     drawn = np.minimum(drawn, n_labels - 1)
-    pair_key = np.unique(pair_row * n_labels + drawn)
+    pair_key = np.sort(pair_row * n_labels + drawn)
+    pair_key = pair_key[_first_of_runs(pair_key)]
     pair_row = pair_key // n_labels
     pair_label = pair_key % n_labels
     labels_per_row = np.bincount(pair_row, minlength=n)
@@ -141,14 +153,15 @@ def _draw_samples(
     take = np.minimum(per_label + (pos_in_row < extra), p)
 
     # Without replacement from each pair's P slots: random key per slot, keep the `take` smallest.
-    slot_order = np.argsort(rng.random((pair_row.size, p)), axis=1)
-    chosen = np.arange(p)[None, :] < take[:, None]  # the first `take` of each random order
-    chosen_pair = np.broadcast_to(np.arange(pair_row.size)[:, None], chosen.shape)[chosen]
+    # Only pairs that take something need a slot order.
+    active = np.flatnonzero(take > 0)
+    slot_order = np.argsort(rng.random((active.size, p)), axis=1)
+    chosen = np.arange(p)[None, :] < take[active, None]  # the first `take` of each random order
+    chosen_pair = np.broadcast_to(active[:, None], chosen.shape)[chosen]
     chosen_slot = slot_order[chosen]
-    proto_ids, proto_w = label_prototypes(pair_label, n_features, p, seed)
     proto_row = pair_row[chosen_pair]
-    proto_feat = proto_ids[chosen_pair, chosen_slot]
-    proto_val = proto_w[chosen_pair, chosen_slot] * rng.uniform(0.5, 1.5, size=proto_feat.size).astype(np.float32)
+    proto_feat, proto_w = _prototype_cells(pair_label[chosen_pair], chosen_slot, n_features, p, seed)
+    proto_val = proto_w * rng.uniform(0.5, 1.5, size=proto_feat.size).astype(np.float32)
 
     noise_row = np.repeat(np.arange(n, dtype=np.int64), n_noise)
     noise_feat = rng.integers(0, n_features, size=noise_row.size, dtype=np.int32)
@@ -158,8 +171,12 @@ def _draw_samples(
     row = np.concatenate([proto_row, noise_row])
     feat = np.concatenate([proto_feat, noise_feat]).astype(np.int64)
     val = np.concatenate([proto_val, noise_val]).astype(np.float64)
-    key, inverse = np.unique(row * n_features + feat, return_inverse=True)
-    merged = np.bincount(inverse, weights=val, minlength=key.size)
+    key = row * n_features + feat
+    order = np.argsort(key)
+    key = key[order]
+    starts = np.flatnonzero(_first_of_runs(key))
+    merged = np.add.reduceat(val[order], starts) if starts.size else val[:0]
+    key = key[starts]
     x_row = key // n_features
     x_indices = (key % n_features).astype(np.int32)
     norms = np.sqrt(np.bincount(x_row, weights=merged * merged, minlength=n))
@@ -176,3 +193,10 @@ def _draw_samples(
         n_labels=n_labels,
         source=name,
     )
+
+
+def _first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Bool mask of the entries that differ from their predecessor (the first of each run)."""
+    mask = np.ones(sorted_keys.size, dtype=bool)
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=mask[1:])
+    return mask

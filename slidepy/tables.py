@@ -37,7 +37,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from slidepy.rng import mix_seed, randint, seed_state
+from .rng import mix_seed, randint, seed_state
 
 INSERT_FIFO = 0
 INSERT_RESERVOIR = 1
@@ -168,13 +168,14 @@ def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, 
 
     The engine first writes forced ids (true labels) into out_ids[:n_already] and sets their
     stamp to stamp_value, then calls this. policy: POLICY_VANILLA, POLICY_TOPK (most tables
-    hit, ties by probe order) or POLICY_THRESHOLD (hit by >= min_hits tables). scratch: int32
+    hit, ties by probe order) or POLICY_THRESHOLD (hit by >= min_hits tables); any other code
+    acts as POLICY_VANILLA (the Python layer rejects unknown codes). scratch: int32
     of length >= query_scratch_size(L, C), per thread. Output stays in probe order. Returns n.
     Serial, allocation free.
     """
     if n_already >= max_out:
         return n_already
-    if policy == POLICY_VANILLA:
+    if policy != POLICY_TOPK and policy != POLICY_THRESHOLD:  # POLICY_VANILLA
         return _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already,
                            max_out)
     n_tables = buckets.shape[0]
@@ -192,7 +193,7 @@ def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, 
         hist = scratch[union_cap:union_cap + n_tables + 1]
         hist[:] = 0
         for u in range(n_union):
-            hist[hits[scratch[u]]] += 1
+            hist[min(hits[scratch[u]], n_tables)] += 1  # > L only if an id sits twice in a bucket
         # Threshold tau: all ids with hits > tau fit, plus the first `take_at_tau` with hits == tau.
         tau = n_tables
         above = 0
@@ -202,7 +203,7 @@ def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, 
         take_at_tau = budget - above
         for u in range(n_union):
             item = scratch[u]
-            h = hits[item]
+            h = min(hits[item], n_tables)
             if h > tau or (h == tau and take_at_tau > 0):
                 if h == tau:
                     take_at_tau -= 1
@@ -290,15 +291,14 @@ def build_tables(codes, order, insert_policy, seed, buckets, counts):
 
 def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
     """Candidates for each query row of codes (B, L): (ids (B, max_out) int32 padded with -1,
-    n (B,) int64). Convenience driver for tests, benchmarks and inference."""
+    n (B,) int64). Convenience driver for tests, benchmarks and inference. The tables must hold
+    ids < n_items (not checked: scanning the tables would cost more than the queries)."""
     _check_tables(buckets, counts)
     _check_codes(codes, buckets.shape[0], buckets.shape[1])
     if policy not in POLICY_NAMES:
         raise ValueError(f"policy: unknown code {policy}")
     if int(max_out) < 0 or int(n_items) < 1:
         raise ValueError("select_batch: need max_out >= 0 and n_items >= 1")
-    if buckets.size and buckets.max() >= n_items:
-        raise ValueError(f"buckets hold ids >= n_items ({n_items})")
     n_rows = codes.shape[0]
     out_ids = np.full((n_rows, int(max_out)), -1, np.int32)
     out_n = np.zeros(n_rows, np.int64)

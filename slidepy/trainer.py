@@ -140,6 +140,9 @@ class Trainer:
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
         last_eval: dict = {}
+        self._record("start", compile_seconds=self.engine.warmup(self.train_data), threads=self.threads,
+                     n_train=self.train_data.n_samples, parameters=int(sum(l.weights.size + l.bias.size
+                                                                            for l in self.engine.layers)))
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
             signal.signal(s, self._on_signal)

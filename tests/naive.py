@@ -181,6 +181,7 @@ _LSH_M64 = (1 << 64) - 1
 _LSH_FOLD_SEED = 0x6A09E667F3BCC909
 _LSH_NONZERO = 0x853C49E6748FEA9B
 _LSH_DENSIFY_ATTEMPTS = 32
+_LSH_OFFSET_SALT = 0x5851F42D4C957F2D
 
 
 def naive_splitmix64(x):
@@ -287,19 +288,23 @@ def naive_dwta_pieces(params, ids, vals):
     if not any(nonempty):
         return None
     raw = [int(_lsh_np.argmax(slot[h * b:(h + 1) * b])) for h in range(n_hashes)]
-    key = int(params.dens_key[0])
+    key = int(params.dens_key[0]) | 1
     pieces = []
     for h in range(n_hashes):
         donor = h if nonempty[h] else None
         attempt = 1
         while donor is None and attempt <= _LSH_DENSIFY_ATTEMPTS:
-            g = naive_splitmix64(key ^ (h << 32) ^ attempt) % n_hashes
+            g = ((((key * ((h << 32) + attempt)) & _LSH_M64) >> 32) * n_hashes) >> 32
             if nonempty[g]:
                 donor = g
             attempt += 1
         if donor is None:
             donor = next((h + j) % n_hashes for j in range(1, n_hashes + 1) if nonempty[(h + j) % n_hashes])
-        pieces.append(raw[donor])
+        if donor == h:
+            pieces.append(raw[h])
+        else:
+            off = naive_splitmix64(key ^ _LSH_OFFSET_SALT ^ (donor << 32) ^ h) >> 40
+            pieces.append((raw[donor] + off) % b)
     return _lsh_np.array(pieces)
 
 

@@ -167,7 +167,7 @@ def test_fused_output_layer_matches_autograd():
         else:
             loss = tb._loss(tb._forward_logits(params, xin, "embbag"), yp, yi)
         (2.0 * loss).backward()  # a non-unit upstream gradient
-        grads[impl] = (float(loss), {k: v.grad.clone() for k, v in params.items()})
+        grads[impl] = (float(loss.detach()), {k: v.grad.clone() for k, v in params.items()})
     assert grads["fused"][0] == pytest.approx(grads["autograd"][0], rel=1e-5)
     for k in ("w1", "b1", "w2", "b2"):
         torch.testing.assert_close(grads["fused"][1][k], grads["autograd"][1][k],
@@ -181,3 +181,22 @@ def test_fused_and_autograd_training_agree():
            for impl in ("fused", "autograd")]
     assert res[0]["final_loss"] == pytest.approx(res[1]["final_loss"], rel=1e-3)
     assert res[0]["P@1"] == pytest.approx(res[1]["P@1"], abs=0.03)
+
+
+def test_cli_with_real_loader(tmp_path):
+    pytest.importorskip("slidepy.data")
+    text = "4 6 3\n0,2 0:1 3:0.5\n1 1:2\n 2:1 5:1\n2 0:1 4:1\n"
+    (tmp_path / "train.txt").write_text(text)
+    out = tmp_path / "r.json"
+    assert tb.main(["--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "train.txt"),
+                    "--epochs", "2", "--batch-size", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["steps"] == 4 and 0.0 <= res["P@1"] <= 1.0
+
+
+def test_runs_on_make_synthetic():
+    synthetic = pytest.importorskip("slidepy.synthetic")
+    train, test = synthetic.make_synthetic(256, 64, 50, 30, nnz_per_sample=6,
+                                           labels_per_sample=(1, 3), seed=0)
+    res = tb.train_torch(train, test, hidden=16, batch_size=32, lr=1e-2, epochs=3, eval_subset=0)
+    assert res["steps"] == 24 and res["P@1"] > 1 / 30

@@ -1,0 +1,34 @@
+# slidepy: the two commands a new user needs are `make quickstart` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install install-test quickstart test test-fast bench bench-quick clean
+
+install:
+	$(PIP) install -q -e .
+
+install-test:
+	$(PIP) install -q -e ".[test]"
+
+# Install, then train on built-in synthetic data (no download) and print P@1/P@3/P@5.
+quickstart: install
+	slidepy train --config configs/quickstart.yaml
+
+# Install with the test extra and run the whole suite.
+test: install-test
+	$(PYTHON) -m pytest -q
+
+test-fast: install-test
+	$(PYTHON) -m pytest -q -m "not slow"
+
+# Benchmarks (need the bench extra; the PyTorch baseline wants `pip install torch==2.13.0`).
+bench: install
+	$(PIP) install -q -e ".[bench]" || true
+	$(PYTHON) scripts/bench.py --out bench
+
+bench-quick: install
+	$(PYTHON) scripts/bench.py --out bench --quick
+
+clean:
+	rm -rf runs bench .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

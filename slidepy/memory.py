@@ -1,0 +1,130 @@
+"""Memory estimate of a training run, checked before any work starts.
+
+A config that cannot fit (a 670K-label layer with a wide hidden layer, L = 512 tables of 2^20
+buckets, ...) should be refused in a second with numbers, not die an hour in with the OOM killer.
+The estimate adds the resident parts: parameters with their gradients and Adam moments, LSH
+tables with the per-neuron code buffer, per-thread scratch, and the parsed dataset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+
+import numba
+
+from .errors import ConfigError
+
+# Parsed CSR bytes per byte of XC text: a token "12345:0.5 " (~10 bytes) becomes 8 bytes of
+# index + value; .gz files are estimated from their uncompressed size.
+PARSED_BYTES_PER_TEXT_BYTE = 1.0
+# Headroom for the interpreter, numba's compiled code and transient arrays.
+BASE_OVERHEAD = 400 * 2**20
+
+
+@dataclass
+class MemoryEstimate:
+    parts: dict = field(default_factory=dict)  # name -> bytes
+    available: int | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def report(self) -> str:
+        lines = ["memory estimate:"]
+        for name, nbytes in self.parts.items():
+            lines.append(f"  {name:<34} {nbytes / 2**20:>10,.1f} MiB")
+        lines.append(f"  {'total':<34} {self.total / 2**20:>10,.1f} MiB")
+        if self.available is not None:
+            lines.append(f"  {'available on this machine':<34} {self.available / 2**20:>10,.1f} MiB")
+        return "\n".join(lines)
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where that file does not exist)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _header_dims(path: str) -> tuple[int, int, int] | None:
+    """(n_samples, n_features, n_labels) from an XC header, or None (libsvm or unreadable)."""
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt") as f:
+            parts = f.readline().split()
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            return int(parts[0]), int(parts[1]), int(parts[2])
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
+    return None
+
+
+def _text_size(path: str) -> int:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    return size * 4 if path.endswith(".gz") else size  # XC text compresses about 4x
+
+
+def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
+    """Estimate the peak resident memory of training `cfg` (data dimensions read from the train
+    file's header, or the synthetic spec)."""
+    from .config import layer_selections
+    from .lsh import resolve_k_l
+
+    d = cfg.data
+    if d.train is None:
+        s = d.synthetic
+        n_features, n_labels = s.n_features, s.n_labels
+        data_bytes = (s.n_train + s.n_test) * (s.nnz_per_sample * 8 + s.labels_per_sample[1] * 4 + 16)
+        max_labels = s.labels_per_sample[1]
+    else:
+        dims = _header_dims(d.train)
+        if dims is None:
+            return MemoryEstimate({"(dimensions unknown until the data is read)": 0}, available_memory())
+        _, n_features, n_labels = dims
+        data_bytes = int((_text_size(d.train) + (_text_size(d.test) if d.test else 0)) * PARSED_BYTES_PER_TEXT_BYTE)
+        max_labels = 256
+    threads = threads or cfg.training.threads or numba.config.NUMBA_NUM_THREADS
+    if cfg.training.deterministic:
+        threads = 1
+    sizes = [n_features, *[h.size for h in cfg.model.hidden], n_labels]
+    copies = 4 if cfg.training.optimizer == "adam" else 2
+    parts = {"parameters + gradients + optimizer": 0, "LSH tables + code buffers": 0, "per-thread scratch": 0}
+    for i, sel in enumerate(layer_selections(cfg)):
+        dim, n = sizes[i], sizes[i + 1]
+        parts["parameters + gradients + optimizer"] += copies * 4 * (dim * n + n) + (dim if i == 0 else n) + n
+        uses_lsh = sel.mode == "lsh" or sel.inference == "lsh"
+        capacity = n if sel.mode == "all" else min(n, sel.budget + max_labels)
+        scratch = 3 * 4 * n  # exact inference holds every neuron of the layer
+        scratch += 3 * 4 * capacity
+        if sel.mode != "all" or uses_lsh:
+            scratch += 4 * n * (2 if uses_lsh else 1)  # stamp (+ hits)
+        if uses_lsh:
+            lsh = sel.lsh
+            k, l = resolve_k_l(lsh, n)
+            buckets = 1 << lsh.range_pow
+            parts["LSH tables + code buffers"] += 4 * l * buckets * (lsh.bucket_capacity + 1) + 4 * n * l
+            if i == 0:  # layer 0 is transposed into a temporary (N, D) copy to hash its rows
+                parts["LSH tables + code buffers"] += 4 * dim * n
+            scratch += 4 * (k * l * 2 + l * (lsh.bucket_capacity + 1) + l + 1)
+        parts["per-thread scratch"] += threads * scratch
+    parts["dataset (parsed)"] = data_bytes
+    parts["interpreter, compiled code, transients"] = BASE_OVERHEAD
+    return MemoryEstimate(parts, available_memory())
+
+
+def check_memory(estimate: MemoryEstimate) -> None:
+    """Refuse a run whose estimate exceeds the memory available now."""
+    if estimate.available is not None and estimate.total > estimate.available:
+        raise ConfigError("this config needs more memory than the machine has available; reduce the model, the "
+                          "LSH tables (l, range_pow, bucket_capacity) or the threads.\n" + estimate.report())
