@@ -30,6 +30,8 @@ Timing conventions:
     optimizer), evaluation excluded, warm-up steps included.
   * "samples_per_s" = samples trained after the first `warmup_steps` steps (default 3) divided by
     the training time of those steps. If training ran no more than warm-up steps, every step counts.
+    "samples_per_s_median_step" = batch_size / median post-warm-up step time (less sensitive to
+    other processes on a shared machine).
   * Evaluation is exact: full forward over all labels, top-5 by torch.topk, P@k computed in numpy
     with the XC definition |top-k ∩ labels| / k averaged over every evaluated sample (samples
     without labels count as 0). The evaluated samples are the first `eval_subset` test samples
@@ -340,6 +342,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
     timed_seconds = 0.0  # after warm-up
     timed_samples = 0
     all_samples = 0
+    step_times: list[float] = []  # per-step seconds after warm-up
     stop = False
     last_loss = float("nan")
 
@@ -380,6 +383,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
             if step > warmup_steps:
                 timed_seconds += dt
                 timed_samples += len(rows)
+                step_times.append(dt)
             if log_every_steps and step % log_every_steps == 0:
                 print(f"step {step} loss {last_loss:.4f} train_s {train_seconds:.1f} "
                       f"samples/s {timed_samples / max(timed_seconds, 1e-9):.1f}", file=sys.stderr)
@@ -406,6 +410,9 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
         "lr": float(lr),
         "hidden": int(hidden),
         "samples_per_s": timed_samples / timed_seconds if timed_seconds > 0 else float("nan"),
+        # robust to a busy machine: batch_size / median step time (steps after warm-up)
+        "samples_per_s_median_step": (batch_size / float(np.median(step_times))
+                                      if step_times else float("nan")),
         "train_seconds": train_seconds,
         "steps": step,
         "final_loss": last_loss,

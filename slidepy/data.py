@@ -122,7 +122,8 @@ class Dataset:
             object.__setattr__(self, name, _as_array(getattr(self, name), name, dtype, self.source))
         for name in ("n_features", "n_labels"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= _INT32_MAX:
+            is_int = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            if not is_int or not 0 <= v <= _INT32_MAX:
                 raise DataError(f"{self.source}: {name} must be an int in [0, 2**31), got {v!r}")
             object.__setattr__(self, name, int(v))
         _check_csr(self.x_indptr, self.x_indices, self.n_features, "x", self.source)
@@ -404,13 +405,11 @@ def _parse_text(
     """Parse a whole file's text (already decompressed) into a Dataset; see `load_dataset`."""
     buf = np.frombuffer(data, dtype=np.uint8)
     line_lo, line_hi = parse.split_lines(buf)
-    nonblank = [k for k in range(min(line_lo.size, 64)) if bytes(buf[line_lo[k] : line_hi[k]]).strip()]
-    if not nonblank:
-        # Only whitespace in the first 64 lines: check the whole buffer before calling it empty.
-        if not data.strip():
-            raise DataError(f"{source}:1: empty file")
-        nonblank = [next(k for k in range(line_lo.size) if bytes(buf[line_lo[k] : line_hi[k]]).strip())]
-    first = nonblank[0]
+    if not data.strip():
+        raise DataError(f"{source}:1: empty file")
+    first = 0  # first non-blank line (exists: the file is not all whitespace)
+    while not bytes(buf[line_lo[first] : line_hi[first]]).strip():
+        first += 1
     first_text = _line_text(buf, line_lo[first], line_hi[first])
     if format == "auto":
         # Three integers and no ':' is an XC header. Two or four+ bare integers are no valid
@@ -422,16 +421,22 @@ def _parse_text(
         index_base = 0 if format == "xc" else 1
 
     if format == "xc":
-        header = _parse_header(bytes(buf[line_lo[first] : line_hi[first]]).decode("utf-8", "replace"))
+        header_text = bytes(buf[line_lo[first] : line_hi[first]]).decode("utf-8", "replace")
+        header = _parse_header(header_text)
         if header is None:
             raise DataError(
                 f"{source}:{first + 1}: malformed header (expected 'n_samples n_features "
                 f"n_labels'): {first_text}"
             )
         n_rows, dim_x, dim_y = header
-        for name, given, found in (("n_features", n_features, dim_x), ("n_labels", n_labels, dim_y)):
+        for name, given, found in (
+            ("n_features", n_features, dim_x),
+            ("n_labels", n_labels, dim_y),
+        ):
             if given is not None and given != found:
-                raise DataError(f"{source}:{first + 1}: header has {name}={found} but {given} was requested")
+                raise DataError(
+                    f"{source}:{first + 1}: header has {name}={found} but {given} was requested"
+                )
         first_data = first + 1
         n_data = line_lo.size - first_data
         if n_data < n_rows:
@@ -472,14 +477,16 @@ def _parse_text(
     for k in bad[: 1 if not skip_bad_lines else MAX_BAD_REPORTED]:
         token = _token_text(buf, err_lo[k], err_hi[k])
         reason = _reason(int(status[k]), token, index_base, bound_x, bound_y, dims_from)
-        first_bad.append(f"{source}:{first_data + k + 1}: {reason}: {_line_text(buf, lo[k], hi[k])}")
+        excerpt = _line_text(buf, lo[k], hi[k])
+        first_bad.append(f"{source}:{first_data + k + 1}: {reason}: {excerpt}")
     if bad.size and not skip_bad_lines:
         raise DataError(first_bad[0])
     rows = np.flatnonzero(status == parse.OK).astype(np.int64)
 
     if format == "libsvm":
-        dim_x = int(n_features) if n_features is not None else int(max_feat[rows].max(initial=-1)) + 1
-        dim_y = int(n_labels) if n_labels is not None else int(max_lab[rows].max(initial=-1)) + 1
+        # Inferred dimensions come from the kept rows only.
+        dim_x = int(max_feat[rows].max(initial=-1)) + 1 if n_features is None else int(n_features)
+        dim_y = int(max_lab[rows].max(initial=-1)) + 1 if n_labels is None else int(n_labels)
 
     x_indptr = np.zeros(rows.size + 1, dtype=np.int64)
     np.cumsum(n_feat[rows], out=x_indptr[1:])

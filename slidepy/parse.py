@@ -245,8 +245,9 @@ def _parse_uint(buf, lo, hi):
 
 @njit(cache=True)
 def parse_line(
-    buf, lo, hi, index_base, n_features, n_labels, fill, x_indices, x_values, y_indices, x_pos, y_pos
-):
+    buf, lo, hi, index_base, n_features, n_labels,
+    fill, x_indices, x_values, y_indices, x_pos, y_pos,
+):  # fmt: skip
     """Parse and validate one line buf[lo:hi]; optionally write its entries.
 
     `n_features` / `n_labels` < 0 means "no bound" (dimension inferred later). With `fill`, the
@@ -274,7 +275,8 @@ def parse_line(
             if k > j and buf[j] == _MINUS:
                 ok, v = _parse_uint(buf, j + 1, k)
                 if ok:
-                    return LABEL_NEGATIVE, n_feat, n_lab, max_feat, max_lab, np.int64(j), np.int64(k)
+                    code = LABEL_NEGATIVE
+                    return code, n_feat, n_lab, max_feat, max_lab, np.int64(j), np.int64(k)
                 return BAD_LABEL, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
             ok, v = _parse_uint(buf, j, k)
             if not ok:  # empty item (",," or a trailing comma) or a non-digit
@@ -315,7 +317,8 @@ def parse_line(
             return status, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
         fid = (-raw if id_neg else raw) - index_base
         if fid < 0:
-            return FEATURE_NEGATIVE, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
+            code = FEATURE_NEGATIVE
+            return code, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
         if n_features >= 0 and fid >= n_features:
             return FEATURE_RANGE, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
         if fid > MAX_ID:

@@ -160,7 +160,9 @@ def _draw_samples(
     chosen_pair = np.broadcast_to(active[:, None], chosen.shape)[chosen]
     chosen_slot = slot_order[chosen]
     proto_row = pair_row[chosen_pair]
-    proto_feat, proto_w = _prototype_cells(pair_label[chosen_pair], chosen_slot, n_features, p, seed)
+    proto_feat, proto_w = _prototype_cells(
+        pair_label[chosen_pair], chosen_slot, n_features, p, seed
+    )
     proto_val = proto_w * rng.uniform(0.5, 1.5, size=proto_feat.size).astype(np.float32)
 
     noise_row = np.repeat(np.arange(n, dtype=np.int64), n_noise)

@@ -400,3 +400,208 @@ def naive_select_candidates(policy, buckets, counts, codes, forced, max_out, min
     else:
         chosen = [item for item in order if hits[item] >= min_hits][:budget]
     return out + chosen
+
+
+# ======================================================================================
+# MLP reference: slow dense references for slidepy/kernels.py (forward, loss, backward),
+# slidepy/selection.py (random active sets) and slidepy/optimizer.py (lazy Adam, SGD).
+# Float64 NumPy over a whole batch; parameters in the engine's layout: layer 0 weights
+# (F, N) input-major, every other layer (N, D) neuron-major; biases (N,).
+# ======================================================================================
+
+import numpy as _mlp_np
+
+_MLP_C1 = 0x9E3779B97F4A7C15
+_MLP_C2 = 0xBF58476D1CE4E5B9
+
+
+def naive_dense_rows(x_indptr, x_indices, x_values, n_features, rows):
+    """(len(rows), F) float64 dense inputs; a feature id repeated within a row sums its values."""
+    x = _mlp_np.zeros((len(rows), n_features), _mlp_np.float64)
+    for b, i in enumerate(rows):
+        lo, hi = int(x_indptr[i]), int(x_indptr[i + 1])
+        _mlp_np.add.at(x[b], x_indices[lo:hi].astype(_mlp_np.int64), x_values[lo:hi].astype(_mlp_np.float64))
+    return x
+
+
+def naive_unique(ids):
+    """The distinct ids of a sequence in first-occurrence order (a Python list of ints)."""
+    out = []
+    for v in ids:
+        if int(v) not in out:
+            out.append(int(v))
+    return out
+
+
+def naive_forward(params, x_dense, masks=None):
+    """Pre-activations and activations of every layer.
+
+    params: list of (W, b); x_dense (B, F); masks: None or a list (one per layer) of None or
+    (B, N_l) bool, the neurons active per sample (an inactive hidden neuron outputs 0).
+    Returns (z, h): lists of (B, N_l) float64; hidden h = relu(z) * mask, output h = z.
+    """
+    n_layers = len(params)
+    masks = masks if masks is not None else [None] * n_layers
+    h_prev = _mlp_np.asarray(x_dense, _mlp_np.float64)
+    zs, hs = [], []
+    for l, (w, b) in enumerate(params):
+        w = _mlp_np.asarray(w, _mlp_np.float64)
+        b = _mlp_np.asarray(b, _mlp_np.float64)
+        z = h_prev @ w + b if l == 0 else h_prev @ w.T + b
+        if l < n_layers - 1:
+            h = _mlp_np.maximum(z, 0.0)
+            if masks[l] is not None:
+                h = h * masks[l]
+        else:
+            h = z
+        zs.append(z)
+        hs.append(h)
+        h_prev = h
+    return zs, hs
+
+
+def naive_sample_loss(logits, labels, loss, active=None):
+    """Loss of one sample and d loss / d logits (unscaled), over the active outputs only.
+
+    softmax: cross-entropy against the unique labels as a uniform target (1/k each);
+    bce: sum over active outputs of -log sigmoid(z) (labels) or -log(1 - sigmoid(z)) (others).
+    A sample without labels has loss 0 and zero gradient.
+    """
+    labels = naive_unique(labels)
+    n = logits.shape[0]
+    active = _mlp_np.ones(n, bool) if active is None else _mlp_np.asarray(active, bool)
+    grad = _mlp_np.zeros(n, _mlp_np.float64)
+    if not labels:
+        return 0.0, grad
+    assert all(active[y] for y in labels), "labels must be in the active set"
+    target = _mlp_np.zeros(n, _mlp_np.float64)
+    if loss == "softmax":
+        target[labels] = 1.0 / len(labels)
+        z = logits[active]
+        peak = z.max()
+        lse = peak + _mlp_np.log(_mlp_np.exp(z - peak).sum())
+        value = -float((target[labels] * (logits[labels] - lse)).sum())
+        grad[active] = _mlp_np.exp(z - lse) - target[active]
+    elif loss == "bce":
+        target[labels] = 1.0
+        z = logits[active]
+        t = target[active]
+        softplus = _mlp_np.maximum(z, 0.0) + _mlp_np.log1p(_mlp_np.exp(-_mlp_np.abs(z)))  # -log(1 - s(z))
+        value = float((softplus - t * z).sum())
+        grad[active] = 1.0 / (1.0 + _mlp_np.exp(-z)) - t
+    else:
+        raise ValueError(loss)
+    return value, grad
+
+
+def naive_forward_backward(params, x_dense, labels, loss, *, masks=None, grad_scale=None):
+    """Dense MLP (ReLU hidden layers) forward, loss and backward for a batch, in float64.
+
+    params: list of (W, b) in the engine's layout; x_dense (B, F); labels: B sequences of label
+    ids (duplicates count once; an empty one is an unlabelled sample: loss 0, no gradient);
+    loss "softmax" or "bce"; masks as in naive_forward (the loss runs over the active outputs).
+    Every gradient is d/dtheta of grad_scale * sum_b loss_b, grad_scale defaulting to 1/B with
+    B counting unlabelled samples too (the engine's convention).
+    Returns a dict: logits (B, N_out); sample_loss (B,); loss (mean over labelled samples, 0 if
+    none: the engine's StepStats.loss); grads: list of (dW, db) shaped like params; deltas: list
+    of (B, N_l) scaled d loss / d pre-activation (0 where inactive or ReLU-dead).
+    """
+    n_layers = len(params)
+    batch = x_dense.shape[0]
+    scale = 1.0 / batch if grad_scale is None else float(grad_scale)
+    masks = masks if masks is not None else [None] * n_layers
+    zs, hs = naive_forward(params, x_dense, masks)
+    logits = zs[-1]
+    sample_loss = _mlp_np.zeros(batch, _mlp_np.float64)
+    delta = _mlp_np.zeros_like(logits)
+    for b in range(batch):
+        active = None if masks[-1] is None else masks[-1][b]
+        sample_loss[b], g = naive_sample_loss(logits[b], labels[b], loss, active)
+        delta[b] = scale * g
+    deltas = [None] * n_layers
+    grads = [None] * n_layers
+    for l in range(n_layers - 1, -1, -1):
+        w = _mlp_np.asarray(params[l][0], _mlp_np.float64)
+        deltas[l] = delta
+        h_prev = _mlp_np.asarray(x_dense, _mlp_np.float64) if l == 0 else hs[l - 1]
+        dw = h_prev.T @ delta if l == 0 else delta.T @ h_prev
+        grads[l] = (dw, delta.sum(axis=0))
+        if l > 0:
+            delta = (delta @ w) * (zs[l - 1] > 0.0)
+            if masks[l - 1] is not None:
+                delta = delta * masks[l - 1]
+    labelled = _mlp_np.array([len(naive_unique(y)) > 0 for y in labels], bool)
+    mean_loss = float(sample_loss[labelled].sum() / labelled.sum()) if labelled.any() else 0.0
+    return {"logits": logits, "sample_loss": sample_loss, "loss": mean_loss, "grads": grads, "deltas": deltas}
+
+
+def naive_touched(feature_rows, labels, deltas, n_features, masks=None):
+    """The marks the engine's backward sets (row_touched, bias_touched) for a batch, as bool arrays.
+
+    Only labelled samples count. Layer 0: the weight row of every feature id present in a
+    sample's input (even with value 0), and the bias of every *active* neuron (even a ReLU-dead
+    one); layer l > 0: the weight row and bias of every neuron whose d loss / d pre-activation is
+    non-zero in some sample (a dead or exactly-predicted neuron is skipped).
+    feature_rows: B sequences of feature ids; deltas from naive_forward_backward; masks as there.
+    Returns a list of (row_touched, bias_touched) per layer.
+    """
+    labelled = [b for b, y in enumerate(labels) if len(y) > 0]
+    out = []
+    for l, delta in enumerate(deltas):
+        if l == 0:
+            rows = _mlp_np.zeros(n_features, bool)
+            bias = _mlp_np.zeros(delta.shape[1], bool)
+            for b in labelled:
+                rows[_mlp_np.asarray(feature_rows[b], _mlp_np.int64)] = True
+                bias |= True if masks is None or masks[0] is None else masks[0][b]
+        else:
+            rows = (delta[labelled] != 0.0).any(axis=0)
+            bias = rows.copy()
+        out.append((rows, bias))
+    return out
+
+
+def naive_derive_seed(seed, step, sample):
+    """rng.derive_seed: splitmix64(seed ^ step * C1 ^ sample * C2), wrapping 64-bit."""
+    m = _LSH_M64
+    return naive_splitmix64((int(seed) & m) ^ ((int(step) * _MLP_C1) & m) ^ ((int(sample) * _MLP_C2) & m))
+
+
+def naive_active_sets(seed, step, position, labels, layers):
+    """The training active sets of one sample, as kernels.select_active draws them.
+
+    layers: per layer (mode, budget, min_active, n_neurons), mode "all" or "random"; a budget
+    >= n_neurons means "all" (as network.make_spec decides), min_active is clipped to the budget.
+    One xorshift64* stream per sample, seeded from derive_seed(seed, step, position), is shared
+    by the layers in order. The output layer's set starts with the unique labels.
+    Returns a list of int lists, one per layer (id order as in the kernel's scratch).
+    """
+    state = naive_seed_state(naive_derive_seed(seed, step, position))
+    forced = naive_unique(labels)
+    out = []
+    for l, (mode, budget, min_active, n) in enumerate(layers):
+        budget = min(budget, n)
+        if mode == "all" or budget >= n:
+            out.append(list(range(n)))
+            continue
+        ids = list(forced) if l == len(layers) - 1 else []
+        for target in (max(budget, len(ids)), min(min_active, budget)):
+            while len(ids) < target:
+                state, v = naive_randint(state, n)
+                if v not in ids:
+                    ids.append(v)
+        out.append(ids)
+    return out
+
+
+def naive_adam_rows(param, grad, m, v, rows, lr, beta1, beta2, eps, step):
+    """Lazy Adam in float64 on the given rows of 2-D arrays (others untouched); returns new
+    (param, m, v). Bias correction folded into the step size with the global 1-based step:
+    p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)."""
+    param, m, v = (_mlp_np.array(a, _mlp_np.float64) for a in (param, m, v))
+    g = _mlp_np.asarray(grad, _mlp_np.float64)[rows]
+    lr_t = lr * _mlp_np.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+    m[rows] = beta1 * m[rows] + (1.0 - beta1) * g
+    v[rows] = beta2 * v[rows] + (1.0 - beta2) * g * g
+    param[rows] -= lr_t * m[rows] / (_mlp_np.sqrt(v[rows]) + eps)
+    return param, m, v

@@ -1,0 +1,26 @@
+"""Shared fixtures: a tiny synthetic config that trains in seconds once the kernels are compiled."""
+
+import pytest
+
+TINY = {
+    "data": {"synthetic": {"n_train": 1200, "n_test": 300, "n_features": 400, "n_labels": 150,
+                           "nnz_per_sample": 15, "labels_per_sample": [1, 2], "seed": 3}},
+    "model": {"hidden": [32],
+              "output": {"selection": {"mode": "lsh", "budget": 40,
+                                       "lsh": {"family": "srp", "k": 4, "l": 8, "range_pow": 4,
+                                               "bucket_capacity": 32,
+                                               "rebuild": {"initial_interval": 5, "decay": 1.2}}}}},
+    "training": {"epochs": 4, "batch_size": 64, "lr": 0.005, "seed": 0, "log_every": 5},
+    "eval": {"every": 0, "subset": None, "recall_samples": 64},
+    "output": {"checkpoint_every": 10, "keep_last": 2},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A fresh copy of the tiny config dict with run_dir inside tmp_path."""
+    import copy
+
+    cfg = copy.deepcopy(TINY)
+    cfg["output"]["run_dir"] = str(tmp_path / "run")
+    return cfg

@@ -1,0 +1,118 @@
+"""The command line, as a user runs it: train, interrupt with a signal, resume, evaluate, predict."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from slidepy.cli import main
+
+
+@pytest.fixture
+def config_file(tiny_config, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    return path
+
+
+def test_train_evaluate_predict(config_file, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                  "--set", "training.epochs=2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "P@1" in result.output
+    assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
+    checkpoint = sorted((out / "checkpoints").glob("step-*.npz"))[-1]
+
+    test_file = tmp_path / "test.txt"
+    gen = runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(test_file),
+                               "--n-train", "50", "--n-test", "40", "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+
+    ev = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file), "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert '"P@1"' in ev.output and '"nDCG@5"' in ev.output
+
+    pred_file = tmp_path / "pred.txt"
+    pr = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(test_file), "--top-k", "3",
+                              "--out", str(pred_file)])
+    assert pr.exit_code == 0, pr.output
+    lines = pred_file.read_text().splitlines()
+    assert len(lines) == 40
+    assert all(len(line.split()) == 3 and ":" in line for line in lines)
+
+
+def test_bad_config_is_one_clear_line(config_file, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--set", "training.lr_rate=0.1"])
+    assert result.exit_code == 2
+    assert "training.lr_rate" in result.output and "did you mean" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_rejects_data_of_another_shape(config_file, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    assert runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                "--set", "training.max_steps=2"]).exit_code == 0
+    checkpoint = sorted((out / "checkpoints").glob("step-*.npz"))[-1]
+    wrong = tmp_path / "wrong.txt"
+    runner.invoke(main, ["datagen", "--out", str(wrong), "--n-train", "20", "--features", "900", "--labels", "150"])
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(wrong)])
+    assert result.exit_code == 2
+    assert "features" in result.output
+
+
+def test_dry_run_prints_memory_estimate(config_file):
+    result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "memory estimate" in result.output and "LSH tables" in result.output
+
+
+def test_tune_lsh_suggests_k_and_l():
+    result = CliRunner().invoke(main, ["tune-lsh", "--neurons", "670091", "--active-fraction", "0.005"])
+    assert result.exit_code == 0, result.output
+    assert " k " in result.output and " l " in result.output
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_checkpoint_and_resume_finishes(config_file, tmp_path, signum):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "slidepy.cli", "train", "--config", str(config_file), "--out", str(out),
+           "--no-progress", "--set", "training.epochs=200", "--set", "output.checkpoint_every=0",
+           "--set", "training.log_every=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    try:
+        assert _wait_for(lambda: metrics.exists() and metrics.read_text().count('"log"') >= 3, 240)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert "--resume" in err
+    saved = sorted((out / "checkpoints").glob("step-*.npz"))
+    assert saved
+    step = int(saved[-1].stem.split("-")[1])
+    resume = subprocess.run(cmd[:-6] + ["--set", f"training.max_steps={step + 3}", "--resume"], capture_output=True,
+                            text=True, timeout=240)
+    assert resume.returncode == 0, resume.stderr
+    assert f"resumed from step {step}" in resume.stderr
+    assert f"step {step + 3} " in resume.stdout

@@ -1,0 +1,93 @@
+"""End-to-end training through the Python API: learning, resume, save/load, callbacks."""
+
+import json
+
+import numpy as np
+import pytest
+
+from slidepy import Trainer, config_from_dict
+from slidepy.errors import CheckpointError, NumericalError
+from slidepy.trainer import TrainingInterrupted
+
+
+def _weights(trainer):
+    return [np.array(layer.weights) for layer in trainer.engine.layers]
+
+
+def test_lsh_training_learns_far_above_chance(tiny_config):
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    result = trainer.fit()
+    logs = [r for r in trainer.history if r["event"] == "log"]
+    assert logs[-1]["loss"] < logs[0]["loss"] * 0.8
+    # 150 labels, Zipf popularity: always predicting the most frequent label scores well under 0.2
+    assert result["P@1"] > 0.4
+    assert 0 < result["lsh_recall@10"] <= 1
+    assert logs[-1]["active_mean"][1] <= 40 + 2  # budget (+ labels forced in)
+    lines = [json.loads(line) for line in open(trainer.run_dir / "metrics.jsonl")]
+    assert {"start", "log", "eval"} <= {line["event"] for line in lines}
+    for key in ("step", "epoch", "train_seconds", "P@1", "P@3", "P@5"):
+        assert key in lines[-1]
+
+
+@pytest.mark.parametrize("mode", ["all", "random"])
+def test_other_selectors_learn(tiny_config, mode):
+    tiny_config["model"]["output"]["selection"]["mode"] = mode
+    result = Trainer(config_from_dict(tiny_config), progress=False).fit()
+    assert result["P@1"] > 0.4
+
+
+def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
+    tiny_config["training"]["deterministic"] = True
+    tiny_config["training"]["epochs"] = 2
+    straight = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "straight", progress=False)
+    straight.fit()
+
+    def stop_at_step_13(trainer, record):
+        if trainer.step >= 13:
+            trainer._stop_signal = 2  # what the SIGINT handler sets
+
+    first = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "cut", progress=False,
+                    callbacks=[stop_at_step_13])
+    with pytest.raises(TrainingInterrupted) as stopped:
+        first.fit()
+    assert "--resume" in str(stopped.value)
+    assert stopped.value.checkpoint is not None
+
+    resumed = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "cut", progress=False)
+    assert resumed.resume()
+    assert resumed.step == first.step
+    resumed.fit()
+    assert resumed.step == straight.step
+    for a, b in zip(_weights(straight), _weights(resumed)):
+        assert np.array_equal(a, b)
+
+
+def test_save_load_predict_roundtrip(tiny_config, tmp_path):
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    trainer.fit()
+    path = trainer.save(tmp_path / "model.npz")
+    loaded = Trainer.load(path)
+    ids_a, scores_a = trainer.predict(trainer.test_data, k=5)
+    ids_b, scores_b = loaded.predict(trainer.test_data, k=5)
+    assert np.array_equal(ids_a, ids_b)
+    assert np.allclose(scores_a, scores_b)
+    assert loaded.evaluate(trainer.test_data)["P@1"] == trainer.evaluate()["P@1"]
+
+
+def test_load_rejects_mismatched_checkpoint(tiny_config, tmp_path):
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    path = trainer.save(tmp_path / "model.npz")
+    tiny_config["model"]["hidden"] = [16]
+    other = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "other", progress=False)
+    with pytest.raises(CheckpointError, match="layer0.weights"):
+        other.restore(path)
+
+
+def test_nan_loss_stops_with_step_and_layer(tiny_config):
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    trainer.engine.layers[1].weights[:] = np.nan
+    with pytest.raises(NumericalError, match="step"):
+        trainer.fit()
