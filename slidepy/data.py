@@ -405,11 +405,11 @@ def _parse_text(
     """Parse a whole file's text (already decompressed) into a Dataset; see `load_dataset`."""
     buf = np.frombuffer(data, dtype=np.uint8)
     line_lo, line_hi = parse.split_lines(buf)
-    if not data.strip():
-        raise DataError(f"{source}:1: empty file")
-    first = 0  # first non-blank line (exists: the file is not all whitespace)
-    while not bytes(buf[line_lo[first] : line_hi[first]]).strip():
+    first = 0  # first non-blank line
+    while first < line_lo.size and not bytes(buf[line_lo[first] : line_hi[first]]).strip():
         first += 1
+    if first == line_lo.size:
+        raise DataError(f"{source}:1: empty file")
     first_text = _line_text(buf, line_lo[first], line_hi[first])
     if format == "auto":
         # Three integers and no ':' is an XC header. Two or four+ bare integers are no valid

@@ -9,6 +9,7 @@ Shape letters: B batch, F features, N neurons, T thread chunks, K top-k.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numba
@@ -22,6 +23,7 @@ from .network import (
     MODE_ALL,
     MODE_CODES,
     MODE_LSH,
+    SPEC_BUDGET,
     SPEC_CAPACITY,
     SPEC_INFER_MODE,
     SPEC_MODE,
@@ -70,6 +72,9 @@ class Engine:
     max_labels: int = 1
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
+    # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
+    # forward, backward) and the row-sparse optimizer.
+    timings: dict = field(default_factory=lambda: {"kernel": 0.0, "optimizer": 0.0})
 
     def __post_init__(self):
         self.sizes = layer_sizes(self.n_features, list(self.hidden), self.n_labels)
@@ -144,8 +149,6 @@ class Engine:
         """Compile the kernels for this network (numba JIT, or load them from the on-disk cache)
         by running one sample through training and inference, then discard its gradients.
         Returns the seconds spent, which the trainer reports apart from training time."""
-        import time
-
         started = time.perf_counter()
         rows = np.zeros(1, np.int64)
         if data.n_samples:
@@ -153,6 +156,8 @@ class Engine:
             self.train_step(data, rows, apply=False)
             self.step = step
             self.predict(data, rows, k=1)
+        for key in self.timings:
+            self.timings[key] = 0.0
         return time.perf_counter() - started
 
     def maybe_rebuild(self) -> float:
@@ -181,18 +186,22 @@ class Engine:
         active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
         loss_out = np.zeros(batch, np.float64)
         rng = np.zeros(n_chunks, np.uint64)
+        started = time.perf_counter()
         train_batch(self.layers, self.spec, scratch, self.lsh_layers(), data.x_indptr, data.x_indices,
                     data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
                     np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
                     n_active, active_sum, loss_out)
+        self.timings["kernel"] += time.perf_counter() - started
         self.step += 1
         if not apply:
             for layer in self.layers:
                 for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
                     getattr(layer, name)[...] = 0
             return StepStats(loss=float(loss_out.mean()), active_mean=active_sum.sum(axis=0), rows_updated=0)
+        started = time.perf_counter()
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                 beta2=self.beta2, eps=self.eps, step=self.step)
+        self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))
         return StepStats(loss=float(loss_out[labelled].sum() / n_lab),

@@ -43,9 +43,14 @@ Float parsing (`parse_decimal`)
 Up to 18 significant digits are accumulated exactly in an int64 mantissa (further digits only
 move the decimal exponent), then scaled by a power of ten in float64 (`mul_pow10`). Powers up to
 1e22 are exact, so the result is within about 2 float64 ulps of the true value, which rounds to
-the same float32 as Python's `float()` except in cases ~2**-28 rare. The writer
-(`format_lines`) reconstructs values with the same `mul_pow10`, so text it writes reads back
-bit-identically.
+the same float32 as Python's `float()` except in cases ~2**-28 rare.
+
+Formatting (the writer)
+-----------------------
+`shortest_decimals` finds, per value, the fewest significant digits whose decimal reads back
+through the same `mul_pow10` to the same float32, so written text reloads bit-identically; then
+`format_lengths` (pass 1) and `format_lines` (pass 2) write rows in parallel into one buffer,
+each row into its own slice, as the parser does in reverse.
 """
 
 import math
@@ -315,8 +320,8 @@ def parse_line(
         status, value = parse_decimal(buf, colon + 1, tok_end)
         if status != OK:
             return status, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
-        fid = (-raw if id_neg else raw) - index_base
-        if fid < 0:
+        fid = raw - index_base
+        if id_neg or fid < 0:  # "-0:1" too: a sign on an id is never valid
             code = FEATURE_NEGATIVE
             return code, n_feat, n_lab, max_feat, max_lab, np.int64(i), np.int64(tok_end)
         if n_features >= 0 and fid >= n_features:

@@ -488,7 +488,8 @@ def naive_sample_loss(logits, labels, loss, active=None):
         t = target[active]
         softplus = _mlp_np.maximum(z, 0.0) + _mlp_np.log1p(_mlp_np.exp(-_mlp_np.abs(z)))  # -log(1 - s(z))
         value = float((softplus - t * z).sum())
-        grad[active] = 1.0 / (1.0 + _mlp_np.exp(-z)) - t
+        neg_softplus = _mlp_np.maximum(-z, 0.0) + _mlp_np.log1p(_mlp_np.exp(-_mlp_np.abs(z)))  # -log s(z)
+        grad[active] = _mlp_np.exp(-neg_softplus) - t
     else:
         raise ValueError(loss)
     return value, grad

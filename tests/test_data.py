@@ -313,6 +313,7 @@ BAD_LINES = [
     ("0 3:1:2", "malformed feature token"),
     ("0 10:1", "feature id in '10:1' is out of range: header n_features is 10"),
     ("0 -1:1", "below the index base 0"),
+    ("0 -0:1", "below the index base 0"),
     ("0 99999999999999999999:1", "out of range"),
     ("5 1:1", "label id 5 is out of range: header n_labels is 5"),
     ("-1 1:1", "negative label id '-1'"),

@@ -1,0 +1,543 @@
+"""Tests for slidepy/engine.py and the parallel drivers of slidepy/kernels.py: with every neuron
+active the engine must equal a dense NumPy MLP (gradients, lazy Adam / SGD steps, predictions);
+gradients match finite differences; sparse (random) active sets match the reference restricted to
+the same sets; edge cases; bit-identical reruns; randomness independent of the thread split.
+
+Every test runs with one numba thread (autouse fixture): with more, the Hogwild gradient adds may
+race on these tiny layers, which would make exact comparisons flaky by design.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+import naive
+from slidepy import engine as engine_mod
+from slidepy import optimizer as optimizer_mod
+from slidepy.data import Dataset
+from slidepy.engine import Engine, LayerSelection
+from slidepy.kernels import train_batch
+
+RTOL, ATOL = 1e-4, 1e-5  # float32 engine against float64 references
+F, L = 40, 16  # input features, labels
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def make_data(seed, n_samples=14, n_features=F, n_labels=L, *, max_nnz=6, max_labels=3, empty_x=(),
+              no_labels=(1,), x_rows=None, y_rows=None):
+    """A random Dataset: 1..max_nnz distinct features (values in [0.1, 1)) and 1..max_labels distinct
+    labels per sample; rows in empty_x have no features, rows in no_labels no labels. x_rows /
+    y_rows ({row: (ids, values)} / {row: ids}) override single rows."""
+    rng = np.random.default_rng(seed)
+    x_rows, y_rows = x_rows or {}, y_rows or {}
+    xi, xv, xp, yi, yp = [], [], [0], [], [0]
+    for i in range(n_samples):
+        if i in x_rows:
+            ids, vals = x_rows[i]
+        elif i in empty_x:
+            ids, vals = [], []
+        else:
+            nnz = int(rng.integers(1, max_nnz + 1))
+            ids = rng.choice(n_features, nnz, replace=False).tolist()
+            vals = rng.uniform(0.1, 1.0, nnz).tolist()
+        xi += list(ids)
+        xv += list(vals)
+        xp.append(len(xi))
+        if i in y_rows:
+            labels = list(y_rows[i])
+        elif i in no_labels:
+            labels = []
+        else:
+            labels = rng.choice(n_labels, int(rng.integers(1, max_labels + 1)), replace=False).tolist()
+        yi += labels
+        yp.append(len(yi))
+    return Dataset(np.array(xp, np.int64), np.array(xi, np.int32), np.array(xv, np.float32),
+                   np.array(yp, np.int64), np.array(yi, np.int32), n_features, n_labels)
+
+
+def make_engine(hidden, *, modes=None, n_features=F, n_labels=L, **kw):
+    """modes: per layer None ("all") or (mode, budget)."""
+    modes = modes or [None] * (len(hidden) + 1)
+    sel = [LayerSelection() if m is None else LayerSelection(mode=m[0], budget=m[1]) for m in modes]
+    kw.setdefault("lr", 0.01)
+    return Engine(n_features, list(hidden), n_labels, sel, **kw)
+
+
+def params_of(eng):
+    return [(l.weights.astype(np.float64), l.bias.astype(np.float64)) for l in eng.layers]
+
+
+def batch_of(data, rows):
+    """(dense inputs, label lists, feature-id lists) of dataset rows, for the references."""
+    x = naive.naive_dense_rows(data.x_indptr, data.x_indices, data.x_values, data.n_features, rows)
+    labels = [data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]].tolist() for i in rows]
+    feats = [data.x_indices[data.x_indptr[i]:data.x_indptr[i + 1]].tolist() for i in rows]
+    return x, labels, feats
+
+
+def reference(eng, data, rows, masks=None, params=None):
+    x, labels, _ = batch_of(data, rows)
+    return naive.naive_forward_backward(params or params_of(eng), x, labels, eng.loss, masks=masks)
+
+
+def step_and_capture(monkeypatch, eng, data, rows):
+    """Engine.train_step, keeping copies of the accumulated gradients and touched marks that the
+    optimizer is about to consume. Returns (stats, grads, touched, optimizer kwargs)."""
+    seen = {}
+
+    def spy(layers, **kw):
+        seen["grads"] = [(l.weight_grad.copy(), l.bias_grad.copy()) for l in layers]
+        seen["touched"] = [(l.row_touched.astype(bool), l.bias_touched.astype(bool)) for l in layers]
+        seen["kw"] = kw
+        return optimizer_mod.apply_updates(layers, **kw)
+
+    monkeypatch.setattr(engine_mod, "apply_updates", spy)
+    stats = eng.train_step(data, np.asarray(rows, np.int64))
+    return stats, seen["grads"], seen["touched"], seen["kw"]
+
+
+def run_train_batch(eng, data, rows, bounds):
+    """kernels.train_batch exactly as Engine.train_step calls it, but with chosen chunk bounds and
+    no optimizer step. Returns (scratch, n_active (T, layers), loss_out (B,))."""
+    rows = np.ascontiguousarray(rows, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    n_chunks = bounds.shape[0] - 1
+    eng.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
+    scratch = eng._get_scratch(True, n_chunks)
+    width = max(1, eng.max_labels)
+    n_active = np.zeros((n_chunks, eng.n_layers), np.int64)
+    loss_out = np.zeros(rows.shape[0], np.float64)
+    train_batch(eng.layers, eng.spec, scratch, eng.lsh_layers(), data.x_indptr, data.x_indices, data.x_values,
+                data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
+                eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64),
+                np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
+                np.zeros((n_chunks, eng.n_layers), np.int64), loss_out)
+    return scratch, n_active, loss_out
+
+
+def layer_specs(eng, modes):
+    """(mode, budget, min_active, N) per layer for naive.naive_active_sets."""
+    return [("all", n, 0, n) if m is None else (m[0], m[1], 0, n) for m, (_, n) in zip(modes, eng.sizes)]
+
+
+def active_masks(eng, modes, data, rows, step):
+    """(B, N_l) bool masks of the training active sets the engine draws at `step` (batch positions)."""
+    specs = layer_specs(eng, modes)
+    masks = [np.zeros((len(rows), n), bool) for _, n in eng.sizes]
+    _, labels, _ = batch_of(data, rows)
+    for b in range(len(rows)):
+        if not labels[b]:
+            continue  # skipped by the engine: nothing drawn
+        for l, ids in enumerate(naive.naive_active_sets(eng.seed, step, b, labels[b], specs)):
+            masks[l][b, ids] = True
+    return masks
+
+
+def assert_grads(got, want, rtol=RTOL, atol=ATOL):
+    for l, ((gw, gb), (ww, wb)) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(gw, ww, rtol=rtol, atol=atol, err_msg=f"layer {l} weights")
+        np.testing.assert_allclose(gb, wb, rtol=rtol, atol=atol, err_msg=f"layer {l} bias")
+
+
+def assert_touched(got, data, rows, ref, masks=None):
+    _, labels, feats = batch_of(data, rows)
+    want = naive.naive_touched(feats, labels, ref["deltas"], data.n_features, masks)
+    for l, ((gr, gb), (wr, wb)) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(gr, wr, err_msg=f"layer {l} row_touched")
+        np.testing.assert_array_equal(gb, wb, err_msg=f"layer {l} bias_touched")
+
+
+ROWS = [5, 0, 1, 9, 3, 7, 11, 2, 12, 4]  # B = 10, sample 1 unlabelled: gradients still scale by 1/10
+
+
+# ---------------------------------------------------------------------------------------------
+# Every neuron active: the engine is a dense MLP
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("hidden", [[8], [8, 6]])
+def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss):
+    data = make_data(1)
+    eng = make_engine(hidden, loss=loss)
+    ref = reference(eng, data, ROWS)
+    stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, ROWS)
+    assert_grads(grads, ref["grads"])
+    assert_touched(touched, data, ROWS, ref)
+    np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)  # mean over the 9 labelled samples
+    np.testing.assert_array_equal(stats.active_mean, [n for _, n in eng.sizes])
+    assert stats.rows_updated == sum(int(r.sum()) for r, _ in touched)
+    assert kw["step"] == 1 and eng.step == 1
+
+
+def _lazy_reference_step(ref_params, moments, ref, touched, optimizer, lr, step):
+    """One optimizer step of the float64 reference: lazy Adam (or SGD) on the touched rows."""
+    out = []
+    for l, ((w, b), (gw, gb), (rows, brows)) in enumerate(zip(ref_params, ref["grads"], touched)):
+        rows, brows = np.flatnonzero(rows), np.flatnonzero(brows)
+        if optimizer == "sgd":
+            w, b = w.copy(), b.copy()
+            w[rows] -= lr * gw[rows]
+            b[brows] -= lr * gb[brows]
+        else:
+            mw, vw, mb, vb = moments[l]
+            w, mw, vw = naive.naive_adam_rows(w, gw, mw, vw, rows, lr, 0.9, 0.999, 1e-8, step)
+            b2, mb, vb = naive.naive_adam_rows(b[:, None], gb[:, None], mb[:, None], vb[:, None], brows, lr, 0.9,
+                                               0.999, 1e-8, step)
+            b, mb, vb = b2[:, 0], mb[:, 0], vb[:, 0]
+            moments[l] = (mw, vw, mb, vb)
+        out.append((w, b))
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("hidden", [[8], [8, 6]])
+def test_all_active_steps_equal_lazy_numpy_optimizer(hidden, optimizer):
+    """Three Engine.train_step calls against the float64 reference MLP + optimizer.
+
+    Compared: every weight and bias after each step (and Adam's moments at the end). The
+    reference Adam is dense Adam restricted to the rows the engine marks touched (naive_touched:
+    layer-0 rows of the features seen, every layer-0 bias, and rows / biases with non-zero
+    gradient above), with bias correction from the global step: lazy Adam. The batches overlap
+    only partly, so rows seen at step 1 and unseen at step 2 must keep their weights and moments;
+    the test checks that a dense Adam would have moved them.
+    """
+    data = make_data(2, n_samples=24)
+    eng = make_engine(hidden, optimizer=optimizer)
+    batches = [list(range(0, 10)), list(range(8, 18)), [20, 3, 14, 22, 1, 9]]
+    ref_params = params_of(eng)
+    dense_params = params_of(eng)
+    zeros = lambda p: (np.zeros_like(p[0]), np.zeros_like(p[0]), np.zeros_like(p[1]), np.zeros_like(p[1]))  # noqa: E731
+    moments = [zeros(p) for p in ref_params]
+    dense_moments = [zeros(p) for p in ref_params]
+    for step, rows in enumerate(batches, 1):
+        ref = reference(eng, data, rows, params=ref_params)
+        _, labels, feats = batch_of(data, rows)
+        touched = naive.naive_touched(feats, labels, ref["deltas"], F)
+        ref_params = _lazy_reference_step(ref_params, moments, ref, touched, optimizer, 0.01, step)
+        dense_ref = reference(eng, data, rows, params=dense_params)
+        every = [(np.ones(w.shape[0], bool), np.ones(b.shape[0], bool)) for w, b in dense_params]
+        dense_params = _lazy_reference_step(dense_params, dense_moments, dense_ref, every, optimizer, 0.01, step)
+        eng.train_step(data, np.array(rows, np.int64))
+        for l, (layer, (w, b)) in enumerate(zip(eng.layers, ref_params)):
+            np.testing.assert_allclose(layer.weights, w, rtol=RTOL, atol=ATOL, err_msg=f"step {step} layer {l}")
+            np.testing.assert_allclose(layer.bias, b, rtol=RTOL, atol=ATOL, err_msg=f"step {step} layer {l}")
+            assert not layer.row_touched.any() and not layer.bias_touched.any()
+            assert not layer.weight_grad.any() and not layer.bias_grad.any()  # all consumed
+    if optimizer == "adam":
+        for layer, (mw, vw, mb, vb) in zip(eng.layers, moments):
+            np.testing.assert_allclose(layer.weight_m, mw, rtol=RTOL, atol=1e-7)
+            np.testing.assert_allclose(layer.weight_v, vw, rtol=RTOL, atol=1e-9)
+            np.testing.assert_allclose(layer.bias_m, mb, rtol=RTOL, atol=1e-7)
+            np.testing.assert_allclose(layer.bias_v, vb, rtol=RTOL, atol=1e-9)
+        gap = max(np.abs(layer.weights - w).max() for layer, (w, _) in zip(eng.layers, dense_params))
+        assert gap > 1e-3  # lazy and dense Adam really differ on this schedule
+    else:  # untouched rows have zero gradient: lazy SGD is dense SGD
+        for layer, (w, b) in zip(eng.layers, dense_params):
+            np.testing.assert_allclose(layer.weights, w, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("hidden", [[4], [4, 3]])
+def test_gradients_match_finite_differences(monkeypatch, hidden, loss):
+    """Engine gradient (every neuron active) against central differences of the float64 NumPy loss
+    (1/B) sum_b loss_b evaluated from the engine's own weights; the reference's gradient too."""
+    data = make_data(3, n_samples=4, n_features=7, n_labels=5, max_nnz=4, max_labels=2,
+                     x_rows={0: ([2, 5, 2], [0.5, 0.8, 0.3])})  # a repeated feature
+    rows = [0, 1, 2, 3]  # sample 1 unlabelled
+    eng = make_engine(hidden, loss=loss, n_features=7, n_labels=5)
+    params = params_of(eng)
+    x, labels, _ = batch_of(data, rows)
+    ref = naive.naive_forward_backward(params, x, labels, loss)
+    _, grads, _, _ = step_and_capture(monkeypatch, eng, data, rows)
+
+    def objective():
+        return naive.naive_forward_backward(params, x, labels, loss)["sample_loss"].sum() / len(rows)
+
+    h = 1e-5
+    for l in range(len(params)):
+        for which in (0, 1):
+            arr = params[l][which]
+            fd = np.zeros_like(arr)
+            for idx in np.ndindex(arr.shape):
+                old = arr[idx]
+                arr[idx] = old + h
+                up = objective()
+                arr[idx] = old - h
+                down = objective()
+                arr[idx] = old
+                fd[idx] = (up - down) / (2 * h)
+            np.testing.assert_allclose(ref["grads"][l][which], fd, rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(grads[l][which], fd, rtol=RTOL, atol=ATOL, err_msg=f"layer {l}/{which}")
+            assert np.abs(fd).max() > 1e-3  # a live layer, not a vacuous comparison
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparse active sets
+# ---------------------------------------------------------------------------------------------
+
+SPARSE_MODES = {
+    "output": [None, ("random", 6)],
+    "both": [("random", 5), ("random", 6)],
+    "deep": [None, ("random", 4), ("random", 5)],
+}
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("layout", sorted(SPARSE_MODES))
+def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss):
+    """Gradients with random selection equal the reference restricted to the same active sets
+    (softmax / BCE over the active logits only, inactive hidden neurons output 0), the active
+    sets being redrawn in Python from derive_seed(seed, step, position) and xorshift64*."""
+    modes = SPARSE_MODES[layout]
+    hidden = [8] if len(modes) == 2 else [8, 6]
+    data = make_data(4, n_labels=20, y_rows={4: [3, 3, 17]})  # duplicate label: forced once
+    eng = make_engine(hidden, modes=modes, n_labels=20, loss=loss, seed=7)
+    for step, rows in enumerate([ROWS, [13, 4, 6, 8, 10]]):
+        masks = active_masks(eng, modes, data, rows, step)
+        ref = reference(eng, data, rows, masks=masks)
+        stats, grads, touched, _ = step_and_capture(monkeypatch, eng, data, rows)
+        assert_grads(grads, ref["grads"])
+        assert_touched(touched, data, rows, ref, masks)
+        np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
+        labelled = [b for b, i in enumerate(rows) if data.y_indptr[i + 1] > data.y_indptr[i]]
+        np.testing.assert_allclose(stats.active_mean, [m[labelled].sum(axis=1).mean() for m in masks])
+
+
+def test_random_active_set_in_scratch_matches_python(monkeypatch):
+    """One sample per batch: the kernel's active ids (scratch act_ids, in order) are the labels
+    followed by the Python-drawn neurons, at several steps (the step enters the seed)."""
+    modes = [("random", 5), ("random", 6)]
+    data = make_data(5, n_labels=20)
+    eng = make_engine([8], modes=modes, n_labels=20, seed=11)
+    specs = layer_specs(eng, modes)
+    seen = []
+    for i in [0, 2, 3, 2]:
+        step = eng.step
+        stats = eng.train_step(data, np.array([i], np.int64))
+        scratch = eng._get_scratch(True, 1)
+        labels = data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]].tolist()
+        want = naive.naive_active_sets(eng.seed, step, 0, labels, specs)
+        for l in range(2):
+            n = int(stats.active_mean[l])
+            assert scratch[l].act_ids[0, :n].tolist() == want[l]
+        assert want[1][:len(labels)] == labels
+        seen.append(tuple(want[1]))
+    assert seen[1] != seen[3]  # same sample, another step: another draw
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_empty_input_row(monkeypatch):
+    data = make_data(6, empty_x=(0,))
+    eng = make_engine([8])
+    rows = [0, 2, 3]
+    ref = reference(eng, data, rows)
+    _, grads, touched, _ = step_and_capture(monkeypatch, eng, data, rows)
+    assert_grads(grads, ref["grads"])
+    assert_touched(touched, data, rows, ref)
+    # a batch of just the empty row: no layer-0 weight row, but the biases learn
+    ref = reference(eng, data, [0])
+    stats, grads, touched, _ = step_and_capture(monkeypatch, eng, data, [0])
+    assert_grads(grads, ref["grads"])
+    assert not touched[0][0].any() and touched[0][1].all()
+    assert not grads[0][0].any() and grads[0][1].any()
+    np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
+
+
+def test_unlabelled_samples_give_no_gradient(monkeypatch):
+    data = make_data(7, no_labels=(1, 4, 6))
+    for modes in ([None, None], [("random", 3), ("random", 5)]):
+        eng = make_engine([8], modes=modes)
+        before = [(l.weights.copy(), l.bias.copy()) for l in eng.layers]
+        stats, grads, touched, _ = step_and_capture(monkeypatch, eng, data, [4, 1, 6])
+        assert stats.loss == 0.0 and stats.rows_updated == 0
+        np.testing.assert_array_equal(stats.active_mean, 0)
+        for (gw, gb), (tr, tb) in zip(grads, touched):
+            assert not gw.any() and not gb.any() and not tr.any() and not tb.any()
+        for layer, (w, b) in zip(eng.layers, before):
+            np.testing.assert_array_equal(layer.weights, w)
+            np.testing.assert_array_equal(layer.bias, b)
+        assert eng.step == 1
+        # mixed in a batch: the unlabelled samples only dilute the 1/B scale
+        scratch, _, loss_out = run_train_batch(eng, data, np.array([4, 0, 1, 2], np.int64), [0, 4])
+        assert loss_out[0] == 0.0 and loss_out[2] == 0.0 and loss_out[1] > 0 and loss_out[3] > 0
+
+
+@pytest.mark.parametrize("modes", [[None, None], [None, ("random", 4)]])
+def test_duplicate_label_ids_count_once(modes):
+    dup = make_data(8, y_rows={0: [3, 3, 5, 3], 2: [7, 7]})
+    dedup = make_data(8, y_rows={0: [3, 5], 2: [7]})
+    a, b = make_engine([8], modes=modes), make_engine([8], modes=modes)
+    for rows in ([0, 1, 2, 3], [2, 0, 5]):
+        sa = a.train_step(dup, np.array(rows, np.int64))
+        sb = b.train_step(dedup, np.array(rows, np.int64))
+        assert sa.loss == sb.loss
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(la.weights, lb.weights)
+        np.testing.assert_array_equal(la.bias, lb.bias)
+
+
+def test_duplicate_feature_ids_act_as_summed_values(monkeypatch):
+    split = make_data(9, x_rows={0: ([4, 9, 4, 4], [0.25, 0.5, 0.5, 0.125])})
+    summed = make_data(9, x_rows={0: ([4, 9], [0.875, 0.5])})
+    a, b = make_engine([8]), make_engine([8])
+    ref = reference(a, summed, [0, 2, 3])
+    sa, ga, ta, _ = step_and_capture(monkeypatch, a, split, [0, 2, 3])
+    sb, gb, tb, _ = step_and_capture(monkeypatch, b, summed, [0, 2, 3])
+    np.testing.assert_allclose(sa.loss, sb.loss, rtol=1e-6)
+    assert_grads(ga, gb, rtol=1e-5, atol=1e-7)
+    assert_grads(ga, ref["grads"])
+    for (ra, ba), (rb, bb) in zip(ta, tb):
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(ba, bb)
+
+
+@pytest.mark.parametrize("labels", [[6], [6, 11]])
+def test_single_neuron_active_set(monkeypatch, labels):
+    """Budget 1 on the output: only the labels are active (they are forced even past the budget);
+    the softmax over them stays finite. One label: p = 1 exactly, so loss 0 and no gradient."""
+    data = make_data(10, y_rows={0: labels})
+    modes = [None, ("random", 1)]
+    eng = make_engine([8], modes=modes)
+    masks = active_masks(eng, modes, data, [0], 0)
+    assert np.flatnonzero(masks[1][0]).tolist() == sorted(labels)
+    ref = reference(eng, data, [0], masks=masks)
+    stats, grads, _, _ = step_and_capture(monkeypatch, eng, data, [0])
+    assert stats.active_mean[1] == len(labels)
+    np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5, atol=1e-7)
+    assert_grads(grads, ref["grads"])
+    for gw, gb in grads:
+        assert np.all(np.isfinite(gw)) and np.all(np.isfinite(gb))
+    if len(labels) == 1:
+        assert stats.loss == 0.0
+        assert all(not gw.any() and not gb.any() for gw, gb in grads)
+    else:
+        assert stats.loss >= np.log(2.0) - 1e-6  # two labels, uniform target: at least log 2
+    assert all(np.all(np.isfinite(l.weights)) for l in eng.layers)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("modes", [[None, None, None], [None, None, ("random", 5)]])
+def test_huge_logits_stay_finite(monkeypatch, loss, modes):
+    data = make_data(11)
+    eng = make_engine([8, 6], modes=modes, loss=loss)
+    for layer in eng.layers:
+        layer.weights[...] *= np.float32(1e3)  # logits ~ 1e6
+        layer.bias[...] = np.float32(1e3)
+    masks = active_masks(eng, modes, data, ROWS, 0)
+    ref = reference(eng, data, ROWS, masks=masks)
+    assert np.abs(ref["logits"]).max() > 1e4
+    stats, grads, _, _ = step_and_capture(monkeypatch, eng, data, ROWS)
+    assert np.isfinite(stats.loss)
+    np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-3)
+    for gw, gb in grads:
+        assert np.all(np.isfinite(gw)) and np.all(np.isfinite(gb))
+    for layer in eng.layers:
+        assert np.all(np.isfinite(layer.weights)) and np.all(np.isfinite(layer.bias))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("modes", [[None, None, None], [("random", 4), None, ("random", 5)]])
+def test_predict_matches_dense_topk(modes):
+    """Engine.predict scores every neuron (training selection random or not) and returns the
+    top-k of the dense forward pass; -1 / -inf pad k beyond the number of labels."""
+    data = make_data(12, empty_x=(3,))
+    eng = make_engine([8, 6], modes=modes)
+    eng.train_step(data, np.array(ROWS, np.int64))
+    eng.train_step(data, np.array([13, 6, 8, 10], np.int64))
+    rows = np.array([0, 3, 5, 7, 8, 9, 13, 2, 1, 4, 11], np.int64)
+    x, _, _ = batch_of(data, rows)
+    _, hs = naive.naive_forward(params_of(eng), x)
+    for k in (1, 5, L, L + 3):
+        ids, scores, active = eng.predict(data, rows, k=k, batch_size=4)
+        want_ids, want_scores = naive.naive_topk(hs[-1], k)
+        assert ids.dtype == np.int32 and ids.shape == (rows.shape[0], k)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(scores, want_scores, rtol=RTOL, atol=ATOL)
+        np.testing.assert_array_equal(active, [n for _, n in eng.sizes])
+    assert np.all(ids[:, L:] == -1) and np.all(scores[:, L:] == -np.inf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("modes", [[None, None], [("random", 5), ("random", 6)]])
+def test_serial_training_is_bit_identical(modes):
+    data = make_data(13, n_samples=30, n_labels=20)
+
+    def run(seed):
+        eng = make_engine([8], modes=modes, n_labels=20, seed=seed)
+        order = np.random.default_rng(0)
+        losses = [eng.train_step(data, order.choice(30, 12, replace=False).astype(np.int64)).loss for _ in range(5)]
+        return eng, losses
+
+    (a, la), (b, lb), (c, _) = run(3), run(3), run(4)
+    assert la == lb
+    for x, y in zip(a.layers, b.layers):
+        for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+    assert not np.array_equal(a.layers[1].weights, c.layers[1].weights)  # the seed matters
+
+
+def test_random_active_sets_independent_of_thread_chunks():
+    """The same batch split into 1, 3 uneven or B chunks draws the same active sets (the per-sample
+    seed uses the batch position), so gradients and touched marks agree; with one sample per chunk
+    the scratch of chunk t holds exactly the Python-drawn set of position t."""
+    modes = [("random", 5), ("random", 6)]
+    data = make_data(14, n_labels=20)
+    rows = np.array(ROWS, np.int64)
+    splits = [[0, 10], [0, 2, 3, 9, 10], list(range(11))]
+    results = []
+    for bounds in splits:
+        eng = make_engine([8], modes=modes, n_labels=20, seed=5)
+        eng.step = 3
+        scratch, n_active, loss_out = run_train_batch(eng, data, rows, bounds)
+        specs = layer_specs(eng, modes)
+        _, labels, _ = batch_of(data, rows)
+        for t in range(len(bounds) - 1):
+            b = bounds[t + 1] - 1  # the chunk's last sample is what its scratch row still holds
+            if not labels[b]:
+                continue
+            want = naive.naive_active_sets(5, 3, b, labels[b], specs)
+            for l in range(2):
+                assert scratch[l].act_ids[t, :n_active[t, l]].tolist() == want[l]
+        results.append((eng, loss_out))
+    (first, loss0), *others = results
+    for eng, loss in others:
+        np.testing.assert_allclose(loss, loss0, rtol=1e-6)
+        for x, y in zip(first.layers, eng.layers):
+            np.testing.assert_array_equal(x.row_touched, y.row_touched)
+            np.testing.assert_array_equal(x.bias_touched, y.bias_touched)
+            np.testing.assert_allclose(x.weight_grad, y.weight_grad, rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(x.bias_grad, y.bias_grad, rtol=1e-6, atol=1e-8)
+
+
+def test_chunk_bounds_cover_the_batch():
+    indptr = np.array([0, 5, 5, 105, 106, 110, 300, 301], np.int64)
+    rows = np.array([6, 0, 2, 1, 5, 3, 4], np.int64)
+    for n_chunks in (1, 2, 3, 7):
+        bounds = Engine.chunk_bounds(indptr, rows, n_chunks)
+        assert bounds.shape == (n_chunks + 1,) and bounds[0] == 0 and bounds[-1] == rows.shape[0]
+        assert np.all(np.diff(bounds) >= 0)

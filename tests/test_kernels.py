@@ -1,0 +1,326 @@
+"""Tests for the serial leaves of slidepy/selection.py, slidepy/kernels.py and slidepy/optimizer.py
+against the naive references in tests/naive.py (MLP reference and LSH sections)."""
+
+import numpy as np
+import pytest
+
+import naive
+from slidepy import kernels as kn
+from slidepy import optimizer as opt
+from slidepy import rng as srng
+from slidepy import selection as sel
+from slidepy.network import LayerParams
+
+# float32 kernels against float64 references
+RTOL, ATOL = 1e-4, 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# selection.py
+# ---------------------------------------------------------------------------------------------
+
+
+def test_next_mark_increments_and_wraps():
+    stamp = np.arange(10, dtype=np.int32).reshape(2, 5) + 1
+    mark = np.array([5, 7], np.int32)
+    assert sel.next_mark(stamp, mark, 0) == 6 and mark[0] == 6 and mark[1] == 7
+    np.testing.assert_array_equal(stamp, np.arange(10).reshape(2, 5) + 1)  # no wipe in the common case
+    # wrap-around: the next value would reach the limit -> row t wiped, mark restarts at 1
+    limit = int(sel._MARK_LIMIT)
+    mark[1] = limit - 1
+    stamp[1] = 1  # stale entries equal to the restart value must not survive
+    assert sel.next_mark(stamp, mark, 1) == 1 and mark[1] == 1
+    np.testing.assert_array_equal(stamp[1], 0)
+    np.testing.assert_array_equal(stamp[0], [1, 2, 3, 4, 5])  # the other chunk's row is untouched
+    assert mark[0] == 6
+    mark[0] = limit - 2  # one below: still a normal increment
+    assert sel.next_mark(stamp, mark, 0) == limit - 1
+    np.testing.assert_array_equal(stamp[0], [1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unique_prefix_matches_python(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(0, 20))
+    ids = rng.integers(0, 6, size).astype(np.int32)
+    n = int(rng.integers(0, size + 1))
+    out = np.full(max(1, size), -7, np.int32)
+    k = sel.unique_prefix(ids, n, out)
+    want = naive.naive_unique(ids[:n])
+    assert k == len(want)
+    assert out[:k].tolist() == want
+    assert np.all(out[k:] == -7)  # nothing written past the count
+
+
+def test_fill_all():
+    ids = np.full(7, -1, np.int32)
+    assert sel.fill_all(ids, 5) == 5
+    assert ids.tolist() == [0, 1, 2, 3, 4, -1, -1]
+
+
+@pytest.mark.parametrize("n_neurons,forced,target", [
+    (20, [3, 7, 3, 19], 9),  # repeated forced id: added once
+    (20, [], 19),  # target = N - 1: rejection sampling near the top of the range
+    (10, [0, 1, 2, 3, 4, 5], 4),  # forced ids already exceed the target: nothing drawn
+    (50, [49], 1),
+])
+def test_add_forced_and_fill_random(n_neurons, forced, target):
+    ids = np.full(n_neurons + 2, -1, np.int32)
+    stamp = np.zeros((2, n_neurons), np.int32)
+    mark = np.zeros(2, np.int32)
+    m = sel.next_mark(stamp, mark, 1)
+    forced_arr = np.array(forced, np.int32)
+    n = sel.add_forced(ids, 0, stamp[1], m, forced_arr, forced_arr.shape[0])
+    want_forced = naive.naive_unique(forced)
+    assert n == len(want_forced) and ids[:n].tolist() == want_forced
+    state = srng.make_state(123, 2)
+    x = int(state[1])
+    n2 = sel.fill_random(ids, n, target, n_neurons, stamp[1], m, state, 1)
+    got = ids[:n2].tolist()
+    assert n2 == max(target, n)
+    assert len(set(got)) == n2  # distinct
+    assert all(0 <= v < n_neurons for v in got)
+    assert got[:n] == want_forced  # forced ids first, never drawn again
+    assert np.all(ids[n2:] == -1)
+    # the exact draw sequence: rejection sampling on the xorshift64* stream of chunk 1
+    want = list(want_forced)
+    while len(want) < target:
+        x, v = naive.naive_randint(x, n_neurons)
+        if v not in want:
+            want.append(v)
+    assert got == want and int(state[1]) == x
+    # the stamp row marks exactly the chosen ids; the other chunk's row is untouched
+    assert sorted(np.flatnonzero(stamp[1] == m).tolist()) == sorted(got)
+    assert np.all(stamp[0] == 0)
+
+
+def test_fill_random_fresh_mark_forgets_previous_sample():
+    n_neurons = 8
+    ids = np.zeros(n_neurons, np.int32)
+    stamp = np.zeros((1, n_neurons), np.int32)
+    mark = np.zeros(1, np.int32)
+    state = srng.make_state(5)
+    for _ in range(3):  # each sample can pick any neuron again, without clearing the stamp row
+        m = sel.next_mark(stamp, mark, 0)
+        n = sel.fill_random(ids, 0, n_neurons - 1, n_neurons, stamp[0], m, state, 0)
+        assert n == n_neurons - 1 and len(set(ids[:n].tolist())) == n_neurons - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels.py: loss leaves
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss_case(rng, n_act, n_labels, spread=3.0):
+    logits = (rng.standard_normal(n_act) * spread).astype(np.float32)
+    positions = rng.choice(n_act, n_labels, replace=False).astype(np.int32)
+    return logits, positions
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("n_act,n_labels,spread", [(12, 1, 3.0), (12, 3, 3.0), (1, 1, 3.0), (5, 2, 1e4),
+                                                   (7, 7, 2.0)])
+def test_loss_leaves_match_naive(loss, n_act, n_labels, spread):
+    rng = np.random.default_rng(n_act * 10 + n_labels)
+    logits, positions = _loss_case(rng, n_act, n_labels, spread)
+    scale = np.float32(0.25)
+    grads = np.full(n_act + 2, 99.0, np.float32)
+    fn = kn.softmax_xent if loss == "softmax" else kn.sigmoid_xent
+    value = fn(logits, n_act, positions, n_labels, scale, grads)
+    want_value, want_grad = naive.naive_sample_loss(logits.astype(np.float64), positions.tolist(), loss)
+    assert np.isfinite(value) and np.all(np.isfinite(grads[:n_act]))
+    np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[:n_act], 0.25 * want_grad, rtol=RTOL, atol=ATOL)
+    assert np.all(grads[n_act:] == 99.0)  # only the active prefix is written
+    if loss == "softmax":
+        assert abs(float(grads[:n_act].sum())) < 1e-5  # p sums to 1, the target too
+    if loss == "softmax" and n_act == 1:  # a single-neuron set: p = 1 exactly, no loss, no gradient
+        assert value == 0.0 and grads[0] == 0.0
+
+
+def test_loss_leaves_use_only_the_active_prefix():
+    logits = np.array([1.0, -2.0, 0.5, 1e30, -1e30], np.float32)  # garbage beyond n_act = 3
+    positions = np.array([2], np.int32)
+    grads = np.zeros(5, np.float32)
+    value = kn.softmax_xent(logits, 3, positions, 1, np.float32(1.0), grads)
+    want, want_grad = naive.naive_sample_loss(logits[:3].astype(np.float64), [2], "softmax")
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+    np.testing.assert_allclose(grads[:3], want_grad, rtol=RTOL, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels.py: one layer's forward / backward over sparse active sets
+# ---------------------------------------------------------------------------------------------
+
+
+def _layer(rng, rows, cols, n):
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    return LayerParams(
+        weights=w, bias=rng.standard_normal(n).astype(np.float32),
+        weight_grad=np.zeros_like(w), bias_grad=np.zeros(n, np.float32),
+        weight_m=np.zeros((0, 0), np.float32), weight_v=np.zeros((0, 0), np.float32),
+        bias_m=np.zeros(0, np.float32), bias_v=np.zeros(0, np.float32),
+        row_touched=np.zeros(rows, np.uint8), bias_touched=np.zeros(n, np.uint8))
+
+
+@pytest.mark.parametrize("dense_out", [False, True])
+def test_input_layer_forward_backward(dense_out):
+    rng = np.random.default_rng(1)
+    f, n = 15, 9
+    layer = _layer(rng, f, n, n)  # input-major (F, N)
+    x_ids = np.array([4, 0, 4, 11], np.int32)  # feature 4 repeated: values add
+    x_vals = rng.standard_normal(4).astype(np.float32)
+    ids = np.arange(n, dtype=np.int32) if dense_out else np.array([7, 2, 5], np.int32)
+    n_act = ids.shape[0]
+    out = np.zeros(n, np.float32)
+    kn.forward_input_layer(layer, x_ids, x_vals, 4, ids, n_act, dense_out, out)
+    x = np.zeros(f)
+    np.add.at(x, x_ids, x_vals.astype(np.float64))
+    w = layer.weights.astype(np.float64)
+    want = x @ w[:, ids] + layer.bias[ids]
+    np.testing.assert_allclose(out[:n_act], want, rtol=RTOL, atol=ATOL)
+    g = rng.standard_normal(n_act).astype(np.float32)
+    kn.backward_input_layer(layer, x_ids, x_vals, 4, ids, n_act, dense_out, g)
+    want_dw = np.zeros((f, n))
+    want_dw[:, ids] = np.outer(x, g)
+    want_db = np.zeros(n)
+    want_db[ids] = g
+    np.testing.assert_allclose(layer.weight_grad, want_dw, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(layer.bias_grad, want_db, rtol=RTOL, atol=ATOL)
+    assert np.flatnonzero(layer.row_touched).tolist() == [0, 4, 11]
+    assert np.flatnonzero(layer.bias_touched).tolist() == sorted(ids.tolist())
+
+
+@pytest.mark.parametrize("dense_in", [False, True])
+def test_hidden_layer_forward_backward(dense_in):
+    rng = np.random.default_rng(2)
+    d, n = 10, 8
+    layer = _layer(rng, n, d, n)  # neuron-major (N, D)
+    in_ids = np.arange(d, dtype=np.int32) if dense_in else np.array([9, 3, 6, 0], np.int32)
+    n_in = in_ids.shape[0]
+    in_vals = rng.standard_normal(n_in).astype(np.float32)
+    ids = np.array([1, 6, 4, 0], np.int32)
+    out = np.zeros(4, np.float32)
+    kn.forward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, 4, out)
+    x = np.zeros(d)
+    x[in_ids] = in_vals
+    w = layer.weights.astype(np.float64)
+    np.testing.assert_allclose(out, w[ids] @ x + layer.bias[ids], rtol=RTOL, atol=ATOL)
+    grads = np.array([0.5, 0.0, -1.5, 2.0], np.float32)  # neuron 6 has no gradient: skipped
+    in_grads = np.zeros(d, np.float32)
+    kn.backward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, 4, grads, in_grads, True)
+    g = np.zeros(n)
+    g[ids] = grads
+    np.testing.assert_allclose(layer.weight_grad, np.outer(g, x), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(layer.bias_grad, g, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(in_grads[:n_in], (g @ w)[in_ids], rtol=RTOL, atol=ATOL)
+    assert np.flatnonzero(layer.row_touched).tolist() == [0, 1, 4]
+    assert np.flatnonzero(layer.bias_touched).tolist() == [0, 1, 4]
+
+
+def test_push_topk_matches_naive_topk():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((20, 9)), 1).astype(np.float32)  # rounded: many ties
+    for k in (1, 4, 9, 12):
+        want_ids, want_vals = naive.naive_topk(scores, k)
+        for i in range(scores.shape[0]):
+            ids = np.full(k, -1, np.int32)
+            vals = np.full(k, -np.inf, np.float32)
+            for j in range(scores.shape[1]):  # ascending ids, as the exact output layer pushes them
+                kn.push_topk(ids, vals, k, j, scores[i, j])
+            assert ids.tolist() == want_ids[i].tolist()
+            np.testing.assert_array_equal(vals, want_vals[i])
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer.py
+# ---------------------------------------------------------------------------------------------
+
+B1, B2, EPS = np.float32(0.9), np.float32(0.999), np.float32(1e-8)
+
+
+def _opt_arrays(rng, rows, width):
+    param = rng.standard_normal((rows, width)).astype(np.float32)
+    grad = rng.standard_normal((rows, width)).astype(np.float32)
+    m = (rng.standard_normal((rows, width)) * 0.1).astype(np.float32)
+    v = rng.random((rows, width)).astype(np.float32) * 0.01
+    touched = rng.integers(0, 2, rows).astype(np.uint8)
+    return param, grad, m, v, touched
+
+
+@pytest.mark.parametrize("rows", [[], [3], [0, 2, 5, 9], list(range(10))])
+@pytest.mark.parametrize("width", [1, 6])
+def test_adam_update_rows_matches_numpy(rows, width):
+    rng = np.random.default_rng(len(rows) * 7 + width)
+    param, grad, m, v, touched = _opt_arrays(rng, 10, width)
+    before = [a.copy() for a in (param, grad, m, v, touched)]
+    rows = np.array(rows, np.int64)
+    step = 3
+    lr_t = opt.adam_lr(0.01, 0.9, 0.999, step)
+    np.testing.assert_allclose(lr_t, 0.01 * np.sqrt(1 - 0.999**3) / (1 - 0.9**3), rtol=1e-6)
+    opt.adam_update_rows(param, grad, m, v, touched, rows, lr_t, B1, B2, EPS)
+    want_p, want_m, want_v = naive.naive_adam_rows(before[0], before[1], before[2], before[3], rows,
+                                                   0.01, 0.9, 0.999, 1e-8, step)
+    # the kernel takes beta1/beta2 as float32 (1 - float32(0.999) is 1.3e-5 off 1e-3 relative): rtol 1e-4
+    np.testing.assert_allclose(param, want_p, rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(m, want_m, rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(v, want_v, rtol=RTOL, atol=1e-9)
+    other = np.setdiff1d(np.arange(10), rows)
+    for got, old in zip((param, grad, m, v), before):
+        np.testing.assert_array_equal(got[other], old[other])  # bit-identical off the row list
+    assert np.all(grad[rows] == 0.0)  # consumed gradient zeroed
+    assert np.all(touched[rows] == 0)
+    np.testing.assert_array_equal(touched[other], before[4][other])
+
+
+@pytest.mark.parametrize("rows", [[], [1, 4, 8]])
+def test_sgd_update_rows_matches_numpy(rows):
+    rng = np.random.default_rng(11)
+    param, grad, _, _, touched = _opt_arrays(rng, 10, 4)
+    p0, g0, t0 = param.copy(), grad.copy(), touched.copy()
+    rows = np.array(rows, np.int64)
+    opt.sgd_update_rows(param, grad, touched, rows, np.float32(0.05))
+    want = p0.astype(np.float64)
+    want[rows] -= 0.05 * g0[rows]
+    np.testing.assert_allclose(param, want, rtol=1e-6, atol=1e-7)
+    other = np.setdiff1d(np.arange(10), rows)
+    np.testing.assert_array_equal(param[other], p0[other])
+    np.testing.assert_array_equal(grad[other], g0[other])
+    assert np.all(grad[rows] == 0.0) and np.all(touched[rows] == 0)
+    np.testing.assert_array_equal(touched[other], t0[other])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_apply_updates_visits_touched_rows_and_biases_only(optimizer):
+    from slidepy.network import init_params
+
+    rng = np.random.default_rng(4)
+    layers = init_params([(6, 5), (5, 3)], optimizer=optimizer, seed=1)
+    for layer in layers:
+        layer.weight_grad[...] = rng.standard_normal(layer.weight_grad.shape)
+        layer.bias_grad[...] = rng.standard_normal(layer.bias_grad.shape)
+    layers[0].row_touched[[1, 4]] = 1
+    layers[0].bias_touched[[0, 2]] = 1
+    layers[1].row_touched[[2]] = 1
+    layers[1].bias_touched[[1, 2]] = 1
+    before = [(l.weights.copy(), l.bias.copy(), l.weight_grad.copy(), l.bias_grad.copy()) for l in layers]
+    touched = [(np.flatnonzero(l.row_touched), np.flatnonzero(l.bias_touched)) for l in layers]
+    n = opt.apply_updates(layers, optimizer=optimizer, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
+    assert n == 3
+    for layer, (w0, b0, gw, gb), (rows, brows) in zip(layers, before, touched):
+        if optimizer == "adam":
+            want_w = naive.naive_adam_rows(w0, gw, np.zeros_like(w0), np.zeros_like(w0), rows, 0.01, 0.9, 0.999,
+                                           1e-8, 1)[0]
+            want_b = naive.naive_adam_rows(b0[:, None], gb[:, None], np.zeros((b0.size, 1)), np.zeros((b0.size, 1)),
+                                           brows, 0.01, 0.9, 0.999, 1e-8, 1)[0][:, 0]
+        else:
+            want_w = w0.astype(np.float64)
+            want_w[rows] -= 0.01 * gw[rows]
+            want_b = b0.astype(np.float64)
+            want_b[brows] -= 0.01 * gb[brows]
+        np.testing.assert_allclose(layer.weights, want_w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(layer.bias, want_b, rtol=1e-5, atol=1e-7)
+        assert not layer.row_touched.any() and not layer.bias_touched.any()
+        assert np.all(layer.weight_grad[rows] == 0) and np.all(layer.bias_grad[brows] == 0)
+        keep = np.setdiff1d(np.arange(gw.shape[0]), rows)
+        np.testing.assert_array_equal(layer.weight_grad[keep], gw[keep])  # untouched rows keep gradient
