@@ -26,7 +26,9 @@ from .hashing import (
     SPEC_LEN,
     HashParams,
     hash_rows,
+    hash_rows_srp_blas,
     make_hash_params,
+    srp_dense_projections,
     suggest_k_l,
 )
 from .tables import (
@@ -132,6 +134,7 @@ class LshIndex:
         self.draws = 0  # how many times hash functions were drawn (the params' seed offset)
         self.rebuilds = 0
         self.params = self._draw()
+        self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
         self.buckets = np.full((self.l, 1 << self.range_pow, self.capacity), -1, np.int32)
         self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
         self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
@@ -165,14 +168,23 @@ class LshIndex:
         started = time.perf_counter()
         if redraw:
             self.params = self._draw()
-        rows = self.neuron_rows(weights, input_major)
-        hash_rows(self.params, rows, self.range_pow, self.codes)
+            self._dense_proj = None
+        self._hash_neurons(self.neuron_rows(weights, input_major), self.codes)
         order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
         insert = INSERT_CODES[self.cfg.insert]
         build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
         self.rebuilds += 1
         self._remember_drift_sample()
         return time.perf_counter() - started
+
+    def _hash_neurons(self, rows: np.ndarray, codes_out: np.ndarray) -> np.ndarray:
+        """Codes of weight rows (n, D): SRP through BLAS (see hashing.hash_rows_srp_blas), other
+        families through the parallel sparse kernel."""
+        if self.family == FAMILY_SRP:
+            if self._dense_proj is None:
+                self._dense_proj = srp_dense_projections(self.params)
+            return hash_rows_srp_blas(self.params, rows, self.range_pow, codes_out, dense_projections=self._dense_proj)
+        return hash_rows(self.params, rows, self.range_pow, codes_out)
 
     def _remember_drift_sample(self) -> None:
         rb = self.cfg.rebuild
@@ -189,7 +201,8 @@ class LshIndex:
         if self.drift_ids.shape[0] == 0:
             return 0.0
         rows = weights[:, self.drift_ids].T if input_major else weights[self.drift_ids]
-        codes = hash_rows(self.params, np.ascontiguousarray(rows, dtype=np.float32), self.range_pow)
+        codes = self._hash_neurons(np.ascontiguousarray(rows, dtype=np.float32),
+                                   np.zeros((rows.shape[0], self.l), np.int32))
         self.last_drift = float(np.mean(codes != self.drift_codes))
         return self.last_drift
 
@@ -232,6 +245,7 @@ class LshIndex:
         self.buckets[...] = arrays[f"{prefix}.buckets"]
         self.counts[...] = arrays[f"{prefix}.counts"]
         self.params = HashParams(**{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields})
+        self._dense_proj = None
         self.draws = int(meta["draws"])
         self.rebuilds = int(meta["rebuilds"])
         self.schedule.next_step = int(meta["next_step"])
