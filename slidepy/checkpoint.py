@@ -44,6 +44,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "prune_checkpoints",
+    "remove_stale_temp_files",
 ]
 
 FORMAT = "slidepy-checkpoint"
@@ -53,6 +54,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # first local file header / empty archive
 _STEP_RE = re.compile(r"^step-(\d{9,})\.npz$")
+_TMP_RE = re.compile(r"^step-\d{9,}\.npz\.tmp-(\d+)$")
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -360,4 +362,42 @@ def prune_checkpoints(run_dir, keep_last: int) -> list:
         except CheckpointError:
             continue
         kept += 1
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(run_dir) -> list:
+    """Delete `step-*.npz.tmp-<pid>` files in `run_dir`'s checkpoint directory whose writer is gone
+    (a process killed mid-write leaves one, as large as a checkpoint). Temp files of processes
+    that still run (a concurrent writer) are left alone. Returns the deleted paths."""
+    ckpt_dir = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
+    try:
+        names = os.listdir(ckpt_dir)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        m = _TMP_RE.match(name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _process_exists(pid):
+            continue
+        full = os.path.join(ckpt_dir, name)
+        try:
+            os.remove(full)
+        except FileNotFoundError:
+            continue
+        removed.append(full)
     return removed

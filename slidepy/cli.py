@@ -2,7 +2,10 @@
 
 Every error a user can cause is a SlidepyError: printed as one line, exit status 2, no traceback.
 An interrupted `train` (Ctrl-C, SIGTERM from a batch scheduler) saves a checkpoint and exits 130
-(SIGINT) or 143 (SIGTERM) with the command that resumes it.
+(SIGINT) or 143 (SIGTERM) with the command that resumes it; a second Ctrl-C while it finishes the
+batch and saves exits 130 at once (the previous checkpoint stays intact). An operating-system
+failure (disk full, permissions) is one line and exit status 1. Warnings (bad lines skipped, a
+corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines on stderr.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -17,11 +21,22 @@ import click
 from .errors import SlidepyError
 
 EXIT_USER_ERROR = 2
+EXIT_OS_ERROR = 1
+EXIT_SIGINT = 130
 
 
 def _fail(exc: Exception) -> None:
     click.echo(f"error: {exc}", err=True)
     sys.exit(EXIT_USER_ERROR)
+
+
+def _os_fail(exc: OSError) -> None:
+    click.echo(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
+    sys.exit(EXIT_OS_ERROR)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -33,6 +48,7 @@ def _format_metrics(metrics: dict) -> str:
 @click.version_option(package_name="slidepy")
 def main():
     """SLIDE-style sparse training for networks with huge output layers, on many-core CPUs."""
+    warnings.showwarning = _show_warning
 
 
 @main.command()
@@ -47,7 +63,7 @@ def main():
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
     """Train a model from a YAML config."""
-    from .config import config_to_dict, load_config
+    from .config import config_to_dict, load_config, validate_paths
     from .memory import check_memory, estimate_for_config
     from .trainer import Trainer, TrainingInterrupted
 
@@ -56,16 +72,22 @@ def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
         overrides.append(f"output.run_dir={run_dir}")
     if threads is not None:
         overrides.append(f"training.threads={threads}")
+    trainer = None
     try:
         cfg = load_config(config_path, overrides)
         if dry_run:
             import yaml
 
             click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+            try:
+                validate_paths(cfg)
+            except SlidepyError as exc:  # a dry run may describe a config for another machine
+                click.echo(f"warning: {exc}", err=True)
             estimate = estimate_for_config(cfg)
             click.echo(estimate.report())
             return
-        check_memory(estimate_for_config(cfg))
+        validate_paths(cfg)                       # before any work: data files, run directory
+        check_memory(estimate_for_config(cfg))    # before any allocation
         trainer = Trainer(cfg, progress=progress)
         if resume:
             if trainer.resume():
@@ -76,17 +98,34 @@ def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:
+        where = ""
+        if trainer is not None:
+            where = f" at step {trainer.step}; not saved (the checkpoints in {trainer.run_dir} are intact)"
+        click.echo(f"interrupted{where}", err=True)
+        sys.exit(EXIT_SIGINT)
     except SlidepyError as exc:
         _fail(exc)
+    except OSError as exc:
+        _os_fail(exc)
     click.echo(f"step {trainer.step}  {_format_metrics(result)}  (run dir {trainer.run_dir})")
 
 
 def _load_eval_data(path: str, trainer) -> object:
     from .data import load_dataset
 
+    from .errors import DataError
+
     n_features = trainer.engine.n_features
     n_labels = trainer.engine.n_labels
-    data = load_dataset(path, n_features=n_features, n_labels=n_labels)
+    try:
+        data = load_dataset(path, n_features=n_features, n_labels=n_labels)
+    except DataError as exc:
+        if "was requested" in str(exc) or "out of range: given" in str(exc):
+            raise DataError(f"{exc} (the model has {n_features} features, {n_labels} labels)") from None
+        raise
+    if data.n_samples == 0:
+        raise DataError(f"{path}: no samples")
     if data.n_features != n_features or data.n_labels != n_labels:
         raise SlidepyError(f"{path} has {data.n_features} features / {data.n_labels} labels but the model was "
                            f"trained on {n_features} / {n_labels}")
@@ -119,6 +158,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except (SlidepyError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _os_fail(exc)
     click.echo(json.dumps(result) if as_json else _format_metrics(result))
 
 
@@ -138,13 +179,18 @@ def predict(checkpoint, data_path, top_k, out_path, lsh):
         ids, scores, _ = trainer.engine.predict(data, None, k=top_k, use_lsh=lsh)
     except SlidepyError as exc:
         _fail(exc)
-    out = open(out_path, "w") if out_path else sys.stdout
+    except OSError as exc:
+        _os_fail(exc)
     try:
-        for row_ids, row_scores in zip(ids, scores):
-            out.write(" ".join(f"{i}:{s:.6g}" for i, s in zip(row_ids, row_scores) if i >= 0) + "\n")
-    finally:
-        if out_path:
-            out.close()
+        out = open(out_path, "w") if out_path else sys.stdout
+        try:
+            for row_ids, row_scores in zip(ids, scores):
+                out.write(" ".join(f"{i}:{s:.6g}" for i, s in zip(row_ids, row_scores) if i >= 0) + "\n")
+        finally:
+            if out_path:
+                out.close()
+    except OSError as exc:
+        _os_fail(exc)
 
 
 SHAPES = {

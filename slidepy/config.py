@@ -54,6 +54,8 @@ MIN_BUCKET_CAPACITY = 1        # slots per bucket, a power of two
 MAX_BUCKET_CAPACITY = 4096
 MIN_REBUILD_DECAY = 1.0        # rebuild intervals never shrink
 MAX_EVAL_K = 100               # largest k for P@k / nDCG@k
+MAX_INT = 2**31 - 1            # no int key may exceed this (sizes, counts, steps, seeds): the
+                               # kernels index with int32/int64 and seeds are mixed in uint64
 
 AUTO = "auto"                  # value of lsh.k / lsh.l chosen from target_recall
 
@@ -344,10 +346,20 @@ def _show(value: Any) -> str:
             list: "list", tuple: "list", dict: "mapping"}.get(type(value))
     if kind is None:
         kind = "mapping" if isinstance(value, Mapping) else type(value).__name__
-    text = repr(value)
+    text = _safe_repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({kind})"
+
+
+def _safe_repr(value: Any) -> str:
+    """repr(value), or a description where repr fails (ints beyond Python's 4300-digit limit)."""
+    try:
+        return repr(value)
+    except (ValueError, RecursionError):
+        if _is_int(value):
+            return f"<int of {value.bit_length()} bits>"
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def _fmt_num(x: float) -> str:
@@ -411,7 +423,19 @@ def _wrong_type(path: str, value: Any, rule: _Rule) -> _Invalid:
 
 
 def _out_of_range(path: str, value: Any, rule: _Rule) -> _Invalid:
-    return _Invalid(path, f"{path}: {value!r} is out of range; expected {_describe(rule)}")
+    return _Invalid(path, f"{path}: {_short(value)} is out of range; expected {_describe(rule)}")
+
+
+def _short(value: Any) -> str:
+    """repr of a value for a message, with absurdly long numbers (10**400) abbreviated."""
+    text = _safe_repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}...({len(text)} characters)"
+
+
+def _check_int_size(path: str, value: int, rule: _Rule) -> None:
+    if value > MAX_INT:
+        raise _Invalid(path, f"{path}: {_short(value)} is too large; expected {_describe(rule)}, "
+                             f"at most {MAX_INT}")
 
 
 def _check_value(rule: _Rule, value: Any, path: str) -> Any:
@@ -446,15 +470,20 @@ def _check_value(rule: _Rule, value: Any, path: str) -> Any:
             raise _wrong_type(path, value, rule)
         if not _in_range(rule, value):
             raise _out_of_range(path, value, rule)
+        _check_int_size(path, value, rule)
         return int(value)
     if kind == "float":
         if not _is_real(value):
             raise _wrong_type(path, value, rule)
-        if not math.isfinite(value):
-            raise _Invalid(path, f"{path}: {value!r} is not finite; expected {_describe(rule)}")
-        if not _in_range(rule, value):
+        try:
+            as_float = float(value)
+        except (OverflowError, ValueError):   # an int beyond float range: 10**400
+            as_float = math.inf
+        if not math.isfinite(as_float):
+            raise _Invalid(path, f"{path}: {_short(value)} is not finite; expected {_describe(rule)}")
+        if not _in_range(rule, as_float):
             raise _out_of_range(path, value, rule)
-        return float(value)
+        return as_float
     if kind in ("int_list", "int_pair"):
         if not isinstance(value, (list, tuple)):
             raise _wrong_type(path, value, rule)
@@ -468,6 +497,7 @@ def _check_value(rule: _Rule, value: Any, path: str) -> Any:
                 raise _wrong_type(_join(path, i), item, item_rule)
             if not _in_range(item_rule, item):
                 raise _out_of_range(_join(path, i), item, item_rule)
+            _check_int_size(_join(path, i), item, item_rule)
         items = tuple(int(v) for v in value)
         if kind == "int_pair" and items[0] > items[1]:
             raise _Invalid(path, f"{path}: min {items[0]} is larger than max {items[1]}; "
@@ -602,7 +632,14 @@ _Loader.add_implicit_resolver(
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML text; every failure (ints past Python's digit limit and absurd nesting
+    included) is a yaml.YAMLError."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, OverflowError, RecursionError) as exc:
+        raise yaml.YAMLError(f"{type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,12 +730,77 @@ def validate_config(cfg: Config) -> Config:
 
 
 def dump_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write `cfg` as YAML (every key, defaults included) to `path`, creating its directory."""
-    parent = os.path.dirname(os.fspath(path))
+    """Write `cfg` as YAML (every key, defaults included) to `path`, creating its directory.
+
+    Atomic (temp file + rename): a run killed mid-write leaves the previous file, never a
+    truncated one, so the `--config <run_dir>/config.yaml --resume` hint always works.
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=False)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _path_problem(path: str, want: str) -> str | None:
+    """Why `path` cannot serve as an input file (want="file") or an output directory
+    (want="dir", created if missing), or None when it can."""
+    try:
+        if want == "file":
+            if not os.path.exists(path):
+                return "does not exist"
+            if os.path.isdir(path):
+                return "is a directory, not a file"
+            if not os.access(path, os.R_OK):
+                return "is not readable (permission denied)"
+            return None
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                return "exists and is not a directory"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return "is not writable (permission denied)"
+            return None
+        # Missing: it will be created, so its nearest existing ancestor must be a writable dir.
+        ancestor = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            return f"cannot be created: {ancestor} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"cannot be created: {ancestor} is not writable (permission denied)"
+        return None
+    except (OSError, ValueError) as exc:    # ValueError: an embedded NUL byte
+        return f"is not a usable path ({exc})"
+
+
+def validate_paths(cfg: Config, *, output: bool = True) -> None:
+    """Check the filesystem side of a config before any work: `data.train` / `data.test` (when
+    not null) exist and are readable files, and (with `output`) `output.run_dir` is, or can be
+    created as, a writable directory. Raises ConfigError naming the key and the path.
+
+    Kept out of `config_from_dict`, which must stay usable for configs whose files live
+    elsewhere (a model file's stored config, a config written for another machine).
+    """
+    checks = [(f"data.{key}", getattr(cfg.data, key), "file") for key in ("train", "test")]
+    if output:
+        checks.append(("output.run_dir", cfg.output.run_dir, "dir"))
+    for key, path, want in checks:
+        if path is None:
+            continue
+        problem = _path_problem(path, want)
+        if problem is not None:
+            raise ConfigError(f"{key}: {path} {problem}")
 
 
 def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
@@ -721,7 +823,12 @@ def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
             with open(name, encoding="utf-8") as f:
                 text = f.read()
         except OSError as exc:
-            raise ConfigError(f"{name}: cannot read config file: {exc.strerror}") from None
+            raise ConfigError(f"{name}: cannot read config file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{name}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                              "expected a YAML config") from None
+        except ValueError as exc:           # e.g. an embedded NUL byte in the path
+            raise ConfigError(f"{name!r}: cannot read config file: {exc}") from None
         try:
             raw = _load_yaml(text)
         except yaml.YAMLError as exc:

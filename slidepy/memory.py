@@ -62,7 +62,7 @@ def _header_dims(path: str) -> tuple[int, int, int] | None:
             parts = f.readline().split()
         if len(parts) == 3 and all(p.isdigit() for p in parts):
             return int(parts[0]), int(parts[1]), int(parts[2])
-    except (OSError, UnicodeDecodeError, EOFError):
+    except (OSError, ValueError, EOFError):  # ValueError: undecodable text, a NUL in the path
         return None
     return None
 
@@ -70,7 +70,7 @@ def _header_dims(path: str) -> tuple[int, int, int] | None:
 def _text_size(path: str) -> int:
     try:
         size = os.path.getsize(path)
-    except OSError:
+    except (OSError, ValueError):
         return 0
     return size * 4 if path.endswith(".gz") else size  # XC text compresses about 4x
 

@@ -10,6 +10,25 @@ logging, checkpoints and clean interruption. The numerical work is all in engine
 Resumable state is (weights, optimizer moments, LSH tables and hash functions, step, epoch,
 position in the epoch, rebuild schedule); the epoch's sample order is a pure function of
 (seed, epoch), so a resumed run sees exactly the batches the interrupted one would have.
+
+Reliability rules (each has a test in tests/test_reliability.py or tests/test_killresume.py):
+
+* Inputs are checked before any work: data paths (`config.validate_paths`), an empty training or
+  test set, non-finite feature values, a test set whose dimensions differ from the training set.
+  A `training.batch_size` larger than the training set is not an error: every step then uses
+  the whole set, and a warning says so (also in the `start` record of metrics.jsonl, with the
+  counts and first lines of bad lines dropped by `data.skip_bad_lines`).
+* No checkpoint ever holds NaN/inf weights: they are checked before every write, and at least
+  every `training.log_every` steps. The loss is checked every step. A fault raises
+  NumericalError naming the step and the layer, or with `training.on_nan: rollback` restores the
+  newest good checkpoint and halves the learning rate; after MAX_ROLLBACKS rollbacks in a row
+  (no checkpoint written in between) it gives up with NumericalError.
+* `resume()` loads the newest checkpoint that reads cleanly, falling back past corrupt ones with
+  a warning; a checkpoint whose shapes disagree with the config is an error, not skipped. It
+  drops metrics.jsonl records newer than the checkpoint (they describe steps that will be
+  re-run) and appends a `resume` record, so the log holds every step exactly once.
+* A failed periodic checkpoint write (disk full) is a warning; training goes on and the previous
+  checkpoint stays. Temp files of writes cut short by a kill are deleted at the next start.
 """
 
 from __future__ import annotations
@@ -19,6 +38,7 @@ import json
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -26,13 +46,21 @@ import numba
 import numpy as np
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, dump_config, layer_selections, load_config
+from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints,
+                         remove_stale_temp_files, save_checkpoint)
+from .config import (Config, config_from_dict, config_to_dict, dump_config, layer_selections, load_config,
+                     validate_paths)
 from .data import Dataset, load_dataset
 from .engine import Engine, LayerSelection
-from .errors import CheckpointError, ConfigError, NumericalError, SlidepyError
+from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
 from .metrics import evaluate_topk
 from .synthetic import make_synthetic
+
+
+# on_nan: rollback gives up after this many rollbacks with no checkpoint written in between.
+MAX_ROLLBACKS = 3
+# How many bad-line messages a skip_bad_lines load reports in the start record.
+MAX_BAD_REPORTED = 5
 
 
 class TrainingInterrupted(SlidepyError):
@@ -45,22 +73,52 @@ class TrainingInterrupted(SlidepyError):
 
 
 def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
-    """The train and test sets a config names (or generates)."""
+    """The train and test sets a config names (or generates). Raises ConfigError for a data path
+    that does not exist, DataError (file:line: reason) for bad contents, an empty set, or a test
+    set whose dimensions differ from the training set's."""
     d = cfg.data
     if d.train is None:
         s = d.synthetic
         return make_synthetic(s.n_train, s.n_test, s.n_features, s.n_labels, nnz_per_sample=s.nnz_per_sample,
                               labels_per_sample=tuple(s.labels_per_sample), noise_fraction=s.noise_fraction,
                               zipf_exponent=s.zipf_exponent, seed=s.seed)
+    validate_paths(cfg, output=False)
     opts = dict(format=d.format, cache=d.cache, cache_dir=d.cache_dir, skip_bad_lines=d.skip_bad_lines)
     train = load_dataset(d.train, **opts)
+    _require_samples(train, "data.train")
     test = None
     if d.test is not None:
-        test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **opts)
+        try:
+            test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **opts)
+        except DataError as exc:
+            if "was requested" in str(exc) or "out of range: given" in str(exc):
+                raise DataError(f"{exc} (data.test must fit the model built from data.train: "
+                                f"{train.n_features} features, {train.n_labels} labels)") from None
+            raise
+        _require_samples(test, "data.test")
         if test.n_features != train.n_features or test.n_labels != train.n_labels:
             raise ConfigError(f"data.test {d.test} has {test.n_features} features / {test.n_labels} labels but "
                               f"data.train has {train.n_features} / {train.n_labels}")
     return train, test
+
+
+def _require_samples(ds: Dataset, what: str) -> None:
+    if ds.n_samples:
+        return
+    msg = f"{ds.source}: no samples ({what} is empty"
+    if ds.skipped_lines:
+        msg += f": all {ds.skipped_lines} data lines were bad and skipped; first: {ds.first_bad[0]}"
+    raise DataError(msg + ")")
+
+
+def _check_values(ds: Dataset, what: str) -> None:
+    """Datasets handed in from Python skip the parser's checks; non-finite features would turn
+    every weight they touch into NaN."""
+    if ds.x_values.size and not np.isfinite(ds.x_values).all():
+        bad = int(np.flatnonzero(~np.isfinite(ds.x_values))[0])
+        row = int(np.searchsorted(ds.x_indptr, bad, side="right")) - 1
+        raise DataError(f"{ds.source}: {what} sample {row} has a non-finite feature value "
+                        f"({ds.x_values[bad]})")
 
 
 def build_engine(cfg: Config, n_features: int, n_labels: int, max_labels: int) -> Engine:
@@ -101,6 +159,13 @@ class Trainer:
         if train is None:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
+        _check_values(train, "training")
+        if test is not None:
+            _check_values(test, "test")
+            _require_samples(test, "the test set")
+            if test.n_features != train.n_features:
+                raise DataError(f"{test.source}: the test set has {test.n_features} features but the training "
+                                f"set {train.n_features}")
         self.train_data = train
         self.test_data = test
         self.run_dir = Path(run_dir if run_dir is not None else self.config.output.run_dir)
@@ -115,7 +180,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.rebuild_seconds = 0.0
         self.history: list[dict] = []
+        self.warnings: list[str] = []  # every warning this trainer issued, in order
         self._stop_signal: int | None = None
+        self._rollbacks_in_a_row = 0
+        self._last_saved_step: int | None = None
+        self._metrics_broken = False
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -134,15 +203,19 @@ class Trainer:
         """Train to the configured epochs (or max_steps). Returns the last evaluation record."""
         cfg = self.config
         t = cfg.training
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, self.run_dir / "config.yaml")
+        n_train = self.train_data.n_samples
+        _require_samples(self.train_data, "the training set")
+        self._prepare_run_dir()
+        if t.batch_size > n_train:
+            self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
+                       f"in {self.train_data.source}): every step uses all {n_train} samples")
         total_steps = t.epochs * self._batches_per_epoch()
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
         last_eval: dict = {}
         self._record("start", compile_seconds=self.engine.warmup(self.train_data), threads=self.threads,
-                     n_train=self.train_data.n_samples, parameters=int(sum(l.weights.size + l.bias.size
-                                                                            for l in self.engine.layers)))
+                     n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in self.engine.layers)),
+                     **self._data_report())
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
             signal.signal(s, self._on_signal)
@@ -153,6 +226,7 @@ class Trainer:
             while self.epoch < t.epochs and self.step < total_steps:
                 order = self._epoch_order(self.epoch)
                 batches = self._batches_per_epoch()
+                rolled_back = False
                 while self.batch_in_epoch < batches and self.step < total_steps:
                     rows = order[self.batch_in_epoch * t.batch_size:(self.batch_in_epoch + 1) * t.batch_size]
                     started = time.perf_counter()
@@ -160,14 +234,28 @@ class Trainer:
                     elapsed = time.perf_counter() - started
                     self.train_seconds += elapsed
                     self.batch_in_epoch += 1
-                    self._check_finite_loss(stats.loss)
+                    bar.update(1)
+                    if not np.isfinite(stats.loss):
+                        where = self._nonfinite_params()
+                        self._numerical_fault(f"loss is {stats.loss} at step {self.step}"
+                                              + (f"; {where}" if where else " (weights are still finite)"))
+                        rolled_back = True
+                        break
+                    checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
+                    log_due = self.step % t.log_every == 0
+                    if log_due or checkpoint_due or self._stop_signal is not None:
+                        # Weights are checked at least every log_every steps and before every checkpoint,
+                        # so no checkpoint ever holds NaN/inf.
+                        where = self._nonfinite_params()
+                        if where:
+                            self._numerical_fault(f"{where} at step {self.step}")
+                            rolled_back = True
+                            break
                     self.rebuild_seconds += self.engine.maybe_rebuild()
                     window_loss += stats.loss * rows.shape[0]
                     window_samples += rows.shape[0]
                     window_seconds += elapsed
-                    bar.update(1)
-                    if self.step % t.log_every == 0:
-                        self._check_finite_weights()
+                    if log_due:
                         rate = window_samples / max(window_seconds, 1e-9)
                         bar.set_postfix(loss=f"{window_loss / window_samples:.4f}", samples_s=f"{rate:,.0f}")
                         self._record("log", loss=window_loss / window_samples, samples_per_s=rate,
@@ -175,14 +263,15 @@ class Trainer:
                         window_loss, window_samples, window_seconds = 0.0, 0, 0.0
                     if cfg.eval.every and self.step % cfg.eval.every == 0:
                         last_eval = self._eval_record()
-                    if cfg.output.checkpoint_every and self.step % cfg.output.checkpoint_every == 0:
-                        self.checkpoint()
+                    if checkpoint_due:
+                        self._periodic_checkpoint()
                     if self._stop_signal is not None:
-                        path = self.checkpoint()
-                        raise TrainingInterrupted(
-                            f"stopped by {signal.Signals(self._stop_signal).name} at step {self.step}; checkpoint "
-                            f"{path}; resume with: slidepy train --config {self.run_dir / 'config.yaml'} "
-                            f"--out {self.run_dir} --resume", path, self._stop_signal)
+                        self._stop()
+                if rolled_back:
+                    bar.n = min(self.step, total_steps)
+                    bar.refresh()
+                    window_loss, window_samples, window_seconds = 0.0, 0, 0.0
+                    continue
                 if self.batch_in_epoch >= batches:
                     self.epoch += 1
                     self.batch_in_epoch = 0
@@ -190,42 +279,142 @@ class Trainer:
                         last_eval = self._eval_record()
             if not last_eval or last_eval.get("step") != self.step:
                 last_eval = self._eval_record()
-            self.checkpoint()
+            where = self._nonfinite_params()
+            if where:  # only reachable when the last steps were not a log step
+                raise NumericalError(f"{where} at step {self.step} (end of training); not saved")
+            if self._last_saved_step != self.step:
+                self.checkpoint()
         finally:
             bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return last_eval
 
+    def _stop(self):
+        """Save and raise TrainingInterrupted (a signal arrived; the current batch is done)."""
+        signame = signal.Signals(self._stop_signal).name
+        hint = f"resume with: slidepy train --config {self.run_dir / 'config.yaml'} --out {self.run_dir} --resume"
+        try:
+            path = self.checkpoint() if self._last_saved_step != self.step else \
+                checkpoint_path(self.run_dir, self.step)
+        except CheckpointError as exc:
+            good = self._newest_checkpoint_path()
+            raise TrainingInterrupted(f"stopped by {signame} at step {self.step}, but {exc}; the newest checkpoint "
+                                      f"is {good}; {hint}", good, self._stop_signal) from None
+        raise TrainingInterrupted(f"stopped by {signame} at step {self.step}; checkpoint {path}; {hint}", path,
+                                  self._stop_signal)
+
     def _on_signal(self, signum, frame):
         if self._stop_signal is not None:  # a second Ctrl-C: the user really wants out now
             raise KeyboardInterrupt
         self._stop_signal = signum
 
+    def _warn(self, message: str, category=UserWarning) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, category, stacklevel=3)
+
+    def _data_report(self) -> dict:
+        """Fields of the start record: warnings so far, and lines dropped by skip_bad_lines."""
+        out: dict = {}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        sets = [("train", self.train_data), ("test", self.test_data)]
+        skipped = {name: ds.skipped_lines for name, ds in sets if ds is not None and ds.skipped_lines}
+        if skipped:
+            out["skipped_lines"] = skipped
+            out["first_bad"] = [line for _, ds in sets if ds is not None for line in ds.first_bad][:MAX_BAD_REPORTED]
+        return out
+
+    # -- run directory --------------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        """Create the run dir and write config.yaml (an unwritable place is a ConfigError, before any
+        training), repair a metrics.jsonl whose last line a kill cut short, and delete temp files of
+        checkpoint writes that a kill interrupted."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(self.config, self.run_dir / "config.yaml")
+        except OSError as exc:
+            raise ConfigError(f"output.run_dir: cannot write to {self.run_dir}: {exc.strerror or exc}") from None
+        metrics = self.run_dir / "metrics.jsonl"
+        try:
+            if metrics.exists() and metrics.stat().st_size:
+                with open(metrics, "rb+") as f:
+                    data = f.read()
+                    if not data.endswith(b"\n"):
+                        f.truncate(data.rfind(b"\n") + 1)
+        except OSError:
+            pass
+        try:
+            remove_stale_temp_files(self.run_dir)
+        except OSError:
+            pass
+
+    def _drop_metrics_after(self, step: int) -> int:
+        """Rewrite metrics.jsonl without the records of steps after `step` (and any unreadable line).
+        Returns how many lines were dropped."""
+        metrics = self.run_dir / "metrics.jsonl"
+        try:
+            lines = metrics.read_bytes().splitlines(keepends=True)
+        except OSError:
+            return 0
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+                if int(record["step"]) <= step:
+                    kept.append(line if line.endswith(b"\n") else line + b"\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+        if len(kept) == len(lines):
+            return 0
+        tmp = metrics.with_name(f"metrics.jsonl.tmp-{os.getpid()}")
+        try:
+            tmp.write_bytes(b"".join(kept))
+            os.replace(tmp, metrics)
+        except OSError:
+            return 0
+        return len(lines) - len(kept)
+
     # -- numerical guards -----------------------------------------------------------------------
+
+    def _nonfinite_params(self) -> str | None:
+        """'layer L weights hold NaN/inf' for the first layer array that does, else None."""
+        for l, layer in enumerate(self.engine.layers):
+            for name in ("weights", "bias"):
+                if not np.isfinite(getattr(layer, name)).all():
+                    return f"layer {l} {name} hold NaN/inf"
+        return None
 
     def _check_finite_loss(self, loss: float):
         if not np.isfinite(loss):
             self._numerical_fault(f"loss is {loss} at step {self.step}")
 
     def _check_finite_weights(self):
-        for l, layer in enumerate(self.engine.layers):
-            for name in ("weights", "bias"):
-                arr = getattr(layer, name)
-                if not np.isfinite(arr).all():
-                    self._numerical_fault(f"layer {l} {name} hold NaN/inf at step {self.step}")
+        where = self._nonfinite_params()
+        if where:
+            self._numerical_fault(f"{where} at step {self.step}")
 
     def _numerical_fault(self, what: str):
-        if self.config.training.on_nan == "rollback":
-            path = latest_checkpoint(self.run_dir)
-            if path is not None:
-                self.restore(path)
-                lr = self.engine.lr * 0.5
-                self.engine.lr = lr
-                self._record("rollback", reason=what, checkpoint=str(path), lr=lr)
-                return
+        """Raise NumericalError, or (on_nan: rollback) restore the newest good checkpoint with half the
+        learning rate. The caller must restart its epoch loop after a rollback."""
+        if self.config.training.on_nan != "rollback":
+            raise NumericalError(f"{what}; lower training.lr or set training.on_nan: rollback")
+        if self._rollbacks_in_a_row >= MAX_ROLLBACKS:
+            raise NumericalError(f"{what}; gave up after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
+                                 f"{self.engine.lr:g}); lower training.lr")
+        found = self._load_newest_good(quiet=True)
+        if found is None:
             raise NumericalError(f"{what}; on_nan is rollback but {self.run_dir} has no checkpoint to roll back to")
-        raise NumericalError(f"{what}; lower training.lr or set training.on_nan: rollback")
+        path, arrays, meta = found
+        lr_before = self.engine.lr
+        self._apply_state(path, arrays, meta)
+        lr = 0.5 * min(lr_before, self.engine.lr)
+        self.engine.lr = lr
+        self._rollbacks_in_a_row += 1
+        self._warn(f"{what}: rolled back to {path} (step {self.step}) with learning rate {lr:g} "
+                   f"(rollback {self._rollbacks_in_a_row} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning)
+        self._record("rollback", reason=what, checkpoint=str(path), lr=lr, rollbacks_in_a_row=self._rollbacks_in_a_row)
 
     # -- evaluation and prediction --------------------------------------------------------------
 
@@ -240,6 +429,7 @@ class Trainer:
         """P@k and nDCG@k on `data` (default: the test set, else train), scored per the config
         (exact unless a layer's selection says inference: lsh)."""
         data = data if data is not None else (self.test_data if self.test_data is not None else self.train_data)
+        self._check_input_dims(data)
         subset = self.config.eval.subset if subset == -1 else subset
         rows = self._eval_rows(data, subset)
         ks = tuple(self.config.eval.k)
@@ -247,6 +437,12 @@ class Trainer:
         result = self._score(data, rows, top_ids, ks)
         result["eval_active_mean"] = [float(a) for a in active]
         return result
+
+    def _check_input_dims(self, data: Dataset) -> None:
+        """Feature ids beyond the model's input layer would index past its weights."""
+        if data.n_features > self.engine.n_features:
+            raise DataError(f"{data.source} has {data.n_features} features but the model takes "
+                            f"{self.engine.n_features}")
 
     @staticmethod
     def _score(data: Dataset, rows: np.ndarray, top_ids: np.ndarray, ks) -> dict:
@@ -264,6 +460,7 @@ class Trainer:
 
     def predict(self, data: Dataset, k: int = 5):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
+        self._check_input_dims(data)
         ids, scores, _ = self.engine.predict(data, None, k=k)
         return ids, scores
 
@@ -274,9 +471,21 @@ class Trainer:
                   max(1, self._batches_per_epoch()), "train_seconds": round(self.train_seconds, 4),
                   "rebuild_seconds": round(self.rebuild_seconds, 4), **fields}
         self.history.append(record)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if not self._metrics_broken:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                line = (json.dumps(record) + "\n").encode()
+                # One write() of the whole line with O_APPEND: a kill leaves whole lines (or, at
+                # worst, a cut last line that the next start removes).
+                fd = os.open(self.run_dir / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, line)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._metrics_broken = True
+                self._warn(f"cannot append to {self.run_dir / 'metrics.jsonl'} ({exc.strerror or exc}); "
+                           "training goes on, records are kept in Trainer.history only", RuntimeWarning)
         for cb in self.callbacks:
             cb(self, record)
         return record
@@ -298,45 +507,121 @@ class Trainer:
         return str(path)
 
     def checkpoint(self) -> str:
+        """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,
+        permissions) raises CheckpointError; the previous checkpoints are untouched."""
         path = checkpoint_path(self.run_dir, self.step)
-        self.save(path)
-        prune_checkpoints(self.run_dir, self.config.output.keep_last)
+        try:
+            self.save(path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+        self._last_saved_step = self.step
+        self._rollbacks_in_a_row = 0  # progress was made and saved since the last rollback
+        try:
+            prune_checkpoints(self.run_dir, self.config.output.keep_last)
+        except OSError as exc:
+            self._warn(f"cannot delete old checkpoints in {self.run_dir}: {exc.strerror or exc}", RuntimeWarning)
         return path
+
+    def _periodic_checkpoint(self) -> None:
+        try:
+            self.checkpoint()
+        except CheckpointError as exc:
+            self._warn(f"{exc}; training goes on, the previous checkpoint is kept", RuntimeWarning)
+            self._record("checkpoint_failed", error=str(exc))
+
+    def _newest_checkpoint_path(self) -> str | None:
+        found = list_checkpoints(self.run_dir)
+        return found[-1][1] if found else None
+
+    def _load_newest_good(self, quiet: bool = False):
+        """(path, arrays, meta) of the newest checkpoint in the run dir that loads cleanly, or None
+        when there is none. Unreadable (truncated, corrupt) newer ones are skipped with a warning."""
+        for _step, path in reversed(list_checkpoints(self.run_dir)):
+            try:
+                arrays, meta = load_checkpoint(path)
+            except CheckpointError as exc:
+                self._warn(f"skipping unreadable checkpoint: {exc}", RuntimeWarning)
+                continue
+            return path, arrays, meta
+        return None
+
+    def _apply_state(self, path, arrays: dict, meta: dict) -> None:
+        """Copy a loaded checkpoint into this trainer; any disagreement with the model is a
+        CheckpointError naming the file."""
+        try:
+            epoch, batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
+            train_seconds = float(meta.get("train_seconds", 0.0))
+            rebuild_seconds = float(meta.get("rebuild_seconds", 0.0))
+            engine_meta = meta.get("engine", {})
+            if epoch < 0 or batch < 0 or not isinstance(engine_meta, dict):
+                raise ValueError("negative epoch / batch or malformed engine state")
+            self.engine.load_state(arrays, engine_meta, source=str(path))
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {type(exc).__name__}: {exc}") from None
+        self.epoch = epoch
+        self.batch_in_epoch = batch
+        self.train_seconds = train_seconds
+        self.rebuild_seconds = rebuild_seconds
+        self._last_saved_step = self.step
 
     def restore(self, path) -> None:
         """Load a checkpoint's state into this trainer (shapes must match its config)."""
         arrays, meta = load_checkpoint(path)
-        self.engine.load_state(arrays, meta.get("engine", {}), source=str(path))
-        self.epoch = int(meta["epoch"])
-        self.batch_in_epoch = int(meta["batch_in_epoch"])
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.rebuild_seconds = float(meta.get("rebuild_seconds", 0.0))
+        self._apply_state(path, arrays, meta)
 
     def resume(self) -> bool:
-        """Continue from the newest good checkpoint in the run dir; False if there is none."""
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        """Continue from the newest good checkpoint in the run dir; False if there is none.
+
+        Corrupt or truncated newer checkpoints are skipped with a warning (falling back to the
+        previous good one); if checkpoints exist but none can be read, or the one found does not
+        match the config, raises CheckpointError rather than silently starting over.
+        """
+        found = list_checkpoints(self.run_dir)
+        if not found:
             return False
-        self.restore(path)
+        good = self._load_newest_good()
+        if good is None:
+            raise CheckpointError(f"--resume: none of the {len(found)} checkpoint(s) in {self.run_dir / 'checkpoints'} "
+                                  "can be read (see the warnings above); move them away to start from scratch")
+        path, arrays, meta = good
+        try:
+            self._apply_state(path, arrays, meta)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (was {self.run_dir} written with another config? use another --out)") \
+                from None
+        dropped = self._drop_metrics_after(self.step)
+        self._record("resume", checkpoint=str(path), dropped_records=dropped)
         return True
 
     @classmethod
     def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,
              load_data_from_config: bool = False) -> "Trainer":
         """A Trainer from a checkpoint, for evaluation / prediction (or further training, if the
-        config's data is loadable or datasets are given)."""
+        config's data is loadable or datasets are given). Any problem with the file (not a
+        checkpoint, truncated, no config, arrays that disagree with its config) is a
+        CheckpointError naming it."""
         arrays, meta = load_checkpoint(path)
         if "config" not in meta:
             raise CheckpointError(f"{path} holds no config: not a slidepy model file")
-        cfg = config_from_dict(meta["config"])
-        n_features, n_labels = int(meta["n_features"]), int(meta["n_labels"])
+        try:
+            cfg = config_from_dict(meta["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{path} holds an invalid config: {exc}") from None
+        try:
+            n_features, n_labels = int(meta["n_features"]), int(meta["n_labels"])
+            if n_features < 1 or n_labels < 1:
+                raise ValueError(f"n_features {n_features}, n_labels {n_labels}")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} has no valid model dimensions ({type(exc).__name__}: {exc})") from None
         if train is None and not load_data_from_config:
             train = _empty_dataset(n_features, n_labels)
+        elif train is not None and (train.n_features != n_features or train.n_labels != n_labels):
+            raise DataError(f"{train.source} has {train.n_features} features / {train.n_labels} labels but the "
+                            f"model in {path} was trained on {n_features} / {n_labels}")
         trainer = cls(cfg, train=train, test=test, progress=progress, run_dir=cfg.output.run_dir)
-        trainer.engine.load_state(arrays, meta.get("engine", {}), source=str(path))
-        trainer.epoch = int(meta["epoch"])
-        trainer.batch_in_epoch = int(meta["batch_in_epoch"])
-        trainer.train_seconds = float(meta.get("train_seconds", 0.0))
+        trainer._apply_state(path, arrays, meta)
         return trainer
 
 
