@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba.typed import List
 
-from .kernels import predict_batch, train_batch
+from .kernels import hidden_batch, predict_batch, train_batch
 from .lsh import LshIndex, empty_lsh_layer
 from .network import (
     LOSS_CODES,
@@ -221,6 +221,8 @@ class Engine:
         if rows is None:
             rows = np.arange(data.n_samples, dtype=np.int64)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if spec[-1, SPEC_INFER_MODE] == MODE_ALL:
+            return self._predict_exact_output(data, rows, k, spec)
         top_ids = np.full((rows.shape[0], k), -1, np.int32)
         top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
         lsh_layers = self.lsh_layers()
@@ -240,6 +242,41 @@ class Engine:
         return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
 
+
+    def _predict_exact_output(self, data, rows: np.ndarray, k: int, spec: np.ndarray, block: int = 64):
+        """Exact scoring of every output neuron: the kernel computes the last hidden layer, then
+        the output logits of a block of samples are one BLAS product (B, D) @ (D, N), an order of
+        magnitude faster than per-sample dot products over a 670K-row layer."""
+        last = self.n_layers - 1
+        out = self.layers[last]
+        k_eff = min(k, self.n_labels)
+        top_ids = np.full((rows.shape[0], k), -1, np.int32)
+        top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
+        lsh_layers = self.lsh_layers()
+        active_total = np.zeros(self.n_layers, np.float64)
+        active_total[last] = self.n_labels * rows.shape[0]
+        hidden = np.zeros((block, self.sizes[last][0]), np.float32)
+        for start in range(0, rows.shape[0], block):
+            part = rows[start:start + block]
+            b = part.shape[0]
+            n_chunks = max(1, min(numba.get_num_threads(), b))
+            scratch = self._get_scratch(False, n_chunks, spec)
+            bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
+            n_active = np.zeros((n_chunks, self.n_layers), np.int64)
+            active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
+            hidden_batch(self.layers, spec, scratch, lsh_layers, data.x_indptr, data.x_indices, data.x_values, part,
+                         bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active, active_sum,
+                         hidden[:b])
+            active_total += active_sum.sum(axis=0)
+            logits = hidden[:b] @ out.weights.T
+            logits += out.bias
+            ids = np.argpartition(-logits, k_eff - 1, axis=1)[:, :k_eff] if k_eff < self.n_labels else \
+                np.broadcast_to(np.arange(self.n_labels), (b, self.n_labels)).copy()
+            vals = np.take_along_axis(logits, ids, axis=1)
+            order = np.lexsort((ids, -vals), axis=1)  # descending score, ties to the lower id
+            top_ids[start:start + b, :k_eff] = np.take_along_axis(ids, order, axis=1)
+            top_scores[start:start + b, :k_eff] = np.take_along_axis(vals, order, axis=1)
+        return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
     # -- diagnostics ----------------------------------------------------------------------------
 

@@ -248,18 +248,16 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in
 
 @njit(cache=True)
 def forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels,
-                   training, rng, n_active):
-    """Select and compute every layer's active set for one sample; n_active[l] gets the sizes.
-
-    Hidden activations are ReLU'd in place; the output layer keeps raw logits in act_vals.
-    """
-    n_layers = spec.shape[0]
+                   training, rng, n_active, n_layers):
+    """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
+    gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits."""
+    last = spec.shape[0] - 1
     in_ids = x_ids
     in_vals = x_vals
     n_in = nx
     dense_in = False
     for l in range(n_layers):
-        is_output = l == n_layers - 1
+        is_output = l == last
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
         n_act = select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t,
                               in_ids, in_vals, n_in, labels, n_labels, rng)
@@ -291,7 +289,7 @@ def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels
         return 0.0
     n_layers = spec.shape[0]
     forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels, True, rng,
-                   n_active)
+                   n_active, n_layers)
     last = n_layers - 1
     out = scratch[last]
     n_out = n_active[last]
@@ -390,7 +388,7 @@ def predict_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_valu
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
             forward_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, 0, False, rng, counts)
+                           no_labels, 0, False, rng, counts, last + 1)
             top_ids[b, :] = -1
             top_scores[b, :] = -np.inf
             ids = out.act_ids[t]
@@ -398,4 +396,32 @@ def predict_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_valu
             for a in range(counts[last]):
                 push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
             for l in range(last + 1):
+                active_sum[t, l] += counts[l]
+
+
+@njit(parallel=True, cache=True)
+def hidden_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
+                 rng, n_active, active_sum, hidden_out):
+    """Inference up to the last hidden layer: hidden_out (B, D_last) gets each sample's last
+    hidden activations as a dense row (zeros for inactive neurons), for a BLAS product with the
+    output layer when it is scored exactly."""
+    n_chunks = chunk_bounds.shape[0] - 1
+    last = spec.shape[0] - 1
+    no_labels = np.zeros(0, np.int32)
+    for t in prange(n_chunks):
+        counts = n_active[t]
+        top = scratch[last - 1]
+        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
+            i = rows[b]
+            seed_state(rng, t, derive_seed(seed, 0, b))
+            x0 = x_indptr[i]
+            x1 = x_indptr[i + 1]
+            forward_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
+                           no_labels, 0, False, rng, counts, last)
+            hidden_out[b, :] = 0.0
+            ids = top.act_ids[t]
+            vals = top.act_vals[t]
+            for a in range(counts[last - 1]):
+                hidden_out[b, ids[a]] = vals[a]
+            for l in range(last):
                 active_sum[t, l] += counts[l]

@@ -243,14 +243,11 @@ class Trainer:
                         break
                     checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
                     log_due = self.step % t.log_every == 0
-                    if log_due or checkpoint_due or self._stop_signal is not None:
-                        # Weights are checked at least every log_every steps and before every checkpoint,
-                        # so no checkpoint ever holds NaN/inf.
-                        where = self._nonfinite_params()
-                        if where:
-                            self._numerical_fault(f"{where} at step {self.step}")
-                            rolled_back = True
-                            break
+                    # Weights are checked every log_every steps and right before every checkpoint write,
+                    # so no checkpoint ever holds NaN/inf.
+                    if log_due and not self._weights_ok():
+                        rolled_back = True
+                        break
                     self.rebuild_seconds += self.engine.maybe_rebuild()
                     window_loss += stats.loss * rows.shape[0]
                     window_samples += rows.shape[0]
@@ -263,6 +260,9 @@ class Trainer:
                         window_loss, window_samples, window_seconds = 0.0, 0, 0.0
                     if cfg.eval.every and self.step % cfg.eval.every == 0:
                         last_eval = self._eval_record()
+                    if (checkpoint_due or self._stop_signal is not None) and not self._weights_ok():
+                        rolled_back = True
+                        break
                     if checkpoint_due:
                         self._periodic_checkpoint()
                     if self._stop_signal is not None:
@@ -379,21 +379,20 @@ class Trainer:
     # -- numerical guards -----------------------------------------------------------------------
 
     def _nonfinite_params(self) -> str | None:
-        """'layer L weights hold NaN/inf' for the first layer array that does, else None."""
-        for l, layer in enumerate(self.engine.layers):
-            for name in ("weights", "bias"):
-                if not np.isfinite(getattr(layer, name)).all():
-                    return f"layer {l} {name} hold NaN/inf"
-        return None
+        """'NaN/inf in layer 1 weights, layer 1 bias' naming every layer array that holds one, else
+        None. (After a bad step the backward pass has usually spread NaN to the layers below.)"""
+        bad = [f"layer {l} {name}" for l, layer in enumerate(self.engine.layers) for name in ("weights", "bias")
+               if not np.isfinite(getattr(layer, name)).all()]
+        return f"NaN/inf in {', '.join(bad)}" if bad else None
 
-    def _check_finite_loss(self, loss: float):
-        if not np.isfinite(loss):
-            self._numerical_fault(f"loss is {loss} at step {self.step}")
-
-    def _check_finite_weights(self):
+    def _weights_ok(self) -> bool:
+        """True if every weight and bias is finite; else handles the fault (raises, or rolls back
+        and returns False: the caller restarts its epoch loop)."""
         where = self._nonfinite_params()
-        if where:
-            self._numerical_fault(f"{where} at step {self.step}")
+        if where is None:
+            return True
+        self._numerical_fault(f"{where} at step {self.step}")
+        return False
 
     def _numerical_fault(self, what: str):
         """Raise NumericalError, or (on_nan: rollback) restore the newest good checkpoint with half the
