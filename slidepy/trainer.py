@@ -205,6 +205,13 @@ class Trainer:
         t = cfg.training
         n_train = self.train_data.n_samples
         _require_samples(self.train_data, "the training set")
+        if self.step == 0:
+            # A fresh run must not mix its checkpoints with an earlier run's: pruning keeps the
+            # newest steps, so the new run's own checkpoints would be the ones deleted.
+            earlier = list_checkpoints(self.run_dir)
+            if earlier:
+                raise ConfigError(f"output.run_dir: {self.run_dir} already holds checkpoints of an earlier run (up to "
+                                  f"step {earlier[-1][0]}); continue it with --resume, or use another --out")
         self._prepare_run_dir()
         if t.batch_size > n_train:
             self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
@@ -579,6 +586,7 @@ class Trainer:
         """
         found = list_checkpoints(self.run_dir)
         if not found:
+            self._drop_metrics_after(0)  # records of an attempt killed before its first checkpoint
             return False
         good = self._load_newest_good()
         if good is None:
