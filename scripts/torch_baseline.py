@@ -343,6 +343,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
     timed_samples = 0
     all_samples = 0
     step_times: list[float] = []  # per-step seconds after warm-up
+    timed_cpu = 0.0  # process CPU seconds of the steps after warm-up (all threads)
     stop = False
     last_loss = float("nan")
 
@@ -361,6 +362,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
                 stop = True
                 break
             t0 = time.perf_counter()
+            c0 = time.process_time()
             rows = perm[s:s + batch_size]
             xin, yp, yi = _to_torch_batch(train, rows, first_layer)
             if fused is not None:
@@ -377,6 +379,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
                 last_loss = float(loss.detach())
             del loss
             dt = time.perf_counter() - t0
+            dc = time.process_time() - c0
             step += 1
             train_seconds += dt
             all_samples += len(rows)
@@ -384,6 +387,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
                 timed_seconds += dt
                 timed_samples += len(rows)
                 step_times.append(dt)
+                timed_cpu += dc
             if log_every_steps and step % log_every_steps == 0:
                 print(f"step {step} loss {last_loss:.4f} train_s {train_seconds:.1f} "
                       f"samples/s {timed_samples / max(timed_seconds, 1e-9):.1f}", file=sys.stderr)
@@ -413,6 +417,9 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
         # robust to a busy machine: batch_size / median step time (steps after warm-up)
         "samples_per_s_median_step": (batch_size / float(np.median(step_times))
                                       if step_times else float("nan")),
+        # samples per process-CPU-second (all threads summed); with threads=1 this approximates
+        # the throughput an otherwise idle core would give
+        "samples_per_cpu_s": timed_samples / timed_cpu if timed_cpu > 0 else float("nan"),
         "train_seconds": train_seconds,
         "steps": step,
         "final_loss": last_loss,

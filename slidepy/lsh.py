@@ -170,8 +170,11 @@ class LshIndex:
             self.params = self._draw()
             self._dense_proj = None
         self._hash_neurons(self.neuron_rows(weights, input_major), self.codes)
-        order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
         insert = INSERT_CODES[self.cfg.insert]
+        if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
+            order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
+        else:  # reservoir keeps each with probability C/n in any order; id order reads codes sequentially
+            order = np.arange(self.n_neurons, dtype=np.int32)
         build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
         self.rebuilds += 1
         self._remember_drift_sample()
