@@ -8,15 +8,25 @@ samples with no labels contribute nothing to the loss). Glorot (Xavier-uniform) 
 biases, dense Adam over every parameter, every output computed for every sample (no sampling):
 this is the "dense" baseline the SLIDE paper compares against.
 
-First layer: two implementations are available (`first_layer=`):
-  "embbag"    nn.functional.embedding_bag(..., mode="sum", per_sample_weights) (the default)
-  "sparse_mm" torch.sparse.mm(CSR batch (B, n_features), W1 (n_features, hidden))
-Measured on this repo's machine (AMD EPYC, AVX-512, torch 2.13.0+cpu, MKL), Amazon-670K shape
-(135,909 features, 76 nnz/sample, hidden 128, 670,091 labels), batch 128, 1 thread, first layer
-forward+backward alone:  embbag  ~1.5 ms/step,  sparse_mm (CSR)  ~2.6 ms/step,  sparse_mm (COO) ~3 ms;
-so embbag is kept as the default. Either is negligible next to the output layer and the Adam update
-(a full step is ~1 s on 1 thread, see the numbers in the benchmark report); `python
-scripts/torch_baseline.py --compare-first-layer` re-measures it.
+First layer: three implementations are available (`first_layer=`):
+  "embbag"        F.embedding_bag(..., mode="sum", per_sample_weights)   (the default)
+  "sparse_mm"     torch.sparse.mm(CSR batch (B, n_features), W1 (n_features, hidden))
+  "sparse_mm_coo" the same with a COO batch
+Measured on the project's 2-core dev VM (AMD EPYC, torch 2.13.0+cpu with MKL), Amazon-670K shape
+(135,909 features, 76 nnz/sample, hidden 128), batch 128, first layer forward+backward alone,
+median ms/step (the VM was shared with other jobs, load average 4-8, so absolute figures are
+inflated; the ratio was stable across 3 runs):
+    1 thread:   embbag 33-58   sparse_mm (CSR) 66-140   sparse_mm (COO) 68-136
+    2 threads:  embbag 23-110  sparse_mm (CSR) 124-256  sparse_mm (COO) 45-167
+embbag is about 2x faster, so it is the default. Most of its time is the dense (n_features,
+hidden) W1 gradient. Either way the first layer is a few percent of a full step (~1.35 s of CPU
+time on one core at the Amazon-670K shape). `--compare-first-layer` re-measures it.
+
+Output layer (`output_impl=`): "fused" (the default) is a custom autograd.Function doing the
+same math as F.linear + softmax cross-entropy + autograd, but in one reused (B, n_labels) buffer,
+with the W2/b2 gradients written in place (see _FusedOutputCE). At the Amazon-670K shape it
+was 2.3x faster than the plain "autograd" route (47.8 vs 20.6 samples/s, 1 thread, same load).
+Both are kept and tested to give the same gradients.
 
 Importable API (used by scripts/bench.py):
     train_torch(train, test, *, hidden=128, batch_size=128, lr=1e-3, epochs=1, max_steps=None,

@@ -14,7 +14,8 @@ become strings).
 Atomic writes. `save_checkpoint` writes `<path>.tmp-<pid>` in the target directory, flushes and
 fsyncs it, renames it over `path` with `os.replace`, then fsyncs the directory. A crash at any
 point leaves either the old file or the new one at `path`, never a mix; a crash before the rename
-may leave a temp file, which `list_checkpoints` and `latest_checkpoint` ignore.
+may leave a temp file, which `list_checkpoints` and `latest_checkpoint` ignore and
+`remove_stale_temp_files` deletes once its writer process is gone (the trainer calls it at start).
 
 Run directories keep checkpoints as `<run_dir>/checkpoints/step-{step:09d}.npz`.
 

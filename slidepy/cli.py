@@ -59,9 +59,12 @@ def main():
 @click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (default output.run_dir).")
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default training.threads, else all cores).")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Start from scratch in a run directory that holds an earlier run (its checkpoints and "
+                   "metrics.jsonl are deleted). Without it such a directory is refused.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the memory estimate; do not train.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
+def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, progress):
     """Train a model from a YAML config."""
     from .config import config_to_dict, load_config, validate_paths
     from .memory import check_memory, estimate_for_config
@@ -74,6 +77,8 @@ def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
         overrides.append(f"training.threads={threads}")
     trainer = None
     try:
+        if resume and overwrite:
+            raise SlidepyError("--resume and --overwrite contradict each other: choose one")
         cfg = load_config(config_path, overrides)
         if dry_run:
             import yaml
@@ -89,6 +94,8 @@ def train(config_path, overrides, run_dir, threads, resume, dry_run, progress):
         validate_paths(cfg)                       # before any work: data files, run directory
         check_memory(estimate_for_config(cfg))    # before any allocation
         trainer = Trainer(cfg, progress=progress)
+        if overwrite and trainer.clear_run_dir():
+            click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
         if resume:
             if trainer.resume():
                 click.echo(f"resumed from step {trainer.step} (epoch {trainer.epoch}) in {trainer.run_dir}", err=True)

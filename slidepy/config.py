@@ -13,7 +13,13 @@ are prefixed with the file name when loaded from a file and with `--set KEY=VALU
 override caused them.
 
 Type rules: bool is never accepted as an int (YAML `true` is not 1); ints are accepted, and stored
-as float, where a float is expected; floats must be finite. A section given as `null` (a YAML key
+as float, where a float is expected; floats must be finite; no int may exceed MAX_INT (2**31 - 1).
+Whatever the input (huge ints, odd YAML, undecodable files), only ConfigError escapes
+(tests/test_fuzz.py).
+
+Validation here never touches the filesystem, so a config naming files of another machine still
+loads; `validate_paths(cfg)` checks that `data.train` / `data.test` exist and are readable and
+that `output.run_dir` is writable, and `slidepy train` calls it before any work. A section given as `null` (a YAML key
 with everything under it commented out) means "all defaults".
 
 YAML is read with PyYAML's safe loader plus two changes: duplicate keys are an error, and

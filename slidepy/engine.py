@@ -92,7 +92,7 @@ class Engine:
         ]
         for l, index in enumerate(self.lsh):
             if index is not None:
-                index.rebuild(self.layers[l].weights, l == 0)
+                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
         self.loss_code = LOSS_CODES[self.loss]
 
     # -- kernel arguments -----------------------------------------------------------------------
@@ -116,7 +116,7 @@ class Engine:
             capacities = np.where(spec[:, SPEC_INFER_MODE] == MODE_ALL, spec[:, SPEC_OUT_DIM], spec[:, SPEC_CAPACITY])
         key = (training, n_chunks, tuple(int(c) for c in capacities))
         if key not in self._scratch:
-            shapes = [index.hash_shape() if index is not None else (0, 0, 0) for index in self.lsh]
+            shapes = [index.hash_shape() if index is not None else (0, 0, 0, 0) for index in self.lsh]
             self._scratch[key] = make_scratch(spec, n_chunks, capacities, shapes)
         return self._scratch[key]
 
@@ -165,7 +165,7 @@ class Engine:
         spent = 0.0
         for l, index in enumerate(self.lsh):
             if index is not None:
-                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0)
+                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0, self.layers[l].bias)
         return spent
 
     # -- training and inference -----------------------------------------------------------------
@@ -334,6 +334,6 @@ class Engine:
             if f"lsh{l}.buckets" in arrays and str(l) in lsh_meta:
                 index.load_state(arrays, lsh_meta[str(l)], f"lsh{l}")
             else:  # a model file without tables (or another selection): rebuild from the weights
-                index.rebuild(self.layers[l].weights, l == 0)
+                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
         self.step = int(meta.get("step", self.step))
         self.lr = float(meta.get("lr", self.lr))

@@ -5,6 +5,14 @@ neuron's weight row and fills the bucket tables (tables.py) in parallel, decides
 (SLIDE's decaying schedule, or Mongoose-style drift), and hands the kernels an `LshLayer` view of
 its arrays. The per-sample query lives in lsh_select.py.
 
+Inner products, not angles. A neuron's logit is w.h + b, but SRP and WTA-type hashes compare
+directions, and trained rows differ widely in norm and bias: hashing w against h retrieves
+well-aligned neurons while the ones with the largest logits go missing, are never trained down as
+negatives, and take over exact inference. So every family hashes the simple-LSH transform of
+Neyshabur & Srebro (2015): rows become [w, b, sqrt(M^2 - |w|^2 - b^2)] with M the largest row norm
+at the rebuild, queries become [h, 1, 0]; the cosine of the pair is (w.h + b) / (M |[h, 1]|), so a
+query's collisions rank neurons by their logits. Hash functions therefore see D + 2 dims.
+
 Shape letters: D layer input dim, N neurons, L tables, K hashes per table, H = K * L,
 R = 2**range_pow buckets per table, C bucket capacity, S drift-sample size.
 """
@@ -49,13 +57,14 @@ POLICY_CODES = {"vanilla": POLICY_VANILLA, "topk": POLICY_TOPK, "threshold": POL
 SET_RANGE_POW = 0
 SET_POLICY = 1
 SET_THRESHOLD = 2
-SETTINGS_LEN = 3
+SET_BIAS_DIM = 3  # the query's constant coordinate, D (see the transform above)
+SETTINGS_LEN = 4
 
 
 class LshLayer(NamedTuple):
     """What a kernel needs to query one layer's tables. Same numba type for every layer."""
 
-    settings: np.ndarray  # (SETTINGS_LEN,) int64: range_pow, policy, threshold
+    settings: np.ndarray  # (SETTINGS_LEN,) int64: range_pow, policy, threshold, bias coordinate
     params: HashParams
     buckets: np.ndarray  # (L, R, C) int32, -1 = empty slot
     counts: np.ndarray  # (L, R) int32 inserts ever attempted per bucket
@@ -138,7 +147,8 @@ class LshIndex:
         self.buckets = np.full((self.l, 1 << self.range_pow, self.capacity), -1, np.int32)
         self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
         self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
-        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold], np.int64)
+        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold, self.dim], np.int64)
+        self.max_norm = 1.0  # M of the transform at the last rebuild
         rb = cfg.rebuild
         self.schedule = RebuildSchedule(rb.initial_interval, rb.decay, rb.max_interval)
         self.drift_ids = np.zeros(0, np.int64)
@@ -148,12 +158,13 @@ class LshIndex:
     def _draw(self) -> HashParams:
         seed = self.seed * 7919 + self.draws
         self.draws += 1
-        return make_hash_params(self.family, self.dim, self.k, self.l, bin_size=self.cfg.bin_size,
+        return make_hash_params(self.family, self.dim + 2, self.k, self.l, bin_size=self.cfg.bin_size,
                                 density=self.cfg.srp_density, seed=seed)
 
-    def hash_shape(self) -> tuple[int, int, int]:
-        """(L, H, Q) of the per-thread scratch a query needs: codes, hash work, candidate union."""
-        return self.l, self.k * self.l, query_scratch_size(self.l, self.capacity)
+    def hash_shape(self) -> tuple[int, int, int, int]:
+        """(L, H, Q, V) of the per-thread scratch a query needs: codes, hash work, candidate union,
+        and the transformed query vector (up to D inputs plus the constant coordinate)."""
+        return self.l, self.k * self.l, query_scratch_size(self.l, self.capacity), self.dim + 1
 
     def kernel_view(self) -> LshLayer:
         return LshLayer(self.settings, self.params, self.buckets, self.counts)
@@ -163,13 +174,17 @@ class LshIndex:
         """(N, D) weight rows to hash: layer 0 stores (F, N), so it is transposed for the rebuild."""
         return np.ascontiguousarray(weights.T) if input_major else weights
 
-    def rebuild(self, weights: np.ndarray, input_major: bool, *, redraw: bool = False) -> float:
+    def rebuild(self, weights: np.ndarray, input_major: bool, *, bias: np.ndarray | None = None,
+                redraw: bool = False) -> float:
         """Re-hash every neuron with the current weights and refill the tables. Returns seconds."""
         started = time.perf_counter()
         if redraw:
             self.params = self._draw()
             self._dense_proj = None
-        self._hash_neurons(self.neuron_rows(weights, input_major), self.codes)
+        rows = self.neuron_rows(weights, input_major)
+        bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
+        self.max_norm = float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
+        self._hash_neurons(rows, bias, self.codes)
         insert = INSERT_CODES[self.cfg.insert]
         if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
             order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
@@ -180,14 +195,29 @@ class LshIndex:
         self._remember_drift_sample()
         return time.perf_counter() - started
 
-    def _hash_neurons(self, rows: np.ndarray, codes_out: np.ndarray) -> np.ndarray:
-        """Codes of weight rows (n, D): SRP through BLAS (see hashing.hash_rows_srp_blas), other
-        families through the parallel sparse kernel."""
-        if self.family == FAMILY_SRP:
-            if self._dense_proj is None:
-                self._dense_proj = srp_dense_projections(self.params)
-            return hash_rows_srp_blas(self.params, rows, self.range_pow, codes_out, dense_projections=self._dense_proj)
-        return hash_rows(self.params, rows, self.range_pow, codes_out)
+    def transformed_rows(self, rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """[w, b, sqrt(M^2 - |w|^2 - b^2)] for each row: (n, D + 2) float32."""
+        out = np.empty((rows.shape[0], self.dim + 2), np.float32)
+        out[:, :self.dim] = rows
+        out[:, self.dim] = bias
+        slack = self.max_norm ** 2 - np.einsum("nd,nd->n", rows, rows) - bias * bias
+        out[:, self.dim + 1] = np.sqrt(np.maximum(slack, 0.0))
+        return out
+
+    def _hash_neurons(self, rows: np.ndarray, bias: np.ndarray, codes_out: np.ndarray,
+                      block_rows: int = 1 << 15) -> np.ndarray:
+        """Codes of transformed weight rows, a block at a time (the transform is a copy): SRP
+        through BLAS (see hashing.hash_rows_srp_blas), other families through the sparse kernel."""
+        if self.family == FAMILY_SRP and self._dense_proj is None:
+            self._dense_proj = srp_dense_projections(self.params)
+        for start in range(0, rows.shape[0], block_rows):
+            block = self.transformed_rows(rows[start:start + block_rows], bias[start:start + block_rows])
+            out = codes_out[start:start + block_rows]
+            if self.family == FAMILY_SRP:
+                hash_rows_srp_blas(self.params, block, self.range_pow, out, dense_projections=self._dense_proj)
+            else:
+                hash_rows(self.params, block, self.range_pow, out)
+        return codes_out
 
     def _remember_drift_sample(self) -> None:
         rb = self.cfg.rebuild
@@ -198,36 +228,37 @@ class LshIndex:
         self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
         self.drift_codes = self.codes[self.drift_ids].copy()
 
-    def drift(self, weights: np.ndarray, input_major: bool) -> float:
+    def drift(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Fraction of (sampled neuron, table) codes that changed since the last rebuild: a cheap
         estimate of how stale the tables are (Mongoose, ICLR 2021)."""
         if self.drift_ids.shape[0] == 0:
             return 0.0
         rows = weights[:, self.drift_ids].T if input_major else weights[self.drift_ids]
-        codes = self._hash_neurons(np.ascontiguousarray(rows, dtype=np.float32),
-                                   np.zeros((rows.shape[0], self.l), np.int32))
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        sample_bias = np.zeros(rows.shape[0], np.float32) if bias is None else bias[self.drift_ids]
+        codes = self._hash_neurons(rows, sample_bias, np.zeros((rows.shape[0], self.l), np.int32))
         self.last_drift = float(np.mean(codes != self.drift_codes))
         return self.last_drift
 
-    def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool) -> float:
+    def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not)."""
         rb = self.cfg.rebuild
         if rb.drift_threshold is not None:
             if step % rb.drift_check_every != 0:
                 return 0.0
             started = time.perf_counter()
-            if self.drift(weights, input_major) < rb.drift_threshold:
+            if self.drift(weights, input_major, bias) < rb.drift_threshold:
                 return time.perf_counter() - started
-            return self._rebuild_now(weights, input_major) + time.perf_counter() - started
+            return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
         if not self.schedule.due(step):
             return 0.0
         self.schedule.advance(step)
-        return self._rebuild_now(weights, input_major)
+        return self._rebuild_now(weights, input_major, bias)
 
-    def _rebuild_now(self, weights, input_major) -> float:
+    def _rebuild_now(self, weights, input_major, bias) -> float:
         every = self.cfg.rebuild.rehash_every
         redraw = bool(every) and (self.rebuilds % every == 0) and self.rebuilds > 0
-        return self.rebuild(weights, input_major, redraw=redraw)
+        return self.rebuild(weights, input_major, bias=bias, redraw=redraw)
 
     def table_bytes(self) -> int:
         return self.buckets.nbytes + self.counts.nbytes + self.codes.nbytes
@@ -242,7 +273,7 @@ class LshIndex:
 
     def state_meta(self) -> dict:
         return {"draws": self.draws, "rebuilds": self.rebuilds, "next_step": self.schedule.next_step,
-                "interval": self.schedule.interval, "k": self.k, "l": self.l}
+                "interval": self.schedule.interval, "k": self.k, "l": self.l, "max_norm": self.max_norm}
 
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
         self.buckets[...] = arrays[f"{prefix}.buckets"]
@@ -253,3 +284,4 @@ class LshIndex:
         self.rebuilds = int(meta["rebuilds"])
         self.schedule.next_step = int(meta["next_step"])
         self.schedule.interval = float(meta["interval"])
+        self.max_norm = float(meta.get("max_norm", 1.0))

@@ -9,7 +9,7 @@ the layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
 from numba import njit
 
 from .hashing import hash_sparse
-from .lsh import SET_POLICY, SET_RANGE_POW, SET_THRESHOLD
+from .lsh import SET_BIAS_DIM, SET_POLICY, SET_RANGE_POW, SET_THRESHOLD
 from .tables import select_candidates
 
 
@@ -19,8 +19,17 @@ def select_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, budget, stamp_row, ma
 
     lsh: LshLayer; scr: LayerScratch of the layer (codes, hash and query scratch row t).
     """
+    # The query is [input, 1, 0] (lsh.py explains the transform): copy, then add the constant.
+    q_ids = scr.query_ids[t]
+    q_vals = scr.query_vals[t]
+    n_q = min(n_in, q_ids.shape[0] - 1)  # only an input with repeated ids could be longer than D
+    for j in range(n_q):
+        q_ids[j] = in_ids[j]
+        q_vals[j] = in_vals[j]
+    q_ids[n_q] = lsh.settings[SET_BIAS_DIM]
+    q_vals[n_q] = 1.0
     codes = scr.codes[t]
-    hash_sparse(lsh.params, in_ids, in_vals, n_in, lsh.settings[SET_RANGE_POW], codes, scr.hash_vals[t],
+    hash_sparse(lsh.params, q_ids, q_vals, n_q + 1, lsh.settings[SET_RANGE_POW], codes, scr.hash_vals[t],
                 scr.hash_idx[t])
     return select_candidates(lsh.settings[SET_POLICY], lsh.buckets, lsh.counts, codes, stamp_row, mark,
                              scr.hits[t], ids, n, budget, lsh.settings[SET_THRESHOLD], scr.query_buf[t])

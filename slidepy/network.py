@@ -79,6 +79,8 @@ class LayerScratch(NamedTuple):
     hash_vals: np.ndarray  # (T, H) float32 hash-family working memory ((T, 0) if not LSH)
     hash_idx: np.ndarray  # (T, H) int32
     query_buf: np.ndarray  # (T, Q) int32 candidate-union working memory (tables.query_scratch_size)
+    query_ids: np.ndarray  # (T, V) int32 the transformed LSH query [input, 1] (see lsh.py)
+    query_vals: np.ndarray  # (T, V) float32
 
 
 def layer_sizes(n_features: int, hidden: list[int], n_labels: int) -> list[tuple[int, int]]:
@@ -164,14 +166,14 @@ def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_s
     """Allocate per-chunk scratch for every layer.
 
     `capacities[l]` is A for layer l (training capacity, or N for exact inference);
-    `hash_shapes[l]` is (L, H, Q) of layer l's LSH index (tables, hashes, query scratch length),
-    (0, 0, 0) for non-LSH layers.
+    `hash_shapes[l]` is (L, H, Q, V) of layer l's LSH index (tables, hashes, query scratch length,
+    transformed query length), (0, 0, 0, 0) for non-LSH layers.
     """
     scratch = List()
     for l in range(spec.shape[0]):
         n = int(spec[l, SPEC_OUT_DIM])
         a = int(capacities[l])
-        n_tables, n_hashes, query_len = hash_shapes[l]
+        n_tables, n_hashes, query_len, vector_len = hash_shapes[l]
         needs_stamp = int(spec[l, SPEC_MODE]) != MODE_ALL or int(spec[l, SPEC_INFER_MODE]) != MODE_ALL
         stamp_n = n if needs_stamp else 0
         scratch.append(
@@ -186,6 +188,8 @@ def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_s
                 hash_vals=np.zeros((n_chunks, n_hashes), np.float32),
                 hash_idx=np.zeros((n_chunks, n_hashes), np.int32),
                 query_buf=np.zeros((n_chunks, query_len), np.int32),
+                query_ids=np.zeros((n_chunks, vector_len), np.int32),
+                query_vals=np.zeros((n_chunks, vector_len), np.float32),
             )
         )
     return scratch

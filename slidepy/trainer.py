@@ -211,7 +211,8 @@ class Trainer:
             earlier = list_checkpoints(self.run_dir)
             if earlier:
                 raise ConfigError(f"output.run_dir: {self.run_dir} already holds checkpoints of an earlier run (up to "
-                                  f"step {earlier[-1][0]}); continue it with --resume, or use another --out")
+                                  f"step {earlier[-1][0]}); continue it with --resume, start over with --overwrite "
+                                  "(deletes them), or use another --out")
         self._prepare_run_dir()
         if t.batch_size > n_train:
             self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
@@ -226,75 +227,83 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
             signal.signal(s, self._on_signal)
-        bar = tqdm(total=total_steps, initial=min(self.step, total_steps), unit="step", disable=not self.progress,
-                   dynamic_ncols=True)
-        window_loss, window_samples, window_seconds = 0.0, 0, 0.0
+        self._bar = tqdm(total=total_steps, initial=min(self.step, total_steps), unit="step",
+                         disable=not self.progress, dynamic_ncols=True)
         try:
-            while self.epoch < t.epochs and self.step < total_steps:
-                order = self._epoch_order(self.epoch)
-                batches = self._batches_per_epoch()
-                rolled_back = False
-                while self.batch_in_epoch < batches and self.step < total_steps:
-                    rows = order[self.batch_in_epoch * t.batch_size:(self.batch_in_epoch + 1) * t.batch_size]
-                    started = time.perf_counter()
-                    stats = self.engine.train_step(self.train_data, rows)
-                    elapsed = time.perf_counter() - started
-                    self.train_seconds += elapsed
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if not np.isfinite(stats.loss):
-                        where = self._nonfinite_params()
-                        self._numerical_fault(f"loss is {stats.loss} at step {self.step}"
-                                              + (f"; {where}" if where else " (weights are still finite)"))
-                        rolled_back = True
-                        break
-                    checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
-                    log_due = self.step % t.log_every == 0
-                    # Weights are checked every log_every steps and right before every checkpoint write,
-                    # so no checkpoint ever holds NaN/inf.
-                    if log_due and not self._weights_ok():
-                        rolled_back = True
-                        break
-                    self.rebuild_seconds += self.engine.maybe_rebuild()
-                    window_loss += stats.loss * rows.shape[0]
-                    window_samples += rows.shape[0]
-                    window_seconds += elapsed
-                    if log_due:
-                        rate = window_samples / max(window_seconds, 1e-9)
-                        bar.set_postfix(loss=f"{window_loss / window_samples:.4f}", samples_s=f"{rate:,.0f}")
-                        self._record("log", loss=window_loss / window_samples, samples_per_s=rate,
-                                     active_mean=[float(a) for a in stats.active_mean])
-                        window_loss, window_samples, window_seconds = 0.0, 0, 0.0
-                    if cfg.eval.every and self.step % cfg.eval.every == 0:
-                        last_eval = self._eval_record()
-                    if (checkpoint_due or self._stop_signal is not None) and not self._weights_ok():
-                        rolled_back = True
-                        break
-                    if checkpoint_due:
-                        self._periodic_checkpoint()
-                    if self._stop_signal is not None:
-                        self._stop()
-                if rolled_back:
-                    bar.n = min(self.step, total_steps)
-                    bar.refresh()
-                    window_loss, window_samples, window_seconds = 0.0, 0, 0.0
-                    continue
-                if self.batch_in_epoch >= batches:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    if not cfg.eval.every:
-                        last_eval = self._eval_record()
+            while True:
+                last_eval = self._train_until(total_steps, last_eval)
+                if self._weights_ok():  # the last steps may not have been a log step
+                    break
+                # rolled back at the very end: train the lost steps again
             if not last_eval or last_eval.get("step") != self.step:
                 last_eval = self._eval_record()
-            where = self._nonfinite_params()
-            if where:  # only reachable when the last steps were not a log step
-                raise NumericalError(f"{where} at step {self.step} (end of training); not saved")
             if self._last_saved_step != self.step:
                 self.checkpoint()
         finally:
-            bar.close()
+            self._bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        return last_eval
+
+    def _train_until(self, total_steps: int, last_eval: dict) -> dict:
+        """The epoch loop: train until the configured epochs or `total_steps`; returns the last
+        evaluation record. A rollback restarts the epoch it lands in."""
+        cfg, t = self.config, self.config.training
+        window = [0.0, 0, 0.0]  # loss * samples, samples, seconds since the last log record
+        while self.epoch < t.epochs and self.step < total_steps:
+            order = self._epoch_order(self.epoch)
+            batches = self._batches_per_epoch()
+            rolled_back = False
+            while self.batch_in_epoch < batches and self.step < total_steps:
+                rows = order[self.batch_in_epoch * t.batch_size:(self.batch_in_epoch + 1) * t.batch_size]
+                started = time.perf_counter()
+                stats = self.engine.train_step(self.train_data, rows)
+                elapsed = time.perf_counter() - started
+                self.train_seconds += elapsed
+                self.batch_in_epoch += 1
+                self._bar.update(1)
+                if not np.isfinite(stats.loss):
+                    where = self._nonfinite_params()
+                    self._numerical_fault(f"loss is {stats.loss} at step {self.step}"
+                                          + (f"; {where}" if where else " (weights are still finite)"))
+                    rolled_back = True
+                    break
+                checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
+                log_due = self.step % t.log_every == 0
+                # Weights are checked every log_every steps and right before every checkpoint write,
+                # so no checkpoint ever holds NaN/inf.
+                if log_due and not self._weights_ok():
+                    rolled_back = True
+                    break
+                self.rebuild_seconds += self.engine.maybe_rebuild()
+                window[0] += stats.loss * rows.shape[0]
+                window[1] += rows.shape[0]
+                window[2] += elapsed
+                if log_due:
+                    rate = window[1] / max(window[2], 1e-9)
+                    self._bar.set_postfix(loss=f"{window[0] / window[1]:.4f}", samples_s=f"{rate:,.0f}")
+                    self._record("log", loss=window[0] / window[1], samples_per_s=rate,
+                                 active_mean=[float(a) for a in stats.active_mean])
+                    window = [0.0, 0, 0.0]
+                if cfg.eval.every and self.step % cfg.eval.every == 0:
+                    last_eval = self._eval_record()
+                if (checkpoint_due or self._stop_signal is not None) and not self._weights_ok():
+                    rolled_back = True
+                    break
+                if checkpoint_due:
+                    self._periodic_checkpoint()
+                if self._stop_signal is not None:
+                    self._stop()
+            if rolled_back:
+                self._bar.n = min(self.step, total_steps)
+                self._bar.refresh()
+                window = [0.0, 0, 0.0]
+                continue
+            if self.batch_in_epoch >= batches:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if not cfg.eval.every:
+                    last_eval = self._eval_record()
         return last_eval
 
     def _stop(self):
@@ -356,6 +365,24 @@ class Trainer:
             remove_stale_temp_files(self.run_dir)
         except OSError:
             pass
+
+    def clear_run_dir(self) -> list:
+        """Delete an earlier run's checkpoints (and their temp files) and metrics.jsonl, to start
+        over in the same run directory (`slidepy train --overwrite`). Returns the deleted paths."""
+        doomed = [path for _, path in list_checkpoints(self.run_dir)]
+        ckpt_dir = self.run_dir / "checkpoints"
+        if ckpt_dir.is_dir():
+            doomed += [str(p) for p in ckpt_dir.glob("step-*.npz.tmp-*")]
+        if (self.run_dir / "metrics.jsonl").exists():
+            doomed.append(str(self.run_dir / "metrics.jsonl"))
+        for path in doomed:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ConfigError(f"output.run_dir: cannot delete {path}: {exc.strerror or exc}") from None
+        return doomed
 
     def _drop_metrics_after(self, step: int) -> int:
         """Rewrite metrics.jsonl without the records of steps after `step` (and any unreadable line).

@@ -389,6 +389,24 @@ def test_resume_with_checkpoints_of_another_config_is_an_error(trained_run, tmp_
                            "layer0.weights has shape (400, 32) but the config needs (400, 16)", "use another --out")
 
 
+def test_fresh_run_refuses_a_run_dir_with_an_earlier_run(trained_run, tmp_path):
+    """Without --resume, an earlier run's higher-step checkpoints would outlive pruning and the
+    new run's own checkpoints would be deleted: refused, unless --overwrite says start over."""
+    run = _copy_run(trained_run, tmp_path)
+    result = _train(trained_run["config"], "--out", str(run))
+    _assert_one_line_error(result, f"output.run_dir: {run} already holds checkpoints of an earlier run (up to step 12)",
+                           "--resume", "--overwrite")
+    assert [s for s, _ in list_checkpoints(run)] == trained_run["steps"]
+    _assert_one_line_error(_train(trained_run["config"], "--out", str(run), "--resume", "--overwrite"),
+                           "--resume and --overwrite contradict each other")
+    result = _train(trained_run["config"], "--out", str(run), "--overwrite", "--set", "training.max_steps=6")
+    assert result.exit_code == 0, result.output
+    assert "deleted the earlier run's checkpoints and metrics" in result.output
+    assert [s for s, _ in list_checkpoints(run)] == [5, 6]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records].count("start") == 1 and records[-1]["step"] == 6
+
+
 def test_killed_write_leaves_no_temp_file_behind(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -499,6 +517,29 @@ def test_rollback_gives_up_after_three_in_a_row(tiny_config):
     rollbacks = [r for r in trainer.history if r["event"] == "rollback"]
     assert [r["lr"] for r in rollbacks] == pytest.approx([0.0025, 0.00125, 0.000625])
     assert {r["step"] for r in rollbacks} == {10}
+
+
+def test_rollback_at_the_very_end_trains_the_lost_steps_again(tiny_config):
+    """NaN that the loss does not show, appearing after the last log step, is caught by the
+    end-of-run check: rolled back, the lost steps trained again, and never saved."""
+    tiny_config["model"] = {"hidden": [16], "output": {"selection": {"mode": "all"}}}
+    tiny_config["output"]["checkpoint_every"] = 5
+    data = _awkward_dataset(n_features=60, used_features=50)
+    trainer = Trainer(_tiny(tiny_config, epochs=1, batch_size=8, on_nan="rollback", log_every=11), train=data,
+                      progress=False)
+    injected = []
+
+    def poison_once(t, record):
+        if record["event"] == "log" and t.step == 11 and not injected:
+            injected.append(True)
+            t.engine.layers[0].weights[55, 0] = np.nan  # a feature no sample has: the loss stays finite
+
+    trainer.callbacks.append(poison_once)
+    with pytest.warns(RuntimeWarning, match=r"NaN/inf in layer 0 weights at step 12: rolled back to .*step-000000010"):
+        trainer.fit()
+    assert trainer.step == 12 and trainer.engine.lr == pytest.approx(0.0025)
+    assert all(np.isfinite(layer.weights).all() and np.isfinite(layer.bias).all() for layer in trainer.engine.layers)
+    assert [s for s, _ in list_checkpoints(trainer.run_dir)] == [10, 12]
 
 
 def test_rollback_without_checkpoint_is_a_clear_error(tiny_config):
@@ -631,6 +672,7 @@ def test_thread_stress_with_bounds_checking(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("thread stress:", json.dumps(out))
     for mode in ("lsh", "random", "all"):
         many, one = out[f"{mode}-max"], out[f"{mode}-1"]
         assert many["threads"] == threads and one["threads"] == 1
