@@ -618,7 +618,8 @@ class Trainer:
         good = self._load_newest_good()
         if good is None:
             raise CheckpointError(f"--resume: none of the {len(found)} checkpoint(s) in {self.run_dir / 'checkpoints'} "
-                                  "can be read (see the warnings above); move them away to start from scratch")
+                                  "can be read (see the warnings above); start from scratch with --overwrite (deletes them) or "
+                                  "another --out")
         path, arrays, meta = good
         try:
             self._apply_state(path, arrays, meta)
