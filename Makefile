@@ -12,7 +12,7 @@ install-test:
 
 # Install, then train on built-in synthetic data (no download) and print P@1/P@3/P@5.
 quickstart: install
-	slidepy train --config configs/quickstart.yaml
+	slidepy train --config configs/quickstart.yaml --overwrite
 
 # Install with the test extra and run the whole suite.
 test: install-test

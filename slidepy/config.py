@@ -223,6 +223,9 @@ class Lsh:
     insert: str = _choice("fifo", INSERT_POLICIES)
     policy: str = _choice("vanilla", QUERY_POLICIES)
     threshold: int = _int(2, lo=1)                  # min tables hit, for policy threshold
+    # Share of the budget (after the labels) always given to uniform negatives: LSH-only negatives
+    # are all hard ones, and neurons the tables never return then drift up unchecked at exact scoring.
+    random_share: float = _float(0.25, lo=0.0, hi=1.0, hi_open=True)
     target_recall: float = _float(0.9, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     target_active_fraction: float = _float(0.01, lo=0.0, hi=1.0, lo_open=True)
     rebuild: RebuildConfig = _section(RebuildConfig)

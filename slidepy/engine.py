@@ -84,7 +84,9 @@ class Engine:
         modes = [MODE_CODES[s.mode] for s in self.selections]
         infer = [MODE_ALL if s.inference == "exact" or s.mode != "lsh" else MODE_LSH for s in self.selections]
         self.spec = make_spec(self.sizes, modes, infer, [s.budget for s in self.selections],
-                              [s.min_active for s in self.selections], self.max_labels)
+                              [s.min_active for s in self.selections], self.max_labels,
+                              [s.lsh.random_share if s.mode == "lsh" and s.lsh is not None else 0.0
+                               for s in self.selections])
         self.lsh = [
             LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l)
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None

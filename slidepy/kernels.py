@@ -35,6 +35,7 @@ from .network import (
     SPEC_MIN_ACTIVE,
     SPEC_MODE,
     SPEC_OUT_DIM,
+    SPEC_RANDOM_PERMILLE,
 )
 from .rng import derive_seed, seed_state
 from .selection import add_forced, fill_all, fill_random, next_mark, unique_prefix
@@ -239,7 +240,14 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in
     if mode == MODE_RANDOM:
         n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
     elif mode == MODE_LSH:
-        n = select_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, max(budget, n), stamp_row, mark)
+        # In training, part of the budget after the labels stays for uniform negatives (see
+        # config.Lsh.random_share); at inference the tables alone choose.
+        share = spec[l, SPEC_RANDOM_PERMILLE] if training else 0
+        room = max(budget - n, 0)
+        lsh_cap = n + room - (room * share) // 1000
+        n = select_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark)
+        if share > 0:
+            n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
     floor = spec[l, SPEC_MIN_ACTIVE]
     if n < floor:
         n = fill_random(ids, n, floor, n_neurons, stamp_row, mark, rng, t)

@@ -95,7 +95,7 @@ def _score_sample(top_row, labels, ks, k_top, prec_row, ndcg_row):
                 ndcg_row[s] = dcg / idcg if idcg > 0.0 else 0.0
 
 
-@njit(parallel=True)
+@njit(parallel=True, cache=True)
 def _score_batch(top_ids, y_indptr, y_indices, ks, k_top, prec, ndcg):
     """prange over samples; sample i writes only prec[i] and ndcg[i], both (B, S) float64."""
     for i in prange(top_ids.shape[0]):

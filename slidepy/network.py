@@ -48,7 +48,8 @@ SPEC_INFER_MODE = 4  # MODE_* used in evaluation / prediction (MODE_ALL = exact)
 SPEC_BUDGET = 5  # most neurons active per sample (true labels included)
 SPEC_MIN_ACTIVE = 6  # top up with random neurons to at least this many
 SPEC_CAPACITY = 7  # A: scratch capacity of the active set in training
-SPEC_FIELDS = 8
+SPEC_RANDOM_PERMILLE = 8  # LSH layers: per-mille of the non-label budget kept for uniform negatives
+SPEC_FIELDS = 9
 
 
 class LayerParams(NamedTuple):
@@ -139,6 +140,7 @@ def make_spec(
     budgets: list[int],
     min_actives: list[int],
     max_labels: int,
+    random_shares: list[float] | None = None,
 ) -> np.ndarray:
     """The (n_layers, SPEC_FIELDS) int64 table the kernels read per-layer settings from.
 
@@ -159,6 +161,7 @@ def make_spec(
         spec[i, SPEC_MIN_ACTIVE] = min(int(min_actives[i]), budget)
         extra = max_labels if i == last else 0
         spec[i, SPEC_CAPACITY] = n if mode == MODE_ALL else min(n, budget + extra)
+        spec[i, SPEC_RANDOM_PERMILLE] = int(round(1000 * (random_shares[i] if random_shares else 0.0)))
     return spec
 
 

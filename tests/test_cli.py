@@ -111,7 +111,7 @@ def test_signal_saves_checkpoint_and_resume_finishes(config_file, tmp_path, sign
     saved = sorted((out / "checkpoints").glob("step-*.npz"))
     assert saved
     step = int(saved[-1].stem.split("-")[1])
-    resume = subprocess.run(cmd[:-6] + ["--set", f"training.max_steps={step + 3}", "--resume"], capture_output=True,
+    resume = subprocess.run(cmd[:-4] + ["--set", f"training.max_steps={step + 3}", "--resume"], capture_output=True,
                             text=True, timeout=240)
     assert resume.returncode == 0, resume.stderr
     assert f"resumed from step {step}" in resume.stderr

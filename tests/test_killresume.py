@@ -29,7 +29,8 @@ from slidepy import Trainer, config_from_dict
 from slidepy.checkpoint import list_checkpoints, load_checkpoint
 
 KILLS = 6
-EPOCHS = 6           # 19 batches each: 114 steps
+EPOCHS = 30          # 19 batches each: 570 steps, far more than the kills can consume, so the
+                     # process is never already finished when a kill is due (a warm cache is fast)
 CHECKPOINT_EVERY = 1
 
 
@@ -94,7 +95,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
                     break
                 time.sleep(0.02)
             assert proc.poll() is None, (tmp_path / f"log-{kill}.txt").read_text()
-            time.sleep(float(rng.uniform(0.0, 0.6)))
+            # A random moment measured in progress, not seconds: a warm run does a step a millisecond.
+            target = max(_logged_steps(metrics)) + int(rng.integers(0, 8))
+            while proc.poll() is None and max(_logged_steps(metrics)) < target:
+                time.sleep(0.002)
             aimed = kill % 2 == 1
             if aimed:  # every other kill: the moment a checkpoint's temp file appears
                 ckpt_dir = run / "checkpoints"
