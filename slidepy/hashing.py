@@ -591,33 +591,32 @@ def _check_codes_out(codes_out, n_rows, n_tables):
     return codes_out
 
 
-def hash_rows(params, weights, range_pow, codes_out=None):
-    """Codes (N, L) int32 of every row of weights (N, D) float32 (a layer's neurons)."""
+def _checked_matrix(params, range_pow, name, matrix, dim_axis, codes_out):
+    """Validate a weight matrix whose axis `dim_axis` holds the D input dims; return codes_out
+    (allocated when None) shaped (rows along the other axis, L)."""
     validate_hash_params(params)
     _check_range_pow(range_pow)
-    _check_array("weights", weights, np.float32, 2)
+    _check_array(name, matrix, np.float32, 2)
     dim = int(params.spec[SPEC_DIM])
-    if weights.shape[1] != dim:
-        raise ValueError(f"weights: need {dim} columns, got {weights.shape[1]}")
-    codes_out = _check_codes_out(codes_out, weights.shape[0], int(params.spec[SPEC_L]))
+    if matrix.shape[dim_axis] != dim:
+        what = "columns" if dim_axis == 1 else "rows"
+        raise ValueError(f"{name}: need {dim} {what}, got {matrix.shape[dim_axis]}")
+    return _check_codes_out(codes_out, matrix.shape[1 - dim_axis], int(params.spec[SPEC_L]))
+
+
+def hash_rows(params, weights, range_pow, codes_out=None):
+    """Codes (N, L) int32 of every row of weights (N, D) float32 (a layer's neurons)."""
+    codes_out = _checked_matrix(params, range_pow, "weights", weights, 1, codes_out)
     if weights.shape[0] > 0:
-        hash_rows_parallel(params, weights, np.int64(range_pow), codes_out,
-                           np.int64(numba.get_num_threads()))
+        hash_rows_parallel(params, weights, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()))
     return codes_out
 
 
 def hash_cols(params, weights_dn, range_pow, codes_out=None):
     """Codes (N, L) int32 of every column of an input-major weight matrix weights_dn (D, N)."""
-    validate_hash_params(params)
-    _check_range_pow(range_pow)
-    _check_array("weights_dn", weights_dn, np.float32, 2)
-    dim = int(params.spec[SPEC_DIM])
-    if weights_dn.shape[0] != dim:
-        raise ValueError(f"weights_dn: need {dim} rows, got {weights_dn.shape[0]}")
-    codes_out = _check_codes_out(codes_out, weights_dn.shape[1], int(params.spec[SPEC_L]))
+    codes_out = _checked_matrix(params, range_pow, "weights_dn", weights_dn, 0, codes_out)
     if weights_dn.shape[1] > 0:
-        hash_cols_parallel(params, weights_dn, np.int64(range_pow), codes_out,
-                           np.int64(numba.get_num_threads()))
+        hash_cols_parallel(params, weights_dn, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()))
     return codes_out
 
 
