@@ -239,6 +239,9 @@ class Selection:
     budget: int = _int(1024, lo=1)        # max active neurons per sample (clipped to layer size)
     min_active: int = _int(0, lo=0)       # top up with random neurons to at least this many
     inference: str = _choice("exact", INFERENCE_MODES)
+    # Output layer, modes random/lsh: weight each uniform negative as the neurons it stands for
+    # (sampled-softmax correction). Without it, labels rarely drawn as negatives drift upwards.
+    correction: bool = _bool(True)
     lsh: Lsh = _section(Lsh)
 
     @property

@@ -46,6 +46,7 @@ class LayerSelection:
     min_active: int = 0
     inference: str = "exact"
     lsh: object = None  # config.Lsh-like settings, read by LshIndex
+    correction: bool = False  # weight uniform negatives in the loss (config: selection.correction)
 
 
 @dataclass
@@ -86,7 +87,8 @@ class Engine:
         self.spec = make_spec(self.sizes, modes, infer, [s.budget for s in self.selections],
                               [s.min_active for s in self.selections], self.max_labels,
                               [s.lsh.random_share if s.mode == "lsh" and s.lsh is not None else 0.0
-                               for s in self.selections])
+                               for s in self.selections],
+                              [s.correction for s in self.selections])
         self.lsh = [
             LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l)
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None

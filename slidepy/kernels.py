@@ -31,6 +31,7 @@ from .network import (
     MODE_LSH,
     MODE_RANDOM,
     SPEC_BUDGET,
+    SPEC_CORRECTION,
     SPEC_INFER_MODE,
     SPEC_MIN_ACTIVE,
     SPEC_MODE,
@@ -178,38 +179,49 @@ def label_positions(ids, n_act, dense_out, labels, n_labels, positions):
 
 
 @njit(cache=True)
-def softmax_xent(logits, n_act, positions, n_labels, scale, grads):
+def softmax_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=-1, log_weight=0.0):
     """Softmax cross-entropy against the labels as a uniform target; returns the loss.
 
     Max-subtracted, so any logit range and a single-neuron set are safe. grads = scale * (p - y).
+    Sampled-softmax correction: entries a >= uniform_from (when >= 0) are uniform samples that each
+    stand for exp(log_weight) neurons, so log_weight is added to their logits inside the softmax
+    (Jean et al. 2015); the gradient with respect to the raw logit is unchanged in form.
     """
-    peak = logits[0]
-    for a in range(1, n_act):
-        if logits[a] > peak:
-            peak = logits[a]
+    start = n_act if uniform_from < 0 else uniform_from
+    peak = -np.inf
+    for a in range(n_act):
+        z = np.float64(logits[a]) + (log_weight if a >= start else 0.0)
+        if z > peak:
+            peak = z
     total = 0.0
     for a in range(n_act):
-        total += np.exp(np.float64(logits[a] - peak))
+        total += np.exp(np.float64(logits[a]) + (log_weight if a >= start else 0.0) - peak)
     log_total = np.log(total)
     for a in range(n_act):
-        grads[a] = np.float32(scale * np.exp(np.float64(logits[a] - peak) - log_total))
+        z = np.float64(logits[a]) + (log_weight if a >= start else 0.0)
+        grads[a] = np.float32(scale * np.exp(z - peak - log_total))
     target = 1.0 / n_labels
     loss = 0.0
     for j in range(n_labels):
         p = positions[j]
-        loss -= target * (np.float64(logits[p] - peak) - log_total)
+        loss -= target * (np.float64(logits[p]) - peak - log_total)
         grads[p] -= np.float32(scale * target)
     return loss
 
 
 @njit(cache=True)
-def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads):
-    """Independent binary cross-entropy per active neuron (labels are the positives)."""
+def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=-1, log_weight=0.0):
+    """Independent binary cross-entropy per active neuron (labels are the positives). Uniform
+    samples (a >= uniform_from when >= 0) weigh exp(log_weight) in the loss, as the neurons they
+    stand for."""
+    start = n_act if uniform_from < 0 else uniform_from
+    weight = np.exp(log_weight)
     loss = 0.0
     for a in range(n_act):
         z = np.float64(logits[a])
-        loss += max(z, 0.0) + np.log1p(np.exp(-abs(z)))  # -log(1 - sigmoid(z)), stable
-        grads[a] = np.float32(scale / (1.0 + np.exp(-z)))
+        w = weight if a >= start else 1.0
+        loss += w * (max(z, 0.0) + np.log1p(np.exp(-abs(z))))  # -log(1 - sigmoid(z)), stable
+        grads[a] = np.float32(w * scale / (1.0 + np.exp(-z)))
     for j in range(n_labels):
         p = positions[j]
         loss -= np.float64(logits[p])  # turns the positive's term into -log sigmoid(z)
@@ -230,6 +242,7 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in
     ids = scr.act_ids[t]
     n_neurons = spec[l, SPEC_OUT_DIM]
     if mode == MODE_ALL:
+        scr.uniform_from[t] = n_neurons
         return fill_all(ids, n_neurons)
     budget = spec[l, SPEC_BUDGET]
     mark = next_mark(scr.stamp, scr.mark, t)
@@ -237,8 +250,12 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in
     n = 0
     if is_output and training:  # the true labels are always computed in training
         n = add_forced(ids, n, stamp_row, mark, labels, n_labels)
+    # Everything from here on that fill_random adds is a uniform sample of the neurons not yet
+    # chosen; the loss may weight it as such (see softmax_xent).
     if mode == MODE_RANDOM:
+        scr.uniform_from[t] = n
         n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+        return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
     elif mode == MODE_LSH:
         # In training, part of the budget after the labels stays for uniform negatives (see
         # config.Lsh.random_share); at inference the tables alone choose.
@@ -246,8 +263,15 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in
         room = max(budget - n, 0)
         lsh_cap = n + room - (room * share) // 1000
         n = select_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark)
+        scr.uniform_from[t] = n
         if share > 0:
             n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+    return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
+
+
+@njit(cache=True)
+def top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t):
+    """Add uniform neurons until the set holds the layer's min_active; returns the new length."""
     floor = spec[l, SPEC_MIN_ACTIVE]
     if n < floor:
         n = fill_random(ids, n, floor, n_neurons, stamp_row, mark, rng, t)
@@ -303,10 +327,18 @@ def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels
     n_out = n_active[last]
     dense_out = spec[last, SPEC_MODE] == MODE_ALL
     label_positions(out.act_ids[t], n_out, dense_out, labels, n_labels, positions)
+    uniform_from = -1
+    log_weight = 0.0
+    if spec[last, SPEC_CORRECTION] and not dense_out and out.uniform_from[t] < n_out:
+        uniform_from = out.uniform_from[t]
+        # n_out - uniform_from uniform draws from the N - uniform_from neurons not chosen before
+        log_weight = np.log((spec[last, SPEC_OUT_DIM] - uniform_from) / (n_out - uniform_from))
     if loss_kind == LOSS_BCE:
-        loss = sigmoid_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t])
+        loss = sigmoid_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t],
+                            uniform_from, log_weight)
     else:
-        loss = softmax_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t])
+        loss = softmax_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t],
+                            uniform_from, log_weight)
 
     for l in range(last, -1, -1):
         scr = scratch[l]

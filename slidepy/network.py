@@ -49,7 +49,8 @@ SPEC_BUDGET = 5  # most neurons active per sample (true labels included)
 SPEC_MIN_ACTIVE = 6  # top up with random neurons to at least this many
 SPEC_CAPACITY = 7  # A: scratch capacity of the active set in training
 SPEC_RANDOM_PERMILLE = 8  # LSH layers: per-mille of the non-label budget kept for uniform negatives
-SPEC_FIELDS = 9
+SPEC_CORRECTION = 9  # output layer: 1 = weight uniform negatives as the neurons they stand for
+SPEC_FIELDS = 10
 
 
 class LayerParams(NamedTuple):
@@ -75,6 +76,7 @@ class LayerScratch(NamedTuple):
     act_grads: np.ndarray  # (T, A) float32 d loss / d pre-activation
     stamp: np.ndarray  # (T, N) int32 dedup marks: stamp[t, n] == current mark => n already chosen
     mark: np.ndarray  # (T,) int32 the current mark of each chunk (see selection.next_mark)
+    uniform_from: np.ndarray  # (T,) int64 where the sample's uniform draws start in act_ids
     hits: np.ndarray  # (T, N) int32 per-candidate count of LSH tables that returned it
     codes: np.ndarray  # (T, L) int32 LSH bucket codes of the current input ((T, 0) if not LSH)
     hash_vals: np.ndarray  # (T, H) float32 hash-family working memory ((T, 0) if not LSH)
@@ -141,6 +143,7 @@ def make_spec(
     min_actives: list[int],
     max_labels: int,
     random_shares: list[float] | None = None,
+    corrections: list[bool] | None = None,
 ) -> np.ndarray:
     """The (n_layers, SPEC_FIELDS) int64 table the kernels read per-layer settings from.
 
@@ -162,6 +165,7 @@ def make_spec(
         extra = max_labels if i == last else 0
         spec[i, SPEC_CAPACITY] = n if mode == MODE_ALL else min(n, budget + extra)
         spec[i, SPEC_RANDOM_PERMILLE] = int(round(1000 * (random_shares[i] if random_shares else 0.0)))
+        spec[i, SPEC_CORRECTION] = int(bool(corrections[i])) if corrections else 0
     return spec
 
 
@@ -186,6 +190,7 @@ def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_s
                 act_grads=np.zeros((n_chunks, a), np.float32),
                 stamp=np.zeros((n_chunks, stamp_n), np.int32),
                 mark=np.zeros(n_chunks, np.int32),
+                uniform_from=np.zeros(n_chunks, np.int64),
                 hits=np.zeros((n_chunks, stamp_n if n_tables else 0), np.int32),
                 codes=np.zeros((n_chunks, n_tables), np.int32),
                 hash_vals=np.zeros((n_chunks, n_hashes), np.float32),

@@ -124,7 +124,7 @@ def _check_values(ds: Dataset, what: str) -> None:
 def build_engine(cfg: Config, n_features: int, n_labels: int, max_labels: int) -> Engine:
     t = cfg.training
     selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
-                                 lsh=s.lsh) for s in layer_selections(cfg)]
+                                 lsh=s.lsh, correction=s.correction) for s in layer_selections(cfg)]
     return Engine(n_features=n_features, hidden=[h.size for h in cfg.model.hidden], n_labels=n_labels,
                   selections=selections, loss=cfg.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                   beta2=t.beta2, eps=t.eps, init=cfg.model.init, seed=t.seed, max_labels=max(1, max_labels))
