@@ -168,9 +168,10 @@ def describe_system(system: str, n_labels: int) -> str:
     if system == "lsh":
         l = s["lsh"]
         return (f"srp K={l['k']} L={l['l']} 2^{l['range_pow']}x{l['bucket_capacity']} budget {s['budget']} "
-                f"min {s['min_active']}, rebuild 50x1.1")
+                f"min {s['min_active']}, rebuild {l['rebuild']['initial_interval']}x{l['rebuild']['decay']}, "
+                f"{int(l.get('random_share', 0.25) * 100)}% uniform negatives, corrected")
     if system == "random":
-        return f"uniform negatives, budget {s['budget']} min {s['min_active']}"
+        return f"uniform negatives, budget {s['budget']} min {s['min_active']}, corrected"
     if system == "all":
         return "exact (every label)"
     if system == "torch":
