@@ -21,6 +21,10 @@ from .errors import ConfigError
 PARSED_BYTES_PER_TEXT_BYTE = 1.0
 # Headroom for the interpreter, numba's compiled code and transient arrays.
 BASE_OVERHEAD = 400 * 2**20
+# Exact evaluation scores a block of samples against every output neuron at once (engine.py's
+# BLAS path): the (block, N) float32 logits, their negation and argpartition's index array.
+EVAL_BLOCK = 64
+EVAL_COPIES = 3
 
 
 @dataclass
@@ -118,6 +122,7 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
                 parts["LSH tables + code buffers"] += 4 * dim * n
             scratch += 4 * (k * l * 2 + l * (lsh.bucket_capacity + 1) + l + 1)
         parts["per-thread scratch"] += threads * scratch
+    parts["exact evaluation block"] = EVAL_BLOCK * sizes[-1] * 4 * EVAL_COPIES
     parts["dataset (parsed)"] = data_bytes
     parts["interpreter, compiled code, transients"] = BASE_OVERHEAD
     return MemoryEstimate(parts, available_memory())
