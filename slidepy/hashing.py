@@ -48,8 +48,8 @@ log2(b) otherwise), if K * bits <= range_pow the code is the concatenation
 `code = (((p0 << bits) | p1) << bits | ...)`; otherwise the pieces are folded by
 `acc = splitmix64(acc ^ piece)` from `acc = FOLD_SEED` and the code is the top range_pow bits.
 
-Three tiers: `make_hash_params` (Python, draws parameters) -> `hash_rows` / `hash_cols` /
-`hash_batch` (Python, validate) -> `hash_rows_parallel` / `hash_cols_parallel` /
+Three tiers: `make_hash_params` (Python, draws parameters) -> `hash_rows` /
+`hash_batch` (Python, validate) -> `hash_rows_parallel` /
 `hash_batch_parallel` (njit parallel drivers; per-chunk scratch allocated before the prange;
 the chunk count T is an argument because numba cannot cache a function that calls
 `numba.get_num_threads()`) -> `hash_sparse` (njit serial worker, no allocation). The engine's
@@ -515,32 +515,6 @@ def hash_rows_parallel(params, weights, range_pow, codes_out, n_chunks):
 
 
 @njit(parallel=True, cache=True)
-def hash_cols_parallel(params, weights_dn, range_pow, codes_out, n_chunks):
-    """codes_out[j] = codes of column j of an input-major weight matrix weights_dn (D, N).
-
-    For a layer stored (D, N) (one column per neuron); each chunk gathers a column into its own
-    (D,) buffer, then hashes it like hash_rows_parallel would hash the row.
-    """
-    dim = weights_dn.shape[0]
-    n_cols = weights_dn.shape[1]
-    n_hashes = params.spec[SPEC_N_HASHES]
-    n_chunks = max(1, min(n_chunks, n_cols))
-    scratch_vals = np.empty((n_chunks, n_hashes), np.float32)
-    scratch_idx = np.empty((n_chunks, n_hashes), np.int32)
-    col_buf = np.empty((n_chunks, dim), np.float32)
-    ids = np.arange(dim, dtype=np.int32)
-    for c in prange(n_chunks):
-        lo = c * n_cols // n_chunks
-        hi = (c + 1) * n_cols // n_chunks
-        col = col_buf[c]
-        for j in range(lo, hi):
-            for d in range(dim):
-                col[d] = weights_dn[d, j]
-            hash_sparse(params, ids, col, dim, range_pow, codes_out[j],
-                        scratch_vals[c], scratch_idx[c])
-
-
-@njit(parallel=True, cache=True)
 def hash_batch_parallel(params, indptr, indices, values, range_pow, codes_out, n_chunks):
     """codes_out[i] = codes of CSR row i (indptr (B+1,) int64, indices int32, values float32).
 
@@ -591,32 +565,17 @@ def _check_codes_out(codes_out, n_rows, n_tables):
     return codes_out
 
 
-def _checked_matrix(params, range_pow, name, matrix, dim_axis, codes_out):
-    """Validate a weight matrix whose axis `dim_axis` holds the D input dims; return codes_out
-    (allocated when None) shaped (rows along the other axis, L)."""
-    validate_hash_params(params)
-    _check_range_pow(range_pow)
-    _check_array(name, matrix, np.float32, 2)
-    dim = int(params.spec[SPEC_DIM])
-    if matrix.shape[dim_axis] != dim:
-        what = "columns" if dim_axis == 1 else "rows"
-        raise ValueError(f"{name}: need {dim} {what}, got {matrix.shape[dim_axis]}")
-    return _check_codes_out(codes_out, matrix.shape[1 - dim_axis], int(params.spec[SPEC_L]))
-
-
 def hash_rows(params, weights, range_pow, codes_out=None):
     """Codes (N, L) int32 of every row of weights (N, D) float32 (a layer's neurons)."""
-    codes_out = _checked_matrix(params, range_pow, "weights", weights, 1, codes_out)
+    validate_hash_params(params)
+    _check_range_pow(range_pow)
+    _check_array("weights", weights, np.float32, 2)
+    dim = int(params.spec[SPEC_DIM])
+    if weights.shape[1] != dim:
+        raise ValueError(f"weights: need {dim} columns, got {weights.shape[1]}")
+    codes_out = _check_codes_out(codes_out, weights.shape[0], int(params.spec[SPEC_L]))
     if weights.shape[0] > 0:
         hash_rows_parallel(params, weights, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()))
-    return codes_out
-
-
-def hash_cols(params, weights_dn, range_pow, codes_out=None):
-    """Codes (N, L) int32 of every column of an input-major weight matrix weights_dn (D, N)."""
-    codes_out = _checked_matrix(params, range_pow, "weights_dn", weights_dn, 0, codes_out)
-    if weights_dn.shape[1] > 0:
-        hash_cols_parallel(params, weights_dn, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()))
     return codes_out
 
 
