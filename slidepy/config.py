@@ -68,7 +68,7 @@ AUTO = "auto"                  # value of lsh.k / lsh.l chosen from target_recal
 DATA_FORMATS = ("auto", "xc", "libsvm")
 SELECTION_MODES = ("all", "random", "lsh")
 INFERENCE_MODES = ("exact", "lsh")
-LSH_FAMILIES = ("dwta", "wta", "srp", "minhash")
+LSH_FAMILIES = ("kmeans", "dwta", "wta", "srp", "minhash")
 INSERT_POLICIES = ("fifo", "reservoir")
 QUERY_POLICIES = ("vanilla", "topk", "threshold")
 ACTIVATIONS = ("relu",)
@@ -185,6 +185,7 @@ class DataConfig:
     cache: bool = _bool(True)
     cache_dir: str | None = _str(None, optional=True)
     skip_bad_lines: bool = _bool(False)
+    labels: str | None = _str(None, optional=True)  # one label name per line
     synthetic: SyntheticConfig = _section(SyntheticConfig)
 
 
@@ -199,6 +200,9 @@ class RebuildConfig:
     drift_threshold: float | None = _float(None, lo=0.0, hi=1.0, lo_open=True, optional=True)
     drift_sample: int = _int(1024, lo=1)
     drift_check_every: int = _int(50, lo=1)         # batches
+    # kmeans: re-centre clusters on their members' current weights every N batches between
+    # rebuilds (O(N D), cheap); 0 = never.
+    refresh_every: int = _int(10, lo=0)
 
     def _cross_check(self, path: str) -> None:
         if self.max_interval is not None and self.max_interval < self.initial_interval:
@@ -213,9 +217,10 @@ class RebuildConfig:
 class Lsh:
     """Hash family and table shape for one layer."""
 
-    family: str = _choice("dwta", LSH_FAMILIES)
+    family: str = _choice("kmeans", LSH_FAMILIES)
+    clusters: int | str = _int("auto", lo=2, auto=True)     # kmeans: clusters per table, or "auto"
     k: int | str = _int(6, lo=1, hi=MAX_K, auto=True)       # hashes per table, or "auto"
-    l: int | str = _int(50, lo=1, hi=MAX_L, auto=True)      # tables, or "auto"
+    l: int | str = _int("auto", lo=1, hi=MAX_L, auto=True)  # tables, or "auto" (kmeans: 1)
     bin_size: int = _int(8, lo=MIN_BIN_SIZE, hi=MAX_BIN_SIZE, pow2=True)  # WTA/DWTA
     srp_density: float = _float(0.33, lo=0.0, hi=1.0, lo_open=True)
     range_pow: int = _int(16, lo=MIN_RANGE_POW, hi=MAX_RANGE_POW)   # 2**range_pow buckets

@@ -90,7 +90,7 @@ class Engine:
                                for s in self.selections],
                               [s.correction for s in self.selections])
         self.lsh = [
-            LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l)
+            LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l, budget=int(self.spec[l, SPEC_BUDGET]))
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
             for l, s in enumerate(self.selections)
         ]

@@ -13,6 +13,12 @@ Neyshabur & Srebro (2015): rows become [w, b, sqrt(M^2 - |w|^2 - b^2)] with M th
 at the rebuild, queries become [h, 1, 0]; the cosine of the pair is (w.h + b) / (M |[h, 1]|), so a
 query's collisions rank neurons by their logits. Hash functions therefore see D + 2 dims.
 
+Two kinds of index. The hash families (srp, wta, dwta, minhash) fill fixed-capacity buckets by
+hash code. `kmeans` is data-dependent: the buckets are k-means clusters of the rows and a query
+probes the clusters of highest mean logit (clusters.py, which says why sign bits fail on trained
+layers). Both kinds share this owner, the rebuild schedule, the checkpoint state and the kernel
+view; `SET_KIND` tells the query which one to run.
+
 Shape letters: D layer input dim, N neurons, L tables, K hashes per table, H = K * L,
 R = 2**range_pow buckets per table, C bucket capacity, S drift-sample size.
 """
@@ -39,6 +45,7 @@ from .hashing import (
     srp_dense_projections,
     suggest_k_l,
 )
+from .clusters import auto_clusters, cluster_rows, initial_centroids, assign_rows, refresh_centroids
 from .tables import (
     INSERT_FIFO,
     INSERT_RESERVOIR,
@@ -58,7 +65,13 @@ SET_RANGE_POW = 0
 SET_POLICY = 1
 SET_THRESHOLD = 2
 SET_BIAS_DIM = 3  # the query's constant coordinate, D (see the transform above)
-SETTINGS_LEN = 4
+SET_KIND = 4  # INDEX_HASH or INDEX_CLUSTERS
+SETTINGS_LEN = 5
+
+INDEX_HASH = 0  # hash codes -> fixed-capacity buckets (tables.py)
+INDEX_CLUSTERS = 1  # k-means clusters probed by centroid score (clusters.py)
+# Lloyd iterations of the first clustering, from random rows (later rebuilds warm-start: 1 each).
+INITIAL_KMEANS_ITERS = 4
 
 
 class LshLayer(NamedTuple):
@@ -68,6 +81,9 @@ class LshLayer(NamedTuple):
     params: HashParams
     buckets: np.ndarray  # (L, R, C) int32, -1 = empty slot
     counts: np.ndarray  # (L, R) int32 inserts ever attempted per bucket
+    centroids_t: np.ndarray  # (D + 1, L * C) float32 cluster centroids, transposed ((0, 0) if hashing)
+    cluster_indptr: np.ndarray  # (L * C + 1,) int64 member-list offsets
+    cluster_members: np.ndarray  # (L * N,) int32 neuron ids, cluster by cluster
 
 
 def empty_lsh_layer() -> LshLayer:
@@ -76,7 +92,16 @@ def empty_lsh_layer() -> LshLayer:
         spec=np.zeros(SPEC_LEN, np.int64), proj_indptr=np.zeros(0, np.int64), proj_hash=np.zeros(0, np.int32),
         proj_sign=np.zeros(0, np.float32), dim_map=np.zeros((0, 0), np.int32), mh_a=np.zeros(0, np.uint64),
         mh_b=np.zeros(0, np.uint64), dens_key=np.zeros(1, np.uint64))
-    return LshLayer(np.zeros(SETTINGS_LEN, np.int64), params, np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32))
+    return LshLayer(np.zeros(SETTINGS_LEN, np.int64), params, np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32),
+                    *_no_clusters())
+
+
+def _no_clusters():
+    return np.zeros((0, 0), np.float32), np.zeros(1, np.int64), np.zeros(0, np.int32)
+
+
+def _no_params() -> HashParams:
+    return empty_lsh_layer().params
 
 
 @dataclass
@@ -107,8 +132,11 @@ class RebuildSchedule:
 
 
 def resolve_k_l(cfg, n_neurons: int) -> tuple[int, int]:
-    """The config's (k, l), with "auto" filled in from the target recall and active fraction."""
+    """The config's (k, l), with "auto" filled in from the target recall and active fraction.
+    For `kmeans`, k is unused (0) and "auto" tables means one clustering."""
     k, l = cfg.k, cfg.l
+    if cfg.family == "kmeans":
+        return 0, 1 if l == "auto" else int(l)
     if k == "auto" or l == "auto":
         sk, sl = suggest_k_l(n_neurons, cfg.target_active_fraction, cfg.target_recall, FAMILY_CODES[cfg.family],
                              cfg.bin_size, max_l=512)
@@ -129,26 +157,43 @@ def suggest_l_for_k(cfg, k: int) -> int:
 
 
 class LshIndex:
-    """The hash functions, tables and rebuild state of one layer."""
+    """The hash functions (or cluster centroids), tables and rebuild state of one layer."""
 
-    def __init__(self, layer: int, size: tuple[int, int], cfg, *, seed: int):
+    def __init__(self, layer: int, size: tuple[int, int], cfg, *, seed: int, budget: int = 0):
         self.layer = layer
         self.dim, self.n_neurons = size
         self.cfg = cfg
-        self.family = FAMILY_CODES[cfg.family]
+        self.kind = INDEX_CLUSTERS if cfg.family == "kmeans" else INDEX_HASH
+        self.family = FAMILY_CODES.get(cfg.family, -1)  # hash family code (-1 for kmeans)
         self.k, self.l = resolve_k_l(cfg, self.n_neurons)
         self.range_pow = int(cfg.range_pow)
         self.capacity = int(cfg.bucket_capacity)
         self.seed = int(seed)
         self.draws = 0  # how many times hash functions were drawn (the params' seed offset)
         self.rebuilds = 0
-        self.params = self._draw()
-        self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
-        self.buckets = np.full((self.l, 1 << self.range_pow, self.capacity), -1, np.int32)
-        self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
-        self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
-        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold, self.dim], np.int64)
+        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold, self.dim, self.kind],
+                                 np.int64)
         self.max_norm = 1.0  # M of the transform at the last rebuild
+        self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
+        if self.kind == INDEX_CLUSTERS:
+            clusters = getattr(cfg, "clusters", "auto")
+            self.n_clusters = min(self.n_neurons, auto_clusters(self.n_neurons, budget or self.n_neurons)
+                                  if clusters == "auto" else int(clusters))
+            self.params = _no_params()
+            self.buckets = np.zeros((0, 0, 0), np.int32)
+            self.counts = np.zeros((0, 0), np.int32)
+            n_c = self.l * self.n_clusters
+            self.centroids_t = np.zeros((self.dim + 1, n_c), np.float32)
+            self.cluster_indptr = np.zeros(n_c + 1, np.int64)
+            self.cluster_members = np.zeros(self.l * self.n_neurons, np.int32)
+            self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # each row's cluster, per table
+        else:
+            self.n_clusters = 0
+            self.params = self._draw()
+            self.buckets = np.full((self.l, 1 << self.range_pow, self.capacity), -1, np.int32)
+            self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
+            self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
+            self.centroids_t, self.cluster_indptr, self.cluster_members = _no_clusters()
         rb = cfg.rebuild
         self.schedule = RebuildSchedule(rb.initial_interval, rb.decay, rb.max_interval)
         self.drift_ids = np.zeros(0, np.int64)
@@ -163,11 +208,15 @@ class LshIndex:
 
     def hash_shape(self) -> tuple[int, int, int, int]:
         """(L, H, Q, V) of the per-thread scratch a query needs: codes, hash work, candidate union,
-        and the transformed query vector (up to D inputs plus the constant coordinate)."""
+        and the transformed query vector (up to D inputs plus the constant coordinate). A cluster
+        index needs only one score per cluster (in the hash-work row)."""
+        if self.kind == INDEX_CLUSTERS:
+            return 0, self.l * self.n_clusters, 0, 0
         return self.l, self.k * self.l, query_scratch_size(self.l, self.capacity), self.dim + 1
 
     def kernel_view(self) -> LshLayer:
-        return LshLayer(self.settings, self.params, self.buckets, self.counts)
+        return LshLayer(self.settings, self.params, self.buckets, self.counts, self.centroids_t,
+                        self.cluster_indptr, self.cluster_members)
 
     @staticmethod
     def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
@@ -178,11 +227,16 @@ class LshIndex:
                 redraw: bool = False) -> float:
         """Re-hash every neuron with the current weights and refill the tables. Returns seconds."""
         started = time.perf_counter()
+        rows = self.neuron_rows(weights, input_major)
+        bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
+        if self.kind == INDEX_CLUSTERS:
+            self._recluster(rows, bias)
+            self.rebuilds += 1
+            self._remember_drift_sample()
+            return time.perf_counter() - started
         if redraw:
             self.params = self._draw()
             self._dense_proj = None
-        rows = self.neuron_rows(weights, input_major)
-        bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
         self.max_norm = float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
         self._hash_neurons(rows, bias, self.codes)
         insert = INSERT_CODES[self.cfg.insert]
@@ -193,6 +247,32 @@ class LshIndex:
         build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
         self.rebuilds += 1
         self._remember_drift_sample()
+        return time.perf_counter() - started
+
+    def _recluster(self, rows: np.ndarray, bias: np.ndarray) -> None:
+        """k-means per table, warm-started from the current centroids after the first build."""
+        n_c = self.n_clusters
+        for t in range(self.l):
+            rng = np.random.default_rng([self.seed, self.rebuilds, t])
+            if self.rebuilds == 0:
+                centroids, iters = initial_centroids(rows, bias, n_c, rng), INITIAL_KMEANS_ITERS
+            else:
+                centroids, iters = np.ascontiguousarray(self.centroids_t[:, t * n_c:(t + 1) * n_c].T), 1
+            assign, indptr, members = cluster_rows(rows, bias, centroids, iters, rng)
+            self.codes[:, t] = assign
+            self.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
+            self.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * self.n_neurons
+            self.cluster_members[t * self.n_neurons:(t + 1) * self.n_neurons] = members
+
+    def refresh(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
+        """Re-centre every cluster on its members' current rows (no re-assignment): O(N D), so
+        it can run far more often than a rebuild. Hash indexes have nothing to refresh."""
+        if self.kind != INDEX_CLUSTERS or self.rebuilds == 0:
+            return 0.0
+        started = time.perf_counter()
+        bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
+        refresh_centroids(self.neuron_rows(weights, input_major), bias, self.cluster_indptr, self.cluster_members,
+                          self.centroids_t)
         return time.perf_counter() - started
 
     def transformed_rows(self, rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -236,7 +316,12 @@ class LshIndex:
         rows = weights[:, self.drift_ids].T if input_major else weights[self.drift_ids]
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         sample_bias = np.zeros(rows.shape[0], np.float32) if bias is None else bias[self.drift_ids]
-        codes = self._hash_neurons(rows, sample_bias, np.zeros((rows.shape[0], self.l), np.int32))
+        if self.kind == INDEX_CLUSTERS:  # the share of sampled rows whose nearest centroid moved
+            n_c = self.n_clusters
+            codes = np.stack([assign_rows(rows, sample_bias, self.centroids_t[:, t * n_c:(t + 1) * n_c].T.copy())[0]
+                              for t in range(self.l)], axis=1)
+        else:
+            codes = self._hash_neurons(rows, sample_bias, np.zeros((rows.shape[0], self.l), np.int32))
         self.last_drift = float(np.mean(codes != self.drift_codes))
         return self.last_drift
 
@@ -251,6 +336,9 @@ class LshIndex:
                 return time.perf_counter() - started
             return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
         if not self.schedule.due(step):
+            every = getattr(rb, "refresh_every", 0)
+            if every and step % every == 0:
+                return self.refresh(weights, input_major, bias)
             return 0.0
         self.schedule.advance(step)
         return self._rebuild_now(weights, input_major, bias)
@@ -261,12 +349,15 @@ class LshIndex:
         return self.rebuild(weights, input_major, bias=bias, redraw=redraw)
 
     def table_bytes(self) -> int:
-        return self.buckets.nbytes + self.counts.nbytes + self.codes.nbytes
+        return (self.buckets.nbytes + self.counts.nbytes + self.codes.nbytes + self.centroids_t.nbytes
+                + self.cluster_indptr.nbytes + self.cluster_members.nbytes)
 
     # -- checkpoint state -----------------------------------------------------------------------
 
     def state_arrays(self, prefix: str) -> dict:
-        arrays = {f"{prefix}.buckets": self.buckets, f"{prefix}.counts": self.counts}
+        arrays = {f"{prefix}.buckets": self.buckets, f"{prefix}.counts": self.counts,
+                  f"{prefix}.centroids_t": self.centroids_t, f"{prefix}.cluster_indptr": self.cluster_indptr,
+                  f"{prefix}.cluster_members": self.cluster_members, f"{prefix}.codes": self.codes}
         for name, value in self.params._asdict().items():
             arrays[f"{prefix}.params.{name}"] = value
         return arrays
@@ -278,6 +369,9 @@ class LshIndex:
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
         self.buckets[...] = arrays[f"{prefix}.buckets"]
         self.counts[...] = arrays[f"{prefix}.counts"]
+        for name in ("centroids_t", "cluster_indptr", "cluster_members", "codes"):
+            if f"{prefix}.{name}" in arrays:  # older checkpoints hold hash tables only
+                getattr(self, name)[...] = arrays[f"{prefix}.{name}"]
         self.params = HashParams(**{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields})
         self._dense_proj = None
         self.draws = int(meta["draws"])

@@ -1,6 +1,7 @@
 """The per-sample LSH selector, called from the kernels' serial worker (no allocation).
 
-Hash the layer's input (the sparse features for layer 0, the previous layer's active
+A cluster index (lsh.family kmeans, clusters.py) scores the input against every centroid and
+takes the members of the best clusters. A hash index hashes the layer's input (the sparse features for layer 0, the previous layer's active
 activations otherwise) with the same functions that hashed the weight rows, then append the
 candidates of the probed buckets to the active set after any forced ids (true labels), under
 the layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
@@ -8,8 +9,9 @@ the layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
 
 from numba import njit
 
+from .clusters import probe_clusters
 from .hashing import hash_sparse
-from .lsh import SET_BIAS_DIM, SET_POLICY, SET_RANGE_POW, SET_THRESHOLD
+from .lsh import INDEX_CLUSTERS, SET_BIAS_DIM, SET_KIND, SET_POLICY, SET_RANGE_POW, SET_THRESHOLD
 from .tables import select_candidates
 
 
@@ -19,6 +21,9 @@ def select_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, budget, stamp_row, ma
 
     lsh: LshLayer; scr: LayerScratch of the layer (codes, hash and query scratch row t).
     """
+    if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # the cluster scores live in the hash-work row
+        return probe_clusters(lsh.centroids_t, lsh.cluster_indptr, lsh.cluster_members, in_ids, in_vals, n_in,
+                              scr.hash_vals[t], stamp_row, mark, ids, n, budget)
     # The query is [input, 1, 0] (lsh.py explains the transform): copy, then add the constant.
     q_ids = scr.query_ids[t]
     q_vals = scr.query_vals[t]

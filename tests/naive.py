@@ -606,3 +606,48 @@ def naive_adam_rows(param, grad, m, v, rows, lr, beta1, beta2, eps, step):
     v[rows] = beta2 * v[rows] + (1.0 - beta2) * g * g
     param[rows] -= lr_t * m[rows] / (_mlp_np.sqrt(v[rows]) + eps)
     return param, m, v
+
+
+# ======================================================================================
+# clusters: slow references for slidepy/clusters.py (k-means buckets probed by centroid score)
+# ======================================================================================
+
+
+def naive_probe_clusters(centroids, members_per_cluster, query, forced, cap):
+    """Active set of a query under a cluster index: the forced ids, then the members of clusters
+    in descending order of centroid . [query, 1] (ties to the lower cluster id), each cluster's
+    members in stored order, skipping repeats, cut at `cap` ids in all.
+
+    centroids (C, D + 1) with the bias coordinate last; query (D,) dense."""
+    q = _metrics_np.append(_metrics_np.asarray(query, _metrics_np.float64), 1.0)
+    scores = centroids.astype(_metrics_np.float64) @ q
+    order = sorted(range(len(scores)), key=lambda c: (-scores[c], c))
+    out = []
+    for v in forced:
+        if v not in out:
+            out.append(int(v))
+    for c in order:
+        for v in members_per_cluster[c]:
+            if len(out) >= cap:
+                return out
+            if v not in out:
+                out.append(int(v))
+    return out[:cap]
+
+
+def naive_cluster_means(rows, bias, members_per_cluster, old_centroids):
+    """Each cluster's centroid as the float64 mean of its members' [row, bias]; empty clusters keep
+    their old centroid."""
+    out = _metrics_np.array(old_centroids, dtype=_metrics_np.float64)
+    for c, members in enumerate(members_per_cluster):
+        if len(members):
+            aug = _metrics_np.hstack([rows[members], bias[members, None]]).astype(_metrics_np.float64)
+            out[c] = aug.mean(axis=0)
+    return out
+
+
+def naive_nearest_centroid(rows, bias, centroids):
+    """argmin_c |[row, bias] - c|^2 for every row (float64)."""
+    aug = _metrics_np.hstack([rows, bias[:, None]]).astype(_metrics_np.float64)
+    d = ((aug[:, None, :] - centroids[None, :, :].astype(_metrics_np.float64)) ** 2).sum(axis=2)
+    return d.argmin(axis=1)

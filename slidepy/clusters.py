@@ -1,0 +1,225 @@
+"""Data-dependent LSH: k-means clusters of a layer's weight rows as buckets (inverted-file search).
+
+Why not sign bits. After the simple-LSH transform (lsh.py) a trained output layer's rows all point
+along the slack axis: on DebianDeps after 6 epochs the slack is 90% of a median transformed row's
+norm, 82% of a ReLU query's norm is its mean component, and SRP with K=9 put 77% of the 22,875
+rows into one bucket of each table, where a capacity of 64 kept almost none of them. Retrieval
+recall@10 fell from 0.84 to 0.47 within 6 epochs. Sign bits cannot separate cosines that all sit
+near zero; more bits or tables only multiply the cost.
+
+What this does instead. The rows [w, b] are clustered with k-means (Euclidean); a cluster's
+centroid is the mean of its members, so for a query [h, 1] the centroid's inner product is exactly
+the *mean logit* of its members. A query scores every centroid (C dot products, as cheap as C
+active neurons) and takes the members of its best clusters, best first, until its budget is
+full: the neurons in the clusters with the highest mean logit. Within a cluster, members are
+stored by descending projection on their centroid, so a cut-off cluster gives its strongest rows.
+
+Keeping it fresh. A rebuild re-assigns every row to the nearest centroid and re-centres
+(one Lloyd iteration, warm-started from the last centroids: one BLAS product N x C x D). Between
+rebuilds `refresh_centroids` recomputes each centroid from its current members' weights (O(N D),
+no re-assignment), so the centroid scores track the weights even when memberships are a few
+hundred steps old.
+
+Layout (flat arrays, see STYLE.md): centroids are stored transposed, `centroids_t` (D + 1, L*C)
+float32 with the bias coordinate last, so that a query, sparse (layer 0) or dense, adds
+`value * centroids_t[input_id]` row by row: contiguous, vectorised, the same code for both.
+`cluster_indptr` (L*C + 1,) int64 and `cluster_members` (L*N,) int32 are the clusters' member
+lists in CSR. L independent clusterings (tables) are allowed; their clusters are simply pooled.
+
+Shape letters: N neurons (rows), D row length (layer input dim), C clusters per table, L tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Rows per block of the assignment product: (block x C) float32 scores stay a few tens of MB.
+ASSIGN_BLOCK_ROWS = 8192
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-sample query (serial leaf, called from the kernels; allocates nothing).
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(fastmath=True, cache=True)
+def score_centroids(centroids_t, in_ids, in_vals, n_in, scores):
+    """scores[c] = centroids_t[D, c] + sum_j in_vals[j] * centroids_t[in_ids[j], c]: the inner
+    product of the query [input, 1] with every centroid [w, b]."""
+    n_c = centroids_t.shape[1]
+    bias_row = centroids_t[centroids_t.shape[0] - 1]
+    for c in range(n_c):
+        scores[c] = bias_row[c]
+    for j in range(n_in):
+        v = in_vals[j]
+        if v == 0.0:  # ReLU zeros and dead inputs add nothing
+            continue
+        row = centroids_t[in_ids[j]]
+        for c in range(n_c):
+            scores[c] += v * row[c]
+
+
+@njit(cache=True)
+def probe_clusters(centroids_t, cluster_indptr, cluster_members, in_ids, in_vals, n_in, scores,
+                   stamp_row, mark, ids, n, cap):
+    """Append the members of the best-scoring clusters to ids[n:cap], best cluster first, skipping
+    ids already stamped; returns the new length. scores (L*C,) float32 is working memory."""
+    score_centroids(centroids_t, in_ids, in_vals, n_in, scores)
+    n_c = scores.shape[0]
+    while n < cap:
+        best = -1
+        best_score = -np.inf
+        for c in range(n_c):  # a linear argmax per probe: ~cap / cluster size probes
+            if scores[c] > best_score:
+                best_score = scores[c]
+                best = c
+        if best < 0:
+            break
+        scores[best] = -np.inf
+        for p in range(cluster_indptr[best], cluster_indptr[best + 1]):
+            v = cluster_members[p]
+            if stamp_row[v] != mark:
+                stamp_row[v] = mark
+                ids[n] = v
+                n += 1
+                if n >= cap:
+                    break
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Building (tier 1 in Python, BLAS for the assignment; numba for the O(N D) passes).
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def sum_by_cluster(rows, bias, assign, sums, counts):
+    """sums[c] += [rows[i], bias[i]] and counts[c] += 1 for c = assign[i] (serial, O(N D))."""
+    d = rows.shape[1]
+    for i in range(rows.shape[0]):
+        c = assign[i]
+        counts[c] += 1
+        s = sums[c]
+        r = rows[i]
+        for j in range(d):
+            s[j] += r[j]
+        s[d] += bias[i]
+
+
+@njit(parallel=True, cache=True)
+def mean_by_cluster(rows, bias, cluster_indptr, cluster_members, means):
+    """means[c] = mean of [rows[i], bias[i]] over cluster c's members (memberships as they are).
+    Parallel over clusters, each writing its own contiguous row; an empty cluster's row is left
+    as it was."""
+    d = rows.shape[1]
+    for c in prange(cluster_indptr.shape[0] - 1):
+        lo = cluster_indptr[c]
+        hi = cluster_indptr[c + 1]
+        if hi <= lo:
+            continue
+        out = means[c]
+        out[:] = 0.0
+        for p in range(lo, hi):
+            i = cluster_members[p]
+            r = rows[i]
+            for j in range(d):
+                out[j] += r[j]
+            out[d] += bias[i]
+        inv = np.float32(1.0 / (hi - lo))
+        for j in range(d + 1):
+            out[j] *= inv
+
+
+def refresh_centroids(rows, bias, cluster_indptr, cluster_members, centroids_t):
+    """Re-centre every cluster on its members' current rows, in place in centroids_t (D + 1, L*C);
+    memberships are unchanged, an empty cluster keeps its centroid. O(N D)."""
+    means = np.ascontiguousarray(centroids_t.T)
+    mean_by_cluster(rows, bias, cluster_indptr, cluster_members, means)
+    centroids_t[...] = means.T
+
+
+def augmented(rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """[rows, bias] as one (n, D + 1) float32 array."""
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.float32)
+    out[:, :-1] = rows
+    out[:, -1] = bias
+    return out
+
+
+def assign_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray):
+    """Nearest centroid (Euclidean) of every row [w, b], and the row's inner product with it.
+
+    rows (N, D), bias (N,), centroids (C, D + 1) float32 -> assign (N,) int32, proj (N,) float32.
+    argmin |x - c|^2 = argmax (x.c - |c|^2 / 2): one BLAS product per block of rows.
+    """
+    half_sq = 0.5 * np.einsum("cd,cd->c", centroids, centroids)
+    n = rows.shape[0]
+    assign = np.empty(n, np.int32)
+    proj = np.empty(n, np.float32)
+    for start in range(0, n, ASSIGN_BLOCK_ROWS):
+        block = augmented(rows[start:start + ASSIGN_BLOCK_ROWS], bias[start:start + ASSIGN_BLOCK_ROWS])
+        dots = block @ centroids.T
+        best = np.argmax(dots - half_sq, axis=1)
+        assign[start:start + block.shape[0]] = best
+        proj[start:start + block.shape[0]] = dots[np.arange(block.shape[0]), best]
+    return assign, proj
+
+
+def centre(rows: np.ndarray, bias: np.ndarray, assign: np.ndarray, centroids: np.ndarray,
+           rng: np.random.Generator | None = None) -> None:
+    """Move each centroid (C, D + 1) to the mean of its rows. With an rng, an empty cluster is
+    re-seeded on a random row (an empty cluster only costs a wasted probe, but a Lloyd iteration
+    can put it to use); without, it keeps its place."""
+    sums = np.zeros(centroids.shape, np.float64)
+    counts = np.zeros(centroids.shape[0], np.int64)
+    sum_by_cluster(rows, bias, assign, sums, counts)
+    filled = counts > 0
+    centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+    empty = np.flatnonzero(~filled)
+    if rng is not None and empty.shape[0]:
+        picks = rng.choice(rows.shape[0], size=min(empty.shape[0], rows.shape[0]), replace=False)
+        centroids[empty[:picks.shape[0]]] = augmented(rows[picks], bias[picks])
+
+
+def member_lists(assign: np.ndarray, proj: np.ndarray, n_clusters: int):
+    """CSR member lists: cluster c holds members[indptr[c]:indptr[c+1]], by descending proj."""
+    order = np.lexsort((-proj, assign)).astype(np.int32)
+    counts = np.bincount(assign, minlength=n_clusters)
+    indptr = np.zeros(n_clusters + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, order
+
+
+def initial_centroids(rows: np.ndarray, bias: np.ndarray, n_clusters: int, rng: np.random.Generator):
+    """C distinct rows [w, b] drawn uniformly (k-means++ costs C passes; the Lloyd iterations and
+    the rebuilds during training do the rest)."""
+    picks = np.sort(rng.choice(rows.shape[0], size=n_clusters, replace=False))
+    return augmented(rows[picks], bias[picks])
+
+
+def auto_clusters(n_neurons: int, budget: int) -> int:
+    """Clusters per table when the config says `auto`.
+
+    A query scores every centroid, so C centroids cost what C active neurons cost; C = 2 x budget
+    keeps the query within the cost of the forward and backward passes it serves, and gives
+    clusters of N / (2 budget) rows, so a budget is filled from ~2x as many clusters as it could
+    hold whole: fine enough that the best clusters, not the biggest, fill it. At least 8 rows a
+    cluster on average, at least 2 clusters.
+    """
+    return int(max(2, min(2 * budget, n_neurons // 8)))
+
+
+def cluster_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray, iters: int,
+                 rng: np.random.Generator):
+    """`iters` Lloyd iterations (at least one) from `centroids` (C, D + 1), updated in place.
+    Returns the last assignment (N,) int32 and its CSR member lists (indptr, members), with the
+    centroids centred on exactly those members: a centroid's score is its members' mean logit."""
+    for _ in range(max(0, iters - 1)):
+        assign, _ = assign_rows(rows, bias, centroids)
+        centre(rows, bias, assign, centroids, rng)
+    assign, _ = assign_rows(rows, bias, centroids)
+    centre(rows, bias, assign, centroids)
+    proj = np.einsum("nd,nd->n", rows, centroids[assign, :-1]) + bias * centroids[assign, -1]
+    indptr, members = member_lists(assign, proj, centroids.shape[0])
+    return assign, indptr, members
