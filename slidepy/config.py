@@ -4,22 +4,17 @@
     cfg.model.output.selection.lsh.k      # -> 6 (or "auto")
     config_to_dict(cfg)                   # plain, YAML-dumpable dict; config_from_dict round-trips it
 
-The schema is the models below: types, `Literal` choices and `Field` ranges, plus a model validator
-per section for rules between keys. pydantic does the checking; `_message` turns its first error
-into one line naming the dotted key path (list items by index: `model.hidden.0.size`), the value
-and what is allowed, with "did you mean" for unknown keys and misspelt choices. Messages are
-prefixed with the file name when loaded from a file and with `--set KEY=VALUE` when an override
-caused them. Whatever the input, only ConfigError escapes (tests/test_fuzz.py).
+The models below are the schema (types, `Literal` choices, `Field` ranges, a validator per section
+for rules between keys); pydantic checks it, and `_message` turns its first error into the one
+line a user sees: dotted key path (list items by index: `model.hidden.0.size`), value and what is
+allowed, "did you mean" for unknown keys and misspelt choices; prefixed with the file name or the
+`--set KEY=VALUE` that caused it. Whatever the input, only ConfigError escapes (tests/test_fuzz.py).
 
-Types are strict: YAML `true` is not 1 and "5" is not 5; an int is accepted (and stored as a
-float) where a float is expected; floats must be finite; no int may exceed MAX_INT. A section
-given as `null` (a YAML key with everything under it commented out) means "all defaults".
-
-Validation never touches the filesystem, so a config naming files of another machine still loads;
-`validate_paths(cfg)` checks them, and `slidepy train` calls it before any work.
-
-Models are frozen and store sequences as tuples. To derive a changed config in code use
-`cfg.model_copy(update={...})` (no validation) and then `validate_config`.
+Types are strict (YAML `true` is not 1, "5" is not 5) except that an int is accepted, and stored as
+a float, where a float is expected; floats are finite; no int exceeds MAX_INT. A section given as
+`null` (everything under it commented out) means "all defaults". Validation never touches the
+filesystem, so a config naming another machine's files loads; `validate_paths` checks them.
+Models are frozen; to change one in code, `cfg.model_copy(update={...})` then `validate_config`.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ import os
 import re
 import types
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
@@ -42,10 +37,10 @@ from slidepy.constants import (MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_INT, MAX_K
                                MIN_BIN_SIZE, MIN_BUCKET_CAPACITY, MIN_RANGE_POW)
 from slidepy.errors import ConfigError
 
-MIN_LABELS = 2          # synthetic data: fewer labels is not a classification problem
+MIN_LABELS = 2           # synthetic data: fewer labels is not a classification problem
 MIN_REBUILD_DECAY = 1.0  # rebuild intervals never shrink
-MAX_EVAL_K = 100        # largest k for P@k / nDCG@k
-AUTO = "auto"           # value of lsh.k / lsh.l chosen from target_recall
+MAX_EVAL_K = 100         # largest k for P@k / nDCG@k
+AUTO = "auto"            # value of lsh.k / lsh.l chosen from target_recall
 
 
 def _power_of_two(n: int) -> int:
@@ -55,14 +50,13 @@ def _power_of_two(n: int) -> int:
 
 
 _POW2 = AfterValidator(_power_of_two)
-Int = Annotated[int, Field(le=MAX_INT)]                 # every int: the kernels index with int32
-PosInt = Annotated[int, Field(ge=1, le=MAX_INT)]
-Path = Optional[str]
+_Int = Annotated[int, Field(le=MAX_INT)]      # kernels index with int32, seeds mix in uint64
+_PosInt = Annotated[int, Field(ge=1, le=MAX_INT)]
 
 
 class _CrossCheck(ValueError):
-    """A rule between keys of one section. `keys` are relative to the section; `{0}`, `{1}`, ...
-    in `text` become their full dotted paths, which only the formatter knows."""
+    """A broken rule between keys of one section: `keys` relative to the section; `{0}`, `{1}`...
+    in `text` become their full paths, which only the formatter knows."""
 
     def __init__(self, keys: tuple[str, ...], text: str):
         super().__init__(text)
@@ -70,47 +64,41 @@ class _CrossCheck(ValueError):
 
 
 class _Section(BaseModel):
-    """A config section: strict types, no unknown keys, immutable once built."""
-
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-    expected: ClassVar[str] = "a mapping"    # what an error message says this section accepts
+    expected: ClassVar[str] = "a mapping"     # what an error message says the section accepts
 
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: Any) -> Any:
-        if data is None:                    # a YAML section with everything commented out
+        if data is None:
             return {}
-        if isinstance(data, Mapping):       # strict mode wants tuples and ints, YAML and numpy
-            return {k: _plain(v) for k, v in data.items()}   # give lists and np.int64
+        if isinstance(data, Mapping):         # strict mode wants the tuples and ints that YAML
+            return {k: _plain(v) for k, v in data.items()}   # and numpy give as lists, np.int64
         return data
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return tuple(_plain(x) for x in v)
-    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, int)):
-        return int(v)
-    return v
+def _plain(v: Any, top: bool = True) -> Any:
+    if isinstance(v, (list, tuple)) and top:  # one level: the schema has no nested lists, and
+        return tuple(_plain(x, False) for x in v)   # YAML `&a [*a]` is a list inside itself
+    return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, (bool, int)) else v
 
 
-# ---------------------------------------------------------------------------------------------
-# Schema
-# ---------------------------------------------------------------------------------------------
+# --- Schema ---------------------------------------------------------------------------------------
 
 
 class SyntheticConfig(_Section):
     """Generated multi-label data, used when `data.train` is null."""
 
-    n_train: Int = Field(4000, ge=1)
-    n_test: Int = Field(1000, ge=1)
-    n_features: Int = Field(2000, ge=1)
-    n_labels: Int = Field(1000, ge=MIN_LABELS)
-    nnz_per_sample: Int = Field(20, ge=1)
-    labels_per_sample: tuple[PosInt, ...] = Field((1, 3), min_length=2, max_length=2,
+    n_train: _Int = Field(4000, ge=1)
+    n_test: _Int = Field(1000, ge=1)
+    n_features: _Int = Field(2000, ge=1)
+    n_labels: _Int = Field(1000, ge=MIN_LABELS)
+    nnz_per_sample: _Int = Field(20, ge=1)
+    labels_per_sample: tuple[_PosInt, ...] = Field((1, 3), min_length=2, max_length=2,
                                                   description="[min, max] pair of ints >= 1")
     noise_fraction: float = Field(0.2, ge=0, lt=1)
     zipf_exponent: float = Field(1.0, ge=0)
-    seed: Int = Field(0, ge=0)
+    seed: _Int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:
@@ -127,26 +115,26 @@ class SyntheticConfig(_Section):
 
 
 class DataConfig(_Section):
-    train: Path = None                      # null => data.synthetic
-    test: Path = None
-    labels: Path = None                     # one label name per line, for predictions
+    train: str | None = None                      # null => data.synthetic
+    test: str | None = None
+    labels: str | None = None                     # one label name per line, for predictions
     format: Literal["auto", "xc", "libsvm"] = "auto"
     cache: bool = True
-    cache_dir: Path = None
+    cache_dir: str | None = None
     skip_bad_lines: bool = False
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = SyntheticConfig()
 
 
 class RebuildConfig(_Section):
     """When hash tables are rebuilt (neurons re-inserted) and hash functions redrawn."""
 
-    initial_interval: Int = Field(50, ge=1)         # batches before the first rebuild
+    initial_interval: _Int = Field(50, ge=1)         # batches before the first rebuild
     decay: float = Field(1.1, ge=MIN_REBUILD_DECAY)  # each interval = previous * decay
-    max_interval: Optional[Int] = Field(None, ge=1)
-    rehash_every: Int = Field(0, ge=0)              # redraw hashes every N rebuilds; 0 = never
-    drift_threshold: Optional[float] = Field(None, gt=0, le=1)
-    drift_sample: Int = Field(1024, ge=1)
-    drift_check_every: Int = Field(50, ge=1)        # batches
+    max_interval: _Int | None = Field(None, ge=1)
+    rehash_every: _Int = Field(0, ge=0)              # redraw hashes every N rebuilds; 0 = never
+    drift_threshold: float | None = Field(None, gt=0, le=1)
+    drift_sample: _Int = Field(1024, ge=1)
+    drift_check_every: _Int = Field(50, ge=1)        # batches
 
     @model_validator(mode="after")
     def _check(self) -> RebuildConfig:
@@ -160,34 +148,34 @@ class Lsh(_Section):
     """Hash family and table shape for one layer."""
 
     family: Literal["dwta", "wta", "srp", "minhash"] = "dwta"
-    k: Union[Annotated[int, Field(ge=1, le=MAX_K)], Literal["auto"]] = 6    # hashes per table
-    l: Union[Annotated[int, Field(ge=1, le=MAX_L)], Literal["auto"]] = 50   # tables
+    k: Annotated[int, Field(ge=1, le=MAX_K)] | Literal["auto"] = 6     # hashes per table
+    l: Annotated[int, Field(ge=1, le=MAX_L)] | Literal["auto"] = 50    # tables
     bin_size: Annotated[int, _POW2] = Field(8, ge=MIN_BIN_SIZE, le=MAX_BIN_SIZE)   # WTA/DWTA
     srp_density: float = Field(0.33, gt=0, le=1)
     range_pow: int = Field(16, ge=MIN_RANGE_POW, le=MAX_RANGE_POW)    # 2**range_pow buckets
     bucket_capacity: Annotated[int, _POW2] = Field(32, ge=MIN_BUCKET_CAPACITY, le=MAX_BUCKET_CAPACITY)
     insert: Literal["fifo", "reservoir"] = "fifo"
     policy: Literal["vanilla", "topk", "threshold"] = "vanilla"
-    threshold: Int = Field(2, ge=1)                 # min tables hit, for policy threshold
+    threshold: _Int = Field(2, ge=1)                 # min tables hit, for policy threshold
     # Share of the budget (after the labels) always given to uniform negatives: LSH-only negatives
     # are all hard ones, and neurons the tables never return then drift up unchecked at exact scoring.
     random_share: float = Field(0.25, ge=0, lt=1)
     target_recall: float = Field(0.9, gt=0, lt=1)
     target_active_fraction: float = Field(0.01, gt=0, le=1)
-    rebuild: RebuildConfig = Field(default_factory=RebuildConfig)
+    rebuild: RebuildConfig = RebuildConfig()
 
 
 class Selection(_Section):
     """How one layer picks its active neurons per sample, in training and in eval."""
 
     mode: Literal["all", "random", "lsh"] = "all"
-    budget: Int = Field(1024, ge=1)     # max active neurons per sample (clipped to layer size)
-    min_active: Int = Field(0, ge=0)    # top up with random neurons to at least this many
+    budget: _Int = Field(1024, ge=1)     # max active neurons per sample (clipped to layer size)
+    min_active: _Int = Field(0, ge=0)    # top up with random neurons to at least this many
     inference: Literal["exact", "lsh"] = "exact"
     # Output layer, modes random/lsh: weight each uniform negative as the neurons it stands for
     # (sampled-softmax correction). Without it, labels rarely drawn as negatives drift upwards.
     correction: bool = True
-    lsh: Lsh = Field(default_factory=Lsh)
+    lsh: Lsh = Lsh()
 
     @property
     def uses_lsh(self) -> bool:
@@ -211,8 +199,8 @@ class HiddenLayer(_Section):
     """One hidden layer; in YAML a bare int N is shorthand for {size: N}."""
 
     expected: ClassVar[str] = "a layer size (int) or a mapping {size: N, selection: ...}"
-    size: Int = Field(ge=1)
-    selection: Selection = Field(default_factory=Selection)
+    size: _Int = Field(ge=1)
+    selection: Selection = Selection()
 
     @model_validator(mode="before")
     @classmethod
@@ -221,42 +209,41 @@ class HiddenLayer(_Section):
 
 
 class OutputLayer(_Section):
-    selection: Selection = Field(default_factory=Selection)
+    selection: Selection = Selection()
 
 
 class ModelConfig(_Section):
-    hidden: tuple[HiddenLayer, ...] = Field(
-        default_factory=lambda: (HiddenLayer(size=128),), min_length=1,
-        description="list of at least one hidden layer (int size or mapping)")
-    output: OutputLayer = Field(default_factory=OutputLayer)
+    hidden: tuple[HiddenLayer, ...] = Field((HiddenLayer(size=128),), min_length=1,
+                                            description="list of at least one hidden layer (int size or mapping)")
+    output: OutputLayer = OutputLayer()
     activation: Literal["relu"] = "relu"
     loss: Literal["softmax", "bce"] = "softmax"
     init: Literal["he", "glorot"] = "glorot"
 
 
 class TrainingConfig(_Section):
-    epochs: Int = Field(5, ge=1)
-    batch_size: Int = Field(128, ge=1)
+    epochs: _Int = Field(5, ge=1)
+    batch_size: _Int = Field(128, ge=1)
     lr: float = Field(0.001, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
-    seed: Int = Field(0, ge=0)
-    threads: Optional[Int] = Field(None, ge=1)      # null = all cores
+    seed: _Int = Field(0, ge=0)
+    threads: _Int | None = Field(None, ge=1)      # null = all cores
     deterministic: bool = False                     # forces threads=1
-    max_steps: Optional[Int] = Field(None, ge=1)
-    time_budget_s: Optional[float] = Field(None, gt=0)  # stop after this many training seconds
-    log_every: Int = Field(50, ge=1)                # steps
+    max_steps: _Int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)  # stop after this many training seconds
+    log_every: _Int = Field(50, ge=1)                # steps
     on_nan: Literal["stop", "rollback"] = "stop"
 
 
 class EvalConfig(_Section):
-    every: Int = Field(0, ge=0)                     # steps; 0 = at epoch ends only
-    subset: Optional[Int] = Field(2000, ge=1)       # null = whole test set
+    every: _Int = Field(0, ge=0)                     # steps; 0 = at epoch ends only
+    subset: _Int | None = Field(2000, ge=1)       # null = whole test set
     k: tuple[Annotated[int, Field(ge=1, le=MAX_EVAL_K)], ...] = Field(
         (1, 3, 5), min_length=1, description=f"sorted list of unique ints in [1, {MAX_EVAL_K}]")
-    recall_samples: Int = Field(256, ge=0)          # 0 = LSH diagnostics off
+    recall_samples: _Int = Field(256, ge=0)          # 0 = LSH diagnostics off
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
@@ -267,23 +254,23 @@ class EvalConfig(_Section):
 
 class OutputConfig(_Section):
     run_dir: str = "runs/default"
-    checkpoint_every: Int = Field(1000, ge=0)       # steps; 0 = only at end/interrupt
-    keep_last: Int = Field(3, ge=1)
+    checkpoint_every: _Int = Field(1000, ge=0)       # steps; 0 = only at end/interrupt
+    keep_last: _Int = Field(3, ge=1)
 
 
 class DistributedConfig(_Section):
-    workers: Int = Field(0, ge=0)                   # 0 = single process
-    ray_address: Optional[str] = None               # null = start a local Ray
-    sync_every: Int = Field(50, ge=1)               # steps between weight syncs
+    workers: _Int = Field(0, ge=0)                   # 0 = single process
+    ray_address: str | None = None               # null = start a local Ray
+    sync_every: _Int = Field(50, ge=1)               # steps between weight syncs
 
 
 class Config(_Section):
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @property
     def n_layers(self) -> int:
@@ -296,9 +283,7 @@ def layer_selections(cfg: Config) -> list[Selection]:
     return [layer.selection for layer in cfg.model.hidden] + [cfg.model.output.selection]
 
 
-# ---------------------------------------------------------------------------------------------
-# Error messages: pydantic's first error -> one line with the key path, value and what is allowed
-# ---------------------------------------------------------------------------------------------
+# --- Error messages: pydantic's first error -> one line with the key path, value and what is allowed ---
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "power_of_two"}
 
@@ -370,20 +355,13 @@ def _describe(tp: Any, meta: tuple = ()) -> str:
 
 
 def _short(value: Any) -> str:
-    """repr for a message; tuples shown as the lists they came from, huge ints abbreviated
-    (repr of an int past 4300 digits raises)."""
+    """repr for a message: tuples as the lists they came from, long values cut (the repr of an int
+    past 4300 digits raises)."""
     try:
         text = repr(list(value) if isinstance(value, tuple) else value)
     except (ValueError, RecursionError):
         return f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= 60 else f"{text[:45]}...({len(text)} characters)"
-
-
-def _show(value: Any) -> str:
-    """A value with its YAML type name: "'abc' (str)", "[1, 2] (list)"."""
-    kind = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null", list: "list",
-            tuple: "list", dict: "mapping"}.get(type(value), type(value).__name__)
-    return f"{_short(value)} ({kind})"
 
 
 def _schema_paths(cls: type = None, prefix: str = "") -> list[tuple[str, str]]:
@@ -421,36 +399,39 @@ def _message(exc: ValidationError) -> tuple[str, list[str]]:
     # Unknown keys first: a misspelt key also leaves the right one missing.
     err = min(errors, key=lambda e: e["type"] not in ("extra_forbidden", "invalid_key"))
     path, tp, meta, info = _walk(err["loc"])
-    value, kind, where = err["input"], err["type"], path or "config"
+    kind, ctx = err["type"], err.get("ctx", {})
     if kind in ("extra_forbidden", "invalid_key"):
         key = err["loc"][-1]
         return _unknown_key(path, key, list(tp.model_fields)), [_join(path, key)]
-    cross = err.get("ctx", {}).get("error")
-    if isinstance(cross, _CrossCheck):
-        paths = [_join(path, k) for k in cross.keys]
-        return cross.text.format(*paths), paths
+    if isinstance(ctx.get("error"), _CrossCheck):
+        paths = [_join(path, k) for k in ctx["error"].keys]
+        return ctx["error"].text.format(*paths), paths
+    return f"{path or 'config'}: {_problem(err, errors, path, tp, meta, info)}", [path]
+
+
+def _problem(err: dict, errors: list[dict], path: str, tp: Any, meta: tuple, info: FieldInfo | None) -> str:
+    value, kind, ctx = err["input"], err["type"], err.get("ctx", {})
     if kind == "missing":
-        return f"{where}: missing required key", [path]
+        return "missing required key"
     expected = info.description if info is not None and info.description else _describe(tp, meta)
     # A union (lsh.k: int or 'auto') reports one error per member; a range error wins.
     group = [e for e in errors if _walk(e["loc"])[0] == path]
     in_range = next((e for e in group if e["type"] in _RANGE_ERRORS), None)
     if in_range is not None:
         if in_range.get("ctx", {}).get("le") == MAX_INT:
-            return f"{where}: {_short(value)} is too large; expected {expected}, at most {MAX_INT}", [path]
-        return f"{where}: {_short(value)} is out of range; expected {expected}", [path]
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if kind == "finite_number" or (kind == "float_type" and is_int):   # 10**400 overflows float
-        return f"{where}: {_short(value)} is not finite; expected {expected}", [path]
+            return f"{_short(value)} is too large; expected {expected}, at most {MAX_INT}"
+        return f"{_short(value)} is out of range; expected {expected}"
+    if kind == "finite_number" or (kind == "float_type" and type(value) is int):   # 10**400
+        return f"{_short(value)} is not finite; expected {expected}"
     if kind in ("too_short", "too_long"):
-        n = err["ctx"]["actual_length"]
-        return (f"{where}: must not be empty; expected {expected}" if n == 0 else
-                f"{where}: expected {expected}, got {n} items"), [path]
+        n = ctx["actual_length"]
+        return f"must not be empty; expected {expected}" if n == 0 else f"expected {expected}, got {n} items"
     if all(e["type"] == "literal_error" for e in group) and isinstance(value, str):
         hint = difflib.get_close_matches(value, [str(a) for a in get_args(tp)], n=1, cutoff=0.6)
-        return (f"{where}: {value!r} is not allowed; expected {expected}"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")), [path]
-    return f"{where}: expected {expected}, got {_show(value)}", [path]
+        return f"{value!r} is not allowed; expected {expected}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    kind = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null", tuple: "list",
+            list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+    return f"expected {expected}, got {_short(value)} ({kind})"
 
 
 def _build(raw: Any) -> Config:
@@ -464,9 +445,7 @@ def _build(raw: Any) -> Config:
     raise error
 
 
-# ---------------------------------------------------------------------------------------------
-# YAML: safe loader, but duplicate keys are an error and 1e-4 is a float (YAML 1.1 reads a string)
-# ---------------------------------------------------------------------------------------------
+# --- YAML: safe loader, but duplicate keys are an error and 1e-4 is a float (YAML 1.1 reads a string) ---
 
 
 class _Loader(yaml.SafeLoader):
@@ -504,9 +483,7 @@ def _load_yaml(text: str) -> Any:
         raise yaml.YAMLError(f"{type(exc).__name__}: {exc}") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Overrides: --set dotted.key=VALUE, applied to the full config dict before validation
-# ---------------------------------------------------------------------------------------------
+# --- Overrides: --set dotted.key=VALUE, applied to the full config dict before validation ---------
 
 
 def _apply_override(tree: dict, key_path: str, value: Any) -> None:
@@ -546,14 +523,7 @@ def _parse_override(text: Any) -> tuple[str, Any]:
         raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {exc}") from None
 
 
-def _touches(override_path: str, error_path: str) -> bool:
-    return (override_path == error_path or error_path.startswith(override_path + ".")
-            or override_path.startswith(error_path + "."))
-
-
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
+# --- Public API -----------------------------------------------------------------------------------
 
 
 def config_from_dict(d: Mapping | None) -> Config:
@@ -561,17 +531,9 @@ def config_from_dict(d: Mapping | None) -> Config:
     return _build(d)
 
 
-def _builtins(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _builtins(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_builtins(v) for v in value]
-    return value
-
-
 def config_to_dict(cfg: Config) -> dict:
     """A plain dict of builtins (lists, not tuples); YAML-dumpable; round-trips via config_from_dict."""
-    return _builtins(cfg.model_dump())
+    return cfg.model_dump(mode="json", warnings=False)   # warnings: validate_config reports bad values
 
 
 def validate_config(cfg: Config) -> Config:
@@ -691,7 +653,8 @@ def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
     try:
         return _build(tree)
     except ConfigError as exc:
-        # Blame the last override that touched a key the error names; else all of them.
-        culprits = [text for text, key_path in applied if any(_touches(key_path, p) for p in exc.paths)]
+        # Blame the last override that set a key the error names (or a section above or below it).
+        culprits = [text for text, key in applied
+                    if any((key + ".").startswith(p + ".") or (p + ".").startswith(key + ".") for p in exc.paths)]
         named = culprits[-1:] or [text for text, _ in applied]
         raise ConfigError(" ".join(f"--set {t}" for t in named) + f": {exc}") from None
