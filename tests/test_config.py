@@ -599,3 +599,13 @@ def test_shipped_config_shapes():
     assert amazon.training.batch_size == 128
     synth = load_config(str(REPO / "configs" / "amazon670k-synthetic.yaml")).data.synthetic
     assert (synth.n_features, synth.n_labels) == (135909, 670091)
+
+
+def test_limits_come_from_constants():
+    import ast
+
+    from slidepy import config, constants
+    assert config.MAX_RANGE_POW == constants.MAX_RANGE_POW == 24
+    tree = ast.parse((REPO / "slidepy" / "constants.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], \
+        "constants.py imports nothing, so every module can use it"
