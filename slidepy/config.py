@@ -1,341 +1,280 @@
-"""Typed run configuration: nested dataclasses loaded from YAML or a dict, strictly validated.
+"""Typed run configuration: frozen pydantic models loaded from YAML or a dict, strictly validated.
 
     cfg = load_config("configs/quickstart.yaml", ["training.lr=0.01", "model.hidden.0.size=256"])
-    cfg.model.output.selection.lsh.k      # -> 6
+    cfg.model.output.selection.lsh.k      # -> 6 (or "auto")
     config_to_dict(cfg)                   # plain, YAML-dumpable dict; config_from_dict round-trips it
 
-Every key has a type and an allowed range, declared once on the dataclass field (`_Rule` in the
-field metadata); one generic walker checks a raw dict against the dataclasses, so the schema and
-the validator cannot drift apart. Unknown keys, wrong types and out-of-range values raise
-`ConfigError` naming the dotted key path (list items by index: `model.hidden.0.size`), the value
-and what was expected; an unknown key also gets the nearest valid key as a suggestion. Messages
-are prefixed with the file name when loaded from a file and with `--set KEY=VALUE` when an
-override caused them.
+The models below are the schema (types, `Literal` choices, `Field` ranges, a validator per section
+for rules between keys); pydantic checks it, and `_message` turns its first error into the one
+line a user sees: dotted key path (list items by index: `model.hidden.0.size`), value and what is
+allowed, "did you mean" for unknown keys and misspelt choices; prefixed with the file name or the
+`--set KEY=VALUE` that caused it. Whatever the input, only ConfigError escapes (tests/test_fuzz.py).
 
-Type rules: bool is never accepted as an int (YAML `true` is not 1); ints are accepted, and stored
-as float, where a float is expected; floats must be finite; no int may exceed MAX_INT (2**31 - 1).
-Whatever the input (huge ints, odd YAML, undecodable files), only ConfigError escapes
-(tests/test_fuzz.py).
-
-Validation here never touches the filesystem, so a config naming files of another machine still
-loads; `validate_paths(cfg)` checks that `data.train` / `data.test` exist and are readable and
-that `output.run_dir` is writable, and `slidepy train` calls it before any work. A section given as `null` (a YAML key
-with everything under it commented out) means "all defaults".
-
-YAML is read with PyYAML's safe loader plus two changes: duplicate keys are an error, and
-`1e-4` is a float (PyYAML follows YAML 1.1, which would read it as the string "1e-4").
-
-The dataclasses are frozen; sequences are stored as tuples. Use `dataclasses.replace` and then
-`validate_config` to derive a changed config in code.
+Types are strict (YAML `true` is not 1, "5" is not 5) except that an int is accepted, and stored as
+a float, where a float is expected; floats are finite; no int exceeds MAX_INT. A section given as
+`null` (everything under it commented out) means "all defaults". Validation never touches the
+filesystem, so a config naming another machine's files loads; `validate_paths` checks them.
+Models are frozen; to change one in code, `cfg.model_copy(update={...})` then `validate_config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import numbers
 import os
 import re
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
+from slidepy.constants import (MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_INT, MAX_K, MAX_L, MAX_RANGE_POW,
+                               MIN_BIN_SIZE, MIN_BUCKET_CAPACITY, MIN_RANGE_POW)
 from slidepy.errors import ConfigError
 
-# ---------------------------------------------------------------------------------------------
-# Limits and choices. Every numeric bound the validator enforces is named here.
-# ---------------------------------------------------------------------------------------------
-
-MIN_LABELS = 2                 # synthetic data: fewer labels is not a classification problem
-MAX_K = 32                     # hashes per table
-MAX_L = 512                    # tables
-MIN_BIN_SIZE = 2               # WTA/DWTA bin size, a power of two
-MAX_BIN_SIZE = 256
-MIN_RANGE_POW = 1              # buckets per table = 2**range_pow
-MAX_RANGE_POW = 24
-MIN_BUCKET_CAPACITY = 1        # slots per bucket, a power of two
-MAX_BUCKET_CAPACITY = 4096
-MIN_REBUILD_DECAY = 1.0        # rebuild intervals never shrink
-MAX_EVAL_K = 100               # largest k for P@k / nDCG@k
-MAX_INT = 2**31 - 1            # no int key may exceed this (sizes, counts, steps, seeds): the
-                               # kernels index with int32/int64 and seeds are mixed in uint64
-
-AUTO = "auto"                  # value of lsh.k / lsh.l chosen from target_recall
-
-DATA_FORMATS = ("auto", "xc", "libsvm")
-SELECTION_MODES = ("all", "random", "lsh")
-INFERENCE_MODES = ("exact", "lsh")
-LSH_FAMILIES = ("kmeans", "dwta", "wta", "srp", "minhash")
-INSERT_POLICIES = ("fifo", "reservoir")
-QUERY_POLICIES = ("vanilla", "topk", "threshold")
-ACTIVATIONS = ("relu",)
-LOSSES = ("softmax", "bce")
-INITS = ("he", "glorot")
-OPTIMIZERS = ("adam", "sgd")
-ON_NAN_ACTIONS = ("stop", "rollback")
+MIN_LABELS = 2           # synthetic data: fewer labels is not a classification problem
+MIN_REBUILD_DECAY = 1.0  # rebuild intervals never shrink
+MAX_EVAL_K = 100         # largest k for P@k / nDCG@k
+AUTO = "auto"            # value of lsh.k / lsh.l chosen from target_recall
 
 
-# ---------------------------------------------------------------------------------------------
-# Field rules
-# ---------------------------------------------------------------------------------------------
+def _power_of_two(n: int) -> int:
+    if n < 1 or n & (n - 1):
+        raise PydanticCustomError("power_of_two", "not a power of two")
+    return n
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """What one config key accepts.
-
-    kind: "int" | "float" | "bool" | "str" | "choice" | "section" | "hidden_list" | "int_list"
-    | "int_pair". Bounds `lo`/`hi` are inclusive unless `lo_open`/`hi_open`. `optional` admits
-    null, `auto` admits the string "auto", `pow2` requires a power of two. `cls` is the dataclass
-    of a section or list item.
-    """
-
-    kind: str
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    optional: bool = False
-    auto: bool = False
-    pow2: bool = False
-    choices: tuple[str, ...] = ()
-    cls: type | None = None
+_POW2 = AfterValidator(_power_of_two)
+_Int = Annotated[int, Field(le=MAX_INT)]      # kernels index with int32, seeds mix in uint64
+_PosInt = Annotated[int, Field(ge=1, le=MAX_INT)]
 
 
-def _field(default: Any, rule: _Rule) -> Any:
-    return field(default=default, metadata={"rule": rule})
+class _CrossCheck(ValueError):
+    """A broken rule between keys of one section: `keys` relative to the section; `{0}`, `{1}`...
+    in `text` become their full paths, which only the formatter knows."""
+
+    def __init__(self, keys: tuple[str, ...], text: str):
+        super().__init__(text)
+        self.keys, self.text = keys, text
 
 
-def _int(default: int | str | None, lo=None, hi=None, **kw) -> Any:
-    return _field(default, _Rule("int", lo=lo, hi=hi, **kw))
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    expected: ClassVar[str] = "a mapping"     # what an error message says the section accepts
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if isinstance(data, Mapping):         # strict mode wants the tuples and ints that YAML
+            return {k: _plain(v) for k, v in data.items()}   # and numpy give as lists, np.int64
+        return data
 
 
-def _float(default: float | None, lo=None, hi=None, **kw) -> Any:
-    return _field(default, _Rule("float", lo=lo, hi=hi, **kw))
+def _plain(v: Any, top: bool = True) -> Any:
+    if isinstance(v, (list, tuple)) and top:  # one level: the schema has no nested lists, and
+        return tuple(_plain(x, False) for x in v)   # YAML `&a [*a]` is a list inside itself
+    return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, (bool, int)) else v
 
 
-def _bool(default: bool) -> Any:
-    return _field(default, _Rule("bool"))
+# --- Schema ---------------------------------------------------------------------------------------
 
 
-def _str(default: str | None, optional: bool = False) -> Any:
-    return _field(default, _Rule("str", optional=optional))
-
-
-def _choice(default: str, choices: tuple[str, ...]) -> Any:
-    return _field(default, _Rule("choice", choices=choices))
-
-
-def _section(cls: type) -> Any:
-    return field(default_factory=cls, metadata={"rule": _Rule("section", cls=cls)})
-
-
-class _Invalid(Exception):
-    """Internal: a validation failure with the key path(s) it concerns; becomes a ConfigError."""
-
-    def __init__(self, paths: str | tuple[str, ...], message: str):
-        super().__init__(message)
-        self.paths = (paths,) if isinstance(paths, str) else tuple(paths)
-        self.message = message
-
-
-# ---------------------------------------------------------------------------------------------
-# Schema
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(_Section):
     """Generated multi-label data, used when `data.train` is null."""
 
-    n_train: int = _int(4000, lo=1)
-    n_test: int = _int(1000, lo=1)
-    n_features: int = _int(2000, lo=1)
-    n_labels: int = _int(1000, lo=MIN_LABELS)
-    nnz_per_sample: int = _int(20, lo=1)
-    labels_per_sample: tuple[int, int] = _field((1, 3), _Rule("int_pair", lo=1))  # (min, max)
-    noise_fraction: float = _float(0.2, lo=0.0, hi=1.0, hi_open=True)
-    zipf_exponent: float = _float(1.0, lo=0.0)
-    seed: int = _int(0, lo=0)
+    n_train: _Int = Field(4000, ge=1)
+    n_test: _Int = Field(1000, ge=1)
+    n_features: _Int = Field(2000, ge=1)
+    n_labels: _Int = Field(1000, ge=MIN_LABELS)
+    nnz_per_sample: _Int = Field(20, ge=1)
+    labels_per_sample: tuple[_PosInt, ...] = Field((1, 3), min_length=2, max_length=2,
+                                                  description="[min, max] pair of ints >= 1")
+    noise_fraction: float = Field(0.2, ge=0, lt=1)
+    zipf_exponent: float = Field(1.0, ge=0)
+    seed: _Int = Field(0, ge=0)
 
-    def _cross_check(self, path: str) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticConfig:
         lo, hi = self.labels_per_sample
+        if lo > hi:
+            raise _CrossCheck(("labels_per_sample",), f"{{0}}: min {lo} is larger than max {hi}")
         if hi > self.n_labels:
-            raise _Invalid(
-                (_join(path, "labels_per_sample"), _join(path, "n_labels")),
-                f"{_join(path, 'labels_per_sample')}: max {hi} is larger than "
-                f"{_join(path, 'n_labels')} ({self.n_labels})",
-            )
+            raise _CrossCheck(("labels_per_sample", "n_labels"),
+                              f"{{0}}: max {hi} is larger than {{1}} ({self.n_labels})")
         if self.nnz_per_sample > self.n_features:
-            raise _Invalid(
-                (_join(path, "nnz_per_sample"), _join(path, "n_features")),
-                f"{_join(path, 'nnz_per_sample')}: {self.nnz_per_sample} is larger than "
-                f"{_join(path, 'n_features')} ({self.n_features})",
-            )
+            raise _CrossCheck(("nnz_per_sample", "n_features"),
+                              f"{{0}}: {self.nnz_per_sample} is larger than {{1}} ({self.n_features})")
+        return self
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    train: str | None = _str(None, optional=True)     # path; null => data.synthetic
-    test: str | None = _str(None, optional=True)
-    format: str = _choice("auto", DATA_FORMATS)
-    cache: bool = _bool(True)
-    cache_dir: str | None = _str(None, optional=True)
-    skip_bad_lines: bool = _bool(False)
-    labels: str | None = _str(None, optional=True)  # one label name per line
-    synthetic: SyntheticConfig = _section(SyntheticConfig)
+class DataConfig(_Section):
+    train: str | None = None                      # null => data.synthetic
+    test: str | None = None
+    labels: str | None = None                     # one label name per line, for predictions
+    format: Literal["auto", "xc", "libsvm"] = "auto"
+    cache: bool = True
+    cache_dir: str | None = None
+    skip_bad_lines: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
 
 
-@dataclass(frozen=True)
-class RebuildConfig:
+class RebuildConfig(_Section):
     """When hash tables are rebuilt (neurons re-inserted) and hash functions redrawn."""
 
-    initial_interval: int = _int(50, lo=1)          # batches before the first rebuild
-    decay: float = _float(1.1, lo=MIN_REBUILD_DECAY)  # each interval = previous * decay
-    max_interval: int | None = _int(None, lo=1, optional=True)
-    rehash_every: int = _int(0, lo=0)               # redraw hashes every N rebuilds; 0 = never
-    drift_threshold: float | None = _float(None, lo=0.0, hi=1.0, lo_open=True, optional=True)
-    drift_sample: int = _int(1024, lo=1)
-    drift_check_every: int = _int(50, lo=1)         # batches
+    initial_interval: _Int = Field(50, ge=1)         # batches before the first rebuild
+    decay: float = Field(1.1, ge=MIN_REBUILD_DECAY)  # each interval = previous * decay
+    max_interval: _Int | None = Field(None, ge=1)
+    rehash_every: _Int = Field(0, ge=0)              # redraw hashes every N rebuilds; 0 = never
+    drift_threshold: float | None = Field(None, gt=0, le=1)
+    drift_sample: _Int = Field(1024, ge=1)
+    drift_check_every: _Int = Field(50, ge=1)        # batches
     # kmeans: re-centre clusters on their members' current weights every N batches between
     # rebuilds (O(N D), cheap); 0 = never.
-    refresh_every: int = _int(10, lo=0)
+    refresh_every: _Int = Field(10, ge=0)
 
-    def _cross_check(self, path: str) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> RebuildConfig:
         if self.max_interval is not None and self.max_interval < self.initial_interval:
-            raise _Invalid(
-                (_join(path, "max_interval"), _join(path, "initial_interval")),
-                f"{_join(path, 'max_interval')}: {self.max_interval} is smaller than "
-                f"{_join(path, 'initial_interval')} ({self.initial_interval})",
-            )
+            raise _CrossCheck(("max_interval", "initial_interval"),
+                              f"{{0}}: {self.max_interval} is smaller than {{1}} ({self.initial_interval})")
+        return self
 
 
-@dataclass(frozen=True)
-class Lsh:
+class Lsh(_Section):
     """Hash family and table shape for one layer."""
 
-    family: str = _choice("kmeans", LSH_FAMILIES)
-    clusters: int | str = _int("auto", lo=2, auto=True)     # kmeans: clusters per table, or "auto"
-    k: int | str = _int(6, lo=1, hi=MAX_K, auto=True)       # hashes per table, or "auto"
-    l: int | str = _int("auto", lo=1, hi=MAX_L, auto=True)  # tables, or "auto" (kmeans: 1)
-    bin_size: int = _int(8, lo=MIN_BIN_SIZE, hi=MAX_BIN_SIZE, pow2=True)  # WTA/DWTA
-    srp_density: float = _float(0.33, lo=0.0, hi=1.0, lo_open=True)
-    range_pow: int = _int(16, lo=MIN_RANGE_POW, hi=MAX_RANGE_POW)   # 2**range_pow buckets
-    bucket_capacity: int = _int(32, lo=MIN_BUCKET_CAPACITY, hi=MAX_BUCKET_CAPACITY, pow2=True)
-    insert: str = _choice("fifo", INSERT_POLICIES)
-    policy: str = _choice("vanilla", QUERY_POLICIES)
-    threshold: int = _int(2, lo=1)                  # min tables hit, for policy threshold
+    family: Literal["kmeans", "dwta", "wta", "srp", "minhash"] = "kmeans"
+    clusters: Annotated[int, Field(ge=2, le=MAX_INT)] | Literal["auto"] = "auto"  # kmeans: per table
+    k: Annotated[int, Field(ge=1, le=MAX_K)] | Literal["auto"] = 6     # hashes per table
+    l: Annotated[int, Field(ge=1, le=MAX_L)] | Literal["auto"] = "auto"  # tables (kmeans auto: 1)
+    bin_size: Annotated[int, _POW2] = Field(8, ge=MIN_BIN_SIZE, le=MAX_BIN_SIZE)   # WTA/DWTA
+    srp_density: float = Field(0.33, gt=0, le=1)
+    range_pow: int = Field(16, ge=MIN_RANGE_POW, le=MAX_RANGE_POW)    # 2**range_pow buckets
+    bucket_capacity: Annotated[int, _POW2] = Field(32, ge=MIN_BUCKET_CAPACITY, le=MAX_BUCKET_CAPACITY)
+    insert: Literal["fifo", "reservoir"] = "fifo"
+    policy: Literal["vanilla", "topk", "threshold"] = "vanilla"
+    threshold: _Int = Field(2, ge=1)                 # min tables hit, for policy threshold
     # Share of the budget (after the labels) always given to uniform negatives: LSH-only negatives
     # are all hard ones, and neurons the tables never return then drift up unchecked at exact scoring.
-    random_share: float = _float(0.25, lo=0.0, hi=1.0, hi_open=True)
-    target_recall: float = _float(0.9, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    target_active_fraction: float = _float(0.01, lo=0.0, hi=1.0, lo_open=True)
-    rebuild: RebuildConfig = _section(RebuildConfig)
+    random_share: float = Field(0.25, ge=0, lt=1)
+    target_recall: float = Field(0.9, gt=0, lt=1)
+    target_active_fraction: float = Field(0.01, gt=0, le=1)
+    rebuild: RebuildConfig = RebuildConfig()
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(_Section):
     """How one layer picks its active neurons per sample, in training and in eval."""
 
-    mode: str = _choice("all", SELECTION_MODES)
-    budget: int = _int(1024, lo=1)        # max active neurons per sample (clipped to layer size)
-    min_active: int = _int(0, lo=0)       # top up with random neurons to at least this many
-    inference: str = _choice("exact", INFERENCE_MODES)
+    mode: Literal["all", "random", "lsh"] = "all"
+    budget: _Int = Field(1024, ge=1)     # max active neurons per sample (clipped to layer size)
+    min_active: _Int = Field(0, ge=0)    # top up with random neurons to at least this many
+    inference: Literal["exact", "lsh"] = "exact"
     # Output layer, modes random/lsh: weight each uniform negative as the neurons it stands for
     # (sampled-softmax correction). Without it, labels rarely drawn as negatives drift upwards.
-    correction: bool = _bool(True)
-    lsh: Lsh = _section(Lsh)
+    correction: bool = True
+    lsh: Lsh = Lsh()
 
     @property
     def uses_lsh(self) -> bool:
         """True when hash tables are needed for this layer (training or inference)."""
         return self.mode == "lsh" or self.inference == "lsh"
 
-    def _cross_check(self, path: str) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Selection:
         if self.min_active > self.budget:
-            raise _Invalid(
-                (_join(path, "min_active"), _join(path, "budget")),
-                f"{_join(path, 'min_active')}: {self.min_active} is larger than "
-                f"{_join(path, 'budget')} ({self.budget}); min_active must be <= budget",
-            )
+            raise _CrossCheck(("min_active", "budget"), f"{{0}}: {self.min_active} is larger than {{1}} "
+                                                        f"({self.budget}); min_active must be <= budget")
         lsh = self.lsh
-        if self.uses_lsh and lsh.policy == "threshold" and isinstance(lsh.l, int) \
-                and lsh.threshold > lsh.l:
-            lsh_path = _join(path, "lsh")
-            raise _Invalid(
-                (_join(lsh_path, "threshold"), _join(lsh_path, "l"), _join(lsh_path, "policy")),
-                f"{_join(lsh_path, 'threshold')}: {lsh.threshold} is larger than "
-                f"{_join(lsh_path, 'l')} ({lsh.l}); policy 'threshold' needs threshold <= l",
-            )
+        if self.uses_lsh and lsh.policy == "threshold" and lsh.l != AUTO and lsh.threshold > lsh.l:
+            raise _CrossCheck(("lsh.threshold", "lsh.l", "lsh.policy"),
+                              f"{{0}}: {lsh.threshold} is larger than {{1}} ({lsh.l}); "
+                              f"policy 'threshold' needs threshold <= l")
+        return self
 
 
-@dataclass(frozen=True)
-class HiddenLayer:
+class HiddenLayer(_Section):
     """One hidden layer; in YAML a bare int N is shorthand for {size: N}."""
 
-    size: int = _field(dataclasses.MISSING, _Rule("int", lo=1))
-    selection: Selection = _section(Selection)
+    expected: ClassVar[str] = "a layer size (int) or a mapping {size: N, selection: ...}"
+    size: _Int = Field(ge=1)
+    selection: Selection = Selection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"size": data} if isinstance(data, int) and not isinstance(data, bool) else data
 
 
-@dataclass(frozen=True)
-class OutputLayer:
-    selection: Selection = _section(Selection)
+class OutputLayer(_Section):
+    selection: Selection = Selection()
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    hidden: tuple[HiddenLayer, ...] = field(
-        default_factory=lambda: (HiddenLayer(size=128),),
-        metadata={"rule": _Rule("hidden_list", cls=HiddenLayer)},
-    )
-    output: OutputLayer = _section(OutputLayer)
-    activation: str = _choice("relu", ACTIVATIONS)
-    loss: str = _choice("softmax", LOSSES)
-    init: str = _choice("glorot", INITS)
+class ModelConfig(_Section):
+    hidden: tuple[HiddenLayer, ...] = Field((HiddenLayer(size=128),), min_length=1,
+                                            description="list of at least one hidden layer (int size or mapping)")
+    output: OutputLayer = OutputLayer()
+    activation: Literal["relu"] = "relu"
+    loss: Literal["softmax", "bce"] = "softmax"
+    init: Literal["he", "glorot"] = "glorot"
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = _int(5, lo=1)
-    batch_size: int = _int(128, lo=1)
-    lr: float = _float(0.001, lo=0.0, lo_open=True)
-    optimizer: str = _choice("adam", OPTIMIZERS)
-    beta1: float = _float(0.9, lo=0.0, hi=1.0, hi_open=True)
-    beta2: float = _float(0.999, lo=0.0, hi=1.0, hi_open=True)
-    eps: float = _float(1e-8, lo=0.0, lo_open=True)
-    seed: int = _int(0, lo=0)
-    threads: int | None = _int(None, lo=1, optional=True)   # null = all cores
-    deterministic: bool = _bool(False)                      # forces threads=1
-    max_steps: int | None = _int(None, lo=1, optional=True)
-    log_every: int = _int(50, lo=1)                         # steps
-    on_nan: str = _choice("stop", ON_NAN_ACTIONS)
+class TrainingConfig(_Section):
+    epochs: _Int = Field(5, ge=1)
+    batch_size: _Int = Field(128, ge=1)
+    lr: float = Field(0.001, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    seed: _Int = Field(0, ge=0)
+    threads: _Int | None = Field(None, ge=1)      # null = all cores
+    deterministic: bool = False                     # forces threads=1
+    max_steps: _Int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)  # stop after this many training seconds
+    log_every: _Int = Field(50, ge=1)                # steps
+    on_nan: Literal["stop", "rollback"] = "stop"
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    every: int = _int(0, lo=0)                              # steps; 0 = at epoch ends only
-    subset: int | None = _int(2000, lo=1, optional=True)    # null = whole test set
-    k: tuple[int, ...] = _field((1, 3, 5), _Rule("int_list", lo=1, hi=MAX_EVAL_K))
-    recall_samples: int = _int(256, lo=0)                   # 0 = LSH diagnostics off
+class EvalConfig(_Section):
+    every: _Int = Field(0, ge=0)                     # steps; 0 = at epoch ends only
+    subset: _Int | None = Field(2000, ge=1)       # null = whole test set
+    k: tuple[Annotated[int, Field(ge=1, le=MAX_EVAL_K)], ...] = Field(
+        (1, 3, 5), min_length=1, description=f"sorted list of unique ints in [1, {MAX_EVAL_K}]")
+    recall_samples: _Int = Field(256, ge=0)          # 0 = LSH diagnostics off
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if any(a >= b for a, b in zip(self.k, self.k[1:])):
+            raise _CrossCheck(("k",), f"{{0}}: {list(self.k)} is not sorted ascending without repeats")
+        return self
 
 
-@dataclass(frozen=True)
-class OutputConfig:
-    run_dir: str = _str("runs/default")
-    checkpoint_every: int = _int(1000, lo=0)                # steps; 0 = only at end/interrupt
-    keep_last: int = _int(3, lo=1)
+class OutputConfig(_Section):
+    run_dir: str = "runs/default"
+    checkpoint_every: _Int = Field(1000, ge=0)       # steps; 0 = only at end/interrupt
+    keep_last: _Int = Field(3, ge=1)
 
 
-@dataclass(frozen=True)
-class Config:
-    data: DataConfig = _section(DataConfig)
-    model: ModelConfig = _section(ModelConfig)
-    training: TrainingConfig = _section(TrainingConfig)
-    eval: EvalConfig = _section(EvalConfig)
-    output: OutputConfig = _section(OutputConfig)
+class DistributedConfig(_Section):
+    workers: _Int = Field(0, ge=0)                   # 0 = single process
+    ray_address: str | None = None               # null = start a local Ray
+    sync_every: _Int = Field(50, ge=1)               # steps between weight syncs
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @property
     def n_layers(self) -> int:
@@ -348,279 +287,173 @@ def layer_selections(cfg: Config) -> list[Selection]:
     return [layer.selection for layer in cfg.model.hidden] + [cfg.model.output.selection]
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation: raw dict -> dataclasses
-# ---------------------------------------------------------------------------------------------
+# --- Error messages: pydantic's first error -> one line with the key path, value and what is allowed ---
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "power_of_two"}
 
 
-def _join(path: str, key: str | int) -> str:
+def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _show(value: Any) -> str:
-    """A value as it appears in a message: repr plus its YAML-ish type name."""
-    kind = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null",
-            list: "list", tuple: "list", dict: "mapping"}.get(type(value))
-    if kind is None:
-        kind = "mapping" if isinstance(value, Mapping) else type(value).__name__
-    text = _safe_repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({kind})"
+def _unwrap(tp: Any, meta: tuple = ()) -> tuple[Any, tuple]:
+    """Strip Annotated[...] off a type, collecting its constraints (Ge, Le, _POW2, ...)."""
+    while get_origin(tp) is Annotated:
+        tp, *extra = get_args(tp)
+        for m in extra:
+            meta += tuple(m.metadata) if isinstance(m, FieldInfo) else (m,)
+    return tp, meta
 
 
-def _safe_repr(value: Any) -> str:
-    """repr(value), or a description where repr fails (ints beyond Python's 4300-digit limit)."""
-    try:
-        return repr(value)
-    except (ValueError, RecursionError):
-        if _is_int(value):
-            return f"<int of {value.bit_length()} bits>"
-        return f"<{type(value).__name__} that cannot be shown>"
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _fmt_num(x: float) -> str:
+def _walk(loc: tuple) -> tuple[str, Any, tuple, FieldInfo | None]:
+    """Follow a pydantic error location through the schema as far as it names keys and list
+    indices (it goes on with union member tags and unknown keys): that dotted path, the type
+    found there with its constraints, and its field (None for a list item)."""
+    tp, meta, info, parts = Config, (), None, []
+    for part in loc:
+        tp, meta = _unwrap(tp, meta)
+        if _is_model(tp) and part in tp.model_fields:
+            info = tp.model_fields[part]
+            tp, meta = info.annotation, tuple(info.metadata)
+        elif get_origin(tp) is tuple and isinstance(part, int):
+            tp, meta, info = get_args(tp)[0], (), None
+        else:
+            break
+        parts.append(str(part))
+    tp, meta = _unwrap(tp, meta)
+    return ".".join(parts), tp, meta, info
+
+
+def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _describe(rule: _Rule) -> str:
-    """What a rule accepts, in words: 'int in [1, 32] or "auto"', 'float > 0 or null', ..."""
-    if rule.kind == "choice":
-        text = "one of " + ", ".join(repr(c) for c in rule.choices)
-    elif rule.kind == "bool":
-        text = "bool"
-    elif rule.kind == "str":
-        text = "str"
-    elif rule.kind in ("section", "hidden_list"):
-        text = "mapping" if rule.kind == "section" else "list of hidden layers (int or mapping)"
-    else:
-        base = {"int": "int", "float": "float", "int_list": "sorted list of unique ints",
-                "int_pair": "[min, max] pair of ints"}[rule.kind]
-        if rule.pow2:
-            base = "power of two"
-        lo, hi = rule.lo, rule.hi
-        if lo is not None and hi is not None:
-            text = (f"{base} in {'(' if rule.lo_open else '['}{_fmt_num(lo)}, "
-                    f"{_fmt_num(hi)}{')' if rule.hi_open else ']'}")
-        elif lo is not None:
-            text = f"{base} {'>' if rule.lo_open else '>='} {_fmt_num(lo)}"
-        elif hi is not None:
-            text = f"{base} {'<' if rule.hi_open else '<='} {_fmt_num(hi)}"
-        else:
-            text = base
-        if rule.kind == "int_pair":
-            text += ", min <= max"
-    if rule.auto:
-        text += f" or {AUTO!r}"
-    if rule.optional:
-        text += " or null"
-    return text
-
-
-def _in_range(rule: _Rule, x: float) -> bool:
-    if rule.lo is not None and not (x > rule.lo if rule.lo_open else x >= rule.lo):
-        return False
-    if rule.hi is not None and not (x < rule.hi if rule.hi_open else x <= rule.hi):
-        return False
-    if rule.pow2 and (x < 1 or int(x) & (int(x) - 1)):
-        return False
-    return True
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _wrong_type(path: str, value: Any, rule: _Rule) -> _Invalid:
-    return _Invalid(path, f"{path}: expected {_describe(rule)}, got {_show(value)}")
-
-
-def _out_of_range(path: str, value: Any, rule: _Rule) -> _Invalid:
-    return _Invalid(path, f"{path}: {_short(value)} is out of range; expected {_describe(rule)}")
+def _describe(tp: Any, meta: tuple = ()) -> str:
+    """What a type accepts, in words: "int in [1, 32] or 'auto'", "float > 0 or null", ..."""
+    tp, meta = _unwrap(tp, meta)
+    args = get_args(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        text = " or ".join(_describe(a, meta) for a in args if a is not type(None))
+        return text + (" or null" if type(None) in args else "")
+    if get_origin(tp) is Literal:
+        return repr(args[0]) if len(args) == 1 else "one of " + ", ".join(map(repr, args))
+    if get_origin(tp) is tuple:
+        return "list of " + _describe(args[0])
+    if _is_model(tp):
+        return tp.expected
+    base = "power of two" if _POW2 in meta else getattr(tp, "__name__", str(tp))
+    lo = max([(m.ge, "[", ">=") for m in meta if isinstance(m, Ge)]
+             + [(m.gt, "(", ">") for m in meta if isinstance(m, Gt)], default=None)
+    hi = min([(m.le, "]", "<=") for m in meta if isinstance(m, Le) and m.le != MAX_INT]
+             + [(m.lt, ")", "<") for m in meta if isinstance(m, Lt)], default=None)
+    if lo and hi:
+        return f"{base} in {lo[1]}{_num(lo[0])}, {_num(hi[0])}{hi[1]}"
+    if lo or hi:
+        bound, _, op = lo or hi
+        return f"{base} {op} {_num(bound)}"
+    return base
 
 
 def _short(value: Any) -> str:
-    """repr of a value for a message, with absurdly long numbers (10**400) abbreviated."""
-    text = _safe_repr(value)
-    return text if len(text) <= 40 else f"{text[:12]}...({len(text)} characters)"
+    """repr for a message: tuples as the lists they came from, long values cut (the repr of an int
+    past 4300 digits raises)."""
+    try:
+        text = repr(list(value) if isinstance(value, tuple) else value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= 60 else f"{text[:45]}...({len(text)} characters)"
 
 
-def _check_int_size(path: str, value: int, rule: _Rule) -> None:
-    if value > MAX_INT:
-        raise _Invalid(path, f"{path}: {_short(value)} is too large; expected {_describe(rule)}, "
-                             f"at most {MAX_INT}")
-
-
-def _check_value(rule: _Rule, value: Any, path: str) -> Any:
-    """Validate one raw value against its rule; return the stored (typed) value."""
-    if value is None and rule.optional:
-        return None
-    kind = rule.kind
-    if kind == "section":
-        return _build_section(rule.cls, value, path)
-    if kind == "hidden_list":
-        return _check_hidden_list(rule, value, path)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _wrong_type(path, value, rule)
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise _wrong_type(path, value, rule)
-        return value
-    if kind == "choice":
-        if not isinstance(value, str):
-            raise _wrong_type(path, value, rule)
-        if value not in rule.choices:
-            hint = difflib.get_close_matches(value, rule.choices, n=1, cutoff=0.6)
-            raise _Invalid(path, f"{path}: {value!r} is not allowed; expected {_describe(rule)}"
-                           + (f"; did you mean {hint[0]!r}?" if hint else ""))
-        return value
-    if kind == "int":
-        if rule.auto and value == AUTO:
-            return AUTO
-        if not _is_int(value):
-            raise _wrong_type(path, value, rule)
-        if not _in_range(rule, value):
-            raise _out_of_range(path, value, rule)
-        _check_int_size(path, value, rule)
-        return int(value)
-    if kind == "float":
-        if not _is_real(value):
-            raise _wrong_type(path, value, rule)
-        try:
-            as_float = float(value)
-        except (OverflowError, ValueError):   # an int beyond float range: 10**400
-            as_float = math.inf
-        if not math.isfinite(as_float):
-            raise _Invalid(path, f"{path}: {_short(value)} is not finite; expected {_describe(rule)}")
-        if not _in_range(rule, as_float):
-            raise _out_of_range(path, value, rule)
-        return as_float
-    if kind in ("int_list", "int_pair"):
-        if not isinstance(value, (list, tuple)):
-            raise _wrong_type(path, value, rule)
-        if kind == "int_pair" and len(value) != 2:
-            raise _Invalid(path, f"{path}: expected {_describe(rule)}, got {len(value)} items")
-        if kind == "int_list" and not value:
-            raise _Invalid(path, f"{path}: must not be empty; expected {_describe(rule)}")
-        item_rule = dataclasses.replace(rule, kind="int")
-        for i, item in enumerate(value):
-            if not _is_int(item):
-                raise _wrong_type(_join(path, i), item, item_rule)
-            if not _in_range(item_rule, item):
-                raise _out_of_range(_join(path, i), item, item_rule)
-            _check_int_size(_join(path, i), item, item_rule)
-        items = tuple(int(v) for v in value)
-        if kind == "int_pair" and items[0] > items[1]:
-            raise _Invalid(path, f"{path}: min {items[0]} is larger than max {items[1]}; "
-                                 f"expected {_describe(rule)}")
-        if kind == "int_list" and any(a >= b for a, b in zip(items, items[1:])):
-            raise _Invalid(path, f"{path}: {list(items)} is not sorted ascending without repeats")
-        return items
-    raise AssertionError(f"unknown rule kind {kind!r}")
-
-
-def _check_hidden_list(rule: _Rule, value: Any, path: str) -> tuple:
-    if not isinstance(value, (list, tuple)):
-        raise _wrong_type(path, value, rule)
-    if not value:
-        raise _Invalid(path, f"{path}: must have at least one hidden layer")
-    layers = []
-    for i, item in enumerate(value):
-        item_path = _join(path, i)
-        if _is_int(item):
-            item = {"size": item}
-        elif not (item is None or isinstance(item, Mapping)):
-            raise _Invalid(item_path, f"{item_path}: expected a layer size (int) or a mapping "
-                                      f"{{size: N, selection: ...}}, got {_show(item)}")
-        layers.append(_build_section(rule.cls, item, item_path))
-    return tuple(layers)
-
-
-def _build_section(cls: type, raw: Any, path: str) -> Any:
-    """Build dataclass `cls` from mapping `raw`; `path` is its dotted key path ('' for root)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        where = path or "config"
-        raise _Invalid(path, f"{where}: expected a mapping, got {_show(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise _unknown_key(path, key, list(fields))
-    kwargs = {}
-    for name, f in fields.items():
-        key_path = _join(path, name)
-        if name in raw:
-            kwargs[name] = _check_value(f.metadata["rule"], raw[name], key_path)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise _Invalid(key_path, f"{key_path}: missing required key")
-    obj = cls(**kwargs)
-    cross_check = getattr(obj, "_cross_check", None)
-    if cross_check is not None:
-        cross_check(path)
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# Unknown keys and suggestions
-# ---------------------------------------------------------------------------------------------
-
-
-def _schema_paths(cls: type | None = None, prefix: str = "") -> list[tuple[str, str]]:
+def _schema_paths(cls: type = None, prefix: str = "") -> list[tuple[str, str]]:
     """(dotted path, key) of every key in the schema; list items appear as index 0."""
-    cls = cls or Config
     out = []
-    for f in dataclasses.fields(cls):
-        path = _join(prefix, f.name)
-        out.append((path, f.name))
-        rule = f.metadata["rule"]
-        if rule.kind == "section":
-            out.extend(_schema_paths(rule.cls, path))
-        elif rule.kind == "hidden_list":
-            out.extend(_schema_paths(rule.cls, _join(path, 0)))
+    for name, info in (cls or Config).model_fields.items():
+        path = _join(prefix, name)
+        out.append((path, name))
+        tp = info.annotation
+        if get_origin(tp) is tuple and _is_model(get_args(tp)[0]):
+            tp, path = get_args(tp)[0], _join(path, 0)
+        if _is_model(tp):
+            out.extend(_schema_paths(tp, path))
     return out
 
 
-def _suggest(key: str, siblings: list[str]) -> str | None:
-    """The sibling key the user most likely meant, or None."""
-    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    # 'lr_rate' -> 'lr', 'synth' -> 'synthetic': one is a prefix of the other.
-    prefixed = [s for s in siblings if key.startswith(s) or s.startswith(key)]
-    if prefixed:
-        return max(prefixed, key=len)
-    return None
-
-
-def _unknown_key(path: str, key: Any, siblings: list[str]) -> _Invalid:
+def _unknown_key(path: str, key: Any, siblings: list[str]) -> str:
     key_path = _join(path, key)
     if not isinstance(key, str):
-        return _Invalid(key_path, f"unknown key {key_path!r} (keys must be strings)")
-    hint = _suggest(key, siblings)
-    if hint is not None:
-        return _Invalid(key_path, f"unknown key {key_path!r}; did you mean {_join(path, hint)!r}?")
+        return f"unknown key {key_path!r} (keys must be strings)"
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
+    # 'lr_rate' -> 'lr', 'synth' -> 'synthetic': one is a prefix of the other.
+    prefixed = sorted((s for s in siblings if key.startswith(s) or s.startswith(key)), key=len)
+    hint = _join(path, close[0]) if close else _join(path, prefixed[-1]) if prefixed else None
     # A key put in the wrong section: 'model.epochs' -> 'training.epochs'.
-    elsewhere = [p for p, name in _schema_paths() if name == key]
-    if elsewhere:
-        return _Invalid(key_path, f"unknown key {key_path!r}; did you mean {elsewhere[0]!r}?")
-    return _Invalid(key_path, f"unknown key {key_path!r}; valid keys here: "
-                              + ", ".join(siblings))
+    hint = hint or next((p for p, name in _schema_paths() if name == key), None)
+    if hint:
+        return f"unknown key {key_path!r}; did you mean {hint!r}?"
+    return f"unknown key {key_path!r}; valid keys here: " + ", ".join(siblings)
 
 
-# ---------------------------------------------------------------------------------------------
-# YAML
-# ---------------------------------------------------------------------------------------------
+def _message(exc: ValidationError) -> tuple[str, list[str]]:
+    """One line for the first error of `exc`, and the key paths it concerns."""
+    errors = exc.errors(include_url=False)
+    # Unknown keys first: a misspelt key also leaves the right one missing.
+    err = min(errors, key=lambda e: e["type"] not in ("extra_forbidden", "invalid_key"))
+    path, tp, meta, info = _walk(err["loc"])
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind in ("extra_forbidden", "invalid_key"):
+        key = err["loc"][-1]
+        return _unknown_key(path, key, list(tp.model_fields)), [_join(path, key)]
+    if isinstance(ctx.get("error"), _CrossCheck):
+        paths = [_join(path, k) for k in ctx["error"].keys]
+        return ctx["error"].text.format(*paths), paths
+    return f"{path or 'config'}: {_problem(err, errors, path, tp, meta, info)}", [path]
+
+
+def _problem(err: dict, errors: list[dict], path: str, tp: Any, meta: tuple, info: FieldInfo | None) -> str:
+    value, kind, ctx = err["input"], err["type"], err.get("ctx", {})
+    if kind == "missing":
+        return "missing required key"
+    expected = info.description if info is not None and info.description else _describe(tp, meta)
+    # A union (lsh.k: int or 'auto') reports one error per member; a range error wins.
+    group = [e for e in errors if _walk(e["loc"])[0] == path]
+    in_range = next((e for e in group if e["type"] in _RANGE_ERRORS), None)
+    if in_range is not None:
+        if in_range.get("ctx", {}).get("le") == MAX_INT:
+            return f"{_short(value)} is too large; expected {expected}, at most {MAX_INT}"
+        return f"{_short(value)} is out of range; expected {expected}"
+    if kind == "finite_number" or (kind == "float_type" and type(value) is int):   # 10**400
+        return f"{_short(value)} is not finite; expected {expected}"
+    if kind in ("too_short", "too_long"):
+        n = ctx["actual_length"]
+        return f"must not be empty; expected {expected}" if n == 0 else f"expected {expected}, got {n} items"
+    if all(e["type"] == "literal_error" for e in group) and isinstance(value, str):
+        hint = difflib.get_close_matches(value, [str(a) for a in get_args(tp)], n=1, cutoff=0.6)
+        return f"{value!r} is not allowed; expected {expected}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    kind = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null", tuple: "list",
+            list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+    return f"expected {expected}, got {_short(value)} ({kind})"
+
+
+def _build(raw: Any) -> Config:
+    """raw dict -> Config; a failure is a ConfigError(message) with `.paths` for override blame."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        message, paths = _message(exc)
+    error = ConfigError(message)
+    error.paths = paths
+    raise error
+
+
+# --- YAML: safe loader, but duplicate keys are an error and 1e-4 is a float (YAML 1.1 reads a string) ---
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads 1e-4 as a float."""
+    pass
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -633,9 +466,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
         except TypeError:               # unhashable key: construct_mapping reports it
             continue
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark,
-                f"found duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    f"found duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -644,59 +476,45 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+    list("-+0123456789."))
 
 
 def _load_yaml(text: str) -> Any:
-    """Parse YAML text; every failure (ints past Python's digit limit and absurd nesting
-    included) is a yaml.YAMLError."""
+    """Parse YAML; every failure (ints past Python's digit limit, absurd nesting) is a YAMLError."""
     try:
         return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        raise
     except (ValueError, OverflowError, RecursionError) as exc:
         raise yaml.YAMLError(f"{type(exc).__name__}: {exc}") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------------------------
+# --- Overrides: --set dotted.key=VALUE, applied to the full config dict before validation ---------
 
 
 def _apply_override(tree: dict, key_path: str, value: Any) -> None:
     """Set `key_path` (dots, list indices) in the full config dict `tree`, in place."""
     parts = key_path.split(".")
-    node: Any = tree
-    done = ""
+    node, done = tree, ""
     for i, part in enumerate(parts):
-        last = i == len(parts) - 1
         if isinstance(node, dict):
             if part not in node:
-                raise _unknown_key(done, part, list(node))
-            if last:
-                node[part] = value
-                return
-            child = node[part]
+                raise ConfigError(_unknown_key(done, part, list(node)))
+            key = part
         elif isinstance(node, list):
             if not re.fullmatch(r"\d+", part) or int(part) >= len(node):
-                raise _Invalid(_join(done, part),
-                               f"{done}: has {len(node)} entries; {part!r} is not an index "
-                               f"0..{len(node) - 1} (set the whole list to change its length)")
-            idx = int(part)
-            if last:
-                node[idx] = value
-                return
-            if _is_int(node[idx]) and done == "model.hidden":   # shorthand entry set earlier
-                node[idx] = {"size": node[idx]}
-            child = node[idx]
+                raise ConfigError(f"{done}: has {len(node)} entries; {part!r} is not an index "
+                                  f"0..{len(node) - 1} (set the whole list to change its length)")
+            key = int(part)
+            if done == "model.hidden" and isinstance(node[key], int) and i < len(parts) - 1:
+                node[key] = {"size": node[key]}      # shorthand entry from an earlier override
         else:
-            raise _Invalid(done, f"{done!r} is a value, not a section (it holds {node!r})")
-        node = child
-        done = _join(done, part)
+            raise ConfigError(f"{done!r} is a value, not a section (it holds {_short(node)})")
+        if i == len(parts) - 1:
+            node[key] = value
+            return
+        node, done = node[key], _join(done, part)
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def _parse_override(text: Any) -> tuple[str, Any]:
     if not isinstance(text, str) or "=" not in text:
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. training.lr=0.01")
     key_path, raw = text.split("=", 1)
@@ -704,58 +522,36 @@ def _parse_override(text: str) -> tuple[str, Any]:
     if not key_path or any(not part for part in key_path.split(".")):
         raise ConfigError(f"--set {text}: {key_path!r} is not a dotted key path")
     try:
-        value = _load_yaml(raw)
+        return key_path, _load_yaml(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {exc}") from None
-    return key_path, value
 
 
-def _touches(override_path: str, error_path: str) -> bool:
-    return (override_path == error_path or error_path.startswith(override_path + ".")
-            or override_path.startswith(error_path + "."))
-
-
-# ---------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------
+# --- Public API -----------------------------------------------------------------------------------
 
 
 def config_from_dict(d: Mapping | None) -> Config:
     """Validate a plain (nested) dict and build a Config; missing keys take their defaults."""
-    try:
-        return _build_section(Config, d, "")
-    except _Invalid as exc:
-        raise ConfigError(exc.message) from None
+    return _build(d)
 
 
 def config_to_dict(cfg: Config) -> dict:
     """A plain dict of builtins (lists, not tuples); YAML-dumpable; round-trips via config_from_dict."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            value = config_to_dict(value)
-        elif isinstance(value, tuple):
-            value = [config_to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
-        out[f.name] = value
-    return out
+    return cfg.model_dump(mode="json", warnings=False)   # warnings: validate_config reports bad values
 
 
 def validate_config(cfg: Config) -> Config:
-    """Re-check a Config built or changed in code (e.g. by dataclasses.replace)."""
+    """Re-check a Config changed in code (`model_copy(update=...)` does not validate)."""
     return config_from_dict(config_to_dict(cfg))
 
 
 def dump_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write `cfg` as YAML (every key, defaults included) to `path`, creating its directory.
-
-    Atomic (temp file + rename): a run killed mid-write leaves the previous file, never a
-    truncated one, so the `--config <run_dir>/config.yaml --resume` hint always works.
-    """
+    Atomic (temp file + rename): a run killed mid-write leaves the previous file, so the
+    `--config <run_dir>/config.yaml --resume` hint always works."""
     path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -763,10 +559,8 @@ def dump_config(cfg: Config, path: str | os.PathLike) -> None:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        if os.path.exists(tmp):
             os.remove(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -779,15 +573,11 @@ def _path_problem(path: str, want: str) -> str | None:
                 return "does not exist"
             if os.path.isdir(path):
                 return "is a directory, not a file"
-            if not os.access(path, os.R_OK):
-                return "is not readable (permission denied)"
-            return None
+            return None if os.access(path, os.R_OK) else "is not readable (permission denied)"
         if os.path.exists(path):
             if not os.path.isdir(path):
                 return "exists and is not a directory"
-            if not os.access(path, os.W_OK | os.X_OK):
-                return "is not writable (permission denied)"
-            return None
+            return None if os.access(path, os.W_OK | os.X_OK) else "is not writable (permission denied)"
         # Missing: it will be created, so its nearest existing ancestor must be a writable dir.
         ancestor = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(ancestor):
@@ -802,22 +592,34 @@ def _path_problem(path: str, want: str) -> str | None:
 
 
 def validate_paths(cfg: Config, *, output: bool = True) -> None:
-    """Check the filesystem side of a config before any work: `data.train` / `data.test` (when
-    not null) exist and are readable files, and (with `output`) `output.run_dir` is, or can be
-    created as, a writable directory. Raises ConfigError naming the key and the path.
-
-    Kept out of `config_from_dict`, which must stay usable for configs whose files live
-    elsewhere (a model file's stored config, a config written for another machine).
-    """
-    checks = [(f"data.{key}", getattr(cfg.data, key), "file") for key in ("train", "test")]
+    """Check before any work that `data.train` / `data.test` / `data.labels` (when not null) are
+    readable files and (with `output`) that `output.run_dir` is, or can be created as, a writable
+    directory. Raises ConfigError naming the key and the path. Kept out of `config_from_dict`,
+    which must accept configs whose files live elsewhere (a model file's stored config)."""
+    checks = [(f"data.{key}", getattr(cfg.data, key), "file") for key in ("train", "test", "labels")]
     if output:
         checks.append(("output.run_dir", cfg.output.run_dir, "dir"))
     for key, path, want in checks:
-        if path is None:
-            continue
-        problem = _path_problem(path, want)
+        problem = None if path is None else _path_problem(path, want)
         if problem is not None:
             raise ConfigError(f"{key}: {path} {problem}")
+
+
+def _read_file(name: str) -> Any:
+    try:
+        with open(name, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                          "expected a YAML config") from None
+    except ValueError as exc:           # e.g. an embedded NUL byte in the path
+        raise ConfigError(f"{name!r}: cannot read config file: {exc}") from None
+    try:
+        return _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: invalid YAML: {exc}") from None
 
 
 def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
@@ -828,51 +630,35 @@ def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
     "null", "lsh"); list items by index ("model.hidden.0.size=256"). Applied in order, then the
     whole config is validated once, so overrides may change related keys together.
     """
-    if isinstance(overrides, str):
-        overrides = [overrides]
+    overrides = [overrides] if isinstance(overrides, str) else overrides
     if isinstance(path_or_dict, Config):
         cfg = validate_config(path_or_dict)
     elif isinstance(path_or_dict, Mapping):
         cfg = config_from_dict(path_or_dict)
     elif isinstance(path_or_dict, (str, os.PathLike)):
         name = os.fspath(path_or_dict)
+        raw = _read_file(name)
         try:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot read config file: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{name}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
-                              "expected a YAML config") from None
-        except ValueError as exc:           # e.g. an embedded NUL byte in the path
-            raise ConfigError(f"{name!r}: cannot read config file: {exc}") from None
-        try:
-            raw = _load_yaml(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: invalid YAML: {exc}") from None
-        try:
-            cfg = _build_section(Config, raw, "")
-        except _Invalid as exc:
-            raise ConfigError(f"{name}: {exc.message}") from None
+            cfg = _build(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     else:
-        raise TypeError(f"load_config expects a path, a dict or a Config, "
-                        f"got {type(path_or_dict).__name__}")
+        raise TypeError(f"load_config expects a path, a dict or a Config, got {type(path_or_dict).__name__}")
     if not overrides:
         return cfg
-
-    tree = config_to_dict(cfg)
-    parsed = []
+    tree, applied = config_to_dict(cfg), []
     for text in overrides:
         key_path, value = _parse_override(text)
         try:
             _apply_override(tree, key_path, value)
-        except _Invalid as exc:
-            raise ConfigError(f"--set {text}: {exc.message}") from None
-        parsed.append((text, key_path))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from None
+        applied.append((text, key_path))
     try:
-        return _build_section(Config, tree, "")
-    except _Invalid as exc:
-        culprits = [text for text, key_path in parsed
-                    if any(_touches(key_path, p) for p in exc.paths)]
-        named = culprits[-1:] or [text for text, _ in parsed]
-        raise ConfigError(" ".join(f"--set {t}" for t in named) + f": {exc.message}") from None
+        return _build(tree)
+    except ConfigError as exc:
+        # Blame the last override that set a key the error names (or a section above or below it).
+        culprits = [text for text, key in applied
+                    if any((key + ".").startswith(p + ".") or (p + ".").startswith(key + ".") for p in exc.paths)]
+        named = culprits[-1:] or [text for text, _ in applied]
+        raise ConfigError(" ".join(f"--set {t}" for t in named) + f": {exc}") from None

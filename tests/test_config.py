@@ -1,9 +1,9 @@
 """Tests for slidepy.config: schema defaults, strict validation, overrides, round-trips, shipped configs."""
 
 import copy
-import dataclasses
 import pathlib
 
+import pydantic
 import pytest
 import yaml
 
@@ -21,6 +21,7 @@ from slidepy.config import (
     layer_selections,
     load_config,
     validate_config,
+    validate_paths,
 )
 from slidepy.errors import ConfigError
 
@@ -56,7 +57,8 @@ def test_defaults():
     assert cfg.data.synthetic.labels_per_sample == (1, 3)
     assert [h.size for h in cfg.model.hidden] == [128]
     assert cfg.model.output.selection.mode == "all"
-    assert cfg.model.output.selection.lsh.k == 6 and cfg.model.output.selection.lsh.l == 50
+    lsh = cfg.model.output.selection.lsh
+    assert lsh.family == "kmeans" and lsh.clusters == "auto" and lsh.l == "auto" and lsh.k == 6
     assert cfg.model.output.selection.lsh.rebuild.max_interval is None
     assert cfg.model.init == "glorot" and cfg.model.loss == "softmax"
     assert cfg.training.lr == 0.001 and cfg.training.eps == 1e-8
@@ -105,8 +107,9 @@ def test_null_section_means_defaults():
 
 def test_configs_are_frozen():
     cfg = Config()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.training.lr = 0.5
+    assert hash(cfg) == hash(Config())
 
 
 # --- unknown keys -------------------------------------------------------------------------------
@@ -339,6 +342,63 @@ def test_rebuild_max_interval_ge_initial():
            "max_interval", "initial_interval")
 
 
+# --- data.labels, training.time_budget_s, distributed ----------------------------------------------
+
+
+def test_new_fields_defaults_and_values():
+    cfg = Config()
+    assert cfg.data.labels is None and cfg.training.time_budget_s is None
+    assert (cfg.distributed.workers, cfg.distributed.ray_address, cfg.distributed.sync_every) == (0, None, 50)
+    cfg = config_from_dict({"data": {"labels": "data/labels.txt"}, "training": {"time_budget_s": 90},
+                            "distributed": {"workers": 4, "ray_address": "ray://head:10001", "sync_every": 1}})
+    assert cfg.data.labels == "data/labels.txt"
+    assert cfg.training.time_budget_s == 90.0 and type(cfg.training.time_budget_s) is float
+    assert (cfg.distributed.workers, cfg.distributed.ray_address, cfg.distributed.sync_every) == \
+        (4, "ray://head:10001", 1)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    assert config_from_dict({"distributed": None}) == Config()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("data.labels", 3, "data.labels: expected str or null, got 3 (int)"),
+    ("data.labels", ["a.txt"], "data.labels: expected str or null, got ['a.txt'] (list)"),
+    ("training.time_budget_s", 0, "training.time_budget_s: 0 is out of range; expected float > 0 or null"),
+    ("training.time_budget_s", -1.5, "training.time_budget_s: -1.5 is out of range; expected float > 0 or null"),
+    ("training.time_budget_s", float("inf"), "training.time_budget_s: inf is not finite; expected float > 0 or null"),
+    ("training.time_budget_s", "1h", "training.time_budget_s: expected float > 0 or null, got '1h' (str)"),
+    ("distributed.workers", -1, "distributed.workers: -1 is out of range; expected int >= 0"),
+    ("distributed.workers", True, "distributed.workers: expected int >= 0, got True (bool)"),
+    ("distributed.workers", 2.0, "distributed.workers: expected int >= 0, got 2.0 (float)"),
+    ("distributed.workers", 2**31, "distributed.workers: 2147483648 is too large; expected int >= 0, "
+                                   "at most 2147483647"),
+    ("distributed.ray_address", 6379, "distributed.ray_address: expected str or null, got 6379 (int)"),
+    ("distributed.sync_every", 0, "distributed.sync_every: 0 is out of range; expected int >= 1"),
+    ("distributed.sync_every", None, "distributed.sync_every: expected int >= 1, got None (null)"),
+    ("distributed", [2], "distributed: expected a mapping, got [2] (list)"),
+])
+def test_new_fields_validation(path, value, message):
+    assert raises(nested(path, value)) == message
+
+
+def test_new_fields_unknown_keys_and_overrides():
+    raises({"distributed": {"worker": 2}}, "unknown key 'distributed.worker'; did you mean 'distributed.workers'?")
+    raises({"training": {"time_budget": 5}}, "did you mean 'training.time_budget_s'?")
+    raises({"workers": 2}, "unknown key 'workers'; did you mean 'distributed.workers'?")
+    cfg = load_config({}, ["distributed.workers=3", "distributed.ray_address=auto", "training.time_budget_s=1e2"])
+    assert (cfg.distributed.workers, cfg.distributed.ray_address, cfg.training.time_budget_s) == (3, "auto", 100.0)
+    with pytest.raises(ConfigError, match=r"^--set distributed.sync_every=0: distributed.sync_every: 0 is out"):
+        load_config({}, ["distributed.workers=3", "distributed.sync_every=0"])
+
+
+def test_labels_path_checked_by_validate_paths(tmp_path):
+    labels = tmp_path / "labels.txt"
+    cfg = config_from_dict({"data": {"labels": str(labels)}})
+    with pytest.raises(ConfigError, match=r"^data.labels: .*labels.txt does not exist$"):
+        validate_paths(cfg, output=False)
+    labels.write_text("cat\ndog\n")
+    validate_paths(cfg, output=False)
+
+
 # --- overrides ------------------------------------------------------------------------------------
 
 
@@ -504,7 +564,7 @@ def test_round_trip_yaml(cfg, tmp_path):
 
 def test_validate_config_catches_replace():
     cfg = Config()
-    bad = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, lr=-1.0))
+    bad = cfg.model_copy(update={"training": cfg.training.model_copy(update={"lr": -1.0})})
     with pytest.raises(ConfigError, match="training.lr"):
         validate_config(bad)
     assert load_config(cfg, ["training.lr=0.5"]).training.lr == 0.5
@@ -540,3 +600,13 @@ def test_shipped_config_shapes():
     assert amazon.training.batch_size == 128
     synth = load_config(str(REPO / "configs" / "amazon670k-synthetic.yaml")).data.synthetic
     assert (synth.n_features, synth.n_labels) == (135909, 670091)
+
+
+def test_limits_come_from_constants():
+    import ast
+
+    from slidepy import config, constants
+    assert config.MAX_RANGE_POW == constants.MAX_RANGE_POW == 24
+    tree = ast.parse((REPO / "slidepy" / "constants.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], \
+        "constants.py imports nothing, so every module can use it"
