@@ -96,7 +96,9 @@ def _load_torch(path: str):
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+        culprit = [line for line in lines if "Unsupported global" in line or "Unsupported operand" in line]
+        first = (culprit or [line for line in lines if line] or [type(exc).__name__])[0].split(". Please")[0]
         raise ImportErrorSlidepy(f"{path}: refused: loading it would run code or build objects other than "
                                  f"tensors and Linear/ReLU layers (torch.load weights_only=True: {first})") from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
