@@ -33,7 +33,9 @@ def read_metrics(run_dir) -> list[dict]:
     """The records of `run_dir`/metrics.jsonl (or of a metrics.jsonl path), in order; a line a
     kill cut short is skipped."""
     path = Path(run_dir)
-    if path.is_dir():
+    if path.suffix != ".jsonl":
+        if not path.is_dir():
+            raise SlidepyError(f"{run_dir}: no such run directory (one holding metrics.jsonl)")
         path = path / "metrics.jsonl"
     try:
         text = path.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@
     pipe = make_pipeline(TfidfVectorizer(), SlideClassifier(hidden=256, epochs=4))
     pipe.fit(texts, label_lists)          # label lists, or a MultiLabelBinarizer indicator matrix
     pipe.score(test_texts, test_labels)   # P@1
-    ids, scores = pipe.predict_topk(test_texts, 5)   # pipe[-1].classes_[ids] are the labels
+    ids, scores = pipe[-1].predict_topk(pipe[:-1].transform(test_texts), 5)  # labels: pipe[-1].classes_[ids]
     save_model(pipe, "model.npz")         # then: slidepy predict --checkpoint model.npz --text "..."
 
 Needs the `sklearn` extra (`pip install 'slidepy[sklearn]'`: scikit-learn and SciPy). Nothing in
