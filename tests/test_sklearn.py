@@ -195,3 +195,13 @@ def test_core_does_not_import_sklearn_or_scipy():
             continue
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(scipy|sklearn)\b", text, re.M), path.name
+
+
+def test_run_dir_is_kept_for_plots(text_data, tmp_path):
+    (x_train, y_train), _ = text_data
+    X = TfidfVectorizer().fit_transform(x_train)
+    est = _small(epochs=2, run_dir=str(tmp_path / "est"))
+    est.fit(X, y_train).fit(X, y_train)  # a refit clears the directory first
+    records = (tmp_path / "est" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"event": "start"' in r for r in records) == 1
+    assert [r["event"] for r in est.history_].count("eval") == 2
