@@ -300,8 +300,11 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
                 time_budget_s: float | None = None,
                 callback: Callable[[dict], Any] | None = None,
                 first_layer: str = "embbag", output_impl: str = "fused", warmup_steps: int = 3,
-                log_every_steps: int | None = None) -> dict:
+                log_every_steps: int | None = None, keep_params: bool = False) -> dict:
     """Train the dense PyTorch baseline; see the module docstring for the conventions.
+
+    keep_params: also return the trained tensors under "params" (w1 (n_features, hidden), b1,
+    w2 (n_labels, hidden), b2), e.g. to save them for `slidepy import`.
 
     callback, if given, is called with each curve entry (a dict) right after it is recorded.
     Training stops at the first of: `epochs` epochs, `max_steps` steps, `time_budget_s` seconds of
@@ -317,14 +320,14 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
                       eval_every_steps=eval_every_steps, eval_subset=eval_subset,
                       time_budget_s=time_budget_s, callback=callback, first_layer=first_layer,
                       output_impl=output_impl, warmup_steps=warmup_steps,
-                      log_every_steps=log_every_steps)
+                      log_every_steps=log_every_steps, keep_params=keep_params)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, seed,
            eval_every_steps, eval_subset, time_budget_s, callback, first_layer, output_impl,
-           warmup_steps, log_every_steps) -> dict:
+           warmup_steps, log_every_steps, keep_params=False) -> dict:
     import torch
 
     torch.manual_seed(seed)
@@ -414,7 +417,7 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
     final = curve[-1] if curve else {}
     if timed_samples == 0:  # no step past warm-up: count everything
         timed_samples, timed_seconds = all_samples, train_seconds
-    return {
+    result = {
         "engine": "torch",
         "first_layer": first_layer,
         "output_impl": output_impl,
@@ -439,6 +442,9 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
         "P@5": final.get("P@5", float("nan")),
         "peak_rss_mb": _peak_rss_mb(),
     }
+    if keep_params:
+        result["params"] = {name: p.detach() for name, p in params.items()}
+    return result
 
 
 def compare_first_layer(ds, *, hidden=128, batch_size=128, steps=30, threads=1, seed=0) -> dict:
@@ -507,6 +513,8 @@ def main(argv=None) -> int:
     p.add_argument("--compare-first-layer", action="store_true",
                    help="only time the first-layer implementations on the training data")
     p.add_argument("--json", metavar="OUT.json", help="write the result dict here")
+    p.add_argument("--save-model", metavar="OUT.pt",
+                   help="save the trained weights (a state_dict: w1, b1, w2, b2) for `slidepy import`")
     a = p.parse_args(argv)
 
     _import_slidepy()
@@ -533,7 +541,11 @@ def main(argv=None) -> int:
                           eval_every_steps=a.eval_every_steps, eval_subset=a.eval_subset or None,
                           time_budget_s=a.time_budget, first_layer=a.first_layer,
                           output_impl=a.output_impl,
-                          log_every_steps=a.log_every_steps)
+                          log_every_steps=a.log_every_steps, keep_params=bool(a.save_model))
+        if a.save_model:
+            import torch
+
+            torch.save(res.pop("params"), a.save_model)
     text = json.dumps(res, indent=2)
     print(text)
     if a.json:

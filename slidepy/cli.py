@@ -1,4 +1,4 @@
-"""`slidepy` command line: train, evaluate, predict, datagen, tune-lsh.
+"""`slidepy` command line: train, evaluate, predict, import, plot, datagen, tune-lsh.
 
 Every error a user can cause is a SlidepyError: printed as one line, exit status 2, no traceback.
 An interrupted `train` (Ctrl-C, SIGTERM from a batch scheduler) saves a checkpoint and exits 130
@@ -172,32 +172,114 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="Data file (labels ignored).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="Data file (labels ignored).")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Raw text to predict for (repeatable; one output line each); needs a model saved with its "
+                   "text vectorizer by slidepy.sklearn.save_model.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
 @click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")
-def predict(checkpoint, data_path, top_k, out_path, lsh):
-    """Write the top-k labels with scores for every sample: one line each, `label:score ...`."""
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
+              help="Label names, one per line (default: names stored in the model, else data.labels).")
+@click.option("--ids", "ids_only", is_flag=True, help="Write label ids even when names are known.")
+def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only):
+    """Write the top-k labels with scores for every sample: one line each, `label:score ...`
+    (label names when the model knows them, see --labels; ids otherwise)."""
+    from .checkpoint import read_checkpoint_meta
+    from .labels import format_prediction, label_names_for
     from .trainer import Trainer
 
     try:
+        if (data_path is None) == (not texts):
+            raise SlidepyError("give either --data FILE or --text TEXT")
         trainer = Trainer.load(checkpoint)
-        data = _load_eval_data(data_path, trainer)
+        meta = read_checkpoint_meta(checkpoint)
+        data = _text_dataset(texts, meta, trainer, checkpoint) if texts else _load_eval_data(data_path, trainer)
+        names = None if ids_only else label_names_for(trainer, meta, labels_path)
         ids, scores, _ = trainer.engine.predict(data, None, k=top_k, use_lsh=lsh)
     except SlidepyError as exc:
         _fail(exc)
     except OSError as exc:
         _os_fail(exc)
     try:
-        out = open(out_path, "w") if out_path else sys.stdout
+        out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
         try:
             for row_ids, row_scores in zip(ids, scores):
-                out.write(" ".join(f"{i}:{s:.6g}" for i, s in zip(row_ids, row_scores) if i >= 0) + "\n")
+                out.write(format_prediction(row_ids, row_scores, names) + "\n")
         finally:
             if out_path:
                 out.close()
     except OSError as exc:
         _os_fail(exc)
+
+
+def _text_dataset(texts, meta: dict, trainer, checkpoint):
+    """The raw `texts` featurised by the vectorizer stored in the model, as a Dataset."""
+    import numpy as np
+
+    from .data import Dataset
+    from .text import META_KEY, TextFeatures
+
+    stored = meta.get(META_KEY)
+    if stored is None:
+        raise SlidepyError(f"{checkpoint} cannot featurise raw text: it holds no text vectorizer. --text works with "
+                           "a model trained through scikit-learn, Pipeline(TfidfVectorizer(), SlideClassifier()), "
+                           "and saved with slidepy.sklearn.save_model(pipeline, path); for other models write the "
+                           "features to a file and use --data")
+    features = TextFeatures.from_meta(stored)
+    if features.n_features != trainer.engine.n_features:
+        raise SlidepyError(f"{checkpoint}: the stored vectorizer gives {features.n_features} features but the model "
+                           f"takes {trainer.engine.n_features}")
+    indptr, indices, values = features.transform(list(texts))
+    n = len(texts)
+    return Dataset(indptr, indices, values, np.zeros(n + 1, np.int64), np.zeros(0, np.int32),
+                   trainer.engine.n_features, trainer.engine.n_labels, "--text")
+
+
+@main.command("import")
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="slidepy model file to write.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting of the generated config, e.g. --set model.output.selection.lsh.l=64.")
+@click.option("--layout", type=click.Choice(["out_in", "in_out"]), default="out_in", show_default=True,
+              help="How to read square weight matrices: PyTorch's (out, in), or (in, out). Non-square ones are "
+                   "oriented by their bias and the previous layer.")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
+              help="Label names, one per line, stored in the model for predict.")
+def import_(model_path, out_path, overrides, layout, labels_path):
+    """Convert a dense MLP (PyTorch state_dict or nn.Sequential of Linear/ReLU, or an .npz of weights and
+    biases) into a slidepy model file; then `slidepy evaluate/predict --lsh` runs it with LSH picking the
+    output neurons. Files are read without running code (torch weights_only, NumPy without pickle)."""
+    from .importer import import_mlp
+    from .labels import read_label_names
+
+    try:
+        names = read_label_names(labels_path) if labels_path else None
+        summary = import_mlp(model_path, out_path, overrides=list(overrides), layout=layout, label_names=names)
+    except SlidepyError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _os_fail(exc)
+    click.echo(f"{out_path}: {summary['n_features']} features -> hidden {summary['hidden']} -> {summary['n_labels']} "
+               f"labels; output LSH: srp k {summary['lsh_k']} l {summary['lsh_l']} budget {summary['budget']} "
+               f"(exact by default; --lsh to use it)")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_path", default="curves.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Image to write (PNG; other formats by suffix).")
+def plot(run_dirs, out_path):
+    """Draw P@1/P@5 against training seconds and steps, loss, lsh_recall@10, samples/s and the time
+    split of one or more run directories on one figure (needs matplotlib: slidepy[plot])."""
+    from .plot import plot_runs
+
+    try:
+        _, data = plot_runs(run_dirs, out=out_path)
+    except SlidepyError as exc:
+        _fail(exc)
+    click.echo(f"{out_path}: {len(data)} run(s): " + ", ".join(
+        f"{name} ({len(s['eval_step'])} evals, {len(s['log_step'])} logs)" for name, s in data.items()))
 
 
 SHAPES = {

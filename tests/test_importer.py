@@ -1,0 +1,154 @@
+"""`slidepy import`: a dense MLP from PyTorch or an .npz becomes a slidepy model whose exact
+scores equal the dense forward pass; files that would unpickle code are refused."""
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from slidepy.cli import main
+from slidepy.data import write_dataset
+from slidepy.importer import ImportErrorSlidepy, import_mlp, read_mlp
+from slidepy.synthetic import make_synthetic
+from slidepy.trainer import Trainer
+
+F, H1, H2, N = 120, 24, 16, 90
+
+
+def _dense_logits(layers, ds):
+    """NumPy reference: densify X, then Linear/ReLU/.../Linear with (out, in) weights."""
+    x = np.zeros((ds.n_samples, ds.n_features), np.float64)
+    for i in range(ds.n_samples):
+        lo, hi = ds.x_indptr[i], ds.x_indptr[i + 1]
+        np.add.at(x[i], ds.x_indices[lo:hi], ds.x_values[lo:hi])
+    for index, (w, b) in enumerate(layers):
+        x = x @ w.T.astype(np.float64) + b
+        if index < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(300, 80, F, N, nnz_per_sample=8, labels_per_sample=(1, 2), seed=4)
+
+
+def _random_layers(seed=0):
+    rng = np.random.default_rng(seed)
+    dims = [F, H1, H2, N]
+    return [(rng.normal(0, 0.3, (dims[i + 1], dims[i])).astype(np.float32),
+             rng.normal(0, 0.1, dims[i + 1]).astype(np.float32)) for i in range(3)]
+
+
+def _check_model(path, layers, ds):
+    trainer = Trainer.load(path)
+    ids, scores = trainer.predict(ds, k=5)
+    ref = _dense_logits(layers, ds)
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, ids, axis=1), rtol=1e-4, atol=1e-4)
+    best = np.sort(ref, axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(scores, best, rtol=1e-4, atol=1e-4)
+
+
+def test_npz_import_equals_dense_forward(tmp_path, data):
+    _, test = data
+    layers = _random_layers()
+    src = tmp_path / "mlp.npz"
+    np.savez(src, **{f"W{i}": w for i, (w, _) in enumerate(layers)}, **{f"b{i}": b for i, (_, b) in enumerate(layers)})
+    summary = import_mlp(src, tmp_path / "model.npz")
+    assert summary["hidden"] == [H1, H2] and summary["n_features"] == F and summary["n_labels"] == N
+    _check_model(tmp_path / "model.npz", layers, test)
+
+
+def test_in_out_layout_is_transposed(tmp_path, data):
+    """torch_baseline's EmbeddingBag table w1 is (n_features, hidden): oriented by its bias."""
+    layers = _random_layers(1)[1:]  # H1 -> H2 -> N
+    rng = np.random.default_rng(2)
+    w1 = rng.normal(0, 0.3, (F, H1)).astype(np.float32)  # (in, out)
+    b1 = np.zeros(H1, np.float32)
+    src = tmp_path / "baseline.npz"
+    np.savez(src, w1=w1, b1=b1, w2=layers[0][0], b2=layers[0][1], w3=layers[1][0], b3=layers[1][1])
+    import_mlp(src, tmp_path / "model.npz")
+    _check_model(tmp_path / "model.npz", [(w1.T, b1), *layers], data[1])
+
+
+def test_torch_sequential_and_state_dict(tmp_path, data):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(F, H1), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                                torch.nn.Linear(H1, H2), torch.nn.ReLU(), torch.nn.Linear(H2, N))
+    layers = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in model if isinstance(m, torch.nn.Linear)]
+    torch.save(model, tmp_path / "seq.pt")
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    for name in ("seq.pt", "sd.pt"):
+        import_mlp(tmp_path / name, tmp_path / "model.npz")
+        _check_model(tmp_path / "model.npz", layers, data[1])
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_payload_is_refused(tmp_path, capsys):
+    npz = tmp_path / "evil.npz"
+    np.savez(npz, W0=np.array([_Payload()], dtype=object), b0=np.zeros(1))
+    with pytest.raises(ImportErrorSlidepy, match="refused"):
+        read_mlp(npz)
+    torch = pytest.importorskip("torch")
+    pt = tmp_path / "evil.pt"
+    torch.save({"0.weight": torch.zeros(2, 2), "x": _Payload()}, pt)
+    with pytest.raises(ImportErrorSlidepy, match="refused.*weights_only"):
+        read_mlp(pt)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_missing_torch_says_what_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not really")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ImportErrorSlidepy, match=r"slidepy\[torch\]"):
+        read_mlp(path)
+
+
+def test_bad_architectures(tmp_path):
+    rng = np.random.default_rng(0)
+    one = tmp_path / "one.npz"
+    np.savez(one, W0=rng.normal(size=(5, 7)).astype(np.float32), b0=np.zeros(5, np.float32))
+    with pytest.raises(ImportErrorSlidepy, match="at least one hidden"):
+        read_mlp(one)
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, W0=np.ones((6, 7), np.float32), b0=np.zeros(6, np.float32), W1=np.ones((4, 5), np.float32))
+    with pytest.raises(ImportErrorSlidepy, match="does not fit"):
+        read_mlp(broken)
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, W0=np.ones((6, 7), np.float32), scale=np.ones(3))
+    with pytest.raises(ImportErrorSlidepy, match="neither a weight nor a bias"):
+        read_mlp(odd)
+
+
+def test_cli_import_evaluate_predict_lsh(tmp_path, data):
+    train, test = data
+    layers = _random_layers(3)
+    src = tmp_path / "mlp.npz"
+    np.savez(src, **{f"W{i}": w for i, (w, _) in enumerate(layers)}, **{f"b{i}": b for i, (_, b) in enumerate(layers)})
+    test_file = tmp_path / "test.txt"
+    write_dataset(test, test_file)
+    names = tmp_path / "labels.txt"
+    names.write_text("".join(f"label-{i}\n" for i in range(N)))
+    runner = CliRunner()
+    out = tmp_path / "model.npz"
+    res = runner.invoke(main, ["import", str(src), "--out", str(out), "--labels", str(names),
+                               "--set", "model.output.selection.budget=40"])
+    assert res.exit_code == 0, res.output
+    assert "budget 40" in res.output
+    for flags in ([], ["--lsh"]):
+        ev = runner.invoke(main, ["evaluate", "--checkpoint", str(out), "--data", str(test_file), "--json", *flags])
+        assert ev.exit_code == 0, ev.output
+        assert '"P@1"' in ev.output
+    pr = runner.invoke(main, ["predict", "--checkpoint", str(out), "--data", str(test_file), "--top-k", "2", "--lsh"])
+    assert pr.exit_code == 0, pr.output
+    first = pr.output.splitlines()[0].split()
+    assert first and all(tok.startswith("label-") for tok in first)
+    bad = runner.invoke(main, ["import", str(tmp_path / "missing.npz"), "--out", str(out)])
+    assert bad.exit_code == 2 and "no such file" in bad.output and "Traceback" not in bad.output

@@ -1,0 +1,207 @@
+"""slidepy.sklearn.SlideClassifier: scikit-learn's own estimator checks, a text Pipeline,
+GridSearchCV, the target formats, and a pipeline saved for `slidepy predict --text`."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+sp = pytest.importorskip("scipy.sparse")
+
+from click.testing import CliRunner  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MultiLabelBinarizer  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from slidepy.cli import main  # noqa: E402
+from slidepy.sklearn import SlideClassifier, save_model  # noqa: E402
+from slidepy.text import TextFeatures  # noqa: E402
+
+# Settings for scikit-learn's checks: their data sets have 20-300 samples and 2-5 classes, so
+# many small steps; one thread, deterministic, so that refits and pickles give identical output.
+CHECKED = SlideClassifier(hidden=32, epochs=30, batch_size=32, lr=0.01, threads=1,
+                          config={"training.deterministic": True, "eval.subset": 50, "eval.recall_samples": 0})
+
+# Checks that cannot apply to SlideClassifier. None fails; these are skipped by scikit-learn
+# itself (the test shows them as skipped), and each is listed here with the reason:
+#   check_array_api_input: slidepy runs Numba kernels on NumPy arrays; array-API inputs (CuPy,
+#       torch) are not accepted (the check also needs SCIPY_ARRAY_API=1).
+#   check_classifiers_multilabel_output_format_predict_proba, and the predict_proba halves of
+#       check_classifier_multioutput / check_decision_proba_consistency: there is no
+#       predict_proba; with the softmax loss the output is one distribution over all labels,
+#       not a probability per label, so calling it one would mislead. decision_function and
+#       predict_topk give the scores.
+#   sample_weight checks (check_sample_weights_*, check_classifiers_one_label_sample_weights):
+#       fit takes no sample_weight (the trainer has no per-sample weighting).
+EXPECTED_FAILED_CHECKS: dict = {}
+
+
+def _expected_failed(estimator):
+    return EXPECTED_FAILED_CHECKS
+
+
+_kwargs = {"expected_failed_checks": _expected_failed} if "expected_failed_checks" in \
+    parametrize_with_checks.__code__.co_varnames else {}
+
+
+@parametrize_with_checks([CHECKED], **_kwargs)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# -- a small text data set: each label has its own words, documents mix 1-2 labels -------------
+
+LABELS = ["libc6", "python3", "perl", "libssl3", "zlib1g", "libgtk-3-0", "default-jre", "ruby"]
+
+
+def _corpus(n, seed):
+    rng = np.random.default_rng(seed)
+    words = {lab: [f"{lab.replace('-', '')}w{j}" for j in range(6)] for lab in LABELS}
+    noise = [f"common{j}" for j in range(30)]
+    texts, labels = [], []
+    for _ in range(n):
+        labs = list(rng.choice(LABELS, size=rng.integers(1, 3), replace=False))
+        toks = [w for lab in labs for w in rng.choice(words[lab], size=4)] + list(rng.choice(noise, size=5))
+        rng.shuffle(toks)
+        texts.append(" ".join(toks))
+        labels.append(labs)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def text_data():
+    return _corpus(600, 0), _corpus(200, 1)
+
+
+def _small(**kw):
+    base = dict(hidden=32, epochs=8, batch_size=32, lr=0.01, threads=1, budget=4,
+                config={"training.deterministic": True, "eval.subset": 50})
+    base.update(kw)
+    return SlideClassifier(**base)
+
+
+def test_text_pipeline_and_grid_search(text_data):
+    (x_train, y_train), (x_test, y_test) = text_data
+    pipe = make_pipeline(TfidfVectorizer(), _small())
+    pipe.fit(x_train, y_train)
+    clf = pipe[-1]
+    assert list(clf.classes_) == sorted(LABELS)
+    assert pipe.score(x_test, y_test) > 0.8  # P@1
+    ids, scores = clf.predict_topk(pipe[:-1].transform(x_test), 3)
+    assert ids.shape == scores.shape == (200, 3) and np.all(np.diff(scores, axis=1) <= 0)
+    p1 = np.mean([clf.classes_[ids[i, 0]] in y_test[i] for i in range(200)])
+    assert p1 == pytest.approx(pipe.score(x_test, y_test))
+    pred = pipe.predict(x_test)
+    assert sp.issparse(pred) and pred.shape == (200, len(LABELS)) and np.all(pred.sum(axis=1) == 1)
+
+    # scikit-learn's cross-validation splitters read y with type_of_target, which rejects lists
+    # of label lists: give GridSearchCV an indicator matrix (or an explicit cv=KFold(...)).
+    mlb = MultiLabelBinarizer(sparse_output=True).fit(y_train)
+    grid = GridSearchCV(make_pipeline(TfidfVectorizer(), _small(epochs=4)),
+                        {"slideclassifier__hidden": [16, 48]}, cv=2)
+    grid.fit(x_train, mlb.transform(y_train))
+    assert set(grid.cv_results_["param_slideclassifier__hidden"]) == {16, 48}
+    assert grid.best_score_ > 0.5 and grid.score(x_test, mlb.transform(y_test)) > 0.5
+
+
+def test_target_formats_give_the_same_model(text_data):
+    (x_train, y_train), (x_test, _) = text_data
+    vec = TfidfVectorizer().fit(x_train)
+    X, Xt = vec.transform(x_train), vec.transform(x_test)
+    mlb = MultiLabelBinarizer(sparse_output=True).fit(y_train)
+    Y = mlb.transform(y_train)
+    by_lists = _small(predict_k=2).fit(X, y_train)
+    by_matrix = _small(predict_k=2).fit(X, Y)
+    by_dense = _small(predict_k=2).fit(X.toarray(), Y.toarray())
+    np.testing.assert_array_equal(by_lists.predict_topk(Xt, 4)[0], by_matrix.predict_topk(Xt, 4)[0])
+    np.testing.assert_array_equal(by_dense.predict_topk(Xt.toarray(), 4)[0], by_matrix.predict_topk(Xt, 4)[0])
+    assert sp.issparse(by_matrix.predict(Xt)) and isinstance(by_dense.predict(Xt.toarray()), np.ndarray)
+    decision = by_matrix.decision_function(Xt)
+    np.testing.assert_array_equal((decision > 0).astype(int), by_matrix.predict(Xt).toarray())
+    assert by_lists.score(Xt, [list(mlb.classes_[r.indices]) for r in mlb.transform(_corpus(200, 1)[1])]) == \
+        pytest.approx(by_matrix.score(Xt, mlb.transform(_corpus(200, 1)[1])))
+    params = by_lists.get_params()
+    assert clone(by_lists).get_params() == params
+    cfg = by_lists.set_params(hidden=(8, 4), lr=0.5).config_dict()
+    assert cfg["model"]["hidden"] == [8, 4] and cfg["training"]["lr"] == 0.5
+
+
+def test_bad_params_are_value_errors(text_data):
+    (x_train, y_train), _ = text_data
+    X = TfidfVectorizer().fit_transform(x_train)
+    with pytest.raises(ValueError, match="training.lr"):
+        _small(lr=-1.0).fit(X, y_train)
+    with pytest.raises(ValueError, match="selection"):
+        _small(selection="magic").fit(X, y_train)
+
+
+def test_saved_pipeline_predicts_text_from_the_cli(text_data, tmp_path):
+    (x_train, y_train), (x_test, _) = text_data
+    pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), _small())
+    pipe.fit(x_train, y_train)
+    # the stored vectorizer featurises exactly as scikit-learn's
+    from slidepy.sklearn import text_features_from_vectorizer
+
+    feats = text_features_from_vectorizer(pipe[0])
+    indptr, indices, values = feats.transform(x_test[:20])
+    ref = pipe[0].transform(x_test[:20]).tocsr()
+    ref.sort_indices()
+    np.testing.assert_array_equal(indptr, ref.indptr)
+    np.testing.assert_array_equal(indices, ref.indices)
+    np.testing.assert_allclose(values, ref.data, rtol=1e-6)
+
+    model = tmp_path / "model.npz"
+    save_model(pipe, model)
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(model), "--text", x_test[0],
+                                    "--text", x_test[1], "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    ids, scores = pipe[-1].predict_topk(pipe[0].transform(x_test[:2]), 3)
+    want = [" ".join(f"{pipe[-1].classes_[i]}:{s:.6g}" for i, s in zip(r_ids, r_sc))
+            for r_ids, r_sc in zip(ids, scores)]
+    assert res.output.splitlines() == want
+
+    bare = tmp_path / "bare.npz"
+    pipe[-1].trainer_.save(bare)  # no vectorizer, no names
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(bare), "--text", "python3 things"])
+    assert res.exit_code == 2 and "holds no text vectorizer" in res.output and "save_model" in res.output
+
+
+def test_pickle_round_trip(text_data):
+    import pickle
+
+    (x_train, y_train), (x_test, _) = text_data
+    pipe = make_pipeline(TfidfVectorizer(), _small(epochs=2)).fit(x_train, y_train)
+    again = pickle.loads(pickle.dumps(pipe))
+    np.testing.assert_array_equal(again.decision_function(x_test), pipe.decision_function(x_test))
+
+
+def test_core_does_not_import_sklearn_or_scipy():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    code = ("import sys; import slidepy, slidepy.cli, slidepy.importer, slidepy.plot, slidepy.text, "
+            "slidepy.labels, slidepy.trainer; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'torch', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    # numba itself imports SciPy when it is installed, so check slidepy's own sources for SciPy
+    for path in (root / "slidepy").glob("*.py"):
+        if path.name == "sklearn.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(scipy|sklearn)\b", text, re.M), path.name
+
+
+def test_run_dir_is_kept_for_plots(text_data, tmp_path):
+    (x_train, y_train), _ = text_data
+    X = TfidfVectorizer().fit_transform(x_train)
+    est = _small(epochs=2, run_dir=str(tmp_path / "est"))
+    est.fit(X, y_train).fit(X, y_train)  # a refit clears the directory first
+    records = (tmp_path / "est" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"event": "start"' in r for r in records) == 1
+    assert [r["event"] for r in est.history_].count("eval") == 2
