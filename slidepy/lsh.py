@@ -255,10 +255,11 @@ class LshIndex:
         for t in range(self.l):
             rng = np.random.default_rng([self.seed, self.rebuilds, t])
             if self.rebuilds == 0:
-                centroids, iters = initial_centroids(rows, bias, n_c, rng), INITIAL_KMEANS_ITERS
+                centroids, previous = initial_centroids(rows, bias, n_c, rng), None
             else:
-                centroids, iters = np.ascontiguousarray(self.centroids_t[:, t * n_c:(t + 1) * n_c].T), 1
-            assign, indptr, members = cluster_rows(rows, bias, centroids, iters, rng)
+                centroids = np.ascontiguousarray(self.centroids_t[:, t * n_c:(t + 1) * n_c].T)
+                previous = self.codes[:, t]
+            assign, indptr, members = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous)
             self.codes[:, t] = assign
             self.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
             self.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * self.n_neurons
