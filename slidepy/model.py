@@ -26,6 +26,11 @@ from .rng import generator
 EVAL_SUBSET_STREAM = 12345
 
 
+def max_labels(*sets: Dataset | None) -> int:
+    """Most labels of one sample over the given sets (at least 1)."""
+    return max([1] + [int(np.max(np.diff(ds.y_indptr), initial=1)) for ds in sets if ds is not None])
+
+
 class Model:
     """`config` (a Config) and `engine` (the Engine it describes, of fixed dimensions)."""
 
@@ -103,6 +108,15 @@ class Model:
                if not np.isfinite(getattr(layer, name)).all()]
         return f"NaN/inf in {', '.join(bad)}" if bad else None
 
+    def accept_training_data(self, train: Dataset | None, test: Dataset | None, source="the model") -> None:
+        """Check that `train` has this model's dimensions (DataError naming both), and make room in
+        the output layer's active sets for the most labels of one sample of `train` or `test`."""
+        dims = (self.engine.n_features, self.engine.n_labels)
+        if train is not None and (train.n_features, train.n_labels) != dims:
+            raise DataError(f"{train.source} has {train.n_features} features / {train.n_labels} labels but the "
+                            f"model in {source} was trained on {dims[0]} / {dims[1]}")
+        self.engine.ensure_label_capacity(max_labels(train, test))
+
     def check_input_dims(self, data: Dataset) -> None:
         """Feature ids beyond the model's input layer would index past its weights."""
         if data.n_features > self.engine.n_features:
@@ -125,6 +139,13 @@ class Model:
             return np.arange(n, dtype=np.int64)
         rng = generator(self.config.training.seed, EVAL_SUBSET_STREAM)
         return np.sort(rng.choice(n, size=subset, replace=False)).astype(np.int64)
+
+    def eval_report(self, data: Dataset) -> dict:
+        """What an eval record holds: `evaluate` on eval.subset, plus the LSH diagnostics
+        (recall against exact scoring, drift) on eval.recall_samples rows when that is not 0."""
+        recall = self.config.eval.recall_samples
+        report = self.evaluate(data, self.config.eval.subset)
+        return {**report, **(self.engine.lsh_diagnostics(data, self.eval_rows(data, recall)) if recall else {})}
 
     def evaluate(self, data: Dataset, subset: int | None = None) -> dict:
         """P@k and nDCG@k (k from eval.k) on `eval_rows(data, subset)`, plus the mean active neurons

@@ -52,7 +52,7 @@ from .config import Config, load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
-from .model import Model
+from .model import Model, max_labels
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
@@ -137,11 +137,6 @@ def _check_data(train: Dataset | None, test: Dataset | None) -> None:
                             f"set {train.n_features}")
 
 
-def _max_labels(*sets: Dataset | None) -> int:
-    """Most labels of one sample over the given sets (at least 1)."""
-    return max([1] + [int(np.max(np.diff(ds.y_indptr), initial=1)) for ds in sets if ds is not None])
-
-
 def _progress_from_meta(path, meta: dict) -> tuple:
     """(epoch, batch_in_epoch, train_seconds, rebuild_seconds) of a checkpoint's meta."""
     try:
@@ -211,7 +206,7 @@ class Trainer:
         self.history: list[dict] = []
         self.warnings: list[str] = []  # every warning this trainer issued, in order
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
-        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, _max_labels(train, test))
+        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
         self.epoch, self.batch_in_epoch = 0, 0  # epochs completed, batches of the current epoch done
         self.train_seconds, self.rebuild_seconds = 0.0, 0.0
         self.last_eval: dict = {}  # the newest eval record of this fit()
@@ -403,10 +398,9 @@ class Trainer:
         return self.model.evaluate(data, self.config.eval.subset if subset == -1 else subset)
 
     def _eval_record(self) -> dict:
-        started, data, recall = time.perf_counter(), self.test_data or self.train_data, self.config.eval.recall_samples
-        metrics = self.evaluate()
-        diagnostics = self.engine.lsh_diagnostics(data, self.model.eval_rows(data, recall)) if recall else {}
-        return self._record("eval", eval_seconds=time.perf_counter() - started, **metrics, **diagnostics)
+        started = time.perf_counter()
+        report = self.model.eval_report(self.test_data or self.train_data)
+        return self._record("eval", eval_seconds=time.perf_counter() - started, **report)
 
     def predict(self, data: Dataset, k: int = 5):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
@@ -473,10 +467,7 @@ class Trainer:
         if train is None and load_data_from_config:
             train, loaded_test = load_data(model.config)
             test = test if test is not None else loaded_test
-        if train is not None and (train.n_features, train.n_labels) != (model.engine.n_features, model.engine.n_labels):
-            raise DataError(f"{train.source} has {train.n_features} features / {train.n_labels} labels but the "
-                            f"model in {path} was trained on {model.engine.n_features} / {model.engine.n_labels}")
-        model.engine.ensure_label_capacity(_max_labels(train, test))
+        model.accept_training_data(train, test, source=path)
         trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
         trainer._apply_state(path, {}, meta, model_loaded=True)
         return trainer
