@@ -19,8 +19,8 @@ How each figure is measured
   curve (time to a stated P@1), the JIT compile seconds, peak RSS and, for slidepy, the mean
   active neurons per layer and the share of training time in the kernel (select + hash + forward
   + backward), the optimizer, and LSH table rebuilds. Training time excludes evaluation and JIT
-  compilation and includes table rebuilds. The slidepy loop is Trainer.fit's (same epoch order,
-  train_step, maybe_rebuild, Trainer.evaluate), minus checkpoints and metrics.jsonl.
+  compilation and includes table rebuilds. The slidepy loop is Trainer.fit's own: the runner
+  calls Trainer.train_step (epoch order, train step, scheduled rebuild) and Trainer.evaluate.
 * Throughput (samples/s) is measured interleaved: one long-lived worker per system, and the
   parent asks them in turn (A, B, C, A, B, C, ...) for a timed segment of `segment_seconds` of
   training, `repeats` rounds per thread count. Reported: the median per system and the ratios of
@@ -158,7 +158,7 @@ def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, th
         "model": {"hidden": [HIDDEN], "output": {"selection": sel}, "loss": "softmax"},
         "training": {"batch_size": batch_size, "lr": lr, "optimizer": "adam", "seed": seed, "threads": threads,
                      "epochs": 1, "log_every": 10**6},
-        "eval": {"every": 0, "subset": None, "k": [1, 3, 5], "recall_samples": 0},
+        "eval": {"every": 10**9, "subset": None, "k": [1, 3, 5], "recall_samples": 0},
         "output": {"checkpoint_every": 0, "keep_last": 1},
     })
 
@@ -220,108 +220,54 @@ def _set_threads(n: int) -> int:
 # -------------------------------------------------------------------------------------------------
 
 class SlidepyRunner:
-    """A slidepy Trainer plus the training loop of Trainer.fit (no checkpoints)."""
+    """A slidepy Trainer driven one `Trainer.train_step` at a time: the loop of Trainer.fit (same
+    epoch order, train step, scheduled rebuild), with no checkpoints, logs or evaluations of its
+    own (checkpoint_every 0, log_every and eval.every beyond any run)."""
 
     def __init__(self, system: str, train, test, spec: dict):
         from slidepy import Trainer
 
         self.system, self.train, self.test = system, train, test
         self.batch = int(spec["batch_size"])
-        self.seed = int(spec.get("seed", 0))
         threads = _set_threads(spec["threads"])
         cfg = slidepy_config(system, train.n_labels, lr=spec["lr"], batch_size=self.batch, threads=threads,
-                             seed=self.seed)
+                             seed=int(spec.get("seed", 0)))
         self.tmp = tempfile.mkdtemp(prefix="slidepy-bench-")
         t0 = time.perf_counter()
         self.trainer = Trainer(cfg, train=train, test=test, run_dir=self.tmp, progress=False)
         self.build_seconds = time.perf_counter() - t0
         self.engine = self.trainer.engine
         self.compile_seconds = self.engine.warmup(train)
-        self.epoch, self.pos = 0, 0
-        self.order = self._order(0)
         self.steps = 0
         self.samples = 0
-        self.step_seconds = 0.0
-        self.rebuild_seconds = 0.0
         self.active_sum = np.zeros(self.engine.n_layers)
-        self.active_steps = 0
-
-    def _order(self, epoch: int) -> np.ndarray:  # same as Trainer._epoch_order
-        return np.random.default_rng([self.seed, epoch]).permutation(self.train.n_samples).astype(np.int64)
-
-    def next_rows(self) -> np.ndarray:
-        if self.pos >= self.train.n_samples:
-            self.epoch += 1
-            self.pos = 0
-            self.order = self._order(self.epoch)
-        rows = self.order[self.pos:self.pos + self.batch]
-        self.pos += self.batch
-        return rows
 
     def step(self, traffic: dict | None = None) -> float:
         """One training step + scheduled rebuild; returns its seconds (step + rebuild)."""
-        rows = self.next_rows()
-        t0 = time.perf_counter()
-        stats = self.engine.train_step(self.train, rows)
-        dt = time.perf_counter() - t0
-        rb = self.engine.maybe_rebuild()
-        if not np.isfinite(stats.loss):
-            raise FloatingPointError(f"{self.system}: loss {stats.loss} at step {self.engine.step}")
+        rebuild_before = self.trainer.rebuild_seconds
+        done = self.trainer.train_step()  # a non-finite loss raises NumericalError (on_nan: stop)
         self.steps += 1
-        self.samples += rows.shape[0]
-        self.step_seconds += dt
-        self.rebuild_seconds += rb
-        self.active_sum += np.asarray(stats.active_mean, dtype=np.float64)
-        self.active_steps += 1
+        self.samples += done.rows.shape[0]
+        self.active_sum += np.asarray(done.stats.active_mean, dtype=np.float64)
         if traffic is not None:
-            traffic_add(traffic, self.train, rows, stats, dt)
-        return dt + rb
+            traffic_add(traffic, self.train, done.rows, done.stats, done.seconds)
+        return done.seconds + self.trainer.rebuild_seconds - rebuild_before
 
     def evaluate(self) -> dict:
-        """Exact P@k on the whole (cut) test set. Label sets >= FAST_EVAL_LABELS with one hidden
-        layer are scored with NumPy BLAS (same math as engine.predict's exact mode, which takes
-        ~0.1 s per sample at 670K labels); otherwise Trainer.evaluate."""
-        if self.train.n_labels >= FAST_EVAL_LABELS and self.engine.n_layers == 2:
-            from slidepy.metrics import evaluate_topk
-
-            top = numpy_topk(self.engine, self.test, 5)
-            if not hasattr(self, "eval_check"):  # cross-check once against slidepy's own exact scoring
-                n = min(16, self.test.n_samples)
-                ids, _, _ = self.engine.predict(self.test, np.arange(n, dtype=np.int64), k=1, use_lsh=False)
-                self.eval_check = float(np.mean(ids[:, 0] == top[:n, 0]))
-            return evaluate_topk(top, self.test.y_indptr, self.test.y_indices, (1, 3, 5))
+        """Exact P@k on the whole (cut) test set (Trainer.evaluate: every label scored, the output
+        layer as one BLAS product per block of samples)."""
         return self.trainer.evaluate(self.test, subset=None)
 
     def timings(self) -> dict:
         return {"kernel": self.engine.timings["kernel"], "optimizer": self.engine.timings["optimizer"],
-                "rebuild": self.rebuild_seconds, "step": self.step_seconds}
+                "rebuild": self.trainer.rebuild_seconds, "step": self.trainer.train_seconds}
 
     def close(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-FAST_EVAL_LABELS = 50_000
-
-
-def numpy_topk(engine, data, k: int, chunk: int = 64) -> np.ndarray:
-    """Exact top-k output neurons of a one-hidden-layer slidepy network, with NumPy BLAS.
-    Layer 0 is input-major (F, H), the output layer neuron-major (N, H); ReLU hidden layer."""
-    l0, l1 = engine.layers[0], engine.layers[1]
-    w0, b0, w1, b1 = l0.weights, l0.bias, l1.weights, l1.bias
-    out = np.zeros((data.n_samples, k), np.int64)
-    for start in range(0, data.n_samples, chunk):
-        stop = min(data.n_samples, start + chunk)
-        h = np.zeros((stop - start, w0.shape[1]), np.float32)
-        for i in range(start, stop):
-            lo, hi = data.x_indptr[i], data.x_indptr[i + 1]
-            h[i - start] = data.x_values[lo:hi] @ w0[data.x_indices[lo:hi]]
-        h = np.maximum(h + b0, 0.0)
-        z = h @ w1.T
-        z += b1
-        part = np.argpartition(-z, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(z, part, axis=1), axis=1, kind="stable")
-        out[start:stop] = np.take_along_axis(part, order, axis=1)
-    return out
+# The exact `all` system at this many labels is too slow to waste an untimed step on.
+SLOW_ALL_LABELS = 50_000
 
 
 def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float) -> None:
@@ -389,7 +335,7 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
             m = runner.evaluate()
             eval_seconds += time.perf_counter() - t0
             curve.append({"step": s, "epoch": s / -(-train.n_samples // runner.batch),
-                          "train_seconds": runner.step_seconds + runner.rebuild_seconds,
+                          "train_seconds": runner.trainer.train_seconds + runner.trainer.rebuild_seconds,
                           **{k: m[k] for k in ("P@1", "P@3", "P@5")}})
     tm = runner.timings()
     train_s = tm["step"] + tm["rebuild"]
@@ -397,8 +343,7 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
            "train_seconds": train_s, "samples_per_s": runner.samples / train_s if train_s else float("nan"),
            "compile_seconds": runner.compile_seconds, "build_seconds": runner.build_seconds,
            "eval_seconds": eval_seconds, "curve": curve,
-           "eval_check_top1_agreement": getattr(runner, "eval_check", None),
-           "active_mean": (runner.active_sum / max(1, runner.active_steps)).tolist(),
+           "active_mean": (runner.active_sum / max(1, runner.steps)).tolist(),
            "time_share": {k: tm[k] / train_s for k in ("kernel", "optimizer", "rebuild")} if train_s else {},
            **{k: curve[-1][k] for k in ("P@1", "P@3", "P@5")}}
     out["time_share"]["other"] = max(0.0, 1.0 - sum(out["time_share"].values()))
@@ -512,7 +457,7 @@ def worker_main(spec_text: str) -> int:
         if threads != threads_now:  # new thread count: new scratch; one untimed step allocates it
             _set_threads(threads)
             threads_now = threads
-            if system != "all" or runner.train.n_labels < FAST_EVAL_LABELS:  # too slow to waste there
+            if system != "all" or runner.train.n_labels < SLOW_ALL_LABELS:  # too slow to waste there
                 runner.step()
         tm0 = dict(runner.timings())
         traffic = {"bytes": 0.0, "seconds": 0.0, "steps": 0}

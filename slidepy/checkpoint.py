@@ -11,13 +11,9 @@ UTF-8 JSON:
 `meta` must be JSON-serialisable; it comes back as JSON types (tuples become lists, dict keys
 become strings).
 
-Atomic writes. `save_checkpoint` writes `<path>.tmp-<pid>` in the target directory, flushes and
-fsyncs it, renames it over `path` with `os.replace`, then fsyncs the directory. A crash at any
-point leaves either the old file or the new one at `path`, never a mix; a crash before the rename
-may leave a temp file, which `list_checkpoints` and `latest_checkpoint` ignore and
-`remove_stale_temp_files` deletes once its writer process is gone (the trainer calls it at start).
-
-Run directories keep checkpoints as `<run_dir>/checkpoints/step-{step:09d}.npz`.
+Atomic writes. `save_checkpoint` goes through `atomic.atomic_write` (temp file beside `path`,
+fsync, `os.replace`, fsync of the directory): a crash leaves either the old file or the new one at
+`path`, never a mix. Where checkpoints live in a run directory, and which are kept, is rundir.py's.
 
 Every problem with a file on disk is raised as `CheckpointError` naming the file and the cause.
 """
@@ -26,13 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import warnings
 import zipfile
 
 import numpy as np
 
-from slidepy.errors import CheckpointError
+from .atomic import atomic_write
+from .errors import CheckpointError
 
 __all__ = [
     "FORMAT",
@@ -41,21 +36,13 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint_meta",
     "check_shapes",
-    "checkpoint_path",
-    "list_checkpoints",
-    "latest_checkpoint",
-    "prune_checkpoints",
-    "remove_stale_temp_files",
 ]
 
 FORMAT = "slidepy-checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
-CHECKPOINT_DIR = "checkpoints"
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # first local file header / empty archive
-_STEP_RE = re.compile(r"^step-(\d{9,})\.npz$")
-_TMP_RE = re.compile(r"^step-\d{9,}\.npz\.tmp-(\d+)$")
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -89,23 +76,6 @@ def _write_npz(fileobj, entries: dict) -> None:
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
-def _fsync_dir(dirname: str) -> None:
-    """Make a rename durable. Best effort: Windows cannot open a directory for fsync and some
-    network filesystems refuse it; the file itself is complete and synced either way."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path, arrays: dict, meta: dict) -> None:
     """Write `arrays` (name -> np.ndarray) and `meta` (JSON-serialisable dict) to `path` atomically.
 
@@ -132,22 +102,8 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> None:
         entries[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
     meta_bytes = _encode_meta(entries, meta)
 
-    dirname = os.path.dirname(os.path.abspath(path))
-    os.makedirs(dirname, exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp_path, "wb") as f:
-            _write_npz(f, {META_KEY: meta_bytes, **entries})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.remove(tmp_path)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(dirname)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: _write_npz(f, {META_KEY: meta_bytes, **entries}))
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -292,113 +248,3 @@ def check_shapes(arrays: dict, expected: dict) -> None:
     if extra:
         listed = ", ".join(extra)
         raise CheckpointError(f"checkpoint has array(s) the config does not use: {listed}")
-
-
-# ------------------------------------------------------------------------------ run directory
-
-
-def checkpoint_path(run_dir, step: int) -> str:
-    """`<run_dir>/checkpoints/step-{step:09d}.npz` (a str)."""
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
-    return os.path.join(os.fspath(run_dir), CHECKPOINT_DIR, f"step-{int(step):09d}.npz")
-
-
-def list_checkpoints(run_dir) -> list:
-    """`[(step, path), ...]` of the checkpoint files in `run_dir`, ascending by step.
-
-    Only names of the form `step-<digits>.npz` count: temp files of interrupted writes are
-    ignored. A missing directory gives []. Files are not opened.
-    """
-    ckpt_dir = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
-    try:
-        names = os.listdir(ckpt_dir)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        m = _STEP_RE.match(name)
-        full = os.path.join(ckpt_dir, name)
-        if m and os.path.isfile(full):
-            found.append((int(m.group(1)), full))
-    found.sort()
-    return found
-
-
-def latest_checkpoint(run_dir):
-    """Path of the newest checkpoint in `run_dir` whose metadata reads cleanly, or None.
-
-    Newer files that fail to open are skipped with a warning. Only the header is checked, not
-    the arrays; `load_checkpoint` still validates the full file.
-    """
-    for _step, path in reversed(list_checkpoints(run_dir)):
-        try:
-            read_checkpoint_meta(path)
-        except CheckpointError as exc:
-            warnings.warn(f"skipping unreadable checkpoint: {exc}", RuntimeWarning, stacklevel=2)
-            continue
-        return path
-    return None
-
-
-def prune_checkpoints(run_dir, keep_last: int) -> list:
-    """Delete old checkpoints, keeping the newest `keep_last` (>= 1) readable ones.
-
-    Walks from the newest step down; once `keep_last` checkpoints whose metadata reads cleanly
-    have been seen, every older checkpoint is deleted. Unreadable files newer than that are left
-    alone (so a corrupt newest file never costs the last good one). Temp files are not touched.
-    Returns the deleted paths.
-    """
-    if isinstance(keep_last, bool) or not isinstance(keep_last, (int, np.integer)) or keep_last < 1:
-        raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
-    kept = 0
-    removed = []
-    for _step, path in reversed(list_checkpoints(run_dir)):
-        if kept >= keep_last:
-            os.remove(path)
-            removed.append(path)
-            continue
-        try:
-            read_checkpoint_meta(path)
-        except CheckpointError:
-            continue
-        kept += 1
-    return removed
-
-
-def _process_exists(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # cannot tell: keep the file
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True
-    return True
-
-
-def remove_stale_temp_files(run_dir) -> list:
-    """Delete `step-*.npz.tmp-<pid>` files in `run_dir`'s checkpoint directory whose writer is gone
-    (a process killed mid-write leaves one, as large as a checkpoint). Temp files of processes
-    that still run (a concurrent writer) are left alone. Returns the deleted paths."""
-    ckpt_dir = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
-    try:
-        names = os.listdir(ckpt_dir)
-    except FileNotFoundError:
-        return []
-    removed = []
-    for name in names:
-        m = _TMP_RE.match(name)
-        if m is None:
-            continue
-        pid = int(m.group(1))
-        if pid != os.getpid() and _process_exists(pid):
-            continue
-        full = os.path.join(ckpt_dir, name)
-        try:
-            os.remove(full)
-        except FileNotFoundError:
-            continue
-        removed.append(full)
-    return removed

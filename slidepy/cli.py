@@ -118,13 +118,28 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
     click.echo(f"step {trainer.step}  {_format_metrics(result)}  (run dir {trainer.run_dir})")
 
 
-def _load_eval_data(path: str, trainer) -> object:
+def _load_model(checkpoint: str, threads: int | None):
+    """The model in a checkpoint, with numba's threads set from --threads, else its config."""
+    import numba
+
+    from .model import Model
+    from .trainer import set_threads
+
+    model, _ = Model.load(checkpoint)
+    if threads:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    else:
+        set_threads(model.config)
+    return model
+
+
+def _load_eval_data(path: str, model) -> object:
     from .data import load_dataset
 
     from .errors import DataError
 
-    n_features = trainer.engine.n_features
-    n_labels = trainer.engine.n_labels
+    n_features = model.engine.n_features
+    n_labels = model.engine.n_labels
     try:
         data = load_dataset(path, n_features=n_features, n_labels=n_labels)
     except DataError as exc:
@@ -148,20 +163,15 @@ def _load_eval_data(path: str, trainer) -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
     """P@k and nDCG@k of a trained model on a data file (exact scoring by default)."""
-    import numba
-
     from .metrics import evaluate_topk
-    from .trainer import Trainer
 
     try:
         k_list = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
         if not k_list or k_list[0] < 1:
             raise SlidepyError(f"--k must list positive integers, got {ks!r}")
-        if threads:
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        trainer = Trainer.load(checkpoint)
-        data = _load_eval_data(data_path, trainer)
-        ids, _, _ = trainer.engine.predict(data, None, k=max(k_list), use_lsh=lsh)
+        model = _load_model(checkpoint, threads)
+        data = _load_eval_data(data_path, model)
+        ids, _ = model.predict(data, k=max(k_list), use_lsh=lsh)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except (SlidepyError, ValueError) as exc:
         _fail(exc)
@@ -187,16 +197,15 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
     (label names when the model knows them, see --labels; ids otherwise)."""
     from .checkpoint import read_checkpoint_meta
     from .labels import format_prediction, label_names_for
-    from .trainer import Trainer
 
     try:
         if (data_path is None) == (not texts):
             raise SlidepyError("give either --data FILE or --text TEXT")
-        trainer = Trainer.load(checkpoint)
+        model = _load_model(checkpoint, None)
         meta = read_checkpoint_meta(checkpoint)
-        data = _text_dataset(texts, meta, trainer, checkpoint) if texts else _load_eval_data(data_path, trainer)
-        names = None if ids_only else label_names_for(trainer, meta, labels_path)
-        ids, scores, _ = trainer.engine.predict(data, None, k=top_k, use_lsh=lsh)
+        data = _text_dataset(texts, meta, model, checkpoint) if texts else _load_eval_data(data_path, model)
+        names = None if ids_only else label_names_for(model, meta, labels_path)
+        ids, scores = model.predict(data, k=top_k, use_lsh=lsh)
     except SlidepyError as exc:
         _fail(exc)
     except OSError as exc:
@@ -213,7 +222,7 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
         _os_fail(exc)
 
 
-def _text_dataset(texts, meta: dict, trainer, checkpoint):
+def _text_dataset(texts, meta: dict, model, checkpoint):
     """The raw `texts` featurised by the vectorizer stored in the model, as a Dataset."""
     import numpy as np
 
@@ -227,13 +236,13 @@ def _text_dataset(texts, meta: dict, trainer, checkpoint):
                            "and saved with slidepy.sklearn.save_model(pipeline, path); for other models write the "
                            "features to a file and use --data")
     features = TextFeatures.from_meta(stored)
-    if features.n_features != trainer.engine.n_features:
+    if features.n_features != model.engine.n_features:
         raise SlidepyError(f"{checkpoint}: the stored vectorizer gives {features.n_features} features but the model "
-                           f"takes {trainer.engine.n_features}")
+                           f"takes {model.engine.n_features}")
     indptr, indices, values = features.transform(list(texts))
     n = len(texts)
     return Dataset(indptr, indices, values, np.zeros(n + 1, np.int64), np.zeros(0, np.int32),
-                   trainer.engine.n_features, trainer.engine.n_labels, "--text")
+                   model.engine.n_features, model.engine.n_labels, "--text")
 
 
 @main.command("import")
@@ -334,13 +343,14 @@ def tune_lsh(neurons, active_fraction, recall, family, bin_size, capacity):
     from L = log(1 - P) / log(1 - p^K)."""
     from .hashing import random_pair_collision, suggest_k_l
     from .lsh import FAMILY_CODES
+    from .tables import table_bytes
 
     code = FAMILY_CODES[family]
     k, l = suggest_k_l(neurons, active_fraction, recall, code, bin_size)
     bits = 1 if family == "srp" else max(1, (bin_size - 1).bit_length())
     range_pow = min(24, k * bits)
     expected = min(1.0, l * random_pair_collision(code, bin_size) ** k)
-    table_mb = l * (1 << range_pow) * (capacity + 1) * 4 / 2**20
+    table_mb = table_bytes(l, range_pow, capacity) / 2**20
     click.echo(f"family {family}: k {k}  l {l}  range_pow {range_pow}  bucket_capacity {capacity}")
     click.echo(f"expected active fraction of unrelated neurons ~{expected:.4f} (~{expected * neurons:,.0f} of "
                f"{neurons:,}); tables {table_mb:,.1f} MiB")

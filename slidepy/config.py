@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from slidepy.atomic import atomic_write
 from slidepy.constants import (MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_INT, MAX_K, MAX_L, MAX_RANGE_POW,
                                MIN_BIN_SIZE, MIN_BUCKET_CAPACITY, MIN_RANGE_POW)
 from slidepy.errors import ConfigError
@@ -553,15 +554,7 @@ def dump_config(cfg: Config, path: str | os.PathLike) -> None:
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _path_problem(path: str, want: str) -> str | None:

@@ -49,7 +49,7 @@ or to `cache_dir` when given (named `<file name>-<hash of its absolute path>.sli
 so two sources with the same name do not collide). The cache records the source's size and
 `mtime_ns` and the load options that shape the result (format, index_base, n_features,
 n_labels, skip_bad_lines); a later load uses it only if all match, otherwise it re-parses and
-overwrites it. Writes are atomic (temp file + `os.replace`); an unwritable location or an
+overwrites it. Writes go through `atomic.atomic_write` (temp file, fsync, rename); an unwritable location or an
 unreadable cache silently means "no cache". Note that a read-only data directory therefore needs
 `cache_dir` for loads to be cached.
 """
@@ -60,7 +60,6 @@ import gzip
 import hashlib
 import json
 import os
-import secrets
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from slidepy import parse
+from slidepy.atomic import atomic_write
 from slidepy.errors import DataError
 
 FORMATS = ("auto", "xc", "libsvm")
@@ -583,28 +583,9 @@ def _write_cache(cache_file: Path, key: dict, ds: Dataset) -> None:
     arrays = {name: getattr(ds, name) for name in _ARRAY_DTYPES}
     meta_bytes = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     try:
-        _atomic_write(cache_file, lambda f: np.savez(f, meta=meta_bytes, **arrays))
+        atomic_write(cache_file, lambda f: np.savez(f, meta=meta_bytes, **arrays))
     except OSError:
         pass
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(f)` on a temp file beside `path`, then rename it over `path`.
-
-    Readers see the old file or the new one, never a partial one; concurrent writers each use
-    their own temp name. The temp file is removed if anything fails; errors propagate.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,6 +646,6 @@ def write_dataset(ds: Dataset, path, *, format: str = "xc") -> None:
             f.write(body)
 
     try:
-        _atomic_write(path, write)
+        atomic_write(path, write)
     except OSError as e:
         raise DataError(f"{path}: cannot write: {e.strerror or e}") from None

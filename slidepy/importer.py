@@ -251,8 +251,7 @@ def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_
     """Read an MLP (see `read_mlp`) and write it as a slidepy model file at `out_path`.
     Returns a summary {n_features, hidden, n_labels, lsh_k, lsh_l, budget}."""
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import Dataset
-    from .trainer import Trainer
+    from .model import Model
 
     layers = read_mlp(source, layout=layout)
     cfg = import_config(layers, overrides)
@@ -261,18 +260,15 @@ def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_
         raise ImportErrorSlidepy(f"--set changed model.hidden to {hidden}, but the imported layers have "
                                  f"{[int(w.shape[0]) for w, _ in layers[:-1]]}")
     n_features, n_labels = int(layers[0][0].shape[1]), int(layers[-1][0].shape[0])
-    z = np.zeros(1, np.int64)
-    empty = Dataset(z, np.zeros(0, np.int32), np.zeros(0, np.float32), z.copy(), np.zeros(0, np.int32),
-                    n_features, n_labels, "<imported model>")
-    trainer = Trainer(cfg, train=empty, progress=False)
-    engine = trainer.engine
+    model = Model.build(cfg, n_features, n_labels)
+    engine = model.engine
     arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in engine.expected_shapes().items()}
     for index, (w, b) in enumerate(layers):
         # slidepy layout (network.py): layer 0 input-major (F, N), the others neuron-major (N, D)
         arrays[f"layer{index}.weights"] = np.ascontiguousarray(w.T if index == 0 else w)
         arrays[f"layer{index}.bias"] = b
     engine.load_state(arrays, {}, source=str(source))  # no LSH state given: tables built from the weights
-    trainer.save(out_path)
+    model.save(out_path)
     if label_names is not None:
         if len(label_names) != n_labels:
             raise ImportErrorSlidepy(f"{len(label_names)} label names for {n_labels} output neurons")

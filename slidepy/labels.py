@@ -37,10 +37,10 @@ def read_label_names(path, n_labels: int | None = None) -> list[str]:
     return names
 
 
-def label_names_for(trainer, meta: dict | None = None, override=None) -> list[str] | None:
+def label_names_for(model, meta: dict | None = None, override=None) -> list[str] | None:
     """The label names of a loaded model, or None: `override` (a path, from --labels) first, then
     names stored in the checkpoint metadata, then the config's `data.labels`."""
-    n_labels = trainer.engine.n_labels
+    n_labels = model.engine.n_labels
     if override is not None:
         return read_label_names(override, n_labels)
     stored = (meta or {}).get(META_KEY)
@@ -48,7 +48,7 @@ def label_names_for(trainer, meta: dict | None = None, override=None) -> list[st
         if not isinstance(stored, list) or len(stored) != n_labels:
             raise DataError(f"the checkpoint's stored label names do not match its {n_labels} labels")
         return [str(s) for s in stored]
-    path = getattr(trainer.config.data, "labels", None)
+    path = getattr(model.config.data, "labels", None)
     if path:
         return read_label_names(os.fspath(path), n_labels)
     return None

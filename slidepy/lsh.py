@@ -54,6 +54,7 @@ from .tables import (
     POLICY_VANILLA,
     build_tables,
     query_scratch_size,
+    table_bytes,
 )
 
 FAMILY_CODES = {"srp": FAMILY_SRP, "wta": FAMILY_WTA, "dwta": FAMILY_DWTA, "minhash": FAMILY_MINHASH}
@@ -156,6 +157,25 @@ def suggest_l_for_k(cfg, k: int) -> int:
     return int(min(512, max(1, math.ceil(math.log(1 - cfg.target_recall) / math.log(1 - p)))))
 
 
+def n_clusters_for(cfg, n_neurons: int, budget: int) -> int:
+    """Clusters per table of a kmeans index (the config's number, or auto_clusters)."""
+    clusters = getattr(cfg, "clusters", "auto")
+    return min(n_neurons, auto_clusters(n_neurons, budget or n_neurons) if clusters == "auto" else int(clusters))
+
+
+def index_layout(cfg, dim: int, n_neurons: int, budget: int) -> tuple[tuple[int, int, int, int], int]:
+    """((L, H, Q, V), bytes) of a layer's index without building it: the per-thread query
+    scratch shape (see LshIndex.hash_shape) and the bytes of its tables or clusters, codes
+    included. Used by the memory estimate; LshIndex allocates exactly this."""
+    k, l = resolve_k_l(cfg, n_neurons)
+    if cfg.family == "kmeans":
+        c = n_clusters_for(cfg, n_neurons, budget)
+        nbytes = 4 * (dim + 1) * l * c + 8 * (l * c + 1) + 4 * l * n_neurons + 4 * n_neurons * l
+        return (0, l * c, 0, 0), nbytes
+    shape = (l, k * l, query_scratch_size(l, cfg.bucket_capacity), dim + 1)
+    return shape, table_bytes(l, cfg.range_pow, cfg.bucket_capacity) + 4 * n_neurons * l
+
+
 class LshIndex:
     """The hash functions (or cluster centroids), tables and rebuild state of one layer."""
 
@@ -176,9 +196,7 @@ class LshIndex:
         self.max_norm = 1.0  # M of the transform at the last rebuild
         self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
         if self.kind == INDEX_CLUSTERS:
-            clusters = getattr(cfg, "clusters", "auto")
-            self.n_clusters = min(self.n_neurons, auto_clusters(self.n_neurons, budget or self.n_neurons)
-                                  if clusters == "auto" else int(clusters))
+            self.n_clusters = n_clusters_for(cfg, self.n_neurons, budget)
             self.params = _no_params()
             self.buckets = np.zeros((0, 0, 0), np.int32)
             self.counts = np.zeros((0, 0), np.int32)

@@ -3,7 +3,8 @@
 A config that cannot fit (a 670K-label layer with a wide hidden layer, L = 512 tables of 2^20
 buckets, ...) should be refused in a second with numbers, not die an hour in with the OOM killer.
 The estimate adds the resident parts: parameters with their gradients and Adam moments, LSH
-tables with the per-neuron code buffer, per-thread scratch, and the parsed dataset.
+tables with the per-neuron code buffer, per-thread scratch, and the parsed dataset. The array
+sizes are not re-derived here: they come from the shape functions the allocators themselves use.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 import numba
 
 from .errors import ConfigError
+from .lsh import index_layout
+from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_INFER_MODE, SPEC_MODE, layer_sizes, make_spec, nbytes,
+                      param_shapes, scratch_capacities, scratch_shapes)
 
 # Parsed CSR bytes per byte of XC text: a token "12345:0.5 " (~10 bytes) becomes 8 bytes of
 # index + value; .gz files are estimated from their uncompressed size.
@@ -81,9 +85,10 @@ def _text_size(path: str) -> int:
 
 def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
     """Estimate the peak resident memory of training `cfg` (data dimensions read from the train
-    file's header, or the synthetic spec)."""
+    file's header, or the synthetic spec). Array sizes come from the allocators' own shape
+    functions (network.param_shapes / scratch_shapes, lsh.index_layout),
+    applied to the per-layer spec the engine would build; nothing is allocated."""
     from .config import layer_selections
-    from .lsh import resolve_k_l
 
     d = cfg.data
     if d.train is None:
@@ -101,31 +106,37 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
     threads = threads or cfg.training.threads or numba.config.NUMBA_NUM_THREADS
     if cfg.training.deterministic:
         threads = 1
-    sizes = [n_features, *[h.size for h in cfg.model.hidden], n_labels]
-    copies = 4 if cfg.training.optimizer == "adam" else 2
-    parts = {"parameters + gradients + optimizer": 0, "LSH tables + code buffers": 0, "per-thread scratch": 0}
-    for i, sel in enumerate(layer_selections(cfg)):
-        dim, n = sizes[i], sizes[i + 1]
-        parts["parameters + gradients + optimizer"] += copies * 4 * (dim * n + n) + (dim if i == 0 else n) + n
-        uses_lsh = sel.mode == "lsh" or sel.inference == "lsh"
-        capacity = n if sel.mode == "all" else min(n, sel.budget + max_labels)
-        scratch = 3 * 4 * n  # exact inference holds every neuron of the layer
-        scratch += 3 * 4 * capacity
-        if sel.mode != "all" or uses_lsh:
-            scratch += 4 * n * (2 if uses_lsh else 1)  # stamp (+ hits)
-        if uses_lsh:
-            lsh = sel.lsh
-            k, l = resolve_k_l(lsh, n)
-            buckets = 1 << lsh.range_pow
-            parts["LSH tables + code buffers"] += 4 * l * buckets * (lsh.bucket_capacity + 1) + 4 * n * l
-            if i == 0:  # layer 0 is transposed into a temporary (N, D) copy to hash its rows
-                parts["LSH tables + code buffers"] += 4 * dim * n
-            scratch += 4 * (k * l * 2 + l * (lsh.bucket_capacity + 1) + l + 1)
-        parts["per-thread scratch"] += threads * scratch
-    parts["exact evaluation block"] = EVAL_BLOCK * sizes[-1] * 4 * EVAL_COPIES
-    parts["dataset (parsed)"] = data_bytes
-    parts["interpreter, compiled code, transients"] = BASE_OVERHEAD
+    sizes = layer_sizes(n_features, [h.size for h in cfg.model.hidden], n_labels)
+    selections = layer_selections(cfg)
+    spec = _layer_spec(sizes, selections, max_labels)
+    hash_shapes = [(0, 0, 0, 0)] * len(sizes)
+    tables = 0
+    for i, sel in enumerate(selections):
+        if MODE_LSH not in (spec[i, SPEC_MODE], spec[i, SPEC_INFER_MODE]):
+            continue
+        (dim, n), lsh = sizes[i], sel.lsh
+        hash_shapes[i], index_bytes = index_layout(lsh, dim, n, int(spec[i, SPEC_BUDGET]))
+        tables += index_bytes
+        if i == 0:  # layer 0 is transposed into a temporary (N, D) copy to hash its rows
+            tables += 4 * dim * n
+    # The engine keeps one scratch set for training and one for inference, each for T chunks.
+    scratch = sum(nbytes(shapes) for training in (True, False)
+                  for shapes in scratch_shapes(spec, threads, scratch_capacities(spec, training), hash_shapes))
+    parts = {"parameters + gradients + optimizer": sum(nbytes(s) for s in param_shapes(sizes, cfg.training.optimizer)),
+             "LSH tables + code buffers": tables,
+             "per-thread scratch": scratch,
+             "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
+             "dataset (parsed)": data_bytes,
+             "interpreter, compiled code, transients": BASE_OVERHEAD}
     return MemoryEstimate(parts, available_memory())
+
+
+def _layer_spec(sizes, selections, max_labels: int):
+    """The engine's per-layer spec table for these selections (see Engine.__post_init__)."""
+    modes = [MODE_CODES[s.mode] for s in selections]
+    infer = [MODE_ALL if s.inference == "exact" or s.mode != "lsh" else MODE_LSH for s in selections]
+    return make_spec(sizes, modes, infer, [s.budget for s in selections], [s.min_active for s in selections],
+                     max_labels)
 
 
 def check_memory(estimate: MemoryEstimate) -> None:

@@ -23,6 +23,7 @@ the biases; the optimizer visits only those (see optimizer.py).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -92,6 +93,26 @@ def layer_sizes(n_features: int, hidden: list[int], n_labels: int) -> list[tuple
     return [(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
 
 
+def param_shapes(sizes: list[tuple[int, int]], optimizer: str = "adam") -> list[dict]:
+    """Per layer, LayerParams field -> (shape, dtype): what `init_params` allocates (and what the
+    memory estimate counts). Adam moments are (0, 0) / (0,) under SGD."""
+    out = []
+    for index, (d, n) in enumerate(sizes):
+        shape = (d, n) if index == 0 else (n, d)
+        moments, bias_moments = (shape, (n,)) if optimizer == "adam" else ((0, 0), (0,))
+        out.append({"weights": (shape, np.float32), "bias": ((n,), np.float32),
+                    "weight_grad": (shape, np.float32), "bias_grad": ((n,), np.float32),
+                    "weight_m": (moments, np.float32), "weight_v": (moments, np.float32),
+                    "bias_m": (bias_moments, np.float32), "bias_v": (bias_moments, np.float32),
+                    "row_touched": ((shape[0],), np.uint8), "bias_touched": ((n,), np.uint8)})
+    return out
+
+
+def nbytes(shapes: dict) -> int:
+    """Bytes of the arrays a name -> (shape, dtype) dict describes."""
+    return sum(math.prod(int(x) for x in shape) * np.dtype(dtype).itemsize for shape, dtype in shapes.values())
+
+
 def init_params(
     sizes: list[tuple[int, int]], *, init: str = "glorot", optimizer: str = "adam", seed: int = 0
 ) -> List:
@@ -102,25 +123,11 @@ def init_params(
     """
     rng = np.random.default_rng(seed)
     layers = List()
-    for index, (d, n) in enumerate(sizes):
-        shape = (d, n) if index == 0 else (n, d)
-        weights = np.empty(shape, dtype=np.float32)
+    for (d, n), shapes in zip(sizes, param_shapes(sizes, optimizer)):
+        arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items() if name != "weights"}
+        weights = np.empty(*shapes["weights"])
         _fill_init(weights, rng, d, n, init)
-        with_moments = optimizer == "adam"
-        layers.append(
-            LayerParams(
-                weights=weights,
-                bias=np.zeros(n, np.float32),
-                weight_grad=np.zeros(shape, np.float32),
-                bias_grad=np.zeros(n, np.float32),
-                weight_m=np.zeros(shape if with_moments else (0, 0), np.float32),
-                weight_v=np.zeros(shape if with_moments else (0, 0), np.float32),
-                bias_m=np.zeros(n if with_moments else 0, np.float32),
-                bias_v=np.zeros(n if with_moments else 0, np.float32),
-                row_touched=np.zeros(shape[0], np.uint8),
-                bias_touched=np.zeros(n, np.uint8),
-            )
-        )
+        layers.append(LayerParams(weights=weights, **arrays))
     return layers
 
 
@@ -169,44 +176,42 @@ def make_spec(
     return spec
 
 
-def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_shapes: list[tuple[int, int]]) -> List:
-    """Allocate per-chunk scratch for every layer.
+def scratch_capacities(spec: np.ndarray, training: bool) -> np.ndarray:
+    """A of each layer's scratch: the training capacity, or for inference N where the layer
+    scores exactly (every neuron of the layer is held)."""
+    if training:
+        return spec[:, SPEC_CAPACITY]
+    return np.where(spec[:, SPEC_INFER_MODE] == MODE_ALL, spec[:, SPEC_OUT_DIM], spec[:, SPEC_CAPACITY])
 
-    `capacities[l]` is A for layer l (training capacity, or N for exact inference);
-    `hash_shapes[l]` is (L, H, Q, V) of layer l's LSH index (tables, hashes, query scratch length,
-    transformed query length), (0, 0, 0, 0) for non-LSH layers.
+
+def scratch_shapes(spec: np.ndarray, n_chunks: int, capacities, hash_shapes: list[tuple[int, int, int, int]]) -> list[dict]:
+    """Per layer, LayerScratch field -> (shape, dtype): what `make_scratch` allocates.
+
+    `capacities[l]` is A for layer l (training capacity, or N for exact inference, see
+    `scratch_capacities`); `hash_shapes[l]` is (L, H, Q, V) of layer l's LSH index (tables, hashes,
+    query scratch length, transformed query length), (0, 0, 0, 0) for non-LSH layers.
     """
-    scratch = List()
+    out = []
+    t = int(n_chunks)
     for l in range(spec.shape[0]):
         n = int(spec[l, SPEC_OUT_DIM])
         a = int(capacities[l])
-        n_tables, n_hashes, query_len, vector_len = hash_shapes[l]
+        n_tables, n_hashes, query_len, vector_len = (int(x) for x in hash_shapes[l])
         needs_stamp = int(spec[l, SPEC_MODE]) != MODE_ALL or int(spec[l, SPEC_INFER_MODE]) != MODE_ALL
         stamp_n = n if needs_stamp else 0
-        scratch.append(
-            LayerScratch(
-                act_ids=np.zeros((n_chunks, a), np.int32),
-                act_vals=np.zeros((n_chunks, a), np.float32),
-                act_grads=np.zeros((n_chunks, a), np.float32),
-                stamp=np.zeros((n_chunks, stamp_n), np.int32),
-                mark=np.zeros(n_chunks, np.int32),
-                uniform_from=np.zeros(n_chunks, np.int64),
-                hits=np.zeros((n_chunks, stamp_n if n_tables else 0), np.int32),
-                codes=np.zeros((n_chunks, n_tables), np.int32),
-                hash_vals=np.zeros((n_chunks, n_hashes), np.float32),
-                hash_idx=np.zeros((n_chunks, n_hashes), np.int32),
-                query_buf=np.zeros((n_chunks, query_len), np.int32),
-                query_ids=np.zeros((n_chunks, vector_len), np.int32),
-                query_vals=np.zeros((n_chunks, vector_len), np.float32),
-            )
-        )
+        out.append({"act_ids": ((t, a), np.int32), "act_vals": ((t, a), np.float32),
+                    "act_grads": ((t, a), np.float32), "stamp": ((t, stamp_n), np.int32),
+                    "mark": ((t,), np.int32), "uniform_from": ((t,), np.int64),
+                    "hits": ((t, stamp_n if n_tables else 0), np.int32), "codes": ((t, n_tables), np.int32),
+                    "hash_vals": ((t, n_hashes), np.float32), "hash_idx": ((t, n_hashes), np.int32),
+                    "query_buf": ((t, query_len), np.int32), "query_ids": ((t, vector_len), np.int32),
+                    "query_vals": ((t, vector_len), np.float32)})
+    return out
+
+
+def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_shapes: list[tuple[int, int]]) -> List:
+    """Allocate per-chunk scratch for every layer, zero-filled, as `scratch_shapes` describes."""
+    scratch = List()
+    for shapes in scratch_shapes(spec, n_chunks, capacities, hash_shapes):
+        scratch.append(LayerScratch(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}))
     return scratch
-
-
-def param_bytes(sizes: list[tuple[int, int]], optimizer: str = "adam") -> int:
-    """Bytes of weights + gradients + optimizer moments + touched marks (the resident model)."""
-    copies = 4 if optimizer == "adam" else 2
-    total = 0
-    for i, (d, n) in enumerate(sizes):
-        total += copies * 4 * (d * n + n) + (d if i == 0 else n) + n
-    return total

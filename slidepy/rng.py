@@ -17,6 +17,10 @@ Pieces
   `seed_state` guarantees that.
 - `randint(state, i, n)` in `[0, n)` and `uniform(state, i)` in `[0, 1)` use the top 53 bits
   of the output (the low bits of xorshift64* are the weaker ones).
+- `generator(*keys)`: the NumPy Generator of the stream named by integer keys, for Python-side
+  draws (epoch order, evaluation subset): `generator(seed, epoch)`. Streams with different key
+  tuples are independent (NumPy's SeedSequence mixes the keys); mix keys here, never by hand
+  (`seed * 1000 + epoch` collides across seeds).
 
 All functions are `@njit(cache=True)` leaves and take uint64 or int64 arguments; integer inputs
 are reinterpreted as uint64 (two's complement), so negative seeds are allowed.
@@ -95,6 +99,12 @@ def randint(state, i, n):
     if r >= n:  # cannot happen for n < 2**53; kept as a guard
         r = n - 1
     return r
+
+
+def generator(*keys) -> np.random.Generator:
+    """Python helper: np.random.default_rng of the keys as uint64 words (negative ints wrap), so
+    generator(seed, epoch) is the stream default_rng([seed, epoch]) always gave."""
+    return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys])
 
 
 def make_state(seed, n=1):

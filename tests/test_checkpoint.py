@@ -1,4 +1,4 @@
-"""slidepy.checkpoint: round trip, atomic writes, clear errors for bad files, run-dir helpers."""
+"""slidepy.checkpoint: round trip, atomic writes, clear errors for bad files; rundir's checkpoint list."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ import pytest
 from slidepy import checkpoint as ck
 from slidepy.checkpoint import (
     check_shapes,
-    checkpoint_path,
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
-    prune_checkpoints,
     read_checkpoint_meta,
     save_checkpoint,
 )
 from slidepy.errors import CheckpointError
+from slidepy.rundir import RunDir, checkpoint_path, list_checkpoints, prune_checkpoints
+
+
+def latest_checkpoint(run_dir):
+    """Path of the checkpoint RunDir.newest_good picks (the newest that loads), or None."""
+    found = RunDir(run_dir).newest_good()
+    return found[0] if found else None
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -542,7 +542,7 @@ def test_cache_dir_corrupt_cache_and_unwritable(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data, "_atomic_write", refuse)
+    monkeypatch.setattr(data, "atomic_write", refuse)
     assert_same(load_dataset(path), ref)
     assert list(src_dir.iterdir()) == [path]
 

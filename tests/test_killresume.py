@@ -26,7 +26,8 @@ import yaml
 
 from conftest import TINY
 from slidepy import Trainer, config_from_dict
-from slidepy.checkpoint import list_checkpoints, load_checkpoint
+from slidepy.checkpoint import load_checkpoint
+from slidepy.rundir import list_checkpoints
 
 KILLS = 6
 EPOCHS = 30          # 19 batches each: 570 steps, far more than the kills can consume, so the

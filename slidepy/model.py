@@ -1,0 +1,159 @@
+"""A model: a config and the engine built from it. Save, load and predict, with no dataset.
+
+    model = Model.load("model.npz")                 # any checkpoint or saved model file
+    ids, scores = model.predict(dataset, k=5)       # (B, k) int32 label ids, (B, k) float32
+    model.save("copy.npz")
+
+A model file is a checkpoint (checkpoint.py's format): the engine's arrays (weights, optimizer
+moments, LSH tables and hash functions) plus meta {"config", "step", "engine", "n_features",
+"n_labels"}, and whatever training progress the trainer adds (epoch, position, seconds).
+Every problem with a file is a CheckpointError naming it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict, config_to_dict, layer_selections
+from .data import Dataset
+from .engine import Engine, LayerSelection
+from .errors import CheckpointError, ConfigError, DataError
+from .metrics import evaluate_topk
+from .rng import generator
+
+# rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
+EVAL_SUBSET_STREAM = 12345
+
+
+def max_labels(*sets: Dataset | None) -> int:
+    """Most labels of one sample over the given sets (at least 1)."""
+    return max([1] + [int(np.max(np.diff(ds.y_indptr), initial=1)) for ds in sets if ds is not None])
+
+
+class Model:
+    """`config` (a Config) and `engine` (the Engine it describes, of fixed dimensions)."""
+
+    def __init__(self, config: Config, engine: Engine):
+        self.config = config
+        self.engine = engine
+
+    @classmethod
+    def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1) -> "Model":
+        """A freshly initialised model for data of these dimensions; `max_labels` (most labels of
+        one sample) sizes the output layer's active sets, which grow on demand."""
+        t = config.training
+        selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
+                                     lsh=s.lsh, correction=s.correction) for s in layer_selections(config)]
+        engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
+                        selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
+                        beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels))
+        return cls(config, engine)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path) -> tuple["Model", dict]:
+        """(model, meta) from a model or checkpoint file; meta also holds the training progress a
+        trainer saved. Raises CheckpointError for a file that is not a slidepy model, or whose
+        config, dimensions or arrays do not hold together."""
+        arrays, meta = load_checkpoint(path)
+        if "config" not in meta:
+            raise CheckpointError(f"{path} holds no config: not a slidepy model file")
+        try:
+            config = config_from_dict(meta["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{path} holds an invalid config: {exc}") from None
+        try:
+            n_features, n_labels = int(meta["n_features"]), int(meta["n_labels"])
+            if n_features < 1 or n_labels < 1:
+                raise ValueError(f"n_features {n_features}, n_labels {n_labels}")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} has no valid model dimensions ({type(exc).__name__}: {exc})") from None
+        model = cls.build(config, n_features, n_labels)
+        model.restore(path, arrays, meta)
+        return model, meta
+
+    def restore(self, path, arrays: dict, meta: dict) -> None:
+        """Copy a loaded checkpoint's engine state in place; any disagreement with this model is a
+        CheckpointError naming the file."""
+        try:
+            engine_meta = meta.get("engine", {})
+            if not isinstance(engine_meta, dict):
+                raise ValueError("malformed engine state")
+            self.engine.load_state(arrays, engine_meta, source=str(path))
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {type(exc).__name__}: {exc}") from None
+
+    def state(self, **progress) -> tuple[dict, dict]:
+        """(arrays, meta) of a model file; `progress` (epoch, seconds, ...) joins the meta."""
+        meta = {"config": config_to_dict(self.config), "step": self.engine.step, **progress,
+                "engine": self.engine.state_meta(), "n_features": self.engine.n_features,
+                "n_labels": self.engine.n_labels}
+        return self.engine.state_arrays(), meta
+
+    def save(self, path, **progress) -> str:
+        """Write a self-contained model file (weights, optimizer, tables, config) atomically."""
+        save_checkpoint(path, *self.state(**progress))
+        return str(path)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def nonfinite(self) -> str | None:
+        """'NaN/inf in layer 1 weights, layer 1 bias' naming every layer array that holds one, else
+        None. (After a bad step the backward pass has usually spread NaN to the layers below.)"""
+        bad = [f"layer {l} {name}" for l, layer in enumerate(self.engine.layers) for name in ("weights", "bias")
+               if not np.isfinite(getattr(layer, name)).all()]
+        return f"NaN/inf in {', '.join(bad)}" if bad else None
+
+    def accept_training_data(self, train: Dataset | None, test: Dataset | None, source="the model") -> None:
+        """Check that `train` has this model's dimensions (DataError naming both), and make room in
+        the output layer's active sets for the most labels of one sample of `train` or `test`."""
+        dims = (self.engine.n_features, self.engine.n_labels)
+        if train is not None and (train.n_features, train.n_labels) != dims:
+            raise DataError(f"{train.source} has {train.n_features} features / {train.n_labels} labels but the "
+                            f"model in {source} was trained on {dims[0]} / {dims[1]}")
+        self.engine.ensure_label_capacity(max_labels(train, test))
+
+    def check_input_dims(self, data: Dataset) -> None:
+        """Feature ids beyond the model's input layer would index past its weights."""
+        if data.n_features > self.engine.n_features:
+            raise DataError(f"{data.source} has {data.n_features} features but the model takes "
+                            f"{self.engine.n_features}")
+
+    def predict(self, data: Dataset, k: int = 5, rows=None, use_lsh: bool | None = None):
+        """Top-k label ids (B, k) int32 and scores (B, k) float32 for the samples `rows` of `data`
+        (default: all), scored as the config says (exact unless inference: lsh) or as `use_lsh`
+        forces."""
+        self.check_input_dims(data)
+        ids, scores, _ = self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
+        return ids, scores
+
+    def eval_rows(self, data: Dataset, subset: int | None) -> np.ndarray:
+        """The rows of `data` evaluation scores: all, or a fixed random `subset` of them (the same
+        at every evaluation of a run: its stream depends on the seed alone)."""
+        n = data.n_samples
+        if subset is None or subset >= n:
+            return np.arange(n, dtype=np.int64)
+        rng = generator(self.config.training.seed, EVAL_SUBSET_STREAM)
+        return np.sort(rng.choice(n, size=subset, replace=False)).astype(np.int64)
+
+    def eval_report(self, data: Dataset) -> dict:
+        """What an eval record holds: `evaluate` on eval.subset, plus the LSH diagnostics
+        (recall against exact scoring, drift) on eval.recall_samples rows when that is not 0."""
+        recall = self.config.eval.recall_samples
+        report = self.evaluate(data, self.config.eval.subset)
+        return {**report, **(self.engine.lsh_diagnostics(data, self.eval_rows(data, recall)) if recall else {})}
+
+    def evaluate(self, data: Dataset, subset: int | None = None) -> dict:
+        """P@k and nDCG@k (k from eval.k) on `eval_rows(data, subset)`, plus the mean active neurons
+        per layer while scoring (`eval_active_mean`)."""
+        self.check_input_dims(data)
+        rows, ks = self.eval_rows(data, subset), tuple(self.config.eval.k)
+        top_ids, _, active = self.engine.predict(data, rows, k=max(ks))
+        sub = data.subset(rows)
+        result = evaluate_topk(top_ids, sub.y_indptr, sub.y_indices, ks)
+        result["eval_active_mean"] = [float(a) for a in active]
+        return result
