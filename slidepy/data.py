@@ -44,14 +44,14 @@ messages). File-level problems (header, line count, empty file) always raise.
 
 Cache
 -----
-After a successful parse the arrays are saved to `<file>.slidepy-cache.npz` beside the source,
-or to `cache_dir` when given (named `<file name>-<hash of its absolute path>.slidepy-cache.npz`
-so two sources with the same name do not collide). The cache records the source's size and
+After a successful parse the arrays are saved to `cache_dir` (default: `default_cache_dir()`,
+~/.cache/slidepy; never beside the source, whose directory may be shared or read-only), named
+`<file name>-<hash of its absolute path>.slidepy-cache.npz` so two sources with the same name do
+not collide. The cache records the source's size and
 `mtime_ns` and the load options that shape the result (format, index_base, n_features,
 n_labels, skip_bad_lines); a later load uses it only if all match, otherwise it re-parses and
 overwrites it. Writes go through `atomic.atomic_write` (temp file, fsync, rename); an unwritable location or an
-unreadable cache silently means "no cache". Note that a read-only data directory therefore needs
-`cache_dir` for loads to be cached.
+unreadable cache silently means "no cache".
 """
 
 from __future__ import annotations
@@ -530,22 +530,30 @@ def _warn_skipped(ds: Dataset) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def default_cache_dir() -> Path:
+    """$SLIDEPY_CACHE_DIR, else $XDG_CACHE_HOME/slidepy, else ~/.cache/slidepy: never beside the
+    data, which may be shared or read-only (as root, a read-only directory is still writable)."""
+    if os.environ.get("SLIDEPY_CACHE_DIR"):
+        return Path(os.environ["SLIDEPY_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "slidepy"
+
+
 def cache_path_for(path, cache_dir=None) -> Path:
     """Where `load_dataset` keeps the binary cache of `path` (see the module docstring)."""
     path = Path(path)
-    if cache_dir is None:
-        return path.with_name(path.name + CACHE_SUFFIX)
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{path.name}-{digest}{CACHE_SUFFIX}"
 
 
 def _cache_path(path: Path, cache_dir):
     """Cache file for `path`, or None if `cache_dir` cannot be created."""
-    if cache_dir is not None:
-        try:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
     return cache_path_for(path, cache_dir)
 
 

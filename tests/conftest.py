@@ -2,6 +2,15 @@
 
 import pytest
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_cache(tmp_path_factory):
+    """Parsed-data caches of the test run go to a temp directory, not the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLIDEPY_CACHE_DIR", str(tmp_path_factory.mktemp("slidepy-cache")))
+    yield
+    mp.undo()
+
 TINY = {
     "data": {"synthetic": {"n_train": 1200, "n_test": 300, "n_features": 400, "n_labels": 150,
                            "nnz_per_sample": 15, "labels_per_sample": [1, 2], "seed": 3}},

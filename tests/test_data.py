@@ -486,10 +486,12 @@ def no_parse(*args, **kwargs):
 def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text("2 5 3\n0 1:1\n2 4:1\n")
+    monkeypatch.setenv("SLIDEPY_CACHE_DIR", str(tmp_path / "user-cache"))
     first = load_dataset(path)
-    cache_file = tmp_path / ("c.txt" + data.CACHE_SUFFIX)
-    assert cache_file.is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    cache_file = data.cache_path_for(path)
+    assert cache_file.is_file() and cache_file.parent == tmp_path / "user-cache"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "user-cache"]  # nothing beside the data
+    assert not [p for p in cache_file.parent.iterdir() if ".tmp" in p.name]
     with monkeypatch.context() as m:
         m.setattr(data, "_parse_text", no_parse)
         hit = load_dataset(path)
