@@ -239,6 +239,11 @@ class TrainingConfig(_Section):
     deterministic: bool = False                     # forces threads=1
     max_steps: _Int | None = Field(None, ge=1)
     time_budget_s: float | None = Field(None, gt=0)  # stop after this many training seconds
+    # Learning rate over the run: constant, or linear decay to 0 at its planned end (the last
+    # epoch / max_steps, or time_budget_s, whichever comes first); either after warmup_steps of
+    # linear ramp-up from 0.
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup_steps: _Int = Field(0, ge=0)
     log_every: _Int = Field(50, ge=1)                # steps
     on_nan: Literal["stop", "rollback"] = "stop"
 

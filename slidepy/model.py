@@ -140,11 +140,12 @@ class Model:
         rng = generator(self.config.training.seed, EVAL_SUBSET_STREAM)
         return np.sort(rng.choice(n, size=subset, replace=False)).astype(np.int64)
 
-    def eval_report(self, data: Dataset) -> dict:
-        """What an eval record holds: `evaluate` on eval.subset, plus the LSH diagnostics
-        (recall against exact scoring, drift) on eval.recall_samples rows when that is not 0."""
+    def eval_report(self, data: Dataset, subset: int | None = -1) -> dict:
+        """What an eval record holds: `evaluate` on `subset` rows (default eval.subset), plus the LSH
+        diagnostics (recall against exact scoring, drift) on eval.recall_samples rows when that is
+        not 0."""
         recall = self.config.eval.recall_samples
-        report = self.evaluate(data, self.config.eval.subset)
+        report = self.evaluate(data, self.config.eval.subset if subset == -1 else subset)
         return {**report, **(self.engine.lsh_diagnostics(data, self.eval_rows(data, recall)) if recall else {})}
 
     def evaluate(self, data: Dataset, subset: int | None = None) -> dict:

@@ -66,6 +66,18 @@ def adam_lr(lr: float, beta1: float, beta2: float, step: int) -> np.float32:
     return np.float32(lr * np.sqrt(1.0 - beta2**step) / (1.0 - beta1**step))
 
 
+def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progress: float) -> float:
+    """The learning rate of 0-based step `step`: `lr` ramped up linearly over `warmup_steps`, and
+    for the "linear" schedule scaled by (1 - progress), progress in [0, 1] being the share of the
+    run already done. "constant" with no warm-up returns `lr` itself."""
+    factor = 1.0
+    if warmup_steps and step < warmup_steps:
+        factor = (step + 1) / warmup_steps
+    if schedule == "linear":
+        factor *= max(0.0, 1.0 - min(1.0, progress))
+    return lr if factor == 1.0 else lr * factor
+
+
 def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int) -> int:
     """One optimizer step over every layer's touched rows and biases. Returns rows updated."""
     updated = 0

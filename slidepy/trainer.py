@@ -53,6 +53,7 @@ from .data import Dataset, load_dataset
 from .engine import StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
 from .model import Model, max_labels
+from .optimizer import scheduled_lr
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
@@ -62,7 +63,7 @@ MAX_ROLLBACKS = 3
 # How many bad-line messages a skip_bad_lines load reports in the start record.
 MAX_BAD_REPORTED = 5
 # Training progress a checkpoint holds besides the model (Model.state adds these to its meta).
-PROGRESS_KEYS = ("epoch", "batch_in_epoch", "train_seconds", "rebuild_seconds")
+PROGRESS_KEYS = ("epoch", "batch_in_epoch", "train_seconds", "rebuild_seconds", "lr_scale")
 
 
 class TrainingInterrupted(SlidepyError):
@@ -138,11 +139,11 @@ def _check_data(train: Dataset | None, test: Dataset | None) -> None:
 
 
 def _progress_from_meta(path, meta: dict) -> tuple:
-    """(epoch, batch_in_epoch, train_seconds, rebuild_seconds) of a checkpoint's meta; a model
-    file written by Model.save (an import, say) has no progress: it starts at epoch 0."""
+    """(epoch, batch_in_epoch, train_seconds, rebuild_seconds, lr_scale) of a checkpoint's meta;
+    a model file written by Model.save (an import, say) has no progress: it starts at epoch 0."""
     try:
         progress = (int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)), float(meta.get("train_seconds", 0.0)),
-                    float(meta.get("rebuild_seconds", 0.0)))
+                    float(meta.get("rebuild_seconds", 0.0)), float(meta.get("lr_scale", 1.0)))
         if progress[0] < 0 or progress[1] < 0:
             raise ValueError("negative epoch / batch")
     except (KeyError, ValueError, TypeError) as exc:
@@ -210,6 +211,7 @@ class Trainer:
         self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
         self.epoch, self.batch_in_epoch = 0, 0  # epochs completed, batches of the current epoch done
         self.train_seconds, self.rebuild_seconds = 0.0, 0.0
+        self.lr_scale = 1.0  # halved by each NaN rollback; the schedule scales training.lr by it
         self.last_eval: dict = {}  # the newest eval record of this fit()
         self._stop_signal: int | None = None
         self._rollbacks_in_a_row, self._last_saved_step = 0, None
@@ -247,15 +249,15 @@ class Trainer:
                                                       initial=min(self.step, self._total_steps),
                                                       disable=not self.progress) as self._bar:
                 while True:
-                    if self.epoch >= t.epochs or self.step >= self._total_steps:
+                    if self.epoch >= t.epochs or self.step >= self._total_steps or self._out_of_time():
                         if self._finite():  # the last steps may not have been checked; a rollback redoes them
                             break
                     elif self.batch_in_epoch < self._batches_per_epoch():
                         self.train_step()
                     else:  # resumed from a checkpoint written at an epoch's last batch
                         self._end_epoch()
-                if self.last_eval.get("step") != self.step:
-                    self.last_eval = self._eval_record()
+                if self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True):
+                    self.last_eval = self._eval_record(final=True)
                 if self._last_saved_step != self.step:
                     self.checkpoint()
         finally:
@@ -269,6 +271,8 @@ class Trainer:
         rolled back (`_fault`) it returns at once: the next call goes on from the checkpoint."""
         cfg, t = self.config, self.config.training
         rows = self._epoch_order(self.epoch)[self.batch_in_epoch * t.batch_size:][:t.batch_size]
+        self.engine.lr = scheduled_lr(t.lr * self.lr_scale, t.lr_schedule, t.warmup_steps, self.step,
+                                      self._run_progress())
         started = time.perf_counter()
         stats = self.engine.train_step(self.train_data, rows)
         step = Step(rows, stats, time.perf_counter() - started)
@@ -310,6 +314,16 @@ class Trainer:
             self._end_epoch()
         return step
 
+    def _out_of_time(self) -> bool:
+        budget = self.config.training.time_budget_s
+        return budget is not None and self.train_seconds >= budget
+
+    def _run_progress(self) -> float:
+        """The share of the run done, by steps or by training.time_budget_s, whichever is ahead."""
+        done = self.step / max(1, self._total_steps)
+        budget = self.config.training.time_budget_s
+        return max(done, self.train_seconds / budget) if budget else done
+
     def _end_epoch(self) -> None:
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if not self.config.eval.every:
@@ -344,9 +358,10 @@ class Trainer:
         found = self.run.newest_good()
         if found is None:
             raise NumericalError(f"{what}; on_nan is rollback but {self.run_dir} has no checkpoint to roll back to")
-        lr_before = self.engine.lr
+        scale_before = self.lr_scale
         self._apply_state(*found)
-        self.engine.lr = lr = 0.5 * min(lr_before, self.engine.lr)
+        self.lr_scale = 0.5 * min(scale_before, self.lr_scale)
+        self.engine.lr = lr = self.config.training.lr * self.lr_scale
         self._rollbacks_in_a_row += 1
         self._warn(f"{what}: rolled back to {found[0]} (step {self.step}) with learning rate {lr:g} "
                    f"(rollback {self._rollbacks_in_a_row} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning)
@@ -398,10 +413,16 @@ class Trainer:
             raise DataError("no data to evaluate on: pass a dataset")
         return self.model.evaluate(data, self.config.eval.subset if subset == -1 else subset)
 
-    def _eval_record(self) -> dict:
+    def _eval_record(self, final: bool = False) -> dict:
+        """Evaluate and record. Evaluations during training score eval.subset samples; the final
+        one (end of fit) scores the whole test set, so a run's headline P@k are exact and complete.
+        `complete` says which it was."""
         started = time.perf_counter()
-        report = self.model.eval_report(self.test_data or self.train_data)
-        return self._record("eval", eval_seconds=time.perf_counter() - started, **report)
+        data = self.test_data or self.train_data
+        subset = None if final else self.config.eval.subset
+        report = self.model.eval_report(data, subset)
+        return self._record("eval", eval_seconds=time.perf_counter() - started,
+                            complete=subset is None or subset >= data.n_samples, **report)
 
     def predict(self, data: Dataset, k: int = 5):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
@@ -420,7 +441,8 @@ class Trainer:
         return path
 
     def _progress(self) -> dict:
-        return dict(zip(PROGRESS_KEYS, (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds)))
+        return dict(zip(PROGRESS_KEYS, (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds,
+                                        self.lr_scale)))
 
     def _apply_state(self, path, arrays: dict, meta: dict, model_loaded: bool = False) -> None:
         """Copy a loaded checkpoint into this trainer (the model too, unless `model_loaded`); any
@@ -428,7 +450,7 @@ class Trainer:
         progress = _progress_from_meta(path, meta)
         if not model_loaded:
             self.model.restore(path, arrays, meta)
-        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds = progress
+        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = progress
         self._last_saved_step = self.step
 
     def restore(self, path) -> None:

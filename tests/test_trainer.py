@@ -91,3 +91,35 @@ def test_nan_loss_stops_with_step_and_layer(tiny_config):
     trainer.engine.layers[1].weights[:] = np.nan
     with pytest.raises(NumericalError, match="step"):
         trainer.fit()
+
+
+def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tiny_config):
+    tiny_config["training"].update({"epochs": 1000, "time_budget_s": 0.3})
+    tiny_config["eval"].update({"every": 5, "subset": 100})
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    final = trainer.fit()
+    assert 0.3 <= trainer.train_seconds < 30 and trainer.epoch < 1000
+    evals = [r for r in trainer.history if r["event"] == "eval"]
+    assert all(not r["complete"] for r in evals[:-1]) and final is evals[-1] and final["complete"]
+    # the final record is the whole test set: recompute it with subset=None
+    assert final["P@1"] == trainer.evaluate(subset=None)["P@1"]
+
+
+def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
+    from slidepy.optimizer import scheduled_lr
+
+    assert scheduled_lr(0.01, "constant", 0, 5, 0.5) == 0.01
+    assert scheduled_lr(0.01, "constant", 10, 4, 0.0) == pytest.approx(0.005)  # warm-up: step 4 of 10
+    assert scheduled_lr(0.01, "linear", 0, 50, 0.25) == pytest.approx(0.0075)
+    assert scheduled_lr(0.01, "linear", 0, 99, 1.0) == 0.0
+    tiny_config["training"].update({"lr_schedule": "linear", "warmup_steps": 3, "epochs": 2})
+    seen = []
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    trainer.fit()
+    steps = trainer.step
+    trainer2 = Trainer(config_from_dict({**tiny_config, "output": {**tiny_config["output"],
+                                                                   "run_dir": str(trainer.run_dir) + "-b"}}),
+                       progress=False, callbacks=[lambda t, r: seen.append(t.engine.lr)])
+    trainer2.fit()
+    lr = tiny_config["training"]["lr"]
+    assert max(seen) <= lr and seen[-1] < lr * 3 / steps  # ramped up, then down to ~0 at the end
