@@ -1,0 +1,58 @@
+"""Exact scoring of the output layer: a BLAS product per block of samples, then a parallel
+partial top-k that adds the bias on the fly.
+
+Why not NumPy's argpartition: on DebianDeps (22,875 labels, hidden 128) it took 2.4x as long as
+the (64, 128) x (128, 22875) product it followed, single-threaded, plus a negated copy and a
+separate bias pass. A k-slot insertion list per row reads each logit once, rarely branches once the
+list is warm (only logits above the current k-th enter), and runs one row per thread.
+
+Shape letters: B samples in a block, N output neurons, K top-k.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+# Logits of one block stay under this many floats (64 MiB), whatever the label count.
+BLOCK_FLOATS = 1 << 24
+
+
+@njit(cache=True)
+def topk_row(logits, bias, top_ids, top_vals):
+    """The K largest logits[n] + bias[n] of one row, descending, ties to the lower id; top_ids
+    (K,) int32 and top_vals (K,) float32 are overwritten (-1 / -inf where N < K). NaN never enters."""
+    k = top_ids.shape[0]
+    for j in range(k):
+        top_ids[j] = -1
+        top_vals[j] = -np.inf
+    kth = -np.inf
+    for n in range(logits.shape[0]):
+        v = logits[n] + bias[n]
+        if v > kth:
+            j = k - 1
+            while j > 0 and top_vals[j - 1] < v:
+                top_vals[j] = top_vals[j - 1]
+                top_ids[j] = top_ids[j - 1]
+                j -= 1
+            top_vals[j] = v
+            top_ids[j] = n
+            kth = top_vals[k - 1]
+
+
+@njit(parallel=True, cache=True)
+def topk_rows(logits, bias, top_ids, top_vals):
+    """topk_row for every row of logits (B, N): one row per thread, each writing its own outputs."""
+    for i in prange(logits.shape[0]):
+        topk_row(logits[i], bias, top_ids[i], top_vals[i])
+
+
+def block_rows(n_labels: int, most: int = 1024) -> int:
+    """Samples per scoring block: as many as keep the block's logits under BLOCK_FLOATS."""
+    return int(max(8, min(most, BLOCK_FLOATS // max(1, n_labels))))
+
+
+def score_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, top_ids: np.ndarray,
+               top_vals: np.ndarray) -> None:
+    """Exact top-K of hidden (B, D) @ weights (N, D).T + bias for a block, into top_ids (B, K) int32
+    and top_vals (B, K) float32."""
+    logits = hidden @ weights.T
+    topk_rows(logits, bias, top_ids, top_vals)
