@@ -52,8 +52,14 @@ def main():
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="YAML config (see configs/).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config (see configs/). Without it, --train picks every setting from the data.")
+@click.option("--train", "train_path", type=click.Path(dir_okay=False),
+              help="Training data (XC or LIBSVM). Alone, it asks for the automatic recipe (slidepy/recipe.py); "
+                   "with --config, it replaces data.train.")
+@click.option("--test", "test_path", type=click.Path(dir_okay=False), help="Test data (replaces data.test).")
+@click.option("--time-budget", "time_budget", metavar="DURATION",
+              help="Stop training after this much training time, e.g. 90s, 5m, 1.5h (training.time_budget_s).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set training.lr=0.01 (repeatable).")
 @click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (default output.run_dir).")
@@ -64,13 +70,18 @@ def main():
                    "metrics.jsonl are deleted). Without it such a directory is refused.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the memory estimate; do not train.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, progress):
-    """Train a model from a YAML config."""
+def train(config_path, train_path, test_path, time_budget, overrides, run_dir, threads, resume, overwrite, dry_run,
+          progress):
+    """Train a model from a YAML config, or from data alone (--train/--test) with the automatic
+    recipe."""
     from .config import config_to_dict, load_config, validate_paths
     from .memory import check_memory, estimate_for_config
     from .trainer import Trainer, TrainingInterrupted
 
     overrides = list(overrides)
+    for key, value in (("data.train", train_path), ("data.test", test_path)):
+        if value is not None:
+            overrides.insert(0, f"{key}={json.dumps(value)}")
     if run_dir is not None:
         overrides.append(f"output.run_dir={run_dir}")
     if threads is not None:
@@ -79,7 +90,14 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
     try:
         if resume and overwrite:
             raise SlidepyError("--resume and --overwrite contradict each other: choose one")
-        cfg = load_config(config_path, overrides)
+        budget_s = None
+        if time_budget is not None:
+            from .recipe import parse_duration
+
+            budget_s = parse_duration(time_budget)
+            overrides.append(f"training.time_budget_s={budget_s}")
+        cfg = load_config(config_path if config_path is not None else _auto_config(train_path, test_path, budget_s),
+                          overrides)
         if dry_run:
             import yaml
 
@@ -116,6 +134,18 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
     except OSError as exc:
         _os_fail(exc)
     click.echo(f"step {trainer.step}  {_format_metrics(result)}  (run dir {trainer.run_dir})")
+
+
+def _auto_config(train_path, test_path, time_budget_s) -> dict:
+    """The automatic recipe's config for the training file (loaded, so the recipe sees its shape)."""
+    from .config import config_from_dict, validate_paths
+    from .data import load_dataset
+    from .recipe import auto_config
+
+    if train_path is None:
+        raise SlidepyError("give --config FILE, or --train FILE [--test FILE] for the automatic recipe")
+    validate_paths(config_from_dict({"data": {"train": train_path, "test": test_path}}), output=False)
+    return auto_config(load_dataset(train_path), train_path, test_path, time_budget_s=time_budget_s)
 
 
 def _load_model(checkpoint: str, threads: int | None):

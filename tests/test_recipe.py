@@ -1,0 +1,71 @@
+"""The automatic recipe (recipe.py): rules over the data's shape, the CLI path without a config,
+and a small end-to-end run that learns."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from slidepy import make_synthetic
+from slidepy.cli import main
+from slidepy.config import load_config
+from slidepy.data import write_dataset
+from slidepy.errors import ConfigError
+from slidepy.recipe import EXACT_LABELS, auto_config, output_budget, parse_duration
+
+
+def test_parse_duration():
+    assert parse_duration("90") == 90 and parse_duration("90s") == 90
+    assert parse_duration("5m") == 300 and parse_duration("1.5h") == 5400
+    for bad in ("", "5 minutes", "-3s", "0"):
+        with pytest.raises(ConfigError, match="--time-budget"):
+            parse_duration(bad)
+
+
+def test_output_budget_grows_as_sqrt_of_labels():
+    assert output_budget(22_875) == 640 and output_budget(50_000) == 896
+    assert output_budget(5_000) == 320 and output_budget(670_091) == 3328
+    assert output_budget(10**9) == 4096
+    fractions = [output_budget(n) / n for n in (10_000, 100_000, 1_000_000)]
+    assert fractions == sorted(fractions, reverse=True)  # the active share falls as N grows
+
+
+def _fake(n_samples, n_labels):
+    train, _ = make_synthetic(n_samples, 10, 50, n_labels, nnz_per_sample=5, labels_per_sample=(1, 2), seed=0)
+    return train
+
+
+def test_rules_follow_the_shape():
+    small = auto_config(_fake(3000, 200), "tr.txt", "te.txt")
+    assert small["model"]["output"]["selection"]["mode"] == "all"
+    assert small["training"]["epochs"] == 20  # 24 steps an epoch: the epoch cap
+    big = auto_config(_fake(64_000, EXACT_LABELS + 1), "tr.txt", None)
+    sel = big["model"]["output"]["selection"]
+    assert sel["mode"] == "lsh" and sel["lsh"]["family"] == "kmeans" and sel["budget"] == output_budget(EXACT_LABELS + 1)
+    assert big["training"]["epochs"] == 10  # 500 steps an epoch, ~5,000 steps
+    timed = auto_config(_fake(3000, 200), "tr.txt", "te.txt", time_budget_s=30.0)
+    assert timed["training"]["time_budget_s"] == 30.0 and timed["training"]["epochs"] == 1000
+    for cfg in (small, big, timed):
+        load_config(cfg)  # every recipe is a valid config
+
+
+def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
+    train, test = make_synthetic(1500, 300, 300, 120, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    write_dataset(train, tmp_path / "train.txt")
+    write_dataset(test, tmp_path / "test.txt")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
+                                       str(tmp_path / "test.txt"), "--out", str(out), "--no-progress",
+                                       "--time-budget", "4s", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(out / "config.yaml")
+    assert cfg.training.time_budget_s == 4.0 and cfg.data.train == str(tmp_path / "train.txt")
+    final = [json.loads(line) for line in open(out / "metrics.jsonl") if '"eval"' in line][-1]
+    assert final["complete"] and final["P@1"] > 0.3  # popularity is below 0.1 here
+    assert final["train_seconds"] >= 4.0
+
+
+def test_train_needs_a_config_or_data():
+    result = CliRunner().invoke(main, ["train", "--no-progress"])
+    assert result.exit_code == 2 and "--train FILE" in result.output
