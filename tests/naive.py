@@ -651,3 +651,67 @@ def naive_nearest_centroid(rows, bias, centroids):
     aug = _metrics_np.hstack([rows, bias[:, None]]).astype(_metrics_np.float64)
     d = ((aug[:, None, :] - centroids[None, :, :].astype(_metrics_np.float64)) ** 2).sum(axis=2)
     return d.argmin(axis=1)
+
+
+# ======================================================================================
+# test drivers: thin loops over one serial kernel, for the tests (no production code needs a
+# whole-batch version of these leaves; the engine calls them per sample from its own drivers)
+# ======================================================================================
+
+import numpy as _drv_np
+
+from slidepy import hashing as _drv_hs
+from slidepy import tables as _drv_tb
+from slidepy.constants import kinds_marker as _drv_kinds_marker
+
+
+def hash_vector(params, ids, vals, range_pow):
+    """Codes (L,) int32 of one sparse vector through hashing.hash_sparse (ids validated)."""
+    _drv_hs.validate_hash_params(params)
+    if not 1 <= int(range_pow) <= _drv_hs.MAX_RANGE_POW:
+        raise ValueError(f"range_pow must be in [1, {_drv_hs.MAX_RANGE_POW}]")
+    ids = _drv_np.ascontiguousarray(ids, dtype=_drv_np.int32)
+    vals = _drv_np.ascontiguousarray(vals, dtype=_drv_np.float32)
+    if ids.ndim != 1 or ids.shape != vals.shape:
+        raise ValueError("ids/vals: need 1-d arrays of equal length")
+    dim = int(params.spec[_drv_hs.SPEC_DIM])
+    if ids.size and (ids.min() < 0 or ids.max() >= dim):
+        raise ValueError(f"ids: need ids in [0, {dim})")
+    n_hashes = int(params.spec[_drv_hs.SPEC_N_HASHES])
+    codes = _drv_np.empty(int(params.spec[_drv_hs.SPEC_L]), _drv_np.int32)
+    _drv_hs.hash_sparse(params, ids, vals, _drv_np.int64(ids.shape[0]), _drv_np.int64(range_pow), codes,
+                        _drv_np.empty(n_hashes, _drv_np.float32), _drv_np.empty(n_hashes, _drv_np.int32),
+                        _drv_kinds_marker([params.spec[_drv_hs.SPEC_FAMILY]]))
+    return codes
+
+
+def hash_batch(params, indptr, indices, values, range_pow):
+    """Codes (B, L) int32 of the B rows of a CSR batch, one hash_vector per row."""
+    if indptr[-1] > indices.shape[0] or indices.shape[0] != values.shape[0]:
+        raise ValueError("indices/values: lengths must match and cover indptr[-1]")
+    codes = _drv_np.empty((indptr.shape[0] - 1, int(params.spec[_drv_hs.SPEC_L])), _drv_np.int32)
+    for i in range(codes.shape[0]):
+        codes[i] = hash_vector(params, indices[indptr[i]:indptr[i + 1]], values[indptr[i]:indptr[i + 1]], range_pow)
+    return codes
+
+
+def query_union(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
+    """tables.union_candidates with the scalars as int64 (the engine's types)."""
+    return _drv_tb.union_candidates(buckets, counts, codes, stamp, _drv_np.int32(stamp_value), hits, out_ids,
+                                    _drv_np.int64(n_already), _drv_np.int64(max_out))
+
+
+def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
+    """tables.select_candidates for each query row of codes (B, L) with no forced ids:
+    (ids (B, max_out) int32 padded with -1, n (B,) int64)."""
+    n_tables, cap = buckets.shape[0], buckets.shape[2]
+    stamp = _drv_np.zeros(int(n_items), _drv_np.int32)
+    hits = _drv_np.zeros(int(n_items), _drv_np.int32)
+    scratch = _drv_np.empty(_drv_tb.query_scratch_size(n_tables, cap), _drv_np.int32)
+    out_ids = _drv_np.full((codes.shape[0], int(max_out)), -1, _drv_np.int32)
+    out_n = _drv_np.zeros(codes.shape[0], _drv_np.int64)
+    for i in range(codes.shape[0]):
+        out_n[i] = _drv_tb.select_candidates(_drv_np.int64(policy), buckets, counts, codes[i], stamp,
+                                             _drv_np.int32(i + 1), hits, out_ids[i], _drv_np.int64(0),
+                                             _drv_np.int64(max_out), _drv_np.int64(min_hits), scratch)
+    return out_ids, out_n
