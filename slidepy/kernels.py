@@ -238,14 +238,14 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
     in_ids = x_ids
     in_vals = x_vals
     n_in = nx
-    dense_in = False
+    dense_in = np.bool_(False)  # not the literal False: forward_layer would compile for it too
     for l in range(n_layers):
         is_output = l == last
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
-        n_act = select_active(l, mode, is_output, training, spec, scratch, lsh_layers, kinds, t,
-                              in_ids, in_vals, n_in, labels, n_labels, rng)
-        n_active[l] = n_act
         scr = scratch[l]
+        n_act = select_active(l, mode, is_output, training, spec, scr, lsh_layers[l], kinds, t, in_ids, in_vals, n_in,
+                              labels, n_labels, rng)
+        n_active[l] = n_act
         ids = scr.act_ids[t]
         vals = scr.act_vals[t]
         dense_out = mode == MODE_ALL

@@ -59,16 +59,16 @@ _MARK_LIMIT = np.int32(2**31 - 2)
 
 
 @njit(cache=True)
-def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, kinds, t, in_ids, in_vals, n_in,
-                  labels, n_labels, rng):
-    """Fill scratch[l].act_ids[t] with the sample's active neurons of layer l; returns how many.
+def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids, in_vals, n_in, labels, n_labels,
+                  rng):
+    """Fill scr.act_ids[t] with the sample's active neurons of layer l; returns how many.
 
-    mode: MODE_* of the layer for this pass (training or inference); in_ids/in_vals[:n_in]: the
-    layer's sparse input; labels[:n_labels]: the sample's distinct true labels (forced into the
-    output layer's set in training); rng: the per-chunk state (row t). Sets
-    scratch[l].uniform_from[t] to where the uniform draws start (n_neurons for MODE_ALL).
+    mode: MODE_* of the layer for this pass (training or inference); scr: the layer's LayerScratch;
+    lsh: its lsh.LshLayer (an empty one unless the layer selects by LSH); in_ids/in_vals[:n_in]:
+    the layer's sparse input; labels[:n_labels]: the sample's distinct true labels (forced into the
+    output layer's set in training); rng: the per-chunk state (row t). Sets scr.uniform_from[t] to
+    where the uniform draws start (n_neurons for MODE_ALL).
     """
-    scr = scratch[l]
     ids = scr.act_ids[t]
     n_neurons = spec[l, SPEC_OUT_DIM]
     if mode == MODE_ALL:
@@ -91,7 +91,8 @@ def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, kinds
         share = spec[l, SPEC_RANDOM_PERMILLE] if training else 0
         room = max(budget - n, 0)
         lsh_cap = n + room - (room * share) // 1000
-        n = fill_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark, kinds)
+        n = fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark, kinds, kinds[KIND_KMEANS],
+                     kinds[KIND_TABLES])
         scr.uniform_from[t] = n
         if share > 0:
             n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
@@ -116,7 +117,7 @@ def correction_weight(spec, l, uniform_from, n_act):
 
 
 @njit(cache=True)
-def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds):
+def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables):
     """Append the candidates of the layer's LSH index to ids[n:cap]; returns the new length.
 
     lsh: lsh.LshLayer; scr: the layer's LayerScratch (codes, hash and query scratch, row t).
@@ -124,15 +125,10 @@ def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, k
     and takes the members of the best clusters. A hash index hashes the transformed input with the
     functions that hashed the weight rows and appends the candidates of the probed buckets under the
     layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
+    clusters, tables: kinds[KIND_KMEANS] and kinds[KIND_TABLES], passed apart because numba prunes a
+    branch on an argument that is None (not on a tuple item): the code of an unused kind is not
+    compiled.
     """
-    return _fill_index(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds,
-                       kinds[KIND_KMEANS], kinds[KIND_TABLES])
-
-
-@njit(cache=True)
-def _fill_index(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables):
-    """fill_lsh with the marker's cluster and table slots as arguments, so that numba prunes the
-    branch of a kind the network does not use (a None slot) before typing it."""
     if clusters is not None:
         if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # the cluster scores live in the hash-work row
             return probe_clusters(lsh.centroids_t, lsh.cluster_indptr, lsh.cluster_members, in_ids, in_vals, n_in,
