@@ -10,6 +10,7 @@ code imports this one and nothing else of ours. This module imports nothing of o
 # ---------------------------------------------------------------------------------------------
 
 MAX_RANGE_POW = 24  # 2**range_pow buckets per table: at 24, one table of capacity 64 is 4 GiB
+MAX_CODE_BITS = 30  # the widest hash code hashing.py computes (int32 codes); tables stop at MAX_RANGE_POW
 
 # ---------------------------------------------------------------------------------------------
 # Active-set selection and losses (network.make_spec, kernels, selection)

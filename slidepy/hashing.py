@@ -80,7 +80,7 @@ from .constants import (
     KIND_MINHASH,
     KIND_SRP,
     KIND_WTA,
-    MAX_RANGE_POW,
+    MAX_CODE_BITS,
     kinds_marker,
 )
 from .rng import splitmix64
@@ -256,8 +256,8 @@ def hash_params_from_arrays(arrays, prefix=""):
 
 
 def _check_range_pow(range_pow):
-    if not 1 <= int(range_pow) <= MAX_RANGE_POW:
-        raise ValueError(f"range_pow must be in [1, {MAX_RANGE_POW}], got {range_pow}")
+    if not 1 <= int(range_pow) <= MAX_CODE_BITS:
+        raise ValueError(f"range_pow must be in [1, {MAX_CODE_BITS}], got {range_pow}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -756,8 +756,8 @@ from slidepy.constants import kinds_marker as _drv_kinds_marker
 def hash_vector(params, ids, vals, range_pow):
     """Codes (L,) int32 of one sparse vector through hashing.hash_sparse (ids validated)."""
     _drv_hs.validate_hash_params(params)
-    if not 1 <= int(range_pow) <= _drv_hs.MAX_RANGE_POW:
-        raise ValueError(f"range_pow must be in [1, {_drv_hs.MAX_RANGE_POW}]")
+    if not 1 <= int(range_pow) <= _drv_hs.MAX_CODE_BITS:
+        raise ValueError(f"range_pow must be in [1, {_drv_hs.MAX_CODE_BITS}]")
     ids = _drv_np.ascontiguousarray(ids, dtype=_drv_np.int32)
     vals = _drv_np.ascontiguousarray(vals, dtype=_drv_np.float32)
     if ids.ndim != 1 or ids.shape != vals.shape:
