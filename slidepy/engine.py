@@ -183,8 +183,11 @@ class Engine:
         started = time.perf_counter()
         self.compiled = False
 
-        def compiling(_event):
-            if not self.compiled:
+        def compiling(event):
+            # numba.typed.List's own methods compile in every process (numba does not cache them):
+            # only a kernel of ours compiling means the cache missed
+            ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
+            if ours and not self.compiled:
                 self.compiled = True
                 if on_compile is not None:
                     on_compile()
