@@ -10,8 +10,9 @@ Layout (imports flow one way, top to bottom):
     trainer      epochs, rebuild schedule, eval, logging, checkpoints, signals
     engine       validate + allocate, call the kernels          memory   memory estimate
     kernels      parallel drivers + per-sample forward/backward  optimizer row-sparse Adam/SGD
-    selection, lsh_select   active-set filling                   lsh      LSH index + schedule
-    hashing, tables         hash families, bucket tables         network  parameter arrays
+    selection    active sets: all, random, LSH fill, top-up, correction    lsh  LSH index + schedule
+    hashing, tables, clusters   hash families, bucket tables, k-means     network  parameter arrays
+    constants    integer codes, array layouts, limits (imports nothing of ours)
     config, data, parse, synthetic, metrics, checkpoint, rng, errors
 """
 

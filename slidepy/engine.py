@@ -13,10 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 import numba
+import numba.core.event
 import numpy as np
 from numba.typed import List
 
-from .kernels import hidden_batch, predict_batch, train_batch
+from .constants import INDEX_CLUSTERS, KIND_KMEANS, kinds_marker
+from .kernels import infer_batch, train_batch
 from .lsh import LshIndex, empty_lsh_layer
 from .network import (
     LOSS_CODES,
@@ -36,6 +38,19 @@ from .network import (
 from .checkpoint import check_shapes
 from .optimizer import apply_updates
 from .scoring import block_rows, score_topk
+
+
+class _CompileListener(numba.core.event.Listener):
+    """Calls `callback(event)` when numba starts compiling a function (see Engine.warmup)."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def on_start(self, event):
+        self.callback(event)
+
+    def on_end(self, event):
+        pass
 
 
 @dataclass
@@ -113,6 +128,11 @@ class Engine:
             out.append(index.kernel_view() if index is not None else empty_lsh_layer())
         return out
 
+    def kinds(self) -> tuple:
+        """The kernels' `kinds` marker: the index kinds the LSH layers query (constants.kinds_marker)."""
+        return kinds_marker(KIND_KMEANS if index.kind == INDEX_CLUSTERS else index.family
+                            for index in self.lsh if index is not None)
+
     def _get_scratch(self, training: bool, n_chunks: int, spec: np.ndarray | None = None):
         spec = self.spec if spec is None else spec
         if training:
@@ -150,17 +170,38 @@ class Engine:
             self.spec[last, SPEC_CAPACITY] = min(n, self.spec[last, SPEC_BUDGET] + self.max_labels)
         self._scratch.clear()
 
-    def warmup(self, data) -> float:
+    def warmup(self, data, on_compile=None) -> float:
         """Compile the kernels for this network (numba JIT, or load them from the on-disk cache)
-        by running one sample through training and inference, then discard its gradients.
-        Returns the seconds spent, which the trainer reports apart from training time."""
+        by running one sample through training, the optimizer (over no rows) and inference, then
+        discard its gradients. Returns the seconds spent, which the trainer reports apart from
+        training time; `self.compiled` says whether anything was compiled (False: all cached).
+
+        on_compile: called once, with no arguments, when the first kernel starts compiling (not at
+        all when every kernel loads from the cache), so a caller can say why it waits, e.g. print
+        "compiling kernels (first run only)..." and then the returned seconds. The LSH tables'
+        build kernels compile earlier, when the engine is made; the evaluation's at the first eval.
+        """
         started = time.perf_counter()
-        rows = np.zeros(1, np.int64)
-        if data.n_samples:
-            step = self.step
-            self.train_step(data, rows, apply=False)
-            self.step = step
-            self.predict(data, rows, k=1)
+        self.compiled = False
+
+        def compiling(event):
+            # numba.typed.List's own methods compile in every process (numba does not cache them):
+            # only a kernel of ours compiling means the cache missed
+            ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
+            if ours and not self.compiled:
+                self.compiled = True
+                if on_compile is not None:
+                    on_compile()
+
+        with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
+            rows = np.zeros(1, np.int64)
+            if data.n_samples:
+                step = self.step
+                self.train_step(data, rows, apply=False)
+                self.step = step
+                apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                              eps=self.eps, step=max(1, step))  # nothing is touched: compiles, changes nothing
+                self.predict(data, rows, k=1)
         for key in self.timings:
             self.timings[key] = 0.0
         return time.perf_counter() - started
@@ -192,7 +233,7 @@ class Engine:
         loss_out = np.zeros(batch, np.float64)
         rng = np.zeros(n_chunks, np.uint64)
         started = time.perf_counter()
-        train_batch(self.layers, self.spec, scratch, self.lsh_layers(), data.x_indptr, data.x_indices,
+        train_batch(self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
                     data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
                     np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
                     n_active, active_sum, loss_out)
@@ -239,10 +280,10 @@ class Engine:
             bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
             n_active = np.zeros((n_chunks, self.n_layers), np.int64)
             active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
-            predict_batch(self.layers, spec, scratch, lsh_layers, data.x_indptr, data.x_indices,
-                          data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64),
-                          n_active, active_sum, top_ids[start:start + part.shape[0]],
-                          top_scores[start:start + part.shape[0]])
+            infer_batch(self.layers, spec, scratch, lsh_layers, self.kinds(), data.x_indptr, data.x_indices,
+                        data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64),
+                        n_active, active_sum, self.n_layers, top_ids[start:start + part.shape[0]],
+                        top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
             active_total += active_sum.sum(axis=0)
         return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
@@ -269,9 +310,9 @@ class Engine:
             bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
             n_active = np.zeros((n_chunks, self.n_layers), np.int64)
             active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
-            hidden_batch(self.layers, spec, scratch, lsh_layers, data.x_indptr, data.x_indices, data.x_values, part,
-                         bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active, active_sum,
-                         hidden[:b])
+            infer_batch(self.layers, spec, scratch, lsh_layers, self.kinds(), data.x_indptr, data.x_indices,
+                        data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active,
+                        active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), hidden[:b])
             active_total += active_sum.sum(axis=0)
             score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
         return top_ids, top_scores, active_total / max(1, rows.shape[0])

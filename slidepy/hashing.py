@@ -8,7 +8,7 @@ Every family maps a *sparse vector* `(ids int32[:n], vals float32[:n], n)` to L 
 codes in `[0, 2**range_pow)`. A dense row is hashed as `ids = arange(D)`, and zeros given
 explicitly hash exactly like zeros left out (tested), so a weight row and a sparse sample that
 are equal as vectors get the same codes. Input ids must be distinct and in `[0, D)`; values must
-be finite. The family is an integer code:
+be finite. The family is an integer code (constants.FAMILY_*):
 
 - `FAMILY_SRP` (signed random projections, SimHash): H sparse +-1 projections, each with
   `round(density * D)` non-zeros; piece = 1 if the float32 projection sum is > 0 else 0. The
@@ -48,12 +48,13 @@ log2(b) otherwise), if K * bits <= range_pow the code is the concatenation
 `code = (((p0 << bits) | p1) << bits | ...)`; otherwise the pieces are folded by
 `acc = splitmix64(acc ^ piece)` from `acc = FOLD_SEED` and the code is the top range_pow bits.
 
-Three tiers: `make_hash_params` (Python, draws parameters) -> `hash_rows` /
-`hash_batch` (Python, validate) -> `hash_rows_parallel` /
-`hash_batch_parallel` (njit parallel drivers; per-chunk scratch allocated before the prange;
+Three tiers: `make_hash_params` (Python, draws parameters) -> `hash_rows` (Python, validates)
+-> `hash_rows_parallel` (njit parallel driver; per-chunk scratch allocated before the prange;
 the chunk count T is an argument because numba cannot cache a function that calls
-`numba.get_num_threads()`) -> `hash_sparse` (njit serial worker, no allocation). The engine's
-own kernels call `hash_sparse` directly with per-thread scratch `(T, H)` float32 and int32.
+`numba.get_num_threads()`) -> `hash_sparse` (njit serial worker, no allocation). The per-sample
+LSH query (selection.py) calls `hash_sparse` directly with per-thread scratch `(T, H)` float32
+and int32. `hash_sparse` takes a `kinds` marker (constants.kinds_marker): only the families
+whose slot is not None are compiled into it, so a caller that hashes SRP never compiles WTA.
 
 Cost per vector: SRP O(nnz * H * density) scatter-adds; WTA/DWTA O(nnz * P) updates plus O(H)
 (densification is O(1) per empty bin: at most DENSIFY_ATTEMPTS probes, then a precomputed
@@ -69,13 +70,20 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .constants import (
+    FAMILY_DWTA,
+    FAMILY_MINHASH,
+    FAMILY_NAMES,
+    FAMILY_SRP,
+    FAMILY_WTA,
+    KIND_DWTA,
+    KIND_MINHASH,
+    KIND_SRP,
+    KIND_WTA,
+    MAX_CODE_BITS,
+    kinds_marker,
+)
 from .rng import splitmix64
-
-FAMILY_SRP = 0
-FAMILY_WTA = 1
-FAMILY_DWTA = 2
-FAMILY_MINHASH = 3
-FAMILY_NAMES = {FAMILY_SRP: "srp", FAMILY_WTA: "wta", FAMILY_DWTA: "dwta", FAMILY_MINHASH: "minhash"}
 
 # Layout of HashParams.spec (int64).
 SPEC_FAMILY = 0
@@ -88,7 +96,6 @@ SPEC_N_HASHES = 6  # H = K * L
 SPEC_N_PERMS = 7  # P (WTA/DWTA), 0 otherwise
 SPEC_LEN = 8
 
-MAX_RANGE_POW = 30
 DENSIFY_ATTEMPTS = 32
 FOLD_SEED = np.uint64(0x6A09E667F3BCC909)
 _U32 = np.uint64(32)
@@ -249,8 +256,8 @@ def hash_params_from_arrays(arrays, prefix=""):
 
 
 def _check_range_pow(range_pow):
-    if not 1 <= int(range_pow) <= MAX_RANGE_POW:
-        raise ValueError(f"range_pow must be in [1, {MAX_RANGE_POW}], got {range_pow}")
+    if not 1 <= int(range_pow) <= MAX_CODE_BITS:
+        raise ValueError(f"range_pow must be in [1, {MAX_CODE_BITS}], got {range_pow}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,28 +469,43 @@ def _hash_minhash(params, ids, vals, n, scratch_idx):
 
 
 @njit(cache=True)
-def hash_sparse(params, ids, vals, n, range_pow, codes_out, scratch_vals, scratch_idx):
+def _hash_pieces(params, ids, vals, n, scratch_vals, scratch_idx, srp, wta, dwta, minhash):
+    """The per-hash pieces of (ids[:n], vals[:n]) into scratch_idx[:H]; False if the family gives
+    every table code 0 (DWTA / MinHash of an input without non-zeros). srp .. minhash: the slots of
+    the kinds marker; a None slot's branch is pruned before typing, so its family is not compiled."""
+    family = params.spec[SPEC_FAMILY]
+    if srp is not None:
+        if family == FAMILY_SRP:
+            _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx)
+            return True
+    if wta is not None:
+        if family == FAMILY_WTA:
+            _hash_wta(params, ids, vals, n, scratch_vals, scratch_idx)
+            return True
+    if dwta is not None:
+        if family == FAMILY_DWTA:
+            return _hash_dwta(params, ids, vals, n, scratch_vals, scratch_idx)
+    if minhash is not None:
+        if family == FAMILY_MINHASH:
+            return _hash_minhash(params, ids, vals, n, scratch_idx)
+    return False  # a family the marker leaves out: the Python owners never let this happen
+
+
+@njit(cache=True)
+def hash_sparse(params, ids, vals, n, range_pow, codes_out, scratch_vals, scratch_idx, kinds):
     """Hash the sparse vector (ids[:n], vals[:n]) into codes_out[:L] (int32 in [0, 2**range_pow)).
 
     params: HashParams. ids int32 (distinct, in [0, D)), vals float32 (finite).
     scratch_vals (>= H,) float32 and scratch_idx (>= H,) int32: per-thread scratch, overwritten.
+    kinds: constants.kinds_marker tuple; its slot for params' family must not be None.
     Serial, allocation free. Family chosen by params.spec[SPEC_FAMILY].
     """
-    family = params.spec[SPEC_FAMILY]
-    if family == FAMILY_SRP:
-        _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx)
-    elif family == FAMILY_WTA:
-        _hash_wta(params, ids, vals, n, scratch_vals, scratch_idx)
+    if _hash_pieces(params, ids, vals, n, scratch_vals, scratch_idx, kinds[KIND_SRP], kinds[KIND_WTA],
+                    kinds[KIND_DWTA], kinds[KIND_MINHASH]):
+        _combine_pieces(params.spec, scratch_idx, range_pow, codes_out)
     else:
-        if family == FAMILY_DWTA:
-            nonempty = _hash_dwta(params, ids, vals, n, scratch_vals, scratch_idx)
-        else:
-            nonempty = _hash_minhash(params, ids, vals, n, scratch_idx)
-        if not nonempty:
-            for t in range(params.spec[SPEC_L]):
-                codes_out[t] = 0
-            return
-    _combine_pieces(params.spec, scratch_idx, range_pow, codes_out)
+        for t in range(params.spec[SPEC_L]):
+            codes_out[t] = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +514,7 @@ def hash_sparse(params, ids, vals, n, range_pow, codes_out, scratch_vals, scratc
 
 
 @njit(parallel=True, cache=True)
-def hash_rows_parallel(params, weights, range_pow, codes_out, n_chunks):
+def hash_rows_parallel(params, weights, range_pow, codes_out, n_chunks, kinds):
     """codes_out[i] = codes of dense row weights[i] (N, D) float32, hashed as ids = arange(D).
 
     prange over n_chunks contiguous row blocks (rows cost the same; pass the thread count T);
@@ -506,41 +528,13 @@ def hash_rows_parallel(params, weights, range_pow, codes_out, n_chunks):
     scratch_vals = np.empty((n_chunks, n_hashes), np.float32)
     scratch_idx = np.empty((n_chunks, n_hashes), np.int32)
     ids = np.arange(dim, dtype=np.int32)
-    for c in prange(n_chunks):
+    for chunk in prange(n_chunks):
+        c = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
         lo = c * n_rows // n_chunks
         hi = (c + 1) * n_rows // n_chunks
         for i in range(lo, hi):
-            hash_sparse(params, ids, weights[i], dim, range_pow, codes_out[i],
-                        scratch_vals[c], scratch_idx[c])
-
-
-@njit(parallel=True, cache=True)
-def hash_batch_parallel(params, indptr, indices, values, range_pow, codes_out, n_chunks):
-    """codes_out[i] = codes of CSR row i (indptr (B+1,) int64, indices int32, values float32).
-
-    Rows are split into n_chunks (pass T) blocks of about equal cost (nnz + H per row).
-    """
-    n_rows = indptr.shape[0] - 1
-    n_hashes = params.spec[SPEC_N_HASHES]
-    n_chunks = max(1, min(n_chunks, n_rows))
-    scratch_vals = np.empty((n_chunks, n_hashes), np.float32)
-    scratch_idx = np.empty((n_chunks, n_hashes), np.int32)
-    bounds = np.empty(n_chunks + 1, np.int64)
-    total = (indptr[n_rows] - indptr[0]) + n_rows * n_hashes
-    bounds[0] = 0
-    row = 0
-    for c in range(1, n_chunks):
-        target = total * c // n_chunks
-        while row < n_rows and (indptr[row] - indptr[0]) + row * n_hashes < target:
-            row += 1
-        bounds[c] = row
-    bounds[n_chunks] = n_rows
-    for c in prange(n_chunks):
-        for i in range(bounds[c], bounds[c + 1]):
-            lo = indptr[i]
-            hi = indptr[i + 1]
-            hash_sparse(params, indices[lo:hi], values[lo:hi], hi - lo, range_pow, codes_out[i],
-                        scratch_vals[c], scratch_idx[c])
+            hash_sparse(params, ids, weights[i], dim, range_pow, codes_out[i], scratch_vals[c], scratch_idx[c],
+                        kinds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +569,8 @@ def hash_rows(params, weights, range_pow, codes_out=None):
         raise ValueError(f"weights: need {dim} columns, got {weights.shape[1]}")
     codes_out = _check_codes_out(codes_out, weights.shape[0], int(params.spec[SPEC_L]))
     if weights.shape[0] > 0:
-        hash_rows_parallel(params, weights, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()))
+        hash_rows_parallel(params, weights, np.int64(range_pow), codes_out, np.int64(numba.get_num_threads()),
+                           kinds_marker([params.spec[SPEC_FAMILY]]))
     return codes_out
 
 
@@ -592,7 +587,8 @@ def srp_dense_projections(params):
 def combine_piece_rows(spec, pieces, range_pow, codes_out, n_chunks):
     """codes_out[i] = table codes of pieces[i] (N, H) int32, as hash_sparse combines them."""
     n_rows = pieces.shape[0]
-    for c in prange(n_chunks):
+    for chunk in prange(n_chunks):
+        c = np.int64(chunk)
         for i in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
             _combine_pieces(spec, pieces[i], range_pow, codes_out[i])
 
@@ -618,50 +614,6 @@ def hash_rows_srp_blas(params, weights, range_pow, codes_out, *, dense_projectio
         pieces = (block @ dense.T > 0).astype(np.int32)
         combine_piece_rows(params.spec, pieces, np.int64(range_pow), codes_out[start:start + block_rows], n_chunks)
     return codes_out
-
-
-def _check_csr(indptr, indices, values, dim):
-    _check_array("indptr", indptr, np.int64, 1)
-    _check_array("indices", indices, np.int32, 1)
-    _check_array("values", values, np.float32, 1)
-    if indptr.shape[0] < 1 or indptr[0] < 0 or np.any(np.diff(indptr) < 0):
-        raise ValueError("indptr: need a non-decreasing array of length B+1 starting >= 0")
-    if indptr[-1] > indices.shape[0] or indices.shape[0] != values.shape[0]:
-        raise ValueError("indices/values: lengths must match and cover indptr[-1]")
-    used = indices[indptr[0]:indptr[-1]]
-    if used.size and (used.min() < 0 or used.max() >= dim):
-        raise ValueError(f"indices: need ids in [0, {dim})")
-
-
-def hash_batch(params, indptr, indices, values, range_pow, codes_out=None):
-    """Codes (B, L) int32 of the B rows of a CSR batch (ids within a row must be distinct)."""
-    validate_hash_params(params)
-    _check_range_pow(range_pow)
-    _check_csr(indptr, indices, values, int(params.spec[SPEC_DIM]))
-    n_rows = indptr.shape[0] - 1
-    codes_out = _check_codes_out(codes_out, n_rows, int(params.spec[SPEC_L]))
-    if n_rows > 0:
-        hash_batch_parallel(params, indptr, indices, values, np.int64(range_pow), codes_out,
-                            np.int64(numba.get_num_threads()))
-    return codes_out
-
-
-def hash_vector(params, ids, vals, range_pow):
-    """Codes (L,) int32 of one sparse vector (convenience wrapper around hash_sparse)."""
-    validate_hash_params(params)
-    _check_range_pow(range_pow)
-    ids = np.ascontiguousarray(ids, dtype=np.int32)
-    vals = np.ascontiguousarray(vals, dtype=np.float32)
-    if ids.ndim != 1 or ids.shape != vals.shape:
-        raise ValueError("ids/vals: need 1-d arrays of equal length")
-    dim = int(params.spec[SPEC_DIM])
-    if ids.size and (ids.min() < 0 or ids.max() >= dim):
-        raise ValueError(f"ids: need ids in [0, {dim})")
-    n_hashes = int(params.spec[SPEC_N_HASHES])
-    codes = np.empty(int(params.spec[SPEC_L]), np.int32)
-    hash_sparse(params, ids, vals, np.int64(ids.shape[0]), np.int64(range_pow), codes,
-                np.empty(n_hashes, np.float32), np.empty(n_hashes, np.int32))
-    return codes
 
 
 # --------------------------------------------------------------------------------------------

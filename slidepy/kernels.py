@@ -2,9 +2,17 @@
 
 Three tiers (see STYLE.md):
   * `engine.py` validates and allocates (Python);
-  * `train_batch` / `predict_batch` are the parallel drivers: `prange` over T thread chunks, each
+  * `train_batch` / `infer_batch` are the parallel drivers: `prange` over T thread chunks, each
     chunk a contiguous block of the batch with its own scratch row `t`;
-  * `train_sample` / `forward_sample` are the serial per-sample workers.
+  * `train_sample` / `forward_sample` are the serial per-sample workers; each layer's active set
+    comes from one call of `selection.select_active`.
+
+Compile cost. Every njit function called from a driver is compiled on its own and then optimised
+again inside each caller, so the drivers are few (one for training, one for inference) and each
+serial function has one signature: the prange index is cast to int64 (parfors type it unsigned,
+which would compile every callee twice), flags are passed as runtime values rather than literals,
+and `kinds` (constants.kinds_marker) keeps the index kinds a network does not query out of the
+compiled code.
 
 Hogwild. Threads add their samples' gradients into the shared `weight_grad` / `bias_grad` arrays
 and set `row_touched` / `bias_touched` marks without locks, on purpose: two threads rarely hit the
@@ -24,22 +32,9 @@ T thread chunks, K top-k.
 import numpy as np
 from numba import njit, prange
 
-from .lsh_select import select_lsh
-from .network import (
-    LOSS_BCE,
-    MODE_ALL,
-    MODE_LSH,
-    MODE_RANDOM,
-    SPEC_BUDGET,
-    SPEC_CORRECTION,
-    SPEC_INFER_MODE,
-    SPEC_MIN_ACTIVE,
-    SPEC_MODE,
-    SPEC_OUT_DIM,
-    SPEC_RANDOM_PERMILLE,
-)
+from .constants import LOSS_BCE, MODE_ALL, SPEC_INFER_MODE, SPEC_MODE
 from .rng import derive_seed, seed_state
-from .selection import add_forced, fill_all, fill_random, next_mark, unique_prefix
+from .selection import correction_weight, select_active, unique_prefix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,51 +230,7 @@ def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=
 
 
 @njit(cache=True)
-def select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t, in_ids, in_vals, n_in,
-                  labels, n_labels, rng):
-    """Fill scratch[l].act_ids[t] with the sample's active neurons; returns how many."""
-    scr = scratch[l]
-    ids = scr.act_ids[t]
-    n_neurons = spec[l, SPEC_OUT_DIM]
-    if mode == MODE_ALL:
-        scr.uniform_from[t] = n_neurons
-        return fill_all(ids, n_neurons)
-    budget = spec[l, SPEC_BUDGET]
-    mark = next_mark(scr.stamp, scr.mark, t)
-    stamp_row = scr.stamp[t]
-    n = 0
-    if is_output and training:  # the true labels are always computed in training
-        n = add_forced(ids, n, stamp_row, mark, labels, n_labels)
-    # Everything from here on that fill_random adds is a uniform sample of the neurons not yet
-    # chosen; the loss may weight it as such (see softmax_xent).
-    if mode == MODE_RANDOM:
-        scr.uniform_from[t] = n
-        n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
-        return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
-    elif mode == MODE_LSH:
-        # In training, part of the budget after the labels stays for uniform negatives (see
-        # config.Lsh.random_share); at inference the tables alone choose.
-        share = spec[l, SPEC_RANDOM_PERMILLE] if training else 0
-        room = max(budget - n, 0)
-        lsh_cap = n + room - (room * share) // 1000
-        n = select_lsh(lsh_layers[l], scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark)
-        scr.uniform_from[t] = n
-        if share > 0:
-            n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
-    return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
-
-
-@njit(cache=True)
-def top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t):
-    """Add uniform neurons until the set holds the layer's min_active; returns the new length."""
-    floor = spec[l, SPEC_MIN_ACTIVE]
-    if n < floor:
-        n = fill_random(ids, n, floor, n_neurons, stamp_row, mark, rng, t)
-    return n
-
-
-@njit(cache=True)
-def forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels,
+def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
                    training, rng, n_active, n_layers):
     """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
     gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits."""
@@ -287,14 +238,14 @@ def forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labe
     in_ids = x_ids
     in_vals = x_vals
     n_in = nx
-    dense_in = False
+    dense_in = np.bool_(False)  # not the literal False: forward_layer would compile for it too
     for l in range(n_layers):
         is_output = l == last
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
-        n_act = select_active(l, mode, is_output, training, spec, scratch, lsh_layers, t,
-                              in_ids, in_vals, n_in, labels, n_labels, rng)
-        n_active[l] = n_act
         scr = scratch[l]
+        n_act = select_active(l, mode, is_output, training, spec, scr, lsh_layers[l], kinds, t, in_ids, in_vals, n_in,
+                              labels, n_labels, rng)
+        n_active[l] = n_act
         ids = scr.act_ids[t]
         vals = scr.act_vals[t]
         dense_out = mode == MODE_ALL
@@ -313,26 +264,23 @@ def forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labe
 
 
 @njit(cache=True)
-def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
+def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
                  grad_scale, rng, n_active, positions):
     """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
     loss. A sample without labels has no target: it is skipped (loss 0, no gradient)."""
     if n_labels == 0:
         return 0.0
     n_layers = spec.shape[0]
-    forward_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels, n_labels, True, rng,
-                   n_active, n_layers)
+    # np.bool_(True), not True: a literal flag would compile forward_sample once for training and
+    # once more for inference
+    forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
+                   rng, n_active, n_layers)
     last = n_layers - 1
     out = scratch[last]
     n_out = n_active[last]
     dense_out = spec[last, SPEC_MODE] == MODE_ALL
     label_positions(out.act_ids[t], n_out, dense_out, labels, n_labels, positions)
-    uniform_from = -1
-    log_weight = 0.0
-    if spec[last, SPEC_CORRECTION] and not dense_out and out.uniform_from[t] < n_out:
-        uniform_from = out.uniform_from[t]
-        # n_out - uniform_from uniform draws from the N - uniform_from neurons not chosen before
-        log_weight = np.log((spec[last, SPEC_OUT_DIM] - uniform_from) / (n_out - uniform_from))
+    uniform_from, log_weight = correction_weight(spec, last, out.uniform_from[t], n_out)
     if loss_kind == LOSS_BCE:
         loss = sigmoid_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t],
                             uniform_from, log_weight)
@@ -371,14 +319,16 @@ def train_sample(layers, spec, scratch, lsh_layers, t, x_ids, x_vals, nx, labels
 
 
 @njit(parallel=True, cache=True)
-def train_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, y_indptr, y_indices,
+def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
                 rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
                 active_sum, loss_out):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
-    active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer."""
+    active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
+    kinds: constants.kinds_marker of the index kinds the LSH layers query."""
     n_chunks = chunk_bounds.shape[0] - 1
-    for t in prange(n_chunks):
+    for chunk in prange(n_chunks):
+        t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
         labels = label_buf[t]
         positions = position_buf[t]
         counts = n_active[t]
@@ -389,8 +339,9 @@ def train_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values
             x1 = x_indptr[i + 1]
             y0 = y_indptr[i]
             n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
-            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1],
-                                       x1 - x0, labels, n_labels, loss_kind, grad_scale, rng, counts, positions)
+            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+                                       x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
+                                       counts, positions)
             if n_labels > 0:
                 for l in range(spec.shape[0]):
                     active_sum[t, l] += counts[l]
@@ -411,57 +362,43 @@ def push_topk(top_ids, top_vals, k, n_id, val):
 
 
 @njit(parallel=True, cache=True)
-def predict_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
-                  rng, n_active, active_sum, top_ids, top_scores):
-    """Inference on dataset rows `rows` (B,): top_ids/top_scores (B, K) get each sample's K best
-    output neurons by logit (descending; -1 / -inf where fewer than K were scored)."""
+def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
+                rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out):
+    """Inference on dataset rows `rows` (B,) through layers 0 .. n_layers-1 (SPEC_INFER_MODE).
+
+    n_layers == all layers: top_ids/top_scores (B, K) get each sample's K best output neurons by
+    logit (descending; -1 / -inf where fewer than K were scored); hidden_out is not touched.
+    n_layers < all layers: hidden_out (B, D) gets the activations of layer n_layers-1 as dense rows
+    (zeros for inactive neurons), e.g. the last hidden layer for a BLAS product with the output
+    layer when it is scored exactly; top_ids/top_scores are not touched (pass (0, 0) arrays).
+    active_sum (T, n_layers) gets the active-set sizes of the layers run.
+    """
     n_chunks = chunk_bounds.shape[0] - 1
-    last = spec.shape[0] - 1
+    top = n_layers - 1
+    to_output = n_layers == spec.shape[0]
     k = top_ids.shape[1]
     no_labels = np.zeros(0, np.int32)
-    for t in prange(n_chunks):
+    for chunk in prange(n_chunks):
+        t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
         counts = n_active[t]
-        out = scratch[last]
+        scr = scratch[top]
         for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
             i = rows[b]
-            seed_state(rng, t, derive_seed(seed, 0, b))
+            seed_state(rng, t, derive_seed(seed, np.uint64(0), b))
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
-            forward_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, 0, False, rng, counts, last + 1)
-            top_ids[b, :] = -1
-            top_scores[b, :] = -np.inf
-            ids = out.act_ids[t]
-            vals = out.act_vals[t]
-            for a in range(counts[last]):
-                push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
-            for l in range(last + 1):
-                active_sum[t, l] += counts[l]
-
-
-@njit(parallel=True, cache=True)
-def hidden_batch(layers, spec, scratch, lsh_layers, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
-                 rng, n_active, active_sum, hidden_out):
-    """Inference up to the last hidden layer: hidden_out (B, D_last) gets each sample's last
-    hidden activations as a dense row (zeros for inactive neurons), for a BLAS product with the
-    output layer when it is scored exactly."""
-    n_chunks = chunk_bounds.shape[0] - 1
-    last = spec.shape[0] - 1
-    no_labels = np.zeros(0, np.int32)
-    for t in prange(n_chunks):
-        counts = n_active[t]
-        top = scratch[last - 1]
-        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
-            i = rows[b]
-            seed_state(rng, t, derive_seed(seed, 0, b))
-            x0 = x_indptr[i]
-            x1 = x_indptr[i + 1]
-            forward_sample(layers, spec, scratch, lsh_layers, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, 0, False, rng, counts, last)
-            hidden_out[b, :] = 0.0
-            ids = top.act_ids[t]
-            vals = top.act_vals[t]
-            for a in range(counts[last - 1]):
-                hidden_out[b, ids[a]] = vals[a]
-            for l in range(last):
+            forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
+                           no_labels, np.int64(0), np.bool_(False), rng, counts, n_layers)
+            ids = scr.act_ids[t]
+            vals = scr.act_vals[t]
+            if to_output:
+                top_ids[b, :] = -1
+                top_scores[b, :] = -np.inf
+                for a in range(counts[top]):
+                    push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
+            else:
+                hidden_out[b, :] = 0.0
+                for a in range(counts[top]):
+                    hidden_out[b, ids[a]] = vals[a]
+            for l in range(n_layers):
                 active_sum[t, l] += counts[l]

@@ -3,7 +3,7 @@
 `LshIndex` is the Python-side owner (tier 1): it draws hash functions (hashing.py), hashes every
 neuron's weight row and fills the bucket tables (tables.py) in parallel, decides when to rebuild
 (SLIDE's decaying schedule, or Mongoose-style drift), and hands the kernels an `LshLayer` view of
-its arrays. The per-sample query lives in lsh_select.py.
+its arrays. The per-sample query lives in selection.py (fill_lsh).
 
 Inner products, not angles. A neuron's logit is w.h + b, but SRP and WTA-type hashes compare
 directions, and trained rows differ widely in norm and bias: hashing w against h retrieves
@@ -32,11 +32,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .hashing import (
-    FAMILY_DWTA,
-    FAMILY_MINHASH,
+from .clusters import assign_rows, auto_clusters, cluster_rows, initial_centroids, refresh_centroids
+from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re-exported for callers)
+    FAMILY_CODES,
     FAMILY_SRP,
-    FAMILY_WTA,
+    INDEX_CLUSTERS,
+    INDEX_HASH,
+    INSERT_CODES,
+    INSERT_FIFO,
+    POLICY_CODES,
+    SET_BIAS_DIM,
+    SET_KIND,
+    SET_POLICY,
+    SET_RANGE_POW,
+    SET_THRESHOLD,
+    SETTINGS_LEN,
+)
+from .hashing import (
     SPEC_LEN,
     HashParams,
     hash_rows,
@@ -45,32 +57,9 @@ from .hashing import (
     srp_dense_projections,
     suggest_k_l,
 )
-from .clusters import auto_clusters, cluster_rows, initial_centroids, assign_rows, refresh_centroids
-from .tables import (
-    INSERT_FIFO,
-    INSERT_RESERVOIR,
-    POLICY_THRESHOLD,
-    POLICY_TOPK,
-    POLICY_VANILLA,
-    build_tables,
-    query_scratch_size,
-    table_bytes,
-)
+from .clusters import assign_rows, auto_clusters, cluster_rows, initial_centroids, refresh_centroids
+from .tables import build_tables, query_scratch_size, table_bytes
 
-FAMILY_CODES = {"srp": FAMILY_SRP, "wta": FAMILY_WTA, "dwta": FAMILY_DWTA, "minhash": FAMILY_MINHASH}
-INSERT_CODES = {"fifo": INSERT_FIFO, "reservoir": INSERT_RESERVOIR}
-POLICY_CODES = {"vanilla": POLICY_VANILLA, "topk": POLICY_TOPK, "threshold": POLICY_THRESHOLD}
-
-# Columns of LshLayer.settings.
-SET_RANGE_POW = 0
-SET_POLICY = 1
-SET_THRESHOLD = 2
-SET_BIAS_DIM = 3  # the query's constant coordinate, D (see the transform above)
-SET_KIND = 4  # INDEX_HASH or INDEX_CLUSTERS
-SETTINGS_LEN = 5
-
-INDEX_HASH = 0  # hash codes -> fixed-capacity buckets (tables.py)
-INDEX_CLUSTERS = 1  # k-means clusters probed by centroid score (clusters.py)
 # Lloyd iterations of the first clustering, from random rows (later rebuilds warm-start: 1 each).
 INITIAL_KMEANS_ITERS = 4
 

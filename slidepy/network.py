@@ -29,29 +29,27 @@ from typing import NamedTuple
 import numpy as np
 from numba.typed import List
 
-# Neuron selection modes, one per layer (integer codes: kernels branch on them).
-MODE_ALL = 0  # every neuron active: exact dense computation
-MODE_RANDOM = 1  # true labels (output layer) plus uniformly sampled neurons up to a budget
-MODE_LSH = 2  # candidates from LSH tables over the weight rows
-
-MODE_CODES = {"all": MODE_ALL, "random": MODE_RANDOM, "lsh": MODE_LSH}
-
-LOSS_SOFTMAX = 0  # softmax cross-entropy against labels as a uniform distribution (SLIDE's loss)
-LOSS_BCE = 1  # independent sigmoid per label
-LOSS_CODES = {"softmax": LOSS_SOFTMAX, "bce": LOSS_BCE}
-
-# Columns of the per-layer `spec` table, an (n_layers, SPEC_FIELDS) int64 array.
-SPEC_IN_DIM = 0  # D
-SPEC_OUT_DIM = 1  # N
-SPEC_INPUT_MAJOR = 2  # 1 for layer 0 (weights (F, N)), else 0 (weights (N, D))
-SPEC_MODE = 3  # MODE_* used in training
-SPEC_INFER_MODE = 4  # MODE_* used in evaluation / prediction (MODE_ALL = exact)
-SPEC_BUDGET = 5  # most neurons active per sample (true labels included)
-SPEC_MIN_ACTIVE = 6  # top up with random neurons to at least this many
-SPEC_CAPACITY = 7  # A: scratch capacity of the active set in training
-SPEC_RANDOM_PERMILLE = 8  # LSH layers: per-mille of the non-label budget kept for uniform negatives
-SPEC_CORRECTION = 9  # output layer: 1 = weight uniform negatives as the neurons they stand for
-SPEC_FIELDS = 10
+# Modes, losses and the columns of the per-layer `spec` table live in constants.py (re-exported here).
+from .constants import (  # noqa: E402,F401
+    LOSS_BCE,
+    LOSS_CODES,
+    LOSS_SOFTMAX,
+    MODE_ALL,
+    MODE_CODES,
+    MODE_LSH,
+    MODE_RANDOM,
+    SPEC_BUDGET,
+    SPEC_CAPACITY,
+    SPEC_CORRECTION,
+    SPEC_FIELDS,
+    SPEC_IN_DIM,
+    SPEC_INFER_MODE,
+    SPEC_INPUT_MAJOR,
+    SPEC_MIN_ACTIVE,
+    SPEC_MODE,
+    SPEC_OUT_DIM,
+    SPEC_RANDOM_PERMILLE,
+)
 
 
 class LayerParams(NamedTuple):

@@ -1,19 +1,159 @@
-"""Filling a sample's active set for one layer: serial, allocation-free numba leaves.
+"""Active-set selection: which neurons of a layer a sample computes. Serial, allocation-free leaves.
+
+The kernels call `select_active` once per (sample, layer); everything a sample's active set is
+made of happens here:
+  * MODE_ALL: every neuron, in id order (position == id);
+  * MODE_RANDOM: the true labels (output layer, training), then uniform draws up to the budget;
+  * MODE_LSH: the true labels (output layer, training), then the candidates of the layer's LSH
+    index (`fill_lsh`: a hash index's probed buckets, tables.select_candidates, or a cluster
+    index's best clusters, clusters.probe_clusters) up to the budget less the `random_share`
+    kept in training for uniform negatives, then those uniform negatives;
+  * a top-up with uniform draws to the layer's `min_active`;
+  * the bookkeeping of the sampled-softmax correction: `uniform_from` (where the sample's uniform
+    draws start) and `correction_weight` (what each of them stands for in the loss).
 
 An active set is a prefix `ids[:n]` of a per-thread-chunk row of `LayerScratch.act_ids`. Every
 selector appends to it; duplicates are kept out with the per-chunk `stamp` row: `stamp[id] == mark`
 means "already in this sample's set", and a fresh `mark` per (sample, layer) makes clearing
-unnecessary. The LSH selector (lsh.py) follows the same contract.
+unnecessary.
 
-Shape letters: N neurons of the layer, A capacity of the active set, T thread chunks.
+`kinds` (constants.kinds_marker) says which index kinds a network queries; the code of the others
+is pruned before numba types it (see constants.kinds_marker), so a quick start compiles SRP only.
+
+Shape letters: N neurons of the layer, A capacity of the active set, T thread chunks,
+L tables, H hashes, V length of the transformed query (D + 1).
 """
 
 import numpy as np
 from numba import njit
 
+from .clusters import probe_clusters
+from .constants import (
+    INDEX_CLUSTERS,
+    KIND_KMEANS,
+    KIND_TABLES,
+    MODE_ALL,
+    MODE_LSH,
+    MODE_RANDOM,
+    SET_BIAS_DIM,
+    SET_KIND,
+    SET_POLICY,
+    SET_RANGE_POW,
+    SET_THRESHOLD,
+    SPEC_BUDGET,
+    SPEC_CORRECTION,
+    SPEC_MIN_ACTIVE,
+    SPEC_OUT_DIM,
+    SPEC_RANDOM_PERMILLE,
+)
+from .hashing import hash_sparse
 from .rng import randint
+from .tables import select_candidates
 
 _MARK_LIMIT = np.int32(2**31 - 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-layer entry point.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids, in_vals, n_in, labels, n_labels,
+                  rng):
+    """Fill scr.act_ids[t] with the sample's active neurons of layer l; returns how many.
+
+    mode: MODE_* of the layer for this pass (training or inference); scr: the layer's LayerScratch;
+    lsh: its lsh.LshLayer (an empty one unless the layer selects by LSH); in_ids/in_vals[:n_in]:
+    the layer's sparse input; labels[:n_labels]: the sample's distinct true labels (forced into the
+    output layer's set in training); rng: the per-chunk state (row t). Sets scr.uniform_from[t] to
+    where the uniform draws start (n_neurons for MODE_ALL).
+    """
+    ids = scr.act_ids[t]
+    n_neurons = spec[l, SPEC_OUT_DIM]
+    if mode == MODE_ALL:
+        scr.uniform_from[t] = n_neurons
+        return fill_all(ids, n_neurons)
+    budget = spec[l, SPEC_BUDGET]
+    mark = next_mark(scr.stamp, scr.mark, t)
+    stamp_row = scr.stamp[t]
+    n = np.int64(0)
+    if is_output and training:  # the true labels are always computed in training
+        n = add_forced(ids, n, stamp_row, mark, labels, n_labels)
+    # Everything from here on that fill_random adds is a uniform sample of the neurons not yet
+    # chosen; the loss may weight it as such (see correction_weight).
+    if mode == MODE_RANDOM:
+        scr.uniform_from[t] = n
+        n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+    elif mode == MODE_LSH:
+        # In training, part of the budget after the labels stays for uniform negatives (see
+        # config.Lsh.random_share); at inference the index alone chooses.
+        share = spec[l, SPEC_RANDOM_PERMILLE] if training else 0
+        room = max(budget - n, 0)
+        lsh_cap = n + room - (room * share) // 1000
+        n = fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark, kinds, kinds[KIND_KMEANS],
+                     kinds[KIND_TABLES])
+        scr.uniform_from[t] = n
+        if share > 0:
+            n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+    return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
+
+
+@njit(cache=True)
+def correction_weight(spec, l, uniform_from, n_act):
+    """The sampled-softmax correction of layer l for a set of n_act neurons whose uniform draws
+    start at uniform_from: (start, log_weight) for the loss, or (-1, 0.0) when the layer does not
+    correct or the set holds no uniform draw. The n_act - uniform_from draws are uniform over the
+    N - uniform_from neurons not chosen before them, so each stands for
+    (N - uniform_from) / (n_act - uniform_from) neurons (Jean et al. 2015)."""
+    if spec[l, SPEC_CORRECTION] == 0 or uniform_from >= n_act:
+        return np.int64(-1), 0.0
+    return np.int64(uniform_from), np.log((spec[l, SPEC_OUT_DIM] - uniform_from) / (n_act - uniform_from))
+
+
+# ---------------------------------------------------------------------------------------------
+# LSH fill: the index-specific leaves live in tables.py / hashing.py / clusters.py.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables):
+    """Append the candidates of the layer's LSH index to ids[n:cap]; returns the new length.
+
+    lsh: lsh.LshLayer; scr: the layer's LayerScratch (codes, hash and query scratch, row t).
+    A cluster index (settings[SET_KIND] == INDEX_CLUSTERS) scores the input against every centroid
+    and takes the members of the best clusters. A hash index hashes the transformed input with the
+    functions that hashed the weight rows and appends the candidates of the probed buckets under the
+    layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
+    clusters, tables: kinds[KIND_KMEANS] and kinds[KIND_TABLES], passed apart because numba prunes a
+    branch on an argument that is None (not on a tuple item): the code of an unused kind is not
+    compiled.
+    """
+    if clusters is not None:
+        if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # the cluster scores live in the hash-work row
+            return probe_clusters(lsh.centroids_t, lsh.cluster_indptr, lsh.cluster_members, in_ids, in_vals, n_in,
+                                  scr.hash_vals[t], stamp_row, mark, ids, n, cap)
+    if tables is not None:
+        # The query is [input, 1, 0] (lsh.py explains the transform): copy, then add the constant.
+        q_ids = scr.query_ids[t]
+        q_vals = scr.query_vals[t]
+        n_q = min(n_in, q_ids.shape[0] - 1)  # only an input with repeated ids could be longer than D
+        for j in range(n_q):
+            q_ids[j] = in_ids[j]
+            q_vals[j] = in_vals[j]
+        q_ids[n_q] = lsh.settings[SET_BIAS_DIM]
+        q_vals[n_q] = 1.0
+        codes = scr.codes[t]
+        hash_sparse(lsh.params, q_ids, q_vals, n_q + 1, lsh.settings[SET_RANGE_POW], codes, scr.hash_vals[t],
+                    scr.hash_idx[t], kinds)
+        return select_candidates(lsh.settings[SET_POLICY], lsh.buckets, lsh.counts, codes, stamp_row, mark,
+                                 scr.hits[t], ids, n, cap, lsh.settings[SET_THRESHOLD], scr.query_buf[t])
+    return n  # an index kind the marker leaves out: the engine never lets this happen
+
+
+# ---------------------------------------------------------------------------------------------
+# Small fills shared by the modes.
+# ---------------------------------------------------------------------------------------------
 
 
 @njit(cache=True)
@@ -80,4 +220,13 @@ def fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t):
             stamp_row[v] = mark
             ids[n] = v
             n += 1
+    return n
+
+
+@njit(cache=True)
+def top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t):
+    """Add uniform neurons until the set holds the layer's min_active; returns the new length."""
+    floor = spec[l, SPEC_MIN_ACTIVE]
+    if n < floor:
+        n = fill_random(ids, n, floor, n_neurons, stamp_row, mark, rng, t)
     return n

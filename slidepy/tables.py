@@ -8,7 +8,7 @@ State is two arrays:
     buckets (L, R, C) int32   item ids, -1 = empty slot
     counts  (L, R)    int32   inserts ever attempted into the bucket since the last clear;
                               the bucket holds min(count, C) items, in slots [0, min(count, C))
-Insert policies (integer codes):
+Insert policies (integer codes, constants.INSERT_*):
     INSERT_FIFO      ring: slot = count & (C-1); a full bucket overwrites its oldest item, so it
                      keeps the last C items inserted.
     INSERT_RESERVOIR reservoir sampling: the first C items fill the slots; item number `count`
@@ -25,7 +25,7 @@ query, so nothing is ever cleared. The number of tables that returned each candi
 `hits` (N,) int32; hits[id] is set to 1 when id is first seen in a query and incremented after,
 so hits needs no reset; it is meaningful only for the ids this query added (ids the caller
 stamped beforehand, e.g. true labels, get their hits entry incremented but never read).
-Candidate policies (integer codes):
+Candidate policies (integer codes, constants.POLICY_*):
     POLICY_VANILLA   union in probe order, stopping when the output is full
     POLICY_TOPK      the candidates hit by the most tables; ties go to the earlier in probe order
     POLICY_THRESHOLD candidates hit by >= min_hits tables, in probe order, until the output is full
@@ -33,19 +33,17 @@ Output ids always stay in probe order. After `select_candidates`, an id taken fr
 has stamp == stamp_value iff it is in the output (un-picked ids are reset to stamp_value - 1).
 """
 
-import numba
 import numpy as np
 from numba import njit, prange
 
+from .constants import (
+    INSERT_FIFO,
+    INSERT_RESERVOIR,
+    MAX_RANGE_POW,
+    POLICY_THRESHOLD,
+    POLICY_TOPK,
+)
 from .rng import mix_seed, randint, seed_state
-
-INSERT_FIFO = 0
-INSERT_RESERVOIR = 1
-POLICY_VANILLA = 0
-POLICY_TOPK = 1
-POLICY_THRESHOLD = 2
-POLICY_NAMES = {POLICY_VANILLA: "vanilla", POLICY_TOPK: "topk", POLICY_THRESHOLD: "threshold"}
-MAX_RANGE_POW = 30
 
 
 def _is_pow2(x):
@@ -111,7 +109,8 @@ def build_tables_parallel(codes, order, insert_policy, seed, buckets, counts):
     for t in range(n_tables):
         seed_state(state, t, mix_seed(seed, np.uint64(t)))
     n_order = order.shape[0]
-    for t in prange(n_tables):
+    for table in prange(n_tables):
+        t = np.int64(table)  # parfors type the index unsigned: one int64 type for every callee
         buckets[t, :, :] = -1
         counts[t, :] = 0
         for j in range(n_order):
@@ -125,8 +124,13 @@ def build_tables_parallel(codes, order, insert_policy, seed, buckets, counts):
 
 
 @njit(cache=True)
-def _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
-    """Append the unseen ids of the probed buckets to out_ids[n_already:max_out]; returns n."""
+def union_candidates(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
+    """Union of the L buckets buckets[t, codes[t]], appended after out_ids[:n_already].
+
+    codes (L,) int32; stamp (N,) int32 and hits (N,) int32 per thread; out_ids (>= max_out,)
+    int32. Ids already stamped with stamp_value (e.g. forced labels) are skipped. Stops when
+    max_out ids are in out_ids (then hits are only partly counted). Returns the new length n.
+    """
     n_tables = buckets.shape[0]
     cap = buckets.shape[2]
     n = n_already
@@ -150,18 +154,6 @@ def _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_alr
 
 
 @njit(cache=True)
-def query_union(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
-    """Union of the L buckets buckets[t, codes[t]], appended after out_ids[:n_already].
-
-    codes (L,) int32; stamp (N,) int32 and hits (N,) int32 per thread; out_ids (>= max_out,)
-    int32. Ids already stamped with stamp_value (e.g. forced labels) are skipped. Stops when
-    max_out ids are in out_ids (then hits are only partly counted). Returns the new length n.
-    """
-    return _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already,
-                       max_out)
-
-
-@njit(cache=True)
 def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, out_ids,
                       n_already, max_out, min_hits, scratch):
     """Append LSH candidates after the n_already ids in out_ids, up to max_out in all.
@@ -176,11 +168,11 @@ def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, 
     if n_already >= max_out:
         return n_already
     if policy != POLICY_TOPK and policy != POLICY_THRESHOLD:  # POLICY_VANILLA
-        return _union_into(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already,
-                           max_out)
+        return union_candidates(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out)
     n_tables = buckets.shape[0]
     union_cap = n_tables * buckets.shape[2]
-    n_union = _union_into(buckets, counts, codes, stamp, stamp_value, hits, scratch, 0, union_cap)
+    # np.int64(0), not 0: a literal argument would compile a second specialisation of the union
+    n_union = union_candidates(buckets, counts, codes, stamp, stamp_value, hits, scratch, np.int64(0), union_cap)
     budget = max_out - n_already
     n = n_already
     unmark = stamp_value - 1
@@ -223,32 +215,6 @@ def select_candidates(policy, buckets, counts, codes, stamp, stamp_value, hits, 
     return n
 
 
-@njit(parallel=True, cache=True)
-def select_batch_parallel(policy, buckets, counts, codes, n_items, max_out, min_hits, out_ids,
-                          out_n, n_chunks):
-    """select_candidates for each row of codes (B, L) with no forced ids, into out_ids (B, A).
-
-    Per-chunk stamp / hits (n_chunks, N) and scratch are allocated before the prange; unused
-    output slots are set to -1.
-    """
-    n_rows = codes.shape[0]
-    n_chunks = max(1, min(n_chunks, n_rows))
-    n_tables = buckets.shape[0]
-    stamp = np.zeros((n_chunks, n_items), np.int32)
-    hits = np.zeros((n_chunks, n_items), np.int32)
-    scratch = np.empty((n_chunks, n_tables * buckets.shape[2] + n_tables + 1), np.int32)
-    for c in prange(n_chunks):
-        lo = c * n_rows // n_chunks
-        hi = (c + 1) * n_rows // n_chunks
-        for i in range(lo, hi):
-            stamp_value = np.int32(i - lo + 1)
-            n = select_candidates(policy, buckets, counts, codes[i], stamp[c], stamp_value,
-                                  hits[c], out_ids[i], 0, max_out, min_hits, scratch[c])
-            out_n[i] = n
-            for a in range(n, out_ids.shape[1]):
-                out_ids[i, a] = -1
-
-
 # --------------------------------------------------------------------------------------------
 # Public Python wrappers
 # --------------------------------------------------------------------------------------------
@@ -287,23 +253,3 @@ def build_tables(codes, order, insert_policy, seed, buckets, counts):
         raise ValueError(f"insert_policy: unknown code {insert_policy}")
     build_tables_parallel(codes, np.ascontiguousarray(order), np.int64(insert_policy),
                           np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), buckets, counts)
-
-
-def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
-    """Candidates for each query row of codes (B, L): (ids (B, max_out) int32 padded with -1,
-    n (B,) int64). Convenience driver for tests, benchmarks and inference. The tables must hold
-    ids < n_items (not checked: scanning the tables would cost more than the queries)."""
-    _check_tables(buckets, counts)
-    _check_codes(codes, buckets.shape[0], buckets.shape[1])
-    if policy not in POLICY_NAMES:
-        raise ValueError(f"policy: unknown code {policy}")
-    if int(max_out) < 0 or int(n_items) < 1:
-        raise ValueError("select_batch: need max_out >= 0 and n_items >= 1")
-    n_rows = codes.shape[0]
-    out_ids = np.full((n_rows, int(max_out)), -1, np.int32)
-    out_n = np.zeros(n_rows, np.int64)
-    if n_rows:
-        select_batch_parallel(np.int64(policy), buckets, counts, codes, np.int64(n_items),
-                              np.int64(max_out), np.int64(min_hits), out_ids, out_n,
-                              np.int64(numba.get_num_threads()))
-    return out_ids, out_n

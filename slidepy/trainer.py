@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 import warnings
 from typing import Callable, NamedTuple
@@ -242,7 +243,11 @@ class Trainer:
             self._total_steps = min(t.epochs * self._batches_per_epoch(), t.max_steps if t.max_steps is not None
                                     else t.epochs * self._batches_per_epoch())
             self.last_eval, self._window = {}, [0.0, 0, 0.0]
-            self._record("start", compile_seconds=self.engine.warmup(self.train_data), threads=self.threads,
+            compile_seconds = self.engine.warmup(self.train_data, on_compile=lambda: print(
+                "compiling kernels (first run only)...", end="", file=sys.stderr, flush=True))
+            if self.engine.compiled:
+                print(f" {compile_seconds:.0f} s", file=sys.stderr, flush=True)
+            self._record("start", compile_seconds=compile_seconds, threads=self.threads,
                          n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in self.engine.layers)),
                          **_data_report(self.warnings, self.train_data, self.test_data))
             with _stop_signals(self._on_signal), tqdm(total=self._total_steps, unit="step", dynamic_ncols=True,

@@ -5,6 +5,7 @@
 # metrics: slow references for slidepy/metrics.py (pure Python sets, one sample at a time)
 # ======================================================================================
 
+import math
 import math as _metrics_math
 
 import numpy as _metrics_np
@@ -651,3 +652,154 @@ def naive_nearest_centroid(rows, bias, centroids):
     aug = _metrics_np.hstack([rows, bias[:, None]]).astype(_metrics_np.float64)
     d = ((aug[:, None, :] - centroids[None, :, :].astype(_metrics_np.float64)) ** 2).sum(axis=2)
     return d.argmin(axis=1)
+
+
+# ======================================================================================
+# selection: slow references for slidepy/selection.py (LSH fill, random share, correction)
+# ======================================================================================
+
+
+def naive_corrected_loss(logits, positions, uniform_from, log_weight, loss):
+    """Loss and d loss / d logits (unscaled) with the sampled-softmax correction: entries
+    a >= uniform_from (when uniform_from >= 0) are uniform samples that each stand for
+    exp(log_weight) neurons (Jean et al. 2015). positions: the labels' places in the set, all
+    before uniform_from.
+    softmax: p = softmax(z + log_weight * [a >= uniform_from]); loss = -mean over labels of
+      log p_label; grad = p - y (y uniform over the labels).
+    bce: weight w_a = exp(log_weight) for uniform entries, else 1; loss = sum_a w_a * softplus(z_a)
+      - sum_labels z; grad = w_a * sigmoid(z_a) - y_a.
+    """
+    z = _mlp_np.asarray(logits, _mlp_np.float64)
+    n = z.shape[0]
+    uniform = _mlp_np.arange(n) >= (n if uniform_from < 0 else uniform_from)
+    y = _mlp_np.zeros(n)
+    positions = list(positions)
+    assert all(p < (n if uniform_from < 0 else uniform_from) for p in positions)
+    if loss == "softmax":
+        y[positions] = 1.0 / len(positions)
+        shifted = z + _mlp_np.where(uniform, log_weight, 0.0)
+        lse = shifted.max() + _mlp_np.log(_mlp_np.exp(shifted - shifted.max()).sum())
+        value = -float((y[positions] * (shifted[positions] - lse)).sum())
+        return value, _mlp_np.exp(shifted - lse) - y
+    w = _mlp_np.where(uniform, _mlp_np.exp(log_weight), 1.0)
+    y[positions] = 1.0
+    softplus = _mlp_np.maximum(z, 0.0) + _mlp_np.log1p(_mlp_np.exp(-_mlp_np.abs(z)))
+    value = float((w * softplus).sum() - z[positions].sum())
+    return value, w / (1.0 + _mlp_np.exp(-z)) - y
+
+
+def naive_correction_weight(n_neurons, uniform_from, n_act, correction):
+    """(uniform_from, log_weight) as selection.correction_weight: n_act - uniform_from uniform draws
+    from the n_neurons - uniform_from neurons not chosen before them; (-1, 0.0) if none or off."""
+    if not correction or uniform_from >= n_act:
+        return -1, 0.0
+    return uniform_from, math.log((n_neurons - uniform_from) / (n_act - uniform_from))
+
+
+def naive_lsh_fill(index, h, forced, cap):
+    """The forced ids, then the candidates of an lsh.LshIndex for the dense layer input h (D,),
+    cut at `cap` ids in all: a hash index hashes the transformed query [h, 1] (ids 0..D) and takes
+    its probed buckets under the index's policy; a cluster index takes the best clusters' members."""
+    h = _mlp_np.asarray(h, _mlp_np.float32)
+    if index.centroids_t.shape[0]:  # a cluster index
+        n_c = index.centroids_t.shape[1]
+        members = [index.cluster_members[index.cluster_indptr[c]:index.cluster_indptr[c + 1]].tolist()
+                   for c in range(n_c)]
+        return naive_probe_clusters(index.centroids_t.T, members, h, naive_unique(forced), cap)
+    ids = _mlp_np.arange(h.shape[0] + 1, dtype=_mlp_np.int32)
+    vals = _mlp_np.append(h, _mlp_np.float32(1.0)).astype(_mlp_np.float32)
+    codes = naive_hash_codes(index.params, ids, vals, index.range_pow)
+    policy, threshold = int(index.settings[1]), int(index.settings[2])
+    return naive_select_candidates(policy, index.buckets, index.counts, codes, naive_unique(forced), cap, threshold)
+
+
+def naive_lsh_active_set(index, h, labels, budget, share_permille, min_active, n_neurons, state):
+    """A training active set of an LSH output layer, as selection.select_active builds it: the
+    unique labels, the index's candidates up to the budget less share_permille / 1000 of the room
+    after the labels, then uniform draws up to the budget (when the share is > 0), then up to
+    min_active. Returns (ids, uniform_from, state): where the uniform draws start, and the
+    xorshift64* state after the draws (the stream naive_active_sets uses)."""
+    forced = naive_unique(labels)
+    room = max(budget - len(forced), 0)
+    cap = len(forced) + room - (room * share_permille) // 1000
+    ids = naive_lsh_fill(index, h, forced, cap)
+    uniform_from = len(ids)
+    for target in ((max(budget, len(ids)) if share_permille > 0 else 0), min_active):
+        while len(ids) < target:
+            state, v = naive_randint(state, n_neurons)
+            if v not in ids:
+                ids.append(v)
+    return ids, uniform_from, state
+
+
+def naive_hidden_float32(weights, bias, x_ids, x_vals):
+    """Layer 0 then ReLU in float32, adding one input feature at a time in input order, as
+    kernels.forward_input_layer does with every neuron active (so the values are bit-equal)."""
+    out = _mlp_np.array(bias, _mlp_np.float32)
+    for f, v in zip(x_ids, x_vals):
+        out += _mlp_np.float32(v) * weights[f]
+    return _mlp_np.maximum(out, _mlp_np.float32(0.0))
+
+
+# ======================================================================================
+# test drivers: thin loops over one serial kernel, for the tests (no production code needs a
+# whole-batch version of these leaves; the engine calls them per sample from its own drivers)
+# ======================================================================================
+
+import numpy as _drv_np
+
+from slidepy import hashing as _drv_hs
+from slidepy import tables as _drv_tb
+from slidepy.constants import kinds_marker as _drv_kinds_marker
+
+
+def hash_vector(params, ids, vals, range_pow):
+    """Codes (L,) int32 of one sparse vector through hashing.hash_sparse (ids validated)."""
+    _drv_hs.validate_hash_params(params)
+    if not 1 <= int(range_pow) <= _drv_hs.MAX_CODE_BITS:
+        raise ValueError(f"range_pow must be in [1, {_drv_hs.MAX_CODE_BITS}]")
+    ids = _drv_np.ascontiguousarray(ids, dtype=_drv_np.int32)
+    vals = _drv_np.ascontiguousarray(vals, dtype=_drv_np.float32)
+    if ids.ndim != 1 or ids.shape != vals.shape:
+        raise ValueError("ids/vals: need 1-d arrays of equal length")
+    dim = int(params.spec[_drv_hs.SPEC_DIM])
+    if ids.size and (ids.min() < 0 or ids.max() >= dim):
+        raise ValueError(f"ids: need ids in [0, {dim})")
+    n_hashes = int(params.spec[_drv_hs.SPEC_N_HASHES])
+    codes = _drv_np.empty(int(params.spec[_drv_hs.SPEC_L]), _drv_np.int32)
+    _drv_hs.hash_sparse(params, ids, vals, _drv_np.int64(ids.shape[0]), _drv_np.int64(range_pow), codes,
+                        _drv_np.empty(n_hashes, _drv_np.float32), _drv_np.empty(n_hashes, _drv_np.int32),
+                        _drv_kinds_marker([params.spec[_drv_hs.SPEC_FAMILY]]))
+    return codes
+
+
+def hash_batch(params, indptr, indices, values, range_pow):
+    """Codes (B, L) int32 of the B rows of a CSR batch, one hash_vector per row."""
+    if indptr[-1] > indices.shape[0] or indices.shape[0] != values.shape[0]:
+        raise ValueError("indices/values: lengths must match and cover indptr[-1]")
+    codes = _drv_np.empty((indptr.shape[0] - 1, int(params.spec[_drv_hs.SPEC_L])), _drv_np.int32)
+    for i in range(codes.shape[0]):
+        codes[i] = hash_vector(params, indices[indptr[i]:indptr[i + 1]], values[indptr[i]:indptr[i + 1]], range_pow)
+    return codes
+
+
+def query_union(buckets, counts, codes, stamp, stamp_value, hits, out_ids, n_already, max_out):
+    """tables.union_candidates with the scalars as int64 (the engine's types)."""
+    return _drv_tb.union_candidates(buckets, counts, codes, stamp, _drv_np.int32(stamp_value), hits, out_ids,
+                                    _drv_np.int64(n_already), _drv_np.int64(max_out))
+
+
+def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
+    """tables.select_candidates for each query row of codes (B, L) with no forced ids:
+    (ids (B, max_out) int32 padded with -1, n (B,) int64)."""
+    n_tables, cap = buckets.shape[0], buckets.shape[2]
+    stamp = _drv_np.zeros(int(n_items), _drv_np.int32)
+    hits = _drv_np.zeros(int(n_items), _drv_np.int32)
+    scratch = _drv_np.empty(_drv_tb.query_scratch_size(n_tables, cap), _drv_np.int32)
+    out_ids = _drv_np.full((codes.shape[0], int(max_out)), -1, _drv_np.int32)
+    out_n = _drv_np.zeros(codes.shape[0], _drv_np.int64)
+    for i in range(codes.shape[0]):
+        out_n[i] = _drv_tb.select_candidates(_drv_np.int64(policy), buckets, counts, codes[i], stamp,
+                                             _drv_np.int32(i + 1), hits, out_ids[i], _drv_np.int64(0),
+                                             _drv_np.int64(max_out), _drv_np.int64(min_hits), scratch)
+    return out_ids, out_n

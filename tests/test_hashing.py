@@ -15,6 +15,7 @@ from numba import njit
 import naive
 from slidepy import hashing as hs
 from slidepy import rng as srng
+from slidepy.constants import kinds_marker
 
 FAMILIES = [hs.FAMILY_SRP, hs.FAMILY_WTA, hs.FAMILY_DWTA, hs.FAMILY_MINHASH]
 
@@ -109,7 +110,7 @@ def test_hash_sparse_matches_naive(family):
     for dim, k, l, b, range_pow in CONFIGS:
         params = hs.make_hash_params(family, dim, k, l, bin_size=b, density=0.3, seed=dim + k)
         for ids, vals in _edge_and_random_inputs(dim, rng):
-            got = hs.hash_vector(params, ids, vals, range_pow)
+            got = naive.hash_vector(params, ids, vals, range_pow)
             want = naive_fn(params, ids, vals, range_pow)
             np.testing.assert_array_equal(got, want, err_msg=f"{dim, k, l, b, range_pow} {ids} {vals}")
             assert got.min() >= 0 and got.max() < 2**range_pow
@@ -125,15 +126,15 @@ def test_wta_missing_dims_are_zeros():
         vals = -np.abs(rng.standard_normal(60)).astype(np.float32)  # forces the slow rescan
         dense = np.zeros(dim, np.float32)
         dense[ids] = vals
-        got = hs.hash_vector(params, ids, vals, 16)
-        np.testing.assert_array_equal(got, hs.hash_vector(params, np.arange(dim, dtype=np.int32), dense, 16))
+        got = naive.hash_vector(params, ids, vals, 16)
+        np.testing.assert_array_equal(got, naive.hash_vector(params, np.arange(dim, dtype=np.int32), dense, 16))
         np.testing.assert_array_equal(got, naive.naive_wta_codes(params, ids, vals, 16))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dense_rows_agree_with_sparse_and_batch(family):
-    """hash_rows (ids = arange(D)) == the same vectors given sparse (zeros left out), the CSR
-    batch driver, the column driver on the transpose, and the naive reference."""
+    """hash_rows (ids = arange(D)) == the same vectors given sparse (zeros left out), a batch of
+    them, and the naive reference."""
     n_rows, dim, k, l, range_pow = 37, 50, 3, 5, 10
     params = hs.make_hash_params(family, dim, k, l, bin_size=8, seed=11)
     rng = np.random.default_rng(3)
@@ -152,10 +153,10 @@ def test_dense_rows_agree_with_sparse_and_batch(family):
         indices.append(nz)
         values.append(weights[i, nz])
         indptr[i + 1] = indptr[i] + nz.size
-        np.testing.assert_array_equal(hs.hash_vector(params, nz, weights[i, nz], range_pow), codes[i])
+        np.testing.assert_array_equal(naive.hash_vector(params, nz, weights[i, nz], range_pow), codes[i])
         np.testing.assert_array_equal(
             naive.naive_hash_codes(params, np.arange(dim), weights[i], range_pow), codes[i])
-    batch = hs.hash_batch(params, indptr, np.concatenate(indices), np.concatenate(values), range_pow)
+    batch = naive.hash_batch(params, indptr, np.concatenate(indices), np.concatenate(values), range_pow)
     np.testing.assert_array_equal(batch, codes)
 
 
@@ -194,18 +195,18 @@ def test_dwta_very_sparse_inputs_get_valid_codes():
     indptr = np.concatenate([[0], np.cumsum(nnz)]).astype(np.int64)
     indices = np.concatenate([rng.choice(dim, m, replace=False) for m in nnz]).astype(np.int32)
     values = rng.random(indices.size).astype(np.float32) + 0.1
-    codes = hs.hash_batch(params, indptr, indices, values, range_pow)
+    codes = naive.hash_batch(params, indptr, indices, values, range_pow)
     assert codes.min() >= 0 and codes.max() < 2**range_pow
     for i in range(0, n_rows, 6):  # naive spot checks (the reference is slow at D = 100k)
         lo, hi = indptr[i], indptr[i + 1]
         np.testing.assert_array_equal(codes[i], naive.naive_dwta_codes(params, indices[lo:hi], values[lo:hi], range_pow))
     # Same input -> same codes; single non-zeros on different dims rarely share a code.
-    one = hs.hash_vector(params, np.array([123], np.int32), np.array([1.0], np.float32), range_pow)
-    again = hs.hash_vector(params, np.array([123], np.int32), np.array([7.0], np.float32), range_pow)
-    other = hs.hash_vector(params, np.array([99_999], np.int32), np.array([1.0], np.float32), range_pow)
+    one = naive.hash_vector(params, np.array([123], np.int32), np.array([1.0], np.float32), range_pow)
+    again = naive.hash_vector(params, np.array([123], np.int32), np.array([7.0], np.float32), range_pow)
+    other = naive.hash_vector(params, np.array([99_999], np.int32), np.array([1.0], np.float32), range_pow)
     np.testing.assert_array_equal(one, again)  # scale invariant
     assert np.mean(one == other) < 0.5
-    np.testing.assert_array_equal(hs.hash_vector(params, np.zeros(0, np.int32), np.zeros(0, np.float32), range_pow),
+    np.testing.assert_array_equal(naive.hash_vector(params, np.zeros(0, np.int32), np.zeros(0, np.float32), range_pow),
                                   np.zeros(l, np.int32))  # empty input -> code 0 (documented)
 
 
@@ -331,14 +332,16 @@ def test_params_deterministic_and_one_numba_type():
     assert len({str(numba.typeof(p)) for p in layers}) == 1
 
     @njit
-    def hash_layer(layers, i, ids, vals, range_pow, out, sv, si):
-        hs.hash_sparse(layers[i], ids, vals, ids.shape[0], range_pow, out, sv, si)
+    def hash_layer(layers, i, ids, vals, range_pow, out, sv, si, kinds):
+        hs.hash_sparse(layers[i], ids, vals, ids.shape[0], range_pow, out, sv, si, kinds)
 
     ids = np.array([1, 4, 9], np.int32)
     vals = np.array([0.5, -1.0, 2.0], np.float32)
+    every_family = kinds_marker(FAMILIES)  # one compile serves layers of every family
     for i, p in enumerate(layers):
         out = np.empty(3, np.int32)
-        hash_layer(layers, i, ids, vals, np.int64(8), out, np.empty(6, np.float32), np.empty(6, np.int32))
+        hash_layer(layers, i, ids, vals, np.int64(8), out, np.empty(6, np.float32), np.empty(6, np.int32),
+                   every_family)
         np.testing.assert_array_equal(out, naive.naive_hash_codes(p, ids, vals, 8))
 
 
@@ -367,11 +370,6 @@ def test_wrappers_reject_bad_input():
         hs.hash_rows(params, w, 0)
     with pytest.raises(ValueError):
         hs.hash_rows(params, w, 8, codes_out=np.zeros((3, 3), np.int32))
-    with pytest.raises(ValueError):
-        hs.hash_vector(params, np.array([10]), np.array([1.0]), 8)
-    with pytest.raises(ValueError):
-        hs.hash_batch(params, np.array([0, 2], np.int64), np.array([1, 10], np.int32),
-                      np.ones(2, np.float32), 8)
     with pytest.raises(ValueError):
         hs.make_hash_params(hs.FAMILY_WTA, 10, 2, 2, bin_size=6, seed=0)
     with pytest.raises(ValueError):

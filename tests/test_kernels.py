@@ -1,6 +1,9 @@
 """Tests for the serial leaves of slidepy/selection.py, slidepy/kernels.py and slidepy/optimizer.py
-against the naive references in tests/naive.py (MLP reference and LSH sections)."""
+against the naive references in tests/naive.py (MLP reference, LSH and selection sections); and,
+through the drivers, a sample's whole LSH active set (labels, index candidates, random share), the
+sampled-softmax correction of its loss, and LSH-mode prediction, each against a NumPy reference."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -9,6 +12,10 @@ from slidepy import kernels as kn
 from slidepy import optimizer as opt
 from slidepy import rng as srng
 from slidepy import selection as sel
+from slidepy.config import config_from_dict
+from slidepy.constants import SPEC_CORRECTION, SPEC_FIELDS, SPEC_OUT_DIM, kinds_marker
+from slidepy.data import Dataset
+from slidepy.engine import Engine, LayerSelection
 from slidepy.network import LayerParams
 
 # float32 kernels against float64 references
@@ -136,6 +143,40 @@ def test_loss_leaves_match_naive(loss, n_act, n_labels, spread):
         assert abs(float(grads[:n_act].sum())) < 1e-5  # p sums to 1, the target too
     if loss == "softmax" and n_act == 1:  # a single-neuron set: p = 1 exactly, no loss, no gradient
         assert value == 0.0 and grads[0] == 0.0
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("n_act,n_labels,uniform_from,log_weight", [(12, 1, 4, 1.7), (12, 3, 3, 0.4),
+                                                                    (9, 2, 8, 3.0), (6, 2, 2, 0.0),
+                                                                    (6, 1, -1, 2.0)])
+def test_corrected_loss_matches_naive(loss, n_act, n_labels, uniform_from, log_weight):
+    """The sampled-softmax correction: entries from uniform_from on stand for exp(log_weight)
+    neurons each (softmax: their logits shifted by log_weight; BCE: their terms weighted)."""
+    rng = np.random.default_rng(n_act + 100 * n_labels + uniform_from)
+    logits = (rng.standard_normal(n_act) * 3.0).astype(np.float32)
+    positions = np.arange(n_labels, dtype=np.int32)  # labels come first in a sampled set
+    grads = np.full(n_act, 99.0, np.float32)
+    fn = kn.softmax_xent if loss == "softmax" else kn.sigmoid_xent
+    value = fn(logits, n_act, positions, n_labels, np.float32(0.5), grads, np.int64(uniform_from),
+               np.float64(log_weight))
+    want_value, want_grad = naive.naive_corrected_loss(logits, positions, uniform_from, log_weight, loss)
+    np.testing.assert_allclose(value, want_value, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grads, 0.5 * want_grad, rtol=RTOL, atol=ATOL)
+    if uniform_from < 0 or log_weight == 0.0:  # no correction: the plain loss
+        plain = naive.naive_sample_loss(logits.astype(np.float64), positions.tolist(), loss)
+        np.testing.assert_allclose(value, plain[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("correction", [0, 1])
+@pytest.mark.parametrize("uniform_from,n_act", [(3, 10), (0, 7), (10, 10), (12, 12)])
+def test_correction_weight_matches_naive(correction, uniform_from, n_act):
+    spec = np.zeros((2, SPEC_FIELDS), np.int64)
+    spec[1, SPEC_OUT_DIM] = 500
+    spec[1, SPEC_CORRECTION] = correction
+    got = sel.correction_weight(spec, np.int64(1), np.int64(uniform_from), np.int64(n_act))
+    want = naive.naive_correction_weight(500, uniform_from, n_act, correction)
+    assert got[0] == want[0]
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
 
 
 def test_loss_leaves_use_only_the_active_prefix():
@@ -324,3 +365,119 @@ def test_apply_updates_visits_touched_rows_and_biases_only(optimizer):
         assert np.all(layer.weight_grad[rows] == 0) and np.all(layer.bias_grad[brows] == 0)
         keep = np.setdiff1d(np.arange(gw.shape[0]), rows)
         np.testing.assert_array_equal(layer.weight_grad[keep], gw[keep])  # untouched rows keep gradient
+
+
+# ---------------------------------------------------------------------------------------------
+# selection.py through the drivers: a sample's whole LSH active set, its corrected loss, and
+# LSH-mode prediction, against NumPy references (naive.naive_lsh_active_set / naive_lsh_fill).
+# ---------------------------------------------------------------------------------------------
+
+N_FEATURES, N_HIDDEN, N_OUT = 30, 12, 160
+
+
+def _lsh_cfg(family, **extra):
+    lsh = {"family": family, "rebuild": {"initial_interval": 1000}, **extra}
+    if family == "kmeans":
+        lsh.setdefault("clusters", 16)
+    else:
+        lsh.update({"k": 3, "l": 6, "range_pow": 4, "bucket_capacity": 16})
+    return config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}}).model.output.selection.lsh
+
+
+def _lsh_engine(family, loss="softmax", budget=40, min_active=0, seed=5, **lsh):
+    sel_out = LayerSelection(mode="lsh", budget=budget, min_active=min_active, inference="lsh",
+                             lsh=_lsh_cfg(family, **lsh), correction=True)
+    eng = Engine(N_FEATURES, [N_HIDDEN], N_OUT, [LayerSelection(), sel_out], loss=loss, seed=seed, max_labels=3)
+    rng = np.random.default_rng(seed)  # spread the rows and biases, as training would
+    eng.layers[1].weights[...] = rng.standard_normal(eng.layers[1].weights.shape).astype(np.float32)
+    eng.layers[1].bias[...] = rng.standard_normal(N_OUT).astype(np.float32)
+    eng.lsh[1].rebuild(eng.layers[1].weights, False, bias=eng.layers[1].bias)
+    return eng
+
+
+def _lsh_data(seed, n_samples=12):
+    rng = np.random.default_rng(seed)
+    xp, xi, xv, yp, yi = [0], [], [], [0], []
+    for i in range(n_samples):
+        ids = rng.choice(N_FEATURES, int(rng.integers(2, 8)), replace=False)
+        xi += ids.tolist()
+        xv += rng.uniform(0.1, 1.0, ids.size).tolist()
+        xp.append(len(xi))
+        yi += rng.choice(N_OUT, int(rng.integers(1, 4)), replace=False).tolist()
+        yp.append(len(yi))
+    return Dataset(np.array(xp, np.int64), np.array(xi, np.int32), np.array(xv, np.float32), np.array(yp, np.int64),
+                   np.array(yi, np.int32), N_FEATURES, N_OUT)
+
+
+@pytest.fixture
+def one_thread():
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+def _hidden(eng, data, i):
+    x0, x1 = data.x_indptr[i], data.x_indptr[i + 1]
+    return naive.naive_hidden_float32(eng.layers[0].weights, eng.layers[0].bias, data.x_indices[x0:x1],
+                                      data.x_values[x0:x1])
+
+
+@pytest.mark.parametrize("family,loss,share,min_active", [("srp", "softmax", 0.25, 0), ("srp", "bce", 0.5, 40),
+                                                          ("dwta", "softmax", 0.25, 0), ("kmeans", "softmax", 0.25, 0),
+                                                          ("kmeans", "bce", 0.0, 40), ("srp", "softmax", 0.0, 40)])
+def test_lsh_active_set_and_corrected_loss_match_naive(one_thread, family, loss, share, min_active):
+    """One sample per step through the training driver: its output active set is the labels,
+    then the index's candidates up to the budget less the random share, then uniform draws from
+    the sample's stream (derive_seed(seed, step, 0)) up to the budget and min_active; the loss is
+    the corrected loss of that set, the uniform draws standing for (N - u) / (n - u) neurons."""
+    eng = _lsh_engine(family, loss=loss, random_share=share, min_active=min_active)
+    data = _lsh_data(7)
+    assert eng.kinds() == kinds_marker([{"srp": 0, "dwta": 2, "kmeans": 4}[family]])
+    for i in [0, 3, 5, 9]:
+        step = eng.step
+        stats = eng.train_step(data, np.array([i], np.int64), apply=False)  # weights stay as they are
+        scr = eng._get_scratch(True, 1)
+        labels = data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]].tolist()
+        h = _hidden(eng, data, i)
+        np.testing.assert_array_equal(scr[0].act_vals[0, :N_HIDDEN], h)  # the query the index saw
+        state = naive.naive_seed_state(naive.naive_derive_seed(eng.seed, step, 0))
+        want, uniform_from, _ = naive.naive_lsh_active_set(eng.lsh[1], h, labels, 40, int(round(1000 * share)),
+                                                           min_active, N_OUT, state)
+        n = int(stats.active_mean[1])
+        assert scr[1].act_ids[0, :n].tolist() == want
+        assert scr[1].uniform_from[0] == uniform_from
+        logits = eng.layers[1].weights[want].astype(np.float64) @ h + eng.layers[1].bias[want]
+        u, log_weight = naive.naive_correction_weight(N_OUT, uniform_from, n, True)
+        positions = [want.index(y) for y in naive.naive_unique(labels)]
+        want_loss, _ = naive.naive_corrected_loss(logits, positions, u, log_weight, loss)
+        np.testing.assert_allclose(stats.loss, want_loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["srp", "wta", "kmeans"])
+def test_lsh_predict_matches_numpy_forward_over_lsh_set(family):
+    """Engine.predict(use_lsh=True): the output layer scores only the index's candidates for the
+    sample's hidden activations (no labels, no random share at inference), and the top-k of
+    those logits comes back; exact scoring (use_lsh=False) is the dense top-k."""
+    eng = _lsh_engine(family, budget=30)
+    data = _lsh_data(8, n_samples=20)
+    rows = np.arange(20, dtype=np.int64)
+    ids, scores, active = eng.predict(data, rows, k=5, batch_size=7, use_lsh=True)
+    sizes = []
+    for b, i in enumerate(rows):
+        h = _hidden(eng, data, i)
+        chosen = naive.naive_lsh_fill(eng.lsh[1], h, [], 30)
+        sizes.append(len(chosen))
+        logits = eng.layers[1].weights[chosen].astype(np.float64) @ h + eng.layers[1].bias[chosen]
+        order = np.argsort(-logits, kind="stable")[:5]
+        want_ids = np.full(5, -1)
+        want_scores = np.full(5, -np.inf)
+        want_ids[:order.size] = np.array(chosen)[order]
+        want_scores[:order.size] = logits[order]
+        np.testing.assert_array_equal(ids[b], want_ids)
+        np.testing.assert_allclose(scores[b], want_scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(active, [N_HIDDEN, np.mean(sizes)])
+    exact_ids, _, _ = eng.predict(data, rows, k=5, use_lsh=False)
+    dense = np.stack([_hidden(eng, data, i) for i in rows]).astype(np.float64) @ eng.layers[1].weights.T.astype(
+        np.float64) + eng.layers[1].bias
+    np.testing.assert_array_equal(exact_ids, naive.naive_topk(dense, 5)[0])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import naive
+from slidepy import constants as const
 from slidepy import hashing as hs
 from slidepy import tables as tb
 
@@ -30,7 +31,7 @@ def test_make_tables_and_bytes():
         tb.make_tables(3, 4, 6)  # capacity not a power of two
 
 
-@pytest.mark.parametrize("policy", [tb.INSERT_FIFO, tb.INSERT_RESERVOIR])
+@pytest.mark.parametrize("policy", [const.INSERT_FIFO, const.INSERT_RESERVOIR])
 def test_build_matches_naive(policy):
     rng = np.random.default_rng(policy)
     n_items, n_tables, range_pow, cap = 300, 5, 4, 8  # ~19 items per bucket: many overflow
@@ -56,7 +57,7 @@ def test_fifo_keeps_the_last_c_inserted():
     n_items, n_tables, range_pow, cap = 200, 3, 3, 4
     codes = _random_codes(rng, n_items, n_tables, 2**range_pow)
     order = rng.permutation(n_items).astype(np.int32)
-    buckets, counts = _build(codes, order, tb.INSERT_FIFO, 0, n_tables, range_pow, cap)
+    buckets, counts = _build(codes, order, const.INSERT_FIFO, 0, n_tables, range_pow, cap)
     for t in range(n_tables):
         for r in range(2**range_pow):
             inserted = [int(i) for i in order if codes[i, t] == r]
@@ -74,7 +75,7 @@ def test_reservoir_keeps_each_item_with_probability_c_over_n():
     order = np.arange(n, dtype=np.int32)  # insertion position == id: tests position fairness
     kept = np.zeros(n, np.int64)
     for seed in range(6):
-        buckets, counts = _build(codes, order, tb.INSERT_RESERVOIR, seed, n_tables, 1, cap)
+        buckets, counts = _build(codes, order, const.INSERT_RESERVOIR, seed, n_tables, 1, cap)
         assert np.all(counts[:, 0] == n) and np.all(counts[:, 1] == 0)
         assert np.all((buckets[:, 0] >= 0).sum(axis=1) == cap)  # exactly C kept
         for t in range(n_tables):
@@ -94,7 +95,7 @@ def test_build_deterministic_across_runs_and_threads():
         results = []
         for threads in [1, numba.config.NUMBA_NUM_THREADS, 1]:
             numba.set_num_threads(threads)
-            results.append(_build(codes, order, tb.INSERT_RESERVOIR, 9, 16, 6, 32))
+            results.append(_build(codes, order, const.INSERT_RESERVOIR, 9, 16, 6, 32))
     finally:
         numba.set_num_threads(before)
     for b, c in results[1:]:
@@ -102,7 +103,7 @@ def test_build_deterministic_across_runs_and_threads():
         np.testing.assert_array_equal(c, results[0][1])
     # rebuilding into used tables clears them first
     buckets, counts = results[0]
-    tb.build_tables(codes[:10], np.arange(10, dtype=np.int32), tb.INSERT_FIFO, 0, buckets, counts)
+    tb.build_tables(codes[:10], np.arange(10, dtype=np.int32), const.INSERT_FIFO, 0, buckets, counts)
     assert counts.sum() == 10 * 16 and (buckets >= 0).sum() == 10 * 16
 
 
@@ -110,7 +111,7 @@ def _tables_for_queries(seed=3, n_items=400, n_tables=6, range_pow=3, cap=16):
     rng = np.random.default_rng(seed)
     codes = _random_codes(rng, n_items, n_tables, 2**range_pow)
     order = rng.permutation(n_items).astype(np.int32)
-    buckets, counts = _build(codes, order, tb.INSERT_RESERVOIR, seed, n_tables, range_pow, cap)
+    buckets, counts = _build(codes, order, const.INSERT_RESERVOIR, seed, n_tables, range_pow, cap)
     queries = _random_codes(rng, 40, n_tables, 2**range_pow)
     return rng, n_items, buckets, counts, queries
 
@@ -126,7 +127,7 @@ def test_query_union_equals_set_union():
         forced = rng.choice(n_items, n_forced, replace=False).astype(np.int32)
         out[:n_forced] = forced
         stamp[forced] = stamp_value
-        n = tb.query_union(buckets, counts, codes, stamp, stamp_value, hits, out, n_forced, n_items)
+        n = naive.query_union(buckets, counts, codes, stamp, stamp_value, hits, out, n_forced, n_items)
         got = out[n_forced:n].tolist()
         assert len(got) == len(set(got))  # no duplicates
         want_set = set()
@@ -142,11 +143,11 @@ def test_query_union_equals_set_union():
         cap_n = n_forced + len(want_order) // 2
         stamp_value = 10_000 + q
         stamp[forced] = stamp_value
-        n = tb.query_union(buckets, counts, codes, stamp, stamp_value, hits, out, n_forced, cap_n)
+        n = naive.query_union(buckets, counts, codes, stamp, stamp_value, hits, out, n_forced, cap_n)
         assert n == cap_n and out[n_forced:n].tolist() == want_order[: cap_n - n_forced]
 
 
-@pytest.mark.parametrize("policy", [tb.POLICY_VANILLA, tb.POLICY_TOPK, tb.POLICY_THRESHOLD])
+@pytest.mark.parametrize("policy", [const.POLICY_VANILLA, const.POLICY_TOPK, const.POLICY_THRESHOLD])
 def test_select_candidates_matches_naive(policy):
     rng, n_items, buckets, counts, queries = _tables_for_queries(seed=4)
     n_tables, cap = buckets.shape[0], buckets.shape[2]
@@ -187,26 +188,18 @@ def test_topk_prefers_ids_hit_by_more_tables():
     hits = np.zeros(20, np.int32)
     out = np.full(8, -1, np.int32)
     scratch = np.empty(tb.query_scratch_size(4, 4), np.int32)
-    n = tb.select_candidates(tb.POLICY_TOPK, buckets, counts, codes, stamp, 1, hits, out, 0, 3, 1, scratch)
+    n = tb.select_candidates(const.POLICY_TOPK, buckets, counts, codes, stamp, 1, hits, out, 0, 3, 1, scratch)
     assert out[:n].tolist() == [10, 5, 6]  # 5 (4 hits), 6 (2), then 10 wins the tie by probe order
-    n = tb.select_candidates(tb.POLICY_THRESHOLD, buckets, counts, codes, stamp, 2, hits, out, 0, 8, 2, scratch)
+    n = tb.select_candidates(const.POLICY_THRESHOLD, buckets, counts, codes, stamp, 2, hits, out, 0, 8, 2, scratch)
     assert out[:n].tolist() == [5, 6]
 
 
-def test_select_batch_matches_serial_and_threads():
+def test_select_candidates_in_a_batch_matches_naive():
+    """One stamp row reused across queries (a fresh stamp value each), as the engine does."""
     _, n_items, buckets, counts, queries = _tables_for_queries(seed=5)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = tb.select_batch(tb.POLICY_TOPK, buckets, counts, queries, n_items, 25)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = tb.select_batch(tb.POLICY_TOPK, buckets, counts, queries, n_items, 25)
-    finally:
-        numba.set_num_threads(before)
-    np.testing.assert_array_equal(one[0], many[0])
-    np.testing.assert_array_equal(one[1], many[1])
+    one = naive.select_batch(const.POLICY_TOPK, buckets, counts, queries, n_items, 25)
     for q, codes in enumerate(queries):
-        want = naive.naive_select_candidates(tb.POLICY_TOPK, buckets, counts, codes, [], 25, 1)
+        want = naive.naive_select_candidates(const.POLICY_TOPK, buckets, counts, codes, [], 25, 1)
         assert one[0][q, : one[1][q]].tolist() == want
         assert np.all(one[0][q, one[1][q]:] == -1)
 
@@ -216,17 +209,15 @@ def test_wrappers_reject_bad_input():
     codes = np.zeros((5, 2), np.int32)
     order = np.arange(5, dtype=np.int32)
     with pytest.raises(ValueError):
-        tb.build_tables(codes + 8, order, tb.INSERT_FIFO, 0, buckets, counts)  # code >= R
+        tb.build_tables(codes + 8, order, const.INSERT_FIFO, 0, buckets, counts)  # code >= R
     with pytest.raises(ValueError):
-        tb.build_tables(codes[:, :1].copy(), order, tb.INSERT_FIFO, 0, buckets, counts)
+        tb.build_tables(codes[:, :1].copy(), order, const.INSERT_FIFO, 0, buckets, counts)
     with pytest.raises(ValueError):
-        tb.build_tables(codes, order.astype(np.int64), tb.INSERT_FIFO, 0, buckets, counts)
+        tb.build_tables(codes, order.astype(np.int64), const.INSERT_FIFO, 0, buckets, counts)
     with pytest.raises(ValueError):
-        tb.build_tables(codes, order + 1, tb.INSERT_FIFO, 0, buckets, counts)  # id 5 out of range
+        tb.build_tables(codes, order + 1, const.INSERT_FIFO, 0, buckets, counts)  # id 5 out of range
     with pytest.raises(ValueError):
         tb.build_tables(codes, order, 7, 0, buckets, counts)
-    with pytest.raises(ValueError):
-        tb.select_batch(9, buckets, counts, codes, 5, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +231,8 @@ def _recall(codes, qcodes, planted, range_pow, cap):
     n_items, n_tables = codes.shape
     order = np.random.default_rng(0).permutation(n_items).astype(np.int32)
     buckets, counts = tb.make_tables(n_tables, range_pow, cap)
-    tb.build_tables(codes, order, tb.INSERT_FIFO, 0, buckets, counts)
-    ids, n = tb.select_batch(tb.POLICY_VANILLA, buckets, counts, qcodes, n_items, n_items)
+    tb.build_tables(codes, order, const.INSERT_FIFO, 0, buckets, counts)
+    ids, n = naive.select_batch(const.POLICY_VANILLA, buckets, counts, qcodes, n_items, n_items)
     found = np.array([planted[q] in ids[q, : n[q]] for q in range(len(qcodes))])
     return found.mean(), n.mean() / n_items
 
@@ -312,8 +303,8 @@ def test_dwta_retrieval_recall_on_sparse_inputs():
         queries.append((np.concatenate([ids[keep], fresh]),
                         np.concatenate([vals[keep], rng.random(nnz // 5) + 0.01])))
     params = hs.make_hash_params(hs.FAMILY_DWTA, dim, 4, 24, bin_size=8, seed=2)
-    codes = hs.hash_batch(params, *_csr(base), 12)
-    qcodes = hs.hash_batch(params, *_csr(queries), 12)
+    codes = naive.hash_batch(params, *_csr(base), 12)
+    qcodes = naive.hash_batch(params, *_csr(queries), 12)
     recall, frac = _recall(codes, qcodes, planted, 12, 32)
     assert recall >= 0.97, recall
     assert frac < 0.02, frac
