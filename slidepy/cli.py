@@ -64,7 +64,13 @@ def main():
                    "metrics.jsonl are deleted). Without it such a directory is refused.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the memory estimate; do not train.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
-def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, progress):
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Train data-parallel with N Ray workers (default distributed.workers; 0 = one process, "
+                   "no Ray). Needs `pip install slidepy[ray]`.")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="Join this Ray cluster (default distributed.ray_address; unset = a local Ray on 127.0.0.1). "
+                   "A Ray cluster has no authentication of its own: use one on a trusted network only.")
+def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, progress, workers, ray_address):
     """Train a model from a YAML config."""
     from .config import config_to_dict, load_config, validate_paths
     from .memory import check_memory, estimate_for_config
@@ -75,6 +81,10 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
         overrides.append(f"output.run_dir={run_dir}")
     if threads is not None:
         overrides.append(f"training.threads={threads}")
+    if workers is not None:
+        overrides.append(f"distributed.workers={workers}")
+    if ray_address is not None:
+        overrides.append(f"distributed.ray_address={json.dumps(ray_address)}")
     trainer = None
     try:
         if resume and overwrite:
@@ -93,6 +103,11 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
             return
         validate_paths(cfg)                       # before any work: data files, run directory
         check_memory(estimate_for_config(cfg))    # before any allocation
+        if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
+            raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
+        if cfg.distributed.workers:
+            _train_distributed(cfg, resume, overwrite, progress)
+            return
         trainer = Trainer(cfg, progress=progress)
         if overwrite and trainer.clear_run_dir():
             click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
@@ -116,6 +131,31 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
     except OSError as exc:
         _os_fail(exc)
     click.echo(f"step {trainer.step}  {_format_metrics(result)}  (run dir {trainer.run_dir})")
+
+
+def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> None:
+    """`train --workers N`: slidepy.distributed drives N Ray actors (Ray is imported only there)."""
+    from .distributed import WorkerLost, train_distributed
+    from .trainer import TrainingInterrupted
+
+    try:
+        result = train_distributed(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:
+        click.echo("interrupted; the workers were stopped, not saved (the checkpoints in "
+                   f"{cfg.output.run_dir} are intact)", err=True)
+        sys.exit(EXIT_SIGINT)
+    except WorkerLost as exc:  # not the user's doing: like an OS failure
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_OS_ERROR)
+    except SlidepyError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _os_fail(exc)
+    click.echo(f"step {result['step']}  {_format_metrics(result)}  ({result['workers']} workers, "
+               f"sync {result['sync_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
 def _load_eval_data(path: str, trainer) -> object:

@@ -325,12 +325,21 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training on Ray (slidepy/distributed.py); workers 0 = one process, no Ray."""
+    workers: int = _int(0, lo=0)
+    ray_address: str | None = _str(None, optional=True)    # null = a local Ray bound to 127.0.0.1
+    sync_every: int = _int(50, lo=1)                        # steps between parameter syncs
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = _section(DataConfig)
     model: ModelConfig = _section(ModelConfig)
     training: TrainingConfig = _section(TrainingConfig)
     eval: EvalConfig = _section(EvalConfig)
     output: OutputConfig = _section(OutputConfig)
+    distributed: DistributedConfig = _section(DistributedConfig)
 
     @property
     def n_layers(self) -> int:
