@@ -267,6 +267,7 @@ class Worker:
 
     def load(self, state: tuple[dict, dict]) -> dict:
         arrays, meta = state
+        arrays = {name: np.array(a) for name, a in arrays.items()}  # Ray hands out read-only views
         t = self.trainer
         seed = t.engine.seed
         t.engine.load_state(arrays, meta["engine"], source="worker 0")
