@@ -155,7 +155,8 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
     except OSError as exc:
         _os_fail(exc)
     click.echo(f"step {result['step']}  {_format_metrics(result)}  ({result['workers']} workers, "
-               f"sync {result['sync_seconds']:.1f} s; run dir {result['run_dir']})")
+               f"{result['samples_per_s']:,.0f} samples/s, sync {result['sync_seconds']:.1f} s of "
+               f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
 def _load_eval_data(path: str, trainer) -> object:

@@ -5,12 +5,12 @@
 
 Each worker (a Ray actor with `threads` CPUs, numba running that many threads) builds its own
 Trainer and Engine: the same initial weights (same seed), its own LSH tables, rebuilt on the usual
-schedule at its own steps. Epoch e is the permutation the single-process trainer uses; its global
-batch b is `order[b*B*W : (b+1)*B*W]` (B = training.batch_size, W workers) and worker r trains on
-the slice `[r::W]` of it with the existing Hogwild kernels. So W workers take ceil(n / (B*W))
-steps per epoch, and after global batch b they have seen exactly the samples a single process has
-seen after batch b*W: checkpoints store the position in single-process units, and `--resume`
-works with any number of workers (a different W restarts at the last global batch boundary).
+schedule at its own steps. `training.batch_size` B stays the global batch: step b of epoch e is
+the single-process batch `order[b*B : (b+1)*B]` (the same permutation), and worker r trains on its
+slice `[r::W]` (B/W samples) with the existing Hogwild kernels. So a run takes the same steps per
+epoch, sees the same samples per step and counts steps, logs, evals and checkpoints exactly as a
+single process does, whatever W: a checkpoint's position means the same to any number of workers,
+and `--resume` works with the same or another W (or none).
 
 Sync scheme: **averaging the touched rows with their optimizer state.** During a round each
 worker ORs the engine's per-batch touched marks (`Engine.touched_log`, set before the optimizer
@@ -225,11 +225,10 @@ class Worker:
         engine.seed = cfg.training.seed + 7919 * rank
         engine.touched_log = new_touched_log(engine.layers)
         self.compile_seconds = engine.warmup(train)
-        self.batch = cfg.training.batch_size
+        self.batch = cfg.training.batch_size  # the global batch; this worker takes 1/W of it
         self.n_train = train.n_samples
-        self.local_batches = -(-self.n_train // (self.batch * n_workers))  # steps per epoch
+        self.local_batches = self.trainer._batches_per_epoch()  # steps per epoch, as in one process
         self._order_epoch, self._order = -1, None
-        self.b = 0  # global batches of the current epoch done
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -280,21 +279,18 @@ class Worker:
         return self.position()
 
     def set_position(self, epoch: int, batch_in_epoch: int) -> None:
-        """Go to (epoch, single-process batch): the last global batch boundary at or before it."""
-        self.b = min(int(batch_in_epoch) // self.n_workers, self.local_batches)
-        self.trainer.epoch = int(epoch)
-        self._sync_position()
+        self.trainer.epoch, self.trainer.batch_in_epoch = int(epoch), int(batch_in_epoch)
+        self._wrap_epoch()
 
-    def _sync_position(self) -> None:
+    def _wrap_epoch(self) -> None:
         t = self.trainer
-        if self.b >= self.local_batches:
+        if t.batch_in_epoch >= self.local_batches:
             t.epoch += 1
-            self.b = 0
-        t.batch_in_epoch = min(self.b * self.n_workers, t._batches_per_epoch())
+            t.batch_in_epoch = 0
 
     def position(self) -> dict:
         t = self.trainer
-        return {"step": t.step, "epoch": t.epoch, "batch_in_epoch": t.batch_in_epoch, "b": self.b,
+        return {"step": t.step, "epoch": t.epoch, "batch_in_epoch": t.batch_in_epoch,
                 "train_seconds": t.train_seconds, "rebuild_seconds": t.rebuild_seconds}
 
     # -- training -------------------------------------------------------------------------------
@@ -303,11 +299,11 @@ class Worker:
         t = self.trainer
         if self._order_epoch != t.epoch:
             self._order_epoch, self._order = t.epoch, t._epoch_order(t.epoch)
-        width = self.batch * self.n_workers
-        chunk = self._order[self.b * width:(self.b + 1) * width]
+        b = t.batch_in_epoch
+        chunk = self._order[b * self.batch:(b + 1) * self.batch]
         rows = chunk[self.rank::self.n_workers]
-        # A last global batch smaller than W samples leaves some workers empty-handed: they repeat
-        # one sample rather than skip the step (every replica must take the same steps).
+        # A batch smaller than W samples (a tiny last batch, or batch_size < W) leaves some workers
+        # empty-handed: they repeat one sample rather than skip the step (all take the same steps).
         return rows if rows.shape[0] else chunk[-1:]
 
     def train_step(self) -> tuple:
@@ -324,8 +320,8 @@ class Worker:
             raise NumericalError(f"worker {self.rank}: loss is {stats.loss} at step {t.step}"
                                  + (f"; {where}" if where else "") + "; lower training.lr")
         t.rebuild_seconds += t.engine.maybe_rebuild()
-        self.b += 1
-        self._sync_position()
+        t.batch_in_epoch += 1
+        self._wrap_epoch()
         if self.kill_at_step is not None and t.step == self.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
         n = rows.shape[0]
@@ -549,7 +545,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         elif n_workers > 1:  # a fresh run (or resume at step 0): put every replica at rank 0's position
             group.get([a.set_position.remote(position["epoch"], position["batch_in_epoch"]) for a in actors[1:]],
                       ranks[1:], "while starting")
-        step, epoch, b = position["step"], position["epoch"], position["b"]
+        step, epoch, b = position["step"], position["epoch"], position["batch_in_epoch"]
         local_batches = infos[0]["local_batches"]
         total_steps = step + (t.epochs - epoch) * local_batches - b
         if t.max_steps is not None:
@@ -563,6 +559,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         bar = tqdm(total=total_steps, initial=min(step, total_steps), unit="step", disable=not progress,
                    dynamic_ncols=True)
         sync_seconds, syncs = 0.0, 0
+        loop_seconds, samples_done = 0.0, 0  # rounds' wall time (steps + sync), samples in them
         window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
         last_eval: dict = {}
         last_saved = step if position["resumed"] else None
@@ -613,6 +610,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                         window["active"] = np.add(window["active"], active) if window["active"] is not None \
                             else np.array(active)
                 window["seconds"] += now - round_started
+                loop_seconds += now - round_started
+                samples_done += sum(samples for per_worker in results for _, samples, _, _ in per_worker)
                 window["sync_bytes"] += nbytes
                 window["syncs"] += 1
                 group.get([lead.set_sync_figures.remote(sync_seconds, nbytes)], [0], f"after step {step}")
@@ -652,7 +651,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         finally:
             bar.close()
         return {**last_eval, "step": step, "run_dir": str(run_dir), "workers": n_workers,
-                "sync_seconds": sync_seconds, "syncs": syncs}
+                "sync_seconds": sync_seconds, "syncs": syncs, "loop_seconds": loop_seconds,
+                "samples_per_s": samples_done / max(loop_seconds, 1e-9)}
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -40,12 +40,12 @@ def _have_ray() -> bool:
 
 needs_ray = pytest.mark.skipif(not _have_ray(), reason="Ray is not installed (pip install slidepy[ray])")
 
-# Sparse enough that a sync ships a fraction of the model: 3,000 features, 2,000 labels, batches of
-# 16, a sync every 4 steps.
+# Sparse enough that a sync ships a fraction of the model: 3,000 features, 2,000 labels, global
+# batches of 24 (12 per worker), a sync every 4 steps; 50 steps per epoch.
 SPARSE = copy.deepcopy(TINY)
-SPARSE["data"]["synthetic"].update(n_train=1600, n_test=400, n_features=3000, n_labels=2000, nnz_per_sample=10)
+SPARSE["data"]["synthetic"].update(n_train=1200, n_test=400, n_features=3000, n_labels=2000, nnz_per_sample=10)
 SPARSE["model"]["output"]["selection"]["budget"] = 40
-SPARSE["training"].update(epochs=2, batch_size=16, log_every=10)
+SPARSE["training"].update(epochs=2, batch_size=24, log_every=10)
 SPARSE["output"].update(checkpoint_every=20, keep_last=2)
 SPARSE["distributed"] = {"workers": 2, "sync_every": 4}
 
@@ -204,8 +204,7 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
             listeners.append(_loopback_only_listeners())
 
     result = train_distributed(load_config(raw), progress=False, callbacks=(probe,))
-    steps_per_epoch = -(-1600 // (16 * 2))
-    assert result["step"] == 2 * steps_per_epoch
+    assert result["step"] == 2 * 50  # the global batch: as many steps per epoch as one process
     assert result["P@1"] > 0.05
     bad, n_procs = listeners[0]
     assert n_procs > 2 and not bad, f"Ray listens beyond loopback: {bad}"
@@ -226,11 +225,11 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
     raw["training"]["epochs"] = 3
     raw["distributed"]["workers"] = 1
     r1 = train_distributed(load_config(raw), resume=True, progress=False)
-    assert r1["step"] == result["step"] + -(-1600 // 16)
+    assert r1["step"] == result["step"] + 50
     raw["training"]["epochs"] = 4
     raw["distributed"]["workers"] = 3
     r3 = train_distributed(load_config(raw), resume=True, progress=False)
-    assert r3["step"] == r1["step"] + -(-1600 // (16 * 3))
+    assert r3["step"] == r1["step"] + 50
     records = _records(tmp_path / "run")
     assert [r["event"] for r in records].count("resume") == 2
     steps = [r["step"] for r in records if r["event"] == "log"]
