@@ -102,7 +102,11 @@ def train(config_path, overrides, run_dir, threads, resume, overwrite, dry_run, 
             click.echo(estimate.report())
             return
         validate_paths(cfg)                       # before any work: data files, run directory
-        check_memory(estimate_for_config(cfg))    # before any allocation
+        estimate = estimate_for_config(cfg)
+        if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
+            estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
+                              for name, nbytes in estimate.parts.items()}
+        check_memory(estimate)                    # before any allocation
         if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
             raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
         if cfg.distributed.workers:
