@@ -114,21 +114,25 @@ def scatter_touched(layers, touched_log, n_shards: int) -> list:
 
 
 def _mean_by_id(ids: list, arrays: list) -> tuple:
-    """Unique ids (ascending) and, per array group, the mean of the rows sharing an id."""
-    all_ids = np.concatenate(ids)
+    """Unique ids (ascending) and, per array group, the mean of the rows sharing an id.
+
+    ids[w] are one worker's ids, ascending and unique (np.flatnonzero order), so each worker's
+    rows land on distinct positions of the union and can be added with one fancy-indexed `+=`
+    (no sort of the float rows)."""
+    union = np.unique(np.concatenate(ids)).astype(np.int32)
     n_groups = len(arrays[0])
-    if all_ids.size == 0:
-        return all_ids.astype(np.int32), tuple(np.concatenate([a[g] for a in arrays]) for g in range(n_groups))
-    order = np.argsort(all_ids, kind="stable")
-    sorted_ids = all_ids[order]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
-    counts = np.diff(np.append(starts, sorted_ids.size)).astype(np.float32)
-    means = []
-    for g in range(n_groups):
-        values = np.concatenate([a[g] for a in arrays])[order]
-        summed = np.add.reduceat(values, starts, axis=0)
-        means.append((summed / (counts if summed.ndim == 1 else counts[:, None])).astype(np.float32))
-    return sorted_ids[starts].astype(np.int32), tuple(means)
+    counts = np.zeros(union.shape[0], np.float32)
+    sums = [np.zeros((union.shape[0], *arrays[0][g].shape[1:]), np.float32) for g in range(n_groups)]
+    for worker_ids, worker_arrays in zip(ids, arrays):
+        if worker_ids.shape[0] == 0:
+            continue
+        where = np.searchsorted(union, worker_ids)
+        counts[where] += 1.0
+        for total, values in zip(sums, worker_arrays):
+            total[where] += values
+    for total in sums:
+        total /= counts if total.ndim == 1 else counts[:, None]
+    return union, tuple(sums)
 
 
 def reduce_shard(payloads: list) -> list:
