@@ -386,10 +386,29 @@ class Worker:
 # ---------------------------------------------------------------------------------------------
 
 
+_LOCAL_ENV = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
+_SAVED_ENV: dict = {}  # their values before a local run, restored after it
+
+
+def _restore_local_switches(ray) -> None:
+    """Undo _import_ray(local=True), so a later run in this process may join a cluster."""
+    for key, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _SAVED_ENV.clear()
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
+                                                             not ray_constants.IS_WINDOWS_OR_OSX)
+
+
 def _import_ray(local: bool):
     """Import Ray (the optional extra); for a local run first make every Ray server bind to the
     loopback interface and switch off usage reporting. Returns the module."""
     if local:
+        _SAVED_ENV.update({k: os.environ.get(k) for k in _LOCAL_ENV if k not in _SAVED_ENV})
         # On Linux Ray binds its gRPC servers to the node IP on every interface; with "clusters
         # disabled" (the switch Ray uses on macOS/Windows) the node IP is 127.0.0.1 and every
         # server listens on loopback only. Child processes (GCS, raylet, workers) inherit it.
@@ -669,3 +688,5 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 pass
         if started:
             ray.shutdown()
+            if local:
+                _restore_local_switches(ray)

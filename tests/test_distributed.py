@@ -206,7 +206,9 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
             except ImportError:  # psutil is not a dependency: skip that check
                 listeners.append(([], 3))
 
+    switch_before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     result = train_distributed(load_config(raw), progress=False, callbacks=(probe,))
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == switch_before  # restored after the run
     assert result["step"] == 2 * 50  # the global batch: as many steps per epoch as one process
     assert result["P@1"] > 0.05
     bad, n_procs = listeners[0]
