@@ -223,6 +223,9 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
     # a normal checkpoint, loadable and scoring like the run's last eval
     last = list_checkpoints(tmp_path / "run")[-1]
     assert last[0] == result["step"]
+    _, meta = load_checkpoint(last[1])
+    assert meta["engine"]["lr"] == pytest.approx(raw["training"]["lr"])  # workers ran at lr * sqrt(2)
+    assert start["lr_scale"] == pytest.approx(2 ** 0.5)
     model = Trainer.load(last[1], load_data_from_config=True)
     assert model.evaluate()["P@1"] == pytest.approx(result["P@1"])
 
