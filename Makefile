@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-test quickstart test test-fast bench bench-quick clean
+.PHONY: install install-test quickstart test test-fast bench bench-quick bench-ray clean
 
 install:
 	$(PIP) install -q -e .
@@ -28,6 +28,14 @@ bench: install
 
 bench-quick: install
 	$(PYTHON) scripts/bench.py --out bench --quick
+
+# Data-parallel on Ray (README "Training on several processes"): the quick start as one process x 2
+# threads, 1 Ray worker x 2 threads and 2 Ray workers x 1 thread; compare P@1 and samples/s.
+bench-ray: install
+	$(PIP) install -q -e ".[ray]"
+	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/single --threads 2 --overwrite --no-progress
+	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w1t2 --workers 1 --threads 2 --overwrite --no-progress
+	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w2t1 --workers 2 --threads 1 --overwrite --no-progress
 
 clean:
 	rm -rf runs bench .pytest_cache build *.egg-info

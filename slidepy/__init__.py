@@ -7,6 +7,7 @@
 
 Layout (imports flow one way, top to bottom):
     cli          command line
+    distributed  data-parallel training on Ray (optional extra; imported only with --workers)
     trainer      epochs, rebuild schedule, eval, logging, checkpoints, signals
     engine       validate + allocate, call the kernels          memory   memory estimate
     kernels      parallel drivers + per-sample forward/backward  optimizer row-sparse Adam/SGD

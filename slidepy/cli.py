@@ -70,10 +70,16 @@ def main():
                    "metrics.jsonl are deleted). Without it such a directory is refused.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and the memory estimate; do not train.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Train data-parallel with N Ray workers (default distributed.workers; 0 = one process, "
+                   "no Ray). Needs `pip install slidepy[ray]`.")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="Join this Ray cluster (default distributed.ray_address; unset = a local Ray on 127.0.0.1). "
+                   "A Ray cluster has no authentication of its own: use one on a trusted network only.")
 def train(config_path, train_path, test_path, time_budget, overrides, run_dir, threads, resume, overwrite, dry_run,
-          progress):
+          progress, workers, ray_address):
     """Train a model from a YAML config, or from data alone (--train/--test) with the automatic
-    recipe."""
+    recipe; with --workers N, data-parallel on Ray."""
     from .config import config_to_dict, load_config, validate_paths
     from .memory import check_memory, estimate_for_config
     from .trainer import Trainer, TrainingInterrupted
@@ -86,6 +92,10 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         overrides.append(f"output.run_dir={run_dir}")
     if threads is not None:
         overrides.append(f"training.threads={threads}")
+    if workers is not None:
+        overrides.append(f"distributed.workers={workers}")
+    if ray_address is not None:
+        overrides.append(f"distributed.ray_address={json.dumps(ray_address)}")
     trainer = None
     try:
         if resume and overwrite:
@@ -110,7 +120,16 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
             click.echo(estimate.report())
             return
         validate_paths(cfg)                       # before any work: data files, run directory
-        check_memory(estimate_for_config(cfg))    # before any allocation
+        estimate = estimate_for_config(cfg)
+        if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
+            estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
+                              for name, nbytes in estimate.parts.items()}
+        check_memory(estimate)                    # before any allocation
+        if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
+            raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
+        if cfg.distributed.workers:
+            _train_distributed(cfg, resume, overwrite, progress)
+            return
         trainer = Trainer(cfg, progress=progress)
         if overwrite and trainer.clear_run_dir():
             click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
@@ -161,6 +180,32 @@ def _load_model(checkpoint: str, threads: int | None):
     else:
         set_threads(model.config)
     return model
+
+
+def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> None:
+    """`train --workers N`: slidepy.distributed drives N Ray actors (Ray is imported only there)."""
+    from .distributed import WorkerLost, train_distributed
+    from .trainer import TrainingInterrupted
+
+    try:
+        result = train_distributed(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:
+        click.echo("interrupted; the workers were stopped, not saved (the checkpoints in "
+                   f"{cfg.output.run_dir} are intact)", err=True)
+        sys.exit(EXIT_SIGINT)
+    except WorkerLost as exc:  # not the user's doing: like an OS failure
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_OS_ERROR)
+    except SlidepyError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _os_fail(exc)
+    click.echo(f"step {result['step']}  {_format_metrics(result)}  ({result['workers']} workers, "
+               f"{result['samples_per_s']:,.0f} samples/s, sync {result['sync_seconds']:.1f} s of "
+               f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
 def _load_eval_data(path: str, model) -> object:

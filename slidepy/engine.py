@@ -92,6 +92,9 @@ class Engine:
     # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
     # forward, backward) and the row-sparse optimizer.
     timings: dict = field(default_factory=lambda: {"kernel": 0.0, "optimizer": 0.0})
+    # distributed.py: per layer (rows (R,) uint8, biases (N,) uint8) OR-ed with the batch's touched
+    # marks before the optimizer clears them: the rows to sync. None (the default) = not tracked.
+    touched_log: list | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.sizes = layer_sizes(self.n_features, list(self.hidden), self.n_labels)
@@ -244,6 +247,10 @@ class Engine:
                 for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
                     getattr(layer, name)[...] = 0
             return StepStats(loss=float(loss_out.mean()), active_mean=active_sum.sum(axis=0), rows_updated=0)
+        if self.touched_log is not None:  # distributed.py: remember the rows to sync
+            for layer, (rows_seen, biases_seen) in zip(self.layers, self.touched_log):
+                np.bitwise_or(rows_seen, layer.row_touched, out=rows_seen)
+                np.bitwise_or(biases_seen, layer.bias_touched, out=biases_seen)
         started = time.perf_counter()
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                 beta2=self.beta2, eps=self.eps, step=self.step)

@@ -1,0 +1,331 @@
+"""Data-parallel training on Ray (slidepy/distributed.py).
+
+The sync is tested without Ray against a naive per-row mean; the Ray runs are small local groups
+(2 workers x 1 thread) on generated data. Ray is optional: those tests skip without it.
+"""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import TINY
+from slidepy import Trainer, load_config
+from slidepy.checkpoint import load_checkpoint
+from slidepy.rundir import list_checkpoints
+from slidepy.config import config_from_dict
+from slidepy.distributed import (apply_merged, dense_sync_bytes, new_touched_log, payload_bytes, reduce_shard,
+                                 scatter_touched)
+from slidepy.errors import ConfigError
+from slidepy.network import init_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _have_ray() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:
+        return False
+
+
+needs_ray = pytest.mark.skipif(not _have_ray(), reason="Ray is not installed (pip install slidepy[ray])")
+
+# Sparse enough that a sync ships a fraction of the model: 3,000 features, 2,000 labels, global
+# batches of 24 (12 per worker), a sync every 4 steps; 50 steps per epoch.
+SPARSE = copy.deepcopy(TINY)
+SPARSE["data"]["synthetic"].update(n_train=1200, n_test=400, n_features=3000, n_labels=2000, nnz_per_sample=10)
+SPARSE["model"]["output"]["selection"]["budget"] = 40
+SPARSE["training"].update(epochs=2, batch_size=24, log_every=10)
+SPARSE["output"].update(checkpoint_every=20, keep_last=2)
+SPARSE["distributed"] = {"workers": 2, "sync_every": 4}
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- without Ray ----------------------------------------------------------------------------------
+
+
+def test_config_section_defaults_and_ranges():
+    cfg = config_from_dict({})
+    assert (cfg.distributed.workers, cfg.distributed.ray_address, cfg.distributed.sync_every) == (0, None, 50)
+    with pytest.raises(ConfigError, match="distributed.sync_every"):
+        config_from_dict({"distributed": {"sync_every": 0}})
+    with pytest.raises(ConfigError, match="distributed.workers"):
+        config_from_dict({"distributed": {"workers": -1}})
+
+
+def test_no_ray_import_without_workers(tmp_path):
+    """`import slidepy.cli` and a normal `slidepy train` never import Ray."""
+    cfg = copy.deepcopy(TINY)
+    cfg["training"]["epochs"] = 1
+    cfg["output"]["run_dir"] = str(tmp_path / "run")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code = ("import sys\nimport slidepy.cli\nassert 'ray' not in sys.modules\n"
+            "from click.testing import CliRunner\n"
+            f"r = CliRunner().invoke(slidepy.cli.main, ['train', '--config', {str(tmp_path / 'c.yaml')!r}, "
+            "'--no-progress'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_ray_address_needs_workers(tmp_path):
+    from click.testing import CliRunner
+
+    from slidepy.cli import main
+
+    cfg = copy.deepcopy(TINY)
+    cfg["output"]["run_dir"] = str(tmp_path / "run")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml"), "--ray-address", "auto"])
+    assert r.exit_code == 2 and "--workers" in r.output
+
+
+def _replica(seed):
+    return init_params([(50, 8), (8, 30)], optimizer="adam", seed=seed)
+
+
+@pytest.mark.parametrize("n_workers", [2, 3])
+def test_sync_averages_touched_rows_over_the_workers_that_touched_them(n_workers):
+    """After a sync every replica holds, for each row any worker touched, the mean over those
+    workers of (weights, m, v) (same for biases); other rows are as they were; all replicas equal."""
+    rng = np.random.default_rng(n_workers)
+    base = _replica(0)
+    replicas, logs = [], []
+    for w in range(n_workers):
+        layers = _replica(0)
+        log = new_touched_log(layers)
+        for layer, (rows_seen, biases_seen) in zip(layers, log):
+            rows_seen[:] = rng.random(rows_seen.shape[0]) < 0.3
+            biases_seen[:] = rng.random(biases_seen.shape[0]) < 0.3
+            for arrays, seen in (((layer.weights, layer.weight_m, layer.weight_v), rows_seen),
+                                 ((layer.bias, layer.bias_m, layer.bias_v), biases_seen)):
+                for a in arrays:
+                    a[seen.astype(bool)] = rng.standard_normal(a[seen.astype(bool)].shape).astype(np.float32)
+        replicas.append(layers)
+        logs.append(log)
+    # naive expectation
+    expected = []
+    for l in range(2):
+        per = {}
+        for name, flag in (("weights", 0), ("weight_m", 0), ("weight_v", 0), ("bias", 1), ("bias_m", 1),
+                           ("bias_v", 1)):
+            out = getattr(base[l], name).copy()
+            for r in range(out.shape[0]):
+                touchers = [w for w in range(n_workers) if logs[w][l][flag][r]]
+                if touchers:
+                    out[r] = np.mean([getattr(replicas[w][l], name)[r] for w in touchers], axis=0)
+            per[name] = out
+        expected.append(per)
+    sent = [scatter_touched(replicas[w], logs[w], n_workers) for w in range(n_workers)]
+    merged = [reduce_shard([sent[w][j] for w in range(n_workers)]) for j in range(n_workers)]
+    for w in range(n_workers):
+        apply_merged(replicas[w], logs[w], merged)
+        assert all(not r.any() and not b.any() for r, b in logs[w])
+        for l in range(2):
+            for name, want in expected[l].items():
+                np.testing.assert_allclose(getattr(replicas[w][l], name), want, rtol=1e-6, atol=1e-7,
+                                           err_msg=f"worker {w} layer {l} {name}")
+    for w in range(1, n_workers):
+        for l in range(2):
+            assert np.array_equal(replicas[w][l].weights, replicas[0][l].weights)
+    # what travels scales with the touched rows: ~30% here, against the dense figure
+    nbytes = sum(payload_bytes(sent[i][j]) for i in range(n_workers) for j in range(n_workers) if i != j) + \
+        sum(payload_bytes(m) * (n_workers - 1) for m in merged)
+    assert 0 < nbytes < dense_sync_bytes(replicas[0], n_workers)
+
+
+def test_sync_with_nothing_touched_and_sgd():
+    layers = init_params([(20, 4), (4, 6)], optimizer="sgd", seed=1)
+    log = new_touched_log(layers)
+    before = [l.weights.copy() for l in layers]
+    sent = scatter_touched(layers, log, 2)
+    merged = [reduce_shard([sent[j], sent[j]]) for j in range(2)]
+    apply_merged(layers, log, merged)
+    assert all(np.array_equal(a, l.weights) for a, l in zip(before, layers))
+    log[1][0][3] = 1
+    sent = scatter_touched(layers, log, 2)
+    assert len(sent[1][1][1]) == 1  # SGD: weights only, no moments
+    merged = reduce_shard([sent[1], sent[1]])
+    np.testing.assert_array_equal(merged[1][1][0], layers[1].weights[[3]])
+
+
+# -- with Ray -------------------------------------------------------------------------------------
+
+
+def _loopback_only_listeners():
+    """Listening TCP sockets of this process and its descendants (GCS, raylet, Ray workers) that
+    are not on a loopback address."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    bad = []
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.pid in pids:
+            ip = c.laddr.ip.removeprefix("::ffff:")
+            if not (ip.startswith("127.") or ip == "::1"):
+                bad.append((c.pid, c.laddr))
+    return bad, len(pids)
+
+
+@needs_ray
+def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(tmp_path):
+    """2 local workers: metrics carry workers / sync figures, a sync ships less than the dense
+    model, Ray listens on loopback only, worker 0's checkpoint is a normal model file; then the
+    run resumes with 1 worker and with 3 workers."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(SPARSE)
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    listeners = []
+
+    def probe(record):
+        if not listeners:
+            try:
+                listeners.append(_loopback_only_listeners())
+            except ImportError:  # psutil is not a dependency: skip that check
+                listeners.append(([], 3))
+
+    switch_before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    result = train_distributed(load_config(raw), progress=False, callbacks=(probe,))
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == switch_before  # restored after the run
+    assert result["step"] == 2 * 50  # the global batch: as many steps per epoch as one process
+    assert result["P@1"] > 0.05
+    bad, n_procs = listeners[0]
+    assert n_procs > 2 and not bad, f"Ray listens beyond loopback: {bad}"
+    records = _records(tmp_path / "run")
+    start = records[0]
+    assert start["event"] == "start" and start["workers"] == 2 and start["threads"] >= 1
+    logs = [r for r in records if r["event"] == "log"]
+    assert logs and all(r["workers"] == 2 and r["sync_seconds"] > 0 for r in logs)
+    assert all(0 < r["sync_bytes"] < start["dense_sync_bytes"] for r in logs)
+    assert [r["event"] for r in records].count("eval") == 2
+    # a normal checkpoint, loadable and scoring like the run's last eval
+    last = list_checkpoints(tmp_path / "run")[-1]
+    assert last[0] == result["step"]
+    _, meta = load_checkpoint(last[1])
+    assert meta["engine"]["lr"] == pytest.approx(raw["training"]["lr"])  # workers ran at lr * sqrt(2)
+    assert start["lr_scale"] == pytest.approx(2 ** 0.5)
+    model = Trainer.load(last[1], load_data_from_config=True)
+    assert model.evaluate()["P@1"] == pytest.approx(result["P@1"])
+
+    # resume with 1 worker for one more epoch, then with 3 workers for one more
+    raw["training"]["epochs"] = 3
+    raw["distributed"]["workers"] = 1
+    r1 = train_distributed(load_config(raw), resume=True, progress=False)
+    assert r1["step"] == result["step"] + 50
+    raw["training"]["epochs"] = 4
+    raw["distributed"]["workers"] = 3
+    r3 = train_distributed(load_config(raw), resume=True, progress=False)
+    assert r3["step"] == r1["step"] + 50
+    records = _records(tmp_path / "run")
+    assert [r["event"] for r in records].count("resume") == 2
+    steps = [r["step"] for r in records if r["event"] == "log"]
+    assert steps == sorted(set(steps))
+
+
+def _write_config(tmp_path, raw):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _cli(args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "slidepy.cli", "train", *args, "--no-progress"],
+                          env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+@needs_ray
+def test_dead_worker_stops_the_run_naming_it_and_the_run_resumes(tmp_path):
+    """Worker 1 SIGKILLs itself at step 27: the run ends with one error line naming worker 1 and
+    step 27, the step-20 checkpoint is intact, and --resume finishes the run from it."""
+    raw = copy.deepcopy(SPARSE)
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    config = _write_config(tmp_path, raw)
+    env = _env()
+    env["SLIDEPY_TEST_KILL_WORKER"] = "1:27"
+    out = _cli(["--config", str(config)], env=env)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert len(errors) == 1 and "worker 1" in errors[0] and "step 27" in errors[0], out.stderr[-3000:]
+    assert "step-000000020.npz" in errors[0] and "--resume" in errors[0]
+    found = list_checkpoints(tmp_path / "run")
+    assert [s for s, _ in found] == [20]
+    load_checkpoint(found[-1][1])  # whole and readable
+    out = _cli(["--config", str(config), "--resume"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed" in out.stderr or "step 100" in out.stdout
+    records = _records(tmp_path / "run")
+    resume = [r for r in records if r["event"] == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == 20
+    assert list_checkpoints(tmp_path / "run")[-1][0] == 2 * 50
+
+
+@needs_ray
+@pytest.mark.slow
+def test_sigterm_on_the_driver_saves_and_stops_the_group(tmp_path):
+    raw = copy.deepcopy(SPARSE)
+    raw["training"]["epochs"] = 40
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    raw["output"]["checkpoint_every"] = 0
+    config = _write_config(tmp_path, raw)
+    log = open(tmp_path / "out.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "slidepy.cli", "train", "--config", str(config), "--no-progress"],
+                            env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 500
+    while time.time() < deadline and not (metrics.exists() and '"log"' in metrics.read_text()):
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=300)
+    log.close()
+    text = (tmp_path / "out.txt").read_text()
+    assert rc == 128 + signal.SIGTERM, text[-3000:]
+    assert "stopped by SIGTERM" in text and "--workers 2" in text
+    step = list_checkpoints(tmp_path / "run")[-1][0]
+    assert 0 < step < 40 * 50
+    raw["training"]["epochs"] = 1 + step // 50
+    config = _write_config(tmp_path, raw)
+    out = _cli(["--config", str(config), "--resume"])
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@needs_ray
+@pytest.mark.slow
+def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
+    """With one worker the group is the plain trainer plus Ray plumbing: bit-identical weights."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(TINY)
+    raw["training"].update(deterministic=True, epochs=2)
+    raw["output"]["run_dir"] = str(tmp_path / "single")
+    single = Trainer(config_from_dict(raw), progress=False)
+    single.fit()
+    raw["output"]["run_dir"] = str(tmp_path / "ray")
+    raw["distributed"] = {"workers": 1, "sync_every": 7}
+    result = train_distributed(load_config(raw), progress=False)
+    assert result["step"] == single.step
+    arrays, _ = load_checkpoint(list_checkpoints(tmp_path / "ray")[-1][1])
+    for l, layer in enumerate(single.engine.layers):
+        np.testing.assert_array_equal(arrays[f"layer{l}.weights"], layer.weights)
