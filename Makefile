@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-test quickstart test test-fast bench bench-quick bench-ray clean
+.PHONY: install install-test quickstart test test-all bench bench-quick bench-ray clean
 
 install:
 	$(PIP) install -q -e .
@@ -14,12 +14,13 @@ install-test:
 quickstart: install
 	slidepy train --config configs/quickstart.yaml --overwrite
 
-# Install with the test extra and run the whole suite.
+# Install with the test extra and run the suite (a few minutes on 2 cores; long end-to-end runs
+# are marked slow and left to test-all).
 test: install-test
-	$(PYTHON) -m pytest -q
-
-test-fast: install-test
 	$(PYTHON) -m pytest -q -m "not slow"
+
+test-all: install-test
+	$(PYTHON) -m pytest -q
 
 # Benchmarks (need the bench extra; the PyTorch baseline wants `pip install torch==2.13.0`).
 bench: install
