@@ -345,7 +345,7 @@ def import_(model_path, out_path, overrides, layout, labels_path):
     except OSError as exc:
         _os_fail(exc)
     click.echo(f"{out_path}: {summary['n_features']} features -> hidden {summary['hidden']} -> {summary['n_labels']} "
-               f"labels; output LSH: srp k {summary['lsh_k']} l {summary['lsh_l']} budget {summary['budget']} "
+               f"labels; output index: {summary['family']}, budget {summary['budget']} "
                f"(exact by default; --lsh to use it)")
 
 

@@ -25,9 +25,9 @@ PyTorch file gets a message saying what to install.
 
 slidepy stores layer 0 input-major (F, N) and the other layers neuron-major (N, D)
 (network.py); the imported model is saved with the output layer in `selection.mode: lsh`,
-`inference: exact` (so `--lsh` switches to LSH scoring), SRP hashing with K and L from
-`hashing.suggest_k_l`, and SGD as the optimizer (no moment arrays in the file), all of which
-`--set` overrides.
+`inference: exact` (so `--lsh` switches to LSH scoring), the k-means cluster index with the
+automatic recipe's budget (4 sqrt(N) neurons), and SGD as the optimizer (no moment arrays in the
+file), all of which `--set` overrides.
 """
 
 from __future__ import annotations
@@ -226,21 +226,18 @@ def read_mlp(source, layout: str = "out_in") -> list[tuple[np.ndarray, np.ndarra
     return layers
 
 
-def import_config(layers, overrides=(), lsh_active_fraction: float = 0.02, lsh_recall: float = 0.9):
-    """The slidepy Config of an imported model: hidden sizes from `layers`, the output layer
-    in LSH mode with exact inference by default, SRP hashing sized for the output layer."""
+def import_config(layers, overrides=()):
+    """The slidepy Config of an imported model: hidden sizes from `layers`, the output layer in
+    LSH mode (the k-means cluster index, budget as in the automatic recipe) with exact inference
+    by default, so `--lsh` at evaluate/predict time picks the sparse path."""
     from .config import load_config
-    from .hashing import suggest_k_l
-    from .lsh import FAMILY_CODES
+    from .recipe import output_budget
 
     n_labels = layers[-1][0].shape[0]
-    k, l = suggest_k_l(n_labels, lsh_active_fraction, lsh_recall, FAMILY_CODES["srp"], 8)
-    budget = max(1, min(n_labels - 1, max(128, int(4 * lsh_active_fraction * n_labels))))
     tree = {
         "model": {"hidden": [int(w.shape[0]) for w, _ in layers[:-1]],
-                  "output": {"selection": {"mode": "lsh", "budget": budget, "inference": "exact",
-                                           "lsh": {"family": "srp", "k": int(k), "l": int(l),
-                                                   "range_pow": int(min(24, k)), "policy": "topk"}}}},
+                  "output": {"selection": {"mode": "lsh", "budget": min(n_labels, output_budget(n_labels)),
+                                           "inference": "exact", "lsh": {"family": "kmeans"}}}},
         "training": {"optimizer": "sgd"},
         "output": {"run_dir": "runs/imported"},
     }
@@ -249,7 +246,7 @@ def import_config(layers, overrides=(), lsh_active_fraction: float = 0.02, lsh_r
 
 def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_names=None) -> dict:
     """Read an MLP (see `read_mlp`) and write it as a slidepy model file at `out_path`.
-    Returns a summary {n_features, hidden, n_labels, lsh_k, lsh_l, budget}."""
+    Returns a summary {n_features, hidden, n_labels, family, budget}."""
     from .checkpoint import load_checkpoint, save_checkpoint
     from .model import Model
 
@@ -276,5 +273,5 @@ def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_
         meta["label_names"] = [str(n) for n in label_names]
         save_checkpoint(out_path, arrays_out, meta)
     sel = cfg.model.output.selection
-    return {"n_features": n_features, "hidden": hidden, "n_labels": n_labels, "lsh_k": sel.lsh.k,
-            "lsh_l": sel.lsh.l, "budget": sel.budget}
+    return {"n_features": n_features, "hidden": hidden, "n_labels": n_labels, "family": sel.lsh.family,
+            "budget": sel.budget}
