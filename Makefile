@@ -26,6 +26,7 @@ test-all: install-test
 bench: install
 	$(PIP) install -q -e ".[bench]" || true
 	$(PYTHON) scripts/bench.py --out bench
+	$(MAKE) bench-ray
 
 bench-quick: install
 	$(PYTHON) scripts/bench.py --out bench --quick

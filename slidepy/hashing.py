@@ -83,7 +83,7 @@ from .constants import (
     MAX_CODE_BITS,
     kinds_marker,
 )
-from .rng import splitmix64
+from .rng import generator, splitmix64
 
 # Layout of HashParams.spec (int64).
 SPEC_FAMILY = 0
@@ -159,7 +159,7 @@ def make_hash_params(family, dim, k, l, *, bin_size=8, density=0.33, seed):
         raise ValueError(f"make_hash_params: density must be in (0, 1], got {density}")
     n_hashes = k * l
     bits = 1 if family == FAMILY_SRP else int(bin_size).bit_length() - 1
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2**64 - 1), family, dim]))
+    rng = generator(seed, family, dim)  # the stream SeedSequence([seed, family, dim]) gives
     empty_i64 = np.zeros(0, np.int64)
     empty_i32 = np.zeros(0, np.int32)
     empty_f32 = np.zeros(0, np.float32)

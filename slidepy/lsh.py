@@ -58,6 +58,7 @@ from .hashing import (
     suggest_k_l,
 )
 from .clusters import assign_rows, auto_clusters, cluster_rows, initial_centroids, refresh_centroids
+from .rng import generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
 # Lloyd iterations of the first clustering, from random rows (later rebuilds warm-start: 1 each).
@@ -248,7 +249,7 @@ class LshIndex:
         self._hash_neurons(rows, bias, self.codes)
         insert = INSERT_CODES[self.cfg.insert]
         if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
-            order = np.random.default_rng([self.seed, self.rebuilds]).permutation(self.n_neurons).astype(np.int32)
+            order = generator(self.seed, self.rebuilds).permutation(self.n_neurons).astype(np.int32)
         else:  # reservoir keeps each with probability C/n in any order; id order reads codes sequentially
             order = np.arange(self.n_neurons, dtype=np.int32)
         build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
@@ -260,7 +261,7 @@ class LshIndex:
         """k-means per table, warm-started from the current centroids after the first build."""
         n_c = self.n_clusters
         for t in range(self.l):
-            rng = np.random.default_rng([self.seed, self.rebuilds, t])
+            rng = generator(self.seed, self.rebuilds, t)
             if self.rebuilds == 0:
                 centroids, previous = initial_centroids(rows, bias, n_c, rng), None
             else:
@@ -312,7 +313,7 @@ class LshIndex:
         if rb.drift_threshold is None:
             return
         size = min(self.n_neurons, rb.drift_sample)
-        rng = np.random.default_rng([self.seed, self.rebuilds, 7])
+        rng = generator(self.seed, self.rebuilds, 7)
         self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
         self.drift_codes = self.codes[self.drift_ids].copy()
 
