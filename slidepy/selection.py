@@ -130,9 +130,9 @@ def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, k
     compiled.
     """
     if clusters is not None:
-        if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # the cluster scores live in the hash-work row
+        if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # cluster scores and ranks live in the hash-work rows
             return probe_clusters(lsh.centroids_t, lsh.cluster_indptr, lsh.cluster_members, in_ids, in_vals, n_in,
-                                  scr.hash_vals[t], stamp_row, mark, ids, n, cap)
+                                  scr.hash_vals[t], scr.hash_idx[t], stamp_row, mark, ids, n, cap)
     if tables is not None:
         # The query is [input, 1, 0] (lsh.py explains the transform): copy, then add the constant.
         q_ids = scr.query_ids[t]

@@ -40,7 +40,7 @@ def _members(index, c):
     return index.cluster_members[index.cluster_indptr[c]:index.cluster_indptr[c + 1]]
 
 
-def _probe(index, query, forced=(), cap=50):
+def _probe(index, query, forced=(), cap=50, order_len=64):
     ids = np.zeros(cap + len(forced), np.int32)
     stamp = np.zeros(index.n_neurons, np.int32)
     n = 0
@@ -51,8 +51,9 @@ def _probe(index, query, forced=(), cap=50):
             n += 1
     scores = np.zeros(index.centroids_t.shape[1], np.float32)
     q_ids = np.arange(query.shape[0], dtype=np.int32)
+    order = np.zeros(order_len, np.int32)
     n = probe_clusters(index.centroids_t, index.cluster_indptr, index.cluster_members, q_ids,
-                       query.astype(np.float32), query.shape[0], scores, stamp, 1, ids, n, cap)
+                       query.astype(np.float32), query.shape[0], scores, order, stamp, 1, ids, n, cap)
     return list(ids[:n])
 
 
@@ -66,7 +67,11 @@ def test_probe_matches_naive_reference():
         q = q.copy()
         q[i % 12] = 0.0  # a zero input coordinate is skipped by the kernel: same result
         forced = [int(i), int(i * 7 % 600), int(i)]  # repeated forced ids are kept once
-        assert _probe(index, q, forced=forced, cap=50) == naive_probe_clusters(centroids, members, q, forced, 50)
+        expected = naive_probe_clusters(centroids, members, q, forced, 50)
+        assert _probe(index, q, forced=forced, cap=50) == expected
+        # rounds of 3 clusters (many rounds) and of 1 give the same order as one long round
+        assert _probe(index, q, forced=forced, cap=50, order_len=3) == expected
+        assert _probe(index, q, forced=forced, cap=50, order_len=1) == expected
 
 
 def test_probe_with_sparse_query_ids_equals_dense():
@@ -80,7 +85,7 @@ def test_probe_with_sparse_query_ids_equals_dense():
     stamp = np.zeros(400, np.int32)
     ids = np.zeros(30, np.int32)
     n = probe_clusters(index.centroids_t, index.cluster_indptr, index.cluster_members, nz, q[nz], nz.shape[0],
-                       scores, stamp, 1, ids, 0, 30)
+                       scores, np.zeros(20, np.int32), stamp, 1, ids, 0, 30)
     assert list(ids[:n]) == _probe(index, q, cap=30)
 
 
