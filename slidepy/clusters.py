@@ -87,6 +87,9 @@ def probe_clusters(centroids_t, cluster_indptr, cluster_members, in_ids, in_vals
             v = scores[c]
             if v == -np.inf or (m == width and v <= scores[order[m - 1]]):
                 continue
+            if cluster_indptr[c + 1] == cluster_indptr[c]:  # an empty cluster: nothing to take
+                scores[c] = -np.inf
+                continue
             j = m if m < width else width - 1  # a full list drops its last
             while j > 0 and scores[order[j - 1]] < v:
                 order[j] = order[j - 1]
