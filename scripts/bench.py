@@ -1479,7 +1479,11 @@ def plot_dataset_curve(name: str, entry: dict, path: Path) -> str | None:
             ax.plot(xs, ys, linestyle="none", marker="*", markersize=14, color=f"C{i % 10}", label=label)
         else:
             ax.plot(xs, ys, marker="o", markersize=4, color=f"C{i % 10}", label=label)
-    ax.set_xscale("symlog", linthresh=1.0)
+    xs_all = [p["train_seconds"] for r in ok.values() for p in r["curve"] if p.get("P@1") is not None]
+    if xs_all and min(xs_all) > 0:
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("training seconds (evaluation and compilation excluded)")
     ax.set_ylabel("P@1 (exact)")
     n_test = next((r.get("n_test") for r in ok.values() if r.get("n_test")), None)
