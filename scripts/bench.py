@@ -991,6 +991,8 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cache").mkdir(exist_ok=True)
+    if opts.repeats is None:
+        opts.repeats = 2 if opts.quick else 3
     if not hasattr(opts, "config_map"):
         opts.config_map = parse_config_map(getattr(opts, "config", None) or [])
     log = open(out / "bench.log", "a")
@@ -1565,7 +1567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="default: the config's, else 1e-3")
     p.add_argument("--threads", default="1,2",
                    help="thread counts for throughput/scaling, e.g. 1,2,4,8,16; accuracy runs use the largest")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per thread count")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds per thread count (default 3; quick 2)")
     p.add_argument("--segment-seconds", type=float, default=None, help="timed segment length (default 6; quick 1.5)")
     p.add_argument("--worker-timeout", type=float, default=3600.0, help="wall-clock cap per worker subprocess")
     p.add_argument("--all-accuracy", action="store_true",
@@ -1585,6 +1587,8 @@ def main(argv=None) -> int:
     opts.config_map = parse_config_map(opts.config or [])
     if opts.segment_seconds is None:
         opts.segment_seconds = 1.5 if opts.quick else 6.0
+    if opts.repeats is None:
+        opts.repeats = 2 if opts.quick else 3
     if opts.quick and opts.datasets == ",".join(DEFAULT_DATASETS):
         opts.datasets = ",".join(QUICK_DATASETS)
     run_benchmark(opts)
