@@ -470,6 +470,12 @@ class TorchRunner:
         # and page faults of the logits buffer, Adam state) is warm-up and not timed; then about
         # `seconds` of timed steps, sized from the previous segment's step time (at least min_steps).
         est = self.step_time.get(threads) or self.step_time.get("any")
+        if est is None:  # first segment: an untimed 3-step run sizes it (else it would time 1 step)
+            cal = self.tb.train_torch(self.train, None, **self._kwargs(
+                epochs=10**6, max_steps=3, threads=int(threads), eval_every_steps=None, time_budget_s=None,
+                warmup_steps=1))
+            if cal["samples_per_s"] and math.isfinite(cal["samples_per_s"]):
+                est = int(self.spec["batch_size"]) / cal["samples_per_s"]
         timed = max(min_steps, 1, int(round(seconds / est)) if est else 1)
         kw = self._kwargs(epochs=10**6, max_steps=1 + timed, threads=int(threads), eval_every_steps=None,
                           time_budget_s=None, warmup_steps=1)
@@ -1178,6 +1184,11 @@ def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict
         best = max((p["P@1"] for p in sp["curve"] if p.get("P@1") is not None), default=float("nan"))
         notes.append(f"{sp_name} never reached torch's {ref:.4f} (best {best:.4f} after {sp.get('epochs') or 0:.2f} "
                      f"epochs, {sp['train_seconds']:.1f} s)")
+        # by how much: the same ratio at slidepy's own final P@1
+        t_torch_sp, t_sp_sp = time_to_p1(tr["curve"], sp["P@1"]), time_to_p1(sp["curve"], sp["P@1"])
+        if t_torch_sp and t_sp_sp:
+            notes.append(f"to {sp_name}'s final {sp['P@1']:.4f}: torch {t_torch_sp:.1f} s, {sp_name} {t_sp_sp:.1f} s "
+                         f"= {t_torch_sp / t_sp_sp:.2f}x")
         return _target(name, dataset, goal_text, goal, measured=None, passed=False, note="; ".join(notes))
     ratio = t_torch / t_sp if t_sp > 0 else float("inf")
     notes.insert(0, f"P@1 {ref:.4f}: torch {t_torch:.1f} s, {sp_name} {t_sp:.1f} s")

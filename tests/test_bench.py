@@ -124,6 +124,8 @@ def test_targets_slidepy_never_reaches():
     results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {"lsh": lsh, "torch": torch}}}}
     t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
     assert t["status"] == "fail" and t["measured"] is None and "never reached" in t["note"]
+    # by how much: torch reaches lsh's final 0.7 at 75 s (halfway from 0.6 at 50 s to 0.8 at 100 s), lsh at 10 s
+    assert "7.50x" in t["note"]
     assert _by_name(bench.compute_targets(results), "P@1 >= max", "debian-deps")["status"] == "not run"
 
 
