@@ -398,6 +398,13 @@ class SlidepyRunner:
         self.samples = 0
         self.active_sum = np.zeros(self.engine.n_layers)
 
+    def plan(self, total_steps: int) -> None:
+        """Tell the trainer how many steps this run will take, as Trainer.fit does before its loop:
+        a learning-rate schedule (training.lr_schedule: linear) decays over them. Trainer.fit keeps
+        the figure in `_total_steps`; a trainer without it has no schedule to feed."""
+        if hasattr(self.trainer, "_total_steps"):
+            self.trainer._total_steps = int(total_steps)
+
     @property
     def train_seconds(self) -> float:
         """Training seconds so far: steps plus table rebuilds."""
@@ -505,6 +512,7 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
         total = min(total, int(t.max_steps))
     caps = [c for c in (spec.get("max_seconds"), t.time_budget_s) if c]
     max_seconds = min(caps) if caps else None
+    runner.plan(total)
     every = eval_every_steps(spe, epochs, spec.get("evals", 4))
     curve, eval_seconds, stopped = [], 0.0, None
     for s in range(1, total + 1):
