@@ -22,14 +22,21 @@ test: install-test
 test-all: install-test
 	$(PYTHON) -m pytest -q
 
-# Benchmarks (need the bench extra; the PyTorch baseline wants `pip install torch==2.13.0`).
+# Benchmarks: slidepy (the shipped configs) beside dense PyTorch, Omikuji and PECOS, on the
+# synthetic 670K shape and every dataset in ../shared/data; writes bench/results.md (the targets
+# table), bench/results.json and bench/curve-<dataset>.png. The bench extra brings Omikuji, PECOS
+# and matplotlib; the PyTorch baseline wants `pip install torch==2.13.0` (the torch extra).
+# BENCH_ARGS caps each neural run's training seconds, e.g. make bench BENCH_ARGS="--datasets debian-deps --threads 2".
+BENCH_ARGS ?= --max-seconds 1200
 bench: install
 	$(PIP) install -q -e ".[bench]" || true
-	$(PYTHON) scripts/bench.py --out bench
+	$(PYTHON) scripts/bench.py --out bench $(BENCH_ARGS)
 	$(MAKE) bench-ray
 
+# A few minutes: the 670K shape for 8 steps, Bibtex and the first 4,000 DebianDeps samples for one
+# epoch each, every system that imports (trees included).
 bench-quick: install
-	$(PYTHON) scripts/bench.py --out bench --quick
+	$(PYTHON) scripts/bench.py --out bench --quick $(BENCH_QUICK_ARGS)
 
 # Data-parallel on Ray (README "Training on several processes"): the quick start as one process x 2
 # threads, 1 Ray worker x 2 threads and 2 Ray workers x 1 thread; compare P@1 and samples/s.

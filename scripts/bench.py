@@ -1,32 +1,54 @@
 #!/usr/bin/env python
-"""slidepy benchmark suite: slidepy LSH / all / random against a dense PyTorch baseline.
+"""slidepy benchmark suite: slidepy against dense PyTorch and the tree classifiers Omikuji and PECOS.
 
     python scripts/bench.py --out bench                 # the full matrix (make bench)
-    python scripts/bench.py --out bench --quick         # tiny sizes, checks the plumbing (make bench-quick)
-    python scripts/bench.py --datasets amazon670k,bibtex --systems lsh,all,torch --n-train 20000
+    python scripts/bench.py --out bench --quick         # small sizes, checks the plumbing (make bench-quick)
+    python scripts/bench.py --datasets debian-deps --systems lsh,random,torch,omikuji,pecos --threads 2
+    python scripts/bench.py --datasets amazon670k --systems lsh,torch --threads 1,2 --no-accuracy
 
-Writes <out>/results.json (every number), <out>/results.md (Markdown tables, pass/fail against the
-targets) and <out>/curve.png (P@1 against training seconds; skipped with a note if matplotlib is
-missing).
+Writes into <out>: results.json (every number, and the `targets` list), results.md (the same as
+Markdown tables) and curve-<dataset>.png (P@1 against training seconds, one per dataset; skipped
+with a note if matplotlib is missing). Parsed data is cached under <out>/cache, never beside the
+data files.
+
+Systems
+-------
+* lsh / random / all: slidepy. On a dataset with a shipped config (configs/<dataset>.yaml, see
+  SHIPPED_CONFIGS; `--config NAME=PATH` names another), each is that config as users run it
+  (loaded with load_config), with only the output layer's selection mode overridden where it
+  differs; the one whose mode the config ships is "slidepy" in the targets. On the synthetic
+  shapes they use the bench's own settings (lsh_settings). Evaluation is always exact (every label
+  scored), whatever `inference` the config asks for.
+* torch: the same network in dense PyTorch (scripts/torch_baseline.py's train_torch): hidden size,
+  learning rate and batch size from the config.
+* omikuji: Omikuji 0.5 with its default hyper-parameters.
+* pecos: PECOS XR-Linear with its defaults: rows of X L2-normalised (as PECOS's own text
+  featurizer gives them), PIFA label embeddings, hierarchical k-means, XLinearModel.train, top-5
+  by model.predict(only_topk=5).
 
 How each figure is measured
 ---------------------------
 * Every system runs in its own subprocess (`bench.py --worker SPEC.json`), so the peak RSS
-  (getrusage ru_maxrss) is that system's alone.
-* Accuracy runs (one worker per system and dataset, one after another): a fixed number of epochs
-  (or steps), exact evaluation (every label scored) on the same first `eval_subset` test samples
-  for every system, at `evals` points along the run. They give P@1/P@5, the P@1-vs-training-time
-  curve (time to a stated P@1), the JIT compile seconds, peak RSS and, for slidepy, the mean
-  active neurons per layer and the share of training time in the kernel (select + hash + forward
-  + backward), the optimizer, and LSH table rebuilds. Training time excludes evaluation and JIT
-  compilation and includes table rebuilds. The slidepy loop is Trainer.fit's own: the runner
-  calls Trainer.train_step (epoch order, train step, scheduled rebuild) and Trainer.evaluate.
-* Throughput (samples/s) is measured interleaved: one long-lived worker per system, and the
-  parent asks them in turn (A, B, C, A, B, C, ...) for a timed segment of `segment_seconds` of
-  training, `repeats` rounds per thread count. Reported: the median per system and the ratios of
-  the medians. Other jobs on a shared machine slow every system alike within a round.
+  (VmHWM) is that system's alone.
+* Accuracy runs (one worker per system and dataset, one after another): a number of epochs (the
+  config's, or --epochs; torch its own, --torch-epochs), capped by --max-steps / --max-seconds,
+  exact evaluation on the whole test split (or its first --eval-subset samples, the same for every
+  system) at every epoch end and `ceil(evals / epochs)` points per epoch. They give P@1/P@3/P@5,
+  the P@1-against-training-seconds curve, the time each system takes to reach each other system's
+  final P@1, training samples/s, JIT compile seconds and peak RSS. Training time excludes
+  evaluation and JIT compilation and includes LSH table rebuilds. A tree has one point (its
+  training time, its P@1); its training time includes its clustering. The slidepy loop is
+  Trainer.fit's own: Trainer.train_step (epoch order, train step, scheduled rebuild) and
+  Trainer.evaluate.
+* Throughput (samples/s) is also measured interleaved: one long-lived worker per neural system,
+  and the parent asks them in turn (A, B, C, A, B, C, ...) for a timed segment of
+  `segment_seconds` of training, `repeats` rounds per thread count. Reported: the median per
+  system and the ratios of the medians. Other jobs on a shared machine slow every system alike
+  within a round.
 * Memory bandwidth: a large NumPy copy (median of a few) against slidepy lsh's achieved
   output-layer weight-row traffic during its throughput segments (see `row_traffic_bytes`).
+* Targets (compute_targets): the issues' goals, as ratios measured in this one run; a target
+  whose systems did not run is "not run", never a pass.
 """
 
 from __future__ import annotations
@@ -53,8 +75,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 MARK = "@@BENCH "  # prefix of the worker's protocol lines on stdout
 HIDDEN = 128
-NEURAL = ("lsh", "all", "random", "torch")
-ALL_SYSTEMS = NEURAL + ("omikuji",)
+SLIDEPY = ("lsh", "all", "random")
+NEURAL = SLIDEPY + ("torch",)
+TREES = ("omikuji", "pecos")
+ALL_SYSTEMS = NEURAL + TREES
+# `all` (exact softmax in slidepy) trains no accuracy run at or above this many labels unless
+# --all-accuracy (torch is the dense reference there); on real data it also skips throughput.
+ALL_MAX_LABELS = 20_000
 
 # -------------------------------------------------------------------------------------------------
 # Datasets
@@ -70,24 +97,77 @@ REAL_PATHS = {
     "bibtex": ("../shared/data/Bibtex/train.txt", "../shared/data/Bibtex/test.txt"),
     "delicious": ("../shared/data/Delicious/train.txt", "../shared/data/Delicious/test.txt"),
     "mnist": ("../shared/data/MNIST/train.txt.gz", "../shared/data/MNIST/test.txt.gz"),
+    "debian-deps": ("../shared/data/DebianDeps/train.txt", "../shared/data/DebianDeps/test.txt"),
+    "debian-nextword": ("../shared/data/DebianNextWord/train.txt", "../shared/data/DebianNextWord/test.txt"),
 }
-DEFAULT_DATASETS = ("amazon670k", "delicious200k", "bibtex", "delicious", "mnist")
+# The config users run on each real dataset (relative to the repository root).
+SHIPPED_CONFIGS = {
+    "bibtex": "configs/bibtex.yaml",
+    "delicious": "configs/delicious.yaml",
+    "mnist": "configs/mnist.yaml",
+    "debian-deps": "configs/debian-deps.yaml",
+    "debian-nextword": "configs/debian-nextword.yaml",
+}
+DEFAULT_DATASETS = ("amazon670k", "delicious200k", "bibtex", "delicious", "mnist", "debian-deps", "debian-nextword")
+QUICK_DATASETS = ("amazon670k", "bibtex", "debian-deps")
+# Epoch defaults where no config (or --epochs) says: slidepy on the datasets without a config, and
+# dense PyTorch where the targets name its epochs (issue 10: DebianDeps 10, DebianNextWord 1).
+DEFAULT_EPOCHS = {"bibtex": 10, "delicious": 5, "mnist": 1, "tiny": 2}
+TORCH_EPOCHS = {"debian-deps": 10, "debian-nextword": 1}
+# Issue 9's real datasets: slidepy's shipped config against the better of Omikuji and PECOS.
+TREE_TARGET_DATASETS = ("bibtex", "delicious", "debian-deps", "debian-nextword")
 
 
-def _real_path(rel: str) -> Path:
-    return (REPO / rel).resolve()
+def _real_path(rel: str, data_root: str | None = None) -> Path:
+    """A data path as the configs write it (`../shared/data/...`, relative to the repository
+    root). With `data_root`, `../shared/data/X` is `data_root/X`. Otherwise the path is tried
+    against the repository root and then against each directory above it (a git worktree may sit
+    deeper than the checkout the configs were written for); the first that exists wins."""
+    rel = str(rel)
+    prefix = "../shared/data/"
+    if data_root and rel.startswith(prefix):
+        return (Path(data_root) / rel[len(prefix):]).resolve()
+    if os.path.isabs(rel):
+        return Path(rel)
+    first = (REPO / rel).resolve()
+    if first.exists() or not rel.startswith("../"):
+        return first
+    tail = rel[len("../"):]
+    for up in REPO.parents:
+        cand = up / tail
+        if cand.exists():
+            return cand.resolve()
+    return first
 
 
-def dataset_available(name: str) -> str | None:
+def dataset_paths(name: str, data_root: str | None = None) -> tuple[Path, Path]:
+    tr, te = REAL_PATHS[name]
+    return _real_path(tr, data_root), _real_path(te, data_root)
+
+
+def dataset_available(name: str, data_root: str | None = None) -> str | None:
     """None if the dataset can be used, else the reason it cannot."""
     if name in SYNTHETIC_SHAPES:
         return None
     if name not in REAL_PATHS:
         return f"unknown dataset {name!r}"
-    for rel in REAL_PATHS[name]:
-        if not _real_path(rel).exists():
-            return f"{rel} not found"
+    for rel, path in zip(REAL_PATHS[name], dataset_paths(name, data_root)):
+        if not path.exists():
+            return f"{rel} not found (looked for {path}; --data-root sets where ../shared/data is)"
     return None
+
+
+def header_shape(path) -> tuple[int, int, int] | None:
+    """(samples, features, labels) from an XC file's header line, or None."""
+    import gzip
+
+    try:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt") as f:
+            parts = f.readline().split()
+        return tuple(int(p) for p in parts) if len(parts) == 3 else None
+    except (OSError, ValueError):
+        return None
 
 
 def load_bench_data(dspec: dict):
@@ -102,11 +182,12 @@ def load_bench_data(dspec: dict):
                                              nnz_per_sample=nnz, labels_per_sample=lps,
                                              noise_fraction=float(dspec["noise_fraction"]), seed=0)
     else:
-        tr, te = REAL_PATHS[name]
-        cache_dir = dspec.get("cache_dir")
-        train = slidepy.load_dataset(_real_path(tr), cache_dir=cache_dir)
-        test = slidepy.load_dataset(_real_path(te), cache_dir=cache_dir, n_features=train.n_features,
-                                    n_labels=train.n_labels)
+        from slidepy.data import load_dataset
+
+        cache_dir = dspec["cache_dir"]  # always given: nothing is written beside the data files
+        train = load_dataset(dspec["train_path"], cache_dir=cache_dir)
+        test = load_dataset(dspec["test_path"], cache_dir=cache_dir, n_features=train.n_features,
+                            n_labels=train.n_labels)
         if dspec.get("n_train") and dspec["n_train"] < train.n_samples:
             train = train.subset(np.arange(int(dspec["n_train"])))
     subset = dspec.get("eval_subset")
@@ -120,7 +201,8 @@ def load_bench_data(dspec: dict):
 # -------------------------------------------------------------------------------------------------
 
 def lsh_settings(n_labels: int) -> dict:
-    """The output-layer selection used by `lsh` (and the budget `random` gets).
+    """The output-layer selection used by `lsh` (and the budget `random` gets) on the synthetic
+    shapes and on datasets without a config.
 
     Large label sets: configs/amazon670k.yaml's choice: 512 active (0.08% of 670,091; the optimizer
     cost grows with the rows a batch touches), SRP K=12, L=50, 2^12 buckets of 64, reservoir
@@ -141,7 +223,9 @@ def lsh_settings(n_labels: int) -> dict:
                     "rebuild": {"initial_interval": 50, "decay": 1.1, "max_interval": 1000}}}
 
 
-def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, threads: int, seed: int):
+def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, threads: int, seed: int,
+                   hidden: int = HIDDEN):
+    """The bench's own config for `system` (no shipped config)."""
     from slidepy.config import config_from_dict
 
     s = lsh_settings(n_labels)
@@ -155,7 +239,7 @@ def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, th
     else:
         raise ValueError(system)
     return config_from_dict({
-        "model": {"hidden": [HIDDEN], "output": {"selection": sel}, "loss": "softmax"},
+        "model": {"hidden": [int(hidden)], "output": {"selection": sel}, "loss": "softmax"},
         "training": {"batch_size": batch_size, "lr": lr, "optimizer": "adam", "seed": seed, "threads": threads,
                      "epochs": 1, "log_every": 10**6},
         "eval": {"every": 10**9, "subset": None, "k": [1, 3, 5], "recall_samples": 0},
@@ -163,7 +247,61 @@ def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, th
     })
 
 
-def describe_system(system: str, n_labels: int) -> str:
+def config_overrides(cfg, system: str, *, threads: int, lr: float | None = None,
+                     batch_size: int | None = None) -> list[str]:
+    """`--set` overrides that turn a shipped config into `system`'s bench config: the output
+    layer's selection mode (only where it differs), the thread count, exact evaluation, no
+    checkpoints and no evaluations of its own (the bench evaluates on the whole test split);
+    lr / batch size only where the bench command line asks for them."""
+    out = [f"training.threads={int(threads)}", "output.checkpoint_every=0", "eval.every=1000000000",
+           "eval.subset=null"]
+    if cfg.model.output.selection.mode != system:
+        out.append(f"model.output.selection.mode={system}")
+    if cfg.model.output.selection.inference != "exact":
+        out.append("model.output.selection.inference=exact")
+    for i, layer in enumerate(cfg.model.hidden):
+        if layer.selection.inference != "exact":
+            out.append(f"model.hidden.{i}.selection.inference=exact")
+    if lr is not None:
+        out.append(f"training.lr={lr}")
+    if batch_size is not None:
+        out.append(f"training.batch_size={int(batch_size)}")
+    return out
+
+
+def shipped_config(path: str, system: str, *, threads: int, lr=None, batch_size=None):
+    from slidepy import load_config
+
+    base = load_config(path)
+    return load_config(path, config_overrides(base, system, threads=threads, lr=lr, batch_size=batch_size))
+
+
+def describe_config(cfg_path: str, system: str) -> str:
+    """One line on what a config-based system trains."""
+    from slidepy import load_config
+
+    cfg = load_config(_config_file(cfg_path))
+    sel = cfg.model.output.selection
+    rel = os.path.relpath(_config_file(cfg_path), REPO)
+    head = f"{rel} as shipped" if sel.mode == system else f"{rel} with output mode {system}"
+    t = cfg.training
+    hidden = [h.size for h in cfg.model.hidden]
+    parts = [head, f"hidden {hidden}", f"batch {t.batch_size}", f"lr {t.lr:g}"]
+    if system == "lsh":
+        l = sel.lsh
+        parts.append(f"budget {sel.budget}, {l.family}" + (f" K={l.k} L={l.l}" if l.family != "kmeans" else ""))
+    elif system == "random":
+        parts.append(f"budget {sel.budget} uniform negatives")
+    return ", ".join(parts)
+
+
+def describe_system(system: str, n_labels: int, run: dict | None = None) -> str:
+    run = run or {}
+    if system in SLIDEPY and run.get("config_path"):
+        try:
+            return describe_config(run["config_path"], system)
+        except Exception as exc:  # a broken config is reported by the worker itself
+            return f"{run['config_path']} ({exc})"
     s = lsh_settings(n_labels)
     if system == "lsh":
         l = s["lsh"]
@@ -175,10 +313,19 @@ def describe_system(system: str, n_labels: int) -> str:
     if system == "all":
         return "exact (every label)"
     if system == "torch":
-        return "dense full softmax (scripts/torch_baseline.py)"
+        h = run.get("hidden", [HIDDEN])
+        return (f"dense full softmax (scripts/torch_baseline.py), hidden {h[0]}, lr {run.get('lr', 1e-3):g}, "
+                f"batch {run.get('batch_size', 128)}" + (" (first hidden layer only)" if len(h) > 1 else ""))
     if system == "omikuji":
-        return "omikuji default (Parabel-like trees)"
+        return "omikuji defaults (Parabel-like trees)"
+    if system == "pecos":
+        return "PECOS XR-Linear defaults (L2-normalised X, PIFA, hierarchical k-means)"
     return ""
+
+
+def _config_file(path: str) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else (REPO / p))
 
 
 def _import_torch_baseline():
@@ -189,7 +336,10 @@ def _import_torch_baseline():
 
 
 def has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def peak_rss_mb() -> float:
@@ -221,17 +371,23 @@ def _set_threads(n: int) -> int:
 
 class SlidepyRunner:
     """A slidepy Trainer driven one `Trainer.train_step` at a time: the loop of Trainer.fit (same
-    epoch order, train step, scheduled rebuild), with no checkpoints, logs or evaluations of its
-    own (checkpoint_every 0, log_every and eval.every beyond any run)."""
+    epoch order, train step, scheduled rebuild), with no checkpoints or evaluations of its own
+    (checkpoint_every 0, eval.every beyond any run)."""
 
     def __init__(self, system: str, train, test, spec: dict):
         from slidepy import Trainer
 
         self.system, self.train, self.test = system, train, test
-        self.batch = int(spec["batch_size"])
         threads = _set_threads(spec["threads"])
-        cfg = slidepy_config(system, train.n_labels, lr=spec["lr"], batch_size=self.batch, threads=threads,
-                             seed=int(spec.get("seed", 0)))
+        if spec.get("config_path"):
+            cfg = shipped_config(_config_file(spec["config_path"]), system, threads=threads,
+                                 lr=spec.get("lr_override"), batch_size=spec.get("batch_size_override"))
+        else:
+            cfg = slidepy_config(system, train.n_labels, lr=spec["lr"], batch_size=int(spec["batch_size"]),
+                                 threads=threads, seed=int(spec.get("seed", 0)), hidden=spec.get("hidden", [HIDDEN])[0])
+        self.config = cfg
+        self.batch = int(cfg.training.batch_size)
+        self.width = int(cfg.model.hidden[-1].size)  # the output layer's row width
         self.tmp = tempfile.mkdtemp(prefix="slidepy-bench-")
         t0 = time.perf_counter()
         self.trainer = Trainer(cfg, train=train, test=test, run_dir=self.tmp, progress=False)
@@ -242,6 +398,18 @@ class SlidepyRunner:
         self.samples = 0
         self.active_sum = np.zeros(self.engine.n_layers)
 
+    def plan(self, total_steps: int) -> None:
+        """Tell the trainer how many steps this run will take, as Trainer.fit does before its loop:
+        a learning-rate schedule (training.lr_schedule: linear) decays over them. Trainer.fit keeps
+        the figure in `_total_steps`; a trainer without it has no schedule to feed."""
+        if hasattr(self.trainer, "_total_steps"):
+            self.trainer._total_steps = int(total_steps)
+
+    @property
+    def train_seconds(self) -> float:
+        """Training seconds so far: steps plus table rebuilds."""
+        return self.trainer.train_seconds + self.trainer.rebuild_seconds
+
     def step(self, traffic: dict | None = None) -> float:
         """One training step + scheduled rebuild; returns its seconds (step + rebuild)."""
         rebuild_before = self.trainer.rebuild_seconds
@@ -250,12 +418,11 @@ class SlidepyRunner:
         self.samples += done.rows.shape[0]
         self.active_sum += np.asarray(done.stats.active_mean, dtype=np.float64)
         if traffic is not None:
-            traffic_add(traffic, self.train, done.rows, done.stats, done.seconds)
+            traffic_add(traffic, self.train, done.rows, done.stats, done.seconds, self.width)
         return done.seconds + self.trainer.rebuild_seconds - rebuild_before
 
     def evaluate(self) -> dict:
-        """Exact P@k on the whole (cut) test set (Trainer.evaluate: every label scored, the output
-        layer as one BLAS product per block of samples)."""
+        """Exact P@k on the whole (cut) test set (Trainer.evaluate: every label scored)."""
         return self.trainer.evaluate(self.test, subset=None)
 
     def timings(self) -> dict:
@@ -270,7 +437,7 @@ class SlidepyRunner:
 SLOW_ALL_LABELS = 50_000
 
 
-def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float) -> None:
+def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float, width: int = HIDDEN) -> None:
     """Output-layer weight-row bytes of one step (see row_traffic_bytes)."""
     y = data.y_indptr
     n_lab = int(((y[rows + 1] - y[rows]) > 0).sum())
@@ -278,7 +445,7 @@ def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float) ->
     # rows_updated counts every layer; layer 0 (input-major) updates one row per input feature seen.
     feats = np.unique(np.concatenate([data.x_indices[data.x_indptr[r]:data.x_indptr[r + 1]] for r in rows]))
     opt_rows = max(0.0, float(stats.rows_updated) - feats.shape[0])
-    traffic["bytes"] += row_traffic_bytes(active_rows, opt_rows)
+    traffic["bytes"] += row_traffic_bytes(active_rows, opt_rows, width)
     traffic["seconds"] += seconds
     traffic["steps"] += 1
 
@@ -300,7 +467,8 @@ class TorchRunner:
 
     def _kwargs(self, **kw) -> dict:
         s = self.spec
-        base = dict(hidden=HIDDEN, batch_size=int(s["batch_size"]), lr=float(s["lr"]), seed=int(s.get("seed", 0)))
+        base = dict(hidden=int(s.get("hidden", [HIDDEN])[0]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
+                    seed=int(s.get("seed", 0)))
         base.update(kw)
         return {k: v for k, v in base.items() if k in self.params}
 
@@ -309,6 +477,12 @@ class TorchRunner:
         # and page faults of the logits buffer, Adam state) is warm-up and not timed; then about
         # `seconds` of timed steps, sized from the previous segment's step time (at least min_steps).
         est = self.step_time.get(threads) or self.step_time.get("any")
+        if est is None:  # first segment: an untimed 3-step run sizes it (else it would time 1 step)
+            cal = self.tb.train_torch(self.train, None, **self._kwargs(
+                epochs=10**6, max_steps=3, threads=int(threads), eval_every_steps=None, time_budget_s=None,
+                warmup_steps=1))
+            if cal["samples_per_s"] and math.isfinite(cal["samples_per_s"]):
+                est = int(self.spec["batch_size"]) / cal["samples_per_s"]
         timed = max(min_steps, 1, int(round(seconds / est)) if est else 1)
         kw = self._kwargs(epochs=10**6, max_steps=1 + timed, threads=int(threads), eval_every_steps=None,
                           time_budget_s=None, warmup_steps=1)
@@ -320,29 +494,46 @@ class TorchRunner:
                 "samples_per_s_median_step": res.get("samples_per_s_median_step")}
 
 
+def eval_every_steps(steps_per_epoch: int, epochs: float, evals: int) -> int:
+    """Steps between evaluation points: `ceil(evals / epochs)` points per epoch (at least one)."""
+    per_epoch = max(1, math.ceil(max(1, int(evals)) / max(1e-9, float(epochs))))
+    return max(1, math.ceil(steps_per_epoch / per_epoch))
+
+
 def _accuracy_slidepy(system, train, test, spec) -> dict:
     runner = SlidepyRunner(system, train, test, spec)
-    total = spec["epochs"] * -(-train.n_samples // runner.batch)
+    spe = -(-train.n_samples // runner.batch)
+    epochs = float(spec["epochs"])
+    total = int(math.ceil(epochs * spe))
+    t = runner.config.training
     if spec.get("max_steps"):
         total = min(total, int(spec["max_steps"]))
-    evals = max(1, int(spec.get("evals", 4)))
-    eval_at = sorted({max(1, round(total * (i + 1) / evals)) for i in range(evals)})
-    curve, eval_seconds = [], 0.0
+    if t.max_steps:
+        total = min(total, int(t.max_steps))
+    caps = [c for c in (spec.get("max_seconds"), t.time_budget_s) if c]
+    max_seconds = min(caps) if caps else None
+    runner.plan(total)
+    every = eval_every_steps(spe, epochs, spec.get("evals", 4))
+    curve, eval_seconds, stopped = [], 0.0, None
     for s in range(1, total + 1):
         runner.step()
-        if s in eval_at:
+        in_epoch = s - (s - 1) // spe * spe  # 1..spe
+        over = max_seconds is not None and runner.train_seconds >= max_seconds
+        if over or s == total or in_epoch == spe or in_epoch % every == 0:
             t0 = time.perf_counter()
             m = runner.evaluate()
             eval_seconds += time.perf_counter() - t0
-            curve.append({"step": s, "epoch": s / -(-train.n_samples // runner.batch),
-                          "train_seconds": runner.trainer.train_seconds + runner.trainer.rebuild_seconds,
+            curve.append({"step": s, "epoch": s / spe, "train_seconds": runner.train_seconds,
                           **{k: m[k] for k in ("P@1", "P@3", "P@5")}})
+        if over:
+            stopped = f"stopped at {max_seconds:g} training seconds (step {s} of {total})"
+            break
     tm = runner.timings()
     train_s = tm["step"] + tm["rebuild"]
-    out = {"system": system, "steps": runner.steps, "epochs": runner.steps / -(-train.n_samples // runner.batch),
+    out = {"system": system, "steps": runner.steps, "epochs": runner.steps / spe, "steps_per_epoch": spe,
            "train_seconds": train_s, "samples_per_s": runner.samples / train_s if train_s else float("nan"),
            "compile_seconds": runner.compile_seconds, "build_seconds": runner.build_seconds,
-           "eval_seconds": eval_seconds, "curve": curve,
+           "eval_seconds": eval_seconds, "curve": curve, "stopped": stopped,
            "active_mean": (runner.active_sum / max(1, runner.steps)).tolist(),
            "time_share": {k: tm[k] / train_s for k in ("kernel", "optimizer", "rebuild")} if train_s else {},
            **{k: curve[-1][k] for k in ("P@1", "P@3", "P@5")}}
@@ -354,19 +545,37 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
 def _accuracy_torch(train, test, spec) -> dict:
     runner = TorchRunner(train, test, spec)
     spe = -(-train.n_samples // int(spec["batch_size"]))
-    total = spec["epochs"] * spe
+    epochs = float(spec["epochs"])
+    total = int(math.ceil(epochs * spe))
     if spec.get("max_steps"):
         total = min(total, int(spec["max_steps"]))
-    evals = max(1, int(spec.get("evals", 4)))
-    every = max(1, math.ceil(total / evals))
+    every = eval_every_steps(spe, epochs, spec.get("evals", 4))
     res = runner.tb.train_torch(train, test, **runner._kwargs(
-        epochs=int(spec["epochs"]), max_steps=int(total), threads=int(spec["threads"]), eval_every_steps=every,
-        eval_subset=None))
+        epochs=int(math.ceil(epochs)), max_steps=int(total), threads=int(spec["threads"]), eval_every_steps=every,
+        eval_subset=None, time_budget_s=spec.get("max_seconds")))
     curve = [{"step": p["step"], "epoch": p["step"] / spe, "train_seconds": p["train_seconds"],
               **{k: p.get(k) for k in ("P@1", "P@3", "P@5")}} for p in res.get("curve", [])]
-    return {"system": "torch", "steps": res["steps"], "epochs": res["steps"] / spe,
-            "train_seconds": res["train_seconds"], "samples_per_s": res["samples_per_s"],
+    stopped = None
+    if res["steps"] < total:
+        stopped = (f"stopped at {spec['max_seconds']:g} training seconds" if spec.get("max_seconds") else "stopped early") \
+            + f" (step {res['steps']} of {total})"
+    return {"system": "torch", "steps": res["steps"], "epochs": res["steps"] / spe, "steps_per_epoch": spe,
+            "train_seconds": res["train_seconds"], "samples_per_s": res["samples_per_s"], "stopped": stopped,
             "compile_seconds": None, "curve": curve, "P@1": res["P@1"], "P@3": res["P@3"], "P@5": res["P@5"]}
+
+
+def _score_top5(top: np.ndarray, test) -> dict:
+    from slidepy.metrics import evaluate_topk
+
+    m = evaluate_topk(top, test.y_indptr, test.y_indices, (1, 3, 5))
+    return {k: float(m[k]) for k in ("P@1", "P@3", "P@5")}
+
+
+def _tree_result(system: str, train, train_s: float, predict_s: float, m: dict) -> dict:
+    return {"system": system, "train_seconds": train_s, "predict_seconds": predict_s, "epochs": None,
+            "samples_per_s": train.n_samples / train_s if train_s else float("nan"),
+            # one point: a tree is ready (at its final P@1) only when its training ends
+            "curve": [{"step": None, "epoch": None, "train_seconds": train_s, **m}], "single_point": True, **m}
 
 
 def _accuracy_omikuji(train, test, spec) -> dict:
@@ -383,22 +592,75 @@ def _accuracy_omikuji(train, test, spec) -> dict:
                 feats = " ".join(f"{a}:{b:.6g}" for a, b in zip(train.x_indices[lo:hi], train.x_values[lo:hi]))
                 f.write(",".join(map(str, labs)) + " " + feats + "\n")
         hp = omikuji.Model.default_hyper_param()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # includes omikuji's own parse of the file
         model = omikuji.Model.train_on_data(path, hp, n_threads=int(spec["threads"]))
         train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         top = np.full((test.n_samples, 5), -1, np.int64)
         for i in range(test.n_samples):
             lo, hi = test.x_indptr[i], test.x_indptr[i + 1]
             pred = model.predict(list(zip(test.x_indices[lo:hi].tolist(), test.x_values[lo:hi].tolist())), top_k=5)
             for j, (lab, _) in enumerate(pred[:5]):
                 top[i, j] = lab
-        from slidepy.metrics import evaluate_topk
-
-        m = evaluate_topk(top, test.y_indptr, test.y_indices, (1, 3, 5))
-        return {"system": "omikuji", "train_seconds": train_s, "curve": [],
-                **{k: m[k] for k in ("P@1", "P@3", "P@5")}}
+        return _tree_result("omikuji", train, train_s, time.perf_counter() - t0, _score_top5(top, test))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def csr_features(data, normalize: bool = False):
+    """The dataset's X as a scipy CSR float32 matrix; `normalize`: each row scaled to unit L2 norm
+    (all-zero rows stay zero)."""
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix((np.asarray(data.x_values, np.float32), data.x_indices, data.x_indptr),
+                      shape=(data.n_samples, data.n_features))
+    if normalize:
+        sq = np.add.reduceat(np.square(x.data, dtype=np.float64), x.indptr[:-1]) if x.nnz else np.zeros(0)
+        counts = np.diff(x.indptr)
+        norms = np.zeros(data.n_samples)
+        norms[counts > 0] = np.sqrt(sq[counts > 0]) if x.nnz else 0.0
+        norms[norms == 0] = 1.0
+        x.data = (x.data / np.repeat(norms, counts)).astype(np.float32)
+    return x
+
+
+def csr_labels(data):
+    """The dataset's label matrix Y as a scipy CSR float32 0/1 matrix (samples x labels)."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(data.y_indices.shape[0], np.float32), data.y_indices, data.y_indptr),
+                         shape=(data.n_samples, data.n_labels))
+
+
+def top5_from_csr(pred) -> np.ndarray:
+    """(n, 5) label ids, best first (-1 pads), from a CSR matrix of scores per sample."""
+    pred = pred.tocsr()
+    top = np.full((pred.shape[0], 5), -1, np.int64)
+    for i in range(pred.shape[0]):
+        lo, hi = pred.indptr[i], pred.indptr[i + 1]
+        order = np.argsort(-pred.data[lo:hi], kind="stable")[:5]
+        top[i, :order.shape[0]] = pred.indices[lo:hi][order]
+    return top
+
+
+def _accuracy_pecos(train, test, spec) -> dict:
+    from pecos.xmc import Indexer, LabelEmbeddingFactory
+    from pecos.xmc.xlinear.model import XLinearModel
+
+    threads = int(spec["threads"])
+    t0 = time.perf_counter()
+    x, y = csr_features(train, normalize=True), csr_labels(train)
+    label_feat = LabelEmbeddingFactory.create(y, x, method="pifa")
+    chain = Indexer.gen(label_feat, threads=threads)
+    model = XLinearModel.train(x, y, C=chain, threads=threads)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = model.predict(csr_features(test, normalize=True), only_topk=5, threads=threads)
+    top = top5_from_csr(pred)
+    return _tree_result("pecos", train, train_s, time.perf_counter() - t0, _score_top5(top, test))
+
+
+ACCURACY = {"torch": _accuracy_torch, "omikuji": _accuracy_omikuji, "pecos": _accuracy_pecos}
 
 
 def _emit(obj: dict) -> None:
@@ -427,16 +689,14 @@ def worker_main(spec_text: str) -> int:
     train, test = load_bench_data(spec["dataset"])
     load_seconds = time.perf_counter() - t0
     if spec["mode"] == "accuracy":
-        if system == "torch":
-            out = _accuracy_torch(train, test, spec)
-        elif system == "omikuji":
-            out = _accuracy_omikuji(train, test, spec)
+        if system in ACCURACY:
+            out = ACCURACY[system](train, test, spec)
         else:
             out = _accuracy_slidepy(system, train, test, spec)
         out["load_seconds"] = load_seconds
         out["popularity_P@1"] = popularity_p1(train, test)
         out["n_labels"], out["n_features"], out["n_train"] = train.n_labels, train.n_features, train.n_samples
-        out["config"] = describe_system(system, train.n_labels)
+        out["n_test"] = test.n_samples
         out["peak_rss_mb"] = peak_rss_mb()
         _emit({"result": out})
         return 0
@@ -636,9 +896,15 @@ def popularity_p1(train, test) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def time_to_p1(curve: list[dict], target: float) -> float | None:
+def time_to_p1(curve: list[dict], target: float, single_point: bool = False) -> float | None:
     """Training seconds at which the eval curve first reaches P@1 >= target (linear interpolation
-    between eval points, from (0 s, P@1 0)); None if never."""
+    between eval points, from (0 s, P@1 0)); None if never. `single_point` (a tree: ready only
+    when its training ends): its training seconds if its P@1 reaches the target, else None."""
+    if target is None:
+        return None
+    if single_point:
+        hit = [float(p["train_seconds"]) for p in curve if p.get("P@1") is not None and p["P@1"] >= target]
+        return min(hit) if hit else None
     prev_t, prev_p = 0.0, 0.0
     for p in curve:
         t, v = float(p["train_seconds"]), p.get("P@1")
@@ -652,37 +918,97 @@ def time_to_p1(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def p1_at_epoch(result: dict, epoch: float) -> tuple[float | None, str | None]:
+    """(P@1 after `epoch` epochs, a note or None) from a run's curve: the eval point at that epoch,
+    else linear interpolation between the points either side; None if the run stopped before."""
+    pts = [p for p in result.get("curve", []) if p.get("epoch") is not None and p.get("P@1") is not None]
+    for p in pts:
+        if abs(p["epoch"] - epoch) < 1e-9:
+            return p["P@1"], None
+    before = [p for p in pts if p["epoch"] < epoch]
+    after = [p for p in pts if p["epoch"] > epoch]
+    if not after:
+        return None, f"ran {result.get('epochs') or 0:.2f} epochs, fewer than {epoch:g}"
+    a = before[-1] if before else {"epoch": 0.0, "P@1": 0.0}
+    b = after[0]
+    v = a["P@1"] + (b["P@1"] - a["P@1"]) * (epoch - a["epoch"]) / (b["epoch"] - a["epoch"])
+    return v, f"P@1 at epoch {epoch:g} interpolated between epochs {a['epoch']:.2f} and {b['epoch']:.2f}"
+
+
+def time_to_matrix(systems: dict) -> dict:
+    """{A: {B: training seconds A takes to reach B's final P@1, or None}} over the systems that
+    ran (the diagonal: when A first reached its own final P@1)."""
+    ok = {s: r for s, r in systems.items() if "error" not in r and r.get("curve")}
+    return {a: {b: time_to_p1(ra["curve"], rb["P@1"], bool(ra.get("single_point"))) for b, rb in ok.items()}
+            for a, ra in ok.items()}
+
+
 # -------------------------------------------------------------------------------------------------
 # The matrix
 # -------------------------------------------------------------------------------------------------
 
 def plan_dataset(name: str, opts: argparse.Namespace) -> dict:
-    """Dataset spec + run lengths for one dataset."""
+    """Dataset spec + run settings for one dataset."""
     quick = opts.quick
     d = {"name": name, "cache_dir": str(Path(opts.out).resolve() / "cache")}
+    n_labels = None
     if name in SYNTHETIC_SHAPES:
         d["noise_fraction"] = opts.noise_fraction
+        n_labels = SYNTHETIC_SHAPES[name][1]
         if name == "tiny":
             d.update(n_train=opts.n_train or 1500, n_test=300, eval_subset=300)
         else:
             d.update(n_train=opts.n_train or (2000 if quick else 10000), n_test=opts.eval_subset or (200 if quick else 1000))
             d["eval_subset"] = d["n_test"]
     else:
-        d["n_train"] = None
+        tr, te = dataset_paths(name, opts.data_root)
+        d["train_path"], d["test_path"] = str(tr), str(te)
+        d["n_train"] = opts.n_train or (4000 if quick and name.startswith("debian") else None)
         d["eval_subset"] = opts.eval_subset or (500 if quick else None)
-    run = {"epochs": opts.epochs or 1, "max_steps": opts.max_steps, "evals": opts.evals}
+        shape = header_shape(tr)
+        n_labels = shape[2] if shape else None
+    cfg_path = opts.config_map.get(name)
+    if cfg_path is None and name in SHIPPED_CONFIGS and (REPO / SHIPPED_CONFIGS[name]).exists():
+        cfg_path = SHIPPED_CONFIGS[name]
+    run = {"synthetic": name in SYNTHETIC_SHAPES, "config_path": cfg_path, "max_steps": opts.max_steps, "max_seconds": opts.max_seconds,
+           "evals": opts.evals, "lr_override": opts.lr, "batch_size_override": opts.batch_size, "n_labels": n_labels}
+    if cfg_path:
+        from slidepy import load_config
+
+        cfg = load_config(_config_file(cfg_path))
+        run.update(hidden=[int(h.size) for h in cfg.model.hidden], lr=opts.lr or cfg.training.lr,
+                   batch_size=opts.batch_size or cfg.training.batch_size, config_epochs=cfg.training.epochs,
+                   primary=cfg.model.output.selection.mode)
+    else:
+        run.update(hidden=[HIDDEN], lr=opts.lr or 1e-3, batch_size=opts.batch_size or 128, config_epochs=None,
+                   primary="lsh")
+    run["epochs"] = opts.epochs or (1 if quick else (run["config_epochs"] or DEFAULT_EPOCHS.get(name, 1)))
+    run["torch_epochs"] = opts.torch_epochs or opts.epochs or (1 if quick else TORCH_EPOCHS.get(name, run["epochs"]))
     if name in ("amazon670k", "delicious200k") and quick and not opts.max_steps:
         run["max_steps"] = 8
-    if name in ("bibtex", "delicious", "mnist", "tiny") and not opts.epochs:
-        run["epochs"] = 1 if quick else {"bibtex": 10, "delicious": 5, "mnist": 1, "tiny": 2}[name]
     return {"dataset": d, "run": run}
 
 
+def n_labels_big(run: dict) -> bool:
+    """A synthetic shape with 10^5 labels or more (amazon670k, delicious200k)."""
+    return run.get("synthetic", False) and (run.get("n_labels") or 0) >= 100_000
+
+
+def dataset_systems(systems: list[str], run: dict) -> list[str]:
+    """The systems to run on one dataset: `slidepy` stands for the mode the config ships."""
+    out = [run["primary"] if s == "slidepy" else s for s in systems]
+    return list(dict.fromkeys(out))
+
+
 def run_benchmark(opts: argparse.Namespace) -> dict:
-    """Run the matrix `opts` describes; write results.json / results.md / curve.png into opts.out."""
+    """Run the matrix `opts` describes; write results.json / results.md / curve-*.png into opts.out."""
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cache").mkdir(exist_ok=True)
+    if opts.repeats is None:
+        opts.repeats = 2 if opts.quick else 3
+    if not hasattr(opts, "config_map"):
+        opts.config_map = parse_config_map(getattr(opts, "config", None) or [])
     log = open(out / "bench.log", "a")
     spec_dir = tempfile.mkdtemp(prefix="bench-specs-")
     threads_list = sorted({int(t) for t in str(opts.threads).split(",") if t.strip()})
@@ -692,19 +1018,26 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
     notes = []
     if max(threads_list) > cores:
         notes.append(f"threads {threads_list} asked but numba has {cores}: higher counts are clipped to {cores}")
-    systems = [s.strip() for s in opts.systems.split(",") if s.strip()]
-    available = {"torch": has_module("torch"), "omikuji": has_module("omikuji")}
+    opts.systems_given = opts.systems is not None
+    systems = [s.strip() for s in (opts.systems or ",".join(ALL_SYSTEMS)).split(",") if s.strip()]
+    unknown = [s for s in systems if s not in ALL_SYSTEMS + ("slidepy",)]
+    if unknown:
+        raise SystemExit(f"unknown system(s) {unknown}: choose from {', '.join(ALL_SYSTEMS + ('slidepy',))}")
+    available = {"torch": "torch", "omikuji": "omikuji", "pecos": "pecos"}
     for s in list(systems):
-        if s in available and not available[s]:
-            notes.append(f"{s} skipped: `import {s}` fails")
+        if s in available and not has_module(available[s]):
+            notes.append(f"{s} skipped: `import {available[s]}` fails (pip install -e '.[bench]'"
+                         + (", and torch==2.13.0" if s == "torch" else "") + ")")
             systems.remove(s)
     results = {"started": _dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
                "machine": {"platform": platform.platform(), "python": platform.python_version(),
                            "cpus": os.cpu_count(), "numba_threads": cores,
                            "load_avg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None},
                "settings": {"quick": opts.quick, "repeats": opts.repeats, "threads": threads_list,
-                            "segment_seconds": opts.segment_seconds, "hidden": HIDDEN, "batch_size": opts.batch_size,
-                            "lr": opts.lr, "noise_fraction": opts.noise_fraction, "systems": systems},
+                            "segment_seconds": opts.segment_seconds, "batch_size": opts.batch_size,
+                            "lr": opts.lr, "noise_fraction": opts.noise_fraction, "systems": systems,
+                            "epochs": opts.epochs, "torch_epochs": opts.torch_epochs, "max_steps": opts.max_steps,
+                            "max_seconds": opts.max_seconds},
                "notes": notes, "datasets": {}}
     t_start = time.perf_counter()
     if not opts.no_bandwidth:
@@ -714,115 +1047,293 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
                                                     "bytes": (256 if opts.quick else 1024) * 2**20},
                                                    spec_dir, 600, log)
         _log(f"  {results['memory_bandwidth']}", log)
+    acc_threads = max(threads_list)
     for name in [s.strip() for s in opts.datasets.split(",") if s.strip()]:
-        why = dataset_available(name)
+        why = dataset_available(name, opts.data_root)
         if why:
             notes.append(f"dataset {name} skipped: {why}")
             _log(f"dataset {name} skipped: {why}", log)
             continue
         plan = plan_dataset(name, opts)
         dspec, run = plan["dataset"], plan["run"]
-        common = {"batch_size": opts.batch_size, "lr": opts.lr, "seed": 0}
-        entry = {"spec": dspec, "run": run, "systems": {}}
+        common = {"batch_size": run["batch_size"], "lr": run["lr"], "hidden": run["hidden"], "seed": 0,
+                  "config_path": run["config_path"], "lr_override": run["lr_override"],
+                  "batch_size_override": run["batch_size_override"]}
+        entry = {"spec": dspec, "run": run, "primary": run["primary"], "n_labels": run["n_labels"], "systems": {},
+                 "configs": {}}
         results["datasets"][name] = entry
-        _log(f"dataset {name}: {json.dumps({k: v for k, v in dspec.items() if k != 'cache_dir'})} run {run}", log)
-        neural = [s for s in systems if s in NEURAL]
+        ds_systems = dataset_systems(systems, run)
+        if not opts.systems_given and n_labels_big(run):
+            # Trees on the synthetic 10^5-10^6-label shapes take minutes and answer no target: only
+            # when --systems names them.
+            dropped = [s for s in ds_systems if s in TREES]
+            ds_systems = [s for s in ds_systems if s not in TREES]
+            if dropped:
+                notes.append(f"{name}: {', '.join(dropped)} not run on this synthetic shape (name them in --systems to)")
+        n_labels = run["n_labels"] or 0
+        if "all" in ds_systems and n_labels >= ALL_MAX_LABELS and not opts.all_accuracy and run["primary"] != "all":
+            msg = (f"{name}: no accuracy run for `all` (exact softmax over {n_labels:,} labels is too slow here; "
+                   "--all-accuracy forces it); the dense reference is torch")
+            notes.append(msg)
+            _log(msg, log)
+        for s in ds_systems:
+            entry["configs"][s] = describe_system(s, n_labels, run)
+        _log(f"dataset {name}: {json.dumps({k: v for k, v in dspec.items() if k != 'cache_dir'})} "
+             f"run {json.dumps({k: v for k, v in run.items()})}", log)
+        neural = [s for s in ds_systems if s in NEURAL]
+        if (name not in SYNTHETIC_SHAPES or opts.quick) and n_labels >= ALL_MAX_LABELS and not opts.all_accuracy:
+            neural = [s for s in neural if s != "all"]  # quick: a step of `all` at 670K labels takes ~10 s
         if neural and not opts.no_throughput:
             _log(f"{name}: interleaved throughput, systems {neural}, threads {threads_list}, "
                  f"{opts.repeats} rounds of {opts.segment_seconds:g} s", log)
             entry["throughput"] = run_throughput(dspec, neural, common, threads_list, opts.repeats,
                                                  opts.segment_seconds, spec_dir, log)
-            entry["n_labels"] = entry["throughput"].get("n_labels")
+            entry["n_labels"] = entry["n_labels"] or entry["throughput"].get("n_labels")
         if not opts.no_accuracy:
-            for system in systems:
-                n_labels = SYNTHETIC_SHAPES[name][1] if name in SYNTHETIC_SHAPES else 0
-                if system == "all" and n_labels >= 100_000 and not opts.all_accuracy:
-                    tp_all = entry.get("throughput", {}).get("systems", {}).get("all", {}).get("median_samples_per_s", {})
-                    msg = (f"{name}: no accuracy run for `all` (exact softmax over {n_labels:,} labels is too slow here"
-                           + (f": {max(tp_all.values()):,.1f} samples/s" if tp_all else "")
-                           + "; --all-accuracy forces it); the P@1 reference is torch")
-                    notes.append(msg)
-                    _log(msg, log)
+            for system in ds_systems:
+                if system == "all" and n_labels >= ALL_MAX_LABELS and not opts.all_accuracy and run["primary"] != "all":
                     continue
                 _log(f"{name}: accuracy run {system} ...", log)
                 spec = {**common, **run, "dataset": dspec, "system": system, "mode": "accuracy",
-                        "threads": max(threads_list)}
+                        "threads": acc_threads, "epochs": run["torch_epochs"] if system == "torch" else run["epochs"]}
                 res = run_accuracy(spec, spec_dir, opts.worker_timeout, log)
                 entry["systems"][system] = res
-                entry["n_labels"] = entry.get("n_labels") or res.get("n_labels")
+                entry["n_labels"] = entry["n_labels"] or res.get("n_labels")
                 if "error" in res:
                     _log(f"  {system}: ERROR {res['error']}", log)
                 else:
-                    _log(f"  {system}: P@1 {res['P@1']:.4f} P@5 {res['P@5']:.4f} after {res.get('steps')} steps, "
-                         f"train {res['train_seconds']:.1f} s, {res.get('samples_per_s') or float('nan'):,.1f} samples/s, "
-                         f"peak RSS {res['peak_rss_mb']:,.0f} MiB", log)
-        entry["targets"] = dataset_targets(name, entry, opts)
+                    ep = res.get("epochs")
+                    _log(f"  {system}: P@1 {res['P@1']:.4f} P@3 {res['P@3']:.4f} P@5 {res['P@5']:.4f}"
+                         + (f" after {ep:.2f} epochs" if ep is not None else "")
+                         + f", train {res['train_seconds']:.1f} s, {res.get('samples_per_s') or float('nan'):,.1f} "
+                         f"samples/s, peak RSS {res['peak_rss_mb']:,.0f} MiB"
+                         + (f" ({res['stopped']})" if res.get("stopped") else ""), log)
+                _write_outputs(results, out)
+        entry["time_to_p1"] = time_to_matrix(entry["systems"])
+        results["targets"] = compute_targets(results)
         _write_outputs(results, out)  # partial results survive an interruption
     results["elapsed_seconds"] = time.perf_counter() - t_start
-    results["targets_summary"] = summarize_targets(results)
-    _write_outputs(results, out)
-    curve_note = plot_curves(results, out / "curve.png")
-    if curve_note:
-        results["notes"].append(curve_note)
+    results["targets"] = compute_targets(results)
+    for name, entry in results["datasets"].items():
+        png = out / f"curve-{name}.png"
+        note = plot_dataset_curve(name, entry, png)
+        if note:
+            if note not in results["notes"]:
+                results["notes"].append(note)
+        else:
+            entry["curve_png"] = png.name
     _write_outputs(results, out)
     shutil.rmtree(spec_dir, ignore_errors=True)
     log.close()
     return results
 
 
-def dataset_targets(name: str, entry: dict, opts) -> dict:
-    """The issue's targets, computed on this dataset where its systems ran."""
-    sysres = entry["systems"]
-    ok = {s: r for s, r in sysres.items() if "error" not in r}
-    tp = entry.get("throughput", {})
-    ratios = tp.get("ratios", {})
-    t = {}
-    # the P@1 for the time-to-accuracy comparison: stated, or 90% of the lower final P@1 of lsh/reference
-    ref = "torch" if "torch" in ok else ("all" if "all" in ok else None)
-    target = opts.target_p1
-    if target is None and "lsh" in ok and ref:
-        target = 0.9 * min(ok["lsh"]["P@1"], ok[ref]["P@1"])
-    t["p1_target"] = target
-    t["p1_target_rule"] = ("--target-p1" if opts.target_p1 is not None else
-                           f"0.9 x min(final P@1 of lsh, {ref})" if ref else None)
-    t["time_to_target"] = {s: time_to_p1(r.get("curve", []), target) for s, r in ok.items()
-                           if target is not None and r.get("curve")}
-    if "lsh/torch" in ratios:
-        t["lsh_vs_torch_sps"] = {"value": ratios["lsh/torch"], "goal": 20.0, "pass": ratios["lsh/torch"] >= 20.0}
-    tt = t["time_to_target"]
-    if tt.get("lsh") and tt.get("torch"):
-        v = tt["torch"] / tt["lsh"]
-        t["lsh_vs_torch_time_to_p1"] = {"value": v, "goal": 5.0, "pass": v >= 5.0}
-    elif "lsh" in ok and "torch" in ok and target is not None:
-        t["lsh_vs_torch_time_to_p1"] = {"value": None, "goal": 5.0, "pass": bool(tt.get("lsh")) and not tt.get("torch"),
-                                        "note": "one system never reached the target"}
-    pop = next((r["popularity_P@1"] for r in ok.values() if r.get("popularity_P@1") is not None), None)
-    if pop is not None and target is not None and target <= pop and "lsh_vs_torch_time_to_p1" in t:
-        t["lsh_vs_torch_time_to_p1"]["note"] = (f"target {target:.3f} <= popularity P@1 {pop:.3f}: not informative, "
-                                                "train longer or use --target-p1")
-    if "lsh/all" in ratios:
-        t["lsh_vs_all_sps"] = {"value": ratios["lsh/all"], "goal": 5.0, "pass": ratios["lsh/all"] >= 5.0}
-    ref_acc = "all" if "all" in ok else ("torch" if "torch" in ok else None)
-    if "lsh" in ok and ref_acc:
-        gap = ok["lsh"]["P@1"] - ok[ref_acc]["P@1"]
-        t["lsh_p1_vs_reference"] = {"reference": ref_acc, "value": gap, "goal": -0.01, "pass": gap >= -0.01,
-                                    "epochs": ok["lsh"].get("epochs")}
-    sc = tp.get("scaling", {}).get("lsh")
+# -------------------------------------------------------------------------------------------------
+# Targets
+# -------------------------------------------------------------------------------------------------
+
+def _target(name: str, dataset: str, goal_text: str, goal: float, *, measured=None, passed=None, fmt="{:.2f}",
+            note: str | None = None) -> dict:
+    """One row of the targets list. `passed` None means the systems it needs did not run."""
+    return {"name": name, "dataset": dataset, "target": goal_text, "goal": goal, "measured": measured,
+            "measured_text": _f(measured, fmt), "pass": passed,
+            "status": "not run" if passed is None else ("pass" if passed else "fail"), "note": note}
+
+
+def _get(results: dict, dataset: str, system: str):
+    """(result, None) for a system that ran on a dataset, else (None, why not)."""
+    e = results["datasets"].get(dataset)
+    if e is None:
+        return None, f"{dataset} not in this run"
+    r = e["systems"].get(system)
+    if r is None:
+        return None, f"{system} did not run on {dataset}"
+    if "error" in r:
+        return None, f"{system} failed on {dataset}: {r['error'][:160]}"
+    return r, None
+
+
+def _primary(results: dict, dataset: str) -> str:
+    e = results["datasets"].get(dataset)
+    return e["primary"] if e and e.get("primary") else "lsh"
+
+
+def _throughput_sps(results: dict, dataset: str, system: str, threads: str | None = None):
+    tp = results["datasets"].get(dataset, {}).get("throughput", {})
+    if not tp:
+        return None
+    t = threads or str(max(tp.get("threads", [1])))
+    return tp.get("systems", {}).get(system, {}).get("median_samples_per_s", {}).get(t)
+
+
+def _not_run(name, dataset, goal_text, goal, *whys) -> dict:
+    return _target(name, dataset, goal_text, goal, note="; ".join(dict.fromkeys(w for w in whys if w)))
+
+
+def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict:
+    """slidepy (the shipped config) against dense PyTorch's P@1 after `ref_epochs` epochs:
+    (torch's time to that P@1) / (slidepy's time to it) >= goal."""
+    goal_text = f">= {goal:g}x sooner"
+    sp_name = _primary(results, dataset)
+    sp, why1 = _get(results, dataset, sp_name)
+    tr, why2 = _get(results, dataset, "torch")
+    if sp is None or tr is None:
+        return _not_run(name, dataset, goal_text, goal, why1, why2)
+    notes = []
+    ref, how = p1_at_epoch(tr, ref_epochs)
+    if ref is None:  # torch stopped early (--max-seconds / --torch-epochs): its final P@1 stands in
+        ref = tr["P@1"]
+        notes.append(f"torch {how}: its final P@1 {ref:.4f} stands in for its {ref_label} P@1")
+    elif how:
+        notes.append(how)
+    t_torch = time_to_p1(tr["curve"], ref)
+    t_sp = time_to_p1(sp["curve"], ref, bool(sp.get("single_point")))
+    if t_sp is None:
+        best = max((p["P@1"] for p in sp["curve"] if p.get("P@1") is not None), default=float("nan"))
+        notes.append(f"{sp_name} never reached torch's {ref:.4f} (best {best:.4f} after {sp.get('epochs') or 0:.2f} "
+                     f"epochs, {sp['train_seconds']:.1f} s)")
+        # by how much: the same ratio at slidepy's own final P@1
+        t_torch_sp, t_sp_sp = time_to_p1(tr["curve"], sp["P@1"]), time_to_p1(sp["curve"], sp["P@1"])
+        if t_torch_sp and t_sp_sp:
+            notes.append(f"to {sp_name}'s final {sp['P@1']:.4f}: torch {t_torch_sp:.1f} s, {sp_name} {t_sp_sp:.1f} s "
+                         f"= {t_torch_sp / t_sp_sp:.2f}x")
+        return _target(name, dataset, goal_text, goal, measured=None, passed=False, note="; ".join(notes))
+    ratio = t_torch / t_sp if t_sp > 0 else float("inf")
+    notes.insert(0, f"P@1 {ref:.4f}: torch {t_torch:.1f} s, {sp_name} {t_sp:.1f} s")
+    return _target(name, dataset, goal_text, goal, measured=ratio, passed=ratio >= goal, fmt="{:.2f}x",
+                   note="; ".join(notes))
+
+
+def _sps_ratio(results, dataset, name, goal, a: str, b: str, threads: str | None = None) -> dict:
+    """samples/s of `a` over `b`: interleaved throughput medians where both were measured there,
+    else (threads None) the accuracy runs' training samples/s."""
+    goal_text = f">= {goal:g}x"
+    va, vb = _throughput_sps(results, dataset, a, threads), _throughput_sps(results, dataset, b, threads)
+    src = f"interleaved medians at {threads or 'the most'} thread(s)"
+    if (va is None or vb is None) and threads is None:
+        ra, why1 = _get(results, dataset, a)
+        rb, why2 = _get(results, dataset, b)
+        if ra is None or rb is None:
+            return _not_run(name, dataset, goal_text, goal, why1, why2)
+        va, vb, src = ra.get("samples_per_s"), rb.get("samples_per_s"), "accuracy runs' training samples/s"
+    if not va or not vb:
+        return _not_run(name, dataset, goal_text, goal,
+                        f"no samples/s for {a} and {b} on {dataset}" + (f" at {threads} thread(s)" if threads else ""))
+    ratio = va / vb
+    return _target(name, dataset, goal_text, goal, measured=ratio, passed=ratio >= goal, fmt="{:.2f}x",
+                   note=f"{a} {va:,.0f} vs {b} {vb:,.0f} samples/s ({src})")
+
+
+def _vs_trees(results, dataset) -> list[dict]:
+    """Issue 9: the shipped config's P@1 and P@5 >= the better tree's, training time <= 3x the
+    faster tree's."""
+    sp_name = _primary(results, dataset)
+    sp, why = _get(results, dataset, sp_name)
+    trees = {t: _get(results, dataset, t) for t in TREES}
+    ran = {t: r for t, (r, _) in trees.items() if r is not None}
+    whys = [w for _, w in trees.values() if w]
+    rows = []
+    for k in ("P@1", "P@5"):
+        name = f"{dataset}: slidepy {k} >= max(Omikuji, PECOS)"
+        goal_text = f">= best tree {k}"
+        if sp is None or not ran:
+            rows.append(_not_run(name, dataset, goal_text, None, why, *(whys if not ran else [])))
+            continue
+        best_t = max(ran, key=lambda t: ran[t][k])
+        best = ran[best_t][k]
+        note = f"{sp_name} {sp[k]:.4f} vs {best_t} {best:.4f}" + "".join(
+            f", {t} {r[k]:.4f}" for t, r in ran.items() if t != best_t)
+        if whys:
+            note += "; " + "; ".join(whys)
+        rows.append(_target(name, dataset, f">= {best:.4f} ({best_t})", best, measured=sp[k],
+                            passed=sp[k] >= best, fmt="{:.4f}", note=note))
+    name = f"{dataset}: slidepy training time <= 3x the faster tree's"
+    if sp is None or not ran:
+        rows.append(_not_run(name, dataset, "<= 3x", 3.0, why, *(whys if not ran else [])))
+    else:
+        fast_t = min(ran, key=lambda t: ran[t]["train_seconds"])
+        ratio = sp["train_seconds"] / ran[fast_t]["train_seconds"]
+        rows.append(_target(name, dataset, "<= 3x", 3.0, measured=ratio, passed=ratio <= 3.0, fmt="{:.2f}x",
+                            note=f"{sp_name} {sp['train_seconds']:.1f} s ({sp.get('epochs') or 0:.2f} epochs) vs "
+                                 f"{fast_t} {ran[fast_t]['train_seconds']:.1f} s"))
+    return rows
+
+
+def _nextword_one_epoch(results) -> list[dict]:
+    """Issue 9, DebianNextWord: slidepy's P@1 after 1 epoch beats PECOS's and dense PyTorch's
+    1-epoch P@1."""
+    ds = "debian-nextword"
+    sp_name = _primary(results, ds)
+    sp, why = _get(results, ds, sp_name)
+    rows = []
+    for other, label in (("pecos", "PECOS"), ("torch", "dense PyTorch's 1-epoch")):
+        name = f"{ds}: slidepy 1-epoch P@1 > {label} P@1"
+        r, why2 = _get(results, ds, other)
+        if sp is None or r is None:
+            rows.append(_not_run(name, ds, f"> {other}", None, why, why2))
+            continue
+        v, how = p1_at_epoch(sp, 1.0)
+        notes = [how] if how else []
+        ref = r["P@1"]
+        if other == "torch":
+            ref, how2 = p1_at_epoch(r, 1.0)
+            if ref is None:
+                ref = r["P@1"]
+                notes.append(f"torch {how2}: its final P@1 stands in")
+            elif how2:
+                notes.append(f"torch: {how2}")
+        if v is None:
+            rows.append(_target(name, ds, f"> {ref:.4f}", ref, passed=False,
+                                note=f"{sp_name} {how}: no 1-epoch P@1"))
+            continue
+        notes.insert(0, f"{sp_name} {v:.4f} vs {other} {ref:.4f}")
+        rows.append(_target(name, ds, f"> {ref:.4f} ({other})", ref, measured=v, passed=v > ref, fmt="{:.4f}",
+                            note="; ".join(notes)))
+    return rows
+
+
+def compute_targets(results: dict) -> list[dict]:
+    """The targets of issues 10 and 9 as a list of {name, dataset, measured, target, pass, status,
+    note}; every ratio is measured within this one run. Targets whose dataset or systems did not
+    run are listed with pass None and status "not run"."""
+    rows = [
+        _time_to_target(results, "debian-deps", "DebianDeps: slidepy reaches dense PyTorch's 10-epoch P@1 >= 5x sooner",
+                        5.0, 10.0, "10-epoch"),
+        _time_to_target(results, "debian-nextword",
+                        "DebianNextWord: slidepy reaches dense PyTorch's 1-epoch P@1 >= 10x sooner", 10.0, 1.0, "1-epoch"),
+    ]
+    sp = _primary(results, "debian-nextword")
+    rows.append(_sps_ratio(results, "debian-nextword", "DebianNextWord: slidepy samples/s >= 15x dense PyTorch's",
+                           15.0, sp, "torch"))
+    ds = "amazon670k"
+    rows.append(_sps_ratio(results, ds, "Amazon-670K shape: lsh samples/s >= 30x dense PyTorch's at 1 thread",
+                           30.0, "lsh", "torch", threads="1"))
+    name, goal_text = "Amazon-670K shape: lsh 1->2 thread efficiency >= 0.85", ">= 0.85"
+    sc = results["datasets"].get(ds, {}).get("throughput", {}).get("scaling", {}).get("lsh")
     if sc:
-        t["lsh_thread_efficiency_1_2"] = {"value": sc["efficiency_1_2"], "goal": 0.85, "pass": sc["efficiency_1_2"] >= 0.85}
-    if name == "amazon670k" and "lsh" in ok:
-        rss = ok["lsh"]["peak_rss_mb"]
-        t["lsh_peak_rss_amazon670k"] = {"value": rss, "goal": 4096.0, "pass": rss < 4096.0}
-    return t
-
-
-def summarize_targets(results: dict) -> dict:
-    out = {}
-    for name, entry in results["datasets"].items():
-        for k, v in entry.get("targets", {}).items():
-            if isinstance(v, dict) and "pass" in v:
-                out[f"{name}:{k}"] = v["pass"]
-    return out
+        rows.append(_target(name, ds, goal_text, 0.85, measured=sc["efficiency_1_2"], passed=sc["efficiency_1_2"] >= 0.85,
+                            note=f"{sc['sps1']:,.0f} samples/s at 1 thread, {sc['sps2']:,.0f} at 2"))
+    else:
+        rows.append(_not_run(name, ds, goal_text, 0.85, f"{ds} not in this run" if ds not in results["datasets"]
+                             else "no lsh throughput at 1 and 2 threads (--threads 1,2)"))
+    name, goal_text = "Amazon-670K shape: lsh weight-row traffic >= 50% of copy bandwidth", ">= 50%"
+    lt = results["datasets"].get(ds, {}).get("throughput", {}).get("systems", {}).get("lsh", {})
+    bw = results.get("memory_bandwidth") or {}
+    if lt.get("row_traffic_GBps") and bw.get("copy_GBps"):
+        share = lt["row_traffic_GBps"] / bw["copy_GBps"]
+        rows.append(_target(name, ds, goal_text, 0.5, measured=share * 100, passed=share >= 0.5, fmt="{:.0f}%",
+                            note=f"{lt['row_traffic_GBps']:.2f} GB/s of {bw['copy_GBps']:.2f} GB/s"))
+    else:
+        rows.append(_not_run(name, ds, goal_text, 0.5, f"{ds} not in this run" if ds not in results["datasets"]
+                             else "no lsh throughput or no bandwidth measurement (--no-bandwidth)"))
+    name, goal_text = "Amazon-670K shape: lsh peak RSS < 4 GiB", "< 4,096 MiB"
+    r, why = _get(results, ds, "lsh")
+    rows.append(_target(name, ds, goal_text, 4096.0, measured=r["peak_rss_mb"], passed=r["peak_rss_mb"] < 4096.0,
+                        fmt="{:,.0f} MiB") if r else _not_run(name, ds, goal_text, 4096.0, why))
+    for d in TREE_TARGET_DATASETS:
+        rows.extend(_vs_trees(results, d))
+    rows.extend(_nextword_one_epoch(results))
+    return rows
 
 
 # -------------------------------------------------------------------------------------------------
@@ -835,20 +1346,16 @@ def _f(x, fmt="{:,.1f}", none="—"):
     return fmt.format(x)
 
 
-def _pf(t: dict | None) -> str:
-    if not t:
-        return "n/a"
-    return "PASS" if t.get("pass") else "FAIL"
+def _cell(text) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
-TARGET_TEXT = {
-    "lsh_vs_torch_sps": ("lsh samples/s >= 20x torch (full softmax)", "{:.2f}x"),
-    "lsh_vs_torch_time_to_p1": ("lsh >= 5x less training time than torch to the same P@1", "{:.2f}x"),
-    "lsh_vs_all_sps": ("lsh samples/s >= 5x all", "{:.2f}x"),
-    "lsh_p1_vs_reference": ("lsh P@1 within 1 point of the reference after the same epochs", "{:+.4f}"),
-    "lsh_thread_efficiency_1_2": ("1->2 thread efficiency of lsh >= 0.85", "{:.2f}"),
-    "lsh_peak_rss_amazon670k": ("lsh peak RSS at the Amazon-670K shape < 4 GiB", "{:,.0f} MiB"),
-}
+def render_targets(targets: list[dict]) -> list[str]:
+    L = ["| target | measured | goal | result | how |", "|---|---|---|---|---|"]
+    for t in targets:
+        res = {"pass": "PASS", "fail": "FAIL"}.get(t["status"], t["status"])
+        L.append(f"| {_cell(t['name'])} | {t['measured_text']} | {_cell(t['target'])} | {res} | {_cell(t.get('note') or '')} |")
+    return L
 
 
 def render_markdown(results: dict) -> str:
@@ -859,15 +1366,21 @@ def render_markdown(results: dict) -> str:
     L.append(f"Machine: {m['platform']}, Python {m['python']}, {m['cpus']} CPUs (numba threads {m['numba_threads']}), "
              f"load average at start {m.get('load_avg_at_start')}. Started {results['started']}"
              + (f", took {results['elapsed_seconds']:.0f} s." if "elapsed_seconds" in results else "."))
-    L.append(f"Model: sparse input -> {s['hidden']} ReLU -> softmax over all labels; batch {s['batch_size']}, "
-             f"Adam lr {s['lr']}, same for every neural system. Throughput: {s['repeats']} interleaved rounds of "
+    L.append(f"Accuracy runs at {max(s['threads'])} thread(s). Throughput: {s['repeats']} interleaved rounds of "
              f"{s['segment_seconds']:g} s segments per thread count {s['threads']}; medians and ratios of medians."
-             + (" **Quick mode: tiny sizes, numbers only check the plumbing.**" if s["quick"] else ""))
+             + (" **Quick mode: small sizes, numbers only check the plumbing.**" if s["quick"] else ""))
     L.append("")
+    if results.get("targets"):
+        L.append("## Targets")
+        L.append("")
+        L.append("Ratios measured within this run; \"not run\" where a system or dataset it needs did not run.")
+        L.append("")
+        L.extend(render_targets(results["targets"]))
+        L.append("")
     bw = results.get("memory_bandwidth")
     bw = bw if bw and "copy_GBps" in bw else None
     for name, e in results["datasets"].items():
-        d = e["spec"]
+        d, run = e["spec"], e["run"]
         L.append(f"## {name}")
         L.append("")
         if name in SYNTHETIC_SHAPES:
@@ -877,25 +1390,30 @@ def render_markdown(results: dict) -> str:
                      f"{d['noise_fraction']}** (raised from the default 0.2, at which the data is too easy for P@1 "
                      f"to separate systems); eval on {d['eval_subset']:,} test samples.")
         else:
-            where = "the whole test set" if not d.get("eval_subset") else f"the first {d['eval_subset']:,} test samples"
-            L.append(f"Real data (`{REAL_PATHS[name][0]}`, {e.get('n_labels') or '?'} labels); eval on {where}.")
+            any_r = next((r for r in e["systems"].values() if "n_test" in r), {})
+            where = (f"the whole test split ({any_r['n_test']:,} samples)" if not d.get("eval_subset") and any_r
+                     else "the whole test split" if not d.get("eval_subset") else f"the first {d['eval_subset']:,} test samples")
+            n_train = f", first {d['n_train']:,} training samples" if d.get("n_train") else ""
+            L.append(f"Real data (`{REAL_PATHS[name][0]}`, {_f(e.get('n_labels'), '{:,}', '?')} labels{n_train}); "
+                     f"exact P@k on {where}.")
         pops = [r.get("popularity_P@1") for r in e["systems"].values() if r.get("popularity_P@1") is not None]
         if pops:
-            L.append(f"Always predicting the most frequent training label gives P@1 {pops[0]:.4f}: P@1 at or below "
-                     f"that (and a time-to-P@1 target at or below it) shows no learning beyond label popularity.")
-        run = e["run"]
-        L.append(f"Accuracy runs: {run['epochs']} epoch(s)" + (f", at most {run['max_steps']} steps" if run.get("max_steps") else "")
-                 + f", {run['evals']} eval points, exact scoring (every label).")
+            L.append(f"Always predicting the most frequent training label gives P@1 {pops[0]:.4f}.")
+        L.append(f"slidepy: {run['epochs']:g} epoch(s) ("
+                 + (f"`{run['config_path']}`'s output mode `{run['primary']}` is the shipped one" if run.get("config_path")
+                    else "the bench's own settings")
+                 + f"); torch: {run['torch_epochs']:g} epoch(s)"
+                 + (f"; at most {run['max_steps']} steps" if run.get("max_steps") else "")
+                 + (f"; at most {run['max_seconds']:g} training seconds per system" if run.get("max_seconds") else "")
+                 + f"; eval at every epoch end and {run['evals']} points per run at least.")
         L.append("")
         tp = e.get("throughput", {})
         tmax = str(max(s["threads"]))
-        tg = e.get("targets", {})
-        target = tg.get("p1_target")
-        L.append(f"| system | config | samples/s @{tmax}t (median, interleaved) | lsh / system | JIT compile s "
-                 f"| P@1 | P@5 | steps (epochs) | train s | time to P@1 >= {_f(target, '{:.3f}')} (s) | peak RSS MiB "
+        L.append(f"| system | config | P@1 | P@3 | P@5 | train s | epochs | samples/s (training run) "
+                 f"| samples/s @{tmax}t (interleaved median) | lsh / system | JIT compile s | peak RSS MiB "
                  f"| active neurons per layer | kernel / optimizer / rebuild / other % |")
-        L.append("|" + "---|" * 13)
-        names = list(dict.fromkeys(list(tp.get("systems", {})) + list(e["systems"])))
+        L.append("|" + "---|" * 14)
+        names = list(dict.fromkeys(list(e["systems"]) + list(tp.get("systems", {}))))
         lsh_sps = tp.get("systems", {}).get("lsh", {}).get("median_samples_per_s", {}).get(tmax)
         for sys_name in names:
             a = e["systems"].get(sys_name, {})
@@ -903,20 +1421,36 @@ def render_markdown(results: dict) -> str:
             sps = t.get("median_samples_per_s", {}).get(tmax)
             ratio = lsh_sps / sps if lsh_sps and sps and sys_name != "lsh" else None
             err = a.get("error") or t.get("error")
-            rss = a.get("peak_rss_mb")
             share = a.get("time_share") or {}
             share_txt = (" / ".join(_f(share.get(k, 0) * 100, "{:.0f}") for k in ("kernel", "optimizer", "rebuild", "other"))
                          if share else "—")
             comp = a.get("compile_seconds", t.get("compile_seconds"))
-            cfg_txt = describe_system(sys_name, e.get("n_labels") or 0)
             active = a.get("active_mean")
+            label = sys_name + (" (slidepy)" if sys_name == e.get("primary") and run.get("config_path") else "")
             L.append("| " + " | ".join([
-                sys_name + (f" (error: {err[:80]})" if err else ""), cfg_txt, _f(sps), _f(ratio, "{:.2f}x"),
-                _f(comp, "{:.1f}"), _f(a.get("P@1"), "{:.4f}"), _f(a.get("P@5"), "{:.4f}"),
-                f"{a['steps']} ({a['epochs']:.2f})" if a.get("steps") is not None else "—",
-                _f(a.get("train_seconds")), _f(tg.get("time_to_target", {}).get(sys_name)), _f(rss, "{:,.0f}"),
+                label + (f" (error: {_cell(err[:100])})" if err else ""),
+                _cell(e.get("configs", {}).get(sys_name, describe_system(sys_name, e.get("n_labels") or 0, run))),
+                _f(a.get("P@1"), "{:.4f}"), _f(a.get("P@3"), "{:.4f}"), _f(a.get("P@5"), "{:.4f}"),
+                _f(a.get("train_seconds")),
+                _f(a.get("epochs"), "{:.2f}") + (" (capped)" if a.get("stopped") else ""),
+                _f(a.get("samples_per_s"), "{:,.0f}"), _f(sps, "{:,.0f}"), _f(ratio, "{:.2f}x"),
+                _f(comp, "{:.1f}"), _f(a.get("peak_rss_mb"), "{:,.0f}"),
                 ", ".join(f"{x:,.0f}" for x in active) if active else "—", share_txt]) + " |")
         L.append("")
+        mat = e.get("time_to_p1") or {}
+        if mat:
+            cols = list(mat)
+            L.append("Training seconds each system (row) takes to reach each system's final P@1 (column); "
+                     "linear between eval points, trees only at their end; \"never\": not within its run.")
+            L.append("")
+            L.append("| system | " + " | ".join(f"→ {c} {e['systems'][c]['P@1']:.4f}" for c in cols) + " |")
+            L.append("|---|" + "---|" * len(cols))
+            for r in cols:
+                L.append(f"| {r} | " + " | ".join(_f(mat[r].get(c), "{:,.1f}", "never") for c in cols) + " |")
+            L.append("")
+        if e.get("curve_png"):
+            L.append(f"P@1 against training seconds: `{e['curve_png']}`.")
+            L.append("")
         if tp.get("ratios"):
             L.append("Ratios of median samples/s (interleaved, " + tmax + " threads): "
                      + ", ".join(f"{k} = {v:.2f}x" for k, v in tp["ratios"].items()) + ".")
@@ -924,33 +1458,23 @@ def render_markdown(results: dict) -> str:
             L.append("")
             L.append("Thread scaling (median samples/s per thread count; efficiency = (sps_n / sps_1) / n):")
             L.append("")
-            L.append("| system | " + " | ".join(f"{t} thr" for t in s["threads"]) + " | efficiency |")
-            L.append("|---|" + "---|" * (len(s["threads"]) + 1))
+            L.append("| system | " + " | ".join(f"{t} thr" for t in s["threads"]) + " | efficiency | peak RSS MiB |")
+            L.append("|---|" + "---|" * (len(s["threads"]) + 2))
             for sys_name, t in tp["systems"].items():
                 med = t.get("median_samples_per_s", {})
                 eff = t.get("efficiency", {})
                 L.append(f"| {sys_name} | " + " | ".join(_f(med.get(str(x))) for x in s["threads"]) + " | "
-                         + ", ".join(f"{k}t {v:.2f}" for k, v in eff.items() if k != "1") + " |")
+                         + ", ".join(f"{k}t {v:.2f}" for k, v in eff.items() if k != "1") + " | "
+                         + _f(t.get("peak_rss_mb"), "{:,.0f}") + " |")
             lt = tp["systems"].get("lsh", {})
             if bw and lt.get("row_traffic_GBps") is not None:
                 L.append("")
                 L.append(f"Memory bandwidth: NumPy copy {bw['copy_GBps']:.2f} GB/s (read+write, {bw['bytes'] / 2**30:.2f} GiB, "
                          f"median of {bw['repeats']}); slidepy lsh output-layer weight-row traffic "
-                         f"{lt['row_traffic_GBps']:.2f} GB/s ({lt['row_traffic_bytes_per_step'] / 2**20:,.1f} MiB/step: active rows x 128 x 4 B x 4 "
-                         f"(W read fwd + bwd, grad read+write) + optimizer rows x 128 x 4 B x 8 (param, grad, m, v read+write), "
+                         f"{lt['row_traffic_GBps']:.2f} GB/s ({lt['row_traffic_bytes_per_step'] / 2**20:,.1f} MiB/step: active rows x width x 4 B x 4 "
+                         f"(W read fwd + bwd, grad read+write) + optimizer rows x width x 4 B x 8 (param, grad, m, v read+write), "
                          f"over kernel+optimizer step time) = {lt['row_traffic_GBps'] / bw['copy_GBps'] * 100:.0f}% of copy bandwidth.")
         L.append("")
-        rows = [(k, v) for k, v in tg.items() if isinstance(v, dict) and "pass" in v]
-        if rows:
-            L.append("| target | measured | result |")
-            L.append("|---|---|---|")
-            for k, v in rows:
-                text, fmt = TARGET_TEXT[k]
-                if k == "lsh_p1_vs_reference":
-                    text = text.replace("the reference", f"`{v['reference']}`")
-                measured = _f(v.get("value"), fmt) + (f" ({v['note']})" if v.get("note") else "")
-                L.append(f"| {text} | {measured} | {_pf(v)} |")
-            L.append("")
     if bw and not any(e.get("throughput", {}).get("systems", {}).get("lsh", {}).get("row_traffic_GBps") for e in results["datasets"].values()):
         L.append(f"Memory bandwidth: NumPy copy {bw['copy_GBps']:.2f} GB/s (read+write).")
         L.append("")
@@ -963,34 +1487,48 @@ def render_markdown(results: dict) -> str:
     return "\n".join(L)
 
 
-def plot_curves(results: dict, path: Path) -> str | None:
-    try:
-        import matplotlib
+def plot_dataset_curve(name: str, entry: dict, path: Path) -> str | None:
+    """P@1 against training seconds for every system of one dataset (a tree is one marker).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    slidepy.plot draws runs from their metrics.jsonl (six panels of one trainer's records); the
+    bench's systems include PyTorch and trees, which have no metrics.jsonl, so this draws the one
+    panel the bench needs the same way (matplotlib's Figure, no pyplot)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
-        return "curve.png not written: matplotlib is not importable (pip install -e '.[bench]')"
-    names = [n for n, e in results["datasets"].items() if any(r.get("curve") for r in e["systems"].values())]
-    if not names:
-        return "curve.png not written: no eval curves"
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for sys_name, r in results["datasets"][name]["systems"].items():
-            c = r.get("curve") or []
-            if c:
-                ax.plot([0.0] + [p["train_seconds"] for p in c], [0.0] + [p["P@1"] for p in c], marker="o", label=sys_name)
-        tgt = results["datasets"][name].get("targets", {}).get("p1_target")
-        if tgt:
-            ax.axhline(tgt, color="grey", ls=":", lw=1)
+        return "curve-*.png not written: matplotlib is not importable (pip install -e '.[bench]')"
+    ok = {s: r for s, r in entry["systems"].items() if "error" not in r and r.get("curve")}
+    if not ok:
+        return None if not entry["systems"] else f"curve-{name}.png not written: no system finished"
+    fig = Figure(figsize=(8.0, 5.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, (sys_name, r) in enumerate(ok.items()):
+        c = r["curve"]
+        label = sys_name + (" (slidepy config)" if sys_name == entry.get("primary") and entry["run"].get("config_path") else "")
+        label += f": {r['P@1']:.3f}"
+        xs = [p["train_seconds"] for p in c if p.get("P@1") is not None]
+        ys = [p["P@1"] for p in c if p.get("P@1") is not None]
+        if r.get("single_point"):
+            ax.plot(xs, ys, linestyle="none", marker="*", markersize=14, color=f"C{i % 10}", label=label)
+        else:
+            ax.plot(xs, ys, marker="o", markersize=4, color=f"C{i % 10}", label=label)
+    xs_all = [p["train_seconds"] for r in ok.values() for p in r["curve"] if p.get("P@1") is not None]
+    if xs_all and min(xs_all) > 0:
+        ax.set_xscale("log")
+    else:
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlabel("training seconds")
-        ax.set_ylabel("P@1")
-        ax.set_title(name)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.set_xlabel("training seconds (evaluation and compilation excluded)")
+    ax.set_ylabel("P@1 (exact)")
+    n_test = next((r.get("n_test") for r in ok.values() if r.get("n_test")), None)
+    ax.set_title(f"{name}: P@1 against training seconds" + (f" ({n_test:,} test samples)" if n_test else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        return f"{path}: cannot write ({exc})"
     return None
 
 
@@ -1005,30 +1543,54 @@ def _write_outputs(results: dict, out: Path) -> None:
 # CLI
 # -------------------------------------------------------------------------------------------------
 
+def parse_config_map(items: list[str]) -> dict:
+    """`--config NAME=PATH` items -> {NAME: PATH}."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--config {item!r}: expected NAME=PATH, e.g. debian-deps=configs/debian-deps.yaml")
+        out[name.strip()] = path.strip()
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench", help="output directory (default bench)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: check the plumbing in a few minutes")
+    p.add_argument("--quick", action="store_true", help="small sizes: check the plumbing in a few minutes")
     p.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
                    help=f"comma list of {', '.join(list(SYNTHETIC_SHAPES) + list(REAL_PATHS))}")
-    p.add_argument("--systems", default="lsh,all,random,torch,omikuji")
-    p.add_argument("--n-train", type=int, default=None, help="synthetic training samples (default 10000; quick 2000)")
-    p.add_argument("--eval-subset", type=int, default=None, help="test samples scored (synthetic default 1000)")
+    p.add_argument("--systems", default=None,
+                   help="comma list of lsh, all, random, torch, omikuji, pecos (default: all of them; the trees "
+                        "only on real data); `slidepy` = the mode the dataset's config ships")
+    p.add_argument("--config", action="append", metavar="NAME=PATH",
+                   help="the slidepy config for dataset NAME (default configs/<dataset>.yaml where shipped)")
+    p.add_argument("--data-root", default=None,
+                   help="where ../shared/data is (default: found from the repository root upwards)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training samples (synthetic: generated, default 10000, quick 2000; real: the first N)")
+    p.add_argument("--eval-subset", type=int, default=None,
+                   help="test samples scored (synthetic default 1000; real: the whole test split)")
     p.add_argument("--noise-fraction", type=float, default=0.55,
                    help="synthetic noise fraction (default 0.55; 0.2, the generator's default, is too easy)")
-    p.add_argument("--epochs", type=int, default=None, help="accuracy-run epochs (default per dataset)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--evals", type=int, default=4, help="eval points per accuracy run")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--threads", default="1,2", help="thread counts for throughput/scaling, e.g. 1,2,4,8,16")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per thread count")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="epochs of every neural system (default: the config's; torch per --torch-epochs)")
+    p.add_argument("--torch-epochs", type=float, default=None,
+                   help="epochs of dense PyTorch (default --epochs, else 10 on debian-deps and 1 on debian-nextword)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on the steps of each neural accuracy run")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="cap on the training seconds of each neural accuracy run (trees are not capped)")
+    p.add_argument("--evals", type=int, default=4, help="eval points per accuracy run (at least; plus every epoch end)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's, else 128")
+    p.add_argument("--lr", type=float, default=None, help="default: the config's, else 1e-3")
+    p.add_argument("--threads", default="1,2",
+                   help="thread counts for throughput/scaling, e.g. 1,2,4,8,16; accuracy runs use the largest")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds per thread count (default 3; quick 2)")
     p.add_argument("--segment-seconds", type=float, default=None, help="timed segment length (default 6; quick 1.5)")
-    p.add_argument("--target-p1", type=float, default=None, help="P@1 for time-to-accuracy (default: derived)")
-    p.add_argument("--worker-timeout", type=float, default=3600.0)
+    p.add_argument("--worker-timeout", type=float, default=3600.0, help="wall-clock cap per worker subprocess")
     p.add_argument("--all-accuracy", action="store_true",
-                   help="also run `all` to the end on label sets >= 100K (skipped by default: too slow)")
+                   help=f"also run `all` on label sets >= {ALL_MAX_LABELS:,} (skipped by default: too slow)")
     p.add_argument("--no-throughput", action="store_true")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--no-bandwidth", action="store_true")
@@ -1040,11 +1602,15 @@ def main(argv=None) -> int:
     opts = build_parser().parse_args(argv)
     if opts.worker:
         return worker_main(opts.worker)
+    sys.path.insert(0, str(REPO))
+    opts.config_map = parse_config_map(opts.config or [])
     if opts.segment_seconds is None:
         opts.segment_seconds = 1.5 if opts.quick else 6.0
+    if opts.repeats is None:
+        opts.repeats = 2 if opts.quick else 3
     if opts.quick and opts.datasets == ",".join(DEFAULT_DATASETS):
-        opts.datasets = "amazon670k,delicious,bibtex"
-    results = run_benchmark(opts)
+        opts.datasets = ",".join(QUICK_DATASETS)
+    run_benchmark(opts)
     print()
     print((Path(opts.out) / "results.md").read_text())
     return 0

@@ -240,8 +240,7 @@ class Trainer:
             if t.batch_size > n_train:
                 self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
                            f"in {self.train_data.source}): every step uses all {n_train} samples")
-            self._total_steps = min(t.epochs * self._batches_per_epoch(), t.max_steps if t.max_steps is not None
-                                    else t.epochs * self._batches_per_epoch())
+            self._total_steps = self.planned_steps()
             self.last_eval, self._window = {}, [0.0, 0, 0.0]
             compile_seconds = self.engine.warmup(self.train_data, on_compile=lambda: print(
                 "compiling kernels (first run only)...", end="", file=sys.stderr, flush=True))
@@ -319,13 +318,20 @@ class Trainer:
             self._end_epoch()
         return step
 
+    def planned_steps(self) -> int:
+        """Steps this run is configured for: the epochs (at most training.max_steps); the linear
+        learning-rate schedule decays over them (or over time_budget_s, whichever comes first)."""
+        t = self.config.training
+        steps = t.epochs * self._batches_per_epoch()
+        return min(steps, t.max_steps) if t.max_steps is not None else steps
+
     def _out_of_time(self) -> bool:
         budget = self.config.training.time_budget_s
         return budget is not None and self.train_seconds >= budget
 
     def _run_progress(self) -> float:
         """The share of the run done, by steps or by training.time_budget_s, whichever is ahead."""
-        done = self.step / max(1, self._total_steps)
+        done = self.step / max(1, self._total_steps or self.planned_steps())
         budget = self.config.training.time_budget_s
         return max(done, self.train_seconds / budget) if budget else done
 

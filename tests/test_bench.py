@@ -30,37 +30,239 @@ def test_row_traffic_bytes():
     assert bench.row_traffic_bytes(10, 3) == (10 * 4 + 3 * 8) * 512
 
 
+def test_time_to_p1_single_point():
+    # a tree is ready only at the end of its training: no interpolation from zero
+    curve = [{"train_seconds": 4.0, "P@1": 0.6}]
+    assert bench.time_to_p1(curve, 0.3, single_point=True) == 4.0
+    assert bench.time_to_p1(curve, 0.7, single_point=True) is None
+    assert bench.time_to_p1(curve, 0.3) == pytest.approx(2.0)
+
+
+def test_p1_at_epoch():
+    r = {"epochs": 2.0, "curve": [{"epoch": 0.5, "P@1": 0.2}, {"epoch": 1.0, "P@1": 0.3}, {"epoch": 2.0, "P@1": 0.5}]}
+    assert bench.p1_at_epoch(r, 1.0) == (0.3, None)
+    v, note = bench.p1_at_epoch(r, 1.5)
+    assert v == pytest.approx(0.4) and "interpolated" in note
+    v, note = bench.p1_at_epoch(r, 3.0)
+    assert v is None and "fewer than 3" in note
+
+
+def test_time_to_matrix():
+    systems = {"lsh": {"P@1": 0.5, "curve": [{"train_seconds": 1.0, "P@1": 0.3}, {"train_seconds": 2.0, "P@1": 0.5}]},
+               "pecos": {"P@1": 0.4, "single_point": True, "curve": [{"train_seconds": 3.0, "P@1": 0.4}]},
+               "torch": {"error": "boom"}}
+    m = bench.time_to_matrix(systems)
+    assert set(m) == {"lsh", "pecos"}
+    assert m["lsh"]["pecos"] == pytest.approx(1.5)  # between (1 s, 0.3) and (2 s, 0.5)
+    assert m["lsh"]["lsh"] == pytest.approx(2.0)
+    assert m["pecos"]["lsh"] is None and m["pecos"]["pecos"] == 3.0
+
+
+def _curve(points, spe=10):
+    """[(epoch, seconds, P@1)] -> eval records."""
+    return [{"step": int(round(e * spe)), "epoch": e, "train_seconds": t, "P@1": p, "P@3": p / 2, "P@5": p / 3}
+            for e, t, p in points]
+
+
+def _run(system, points, **kw):
+    c = _curve(points)
+    last = c[-1]
+    return {"system": system, "curve": c, "epochs": last["epoch"], "train_seconds": last["train_seconds"],
+            "samples_per_s": kw.pop("sps", 1000.0), "peak_rss_mb": 100.0,
+            **{k: last[k] for k in ("P@1", "P@3", "P@5")}, **kw}
+
+
+def _tree(system, seconds, p1, p5):
+    return {"system": system, "single_point": True, "train_seconds": seconds, "epochs": None, "peak_rss_mb": 50.0,
+            "samples_per_s": 1e4, "P@1": p1, "P@3": p1 / 2, "P@5": p5,
+            "curve": [{"train_seconds": seconds, "P@1": p1, "P@3": p1 / 2, "P@5": p5}]}
+
+
+def _by_name(targets, fragment, dataset=None):
+    rows = [t for t in targets if fragment in t["name"] and (dataset is None or t["dataset"] == dataset)]
+    assert len(rows) == 1, (fragment, [t["name"] for t in targets])
+    return rows[0]
+
+
+def test_targets_not_run_when_nothing_ran():
+    targets = bench.compute_targets({"datasets": {}})
+    assert targets and all(t["status"] == "not run" and t["pass"] is None for t in targets)
+    for t in targets:
+        assert {"name", "measured", "target", "pass"} <= set(t)
+
+
+def test_targets_debian_deps():
+    # torch: 10 epochs reaching 0.72 at 100 s; slidepy reaches 0.72 at 15 s (between 10 s, 0.70 and 20 s, 0.74)
+    torch = _run("torch", [(e, 10.0 * e, 0.5 + 0.022 * e) for e in range(1, 11)])
+    lsh = _run("lsh", [(1, 10.0, 0.70), (2, 20.0, 0.74)])
+    results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {
+        "lsh": lsh, "torch": torch, "omikuji": _tree("omikuji", 30.0, 0.76, 0.41),
+        "pecos": _tree("pecos", 10.0, 0.73, 0.42), "random": {"system": "random", "error": "worker exit 1"}}}}}
+    targets = bench.compute_targets(results)
+    t = _by_name(targets, "DebianDeps: slidepy reaches")
+    assert t["status"] == "pass" and t["measured"] == pytest.approx(100.0 / 15.0)
+    p1 = _by_name(targets, "P@1 >= max", "debian-deps")
+    assert p1["status"] == "fail" and p1["goal"] == 0.76 and p1["measured"] == pytest.approx(0.74)
+    p5 = _by_name(targets, "P@5 >= max", "debian-deps")
+    assert p5["goal"] == 0.42 and p5["pass"] is False
+    tt = _by_name(targets, "training time", "debian-deps")
+    assert tt["measured"] == pytest.approx(2.0) and tt["pass"] is True  # 20 s against PECOS's 10 s
+    assert _by_name(targets, "DebianNextWord: slidepy reaches")["status"] == "not run"
+    # without torch: not run, never pass
+    del results["datasets"]["debian-deps"]["systems"]["torch"]
+    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    assert t["status"] == "not run" and t["pass"] is None and "torch did not run" in t["note"]
+    # a failed torch run is "not run" too
+    results["datasets"]["debian-deps"]["systems"]["torch"] = {"system": "torch", "error": "timed out"}
+    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    assert t["status"] == "not run" and "torch failed" in t["note"]
+
+
+def test_targets_slidepy_never_reaches():
+    torch = _run("torch", [(5, 50.0, 0.6), (10, 100.0, 0.8)])
+    lsh = _run("lsh", [(5, 5.0, 0.5), (10, 10.0, 0.7)])
+    results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {"lsh": lsh, "torch": torch}}}}
+    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    assert t["status"] == "fail" and t["measured"] is None and "never reached" in t["note"]
+    # by how much: torch reaches lsh's final 0.7 at 75 s (halfway from 0.6 at 50 s to 0.8 at 100 s), lsh at 10 s
+    assert "7.50x" in t["note"]
+    assert _by_name(bench.compute_targets(results), "P@1 >= max", "debian-deps")["status"] == "not run"
+
+
+def test_targets_debian_nextword():
+    torch = _run("torch", [(0.5, 300.0, 0.10), (1.0, 600.0, 0.15)], sps=700.0)
+    lsh = _run("lsh", [(0.5, 20.0, 0.12), (1.0, 40.0, 0.16), (2.0, 80.0, 0.18)], sps=12000.0)
+    results = {"datasets": {"debian-nextword": {"primary": "lsh", "systems": {
+        "lsh": lsh, "torch": torch, "pecos": _tree("pecos", 70.0, 0.17, 0.3)}}}}
+    targets = bench.compute_targets(results)
+    t = _by_name(targets, "DebianNextWord: slidepy reaches")
+    # torch reaches its own 1-epoch 0.15 at 600 s; slidepy at 20 + 20 * 0.03 / 0.04 = 35 s
+    assert t["measured"] == pytest.approx(600.0 / 35.0) and t["status"] == "pass"
+    s = _by_name(targets, "samples/s >= 15x")
+    assert s["measured"] == pytest.approx(12000.0 / 700.0) and s["pass"] is True and "accuracy runs" in s["note"]
+    # interleaved medians win over the accuracy runs when both systems were measured there
+    results["datasets"]["debian-nextword"]["throughput"] = {"threads": [2], "systems": {
+        "lsh": {"median_samples_per_s": {"2": 7000.0}}, "torch": {"median_samples_per_s": {"2": 700.0}}}}
+    s = _by_name(bench.compute_targets(results), "samples/s >= 15x")
+    assert s["measured"] == pytest.approx(10.0) and s["pass"] is False
+    pe = _by_name(targets, "1-epoch P@1 > PECOS")
+    assert pe["measured"] == pytest.approx(0.16) and pe["pass"] is False  # 0.16 after 1 epoch < PECOS 0.17
+    tr = _by_name(targets, "1-epoch P@1 > dense")
+    assert tr["goal"] == pytest.approx(0.15) and tr["pass"] is True
+    # torch capped before one epoch: its final P@1 stands in, and the note says so
+    results["datasets"]["debian-nextword"]["systems"]["torch"] = _run("torch", [(0.5, 300.0, 0.10)])
+    t = _by_name(bench.compute_targets(results), "DebianNextWord: slidepy reaches")
+    assert "stands in" in t["note"] and t["status"] == "pass"
+
+
+def test_targets_amazon670k():
+    results = {"memory_bandwidth": {"copy_GBps": 10.0}, "datasets": {"amazon670k": {"primary": "lsh", "systems": {
+        "lsh": {"P@1": 0.1, "peak_rss_mb": 3000.0, "curve": []}}, "throughput": {
+        "threads": [1, 2], "scaling": {"lsh": {"sps1": 1000.0, "sps2": 1800.0, "efficiency_1_2": 0.9}},
+        "systems": {"lsh": {"median_samples_per_s": {"1": 1000.0, "2": 1800.0}, "row_traffic_GBps": 4.0},
+                    "torch": {"median_samples_per_s": {"1": 40.0, "2": 60.0}}}}}}}
+    targets = bench.compute_targets(results)
+    assert _by_name(targets, "at 1 thread")["measured"] == pytest.approx(25.0)
+    assert _by_name(targets, "at 1 thread")["pass"] is False
+    assert _by_name(targets, "efficiency")["pass"] is True
+    bw = _by_name(targets, "copy bandwidth")
+    assert bw["measured"] == pytest.approx(40.0) and bw["pass"] is False
+    assert _by_name(targets, "peak RSS")["pass"] is True
+    del results["datasets"]["amazon670k"]["throughput"]["systems"]["torch"]
+    assert _by_name(bench.compute_targets(results), "at 1 thread")["status"] == "not run"
+
+
+def test_csr_helpers():
+    sp = pytest.importorskip("scipy.sparse")
+    import numpy as np
+
+    class D:
+        n_samples, n_features, n_labels = 3, 4, 5
+        x_indptr = np.array([0, 2, 2, 3], np.int64)
+        x_indices = np.array([0, 3, 1], np.int32)
+        x_values = np.array([3.0, 4.0, 2.0], np.float32)
+        y_indptr = np.array([0, 1, 3, 3], np.int64)
+        y_indices = np.array([4, 0, 2], np.int32)
+
+    x = bench.csr_features(D, normalize=True).toarray()
+    np.testing.assert_allclose(x, [[0.6, 0, 0, 0.8], [0, 0, 0, 0], [0, 1, 0, 0]], rtol=1e-6)
+    y = bench.csr_labels(D).toarray()
+    assert y.sum() == 3 and y[0, 4] == 1 and y[1, 0] == 1 and y[1, 2] == 1
+    top = bench.top5_from_csr(sp.csr_matrix(np.array([[0.1, 0.9, 0, 0.5, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0.2]])))
+    assert top[0].tolist() == [1, 3, 0, -1, -1] and top[1].tolist() == [6, -1, -1, -1, -1]
+
+
+def test_real_path_walks_up(tmp_path):
+    assert bench._real_path("../shared/data/X/train.txt", data_root=str(tmp_path)) == tmp_path / "X" / "train.txt"
+    p = bench._real_path("configs/quickstart.yaml")
+    assert p == bench.REPO / "configs" / "quickstart.yaml"
+
+
+def test_config_overrides_keep_the_shipped_config():
+    from slidepy import load_config
+
+    path = str(bench.REPO / "configs" / "debian-deps.yaml")
+    base = load_config(path)
+    cfg = bench.shipped_config(path, base.model.output.selection.mode, threads=2)
+    assert cfg.model == base.model  # as shipped: only threads, eval and checkpoints change
+    assert cfg.training.lr == base.training.lr and cfg.training.threads == 2
+    assert cfg.output.checkpoint_every == 0
+    rnd = bench.shipped_config(path, "random", threads=1)
+    assert rnd.model.output.selection.mode == "random"
+    assert rnd.model.output.selection.budget == base.model.output.selection.budget
+
+
 @pytest.mark.slow
 def test_bench_tiny_end_to_end(tmp_path):
-    systems = "lsh,all,random"  # torch has its own tests; CI installs no torch
+    # lsh from a config file (the path a shipped config takes), random and all from the bench's
+    # own settings; the trees and torch join where they import
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "model:\n  hidden: [32]\n  output:\n    selection:\n      mode: lsh\n      budget: 128\n"
+        "training:\n  epochs: 2\n  batch_size: 64\n  lr: 0.002\n  log_every: 5\n")
+    systems = ["lsh", "all", "random"] + [s for s in ("omikuji", "pecos") if bench.has_module(s)]
     opts = bench.build_parser().parse_args([
-        "--out", str(tmp_path), "--datasets", "tiny", "--systems", systems, "--n-train", "600",
-        "--epochs", "1", "--evals", "2", "--repeats", "2", "--segment-seconds", "0.2", "--threads", "1,2",
-        "--no-bandwidth"])
+        "--out", str(tmp_path / "out"), "--datasets", "tiny", "--systems", ",".join(systems), "--n-train", "600",
+        "--evals", "2", "--repeats", "2", "--segment-seconds", "0.2", "--threads", "1,2",
+        "--no-bandwidth", "--config", f"tiny={cfg}"])
     bench.run_benchmark(opts)
-    res = json.loads((tmp_path / "results.json").read_text())
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
     entry = res["datasets"]["tiny"]
-    names = systems.split(",")
-    for s in names:
+    assert entry["primary"] == "lsh" and entry["run"]["epochs"] == 2 and entry["run"]["hidden"] == [32]
+    for s in systems:
         r = entry["systems"][s]
         assert "error" not in r, r
-        for key in ("P@1", "P@5", "train_seconds", "samples_per_s", "peak_rss_mb", "curve"):
+        for key in ("P@1", "P@3", "P@5", "train_seconds", "samples_per_s", "peak_rss_mb", "curve"):
             assert key in r, (s, key)
         assert 0.0 <= r["P@1"] <= 1.0 and r["peak_rss_mb"] > 0 and r["curve"]
     for s in ("lsh", "all", "random"):
         r = entry["systems"][s]
         assert r["compile_seconds"] >= 0 and len(r["active_mean"]) == 2
         assert set(r["time_share"]) == {"kernel", "optimizer", "rebuild", "other"}
+        assert r["epochs"] == pytest.approx(2.0) and r["curve"][-1]["epoch"] == pytest.approx(2.0)
+        assert any(abs(p["epoch"] - 1.0) < 1e-9 for p in r["curve"])  # every epoch end is evaluated
+    assert entry["systems"]["lsh"]["active_mean"][1] <= 128  # the config's budget, not the bench's
+    assert "tiny.yaml as shipped" in entry["configs"]["lsh"]
+    for t in ("omikuji", "pecos"):
+        if t in systems:
+            assert entry["systems"][t]["single_point"] and len(entry["systems"][t]["curve"]) == 1
+    assert set(entry["time_to_p1"]) == set(systems)
     tp = entry["throughput"]
-    for s in names:
+    neural = ["lsh", "all", "random"]
+    for s in neural:
         med = tp["systems"][s]["median_samples_per_s"]
         assert set(med) == {"1", "2"} and all(v > 0 for v in med.values())
         assert len(tp["systems"][s]["segments"]["2"]) == 2
     assert {"lsh/all", "lsh/random"} <= set(tp["ratios"])
     assert "efficiency_1_2" in tp["scaling"]["lsh"]
     assert tp["systems"]["lsh"]["row_traffic_GBps"] > 0
-    assert "lsh_vs_all_sps" in entry["targets"] and "lsh_thread_efficiency_1_2" in entry["targets"]
-    md = (tmp_path / "results.md").read_text()
-    assert "| system |" in md and "## tiny" in md and "| target |" in md
-    for s in names:
-        assert f"| {s} |" in md
+    targets = res["targets"]
+    assert targets and all(t["status"] == "not run" for t in targets)  # tiny is none of the targets' datasets
+    md = (out / "results.md").read_text()
+    assert "## Targets" in md and "| target |" in md and "not run" in md
+    assert "| system |" in md and "## tiny" in md and "reach each system's final P@1" in md
+    for s in systems:
+        assert f"| {s}" in md
+    if bench.has_module("matplotlib"):
+        assert (out / "curve-tiny.png").stat().st_size > 0 and entry["curve_png"] == "curve-tiny.png"
