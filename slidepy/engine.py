@@ -380,6 +380,6 @@ class Engine:
             if f"lsh{l}.buckets" in arrays and str(l) in lsh_meta:
                 index.load_state(arrays, lsh_meta[str(l)], f"lsh{l}")
             else:  # a model file without tables (or another selection): rebuild from the weights
-                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
+                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias, fresh=True)
         self.step = int(meta.get("step", self.step))
         self.lr = float(meta.get("lr", self.lr))

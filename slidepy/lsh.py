@@ -57,7 +57,6 @@ from .hashing import (
     srp_dense_projections,
     suggest_k_l,
 )
-from .clusters import assign_rows, auto_clusters, cluster_rows, initial_centroids, refresh_centroids
 from .rng import generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
@@ -232,13 +231,15 @@ class LshIndex:
         return np.ascontiguousarray(weights.T) if input_major else weights
 
     def rebuild(self, weights: np.ndarray, input_major: bool, *, bias: np.ndarray | None = None,
-                redraw: bool = False) -> float:
-        """Re-hash every neuron with the current weights and refill the tables. Returns seconds."""
+                redraw: bool = False, fresh: bool = False) -> float:
+        """Re-hash every neuron with the current weights and refill the tables. Returns seconds.
+        `fresh`: the weights were replaced wholesale (a model loaded without its index), so a
+        cluster index starts over instead of warm-starting from clusters of other weights."""
         started = time.perf_counter()
         rows = self.neuron_rows(weights, input_major)
         bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
         if self.kind == INDEX_CLUSTERS:
-            self._recluster(rows, bias)
+            self._recluster(rows, bias, fresh=fresh)
             self.rebuilds += 1
             self._remember_drift_sample()
             return time.perf_counter() - started
@@ -257,12 +258,12 @@ class LshIndex:
         self._remember_drift_sample()
         return time.perf_counter() - started
 
-    def _recluster(self, rows: np.ndarray, bias: np.ndarray) -> None:
+    def _recluster(self, rows: np.ndarray, bias: np.ndarray, fresh: bool = False) -> None:
         """k-means per table, warm-started from the current centroids after the first build."""
         n_c = self.n_clusters
         for t in range(self.l):
             rng = generator(self.seed, self.rebuilds, t)
-            if self.rebuilds == 0:
+            if fresh or self.rebuilds == 0:
                 centroids, previous = initial_centroids(rows, bias, n_c, rng), None
             else:
                 centroids = np.ascontiguousarray(self.centroids_t[:, t * n_c:(t + 1) * n_c].T)
