@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from .constants import LOSS_BCE, MODE_ALL, SPEC_INFER_MODE, SPEC_MODE
 from .rng import derive_seed, seed_state
+from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
 
 
@@ -345,20 +346,6 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             if n_labels > 0:
                 for l in range(spec.shape[0]):
                     active_sum[t, l] += counts[l]
-
-
-@njit(cache=True)
-def push_topk(top_ids, top_vals, k, n_id, val):
-    """Insert (n_id, val) into the descending top-k lists if it beats the current k-th."""
-    if val <= top_vals[k - 1]:
-        return
-    j = k - 1
-    while j > 0 and top_vals[j - 1] < val:
-        top_vals[j] = top_vals[j - 1]
-        top_ids[j] = top_ids[j - 1]
-        j -= 1
-    top_vals[j] = val
-    top_ids[j] = n_id
 
 
 @njit(parallel=True, cache=True)

@@ -17,25 +17,30 @@ BLOCK_FLOATS = 1 << 24
 
 
 @njit(cache=True)
+def push_topk(top_ids, top_vals, k, n_id, val):
+    """Insert (n_id, val) into the descending top-k lists if it beats the current k-th (so ties
+    keep the earlier id, and NaN never enters)."""
+    if not val > top_vals[k - 1]:
+        return
+    j = k - 1
+    while j > 0 and top_vals[j - 1] < val:
+        top_vals[j] = top_vals[j - 1]
+        top_ids[j] = top_ids[j - 1]
+        j -= 1
+    top_vals[j] = val
+    top_ids[j] = n_id
+
+
+@njit(cache=True)
 def topk_row(logits, bias, top_ids, top_vals):
     """The K largest logits[n] + bias[n] of one row, descending, ties to the lower id; top_ids
-    (K,) int32 and top_vals (K,) float32 are overwritten (-1 / -inf where N < K). NaN never enters."""
+    (K,) int32 and top_vals (K,) float32 are overwritten (-1 / -inf where N < K)."""
     k = top_ids.shape[0]
     for j in range(k):
         top_ids[j] = -1
         top_vals[j] = -np.inf
-    kth = -np.inf
     for n in range(logits.shape[0]):
-        v = logits[n] + bias[n]
-        if v > kth:
-            j = k - 1
-            while j > 0 and top_vals[j - 1] < v:
-                top_vals[j] = top_vals[j - 1]
-                top_ids[j] = top_ids[j - 1]
-                j -= 1
-            top_vals[j] = v
-            top_ids[j] = n
-            kth = top_vals[k - 1]
+        push_topk(top_ids, top_vals, k, n, logits[n] + bias[n])
 
 
 @njit(parallel=True, cache=True)
