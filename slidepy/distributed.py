@@ -209,7 +209,9 @@ class _ReplicaTrainer(Trainer):
 
 def _guard_broken_pyarrow() -> None:
     """Ray imports pyarrow whenever it is installed and only tolerates ModuleNotFoundError; a
-    pyarrow built for another numpy raises ImportError and breaks every Ray call. Hide it."""
+    pyarrow built for another numpy raises ImportError and breaks every Ray call. Hide it (until
+    _unguard_pyarrow: other libraries in the driver's process, scikit-learn for one, take a
+    `None` in sys.modules for an imported pyarrow)."""
     if "pyarrow" in sys.modules:
         return
     try:
@@ -218,6 +220,12 @@ def _guard_broken_pyarrow() -> None:
         pass
     except Exception:  # ImportError from a binary mismatch
         sys.modules["pyarrow"] = None  # makes `import pyarrow` raise ModuleNotFoundError
+
+
+def _unguard_pyarrow() -> None:
+    """Undo _guard_broken_pyarrow in the driver once Ray is shut down."""
+    if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
+        del sys.modules["pyarrow"]
 
 
 class Worker:
@@ -708,5 +716,6 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 pass
         if started:
             ray.shutdown()
+            _unguard_pyarrow()
             if local:
                 _restore_local_switches(ray)
