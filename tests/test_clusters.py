@@ -206,3 +206,30 @@ def test_fresh_rebuild_after_the_weights_are_replaced():
     sizes = np.diff(index.cluster_indptr)
     assert (sizes == 0).sum() <= 0.02 * sizes.shape[0]
     assert _recall(index, rows, bias, queries, 150) >= 0.9
+
+
+def test_large_layer_rebuild_moves_rows_among_neighbouring_centroids(monkeypatch):
+    """Above FULL_ASSIGN_PAIRS a warm rebuild compares each row only with the NEIGHBOURS centroids
+    nearest its current one; with every centroid a neighbour it is the full nearest-centroid step."""
+    import slidepy.clusters as clusters
+
+    rows, bias, _ = trained_like_layer(n=600, d=8, seed=11)
+    rng = np.random.default_rng(0)
+    centroids = initial_centroids(rows, bias, 20, rng)
+    previous = naive_nearest_centroid(rows, bias, centroids).astype(np.int32)
+    moved = rows + 0.5 * rng.standard_normal(rows.shape).astype(np.float32)
+    monkeypatch.setattr(clusters, "FULL_ASSIGN_PAIRS", 0)
+    monkeypatch.setattr(clusters, "NEIGHBOURS", 4)
+    near = clusters.nearest_centroids(centroids, 4)
+    assign, _, _ = cluster_rows(moved, bias, centroids.copy(), 1, rng, previous)
+    aug = np.hstack([moved, bias[:, None]]).astype(np.float64)
+    for i in range(600):  # the nearest of the allowed centroids
+        allowed = near[previous[i]]
+        dist = ((aug[i] - centroids[allowed].astype(np.float64)) ** 2).sum(axis=1)
+        assert assign[i] in allowed
+        assert ((aug[i] - centroids[assign[i]]) ** 2).sum() <= dist.min() + 1e-4
+    monkeypatch.setattr(clusters, "NEIGHBOURS", 20)
+    assign_all, _, _ = cluster_rows(moved, bias, centroids.copy(), 1, rng, previous)
+    ref = naive_nearest_centroid(moved, bias, centroids)
+    d = lambda a: ((aug - centroids[a].astype(np.float64)) ** 2).sum(axis=1)
+    np.testing.assert_allclose(d(assign_all), d(ref), rtol=1e-4, atol=1e-5)
