@@ -169,17 +169,16 @@ def refresh_centroids(rows, bias, cluster_indptr, cluster_members, centroids_t):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def assign_near(rows, bias, centroids, half_sq, neighbours, assign_in, assign_out, proj_out):
+def assign_near(rows, bias, centroids, half_sq, neighbours, assign_in, assign_out):
     """Re-assign each row among neighbours[assign_in[i]] (the centroids nearest its current one):
-    assign_out[i] = argmax_c (x.c - |c|^2 / 2) over those, proj_out[i] = x.c of the winner.
-    Parallel over rows; each writes only its own outputs."""
+    assign_out[i] = argmax_c (x.c - |c|^2 / 2) over those. Parallel over rows; each writes only
+    its own output."""
     d = rows.shape[1]
     for i in prange(rows.shape[0]):
         r = rows[i]
         near = neighbours[assign_in[i]]
         best = assign_in[i]
         best_score = -np.inf
-        best_dot = 0.0
         for m in range(near.shape[0]):
             c = near[m]
             cen = centroids[c]
@@ -190,9 +189,7 @@ def assign_near(rows, bias, centroids, half_sq, neighbours, assign_in, assign_ou
             if score > best_score:
                 best_score = score
                 best = c
-                best_dot = dot
         assign_out[i] = best
-        proj_out[i] = best_dot
 
 
 def nearest_centroids(centroids: np.ndarray, m: int) -> np.ndarray:
@@ -214,23 +211,19 @@ def augmented(rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return out
 
 
-def assign_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray):
-    """Nearest centroid (Euclidean) of every row [w, b], and the row's inner product with it.
+def assign_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (Euclidean) of every row [w, b].
 
-    rows (N, D), bias (N,), centroids (C, D + 1) float32 -> assign (N,) int32, proj (N,) float32.
+    rows (N, D), bias (N,), centroids (C, D + 1) float32 -> assign (N,) int32.
     argmin |x - c|^2 = argmax (x.c - |c|^2 / 2): one BLAS product per block of rows.
     """
     half_sq = 0.5 * np.einsum("cd,cd->c", centroids, centroids)
     n = rows.shape[0]
     assign = np.empty(n, np.int32)
-    proj = np.empty(n, np.float32)
     for start in range(0, n, ASSIGN_BLOCK_ROWS):
         block = augmented(rows[start:start + ASSIGN_BLOCK_ROWS], bias[start:start + ASSIGN_BLOCK_ROWS])
-        dots = block @ centroids.T
-        best = np.argmax(dots - half_sq, axis=1)
-        assign[start:start + block.shape[0]] = best
-        proj[start:start + block.shape[0]] = dots[np.arange(block.shape[0]), best]
-    return assign, proj
+        assign[start:start + block.shape[0]] = np.argmax(block @ centroids.T - half_sq, axis=1)
+    return assign
 
 
 def centre(rows: np.ndarray, bias: np.ndarray, assign: np.ndarray, centroids: np.ndarray,
@@ -289,14 +282,14 @@ def cluster_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray, iter
         previous, iters = None, 1  # affordable: a full warm-started Lloyd iteration
     if previous is None:
         for _ in range(max(0, iters - 1)):
-            assign, _ = assign_rows(rows, bias, centroids)
+            assign = assign_rows(rows, bias, centroids)
             centre(rows, bias, assign, centroids, rng)
-        assign, _ = assign_rows(rows, bias, centroids)
+        assign = assign_rows(rows, bias, centroids)
     else:
         half_sq = (0.5 * np.einsum("cd,cd->c", centroids, centroids)).astype(np.float32)
         assign = np.empty(rows.shape[0], np.int32)
         assign_near(rows, bias, centroids, half_sq, nearest_centroids(centroids, NEIGHBOURS),
-                    previous.astype(np.int32), assign, np.empty(rows.shape[0], np.float32))
+                    previous.astype(np.int32), assign)
     centre(rows, bias, assign, centroids)
     proj = np.einsum("nd,nd->n", rows, centroids[assign, :-1]) + bias * centroids[assign, -1]
     indptr, members = member_lists(assign, proj, centroids.shape[0])

@@ -328,7 +328,7 @@ class LshIndex:
         sample_bias = np.zeros(rows.shape[0], np.float32) if bias is None else bias[self.drift_ids]
         if self.kind == INDEX_CLUSTERS:  # the share of sampled rows whose nearest centroid moved
             n_c = self.n_clusters
-            codes = np.stack([assign_rows(rows, sample_bias, self.centroids_t[:, t * n_c:(t + 1) * n_c].T.copy())[0]
+            codes = np.stack([assign_rows(rows, sample_bias, self.centroids_t[:, t * n_c:(t + 1) * n_c].T.copy())
                               for t in range(self.l)], axis=1)
         else:
             codes = self._hash_neurons(rows, sample_bias, np.zeros((rows.shape[0], self.l), np.int32))

@@ -112,7 +112,7 @@ def test_assignment_is_the_nearest_centroid():
     rows, bias, _ = trained_like_layer(n=500, d=8, seed=5)
     rng = np.random.default_rng(0)
     centroids = initial_centroids(rows, bias, 25, rng)
-    assign, _ = assign_rows(rows, bias, centroids)
+    assign = assign_rows(rows, bias, centroids)
     expected = naive_nearest_centroid(rows, bias, centroids)
     aug = np.hstack([rows, bias[:, None]]).astype(np.float64)
     dist = lambda a: ((aug - centroids[a].astype(np.float64)) ** 2).sum(axis=1)
