@@ -224,6 +224,7 @@ class ModelConfig(_Section):
     activation: Literal["relu"] = "relu"
     loss: Literal["softmax", "bce"] = "softmax"
     init: Literal["he", "glorot"] = "glorot"
+    dropout: float = Field(0.0, ge=0, lt=1)          # of every hidden layer's outputs, in training
 
 
 class TrainingConfig(_Section):
@@ -234,6 +235,7 @@ class TrainingConfig(_Section):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)          # Adam only: decoupled (AdamW), weight rows only
     seed: _Int = Field(0, ge=0)
     threads: _Int | None = Field(None, ge=1)      # null = all cores
     deterministic: bool = False                     # forces threads=1

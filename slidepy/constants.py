@@ -45,7 +45,8 @@ SPEC_MIN_ACTIVE = 6  # top up with random neurons to at least this many
 SPEC_CAPACITY = 7  # A: scratch capacity of the active set in training
 SPEC_RANDOM_PERMILLE = 8  # LSH layers: per-mille of the non-label budget kept for uniform negatives
 SPEC_CORRECTION = 9  # output layer: 1 = weight uniform negatives as the neurons they stand for
-SPEC_FIELDS = 10
+SPEC_DROPOUT_PPM = 10  # hidden layers: dropout probability of each output in training, per million
+SPEC_FIELDS = 11
 
 # ---------------------------------------------------------------------------------------------
 # LSH indexes (hashing, tables, clusters, lsh, selection)

@@ -87,6 +87,8 @@ class Engine:
     init: str = "glorot"
     seed: int = 0
     max_labels: int = 1
+    dropout: float = 0.0  # of every hidden layer's outputs, in training
+    weight_decay: float = 0.0  # Adam's decoupled weight decay on weight rows
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
     # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
@@ -107,7 +109,7 @@ class Engine:
                               [s.min_active for s in self.selections], self.max_labels,
                               [s.lsh.random_share if s.mode == "lsh" and s.lsh is not None else 0.0
                                for s in self.selections],
-                              [s.correction for s in self.selections])
+                              [s.correction for s in self.selections], [self.dropout] * len(self.sizes))
         self.lsh = [
             LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l, budget=int(self.spec[l, SPEC_BUDGET]))
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
@@ -253,7 +255,7 @@ class Engine:
                 np.bitwise_or(biases_seen, layer.bias_touched, out=biases_seen)
         started = time.perf_counter()
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
-                                beta2=self.beta2, eps=self.eps, step=self.step)
+                                beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay)
         self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))

@@ -22,7 +22,7 @@ else is shared: scratch, RNG state and outputs are indexed by chunk or sample. W
 (`training.deterministic`, or threads = 1) the order of every addition is fixed, so reruns are
 bit-identical.
 
-Randomness (negatives, top-ups) comes from a per-sample state seeded by (seed, step, position in
+Randomness (negatives, top-ups, dropout masks) comes from a per-sample state seeded by (seed, step, position in
 batch), so it does not depend on which thread runs a sample.
 
 Shape letters: B batch, F input features, D layer input dim, N neurons, A active capacity,
@@ -32,8 +32,8 @@ T thread chunks, K top-k.
 import numpy as np
 from numba import njit, prange
 
-from .constants import LOSS_BCE, MODE_ALL, SPEC_INFER_MODE, SPEC_MODE
-from .rng import derive_seed, seed_state
+from .constants import LOSS_BCE, MODE_ALL, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE
+from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
 
@@ -231,6 +231,20 @@ def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=
 
 
 @njit(cache=True)
+def dropout(vals, n_act, ppm, rng, t):
+    """Inverted dropout in place: each of vals[:n_act] is zeroed with probability ppm / 10^6 and
+    the rest scaled by 1 / keep, so the expected activation is unchanged and inference needs no
+    rescaling. One uniform draw per active neuron, in order, from the sample's own stream."""
+    keep = 1.0 - ppm * 1e-6
+    scale = np.float32(1.0 / keep)
+    for a in range(n_act):
+        if uniform(rng, t) < keep:
+            vals[a] *= scale
+        else:
+            vals[a] = 0.0
+
+
+@njit(cache=True)
 def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
                    training, rng, n_active, n_layers):
     """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
@@ -258,6 +272,8 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
             for a in range(n_act):
                 if vals[a] < 0.0:
                     vals[a] = 0.0
+            if training and spec[l, SPEC_DROPOUT_PPM] > 0:
+                dropout(vals, n_act, spec[l, SPEC_DROPOUT_PPM], rng, t)
         in_ids = ids
         in_vals = vals
         n_in = n_act
@@ -295,11 +311,15 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
         grads = scr.act_grads[t]
         n_act = n_active[l]
         dense_out = spec[l, SPEC_MODE] == MODE_ALL
-        if l < last:  # ReLU: gradient flows only where the activation was positive
+        if l < last:  # ReLU (and dropout): gradient flows only where the activation was positive
             vals = scr.act_vals[t]
+            ppm = spec[l, SPEC_DROPOUT_PPM]
+            scale = np.float32(1.0 / (1.0 - ppm * 1e-6))  # d kept output / d ReLU output
             for a in range(n_act):
                 if vals[a] <= 0.0:
                     grads[a] = 0.0
+                elif ppm > 0:
+                    grads[a] *= scale
         if l == 0:
             backward_input_layer(layers[0], x_ids, x_vals, nx, ids, n_act, dense_out, grads)
         else:

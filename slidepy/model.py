@@ -47,7 +47,8 @@ class Model:
                                      lsh=s.lsh, correction=s.correction) for s in layer_selections(config)]
         engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
-                        beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels))
+                        beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),
+                        dropout=config.model.dropout, weight_decay=t.weight_decay)
         return cls(config, engine)
 
     # -- files ----------------------------------------------------------------------------------

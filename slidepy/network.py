@@ -41,6 +41,7 @@ from .constants import (  # noqa: E402,F401
     SPEC_BUDGET,
     SPEC_CAPACITY,
     SPEC_CORRECTION,
+    SPEC_DROPOUT_PPM,
     SPEC_FIELDS,
     SPEC_IN_DIM,
     SPEC_INFER_MODE,
@@ -149,6 +150,7 @@ def make_spec(
     max_labels: int,
     random_shares: list[float] | None = None,
     corrections: list[bool] | None = None,
+    dropouts: list[float] | None = None,
 ) -> np.ndarray:
     """The (n_layers, SPEC_FIELDS) int64 table the kernels read per-layer settings from.
 
@@ -171,6 +173,7 @@ def make_spec(
         spec[i, SPEC_CAPACITY] = n if mode == MODE_ALL else min(n, budget + extra)
         spec[i, SPEC_RANDOM_PERMILLE] = int(round(1000 * (random_shares[i] if random_shares else 0.0)))
         spec[i, SPEC_CORRECTION] = int(bool(corrections[i])) if corrections else 0
+        spec[i, SPEC_DROPOUT_PPM] = int(round(1e6 * dropouts[i])) if dropouts and i < last else 0
     return spec
 
 

@@ -18,10 +18,12 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps):
+def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, decay):
     """Adam on rows `rows` of the 2-D arrays param/grad/m/v (all the same shape, float32).
 
     lr_t already carries the bias correction: lr * sqrt(1 - beta2^t) / (1 - beta1^t).
+    decay = lr * weight_decay shrinks the row first, decoupled from the moments (AdamW,
+    Loshchilov & Hutter 2019); like the moments, a row decays only in the steps that touch it.
     Each row is owned by one iteration: no races. All arithmetic stays in float32 (a float64
     literal such as `1.0 - beta1` would promote the whole update to float64 and halve the SIMD
     width), and error_model="numpy" drops the division's zero check (eps > 0): 22,875 x 128
@@ -30,6 +32,7 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps):
     width = param.shape[1]
     one_minus_b1 = np.float32(1.0) - beta1
     one_minus_b2 = np.float32(1.0) - beta2
+    shrink = np.float32(1.0) - decay
     for r in prange(rows.shape[0]):
         row = rows[r]
         p = param[row]
@@ -42,7 +45,7 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps):
             vj = beta2 * vv[j] + one_minus_b2 * gj * gj
             mm[j] = mj
             vv[j] = vj
-            p[j] -= lr_t * mj / (np.sqrt(vj) + eps)
+            p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
             g[j] = 0.0
         touched[row] = 0
 
@@ -83,11 +86,14 @@ def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progres
     return lr if factor == 1.0 else lr * factor
 
 
-def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int) -> int:
-    """One optimizer step over every layer's touched rows and biases. Returns rows updated."""
+def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int,
+                  weight_decay: float = 0.0) -> int:
+    """One optimizer step over every layer's touched rows and biases. Returns rows updated.
+    Adam's weight_decay applies to weight rows, never to biases."""
     updated = 0
     lr_t = adam_lr(lr, beta1, beta2, step) if optimizer == "adam" else np.float32(lr)
     b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
+    decay, no_decay = np.float32(lr * weight_decay), np.float32(0.0)
     for layer in layers:
         rows = touched_rows(layer.row_touched)
         bias_rows = touched_rows(layer.bias_touched)
@@ -96,9 +102,9 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
         bias_grad2 = layer.bias_grad.reshape(-1, 1)
         if optimizer == "adam":
             adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v, layer.row_touched,
-                             rows, lr_t, b1, b2, e)
+                             rows, lr_t, b1, b2, e, decay)
             adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),
-                             layer.bias_touched, bias_rows, lr_t, b1, b2, e)
+                             layer.bias_touched, bias_rows, lr_t, b1, b2, e, no_decay)
         else:
             sgd_update_rows(layer.weights, layer.weight_grad, layer.row_touched, rows, lr_t)
             sgd_update_rows(bias2, bias_grad2, layer.bias_touched, bias_rows, lr_t)

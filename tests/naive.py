@@ -596,17 +596,37 @@ def naive_active_sets(seed, step, position, labels, layers):
     return out
 
 
-def naive_adam_rows(param, grad, m, v, rows, lr, beta1, beta2, eps, step):
+def naive_adam_rows(param, grad, m, v, rows, lr, beta1, beta2, eps, step, weight_decay=0.0):
     """Lazy Adam in float64 on the given rows of 2-D arrays (others untouched); returns new
     (param, m, v). Bias correction folded into the step size with the global 1-based step:
-    p -= lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)."""
+    p = (1 - lr * weight_decay) * p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+    (decoupled weight decay, AdamW)."""
     param, m, v = (_mlp_np.array(a, _mlp_np.float64) for a in (param, m, v))
     g = _mlp_np.asarray(grad, _mlp_np.float64)[rows]
     lr_t = lr * _mlp_np.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
     m[rows] = beta1 * m[rows] + (1.0 - beta1) * g
     v[rows] = beta2 * v[rows] + (1.0 - beta2) * g * g
-    param[rows] -= lr_t * m[rows] / (_mlp_np.sqrt(v[rows]) + eps)
+    param[rows] = (1.0 - lr * weight_decay) * param[rows] - lr_t * m[rows] / (_mlp_np.sqrt(v[rows]) + eps)
     return param, m, v
+
+
+def naive_dropout_masks(seed, step, labelled, hidden, p):
+    """Per hidden layer a (B, N_l) float mask of what kernels.dropout does to a network whose
+    every layer is `all` (no selection draws): 1/(1-p) where a neuron is kept, 0 where dropped.
+    Each labelled sample's stream (derive_seed(seed, step, position)) gives one uniform per
+    hidden neuron, layer by layer, kept when u < 1 - p; unlabelled samples draw nothing."""
+    keep = 1.0 - p
+    masks = [_mlp_np.zeros((len(labelled), n)) for n in hidden]
+    for b, has_labels in enumerate(labelled):
+        if not has_labels:
+            continue
+        state = naive_seed_state(naive_derive_seed(seed, step, b))
+        for l, n in enumerate(hidden):
+            for a in range(n):
+                state, out = naive_xorshift_next(state)
+                if float(out >> 11) * (1.0 / 9007199254740992.0) < keep:
+                    masks[l][b, a] = 1.0 / keep
+    return masks
 
 
 # ======================================================================================

@@ -183,6 +183,36 @@ def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss):
     assert kw["step"] == 1 and eng.step == 1
 
 
+@pytest.mark.parametrize("hidden", [[8], [8, 6]])
+def test_dropout_gradients_equal_dense_mlp_with_the_same_masks(monkeypatch, hidden):
+    """Inverted dropout on the hidden outputs: the engine's gradients are the dense MLP's with the
+    masks the sample streams draw (naive_dropout_masks); the loss scale and ReLU gating hold."""
+    data = make_data(1)
+    eng = make_engine(hidden, dropout=0.4)
+    _, labels, _ = batch_of(data, ROWS)
+    masks = naive.naive_dropout_masks(eng.seed, eng.step, [bool(y) for y in labels], hidden, 0.4)
+    dropped = np.concatenate([(m == 0).ravel() for m in masks])
+    assert 0.2 < dropped.mean() < 0.7  # p = 0.4 of the draws, plus the unlabelled sample's row
+    ref = reference(eng, data, ROWS, masks=masks + [None])
+    stats, grads, _, _ = step_and_capture(monkeypatch, eng, data, ROWS)
+    assert_grads(grads, ref["grads"])
+    np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
+    without = reference(eng, data, ROWS)  # the masks matter: without them the gradients differ
+    assert not np.allclose(grads[0][0], without["grads"][0][0], rtol=RTOL, atol=ATOL)
+
+
+def test_dropout_is_training_only():
+    """Prediction is deterministic and equals a dropout-free engine with the same weights."""
+    data = make_data(1)
+    eng = make_engine([8], dropout=0.5)
+    plain = make_engine([8])
+    rows = np.arange(data.n_samples, dtype=np.int64)
+    a = eng.predict(data, rows, k=3)
+    b = plain.predict(data, rows, k=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+
 def _zero_moments(w, b):
     return np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
 

@@ -291,7 +291,8 @@ def _opt_arrays(rng, rows, width):
 
 @pytest.mark.parametrize("rows", [[], [3], [0, 2, 5, 9], list(range(10))])
 @pytest.mark.parametrize("width", [1, 6])
-def test_adam_update_rows_matches_numpy(rows, width):
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
     rng = np.random.default_rng(len(rows) * 7 + width)
     param, grad, m, v, touched = _opt_arrays(rng, 10, width)
     before = [a.copy() for a in (param, grad, m, v, touched)]
@@ -299,9 +300,9 @@ def test_adam_update_rows_matches_numpy(rows, width):
     step = 3
     lr_t = opt.adam_lr(0.01, 0.9, 0.999, step)
     np.testing.assert_allclose(lr_t, 0.01 * np.sqrt(1 - 0.999**3) / (1 - 0.9**3), rtol=1e-6)
-    opt.adam_update_rows(param, grad, m, v, touched, rows, lr_t, B1, B2, EPS)
+    opt.adam_update_rows(param, grad, m, v, touched, rows, lr_t, B1, B2, EPS, np.float32(0.01 * weight_decay))
     want_p, want_m, want_v = naive.naive_adam_rows(before[0], before[1], before[2], before[3], rows,
-                                                   0.01, 0.9, 0.999, 1e-8, step)
+                                                   0.01, 0.9, 0.999, 1e-8, step, weight_decay)
     # the kernel takes beta1/beta2 as float32 (1 - float32(0.999) is 1.3e-5 off 1e-3 relative): rtol 1e-4
     np.testing.assert_allclose(param, want_p, rtol=RTOL, atol=1e-6)
     np.testing.assert_allclose(m, want_m, rtol=RTOL, atol=1e-7)
@@ -331,8 +332,8 @@ def test_sgd_update_rows_matches_numpy(rows):
     np.testing.assert_array_equal(touched[other], t0[other])
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_apply_updates_visits_touched_rows_and_biases_only(optimizer):
+@pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("adam", 0.5), ("sgd", 0.0)])
+def test_apply_updates_visits_touched_rows_and_biases_only(optimizer, weight_decay):
     from slidepy.network import init_params
 
     rng = np.random.default_rng(4)
@@ -346,12 +347,13 @@ def test_apply_updates_visits_touched_rows_and_biases_only(optimizer):
     layers[1].bias_touched[[1, 2]] = 1
     before = [(l.weights.copy(), l.bias.copy(), l.weight_grad.copy(), l.bias_grad.copy()) for l in layers]
     touched = [(np.flatnonzero(l.row_touched), np.flatnonzero(l.bias_touched)) for l in layers]
-    n = opt.apply_updates(layers, optimizer=optimizer, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
+    n = opt.apply_updates(layers, optimizer=optimizer, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, step=1,
+                          weight_decay=weight_decay)
     assert n == 3
     for layer, (w0, b0, gw, gb), (rows, brows) in zip(layers, before, touched):
-        if optimizer == "adam":
+        if optimizer == "adam":  # weight rows decay, biases never do
             want_w = naive.naive_adam_rows(w0, gw, np.zeros_like(w0), np.zeros_like(w0), rows, 0.01, 0.9, 0.999,
-                                           1e-8, 1)[0]
+                                           1e-8, 1, weight_decay)[0]
             want_b = naive.naive_adam_rows(b0[:, None], gb[:, None], np.zeros((b0.size, 1)), np.zeros((b0.size, 1)),
                                            brows, 0.01, 0.9, 0.999, 1e-8, 1)[0][:, 0]
         else:
