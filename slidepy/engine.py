@@ -306,7 +306,6 @@ class Engine:
         out = self.layers[last]
         top_ids = np.full((rows.shape[0], k), -1, np.int32)
         top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
-        lsh_layers = self.lsh_layers()
         active_total = np.zeros(self.n_layers, np.float64)
         active_total[last] = self.n_labels * rows.shape[0]
         block = block_rows(self.n_labels)
@@ -314,17 +313,25 @@ class Engine:
         for start in range(0, rows.shape[0], block):
             part = rows[start:start + block]
             b = part.shape[0]
-            n_chunks = max(1, min(numba.get_num_threads(), b))
-            scratch = self._get_scratch(False, n_chunks, spec)
-            bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
-            n_active = np.zeros((n_chunks, self.n_layers), np.int64)
-            active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
-            infer_batch(self.layers, spec, scratch, lsh_layers, self.kinds(), data.x_indptr, data.x_indices,
-                        data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active,
-                        active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), hidden[:b])
-            active_total += active_sum.sum(axis=0)
+            active_total[:last] += self.last_hidden(data, part, hidden[:b], spec)
             score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
         return top_ids, top_scores, active_total / max(1, rows.shape[0])
+
+    def last_hidden(self, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
+        """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros
+        for inactive neurons; inference, so no dropout). Returns the active neurons summed over
+        the samples, per hidden layer."""
+        spec = self.spec if spec is None else spec
+        last = self.n_layers - 1
+        n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
+        scratch = self._get_scratch(False, n_chunks, spec)
+        bounds = self.chunk_bounds(data.x_indptr, rows, n_chunks)
+        n_active = np.zeros((n_chunks, self.n_layers), np.int64)
+        active_sum = np.zeros((n_chunks, last), np.int64)
+        infer_batch(self.layers, spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
+                    data.x_values, rows, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active,
+                    active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
+        return active_sum.sum(axis=0)
 
     # -- diagnostics ----------------------------------------------------------------------------
 
