@@ -66,7 +66,8 @@ from pathlib import Path
 import numpy as np
 
 from .rundir import list_checkpoints
-from .config import Config, config_to_dict, load_config
+from .config import Config, config_to_dict
+from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
 from .trainer import Trainer, TrainingInterrupted, load_data
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, layer_selections
+from .config import Config, config_to_dict, layer_selections
+from .configfile import config_from_dict
 from .data import Dataset
 from .engine import Engine, LayerSelection
 from .errors import CheckpointError, ConfigError, DataError

@@ -14,7 +14,7 @@ position in the epoch, rebuild schedule); the epoch's sample order is a pure fun
 
 Reliability rules (each has a test in tests/test_reliability.py or tests/test_killresume.py):
 
-* Inputs are checked before any work: data paths (`config.validate_paths`), an empty training or
+* Inputs are checked before any work: data paths (`configfile.validate_paths`), an empty training or
   test set, non-finite feature values, a test set whose dimensions differ from the training set.
   A `training.batch_size` larger than the training set is not an error: every step then uses
   the whole set, and a warning says so (also in the `start` record of metrics.jsonl, with the
@@ -49,7 +49,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .config import Config, load_config, validate_paths
+from .config import Config
+from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError

@@ -6,7 +6,7 @@ import pytest
 
 from slidepy.clusters import (assign_rows, auto_clusters, cluster_rows, initial_centroids, probe_clusters,
                               refresh_centroids)
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.lsh import INDEX_CLUSTERS, LshIndex
 
 from naive import naive_cluster_means, naive_nearest_centroid, naive_probe_clusters

@@ -21,7 +21,7 @@ from conftest import TINY
 from slidepy import Trainer, load_config
 from slidepy.checkpoint import load_checkpoint
 from slidepy.rundir import list_checkpoints
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.distributed import (apply_merged, dense_sync_bytes, new_touched_log, payload_bytes, reduce_shard,
                                  scatter_touched)
 from slidepy.errors import ConfigError

@@ -12,7 +12,7 @@ from slidepy import kernels as kn
 from slidepy import optimizer as opt
 from slidepy import rng as srng
 from slidepy import selection as sel
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.constants import SPEC_CORRECTION, SPEC_FIELDS, SPEC_OUT_DIM, kinds_marker
 from slidepy.data import Dataset
 from slidepy.engine import Engine, LayerSelection

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from slidepy import Trainer, config_from_dict, make_synthetic
-from slidepy.config import config_from_dict as make_config
+from slidepy.configfile import config_from_dict as make_config
 from slidepy.lsh import LshIndex, RebuildSchedule, resolve_k_l
 
 
