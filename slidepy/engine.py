@@ -19,7 +19,7 @@ from numba.typed import List
 
 from .constants import INDEX_CLUSTERS, KIND_KMEANS, kinds_marker
 from .kernels import infer_batch, train_batch
-from .lsh import LshIndex, empty_lsh_layer
+from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
     LOSS_CODES,
     MODE_ALL,
@@ -61,7 +61,7 @@ class LayerSelection:
     budget: int = 1024
     min_active: int = 0
     inference: str = "exact"
-    lsh: object = None  # config.Lsh-like settings, read by LshIndex
+    lsh: LshOptions | None = None  # the layer's index, when mode or inference is lsh (model.lsh_options)
     correction: bool = False  # weight uniform negatives in the loss (config: selection.correction)
 
 
