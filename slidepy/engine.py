@@ -37,7 +37,12 @@ from .network import (
 )
 from .checkpoint import check_shapes
 from .optimizer import apply_updates
+from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
+
+
+# The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
+LSH_SEED_STREAM = 0x4C5348
 
 
 class _CompileListener(numba.core.event.Listener):
@@ -109,7 +114,8 @@ class Engine:
                                for s in self.selections],
                               [s.correction for s in self.selections])
         self.lsh = [
-            LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l, budget=int(self.spec[l, SPEC_BUDGET]))
+            LshIndex(l, self.sizes[l], s.lsh, seed=derive_int_seed(self.seed, LSH_SEED_STREAM, l),
+                     budget=int(self.spec[l, SPEC_BUDGET]))
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
             for l, s in enumerate(self.selections)
         ]

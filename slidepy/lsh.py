@@ -57,11 +57,14 @@ from .hashing import (
     srp_dense_projections,
     suggest_k_l,
 )
-from .rng import generator
+from .rng import derive_int_seed, generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
 # Lloyd iterations of the first clustering, from random rows (later rebuilds warm-start: 1 each).
 INITIAL_KMEANS_ITERS = 4
+# What each random draw of an index is for: its stream is (index seed, purpose, draw or rebuild
+# count[, table]), through rng.generator / rng.derive_int_seed, so no two draws share a stream.
+_DRAW_HASHES, _DRAW_INSERT_ORDER, _DRAW_RESERVOIR, _DRAW_KMEANS, _DRAW_DRIFT_SAMPLE = range(1, 6)
 
 
 class LshLayer(NamedTuple):
@@ -239,7 +242,7 @@ class LshIndex:
         self.last_drift = 0.0
 
     def _draw(self) -> HashParams:
-        seed = self.seed * 7919 + self.draws
+        seed = derive_int_seed(self.seed, _DRAW_HASHES, self.draws)
         self.draws += 1
         return make_hash_params(self.family, self.dim + 2, self.k, self.l, bin_size=self.options.bin_size,
                                 density=self.options.srp_density, seed=seed)
@@ -281,10 +284,12 @@ class LshIndex:
         self._hash_neurons(rows, bias, self.codes)
         insert = INSERT_CODES[self.options.insert]
         if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
-            order = generator(self.seed, self.rebuilds).permutation(self.n_neurons).astype(np.int32)
+            order = generator(self.seed, _DRAW_INSERT_ORDER, self.rebuilds).permutation(self.n_neurons)
+            order = order.astype(np.int32)
         else:  # reservoir keeps each with probability C/n in any order; id order reads codes sequentially
             order = np.arange(self.n_neurons, dtype=np.int32)
-        build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
+        reservoir_seed = derive_int_seed(self.seed, _DRAW_RESERVOIR, self.rebuilds)
+        build_tables(self.codes, order, insert, reservoir_seed, self.buckets, self.counts)
         self.rebuilds += 1
         self._remember_drift_sample()
         return time.perf_counter() - started
@@ -293,7 +298,7 @@ class LshIndex:
         """k-means per table, warm-started from the current centroids after the first build."""
         n_c = self.n_clusters
         for t in range(self.l):
-            rng = generator(self.seed, self.rebuilds, t)
+            rng = generator(self.seed, _DRAW_KMEANS, self.rebuilds, t)
             if fresh or self.rebuilds == 0:
                 centroids, previous = initial_centroids(rows, bias, n_c, rng), None
             else:
@@ -344,7 +349,7 @@ class LshIndex:
         if self.options.drift_threshold is None:
             return
         size = min(self.n_neurons, self.options.drift_sample)
-        rng = generator(self.seed, self.rebuilds, 7)
+        rng = generator(self.seed, _DRAW_DRIFT_SAMPLE, self.rebuilds)
         self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
         self.drift_codes = self.codes[self.drift_ids].copy()
 
