@@ -266,7 +266,7 @@ class Worker:
         self.compile_seconds = engine.warmup(train)
         self.batch = cfg.training.batch_size  # the global batch; this worker takes 1/W of it
         self.n_train = train.n_samples
-        self.local_batches = self.trainer._batches_per_epoch()  # steps per epoch, as in one process
+        self.local_batches = self.trainer.schedule.batches_per_epoch  # steps per epoch, as in one process
         self._order_epoch, self._order = -1, None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class Worker:
     def _rows(self) -> np.ndarray:
         t = self.trainer
         if self._order_epoch != t.epoch:
-            self._order_epoch, self._order = t.epoch, t._epoch_order(t.epoch)
+            self._order_epoch, self._order = t.epoch, t.schedule.epoch_order(t.epoch)
         b = t.batch_in_epoch
         chunk = self._order[b * self.batch:(b + 1) * self.batch]
         rows = chunk[self.rank::self.n_workers]
