@@ -36,10 +36,10 @@ Reliability rules (each has a test in tests/test_reliability.py or tests/test_ki
   a second SIGINT quits at once.
 
 The class is the loop; below it, what the loop leans on: `Progress` (the counters a checkpoint
-keeps), `LossWindow` (loss and samples/s between log records), `StopRequest`, `Rollbacks`, and the
-functions that load and check the data a config names.
+keeps besides the model), `Schedule` (batches, epoch order, learning rate, when to stop),
+`LossWindow` (loss and samples/s between log records), `StopRequest` (signals), `Rollbacks`
+(on_nan), and the functions that load and check the data a config names.
 """
-
 
 from __future__ import annotations
 
@@ -190,8 +190,7 @@ class Trainer:
             self.window.reset()
         if cfg.eval.every and self.step % cfg.eval.every == 0:
             self.last_eval = self._eval_record()
-        stopping = self.stop_request.signum is not None
-        if (checkpoint_due or stopping) and not self._finite():
+        if (checkpoint_due or self.stop_request.signum is not None) and not self._finite():
             return step
         if checkpoint_due:
             try:
@@ -199,7 +198,7 @@ class Trainer:
             except CheckpointError as exc:  # disk full: the previous checkpoint stays
                 self._warn(f"{exc}; training goes on, the previous checkpoint is kept", RuntimeWarning)
                 self._record("checkpoint_failed", error=str(exc))
-        if stopping:  # save and raise TrainingInterrupted
+        if self.stop_request.signum is not None:  # save and raise TrainingInterrupted
             raise self.stop_request.interrupted(self.step, self.run, None if self._last_saved_step == self.step
                                                 else self.checkpoint)
         if self.batch_in_epoch >= self.schedule.batches_per_epoch:
@@ -394,7 +393,7 @@ class Progress(NamedTuple):
 class Schedule:
     """The plan of a run, from the training section and the training set's size alone: batches
     per epoch, planned steps, each epoch's sample order, the learning rate at a step, and when the
-    run is over. Bench and distributed workers step through it as fit does."""
+    run is over. Distributed workers take their batches from it too."""
 
     def __init__(self, t: TrainingConfig, n_train: int):
         self.t, self.n_train = t, n_train
