@@ -372,7 +372,7 @@ class Progress(NamedTuple):
 
     @classmethod
     def of(cls, trainer: Trainer) -> dict:
-        """A trainer's progress, as the meta of its checkpoints holds it."""
+        """A trainer's progress (its attributes of these names), as its checkpoints' meta holds it."""
         return cls(*(getattr(trainer, name) for name in cls._fields))._asdict()
 
     @classmethod
