@@ -226,7 +226,7 @@ def lsh_settings(n_labels: int) -> dict:
 def slidepy_config(system: str, n_labels: int, *, lr: float, batch_size: int, threads: int, seed: int,
                    hidden: int = HIDDEN):
     """The bench's own config for `system` (no shipped config)."""
-    from slidepy.config import config_from_dict
+    from slidepy.configfile import config_from_dict
 
     s = lsh_settings(n_labels)
     if system == "lsh":

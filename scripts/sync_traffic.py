@@ -33,7 +33,7 @@ def main() -> None:
     engine = trainer.engine
     engine.warmup(trainer.train_data)
     engine.touched_log = new_touched_log(engine.layers)
-    order = trainer._epoch_order(0)
+    order = trainer.schedule.epoch_order(0)
     b = cfg.training.batch_size
     model_bytes = sum(3 * (l.weights.nbytes + l.bias.nbytes) for l in engine.layers)
     marks = {1, 2, 5, 10, 20, 50, 100, 200, 400, 800}

@@ -14,10 +14,12 @@ Layout (imports flow one way, top to bottom):
     selection    active sets: all, random, LSH fill, top-up, correction    lsh  LSH index + schedule
     hashing, tables, clusters   hash families, bucket tables, k-means     network  parameter arrays
     constants    integer codes, array layouts, limits (imports nothing of ours)
+    configfile   YAML + --set overrides -> Config, one-line errors   (imports config, never back)
     config, data, parse, synthetic, metrics, checkpoint, rng, errors
 """
 
-from .config import Config, config_from_dict, load_config
+from .config import Config
+from .configfile import config_from_dict, load_config
 from .data import Dataset, load_dataset, write_dataset
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
 from .synthetic import make_synthetic

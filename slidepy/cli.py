@@ -80,7 +80,8 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
           progress, workers, ray_address):
     """Train a model from a YAML config, or from data alone (--train/--test) with the automatic
     recipe; with --workers N, data-parallel on Ray."""
-    from .config import config_to_dict, load_config, validate_paths
+    from .config import config_to_dict
+    from .configfile import load_config, validate_paths
     from .memory import check_memory, estimate_for_config
     from .trainer import Trainer, TrainingInterrupted
 
@@ -157,7 +158,7 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
 
 def _auto_config(train_path, test_path, time_budget_s) -> dict:
     """The automatic recipe's config for the training file (loaded, so the recipe sees its shape)."""
-    from .config import config_from_dict, validate_paths
+    from .configfile import config_from_dict, validate_paths
     from .data import load_dataset
     from .recipe import auto_config
 

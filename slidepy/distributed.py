@@ -66,13 +66,17 @@ from pathlib import Path
 import numpy as np
 
 from .rundir import list_checkpoints
-from .config import Config, config_to_dict, load_config
+from .config import Config, config_to_dict
+from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
+from .rng import derive_int_seed
 from .trainer import Trainer, TrainingInterrupted, load_data
 
 # Test hook: "RANK:STEP" makes worker RANK SIGKILL itself right after finishing step STEP (the
 # kill-a-worker test; an OOM kill looks the same to the driver).
 KILL_ENV = "SLIDEPY_TEST_KILL_WORKER"
+# Worker r > 0 draws its sample streams (random negatives) from derive_int_seed(seed, WORKER_SEED_STREAM, r).
+WORKER_SEED_STREAM = 0x574B52  # "WKR" in ASCII
 
 
 class WorkerLost(SlidepyError):
@@ -249,8 +253,9 @@ class Worker:
         self.trainer.n_workers = n_workers
         engine = self.trainer.engine
         # Same initial weights and hash functions everywhere (same seed), but each worker draws its
-        # own random negatives: otherwise all would sample the same ones at the same step.
-        engine.seed = cfg.training.seed + 7919 * rank
+        # own random negatives: otherwise all would sample the same ones at the same step. Rank 0
+        # keeps the run's own stream, so one worker is exactly one process.
+        engine.seed = derive_int_seed(cfg.training.seed, WORKER_SEED_STREAM, rank) if rank else cfg.training.seed
         engine.touched_log = new_touched_log(engine.layers)
         # Adam's square-root scaling: each worker's step sees B/W samples, and in the noise-dominated
         # regime an Adam step shrinks with the square root of the batch, so averaged steps come out
@@ -261,7 +266,7 @@ class Worker:
         self.compile_seconds = engine.warmup(train)
         self.batch = cfg.training.batch_size  # the global batch; this worker takes 1/W of it
         self.n_train = train.n_samples
-        self.local_batches = self.trainer._batches_per_epoch()  # steps per epoch, as in one process
+        self.local_batches = self.trainer.schedule.batches_per_epoch  # steps per epoch, as in one process
         self._order_epoch, self._order = -1, None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -332,7 +337,7 @@ class Worker:
     def _rows(self) -> np.ndarray:
         t = self.trainer
         if self._order_epoch != t.epoch:
-            self._order_epoch, self._order = t.epoch, t._epoch_order(t.epoch)
+            self._order_epoch, self._order = t.epoch, t.schedule.epoch_order(t.epoch)
         b = t.batch_in_epoch
         chunk = self._order[b * self.batch:(b + 1) * self.batch]
         rows = chunk[self.rank::self.n_workers]

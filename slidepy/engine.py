@@ -19,7 +19,7 @@ from numba.typed import List
 
 from .constants import INDEX_CLUSTERS, KIND_KMEANS, kinds_marker
 from .kernels import infer_batch, train_batch
-from .lsh import LshIndex, empty_lsh_layer
+from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
     LOSS_CODES,
     MODE_ALL,
@@ -37,7 +37,12 @@ from .network import (
 )
 from .checkpoint import check_shapes
 from .optimizer import apply_updates
+from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
+
+
+# The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
+LSH_SEED_STREAM = 0x4C5348
 
 
 class _CompileListener(numba.core.event.Listener):
@@ -61,7 +66,7 @@ class LayerSelection:
     budget: int = 1024
     min_active: int = 0
     inference: str = "exact"
-    lsh: object = None  # config.Lsh-like settings, read by LshIndex
+    lsh: LshOptions | None = None  # the layer's index, when mode or inference is lsh (model.lsh_options)
     correction: bool = False  # weight uniform negatives in the loss (config: selection.correction)
 
 
@@ -111,7 +116,8 @@ class Engine:
                                for s in self.selections],
                               [s.correction for s in self.selections], [self.dropout] * len(self.sizes))
         self.lsh = [
-            LshIndex(l, self.sizes[l], s.lsh, seed=self.seed * 1000003 + l, budget=int(self.spec[l, SPEC_BUDGET]))
+            LshIndex(l, self.sizes[l], s.lsh, seed=derive_int_seed(self.seed, LSH_SEED_STREAM, l),
+                     budget=int(self.spec[l, SPEC_BUDGET]))
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
             for l, s in enumerate(self.selections)
         ]

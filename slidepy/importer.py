@@ -230,7 +230,7 @@ def import_config(layers, overrides=()):
     """The slidepy Config of an imported model: hidden sizes from `layers`, the output layer in
     LSH mode (the k-means cluster index, budget as in the automatic recipe) with exact inference
     by default, so `--lsh` at evaluate/predict time picks the sparse path."""
-    from .config import load_config
+    from .configfile import load_config
     from .recipe import output_budget
 
     n_labels = layers[-1][0].shape[0]

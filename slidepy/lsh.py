@@ -57,11 +57,14 @@ from .hashing import (
     srp_dense_projections,
     suggest_k_l,
 )
-from .rng import generator
+from .rng import derive_int_seed, generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
 # Lloyd iterations of the first clustering, from random rows (later rebuilds warm-start: 1 each).
 INITIAL_KMEANS_ITERS = 4
+# What each random draw of an index is for: its stream is (index seed, purpose, draw or rebuild
+# count[, table]), through rng.generator / rng.derive_int_seed, so no two draws share a stream.
+_DRAW_HASHES, _DRAW_INSERT_ORDER, _DRAW_RESERVOIR, _DRAW_KMEANS, _DRAW_DRIFT_SAMPLE = range(1, 6)
 
 
 class LshLayer(NamedTuple):
@@ -121,71 +124,103 @@ class RebuildSchedule:
         self.next_step = step + max(1, int(round(self.interval)))
 
 
-def resolve_k_l(cfg, n_neurons: int) -> tuple[int, int]:
-    """The config's (k, l), with "auto" filled in from the target recall and active fraction.
+@dataclass(frozen=True)
+class LshOptions:
+    """What one layer's index is asked to be, as plain fields: config.Lsh with its `rebuild`
+    section flattened in (model.lsh_options builds it from a config; this module never sees the
+    config). `k`, `l` and `clusters` may be "auto". `random_share` is read by the engine's
+    selection, not by the index."""
+
+    family: str                    # "kmeans", or a hash family: "srp", "wta", "dwta", "minhash"
+    clusters: int | str            # kmeans: clusters per table
+    k: int | str                   # hashes per table
+    l: int | str                   # tables
+    bin_size: int                  # WTA / DWTA
+    srp_density: float
+    range_pow: int                 # 2**range_pow buckets per table
+    bucket_capacity: int
+    insert: str                    # "fifo" / "reservoir"
+    policy: str                    # "vanilla" / "topk" / "threshold"
+    threshold: int                 # min tables hit, for policy threshold
+    random_share: float
+    target_recall: float           # "auto" k / l aim at these
+    target_active_fraction: float
+    initial_interval: int          # the rebuild schedule (RebuildSchedule) ...
+    decay: float
+    max_interval: int | None
+    rehash_every: int              # ... redraw hash functions every N rebuilds; 0 = never
+    drift_threshold: float | None  # rebuild on measured drift instead of the schedule
+    drift_sample: int
+    drift_check_every: int
+    refresh_every: int             # kmeans: re-centre clusters every N batches; 0 = never
+
+
+def resolve_k_l(options: LshOptions, n_neurons: int) -> tuple[int, int]:
+    """The options' (k, l), with "auto" filled in from the target recall and active fraction.
     For `kmeans`, k is unused (0) and "auto" tables means one clustering."""
-    k, l = cfg.k, cfg.l
-    if cfg.family == "kmeans":
+    k, l = options.k, options.l
+    if options.family == "kmeans":
         return 0, 1 if l == "auto" else int(l)
     if k == "auto" or l == "auto":
-        sk, sl = suggest_k_l(n_neurons, cfg.target_active_fraction, cfg.target_recall, FAMILY_CODES[cfg.family],
-                             cfg.bin_size, max_l=512)
+        sk, sl = suggest_k_l(n_neurons, options.target_active_fraction, options.target_recall,
+                             FAMILY_CODES[options.family], options.bin_size, max_l=512)
         k = sk if k == "auto" else k
         if l == "auto":
             # L for the (possibly user-fixed) K: same relation as suggest_k_l uses.
-            l = sl if cfg.k == "auto" else suggest_l_for_k(cfg, int(k))
+            l = sl if options.k == "auto" else suggest_l_for_k(options, int(k))
     return int(k), int(l)
 
 
-def suggest_l_for_k(cfg, k: int) -> int:
+def suggest_l_for_k(options: LshOptions, k: int) -> int:
     from .hashing import collision_probability
 
-    p = collision_probability(FAMILY_CODES[cfg.family], 0.8, k, cfg.bin_size)
+    p = collision_probability(FAMILY_CODES[options.family], 0.8, k, options.bin_size)
     if p >= 1.0:
         return 1
-    return int(min(512, max(1, math.ceil(math.log(1 - cfg.target_recall) / math.log(1 - p)))))
+    return int(min(512, max(1, math.ceil(math.log(1 - options.target_recall) / math.log(1 - p)))))
 
 
-def n_clusters_for(cfg, n_neurons: int, budget: int) -> int:
-    """Clusters per table of a kmeans index (the config's number, or auto_clusters)."""
-    clusters = getattr(cfg, "clusters", "auto")
+def n_clusters_for(options: LshOptions, n_neurons: int, budget: int) -> int:
+    """Clusters per table of a kmeans index (the options' number, or auto_clusters)."""
+    clusters = options.clusters
     return min(n_neurons, auto_clusters(n_neurons, budget or n_neurons) if clusters == "auto" else int(clusters))
 
 
-def index_layout(cfg, dim: int, n_neurons: int, budget: int) -> tuple[tuple[int, int, int, int], int]:
+def index_layout(options: LshOptions, dim: int, n_neurons: int,
+                 budget: int) -> tuple[tuple[int, int, int, int], int]:
     """((L, H, Q, V), bytes) of a layer's index without building it: the per-thread query
     scratch shape (see LshIndex.hash_shape) and the bytes of its tables or clusters, codes
     included. Used by the memory estimate; LshIndex allocates exactly this."""
-    k, l = resolve_k_l(cfg, n_neurons)
-    if cfg.family == "kmeans":
-        c = n_clusters_for(cfg, n_neurons, budget)
+    k, l = resolve_k_l(options, n_neurons)
+    if options.family == "kmeans":
+        c = n_clusters_for(options, n_neurons, budget)
         nbytes = 4 * (dim + 1) * l * c + 8 * (l * c + 1) + 4 * l * n_neurons + 4 * n_neurons * l
         return (0, l * c, 0, 0), nbytes
-    shape = (l, k * l, query_scratch_size(l, cfg.bucket_capacity), dim + 1)
-    return shape, table_bytes(l, cfg.range_pow, cfg.bucket_capacity) + 4 * n_neurons * l
+    shape = (l, k * l, query_scratch_size(l, options.bucket_capacity), dim + 1)
+    return shape, table_bytes(l, options.range_pow, options.bucket_capacity) + 4 * n_neurons * l
 
 
 class LshIndex:
     """The hash functions (or cluster centroids), tables and rebuild state of one layer."""
 
-    def __init__(self, layer: int, size: tuple[int, int], cfg, *, seed: int, budget: int = 0):
+    def __init__(self, layer: int, size: tuple[int, int], options: LshOptions, *, seed: int, budget: int = 0):
         self.layer = layer
         self.dim, self.n_neurons = size
-        self.cfg = cfg
-        self.kind = INDEX_CLUSTERS if cfg.family == "kmeans" else INDEX_HASH
-        self.family = FAMILY_CODES.get(cfg.family, -1)  # hash family code (-1 for kmeans)
-        self.k, self.l = resolve_k_l(cfg, self.n_neurons)
-        self.range_pow = int(cfg.range_pow)
-        self.capacity = int(cfg.bucket_capacity)
+        self.options = s = options
+        self.kind = INDEX_CLUSTERS if s.family == "kmeans" else INDEX_HASH
+        self.family = FAMILY_CODES.get(s.family, -1)  # hash family code (-1 for kmeans)
+        self.k, self.l = resolve_k_l(s, self.n_neurons)
+        self.range_pow = int(s.range_pow)
+        self.capacity = int(s.bucket_capacity)
         self.seed = int(seed)
         self.draws = 0  # how many times hash functions were drawn (the params' seed offset)
         self.rebuilds = 0
-        self.settings = np.array([self.range_pow, POLICY_CODES[cfg.policy], cfg.threshold, self.dim, self.kind],
+        self.settings = np.array([self.range_pow, POLICY_CODES[s.policy], s.threshold, self.dim, self.kind],
                                  np.int64)
         self.max_norm = 1.0  # M of the transform at the last rebuild
         self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
         if self.kind == INDEX_CLUSTERS:
-            self.n_clusters = n_clusters_for(cfg, self.n_neurons, budget)
+            self.n_clusters = n_clusters_for(s, self.n_neurons, budget)
             self.params = _no_params()
             self.buckets = np.zeros((0, 0, 0), np.int32)
             self.counts = np.zeros((0, 0), np.int32)
@@ -201,17 +236,16 @@ class LshIndex:
             self.counts = np.zeros((self.l, 1 << self.range_pow), np.int32)
             self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
             self.centroids_t, self.cluster_indptr, self.cluster_members = _no_clusters()
-        rb = cfg.rebuild
-        self.schedule = RebuildSchedule(rb.initial_interval, rb.decay, rb.max_interval)
+        self.schedule = RebuildSchedule(s.initial_interval, s.decay, s.max_interval)
         self.drift_ids = np.zeros(0, np.int64)
         self.drift_codes = np.zeros((0, self.l), np.int32)
         self.last_drift = 0.0
 
     def _draw(self) -> HashParams:
-        seed = self.seed * 7919 + self.draws
+        seed = derive_int_seed(self.seed, _DRAW_HASHES, self.draws)
         self.draws += 1
-        return make_hash_params(self.family, self.dim + 2, self.k, self.l, bin_size=self.cfg.bin_size,
-                                density=self.cfg.srp_density, seed=seed)
+        return make_hash_params(self.family, self.dim + 2, self.k, self.l, bin_size=self.options.bin_size,
+                                density=self.options.srp_density, seed=seed)
 
     def hash_shape(self) -> tuple[int, int, int, int]:
         """(L, H, Q, V) of the per-thread scratch a query needs: codes, hash work, candidate union,
@@ -248,12 +282,14 @@ class LshIndex:
             self._dense_proj = None
         self.max_norm = float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
         self._hash_neurons(rows, bias, self.codes)
-        insert = INSERT_CODES[self.cfg.insert]
+        insert = INSERT_CODES[self.options.insert]
         if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
-            order = generator(self.seed, self.rebuilds).permutation(self.n_neurons).astype(np.int32)
+            order = generator(self.seed, _DRAW_INSERT_ORDER, self.rebuilds).permutation(self.n_neurons)
+            order = order.astype(np.int32)
         else:  # reservoir keeps each with probability C/n in any order; id order reads codes sequentially
             order = np.arange(self.n_neurons, dtype=np.int32)
-        build_tables(self.codes, order, insert, self.seed * 31 + self.rebuilds, self.buckets, self.counts)
+        reservoir_seed = derive_int_seed(self.seed, _DRAW_RESERVOIR, self.rebuilds)
+        build_tables(self.codes, order, insert, reservoir_seed, self.buckets, self.counts)
         self.rebuilds += 1
         self._remember_drift_sample()
         return time.perf_counter() - started
@@ -262,7 +298,7 @@ class LshIndex:
         """k-means per table, warm-started from the current centroids after the first build."""
         n_c = self.n_clusters
         for t in range(self.l):
-            rng = generator(self.seed, self.rebuilds, t)
+            rng = generator(self.seed, _DRAW_KMEANS, self.rebuilds, t)
             if fresh or self.rebuilds == 0:
                 centroids, previous = initial_centroids(rows, bias, n_c, rng), None
             else:
@@ -310,11 +346,10 @@ class LshIndex:
         return codes_out
 
     def _remember_drift_sample(self) -> None:
-        rb = self.cfg.rebuild
-        if rb.drift_threshold is None:
+        if self.options.drift_threshold is None:
             return
-        size = min(self.n_neurons, rb.drift_sample)
-        rng = generator(self.seed, self.rebuilds, 7)
+        size = min(self.n_neurons, self.options.drift_sample)
+        rng = generator(self.seed, _DRAW_DRIFT_SAMPLE, self.rebuilds)
         self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
         self.drift_codes = self.codes[self.drift_ids].copy()
 
@@ -337,24 +372,23 @@ class LshIndex:
 
     def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not)."""
-        rb = self.cfg.rebuild
-        if rb.drift_threshold is not None:
-            if step % rb.drift_check_every != 0:
+        s = self.options
+        if s.drift_threshold is not None:
+            if step % s.drift_check_every != 0:
                 return 0.0
             started = time.perf_counter()
-            if self.drift(weights, input_major, bias) < rb.drift_threshold:
+            if self.drift(weights, input_major, bias) < s.drift_threshold:
                 return time.perf_counter() - started
             return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
         if not self.schedule.due(step):
-            every = getattr(rb, "refresh_every", 0)
-            if every and step % every == 0:
+            if s.refresh_every and step % s.refresh_every == 0:
                 return self.refresh(weights, input_major, bias)
             return 0.0
         self.schedule.advance(step)
         return self._rebuild_now(weights, input_major, bias)
 
     def _rebuild_now(self, weights, input_major, bias) -> float:
-        every = self.cfg.rebuild.rehash_every
+        every = self.options.rehash_every
         redraw = bool(every) and (self.rebuilds % every == 0) and self.rebuilds > 0
         return self.rebuild(weights, input_major, bias=bias, redraw=redraw)
 

@@ -89,6 +89,7 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
     functions (network.param_shapes / scratch_shapes, lsh.index_layout),
     applied to the per-layer spec the engine would build; nothing is allocated."""
     from .config import layer_selections
+    from .model import lsh_options
 
     d = cfg.data
     if d.train is None:
@@ -115,7 +116,7 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
         if MODE_LSH not in (spec[i, SPEC_MODE], spec[i, SPEC_INFER_MODE]):
             continue
         (dim, n), lsh = sizes[i], sel.lsh
-        hash_shapes[i], index_bytes = index_layout(lsh, dim, n, int(spec[i, SPEC_BUDGET]))
+        hash_shapes[i], index_bytes = index_layout(lsh_options(lsh), dim, n, int(spec[i, SPEC_BUDGET]))
         tables += index_bytes
         if i == 0:  # layer 0 is transposed into a temporary (N, D) copy to hash its rows
             tables += 4 * dim * n

@@ -15,15 +15,23 @@ from __future__ import annotations
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, layer_selections
+from .config import Config, Lsh, config_to_dict, layer_selections
+from .configfile import config_from_dict
 from .data import Dataset
 from .engine import Engine, LayerSelection
 from .errors import CheckpointError, ConfigError, DataError
+from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
 EVAL_SUBSET_STREAM = 12345
+
+
+def lsh_options(lsh: Lsh) -> LshOptions:
+    """A config's lsh section as the plain fields an LshIndex takes (its rebuild section flattened
+    in): lsh.py never reads the config."""
+    return LshOptions(**lsh.model_dump(exclude={"rebuild"}), **lsh.rebuild.model_dump())
 
 
 def max_labels(*sets: Dataset | None) -> int:
@@ -44,7 +52,7 @@ class Model:
         one sample) sizes the output layer's active sets, which grow on demand."""
         t = config.training
         selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
-                                     lsh=s.lsh, correction=s.correction) for s in layer_selections(config)]
+                                     lsh=lsh_options(s.lsh), correction=s.correction) for s in layer_selections(config)]
         engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                         beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),

@@ -21,6 +21,11 @@ Pieces
   draws (epoch order, evaluation subset): `generator(seed, epoch)`. Streams with different key
   tuples are independent (NumPy's SeedSequence mixes the keys); mix keys here, never by hand
   (`seed * 1000 + epoch` collides across seeds).
+- `derive_int_seed(*keys)`: the same mixing, for code that takes an int seed rather than a
+  Generator (an LSH index, hash functions, table inserts, a worker's sample stream):
+  `derive_int_seed(seed, LSH_SEED_STREAM, layer)`. Name what a stream is for with a constant key
+  after the seed (`LSH_SEED_STREAM`, `WORKER_SEED_STREAM`, lsh.py's `_DRAW_*`), so two uses never
+  share a stream.
 
 All functions are `@njit(cache=True)` leaves and take uint64 or int64 arguments; integer inputs
 are reinterpreted as uint64 (two's complement), so negative seeds are allowed.
@@ -105,6 +110,14 @@ def generator(*keys) -> np.random.Generator:
     """Python helper: np.random.default_rng of the keys as uint64 words (negative ints wrap), so
     generator(seed, epoch) is the stream default_rng([seed, epoch]) always gave."""
     return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys])
+
+
+def derive_int_seed(*keys) -> int:
+    """Python helper: a seed in [0, 2**63) (an int64 and a uint64 alike) for the stream named by
+    integer keys, from NumPy's SeedSequence as `generator` mixes them. Each key is one 64-bit word
+    (negative ints wrap), so no two key tuples of the same length share a seed by accident."""
+    words = np.array([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys], dtype=np.uint64)
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def make_state(seed, n=1):

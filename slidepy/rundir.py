@@ -32,7 +32,7 @@ import numpy as np
 
 from .atomic import atomic_write, remove_stale_temps
 from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from .config import dump_config
+from .configfile import dump_config
 from .errors import CheckpointError, ConfigError
 
 try:

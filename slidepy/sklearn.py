@@ -56,7 +56,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import load_config
+from .configfile import load_config
 from .data import Dataset
 from .errors import SlidepyError
 from .labels import META_KEY as LABELS_META_KEY

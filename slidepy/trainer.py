@@ -14,24 +14,31 @@ position in the epoch, rebuild schedule); the epoch's sample order is a pure fun
 
 Reliability rules (each has a test in tests/test_reliability.py or tests/test_killresume.py):
 
-* Inputs are checked before any work: data paths (`config.validate_paths`), an empty training or
-  test set, non-finite feature values, a test set whose dimensions differ from the training set.
+* Inputs are checked before any work: data paths (`configfile.validate_paths`), an empty
+  training or test set, non-finite feature values, a test set whose dimensions differ from the training set.
   A `training.batch_size` larger than the training set is not an error: every step then uses
   the whole set, and a warning says so (also in the `start` record of metrics.jsonl, with the
   counts and first lines of bad lines dropped by `data.skip_bad_lines`).
 * One live run per run directory (`RunDir.lock`, held from `resume`/`fit` to the end of `fit`).
 * No checkpoint ever holds NaN/inf weights: they are checked before every write, and at least
   every `training.log_every` steps. The loss is checked every step. A fault goes to one place,
-  `_fault`: it raises NumericalError naming the step and the layer, or with
+  `Trainer._fault`: it raises NumericalError naming the step and the layer, or with
   `training.on_nan: rollback` restores the newest good checkpoint with half the learning rate and
   the loop continues from there; after MAX_ROLLBACKS rollbacks in a row (no checkpoint written in
-  between) it gives up with NumericalError.
+  between) it gives up with NumericalError (`Rollbacks` keeps that count).
 * `resume()` loads the newest checkpoint that reads cleanly, falling back past corrupt ones with
   a warning; a checkpoint whose shapes disagree with the config is an error, not skipped. It
   drops metrics.jsonl records newer than the checkpoint (they describe steps that will be
   re-run) and appends a `resume` record, so the log holds every step exactly once.
 * A failed periodic checkpoint write (disk full) is a warning; training goes on and the previous
   checkpoint stays. Temp files of writes cut short by a kill are deleted at the next start.
+* SIGINT / SIGTERM (`StopRequest`) finish the current batch, save and raise TrainingInterrupted;
+  a second SIGINT quits at once.
+
+The class is the loop; below it, what the loop leans on: `Progress` (the counters a checkpoint
+keeps besides the model), `Schedule` (batches, epoch order, learning rate, when to stop),
+`LossWindow` (loss and samples/s between log records), `StopRequest` (signals), `Rollbacks`
+(on_nan), and the functions that load and check the data a config names.
 """
 
 from __future__ import annotations
@@ -49,9 +56,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .config import Config, load_config, validate_paths
+from .config import Config, TrainingConfig
+from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
-from .engine import StepStats
+from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
 from .model import Model, max_labels
 from .optimizer import scheduled_lr
@@ -63,8 +71,6 @@ from .synthetic import make_synthetic
 MAX_ROLLBACKS = 3
 # How many bad-line messages a skip_bad_lines load reports in the start record.
 MAX_BAD_REPORTED = 5
-# Training progress a checkpoint holds besides the model (Model.state adds these to its meta).
-PROGRESS_KEYS = ("epoch", "batch_in_epoch", "train_seconds", "rebuild_seconds", "lr_scale")
 
 
 class TrainingInterrupted(SlidepyError):
@@ -83,6 +89,440 @@ class Step(NamedTuple):
     rows: np.ndarray
     stats: StepStats
     seconds: float
+
+
+class Trainer:
+    """Train, evaluate, predict, save and load a slidepy model.
+
+    `config` may be a Config, a dict, or a YAML path. `train`/`test` datasets override the
+    config's data section (handy from Python). `callbacks` are called as cb(trainer, record) for
+    every record written to metrics.jsonl.
+    """
+
+    def __init__(self, config, *, train: Dataset | None = None, test: Dataset | None = None,
+                 run_dir: str | os.PathLike | None = None, callbacks: tuple[Callable] = (),
+                 progress: bool = True, _model: Model | None = None):
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.threads = set_threads(self.config)
+        if train is None and _model is None:
+            train, loaded_test = load_data(self.config)
+            test = test if test is not None else loaded_test
+        _check_data(train, test)
+        self.train_data, self.test_data = train, test
+        self.callbacks, self.progress = list(callbacks), progress
+        self.history: list[dict] = []  # every record written to metrics.jsonl
+        self.warnings: list[str] = []  # every warning this trainer issued, in order
+        self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
+        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
+        self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
+        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
+        self.last_eval: dict = {}  # the newest eval record of this fit()
+        self.window, self.stop_request = LossWindow(), StopRequest()
+        self.rollbacks = Rollbacks(self.config.training.on_nan)
+        self._last_saved_step: int | None = None
+        self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
+
+    engine = property(lambda self: self.model.engine, doc="The model's Engine.")
+    run_dir = property(lambda self: self.run.path, doc="The run directory (a Path).")
+    step = property(lambda self: self.engine.step, doc="Optimizer steps taken so far.")
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train to the configured epochs (or max_steps, or time_budget_s). Returns the last
+        evaluation record: the whole test set, scored at the last step."""
+        if self.train_data is None:
+            raise DataError("no training data: give Trainer.load(..., train=...) a dataset to train further")
+        _require_samples(self.train_data, "the training set")
+        self.run.lock()
+        try:
+            self._start()
+            with self.stop_request.handling(), tqdm(total=self._total_steps, unit="step", dynamic_ncols=True,
+                                                    initial=min(self.step, self._total_steps),
+                                                    disable=not self.progress) as self._bar:
+                while True:
+                    if self.schedule.over(self.epoch, self.step, self._total_steps, self.train_seconds):
+                        if self._finite():  # the last steps may not have been checked; a rollback redoes them
+                            break
+                    elif self.batch_in_epoch < self.schedule.batches_per_epoch:
+                        self.train_step()
+                    else:  # resumed from a checkpoint written at an epoch's last batch
+                        self._end_epoch()
+                if self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True):
+                    self.last_eval = self._eval_record(final=True)
+                if self._last_saved_step != self.step:
+                    self.checkpoint()
+        finally:
+            self._bar = tqdm(disable=True)
+            self.run.unlock()
+        return self.last_eval
+
+    def train_step(self) -> Step:
+        """One pass of the loop: train a batch, maybe rebuild the LSH tables, maybe log, maybe
+        evaluate, maybe checkpoint (and stop, after a signal). After a numerical fault that was
+        rolled back (`_fault`) it returns at once: the next call goes on from the checkpoint."""
+        cfg, t = self.config, self.config.training
+        rows = self.schedule.batch_rows(self.epoch, self.batch_in_epoch)
+        self.engine.lr = self.schedule.lr(self.lr_scale, self.step, self._total_steps, self.train_seconds)
+        started = time.perf_counter()
+        stats = self.engine.train_step(self.train_data, rows)
+        step = Step(rows, stats, time.perf_counter() - started)
+        self.train_seconds += step.seconds
+        self.batch_in_epoch += 1
+        self._bar.update(1)
+        if not np.isfinite(stats.loss):
+            where = self.model.nonfinite()
+            self._fault(f"loss is {stats.loss} at step {self.step}" + (f"; {where}" if where else
+                                                                        " (weights are still finite)"))
+            return step
+        checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
+        log_due = self.step % t.log_every == 0
+        # Weights are checked every log_every steps and right before every checkpoint write, so no
+        # checkpoint ever holds NaN/inf.
+        if log_due and not self._finite():
+            return step
+        self.rebuild_seconds += self.engine.maybe_rebuild()
+        self.window.add(stats.loss, rows.shape[0], step.seconds)
+        if log_due:
+            loss, rate = self.window.summary()
+            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+            self._record("log", loss=loss, samples_per_s=rate, active_mean=[float(a) for a in stats.active_mean])
+            self.window.reset()
+        if cfg.eval.every and self.step % cfg.eval.every == 0:
+            self.last_eval = self._eval_record()
+        if (checkpoint_due or self.stop_request.signum is not None) and not self._finite():
+            return step
+        if checkpoint_due:
+            try:
+                self.checkpoint()
+            except CheckpointError as exc:  # disk full: the previous checkpoint stays
+                self._warn(f"{exc}; training goes on, the previous checkpoint is kept", RuntimeWarning)
+                self._record("checkpoint_failed", error=str(exc))
+        if self.stop_request.signum is not None:  # save and raise TrainingInterrupted
+            raise self.stop_request.interrupted(self.step, self.run, None if self._last_saved_step == self.step
+                                                else self.checkpoint)
+        if self.batch_in_epoch >= self.schedule.batches_per_epoch:
+            self._end_epoch()
+        return step
+
+    def _start(self) -> None:
+        """What fit does before its first step: refuse to mix with an earlier run's checkpoints,
+        write config.yaml, plan the steps, compile the kernels, write the start record."""
+        t, n_train = self.config.training, self.train_data.n_samples
+        if self.step == 0:
+            self.run.refuse_earlier_run()
+        self.run.prepare(self.config)
+        if t.batch_size > n_train:
+            self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
+                       f"in {self.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
+        self._total_steps = self.schedule.planned_steps
+        self.last_eval = {}
+        self.window.reset()
+        self._record("start", compile_seconds=_compile(self.engine, self.train_data), threads=self.threads,
+                     n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in self.engine.layers)),
+                     **_data_report(self.warnings, self.train_data, self.test_data))
+
+    def _end_epoch(self) -> None:
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if not self.config.eval.every:
+            self.last_eval = self._eval_record()
+
+    def _finite(self) -> bool:
+        """True if every weight and bias is finite; else `_fault` (raise, or restore: False)."""
+        where = self.model.nonfinite()
+        if where is not None:
+            self._fault(f"{where} at step {self.step}")
+        return where is None
+
+    def _fault(self, what: str) -> None:
+        """The one place a numerical fault goes: raise NumericalError (`Rollbacks.target` says
+        when), or restore the newest good checkpoint with half the learning rate. The loop then
+        simply continues from the restored step."""
+        found = self.rollbacks.target(what, self.engine.lr, self.run)
+        scale_before = self.lr_scale
+        self._apply_state(*found)
+        self.lr_scale = 0.5 * min(scale_before, self.lr_scale)
+        self.engine.lr = lr = self.config.training.lr * self.lr_scale
+        n = self.rollbacks.in_a_row
+        self._warn(f"{what}: rolled back to {found[0]} (step {self.step}) with learning rate {lr:g} "
+                   f"(rollback {n} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning)
+        self._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n)
+        self.window.reset()
+        self._bar.n = min(self.step, self._total_steps)
+        self._bar.refresh()
+
+    def _warn(self, message: str, category=UserWarning, stacklevel: int = 3) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, category, stacklevel=stacklevel)
+
+    def _record(self, event: str, **fields) -> dict:
+        """Append a record to history and metrics.jsonl, then call the callbacks with it."""
+        record = {"event": event, "step": self.step, "epoch": self.epoch + self.batch_in_epoch /
+                  max(1, self.schedule.batches_per_epoch), "train_seconds": round(self.train_seconds, 4),
+                  "rebuild_seconds": round(self.rebuild_seconds, 4), **fields}
+        self.history.append(record)
+        self.run.append_metrics(record)
+        for cb in self.callbacks:
+            cb(self, record)
+        return record
+
+    def _eval_record(self, final: bool = False) -> dict:
+        """Evaluate and record. Evaluations during training score eval.subset samples; the final
+        one (end of fit) scores the whole test set, so a run's headline P@k are exact and complete.
+        `complete` says which it was."""
+        started = time.perf_counter()
+        data = self.test_data or self.train_data
+        subset = None if final else self.config.eval.subset
+        report = self.model.eval_report(data, subset)
+        return self._record("eval", eval_seconds=time.perf_counter() - started,
+                            complete=subset is None or subset >= data.n_samples, **report)
+
+    # -- checkpoints and resuming ---------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,
+        permissions) raises CheckpointError; the previous checkpoints are untouched."""
+        path = self.run.save_checkpoint(self.step, *self.model.state(**Progress.of(self)),
+                                        keep_last=self.config.output.keep_last)
+        self._last_saved_step = self.step
+        self.rollbacks.saved()  # progress made and saved
+        return path
+
+    def _apply_state(self, path, arrays: dict, meta: dict, model_loaded: bool = False) -> None:
+        """Copy a loaded checkpoint into this trainer (the model too, unless `model_loaded`); any
+        disagreement with the model is a CheckpointError naming the file."""
+        progress = Progress.from_meta(path, meta)
+        if not model_loaded:
+            self.model.restore(path, arrays, meta)
+        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = progress
+        self._last_saved_step = self.step
+
+    def restore(self, path) -> None:
+        """Load a checkpoint's state into this trainer (shapes must match its config)."""
+        self._apply_state(path, *load_checkpoint(path))
+
+    def resume(self) -> bool:
+        """Continue from the newest good checkpoint in the run dir (`RunDir.resume_point`: corrupt
+        newer ones are skipped with a warning); False if there is none. A checkpoint that does not
+        match the config raises CheckpointError rather than silently starting over."""
+        self.run.lock()
+        found = self.run.resume_point()
+        if found is None:
+            self.run.trim_metrics(0)  # records of an attempt killed before its first checkpoint
+            return False
+        try:
+            self._apply_state(*found)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (was {self.run_dir} written with another config? use another --out)") \
+                from None
+        self._record("resume", checkpoint=str(found[0]), dropped_records=self.run.trim_metrics(self.step))
+        return True
+
+    def clear_run_dir(self) -> list:
+        """Delete an earlier run's checkpoints and metrics.jsonl, to start over in the same run
+        directory (`slidepy train --overwrite`). Returns the deleted paths."""
+        self.run.lock()
+        return self.run.clear()
+
+    # -- the model: evaluate, predict, save, load (Model's, with this trainer's data and progress)
+
+    def evaluate(self, data: Dataset | None = None, subset: int | None = -1) -> dict:
+        """P@k and nDCG@k on `data` (default: the test set, else train), scored per the config
+        (exact unless a layer's selection says inference: lsh); `subset` -1 means eval.subset."""
+        data = data if data is not None else (self.test_data if self.test_data is not None else self.train_data)
+        if data is None:
+            raise DataError("no data to evaluate on: pass a dataset")
+        return self.model.evaluate(data, self.config.eval.subset if subset == -1 else subset)
+
+    def predict(self, data: Dataset, k: int = 5):
+        """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
+        return self.model.predict(data, k)
+
+    def save(self, path) -> str:
+        """Write a self-contained model file (weights, optimizer, tables, config, progress) atomically."""
+        return self.model.save(path, **Progress.of(self))
+
+    @classmethod
+    def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,
+             load_data_from_config: bool = False) -> "Trainer":
+        """A Trainer from a checkpoint (`Model.load`), for evaluation / prediction, or further
+        training if datasets are given or `load_data_from_config`. Any problem with the file is a
+        CheckpointError naming it."""
+        model, meta = Model.load(path)
+        if train is None and load_data_from_config:
+            train, loaded_test = load_data(model.config)
+            test = test if test is not None else loaded_test
+        model.accept_training_data(train, test, source=path)
+        trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
+        trainer._apply_state(path, {}, meta, model_loaded=True)
+        return trainer
+
+
+# -- what the loop leans on -------------------------------------------------------------------
+
+
+class Progress(NamedTuple):
+    """Training progress a checkpoint holds besides the model (Model.state adds it to the meta)."""
+
+    epoch: int = 0                # epochs completed
+    batch_in_epoch: int = 0       # batches of the current epoch done
+    train_seconds: float = 0.0
+    rebuild_seconds: float = 0.0
+    lr_scale: float = 1.0         # halved by each NaN rollback; the schedule scales training.lr by it
+
+    @classmethod
+    def of(cls, trainer: Trainer) -> dict:
+        """A trainer's progress (its attributes of these names), as its checkpoints' meta holds it."""
+        return cls(*(getattr(trainer, name) for name in cls._fields))._asdict()
+
+    @classmethod
+    def from_meta(cls, path, meta: dict) -> "Progress":
+        """The progress in a checkpoint's meta; a model file written by Model.save (an import, say)
+        has none: it starts at epoch 0. A malformed one is a CheckpointError naming `path`."""
+        try:
+            progress = cls(int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)),
+                           float(meta.get("train_seconds", 0.0)), float(meta.get("rebuild_seconds", 0.0)),
+                           float(meta.get("lr_scale", 1.0)))
+            if progress.epoch < 0 or progress.batch_in_epoch < 0:
+                raise ValueError("negative epoch / batch")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {type(exc).__name__}: {exc}") from None
+        return progress
+
+
+class Schedule:
+    """The plan of a run, from the training section and the training set's size alone: batches
+    per epoch, planned steps, each epoch's sample order, the learning rate at a step, and when the
+    run is over. Distributed workers take their batches from it too."""
+
+    def __init__(self, t: TrainingConfig, n_train: int):
+        self.t, self.n_train = t, n_train
+        self.batches_per_epoch = -(-n_train // t.batch_size)
+        # The epochs, at most training.max_steps; the linear learning-rate schedule decays over
+        # them (or over time_budget_s, whichever comes first).
+        steps = t.epochs * self.batches_per_epoch
+        self.planned_steps = min(steps, t.max_steps) if t.max_steps is not None else steps
+        self._order = (None, None)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The epoch's sample order, a pure function of (seed, epoch), so a resumed run sees
+        exactly the batches the interrupted one would have; drawn once per epoch."""
+        if self._order[0] != epoch:
+            self._order = (epoch, generator(self.t.seed, epoch).permutation(self.n_train).astype(np.int64))
+        return self._order[1]
+
+    def batch_rows(self, epoch: int, batch: int) -> np.ndarray:
+        """The dataset rows of batch `batch` (from 0) of `epoch`."""
+        return self.epoch_order(epoch)[batch * self.t.batch_size:][:self.t.batch_size]
+
+    def lr(self, lr_scale: float, step: int, total_steps: int, train_seconds: float) -> float:
+        """training.lr (times lr_scale) on its schedule at the share of the run done: by steps (of
+        total_steps, else planned_steps) or by training.time_budget_s, whichever is ahead."""
+        t = self.t
+        done = step / max(1, total_steps or self.planned_steps)
+        if t.time_budget_s:
+            done = max(done, train_seconds / t.time_budget_s)
+        return scheduled_lr(t.lr * lr_scale, t.lr_schedule, t.warmup_steps, step, done)
+
+    def over(self, epoch: int, step: int, total_steps: int, train_seconds: float) -> bool:
+        """The epochs, the steps (total_steps) or training.time_budget_s are done."""
+        budget = self.t.time_budget_s
+        return epoch >= self.t.epochs or step >= total_steps or (budget is not None and train_seconds >= budget)
+
+
+class LossWindow:
+    """Loss and throughput since the last log record: the sums of loss * samples, samples, seconds."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.samples, self.seconds = 0.0, 0, 0.0
+
+    def add(self, loss: float, samples: int, seconds: float) -> None:
+        self.loss_sum, self.samples, self.seconds = (self.loss_sum + loss * samples, self.samples + samples,
+                                                     self.seconds + seconds)
+
+    def summary(self) -> tuple[float, float]:
+        """(mean loss per sample, samples per second)."""
+        return self.loss_sum / self.samples, self.samples / max(self.seconds, 1e-9)
+
+
+class StopRequest:
+    """SIGINT and SIGTERM during `fit`: the first sets `signum`, and the loop saves and stops after
+    the current batch; a second raises KeyboardInterrupt (the user really wants out now)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def handling(self):
+        """SIGINT and SIGTERM come here inside the block; the previous handlers come back after."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    def _on_signal(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: the user really wants out now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def interrupted(self, step: int, run: RunDir, save: Callable[[], str] | None) -> TrainingInterrupted:
+        """The error that ends the run at `step`, after `save()` writes its checkpoint (None: the
+        step's checkpoint is written already), naming it and the command that resumes. If the write
+        fails it names the newest checkpoint there is."""
+        signame = signal.Signals(self.signum).name
+        hint = f"resume with: slidepy train --config {run.path / 'config.yaml'} --out {run.path} --resume"
+        try:
+            path = save() if save is not None else run.checkpoint_path(step)
+        except CheckpointError as exc:
+            good = ([None] + [path for _, path in run.checkpoints()])[-1]
+            return TrainingInterrupted(f"stopped by {signame} at step {step}, but {exc}; the newest checkpoint is "
+                                       f"{good}; {hint}", good, self.signum)
+        return TrainingInterrupted(f"stopped by {signame} at step {step}; checkpoint {path}; {hint}", path,
+                                   self.signum)
+
+
+class Rollbacks:
+    """`training.on_nan` and the count of rollbacks in a row (no checkpoint written in between)."""
+
+    def __init__(self, on_nan: str):
+        self.on_nan, self.in_a_row = on_nan, 0
+
+    def target(self, what: str, lr: float, run: RunDir) -> tuple:
+        """(path, arrays, meta) of the checkpoint to roll back to after the fault `what`, counted
+        as one more in a row; NumericalError naming `what` when on_nan is stop, after
+        MAX_ROLLBACKS in a row, or when `run` has no checkpoint that loads."""
+        if self.on_nan != "rollback":
+            raise NumericalError(f"{what}; lower training.lr or set training.on_nan: rollback")
+        if self.in_a_row >= MAX_ROLLBACKS:
+            raise NumericalError(f"{what}; gave up after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
+                                 f"{lr:g}); lower training.lr")
+        found = run.newest_good()
+        if found is None:
+            raise NumericalError(f"{what}; on_nan is rollback but {run.path} has no checkpoint to roll back to")
+        self.in_a_row += 1
+        return found
+
+    def saved(self) -> None:
+        """A checkpoint was written: the count starts over."""
+        self.in_a_row = 0
+
+
+def _compile(engine: Engine, data: Dataset) -> float:
+    """Engine.warmup, saying on stderr why the first run waits ("compiling kernels (first run
+    only)... N s"). Returns the seconds, reported apart from training time."""
+    seconds = engine.warmup(data, on_compile=lambda: print(
+        "compiling kernels (first run only)...", end="", file=sys.stderr, flush=True))
+    if engine.compiled:
+        print(f" {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
+# -- the data a config names, and the threads it asks for ------------------------------------
 
 
 def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
@@ -139,19 +579,6 @@ def _check_data(train: Dataset | None, test: Dataset | None) -> None:
                             f"set {train.n_features}")
 
 
-def _progress_from_meta(path, meta: dict) -> tuple:
-    """(epoch, batch_in_epoch, train_seconds, rebuild_seconds, lr_scale) of a checkpoint's meta;
-    a model file written by Model.save (an import, say) has no progress: it starts at epoch 0."""
-    try:
-        progress = (int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)), float(meta.get("train_seconds", 0.0)),
-                    float(meta.get("rebuild_seconds", 0.0)), float(meta.get("lr_scale", 1.0)))
-        if progress[0] < 0 or progress[1] < 0:
-            raise ValueError("negative epoch / batch")
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {type(exc).__name__}: {exc}") from None
-    return progress
-
-
 def _data_report(warned: list[str], train: Dataset, test: Dataset | None) -> dict:
     """Fields of the start record: warnings so far, and lines dropped by skip_bad_lines."""
     out: dict = {"warnings": list(warned)} if warned else {}
@@ -161,17 +588,6 @@ def _data_report(warned: list[str], train: Dataset, test: Dataset | None) -> dic
         out["skipped_lines"] = skipped
         out["first_bad"] = [line for _, ds in sets if ds is not None for line in ds.first_bad][:MAX_BAD_REPORTED]
     return out
-
-
-@contextlib.contextmanager
-def _stop_signals(handler):
-    """SIGINT and SIGTERM go to `handler` inside the block; the previous handlers come back after."""
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
 
 
 def set_threads(cfg: Config) -> int:
@@ -185,323 +601,3 @@ def set_threads(cfg: Config) -> int:
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
-
-
-class Trainer:
-    """Train, evaluate, predict, save and load a slidepy model.
-
-    `config` may be a Config, a dict, or a YAML path. `train`/`test` datasets override the
-    config's data section (handy from Python). `callbacks` are called as cb(trainer, record) for
-    every record written to metrics.jsonl.
-    """
-
-    def __init__(self, config, *, train: Dataset | None = None, test: Dataset | None = None,
-                 run_dir: str | os.PathLike | None = None, callbacks: tuple[Callable] = (),
-                 progress: bool = True, _model: Model | None = None):
-        self.config = config if isinstance(config, Config) else load_config(config)
-        self.threads = set_threads(self.config)
-        if train is None and _model is None:
-            train, loaded_test = load_data(self.config)
-            test = test if test is not None else loaded_test
-        _check_data(train, test)
-        self.train_data, self.test_data = train, test
-        self.callbacks, self.progress = list(callbacks), progress
-        self.history: list[dict] = []
-        self.warnings: list[str] = []  # every warning this trainer issued, in order
-        self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
-        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
-        self.epoch, self.batch_in_epoch = 0, 0  # epochs completed, batches of the current epoch done
-        self.train_seconds, self.rebuild_seconds = 0.0, 0.0
-        self.lr_scale = 1.0  # halved by each NaN rollback; the schedule scales training.lr by it
-        self.last_eval: dict = {}  # the newest eval record of this fit()
-        self._stop_signal: int | None = None
-        self._rollbacks_in_a_row, self._last_saved_step = 0, None
-        self._window = [0.0, 0, 0.0]  # loss * samples, samples, seconds since the last log record
-        self._total_steps, self._bar, self._order = 0, tqdm(disable=True), (None, None)
-
-    engine = property(lambda self: self.model.engine, doc="The model's Engine.")
-    run_dir = property(lambda self: self.run.path, doc="The run directory (a Path).")
-    step = property(lambda self: self.engine.step, doc="Optimizer steps taken so far.")
-
-    # -- the loop -------------------------------------------------------------------------------
-
-    def fit(self) -> dict:
-        """Train to the configured epochs (or max_steps). Returns the last evaluation record."""
-        t = self.config.training
-        if self.train_data is None:
-            raise DataError("no training data: give Trainer.load(..., train=...) a dataset to train further")
-        _require_samples(self.train_data, "the training set")
-        self.run.lock()
-        try:
-            if self.step == 0:
-                self.run.refuse_earlier_run()
-            self.run.prepare(self.config)
-            n_train = self.train_data.n_samples
-            if t.batch_size > n_train:
-                self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
-                           f"in {self.train_data.source}): every step uses all {n_train} samples")
-            self._total_steps = self.planned_steps()
-            self.last_eval, self._window = {}, [0.0, 0, 0.0]
-            compile_seconds = self.engine.warmup(self.train_data, on_compile=lambda: print(
-                "compiling kernels (first run only)...", end="", file=sys.stderr, flush=True))
-            if self.engine.compiled:
-                print(f" {compile_seconds:.0f} s", file=sys.stderr, flush=True)
-            self._record("start", compile_seconds=compile_seconds, threads=self.threads,
-                         n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in self.engine.layers)),
-                         **_data_report(self.warnings, self.train_data, self.test_data))
-            with _stop_signals(self._on_signal), tqdm(total=self._total_steps, unit="step", dynamic_ncols=True,
-                                                      initial=min(self.step, self._total_steps),
-                                                      disable=not self.progress) as self._bar:
-                while True:
-                    if self.epoch >= t.epochs or self.step >= self._total_steps or self._out_of_time():
-                        if self._finite():  # the last steps may not have been checked; a rollback redoes them
-                            break
-                    elif self.batch_in_epoch < self._batches_per_epoch():
-                        self.train_step()
-                    else:  # resumed from a checkpoint written at an epoch's last batch
-                        self._end_epoch()
-                if self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True):
-                    self.last_eval = self._eval_record(final=True)
-                if self._last_saved_step != self.step:
-                    self.checkpoint()
-        finally:
-            self._bar = tqdm(disable=True)
-            self.run.unlock()
-        return self.last_eval
-
-    def train_step(self) -> Step:
-        """One pass of the loop: train a batch, maybe rebuild the LSH tables, maybe log, maybe
-        evaluate, maybe checkpoint (and stop, after a signal). After a numerical fault that was
-        rolled back (`_fault`) it returns at once: the next call goes on from the checkpoint."""
-        cfg, t = self.config, self.config.training
-        rows = self._epoch_order(self.epoch)[self.batch_in_epoch * t.batch_size:][:t.batch_size]
-        self.engine.lr = scheduled_lr(t.lr * self.lr_scale, t.lr_schedule, t.warmup_steps, self.step,
-                                      self._run_progress())
-        started = time.perf_counter()
-        stats = self.engine.train_step(self.train_data, rows)
-        step = Step(rows, stats, time.perf_counter() - started)
-        self.train_seconds += step.seconds
-        self.batch_in_epoch += 1
-        self._bar.update(1)
-        if not np.isfinite(stats.loss):
-            where = self.model.nonfinite()
-            self._fault(f"loss is {stats.loss} at step {self.step}" + (f"; {where}" if where else
-                                                                        " (weights are still finite)"))
-            return step
-        checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
-        log_due = self.step % t.log_every == 0
-        # Weights are checked every log_every steps and right before every checkpoint write, so no
-        # checkpoint ever holds NaN/inf.
-        if log_due and not self._finite():
-            return step
-        self.rebuild_seconds += self.engine.maybe_rebuild()
-        self._window = [self._window[0] + stats.loss * rows.shape[0], self._window[1] + rows.shape[0],
-                        self._window[2] + step.seconds]
-        if log_due:
-            loss, rate = self._window[0] / self._window[1], self._window[1] / max(self._window[2], 1e-9)
-            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
-            self._record("log", loss=loss, samples_per_s=rate, active_mean=[float(a) for a in stats.active_mean])
-            self._window = [0.0, 0, 0.0]
-        if cfg.eval.every and self.step % cfg.eval.every == 0:
-            self.last_eval = self._eval_record()
-        if (checkpoint_due or self._stop_signal is not None) and not self._finite():
-            return step
-        if checkpoint_due:
-            try:
-                self.checkpoint()
-            except CheckpointError as exc:  # disk full: the previous checkpoint stays
-                self._warn(f"{exc}; training goes on, the previous checkpoint is kept", RuntimeWarning)
-                self._record("checkpoint_failed", error=str(exc))
-        if self._stop_signal is not None:
-            self._stop()
-        if self.batch_in_epoch >= self._batches_per_epoch():
-            self._end_epoch()
-        return step
-
-    def planned_steps(self) -> int:
-        """Steps this run is configured for: the epochs (at most training.max_steps); the linear
-        learning-rate schedule decays over them (or over time_budget_s, whichever comes first)."""
-        t = self.config.training
-        steps = t.epochs * self._batches_per_epoch()
-        return min(steps, t.max_steps) if t.max_steps is not None else steps
-
-    def _out_of_time(self) -> bool:
-        budget = self.config.training.time_budget_s
-        return budget is not None and self.train_seconds >= budget
-
-    def _run_progress(self) -> float:
-        """The share of the run done, by steps or by training.time_budget_s, whichever is ahead."""
-        done = self.step / max(1, self._total_steps or self.planned_steps())
-        budget = self.config.training.time_budget_s
-        return max(done, self.train_seconds / budget) if budget else done
-
-    def _end_epoch(self) -> None:
-        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        if not self.config.eval.every:
-            self.last_eval = self._eval_record()
-
-    def _batches_per_epoch(self) -> int:
-        return -(-self.train_data.n_samples // self.config.training.batch_size)
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        """The epoch's sample order, a pure function of (seed, epoch); drawn once per epoch."""
-        if self._order[0] != epoch:
-            order = generator(self.config.training.seed, epoch).permutation(self.train_data.n_samples)
-            self._order = (epoch, order.astype(np.int64))
-        return self._order[1]
-
-    def _finite(self) -> bool:
-        """True if every weight and bias is finite; else `_fault` (raise, or restore: False)."""
-        where = self.model.nonfinite()
-        if where is not None:
-            self._fault(f"{where} at step {self.step}")
-        return where is None
-
-    def _fault(self, what: str) -> None:
-        """The one place a numerical fault goes: raise NumericalError, or (on_nan: rollback)
-        restore the newest good checkpoint with half the learning rate. The loop then simply
-        continues from the restored step."""
-        if self.config.training.on_nan != "rollback":
-            raise NumericalError(f"{what}; lower training.lr or set training.on_nan: rollback")
-        if self._rollbacks_in_a_row >= MAX_ROLLBACKS:
-            raise NumericalError(f"{what}; gave up after {MAX_ROLLBACKS} rollbacks in a row (learning rate now "
-                                 f"{self.engine.lr:g}); lower training.lr")
-        found = self.run.newest_good()
-        if found is None:
-            raise NumericalError(f"{what}; on_nan is rollback but {self.run_dir} has no checkpoint to roll back to")
-        scale_before = self.lr_scale
-        self._apply_state(*found)
-        self.lr_scale = 0.5 * min(scale_before, self.lr_scale)
-        self.engine.lr = lr = self.config.training.lr * self.lr_scale
-        self._rollbacks_in_a_row += 1
-        self._warn(f"{what}: rolled back to {found[0]} (step {self.step}) with learning rate {lr:g} "
-                   f"(rollback {self._rollbacks_in_a_row} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning)
-        self._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=self._rollbacks_in_a_row)
-        self._window = [0.0, 0, 0.0]
-        self._bar.n = min(self.step, self._total_steps)
-        self._bar.refresh()
-
-    def _on_signal(self, signum, frame):
-        if self._stop_signal is not None:  # a second Ctrl-C: the user really wants out now
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-
-    def _stop(self):
-        """Save and raise TrainingInterrupted (a signal arrived; the current batch is done)."""
-        signame = signal.Signals(self._stop_signal).name
-        hint = f"resume with: slidepy train --config {self.run_dir / 'config.yaml'} --out {self.run_dir} --resume"
-        try:
-            path = self.checkpoint() if self._last_saved_step != self.step else self.run.checkpoint_path(self.step)
-        except CheckpointError as exc:
-            good = ([None] + [path for _, path in self.run.checkpoints()])[-1]
-            raise TrainingInterrupted(f"stopped by {signame} at step {self.step}, but {exc}; the newest checkpoint "
-                                      f"is {good}; {hint}", good, self._stop_signal) from None
-        raise TrainingInterrupted(f"stopped by {signame} at step {self.step}; checkpoint {path}; {hint}", path,
-                                  self._stop_signal)
-
-    def _warn(self, message: str, category=UserWarning) -> None:
-        self.warnings.append(message)
-        warnings.warn(message, category, stacklevel=3)
-
-    def _record(self, event: str, **fields) -> dict:
-        """Append a record to history and metrics.jsonl, then call the callbacks with it."""
-        record = {"event": event, "step": self.step, "epoch": self.epoch + self.batch_in_epoch /
-                  max(1, self._batches_per_epoch()), "train_seconds": round(self.train_seconds, 4),
-                  "rebuild_seconds": round(self.rebuild_seconds, 4), **fields}
-        self.history.append(record)
-        self.run.append_metrics(record)
-        for cb in self.callbacks:
-            cb(self, record)
-        return record
-
-    # -- evaluation, prediction, saving, resuming -----------------------------------------------
-
-    def evaluate(self, data: Dataset | None = None, subset: int | None = -1) -> dict:
-        """P@k and nDCG@k on `data` (default: the test set, else train), scored per the config
-        (exact unless a layer's selection says inference: lsh)."""
-        data = data if data is not None else (self.test_data if self.test_data is not None else self.train_data)
-        if data is None:
-            raise DataError("no data to evaluate on: pass a dataset")
-        return self.model.evaluate(data, self.config.eval.subset if subset == -1 else subset)
-
-    def _eval_record(self, final: bool = False) -> dict:
-        """Evaluate and record. Evaluations during training score eval.subset samples; the final
-        one (end of fit) scores the whole test set, so a run's headline P@k are exact and complete.
-        `complete` says which it was."""
-        started = time.perf_counter()
-        data = self.test_data or self.train_data
-        subset = None if final else self.config.eval.subset
-        report = self.model.eval_report(data, subset)
-        return self._record("eval", eval_seconds=time.perf_counter() - started,
-                            complete=subset is None or subset >= data.n_samples, **report)
-
-    def predict(self, data: Dataset, k: int = 5):
-        """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
-        return self.model.predict(data, k)
-
-    def save(self, path) -> str:
-        """Write a self-contained model file (weights, optimizer, tables, config, progress) atomically."""
-        return self.model.save(path, **self._progress())
-
-    def checkpoint(self) -> str:
-        """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,
-        permissions) raises CheckpointError; the previous checkpoints are untouched."""
-        path = self.run.save_checkpoint(self.step, *self.model.state(**self._progress()),
-                                        keep_last=self.config.output.keep_last)
-        self._last_saved_step, self._rollbacks_in_a_row = self.step, 0  # progress made and saved
-        return path
-
-    def _progress(self) -> dict:
-        return dict(zip(PROGRESS_KEYS, (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds,
-                                        self.lr_scale)))
-
-    def _apply_state(self, path, arrays: dict, meta: dict, model_loaded: bool = False) -> None:
-        """Copy a loaded checkpoint into this trainer (the model too, unless `model_loaded`); any
-        disagreement with the model is a CheckpointError naming the file."""
-        progress = _progress_from_meta(path, meta)
-        if not model_loaded:
-            self.model.restore(path, arrays, meta)
-        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = progress
-        self._last_saved_step = self.step
-
-    def restore(self, path) -> None:
-        """Load a checkpoint's state into this trainer (shapes must match its config)."""
-        self._apply_state(path, *load_checkpoint(path))
-
-    def resume(self) -> bool:
-        """Continue from the newest good checkpoint in the run dir (`RunDir.resume_point`: corrupt
-        newer ones are skipped with a warning); False if there is none. A checkpoint that does not
-        match the config raises CheckpointError rather than silently starting over."""
-        self.run.lock()
-        found = self.run.resume_point()
-        if found is None:
-            self.run.trim_metrics(0)  # records of an attempt killed before its first checkpoint
-            return False
-        try:
-            self._apply_state(*found)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc} (was {self.run_dir} written with another config? use another --out)") \
-                from None
-        self._record("resume", checkpoint=str(found[0]), dropped_records=self.run.trim_metrics(self.step))
-        return True
-
-    def clear_run_dir(self) -> list:
-        """Delete an earlier run's checkpoints and metrics.jsonl, to start over in the same run
-        directory (`slidepy train --overwrite`). Returns the deleted paths."""
-        self.run.lock()
-        return self.run.clear()
-
-    @classmethod
-    def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,
-             load_data_from_config: bool = False) -> "Trainer":
-        """A Trainer from a checkpoint (`Model.load`), for evaluation / prediction, or further
-        training if datasets are given or `load_data_from_config`. Any problem with the file is a
-        CheckpointError naming it."""
-        model, meta = Model.load(path)
-        if train is None and load_data_from_config:
-            train, loaded_test = load_data(model.config)
-            test = test if test is not None else loaded_test
-        model.accept_training_data(train, test, source=path)
-        trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
-        trainer._apply_state(path, {}, meta, model_loaded=True)
-        return trainer

@@ -6,8 +6,9 @@ import pytest
 
 from slidepy.clusters import (assign_rows, auto_clusters, cluster_rows, initial_centroids, probe_clusters,
                               refresh_centroids)
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.lsh import INDEX_CLUSTERS, LshIndex
+from slidepy.model import lsh_options
 
 from naive import naive_cluster_means, naive_nearest_centroid, naive_probe_clusters
 
@@ -33,7 +34,8 @@ def trained_like_layer(n=3000, d=32, topics=60, seed=0):
 
 def _cfg(**lsh):
     lsh = {"family": "kmeans", **lsh}
-    return config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}}).model.output.selection.lsh
+    return lsh_options(config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}})
+                       .model.output.selection.lsh)
 
 
 def _members(index, c):

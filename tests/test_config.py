@@ -1,4 +1,5 @@
-"""Tests for slidepy.config: schema defaults, strict validation, overrides, round-trips, shipped configs."""
+"""Tests for slidepy.config and configfile: schema defaults, strict validation, overrides, round-trips,
+shipped configs."""
 
 import copy
 import pathlib
@@ -15,14 +16,10 @@ from slidepy.config import (
     Config,
     HiddenLayer,
     Selection,
-    config_from_dict,
     config_to_dict,
-    dump_config,
     layer_selections,
-    load_config,
-    validate_config,
-    validate_paths,
 )
+from slidepy.configfile import config_from_dict, dump_config, load_config, validate_config, validate_paths
 from slidepy.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

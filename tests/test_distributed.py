@@ -21,7 +21,7 @@ from conftest import TINY
 from slidepy import Trainer, load_config
 from slidepy.checkpoint import load_checkpoint
 from slidepy.rundir import list_checkpoints
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.distributed import (apply_merged, dense_sync_bytes, new_touched_log, payload_bytes, reduce_shard,
                                  scatter_touched)
 from slidepy.errors import ConfigError
@@ -211,7 +211,10 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
     result = train_distributed(load_config(raw), progress=False, callbacks=(probe,))
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == switch_before  # restored after the run
     assert result["step"] == 2 * 50  # the global batch: as many steps per epoch as one process
-    assert result["P@1"] > 0.05
+    # Two epochs of 1,200 samples over 2,000 labels teach little beyond the frequent labels: P@1
+    # is whichever one the model ranks first (0.03 or 0.17, depending on the random streams), so
+    # learning is checked by the loss falling (below) and P@1 only against chance.
+    assert result["P@1"] > 10 / 2000
     bad, n_procs = listeners[0]
     assert n_procs > 2 and not bad, f"Ray listens beyond loopback: {bad}"
     records = _records(tmp_path / "run")
@@ -219,6 +222,7 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
     assert start["event"] == "start" and start["workers"] == 2 and start["threads"] >= 1
     logs = [r for r in records if r["event"] == "log"]
     assert logs and all(r["workers"] == 2 and r["sync_seconds"] > 0 for r in logs)
+    assert logs[-1]["loss"] < 0.8 * logs[0]["loss"]
     assert all(0 < r["sync_bytes"] < start["dense_sync_bytes"] for r in logs)
     assert [r["event"] for r in records].count("eval") == 2
     # a normal checkpoint, loadable and scoring like the run's last eval

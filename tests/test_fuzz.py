@@ -20,8 +20,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from slidepy.config import (_schema_paths, config_from_dict, config_to_dict, load_config,  # noqa: E402
-                            validate_config)
+from slidepy.config import config_to_dict  # noqa: E402
+from slidepy.configfile import _schema_paths, config_from_dict, load_config, validate_config  # noqa: E402
 from slidepy.data import load_dataset, write_dataset  # noqa: E402
 from slidepy.errors import ConfigError, DataError, SlidepyError  # noqa: E402
 from slidepy.memory import estimate_for_config  # noqa: E402

@@ -12,10 +12,11 @@ from slidepy import kernels as kn
 from slidepy import optimizer as opt
 from slidepy import rng as srng
 from slidepy import selection as sel
-from slidepy.config import config_from_dict
+from slidepy.configfile import config_from_dict
 from slidepy.constants import SPEC_CORRECTION, SPEC_FIELDS, SPEC_OUT_DIM, kinds_marker
 from slidepy.data import Dataset
 from slidepy.engine import Engine, LayerSelection
+from slidepy.model import lsh_options
 from slidepy.network import LayerParams
 
 # float32 kernels against float64 references
@@ -383,7 +384,8 @@ def _lsh_cfg(family, **extra):
         lsh.setdefault("clusters", 16)
     else:
         lsh.update({"k": 3, "l": 6, "range_pow": 4, "bucket_capacity": 16})
-    return config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}}).model.output.selection.lsh
+    return lsh_options(config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}})
+                       .model.output.selection.lsh)
 
 
 def _lsh_engine(family, loss="softmax", budget=40, min_active=0, seed=5, **lsh):

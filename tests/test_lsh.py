@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 from slidepy import Trainer, config_from_dict, make_synthetic
-from slidepy.config import config_from_dict as make_config
+from slidepy.configfile import config_from_dict as make_config
 from slidepy.lsh import LshIndex, RebuildSchedule, resolve_k_l
+from slidepy.model import lsh_options
 
 
 def _lsh_cfg(**kw):
     lsh = {"family": "srp", "k": 6, "l": 8, "range_pow": 6, "bucket_capacity": 64}
     lsh.update(kw)
-    return make_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}}).model.output.selection.lsh
+    return lsh_options(make_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}})
+                       .model.output.selection.lsh)
 
 
 def test_schedule_decays_and_caps():

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from slidepy.cli import main
-from slidepy.config import load_config
+from slidepy.configfile import load_config
 from slidepy.errors import SlidepyError
 from slidepy.trainer import Trainer
 

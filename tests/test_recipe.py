@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from slidepy import make_synthetic
 from slidepy.cli import main
-from slidepy.config import load_config
+from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.recipe import EXACT_LABELS, auto_config, output_budget, parse_duration

@@ -24,7 +24,7 @@ from conftest import TINY
 from slidepy import Dataset, Trainer, config_from_dict, load_config
 from slidepy.checkpoint import load_checkpoint, save_checkpoint
 from slidepy.cli import main
-from slidepy.config import validate_paths
+from slidepy.configfile import validate_paths
 from slidepy.errors import CheckpointError, ConfigError, DataError, NumericalError
 from slidepy.rundir import checkpoint_path, list_checkpoints
 

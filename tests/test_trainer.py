@@ -44,7 +44,7 @@ def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
 
     def stop_at_step_13(trainer, record):
         if trainer.step >= 13:
-            trainer._stop_signal = 2  # what the SIGINT handler sets
+            trainer.stop_request.signum = 2  # what the SIGINT handler sets
 
     first = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "cut", progress=False,
                     callbacks=[stop_at_step_13])
