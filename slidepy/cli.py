@@ -168,6 +168,30 @@ def _auto_config(train_path, test_path, time_budget_s) -> dict:
     return auto_config(load_dataset(train_path), train_path, test_path, time_budget_s=time_budget_s)
 
 
+def _load_models(checkpoints: tuple, threads: int | None) -> list:
+    """The models of one or more checkpoints (an ensemble), which must agree on their dimensions
+    and loss; the first one's config sets the threads unless --threads does."""
+    models = [_load_model(checkpoints[0], threads)]
+    for path in checkpoints[1:]:
+        models.append(_load_model(path, threads or models[0].config.training.threads))
+        a, b = models[0].engine, models[-1].engine
+        if (a.n_features, a.n_labels, a.loss) != (b.n_features, b.n_labels, b.loss):
+            raise SlidepyError(f"{path} ({b.n_features} features, {b.n_labels} labels, {b.loss} loss) cannot join an "
+                               f"ensemble with {checkpoints[0]} ({a.n_features}, {a.n_labels}, {a.loss})")
+    return models
+
+
+def _predict(models: list, data, k: int, lsh: bool):
+    """Top-k (ids, scores) of one model, or of an ensemble's mean probabilities (slidepy.ensemble)."""
+    if len(models) == 1:
+        return models[0].predict(data, k=k, use_lsh=lsh)
+    if lsh:
+        raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
+    from .ensemble import ensemble_topk
+
+    return ensemble_topk([m.engine for m in models], data, k=k)
+
+
 def _load_model(checkpoint: str, threads: int | None):
     """The model in a checkpoint, with numba's threads set from --threads, else its config."""
     import numba
@@ -231,7 +255,8 @@ def _load_eval_data(path: str, model) -> object:
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Model / checkpoint file.")
+@click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Model / checkpoint file; repeat it to score an ensemble (mean of the models' probabilities).")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="Labelled data file.")
 @click.option("--k", "ks", default="1,3,5", show_default=True, help="Comma-separated k for P@k and nDCG@k.")
 @click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")
@@ -245,9 +270,9 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
         k_list = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
         if not k_list or k_list[0] < 1:
             raise SlidepyError(f"--k must list positive integers, got {ks!r}")
-        model = _load_model(checkpoint, threads)
-        data = _load_eval_data(data_path, model)
-        ids, _ = model.predict(data, k=max(k_list), use_lsh=lsh)
+        models = _load_models(checkpoint, threads)
+        data = _load_eval_data(data_path, models[0])
+        ids, _ = _predict(models, data, max(k_list), lsh)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except (SlidepyError, ValueError) as exc:
         _fail(exc)
@@ -257,7 +282,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 
 
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
+@click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Model file; repeat it to predict with an ensemble (names and vectorizer from the first).")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), help="Data file (labels ignored).")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Raw text to predict for (repeatable; one output line each); needs a model saved with its "
@@ -277,11 +303,11 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
     try:
         if (data_path is None) == (not texts):
             raise SlidepyError("give either --data FILE or --text TEXT")
-        model = _load_model(checkpoint, None)
-        meta = read_checkpoint_meta(checkpoint)
-        data = _text_dataset(texts, meta, model, checkpoint) if texts else _load_eval_data(data_path, model)
+        models = _load_models(checkpoint, None)
+        model, meta = models[0], read_checkpoint_meta(checkpoint[0])
+        data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model)
         names = None if ids_only else label_names_for(model, meta, labels_path)
-        ids, scores = model.predict(data, k=top_k, use_lsh=lsh)
+        ids, scores = _predict(models, data, top_k, lsh)
     except SlidepyError as exc:
         _fail(exc)
     except OSError as exc:

@@ -1,0 +1,96 @@
+"""Ensembles (slidepy/ensemble.py, `evaluate`/`predict` with several --checkpoint): the mean of the
+members' probabilities, ranked, against a NumPy reference."""
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import naive
+from slidepy.cli import main
+from slidepy.engine import Engine, LayerSelection
+from slidepy.ensemble import ensemble_topk
+from slidepy.synthetic import make_synthetic
+
+
+def _engine(seed, loss="softmax", hidden=(12,), n_features=40, n_labels=30):
+    sel = [LayerSelection() for _ in range(len(hidden) + 1)]
+    eng = Engine(n_features, list(hidden), n_labels, sel, loss=loss, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for layer in eng.layers:  # random biases too, so that they matter in the reference
+        layer.bias[:] = rng.standard_normal(layer.bias.shape).astype(np.float32)
+    return eng
+
+
+def _reference(engines, data, k):
+    """Mean over the engines of softmax (or sigmoid) of the dense float64 forward's logits, top-k."""
+    x = naive.naive_dense_rows(data.x_indptr, data.x_indices, data.x_values, data.n_features,
+                               np.arange(data.n_samples))
+    total = 0.0
+    for eng in engines:
+        params = [(l.weights.astype(np.float64), l.bias.astype(np.float64)) for l in eng.layers]
+        logits = naive.naive_forward(params, x)[0][-1]
+        if eng.loss == "softmax":
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            total = total + e / e.sum(axis=1, keepdims=True)
+        else:
+            total = total + 1.0 / (1.0 + np.exp(-logits))
+    return naive.naive_topk(total / len(engines), k)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("members", [1, 3])
+def test_ensemble_topk_matches_numpy_mean_of_probabilities(loss, members):
+    data = make_synthetic(70, 0, 40, 30, nnz_per_sample=6, seed=3)[0]
+    engines = [_engine(s, loss) for s in range(members)]
+    ids, vals = ensemble_topk(engines, data, k=5)
+    want_ids, want_vals = _reference(engines, data, 5)
+    np.testing.assert_allclose(vals, want_vals, rtol=1e-4, atol=1e-6)
+    # ids agree wherever the reference's neighbouring probabilities are not float32-close
+    clear = np.abs(np.diff(want_vals, axis=1)).min(axis=1) > 1e-5
+    assert clear.sum() > data.n_samples // 2
+    np.testing.assert_array_equal(ids[clear], want_ids[clear])
+
+
+def test_one_member_ranks_like_the_model_itself():
+    data = make_synthetic(50, 0, 40, 30, nnz_per_sample=6, seed=4)[0]
+    eng = _engine(7)
+    ids, _ = ensemble_topk([eng], data, k=4)
+    own, _, _ = eng.predict(data, k=4)
+    np.testing.assert_array_equal(ids, own)
+
+
+def test_members_must_agree_on_labels():
+    data = make_synthetic(10, 0, 40, 30, nnz_per_sample=6, seed=4)[0]
+    with pytest.raises(ValueError, match="same labels"):
+        ensemble_topk([_engine(0), _engine(1, n_labels=31)], data)
+
+
+def test_cli_scores_an_ensemble_of_checkpoints(tiny_config, tmp_path):
+    runner = CliRunner()
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_config))
+    checkpoints = []
+    for seed in (0, 1):
+        out = tmp_path / f"member-{seed}"
+        result = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                      "--set", f"training.seed={seed}", "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        checkpoints.append(str(sorted((out / "checkpoints").glob("step-*.npz"))[-1]))
+    test_file = tmp_path / "test.txt"
+    gen = runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(test_file),
+                               "--n-train", "20", "--n-test", "30", "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+    both = ["--checkpoint", checkpoints[0], "--checkpoint", checkpoints[1]]
+    ev = runner.invoke(main, ["evaluate", *both, "--data", str(test_file), "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert '"P@1"' in ev.output
+    pred = tmp_path / "pred.txt"
+    pr = runner.invoke(main, ["predict", *both, "--data", str(test_file), "--top-k", "2", "--out", str(pred), "--ids"])
+    assert pr.exit_code == 0, pr.output
+    lines = pred.read_text().splitlines()
+    assert len(lines) == 30
+    scores = [float(tok.split(":")[1]) for line in lines for tok in line.split()]
+    assert all(0.0 < s <= 1.0 for s in scores)  # mean probabilities, not logits
+    refused = runner.invoke(main, ["evaluate", *both, "--data", str(test_file), "--lsh"])
+    assert refused.exit_code == 2 and "scored exactly" in refused.output
