@@ -12,7 +12,7 @@ from slidepy.cli import main
 from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
-from slidepy.recipe import EXACT_LABELS, auto_config, output_budget, parse_duration
+from slidepy.recipe import EXACT_LABELS, auto_config, dropout_for, output_budget, parse_duration
 
 
 def test_parse_duration():
@@ -48,6 +48,14 @@ def test_rules_follow_the_shape():
     assert timed["training"]["time_budget_s"] == 30.0 and timed["training"]["epochs"] == 1000
     for cfg in (small, big, timed):
         load_config(cfg)  # every recipe is a valid config
+    assert small["model"]["dropout"] == 0.5 and big["model"]["dropout"] == 0.5  # 20 and 10 passes
+    one_pass = auto_config(_fake(700_000, EXACT_LABELS + 1), "tr.txt", None)  # 5,469 steps an epoch
+    assert one_pass["training"]["epochs"] == 1 and one_pass["model"]["dropout"] == 0.0
+
+
+def test_dropout_rises_with_the_passes():
+    assert dropout_for(1) == 0.0 and dropout_for(3) == 0.25 and dropout_for(5) == 0.5 and dropout_for(40) == 0.5
+    assert all(dropout_for(e) <= dropout_for(e + 1) for e in range(1, 30))
 
 
 def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
