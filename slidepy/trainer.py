@@ -274,7 +274,7 @@ class Trainer:
         data = self.test_data or self.train_data
         subset = None if final else self.config.eval.subset
         report = self.model.eval_report(data, subset)
-        return self._record("eval", eval_seconds=time.perf_counter() - started,
+        return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
                             complete=subset is None or subset >= data.n_samples, **report)
 
     # -- checkpoints and resuming ---------------------------------------------------------------
@@ -510,6 +510,14 @@ class Rollbacks:
     def saved(self) -> None:
         """A checkpoint was written: the count starts over."""
         self.in_a_row = 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def _compile(engine: Engine, data: Dataset) -> float:

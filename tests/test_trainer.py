@@ -101,6 +101,8 @@ def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tin
     assert 0.3 <= trainer.train_seconds < 30 and trainer.epoch < 1000
     evals = [r for r in trainer.history if r["event"] == "eval"]
     assert all(not r["complete"] for r in evals[:-1]) and final is evals[-1] and final["complete"]
+    rss = [r["peak_rss_mb"] for r in evals]  # a peak: positive, never falling
+    assert rss[0] > 10 and rss == sorted(rss)
     # the final record is the whole test set: recompute it with subset=None
     assert final["P@1"] == trainer.evaluate(subset=None)["P@1"]
 
