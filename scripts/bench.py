@@ -314,8 +314,9 @@ def describe_system(system: str, n_labels: int, run: dict | None = None) -> str:
         return "exact (every label)"
     if system == "torch":
         h = run.get("hidden", [HIDDEN])
-        return (f"dense full softmax (scripts/torch_baseline.py), hidden {h[0]}, lr {run.get('lr', 1e-3):g}, "
-                f"batch {run.get('batch_size', 128)}" + (" (first hidden layer only)" if len(h) > 1 else ""))
+        return (f"dense full softmax (scripts/torch_baseline.py), hidden {h[0]}, dropout {run.get('dropout', 0.0):g}, "
+                f"lr {run.get('lr', 1e-3):g} {run.get('lr_schedule', 'constant')}, batch {run.get('batch_size', 128)}"
+                + (" (first hidden layer only)" if len(h) > 1 else ""))
     if system == "omikuji":
         return "omikuji defaults (Parabel-like trees)"
     if system == "pecos":
@@ -468,7 +469,8 @@ class TorchRunner:
     def _kwargs(self, **kw) -> dict:
         s = self.spec
         base = dict(hidden=int(s.get("hidden", [HIDDEN])[0]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
-                    seed=int(s.get("seed", 0)))
+                    seed=int(s.get("seed", 0)), dropout=float(s.get("dropout", 0.0)),
+                    lr_schedule=s.get("lr_schedule", "constant"))
         base.update(kw)
         return {k: v for k, v in base.items() if k in self.params}
 
@@ -977,6 +979,7 @@ def plan_dataset(name: str, opts: argparse.Namespace) -> dict:
 
         cfg = load_config(_config_file(cfg_path))
         run.update(hidden=[int(h.size) for h in cfg.model.hidden], lr=opts.lr or cfg.training.lr,
+                   dropout=cfg.model.dropout, lr_schedule=cfg.training.lr_schedule,
                    batch_size=opts.batch_size or cfg.training.batch_size, config_epochs=cfg.training.epochs,
                    primary=cfg.model.output.selection.mode)
     else:
@@ -1057,6 +1060,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
         plan = plan_dataset(name, opts)
         dspec, run = plan["dataset"], plan["run"]
         common = {"batch_size": run["batch_size"], "lr": run["lr"], "hidden": run["hidden"], "seed": 0,
+                  "dropout": run.get("dropout", 0.0), "lr_schedule": run.get("lr_schedule", "constant"),
                   "config_path": run["config_path"], "lr_override": run["lr_override"],
                   "batch_size_override": run["batch_size_override"]}
         entry = {"spec": dspec, "run": run, "primary": run["primary"], "n_labels": run["n_labels"], "systems": {},

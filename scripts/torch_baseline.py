@@ -300,8 +300,13 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
                 time_budget_s: float | None = None,
                 callback: Callable[[dict], Any] | None = None,
                 first_layer: str = "embbag", output_impl: str = "fused", warmup_steps: int = 3,
-                log_every_steps: int | None = None, keep_params: bool = False) -> dict:
+                log_every_steps: int | None = None, keep_params: bool = False, dropout: float = 0.0,
+                lr_schedule: str = "constant") -> dict:
     """Train the dense PyTorch baseline; see the module docstring for the conventions.
+
+    dropout: inverted dropout on the hidden outputs in training (slidepy's model.dropout);
+    lr_schedule "linear" decays the learning rate to 0 over the planned steps (epochs, or max_steps
+    if fewer), as slidepy's training.lr_schedule does.
 
     keep_params: also return the trained tensors under "params" (w1 (n_features, hidden), b1,
     w2 (n_labels, hidden), b2), e.g. to save them for `slidepy import`.
@@ -320,14 +325,15 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
                       eval_every_steps=eval_every_steps, eval_subset=eval_subset,
                       time_budget_s=time_budget_s, callback=callback, first_layer=first_layer,
                       output_impl=output_impl, warmup_steps=warmup_steps,
-                      log_every_steps=log_every_steps, keep_params=keep_params)
+                      log_every_steps=log_every_steps, keep_params=keep_params, dropout=dropout,
+                      lr_schedule=lr_schedule)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, seed,
            eval_every_steps, eval_subset, time_budget_s, callback, first_layer, output_impl,
-           warmup_steps, log_every_steps, keep_params=False) -> dict:
+           warmup_steps, log_every_steps, keep_params=False, dropout=0.0, lr_schedule="constant") -> dict:
     import torch
 
     torch.manual_seed(seed)
@@ -348,6 +354,10 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
     else:
         raise ValueError(f"unknown output_impl {output_impl!r}")
 
+    if lr_schedule not in ("constant", "linear"):
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}")
+    planned = int(epochs) * math.ceil(n / batch_size)
+    planned = min(planned, max_steps) if max_steps is not None else planned
     rng = np.random.default_rng(seed)
     curve: list[dict] = []
     step = 0
@@ -378,10 +388,16 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
             c0 = time.process_time()
             rows = perm[s:s + batch_size]
             xin, yp, yi = _to_torch_batch(train, rows, first_layer)
+            if lr_schedule == "linear":
+                for group in opt.param_groups:
+                    group["lr"] = lr * max(0.0, 1.0 - step / max(1, planned))
+            hidden_out = _first_layer(params, xin, first_layer)
+            if dropout:
+                hidden_out = torch.nn.functional.dropout(hidden_out, p=dropout, training=True)
             if fused is not None:
-                loss = fused.loss(_first_layer(params, xin, first_layer), yp, yi)
+                loss = fused.loss(hidden_out, yp, yi)
             else:
-                loss = _loss(_forward_logits(params, xin, first_layer), yp, yi)
+                loss = _loss(torch.nn.functional.linear(hidden_out, params["w2"], params["b2"]), yp, yi)
             if loss is not None:
                 if fused is not None:  # W2/b2 grads are overwritten in place by the backward
                     params["w1"].grad = params["b1"].grad = None
@@ -426,6 +442,8 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
         "batch_size": int(batch_size),
         "lr": float(lr),
         "hidden": int(hidden),
+        "dropout": float(dropout),
+        "lr_schedule": lr_schedule,
         "samples_per_s": timed_samples / timed_seconds if timed_seconds > 0 else float("nan"),
         # robust to a busy machine: batch_size / median step time (steps after warm-up)
         "samples_per_s_median_step": (batch_size / float(np.median(step_times))

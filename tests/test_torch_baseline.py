@@ -131,6 +131,20 @@ def test_train_torch_learns_toy_problem():
     json.dumps(res)  # JSON-serialisable
 
 
+def test_dropout_and_linear_schedule_like_slidepys():
+    """The baseline can train what slidepy's configs now ship: dropout on the hidden outputs and
+    a learning rate decayed linearly to 0 (the last step's update is then tiny)."""
+    train, test = _toy(600, seed=3), _toy(200, seed=4)
+    kw = dict(hidden=32, batch_size=32, lr=1e-2, epochs=4, threads=1, eval_subset=100, keep_params=True)
+    plain = tb.train_torch(train, test, **kw)
+    both = tb.train_torch(train, test, dropout=0.5, lr_schedule="linear", **kw)
+    assert both["dropout"] == 0.5 and both["lr_schedule"] == "linear"
+    assert both["P@1"] > 0.8, both  # still learns the toy problem
+    assert not np.allclose(plain["params"]["w2"].numpy(), both["params"]["w2"].numpy())
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tb.train_torch(train, None, max_steps=1, lr_schedule="cosine")
+
+
 def test_max_steps_and_time_budget_and_no_test():
     train = _toy(200, seed=5)
     res = tb.train_torch(train, None, hidden=8, batch_size=16, max_steps=5)
