@@ -2,7 +2,9 @@
 
 This is the first of the three tiers: it validates inputs, allocates scratch once per shape, splits
 a batch into thread chunks by cost, and calls the parallel drivers in kernels.py. It knows nothing
-of configs files, epochs or logging (trainer.py does).
+of configs files, epochs or logging (trainer.py does). Below the `Engine` class, as functions:
+compiling the kernels (`compile_kernels`), the two ways of scoring the output layer
+(`predict_exact_output`, `predict_lsh_output`), `lsh_diagnostics`, and checkpoint state.
 
 Shape letters: B batch, F features, N neurons, T thread chunks, K top-k.
 """
