@@ -2,7 +2,9 @@
 
 This is the first of the three tiers: it validates inputs, allocates scratch once per shape, splits
 a batch into thread chunks by cost, and calls the parallel drivers in kernels.py. It knows nothing
-of configs files, epochs or logging (trainer.py does).
+of configs files, epochs or logging (trainer.py does). Below the `Engine` class, as functions:
+compiling the kernels (`compile_kernels`), the two ways of scoring the output layer
+(`predict_exact_output`, `predict_lsh_output`), `lsh_diagnostics`, and checkpoint state.
 
 Shape letters: B batch, F features, N neurons, T thread chunks, K top-k.
 """
@@ -45,19 +47,6 @@ from .scoring import block_rows, score_topk
 LSH_SEED_STREAM = 0x4C5348
 
 
-class _CompileListener(numba.core.event.Listener):
-    """Calls `callback(event)` when numba starts compiling a function (see Engine.warmup)."""
-
-    def __init__(self, callback):
-        self.callback = callback
-
-    def on_start(self, event):
-        self.callback(event)
-
-    def on_end(self, event):
-        pass
-
-
 @dataclass
 class LayerSelection:
     """How one layer picks its active neurons (mirrors config.Selection, kept free of config)."""
@@ -75,6 +64,20 @@ class StepStats:
     loss: float
     active_mean: np.ndarray  # (n_layers,) mean active neurons per labelled sample
     rows_updated: int
+
+
+def chunk_bounds(x_indptr: np.ndarray, rows: np.ndarray, n_chunks: int) -> np.ndarray:
+    """Split batch positions into n_chunks contiguous blocks of roughly equal cost (also
+    `Engine.chunk_bounds`).
+
+    Cost of a sample ~ its non-zeros plus a constant for the layers above the input.
+    """
+    cost = (x_indptr[rows + 1] - x_indptr[rows]).astype(np.float64) + 64.0
+    cum = np.concatenate(([0.0], np.cumsum(cost)))
+    targets = cum[-1] * np.arange(n_chunks + 1) / n_chunks
+    bounds = np.searchsorted(cum, targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, rows.shape[0]
+    return np.maximum.accumulate(bounds)
 
 
 @dataclass
@@ -156,18 +159,7 @@ class Engine:
             self._scratch[key] = make_scratch(spec, n_chunks, capacities, shapes)
         return self._scratch[key]
 
-    @staticmethod
-    def chunk_bounds(x_indptr: np.ndarray, rows: np.ndarray, n_chunks: int) -> np.ndarray:
-        """Split batch positions into n_chunks contiguous blocks of roughly equal cost.
-
-        Cost of a sample ~ its non-zeros plus a constant for the layers above the input.
-        """
-        cost = (x_indptr[rows + 1] - x_indptr[rows]).astype(np.float64) + 64.0
-        cum = np.concatenate(([0.0], np.cumsum(cost)))
-        targets = cum[-1] * np.arange(n_chunks + 1) / n_chunks
-        bounds = np.searchsorted(cum, targets, side="left").astype(np.int64)
-        bounds[0], bounds[-1] = 0, rows.shape[0]
-        return np.maximum.accumulate(bounds)
+    chunk_bounds = staticmethod(chunk_bounds)
 
     def ensure_label_capacity(self, max_labels: int) -> None:
         """Grow the output layer's active-set capacity if some sample has more labels than planned
@@ -182,40 +174,8 @@ class Engine:
         self._scratch.clear()
 
     def warmup(self, data, on_compile=None) -> float:
-        """Compile the kernels for this network (numba JIT, or load them from the on-disk cache)
-        by running one sample through training, the optimizer (over no rows) and inference, then
-        discard its gradients. Returns the seconds spent, which the trainer reports apart from
-        training time; `self.compiled` says whether anything was compiled (False: all cached).
-
-        on_compile: called once, with no arguments, when the first kernel starts compiling (not at
-        all when every kernel loads from the cache), so a caller can say why it waits, e.g. print
-        "compiling kernels (first run only)..." and then the returned seconds. The LSH tables'
-        build kernels compile earlier, when the engine is made; the evaluation's at the first eval.
-        """
-        started = time.perf_counter()
-        self.compiled = False
-
-        def compiling(event):
-            # numba.typed.List's own methods compile in every process (numba does not cache them):
-            # only a kernel of ours compiling means the cache missed
-            ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
-            if ours and not self.compiled:
-                self.compiled = True
-                if on_compile is not None:
-                    on_compile()
-
-        with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
-            rows = np.zeros(1, np.int64)
-            if data.n_samples:
-                step = self.step
-                self.train_step(data, rows, apply=False)
-                self.step = step
-                apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
-                              eps=self.eps, step=max(1, step))  # nothing is touched: compiles, changes nothing
-                self.predict(data, rows, k=1)
-        for key in self.timings:
-            self.timings[key] = 0.0
-        return time.perf_counter() - started
+        """Compile the kernels for this network; returns the seconds spent (see compile_kernels)."""
+        return compile_kernels(self, data, on_compile)
 
     def maybe_rebuild(self) -> float:
         """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent."""
@@ -283,45 +243,8 @@ class Engine:
             rows = np.arange(data.n_samples, dtype=np.int64)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if spec[-1, SPEC_INFER_MODE] == MODE_ALL:
-            return self._predict_exact_output(data, rows, k, spec)
-        top_ids = np.full((rows.shape[0], k), -1, np.int32)
-        top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
-        lsh_layers = self.lsh_layers()
-        active_total = np.zeros(self.n_layers, np.float64)
-        for start in range(0, rows.shape[0], batch_size):
-            part = rows[start:start + batch_size]
-            n_chunks = max(1, min(numba.get_num_threads(), part.shape[0]))
-            scratch = self._get_scratch(False, n_chunks, spec)
-            bounds = self.chunk_bounds(data.x_indptr, part, n_chunks)
-            n_active = np.zeros((n_chunks, self.n_layers), np.int64)
-            active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
-            infer_batch(self.layers, spec, scratch, lsh_layers, self.kinds(), data.x_indptr, data.x_indices,
-                        data.x_values, part, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64),
-                        n_active, active_sum, self.n_layers, top_ids[start:start + part.shape[0]],
-                        top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
-            active_total += active_sum.sum(axis=0)
-        return top_ids, top_scores, active_total / max(1, rows.shape[0])
-
-
-
-    def _predict_exact_output(self, data, rows: np.ndarray, k: int, spec: np.ndarray):
-        """Exact scoring of every output neuron: the kernel computes the last hidden layer of a
-        block of samples, then scoring.score_topk takes one BLAS product (B, D) @ (D, N) and a
-        parallel top-k, an order of magnitude faster than per-sample dot products at 670K rows."""
-        last = self.n_layers - 1
-        out = self.layers[last]
-        top_ids = np.full((rows.shape[0], k), -1, np.int32)
-        top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
-        active_total = np.zeros(self.n_layers, np.float64)
-        active_total[last] = self.n_labels * rows.shape[0]
-        block = block_rows(self.n_labels)
-        hidden = np.zeros((block, self.sizes[last][0]), np.float32)
-        for start in range(0, rows.shape[0], block):
-            part = rows[start:start + block]
-            b = part.shape[0]
-            active_total[:last] += self.last_hidden(data, part, hidden[:b], spec)
-            score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
-        return top_ids, top_scores, active_total / max(1, rows.shape[0])
+            return predict_exact_output(self, data, rows, k, spec)
+        return predict_lsh_output(self, data, rows, k, spec, batch_size)
 
     def last_hidden(self, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
         """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros
@@ -339,62 +262,198 @@ class Engine:
                     active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
         return active_sum.sum(axis=0)
 
-    # -- diagnostics ----------------------------------------------------------------------------
+    # -- diagnostics and checkpoint state (the module functions below) ---------------------------
 
     def lsh_diagnostics(self, data, rows: np.ndarray, k: int = 10) -> dict:
-        """Retrieval quality of the LSH layers on held-out rows: recall of the exact top-k output
-        neurons among those LSH selects, and the mean active neurons per layer under LSH.
-
-        Under LSH every selected output neuron still gets its exact logit, so an exact top-k
-        neuron is selected iff it is in the LSH top-k: recall = |exact top-k & LSH top-k| / k.
-        """
-        if all(index is None for index in self.lsh) or rows.shape[0] == 0:
-            return {}
-        k = min(k, self.n_labels)
-        exact, _, _ = self.predict(data, rows, k=k, use_lsh=False)
-        approx, _, active = self.predict(data, rows, k=k, use_lsh=True)
-        hits = sum(np.intersect1d(exact[i], approx[i][approx[i] >= 0]).shape[0] for i in range(rows.shape[0]))
-        return {f"lsh_recall@{k}": hits / (k * rows.shape[0]), "lsh_active_mean": [float(a) for a in active],
-                "lsh_drift": [index.last_drift for index in self.lsh if index is not None]}
-
-    # -- checkpoint state -----------------------------------------------------------------------
+        """Recall of the exact top-k among the LSH layers' picks on `rows` (see lsh_diagnostics)."""
+        return lsh_diagnostics(self, data, rows, k)
 
     def state_arrays(self) -> dict:
         """Every array a resumed run needs: weights, biases, optimizer moments, LSH state."""
-        arrays = {}
-        for l, layer in enumerate(self.layers):
-            for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
-                arrays[f"layer{l}.{name}"] = getattr(layer, name)
-        for l, index in enumerate(self.lsh):
-            if index is not None:
-                arrays.update(index.state_arrays(f"lsh{l}"))
-        return arrays
+        return state_arrays(self)
 
     def state_meta(self) -> dict:
-        return {"step": self.step, "lr": self.lr,
-                "lsh": {str(l): index.state_meta() for l, index in enumerate(self.lsh) if index is not None}}
+        """The step, learning rate and each LSH index's rebuild state, for a checkpoint's meta."""
+        return state_meta(self)
 
     def expected_shapes(self) -> dict:
         """name -> (shape, dtype) of the model arrays, for checkpoint.check_shapes."""
-        return {name: (arr.shape, arr.dtype) for name, arr in self.state_arrays().items()
-                if not name.startswith("lsh")}
+        return expected_shapes(self)
 
     def load_state(self, arrays: dict, meta: dict, source: str = "checkpoint") -> None:
         """Copy a checkpoint's arrays in place (shapes checked first, naming any mismatch)."""
-        expected = self.expected_shapes()
-        check_shapes({k: v for k, v in arrays.items() if not k.startswith("lsh")}, expected)
-        for l, layer in enumerate(self.layers):
-            for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
-                getattr(layer, name)[...] = arrays[f"layer{l}.{name}"]
-            for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
-                getattr(layer, name)[...] = 0
-        lsh_meta = meta.get("lsh", {})
-        for l, index in enumerate(self.lsh):
-            if index is None:
-                continue
-            if f"lsh{l}.buckets" in arrays and str(l) in lsh_meta:
-                index.load_state(arrays, lsh_meta[str(l)], f"lsh{l}")
-            else:  # a model file without tables (or another selection): rebuild from the weights
-                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias, fresh=True)
-        self.step = int(meta.get("step", self.step))
-        self.lr = float(meta.get("lr", self.lr))
+        load_state(self, arrays, meta)
+
+
+# -- compiling the kernels ----------------------------------------------------------------------
+
+
+def compile_kernels(engine: Engine, data, on_compile=None) -> float:
+    """Compile the kernels for this network (numba JIT, or load them from the on-disk cache)
+    by running one sample through training, the optimizer (over no rows) and inference, then
+    discard its gradients (`Engine.warmup`). Returns the seconds spent, which the trainer reports
+    apart from training time; `engine.compiled` says whether anything was compiled (False: all
+    cached).
+
+    on_compile: called once, with no arguments, when the first kernel starts compiling (not at
+    all when every kernel loads from the cache), so a caller can say why it waits, e.g. print
+    "compiling kernels (first run only)..." and then the returned seconds. The LSH tables'
+    build kernels compile earlier, when the engine is made; the evaluation's at the first eval.
+    """
+    started = time.perf_counter()
+    engine.compiled = False
+
+    def compiling(event):
+        # numba.typed.List's own methods compile in every process (numba does not cache them):
+        # only a kernel of ours compiling means the cache missed
+        ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
+        if ours and not engine.compiled:
+            engine.compiled = True
+            if on_compile is not None:
+                on_compile()
+
+    with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
+        rows = np.zeros(1, np.int64)
+        if data.n_samples:
+            step = engine.step
+            engine.train_step(data, rows, apply=False)
+            engine.step = step
+            apply_updates(engine.layers, optimizer=engine.optimizer, lr=engine.lr, beta1=engine.beta1,
+                          beta2=engine.beta2, eps=engine.eps,
+                          step=max(1, step))  # nothing is touched: compiles, changes nothing
+            engine.predict(data, rows, k=1)
+    for key in engine.timings:
+        engine.timings[key] = 0.0
+    return time.perf_counter() - started
+
+
+class _CompileListener(numba.core.event.Listener):
+    """Calls `callback(event)` when numba starts compiling a function (see compile_kernels)."""
+
+    def __init__(self, callback):
+        self.callback = callback
+
+    def on_start(self, event):
+        self.callback(event)
+
+    def on_end(self, event):
+        pass
+
+
+# -- scoring the output layer: Engine.predict's two paths -------------------------------------
+
+
+def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.ndarray):
+    """Exact scoring of every output neuron (Engine.predict's path when the output layer infers
+    exactly): the kernel computes the last hidden layer of a block of samples, then
+    scoring.score_topk takes one BLAS product (B, D) @ (D, N) and a parallel top-k, an order of
+    magnitude faster than per-sample dot products at 670K rows."""
+    last = engine.n_layers - 1
+    out = engine.layers[last]
+    top_ids = np.full((rows.shape[0], k), -1, np.int32)
+    top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
+    active_total = np.zeros(engine.n_layers, np.float64)
+    active_total[last] = engine.n_labels * rows.shape[0]
+    block = block_rows(engine.n_labels)
+    hidden = np.zeros((block, engine.sizes[last][0]), np.float32)
+    for start in range(0, rows.shape[0], block):
+        part = rows[start:start + block]
+        b = part.shape[0]
+        active_total[:last] += engine.last_hidden(data, part, hidden[:b], spec)
+        score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
+    return top_ids, top_scores, active_total / max(1, rows.shape[0])
+
+
+def predict_lsh_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.ndarray, batch_size: int):
+    """LSH scoring of the output layer (Engine.predict's path when the output layer infers
+    through its index): the kernel runs each sample through every layer, batch_size at a time,
+    and keeps the top-k of the output neurons its index selects."""
+    top_ids = np.full((rows.shape[0], k), -1, np.int32)
+    top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
+    lsh_layers = engine.lsh_layers()
+    active_total = np.zeros(engine.n_layers, np.float64)
+    for start in range(0, rows.shape[0], batch_size):
+        part = rows[start:start + batch_size]
+        n_chunks = max(1, min(numba.get_num_threads(), part.shape[0]))
+        scratch = engine._get_scratch(False, n_chunks, spec)
+        bounds = engine.chunk_bounds(data.x_indptr, part, n_chunks)
+        n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
+        active_sum = np.zeros((n_chunks, engine.n_layers), np.int64)
+        infer_batch(engine.layers, spec, scratch, lsh_layers, engine.kinds(), data.x_indptr, data.x_indices,
+                    data.x_values, part, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64),
+                    n_active, active_sum, engine.n_layers, top_ids[start:start + part.shape[0]],
+                    top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
+        active_total += active_sum.sum(axis=0)
+    return top_ids, top_scores, active_total / max(1, rows.shape[0])
+
+
+# -- diagnostics --------------------------------------------------------------------------------
+
+
+def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict:
+    """Retrieval quality of the LSH layers on held-out rows: recall of the exact top-k output
+    neurons among those LSH selects, and the mean active neurons per layer under LSH.
+
+    Under LSH every selected output neuron still gets its exact logit, so an exact top-k
+    neuron is selected iff it is in the LSH top-k: recall = |exact top-k & LSH top-k| / k.
+    """
+    if all(index is None for index in engine.lsh) or rows.shape[0] == 0:
+        return {}
+    k = min(k, engine.n_labels)
+    exact, _, _ = engine.predict(data, rows, k=k, use_lsh=False)
+    approx, _, active = engine.predict(data, rows, k=k, use_lsh=True)
+    hits = sum(np.intersect1d(exact[i], approx[i][approx[i] >= 0]).shape[0] for i in range(rows.shape[0]))
+    return {f"lsh_recall@{k}": hits / (k * rows.shape[0]), "lsh_active_mean": [float(a) for a in active],
+            "lsh_drift": [index.last_drift for index in engine.lsh if index is not None]}
+
+
+# -- checkpoint state ---------------------------------------------------------------------------
+
+# The arrays of a layer a checkpoint holds, and the scratch a loaded layer starts with zeroed.
+_LAYER_STATE = ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v")
+_LAYER_SCRATCH = ("weight_grad", "bias_grad", "row_touched", "bias_touched")
+
+
+def state_arrays(engine: Engine) -> dict:
+    """Every array a resumed run needs: weights, biases, optimizer moments, LSH state."""
+    arrays = {}
+    for l, layer in enumerate(engine.layers):
+        for name in _LAYER_STATE:
+            arrays[f"layer{l}.{name}"] = getattr(layer, name)
+    for l, index in enumerate(engine.lsh):
+        if index is not None:
+            arrays.update(index.state_arrays(f"lsh{l}"))
+    return arrays
+
+
+def state_meta(engine: Engine) -> dict:
+    """The step, learning rate and each LSH index's rebuild state, for a checkpoint's meta."""
+    return {"step": engine.step, "lr": engine.lr,
+            "lsh": {str(l): index.state_meta() for l, index in enumerate(engine.lsh) if index is not None}}
+
+
+def expected_shapes(engine: Engine) -> dict:
+    """name -> (shape, dtype) of the model arrays, for checkpoint.check_shapes."""
+    return {name: (arr.shape, arr.dtype) for name, arr in state_arrays(engine).items()
+            if not name.startswith("lsh")}
+
+
+def load_state(engine: Engine, arrays: dict, meta: dict) -> None:
+    """Copy a checkpoint's arrays into `engine` in place (shapes checked first, naming any
+    mismatch); LSH layers without tables in the checkpoint are rebuilt from the weights."""
+    check_shapes({k: v for k, v in arrays.items() if not k.startswith("lsh")}, expected_shapes(engine))
+    for l, layer in enumerate(engine.layers):
+        for name in _LAYER_STATE:
+            getattr(layer, name)[...] = arrays[f"layer{l}.{name}"]
+        for name in _LAYER_SCRATCH:
+            getattr(layer, name)[...] = 0
+    lsh_meta = meta.get("lsh", {})
+    for l, index in enumerate(engine.lsh):
+        if index is None:
+            continue
+        if f"lsh{l}.buckets" in arrays and str(l) in lsh_meta:
+            index.load_state(arrays, lsh_meta[str(l)], f"lsh{l}")
+        else:  # a model file without tables (or another selection): rebuild from the weights
+            index.rebuild(engine.layers[l].weights, l == 0, bias=engine.layers[l].bias, fresh=True)
+    engine.step = int(meta.get("step", engine.step))
+    engine.lr = float(meta.get("lr", engine.lr))

@@ -200,6 +200,12 @@ def index_layout(options: LshOptions, dim: int, n_neurons: int,
     return shape, table_bytes(l, options.range_pow, options.bucket_capacity) + 4 * n_neurons * l
 
 
+def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
+    """(N, D) weight rows to hash: layer 0 stores (F, N), so it is transposed for the rebuild
+    (also `LshIndex.neuron_rows`)."""
+    return np.ascontiguousarray(weights.T) if input_major else weights
+
+
 class LshIndex:
     """The hash functions (or cluster centroids), tables and rebuild state of one layer."""
 
@@ -259,10 +265,7 @@ class LshIndex:
         return LshLayer(self.settings, self.params, self.buckets, self.counts, self.centroids_t,
                         self.cluster_indptr, self.cluster_members)
 
-    @staticmethod
-    def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
-        """(N, D) weight rows to hash: layer 0 stores (F, N), so it is transposed for the rebuild."""
-        return np.ascontiguousarray(weights.T) if input_major else weights
+    neuron_rows = staticmethod(neuron_rows)
 
     def rebuild(self, weights: np.ndarray, input_major: bool, *, bias: np.ndarray | None = None,
                 redraw: bool = False, fresh: bool = False) -> float:
@@ -273,9 +276,9 @@ class LshIndex:
         rows = self.neuron_rows(weights, input_major)
         bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
         if self.kind == INDEX_CLUSTERS:
-            self._recluster(rows, bias, fresh=fresh)
+            recluster(self, rows, bias, fresh=fresh)
             self.rebuilds += 1
-            self._remember_drift_sample()
+            remember_drift_sample(self)
             return time.perf_counter() - started
         if redraw:
             self.params = self._draw()
@@ -291,24 +294,8 @@ class LshIndex:
         reservoir_seed = derive_int_seed(self.seed, _DRAW_RESERVOIR, self.rebuilds)
         build_tables(self.codes, order, insert, reservoir_seed, self.buckets, self.counts)
         self.rebuilds += 1
-        self._remember_drift_sample()
+        remember_drift_sample(self)
         return time.perf_counter() - started
-
-    def _recluster(self, rows: np.ndarray, bias: np.ndarray, fresh: bool = False) -> None:
-        """k-means per table, warm-started from the current centroids after the first build."""
-        n_c = self.n_clusters
-        for t in range(self.l):
-            rng = generator(self.seed, _DRAW_KMEANS, self.rebuilds, t)
-            if fresh or self.rebuilds == 0:
-                centroids, previous = initial_centroids(rows, bias, n_c, rng), None
-            else:
-                centroids = np.ascontiguousarray(self.centroids_t[:, t * n_c:(t + 1) * n_c].T)
-                previous = self.codes[:, t]
-            assign, indptr, members = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous)
-            self.codes[:, t] = assign
-            self.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
-            self.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * self.n_neurons
-            self.cluster_members[t * self.n_neurons:(t + 1) * self.n_neurons] = members
 
     def refresh(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Re-centre every cluster on its members' current rows (no re-assignment): O(N D), so
@@ -344,14 +331,6 @@ class LshIndex:
             else:
                 hash_rows(self.params, block, self.range_pow, out)
         return codes_out
-
-    def _remember_drift_sample(self) -> None:
-        if self.options.drift_threshold is None:
-            return
-        size = min(self.n_neurons, self.options.drift_sample)
-        rng = generator(self.seed, _DRAW_DRIFT_SAMPLE, self.rebuilds)
-        self.drift_ids = np.sort(rng.choice(self.n_neurons, size=size, replace=False)).astype(np.int64)
-        self.drift_codes = self.codes[self.drift_ids].copy()
 
     def drift(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Fraction of (sampled neuron, table) codes that changed since the last rebuild: a cheap
@@ -423,3 +402,35 @@ class LshIndex:
         self.schedule.next_step = int(meta["next_step"])
         self.schedule.interval = float(meta["interval"])
         self.max_norm = float(meta.get("max_norm", 1.0))
+
+
+# -- what a rebuild does besides hashing: k-means clustering, the drift sample -----------------
+
+
+def recluster(index: LshIndex, rows: np.ndarray, bias: np.ndarray, fresh: bool = False) -> None:
+    """A kmeans index's rebuild: k-means per table over the (N, D) rows, warm-started from the
+    current centroids after the first build (unless `fresh`)."""
+    n_c = index.n_clusters
+    for t in range(index.l):
+        rng = generator(index.seed, _DRAW_KMEANS, index.rebuilds, t)
+        if fresh or index.rebuilds == 0:
+            centroids, previous = initial_centroids(rows, bias, n_c, rng), None
+        else:
+            centroids = np.ascontiguousarray(index.centroids_t[:, t * n_c:(t + 1) * n_c].T)
+            previous = index.codes[:, t]
+        assign, indptr, members = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous)
+        index.codes[:, t] = assign
+        index.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
+        index.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * index.n_neurons
+        index.cluster_members[t * index.n_neurons:(t + 1) * index.n_neurons] = members
+
+
+def remember_drift_sample(index: LshIndex) -> None:
+    """After a rebuild: draw the neurons whose codes `LshIndex.drift` compares later, and keep
+    their codes (only when the index rebuilds on drift)."""
+    if index.options.drift_threshold is None:
+        return
+    size = min(index.n_neurons, index.options.drift_sample)
+    rng = generator(index.seed, _DRAW_DRIFT_SAMPLE, index.rebuilds)
+    index.drift_ids = np.sort(rng.choice(index.n_neurons, size=size, replace=False)).astype(np.int64)
+    index.drift_codes = index.codes[index.drift_ids].copy()

@@ -48,6 +48,7 @@ import numbers
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -188,140 +189,24 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
-    # -- targets ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _target_kind(Y) -> str:
-        if sp.issparse(Y):
-            return _INDICATOR
-        try:
-            kind = type_of_target(Y)
-        except ValueError:  # ragged sequences of sequences
-            kind = None
-        if kind == "multilabel-indicator":
-            return _INDICATOR
-        if isinstance(Y, (list, tuple)) and len(Y) and all(
-                isinstance(row, (list, tuple, set, frozenset, np.ndarray)) for row in Y):
-            return _LABEL_LISTS
-        return _MULTICLASS
-
-    def _encode_fit_targets(self, Y, n_samples: int):
-        """(y_indptr, y_indices) of Y, and sets classes_ / _target_kind / _sparse_output."""
-        if Y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        kind = self._target_kind(Y)
-        self._target = kind
-        if kind == _INDICATOR:
-            Ym = sp.csr_matrix(Y) if not sp.issparse(Y) else Y.tocsr()
-            self._sparse_output = sp.issparse(Y)
-            if Ym.shape[0] != n_samples:
-                raise ValueError(f"Y has {Ym.shape[0]} rows but X has {n_samples} samples")
-            Ym = Ym.copy()
-            Ym.sum_duplicates()
-            Ym.eliminate_zeros()
-            if Ym.data.size and not np.all(Ym.data == 1):
-                raise ValueError("a label-indicator Y must hold only 0 and 1")
-            self.classes_ = np.arange(Ym.shape[1])
-            y_indptr, y_indices = Ym.indptr.astype(np.int64), Ym.indices.astype(np.int32)
-        elif kind == _LABEL_LISTS:
-            self._sparse_output = True
-            if len(Y) != n_samples:
-                raise ValueError(f"Y has {len(Y)} label lists but X has {n_samples} samples")
-            seen = {label for row in Y for label in row}
-            try:
-                self.classes_ = np.array(sorted(seen))
-            except TypeError:
-                raise ValueError("the labels in Y cannot be sorted (mixed types?)") from None
-            index = {label: i for i, label in enumerate(self.classes_.tolist())}
-            lengths = [len(set(row)) for row in Y]
-            y_indptr = np.zeros(n_samples + 1, np.int64)
-            np.cumsum(lengths, out=y_indptr[1:])
-            y_indices = np.fromiter((index[label] for row in Y for label in sorted(set(row), key=index.get)),
-                                    np.int32, count=int(y_indptr[-1]))
-        else:
-            y = column_or_1d(Y, warn=True)
-            check_classification_targets(y)
-            if y.shape[0] != n_samples:
-                raise ValueError(f"y has {y.shape[0]} entries but X has {n_samples} samples")
-            self._sparse_output = False
-            self.classes_, encoded = np.unique(y, return_inverse=True)
-            y_indptr = np.arange(n_samples + 1, dtype=np.int64)
-            y_indices = encoded.astype(np.int32)
-        if self.classes_.shape[0] < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes (labels) in the data; "
-                             f"got {self.classes_.shape[0]} class")
-        return y_indptr, y_indices
-
-    def _label_sets(self, Y) -> list:
-        """Y (any accepted format) as one set of class indices per sample, for `score`."""
-        kind = self._target_kind(Y)
-        if kind == _INDICATOR:
-            Ym = sp.csr_matrix(Y)
-            Ym.eliminate_zeros()
-            return [set(Ym.indices[Ym.indptr[i]:Ym.indptr[i + 1]].tolist()) for i in range(Ym.shape[0])]
-        index = {label: i for i, label in enumerate(self.classes_.tolist())}
-        if kind == _LABEL_LISTS:
-            return [{index[label] for label in row if label in index} for row in Y]
-        y = column_or_1d(Y)
-        return [{index[label]} if label in index else set() for label in y.tolist()]
-
-    # -- data ------------------------------------------------------------------------------------
-
-    def _dataset(self, X, y_indptr=None, y_indices=None) -> Dataset:
-        """A validated X (and encoded labels) as slidepy's CSR Dataset, in memory."""
-        if sp.issparse(X):
-            X = X.tocsr()
-            if not X.has_canonical_format:
-                X = X.copy()
-                X.sum_duplicates()
-            indptr, indices, values = X.indptr, X.indices, X.data
-        else:
-            rows, cols = np.nonzero(X)
-            indptr = np.zeros(X.shape[0] + 1, np.int64)
-            np.cumsum(np.bincount(rows, minlength=X.shape[0]), out=indptr[1:])
-            indices, values = cols, X[rows, cols]
-        n = X.shape[0]
-        if y_indptr is None:
-            y_indptr, y_indices = np.zeros(n + 1, np.int64), np.zeros(0, np.int32)
-        return Dataset(x_indptr=indptr, x_indices=indices, x_values=values, y_indptr=y_indptr,
-                       y_indices=y_indices, n_features=X.shape[1],
-                       n_labels=len(self.classes_) if hasattr(self, "classes_") else 0,
-                       source="<scikit-learn X>")
-
     # -- fit / predict ---------------------------------------------------------------------------
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and y (see the module docstring). Returns self."""
-        from .trainer import Trainer
-
         X_checked = _validate_data(self, X, reset=True, accept_sparse="csr", dtype=np.float32)
-        y_indptr, y_indices = self._encode_fit_targets(y, X_checked.shape[0])
-        train = self._dataset(X_checked, y_indptr=y_indptr, y_indices=y_indices)
-        temp_dir = None
-        if self.run_dir is None:
-            temp_dir = tempfile.mkdtemp(prefix="slidepy-sklearn-")
-            run_dir = temp_dir
-        else:
-            run_dir = os.fspath(self.run_dir)
-        try:
-            try:
-                cfg = load_config(self.config_dict(seed=self._seed(), run_dir=run_dir))
-                trainer = Trainer(cfg, train=train, run_dir=run_dir, progress=bool(self.verbose))
-                if temp_dir is None:
-                    trainer.clear_run_dir()
-                trainer.fit()
-            except SlidepyError as exc:
-                raise ValueError(str(exc)) from exc
-        finally:
-            if temp_dir is not None:
-                shutil.rmtree(temp_dir, ignore_errors=True)
+        targets = encode_targets(y, X_checked.shape[0], type(self).__name__)
+        self._target, self._sparse_output, self.classes_ = targets.kind, targets.sparse_output, targets.classes
+        train = to_dataset(X_checked, len(self.classes_), y_indptr=targets.y_indptr, y_indices=targets.y_indices)
+        trainer = fit_trainer(lambda run_dir: self.config_dict(seed=self._seed(), run_dir=run_dir), train,
+                              self.run_dir, bool(self.verbose))
         self.trainer_ = trainer
         self.history_ = list(trainer.history)
         return self
 
     def _predict_ids(self, X, k: int):
         check_is_fitted(self, "trainer_")
-        data = self._dataset(_validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32))
+        data = to_dataset(_validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32),
+                          len(self.classes_))
         ids, scores = self.trainer_.predict(data, k=k)
         return ids, scores
 
@@ -351,13 +236,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             if logits.shape[1] == 2:
                 return (logits[:, 1] - logits[:, 0]).astype(np.float64)
             return logits.astype(np.float64)
-        k = min(int(self.predict_k), logits.shape[1])
-        if k >= logits.shape[1]:
-            threshold = np.min(logits, axis=1) - 1.0
-        else:
-            part = -np.partition(-logits, (k - 1, k), axis=1)
-            threshold = 0.5 * (part[:, k - 1].astype(np.float64) + part[:, k])
-        return logits.astype(np.float64) - threshold[:, None]
+        return shift_to_top_k(logits, min(int(self.predict_k), logits.shape[1]))
 
     def predict(self, X):
         """The best class (multi-class targets) or an indicator of the `predict_k` best labels
@@ -368,18 +247,14 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             return self.classes_[ids[:, 0]]
         k = min(int(self.predict_k), len(self.classes_))
         ids, _ = self._predict_ids(X, k)
-        n = ids.shape[0]
-        keep = ids >= 0
-        rows = np.repeat(np.arange(n), keep.sum(axis=1))
-        out = sp.csr_matrix((np.ones(rows.size, np.int64), (rows, ids[keep])), shape=(n, len(self.classes_)))
-        out.sort_indices()
+        out = indicator_matrix(ids, len(self.classes_))
         return out if self._sparse_output else out.toarray()
 
     def score(self, X, y, sample_weight=None) -> float:
         """P@1: the fraction of samples whose best label is one of their labels (for multi-class
         targets, the accuracy). With `sample_weight`, a weighted mean."""
         ids, _ = self._predict_ids(X, 1)
-        truth = self._label_sets(y)
+        truth = label_sets(y, self.classes_)
         if len(truth) != ids.shape[0]:
             raise ValueError(f"y has {len(truth)} samples but X has {ids.shape[0]}")
         hits = np.array([int(ids[i, 0]) in truth[i] for i in range(ids.shape[0])], np.float64)
@@ -394,15 +269,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "trainer_")
         path = os.fspath(path)
         self.trainer_.save(path)
-        extra = {}
-        if not np.array_equal(self.classes_, np.arange(len(self.classes_))):
-            extra[LABELS_META_KEY] = [str(c) for c in self.classes_.tolist()]
-        if vectorizer is not None:
-            features = text_features_from_vectorizer(vectorizer)
-            if features.n_features != self.n_features_in_:
-                raise ValueError(f"the vectorizer gives {features.n_features} features but the model takes "
-                                 f"{self.n_features_in_}")
-            extra[TEXT_META_KEY] = features.to_meta()
+        extra = model_file_meta(self.classes_, self.n_features_in_, vectorizer)
         if extra:
             arrays, meta = load_checkpoint(path)
             meta.update(extra)
@@ -413,24 +280,14 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         state = self.__dict__.copy()
         trainer = state.pop("trainer_", None)
         if trainer is not None:  # numba typed lists do not pickle: go through a model file
-            with tempfile.TemporaryDirectory(prefix="slidepy-pickle-") as tmp:
-                path = os.path.join(tmp, "model.npz")
-                trainer.save(path)
-                with open(path, "rb") as f:
-                    state["_trainer_bytes"] = f.read()
+            state["_trainer_bytes"] = trainer_to_bytes(trainer)
         return state
 
     def __setstate__(self, state):
         blob = state.pop("_trainer_bytes", None)
         self.__dict__.update(state)
         if blob is not None:
-            from .trainer import Trainer
-
-            with tempfile.TemporaryDirectory(prefix="slidepy-pickle-") as tmp:
-                path = os.path.join(tmp, "model.npz")
-                with open(path, "wb") as f:
-                    f.write(blob)
-                self.trainer_ = Trainer.load(path)
+            self.trainer_ = trainer_from_bytes(blob)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -441,6 +298,201 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
 
     def _more_tags(self):  # scikit-learn < 1.6
         return {"multilabel": True, "multioutput": True}
+
+
+# -- the estimator's plumbing: targets, data, predictions, model files -------------------------
+
+
+class Targets(NamedTuple):
+    """A fit's y, encoded: its kind (_MULTICLASS, _INDICATOR or _LABEL_LISTS), whether `predict`
+    returns a sparse matrix, the labels (`classes_`), and the label rows as CSR arrays."""
+
+    kind: str
+    sparse_output: bool
+    classes: np.ndarray
+    y_indptr: np.ndarray
+    y_indices: np.ndarray
+
+
+def target_kind(Y) -> str:
+    """Which of the accepted target formats Y is (see the module docstring)."""
+    if sp.issparse(Y):
+        return _INDICATOR
+    try:
+        kind = type_of_target(Y)
+    except ValueError:  # ragged sequences of sequences
+        kind = None
+    if kind == "multilabel-indicator":
+        return _INDICATOR
+    if isinstance(Y, (list, tuple)) and len(Y) and all(
+            isinstance(row, (list, tuple, set, frozenset, np.ndarray)) for row in Y):
+        return _LABEL_LISTS
+    return _MULTICLASS
+
+
+def encode_targets(Y, n_samples: int, owner: str = "SlideClassifier") -> Targets:
+    """Y (any accepted format) as `Targets`, checked against the n_samples of X; `owner` names the
+    estimator in the errors."""
+    if Y is None:
+        raise ValueError(f"{owner} requires y to be passed, but the target y is None")
+    kind = target_kind(Y)
+    if kind == _INDICATOR:
+        Ym = sp.csr_matrix(Y) if not sp.issparse(Y) else Y.tocsr()
+        sparse_output = sp.issparse(Y)
+        if Ym.shape[0] != n_samples:
+            raise ValueError(f"Y has {Ym.shape[0]} rows but X has {n_samples} samples")
+        Ym = Ym.copy()
+        Ym.sum_duplicates()
+        Ym.eliminate_zeros()
+        if Ym.data.size and not np.all(Ym.data == 1):
+            raise ValueError("a label-indicator Y must hold only 0 and 1")
+        classes = np.arange(Ym.shape[1])
+        y_indptr, y_indices = Ym.indptr.astype(np.int64), Ym.indices.astype(np.int32)
+    elif kind == _LABEL_LISTS:
+        sparse_output = True
+        if len(Y) != n_samples:
+            raise ValueError(f"Y has {len(Y)} label lists but X has {n_samples} samples")
+        seen = {label for row in Y for label in row}
+        try:
+            classes = np.array(sorted(seen))
+        except TypeError:
+            raise ValueError("the labels in Y cannot be sorted (mixed types?)") from None
+        index = {label: i for i, label in enumerate(classes.tolist())}
+        lengths = [len(set(row)) for row in Y]
+        y_indptr = np.zeros(n_samples + 1, np.int64)
+        np.cumsum(lengths, out=y_indptr[1:])
+        y_indices = np.fromiter((index[label] for row in Y for label in sorted(set(row), key=index.get)),
+                                np.int32, count=int(y_indptr[-1]))
+    else:
+        y = column_or_1d(Y, warn=True)
+        check_classification_targets(y)
+        if y.shape[0] != n_samples:
+            raise ValueError(f"y has {y.shape[0]} entries but X has {n_samples} samples")
+        sparse_output = False
+        classes, encoded = np.unique(y, return_inverse=True)
+        y_indptr = np.arange(n_samples + 1, dtype=np.int64)
+        y_indices = encoded.astype(np.int32)
+    if classes.shape[0] < 2:
+        raise ValueError(f"{owner} needs at least 2 classes (labels) in the data; "
+                         f"got {classes.shape[0]} class")
+    return Targets(kind, sparse_output, classes, y_indptr, y_indices)
+
+
+def label_sets(Y, classes: np.ndarray) -> list:
+    """Y (any accepted format) as one set of indices into `classes` per sample, for `score`."""
+    kind = target_kind(Y)
+    if kind == _INDICATOR:
+        Ym = sp.csr_matrix(Y)
+        Ym.eliminate_zeros()
+        return [set(Ym.indices[Ym.indptr[i]:Ym.indptr[i + 1]].tolist()) for i in range(Ym.shape[0])]
+    index = {label: i for i, label in enumerate(classes.tolist())}
+    if kind == _LABEL_LISTS:
+        return [{index[label] for label in row if label in index} for row in Y]
+    y = column_or_1d(Y)
+    return [{index[label]} if label in index else set() for label in y.tolist()]
+
+
+def to_dataset(X, n_labels: int, y_indptr=None, y_indices=None) -> Dataset:
+    """A validated X (and encoded labels) as slidepy's CSR Dataset, in memory."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        indptr, indices, values = X.indptr, X.indices, X.data
+    else:
+        rows, cols = np.nonzero(X)
+        indptr = np.zeros(X.shape[0] + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=X.shape[0]), out=indptr[1:])
+        indices, values = cols, X[rows, cols]
+    n = X.shape[0]
+    if y_indptr is None:
+        y_indptr, y_indices = np.zeros(n + 1, np.int64), np.zeros(0, np.int32)
+    return Dataset(x_indptr=indptr, x_indices=indices, x_values=values, y_indptr=y_indptr,
+                   y_indices=y_indices, n_features=X.shape[1], n_labels=n_labels, source="<scikit-learn X>")
+
+
+def fit_trainer(config_for, train: Dataset, run_dir, progress: bool):
+    """A Trainer fitted to `train` with the config tree `config_for(run_dir)`, in `run_dir`
+    (an earlier run there cleared first) or, when it is None, in a temporary directory deleted
+    afterwards. slidepy's own errors come out as ValueError, as scikit-learn expects."""
+    from .trainer import Trainer
+
+    temp_dir = None
+    if run_dir is None:
+        temp_dir = tempfile.mkdtemp(prefix="slidepy-sklearn-")
+        run_dir = temp_dir
+    else:
+        run_dir = os.fspath(run_dir)
+    try:
+        try:
+            cfg = load_config(config_for(run_dir))
+            trainer = Trainer(cfg, train=train, run_dir=run_dir, progress=progress)
+            if temp_dir is None:
+                trainer.clear_run_dir()
+            trainer.fit()
+        except SlidepyError as exc:
+            raise ValueError(str(exc)) from exc
+    finally:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    return trainer
+
+
+def shift_to_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """Logits (n_samples, n_labels) minus, per sample, the midpoint between its k-th and next
+    best logit (float64), so that exactly the top k are > 0 (all of them when k is every label)."""
+    if k >= logits.shape[1]:
+        threshold = np.min(logits, axis=1) - 1.0
+    else:
+        part = -np.partition(-logits, (k - 1, k), axis=1)
+        threshold = 0.5 * (part[:, k - 1].astype(np.float64) + part[:, k])
+    return logits.astype(np.float64) - threshold[:, None]
+
+
+def indicator_matrix(ids: np.ndarray, n_classes: int) -> sp.csr_matrix:
+    """Top-k ids (n_samples, k), -1 for none, as an int64 CSR indicator (n_samples, n_classes)."""
+    n = ids.shape[0]
+    keep = ids >= 0
+    rows = np.repeat(np.arange(n), keep.sum(axis=1))
+    out = sp.csr_matrix((np.ones(rows.size, np.int64), (rows, ids[keep])), shape=(n, n_classes))
+    out.sort_indices()
+    return out
+
+
+def model_file_meta(classes: np.ndarray, n_features: int, vectorizer=None) -> dict:
+    """What a model file holds besides the trainer's own meta: the label names (unless they are
+    0..n-1) and the text vectorizer's settings, checked to give `n_features` features."""
+    extra = {}
+    if not np.array_equal(classes, np.arange(len(classes))):
+        extra[LABELS_META_KEY] = [str(c) for c in classes.tolist()]
+    if vectorizer is not None:
+        features = text_features_from_vectorizer(vectorizer)
+        if features.n_features != n_features:
+            raise ValueError(f"the vectorizer gives {features.n_features} features but the model takes "
+                             f"{n_features}")
+        extra[TEXT_META_KEY] = features.to_meta()
+    return extra
+
+
+def trainer_to_bytes(trainer) -> bytes:
+    """A trainer as the bytes of its model file (numba typed lists do not pickle)."""
+    with tempfile.TemporaryDirectory(prefix="slidepy-pickle-") as tmp:
+        path = os.path.join(tmp, "model.npz")
+        trainer.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def trainer_from_bytes(blob: bytes):
+    """The Trainer of a model file's bytes (trainer_to_bytes' inverse)."""
+    from .trainer import Trainer
+
+    with tempfile.TemporaryDirectory(prefix="slidepy-pickle-") as tmp:
+        path = os.path.join(tmp, "model.npz")
+        with open(path, "wb") as f:
+            f.write(blob)
+        return Trainer.load(path)
 
 
 def text_features_from_vectorizer(vectorizer) -> TextFeatures:

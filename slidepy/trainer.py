@@ -35,8 +35,9 @@ Reliability rules (each has a test in tests/test_reliability.py or tests/test_ki
 * SIGINT / SIGTERM (`StopRequest`) finish the current batch, save and raise TrainingInterrupted;
   a second SIGINT quits at once.
 
-The class is the loop; below it, what the loop leans on: `Progress` (the counters a checkpoint
-keeps besides the model), `Schedule` (batches, epoch order, learning rate, when to stop),
+The class is the loop; below it, its rarer paths as functions (`_start` of a fit, `_roll_back`
+after a fault, `_resume`, `load_trainer`), then what the loop leans on: `Progress` (the counters
+a checkpoint keeps besides the model), `Schedule` (batches, epoch order, learning rate, when to stop),
 `LossWindow` (loss and samples/s between log records), `StopRequest` (signals), `Rollbacks`
 (on_nan), and the functions that load and check the data a config names.
 """
@@ -136,7 +137,7 @@ class Trainer:
         _require_samples(self.train_data, "the training set")
         self.run.lock()
         try:
-            self._start()
+            _start(self)
             with self.stop_request.handling(), tqdm(total=self._total_steps, unit="step", dynamic_ncols=True,
                                                     initial=min(self.step, self._total_steps),
                                                     disable=not self.progress) as self._bar:
@@ -205,23 +206,6 @@ class Trainer:
             self._end_epoch()
         return step
 
-    def _start(self) -> None:
-        """What fit does before its first step: refuse to mix with an earlier run's checkpoints,
-        write config.yaml, plan the steps, compile the kernels, write the start record."""
-        t, n_train = self.config.training, self.train_data.n_samples
-        if self.step == 0:
-            self.run.refuse_earlier_run()
-        self.run.prepare(self.config)
-        if t.batch_size > n_train:
-            self._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
-                       f"in {self.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
-        self._total_steps = self.schedule.planned_steps
-        self.last_eval = {}
-        self.window.reset()
-        self._record("start", compile_seconds=_compile(self.engine, self.train_data), threads=self.threads,
-                     n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in self.engine.layers)),
-                     **_data_report(self.warnings, self.train_data, self.test_data))
-
     def _end_epoch(self) -> None:
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if not self.config.eval.every:
@@ -235,21 +219,8 @@ class Trainer:
         return where is None
 
     def _fault(self, what: str) -> None:
-        """The one place a numerical fault goes: raise NumericalError (`Rollbacks.target` says
-        when), or restore the newest good checkpoint with half the learning rate. The loop then
-        simply continues from the restored step."""
-        found = self.rollbacks.target(what, self.engine.lr, self.run)
-        scale_before = self.lr_scale
-        self._apply_state(*found)
-        self.lr_scale = 0.5 * min(scale_before, self.lr_scale)
-        self.engine.lr = lr = self.config.training.lr * self.lr_scale
-        n = self.rollbacks.in_a_row
-        self._warn(f"{what}: rolled back to {found[0]} (step {self.step}) with learning rate {lr:g} "
-                   f"(rollback {n} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning)
-        self._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n)
-        self.window.reset()
-        self._bar.n = min(self.step, self._total_steps)
-        self._bar.refresh()
+        """The one place a numerical fault goes: raise NumericalError or roll back (`_roll_back`)."""
+        _roll_back(self, what)
 
     def _warn(self, message: str, category=UserWarning, stacklevel: int = 3) -> None:
         self.warnings.append(message)
@@ -288,35 +259,14 @@ class Trainer:
         self.rollbacks.saved()  # progress made and saved
         return path
 
-    def _apply_state(self, path, arrays: dict, meta: dict, model_loaded: bool = False) -> None:
-        """Copy a loaded checkpoint into this trainer (the model too, unless `model_loaded`); any
-        disagreement with the model is a CheckpointError naming the file."""
-        progress = Progress.from_meta(path, meta)
-        if not model_loaded:
-            self.model.restore(path, arrays, meta)
-        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = progress
-        self._last_saved_step = self.step
-
     def restore(self, path) -> None:
         """Load a checkpoint's state into this trainer (shapes must match its config)."""
-        self._apply_state(path, *load_checkpoint(path))
+        _apply_state(self, path, *load_checkpoint(path))
 
     def resume(self) -> bool:
-        """Continue from the newest good checkpoint in the run dir (`RunDir.resume_point`: corrupt
-        newer ones are skipped with a warning); False if there is none. A checkpoint that does not
-        match the config raises CheckpointError rather than silently starting over."""
-        self.run.lock()
-        found = self.run.resume_point()
-        if found is None:
-            self.run.trim_metrics(0)  # records of an attempt killed before its first checkpoint
-            return False
-        try:
-            self._apply_state(*found)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc} (was {self.run_dir} written with another config? use another --out)") \
-                from None
-        self._record("resume", checkpoint=str(found[0]), dropped_records=self.run.trim_metrics(self.step))
-        return True
+        """Continue from the newest good checkpoint in the run dir; False if there is none (see
+        `_resume`: corrupt newer ones are skipped, a mismatching one is a CheckpointError)."""
+        return _resume(self)
 
     def clear_run_dir(self) -> list:
         """Delete an earlier run's checkpoints and metrics.jsonl, to start over in the same run
@@ -345,17 +295,93 @@ class Trainer:
     @classmethod
     def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,
              load_data_from_config: bool = False) -> "Trainer":
-        """A Trainer from a checkpoint (`Model.load`), for evaluation / prediction, or further
-        training if datasets are given or `load_data_from_config`. Any problem with the file is a
-        CheckpointError naming it."""
-        model, meta = Model.load(path)
-        if train is None and load_data_from_config:
-            train, loaded_test = load_data(model.config)
-            test = test if test is not None else loaded_test
-        model.accept_training_data(train, test, source=path)
-        trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
-        trainer._apply_state(path, {}, meta, model_loaded=True)
-        return trainer
+        """A Trainer from a checkpoint, for evaluation / prediction, or further training if datasets
+        are given or `load_data_from_config` (see `load_trainer`)."""
+        return load_trainer(cls, path, train=train, test=test, progress=progress,
+                            load_data_from_config=load_data_from_config)
+
+
+# -- the Trainer's rarer paths: starting a fit, rolling back, resuming, loading ----------------
+
+
+def _start(trainer: Trainer) -> None:
+    """What fit does before its first step: refuse to mix with an earlier run's checkpoints,
+    write config.yaml, plan the steps, compile the kernels, write the start record."""
+    t, n_train = trainer.config.training, trainer.train_data.n_samples
+    if trainer.step == 0:
+        trainer.run.refuse_earlier_run()
+    trainer.run.prepare(trainer.config)
+    if t.batch_size > n_train:
+        trainer._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
+                      f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
+    trainer._total_steps = trainer.schedule.planned_steps
+    trainer.last_eval = {}
+    trainer.window.reset()
+    trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data), threads=trainer.threads,
+                    n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
+                    **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))
+
+
+def _roll_back(trainer: Trainer, what: str) -> None:
+    """The one place a numerical fault goes: raise NumericalError (`Rollbacks.target` says
+    when), or restore the newest good checkpoint with half the learning rate. The loop then
+    simply continues from the restored step."""
+    found = trainer.rollbacks.target(what, trainer.engine.lr, trainer.run)
+    scale_before = trainer.lr_scale
+    _apply_state(trainer, *found)
+    trainer.lr_scale = 0.5 * min(scale_before, trainer.lr_scale)
+    trainer.engine.lr = lr = trainer.config.training.lr * trainer.lr_scale
+    n = trainer.rollbacks.in_a_row
+    trainer._warn(f"{what}: rolled back to {found[0]} (step {trainer.step}) with learning rate {lr:g} "
+                  f"(rollback {n} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning,
+                  stacklevel=4)  # past _fault, to its caller in the loop
+    trainer._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n)
+    trainer.window.reset()
+    trainer._bar.n = min(trainer.step, trainer._total_steps)
+    trainer._bar.refresh()
+
+
+def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded: bool = False) -> None:
+    """Copy a loaded checkpoint into `trainer` (the model too, unless `model_loaded`); any
+    disagreement with the model is a CheckpointError naming the file."""
+    progress = Progress.from_meta(path, meta)
+    if not model_loaded:
+        trainer.model.restore(path, arrays, meta)
+    trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale = progress
+    trainer._last_saved_step = trainer.step
+
+
+def _resume(trainer: Trainer) -> bool:
+    """Continue from the newest good checkpoint in the run dir (`RunDir.resume_point`: corrupt
+    newer ones are skipped with a warning); False if there is none. A checkpoint that does not
+    match the config raises CheckpointError rather than silently starting over."""
+    trainer.run.lock()
+    found = trainer.run.resume_point()
+    if found is None:
+        trainer.run.trim_metrics(0)  # records of an attempt killed before its first checkpoint
+        return False
+    try:
+        _apply_state(trainer, *found)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (was {trainer.run_dir} written with another config? use another --out)") \
+            from None
+    trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step))
+    return True
+
+
+def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset | None = None,
+                 progress: bool = False, load_data_from_config: bool = False) -> Trainer:
+    """A `cls` (Trainer or a subclass) from a checkpoint (`Model.load`), for evaluation /
+    prediction, or further training if datasets are given or `load_data_from_config`. Any problem
+    with the file is a CheckpointError naming it (`Trainer.load`)."""
+    model, meta = Model.load(path)
+    if train is None and load_data_from_config:
+        train, loaded_test = load_data(model.config)
+        test = test if test is not None else loaded_test
+    model.accept_training_data(train, test, source=path)
+    trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
+    _apply_state(trainer, path, {}, meta, model_loaded=True)
+    return trainer
 
 
 # -- what the loop leans on -------------------------------------------------------------------
