@@ -119,8 +119,13 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     budget : int, default 1024                     [model.output.selection.budget]
         Most active output neurons per sample (a layer no larger than that is dense).
     inference : "exact" or "lsh"                   [model.output.selection.inference]
-    lsh_family : "srp", "dwta", "wta", "minhash"   [...selection.lsh.family]
+    lsh_family : "kmeans" (default), "srp", "dwta", "wta", "minhash"   [...selection.lsh.family]
+        kmeans is the cluster index that keeps retrieving the neurons that fire as training goes
+        on (README, "How it works"); the hash families are kept for comparison.
     lsh_k, lsh_l : int, default 6, 16              [...selection.lsh.k / l]; range_pow follows k.
+        Hash families only; kmeans sizes its clusters from the budget.
+    dropout : float, default 0.0                   [model.dropout]
+        Of the hidden outputs in training; 0.5 with wide hidden layers over several epochs.
     predict_k : int, default 1
         How many labels `predict` marks per sample (multi-label targets).
     threads : int or None                          [training.threads] (None: every core)
@@ -142,8 +147,9 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, hidden=128, epochs=5, batch_size=128, lr=1e-3, optimizer="adam", loss="softmax",
-                 selection="lsh", budget=1024, inference="exact", lsh_family="srp", lsh_k=6, lsh_l=16,
-                 predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None):
+                 selection="lsh", budget=1024, inference="exact", lsh_family="kmeans", lsh_k=6, lsh_l=16,
+                 predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None,
+                 dropout=0.0):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -156,6 +162,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         self.lsh_family = lsh_family
         self.lsh_k = lsh_k
         self.lsh_l = lsh_l
+        self.dropout = dropout
         self.predict_k = predict_k
         self.threads = threads
         self.random_state = random_state
@@ -168,11 +175,13 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def config_dict(self, seed: int = 0, run_dir: str | None = None) -> dict:
         """The slidepy config (a nested dict) these parameters stand for."""
         hidden = [int(self.hidden)] if isinstance(self.hidden, numbers.Integral) else [int(h) for h in self.hidden]
-        lsh = {"family": self.lsh_family, "k": self.lsh_k, "l": self.lsh_l}
-        if isinstance(self.lsh_k, numbers.Integral):
+        lsh = {"family": self.lsh_family}
+        if self.lsh_family != "kmeans":
+            lsh.update(k=self.lsh_k, l=self.lsh_l)
+        if self.lsh_family != "kmeans" and isinstance(self.lsh_k, numbers.Integral):
             lsh["range_pow"] = int(min(24, self.lsh_k * _lsh_bits(self.lsh_family)))
         tree = {
-            "model": {"hidden": hidden, "loss": self.loss,
+            "model": {"hidden": hidden, "loss": self.loss, "dropout": self.dropout,
                       "output": {"selection": {"mode": self.selection, "budget": self.budget,
                                                "inference": self.inference, "lsh": lsh}}},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,

@@ -21,6 +21,7 @@ from sklearn.preprocessing import MultiLabelBinarizer  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from slidepy.cli import main  # noqa: E402
+from slidepy.configfile import load_config  # noqa: E402
 from slidepy.sklearn import SlideClassifier, save_model  # noqa: E402
 from slidepy.text import TextFeatures  # noqa: E402
 
@@ -131,6 +132,18 @@ def test_target_formats_give_the_same_model(text_data):
     assert clone(by_lists).get_params() == params
     cfg = by_lists.set_params(hidden=(8, 4), lr=0.5).config_dict()
     assert cfg["model"]["hidden"] == [8, 4] and cfg["training"]["lr"] == 0.5
+
+
+def test_params_map_to_the_config():
+    """The default index is the k-means one (hash settings do not apply to it); a hash family
+    keeps k, l and a range_pow that follows k; dropout reaches model.dropout."""
+    default = SlideClassifier().config_dict()
+    assert default["model"]["output"]["selection"]["lsh"] == {"family": "kmeans"}
+    assert default["model"]["dropout"] == 0.0
+    srp = SlideClassifier(lsh_family="srp", lsh_k=5, lsh_l=8, dropout=0.5).config_dict()
+    assert srp["model"]["output"]["selection"]["lsh"] == {"family": "srp", "k": 5, "l": 8, "range_pow": 5}
+    assert srp["model"]["dropout"] == 0.5
+    load_config(srp)  # valid as a whole
 
 
 def test_bad_params_are_value_errors(text_data):
