@@ -13,7 +13,9 @@ next batch starts from clean accumulators without a pass over the whole layer.
 The output layer over a dense last hidden layer (Engine.records_output) has no accumulated
 gradient rows: the kernels record (row, sample, g) per active neuron and keep each sample's hidden
 vector, and `apply_recorded_adam` groups the records by row (a counting sort in batch order) and
-builds each row's gradient, sum of g * hidden, in a per-thread buffer just before its Adam step.
+builds each row's gradient, sum of g * hidden, in a per-thread buffer just before its Adam step
+(adding in batch order in float32, as one thread's backward_layer would: serial training is
+bit-identical to accumulating weight_grad).
 The row's gradient then never travels through memory: at 512 hidden units that removed the
 kernel's read-modify-write of a 2 KB gradient row per active neuron and the optimizer's read and
 zeroing of it, for a float32 sum in cache.
@@ -115,8 +117,9 @@ def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t
     for j in range(width):
         acc[j] = 0.0
     # Four records per pass over acc: acc's loads and stores, not the multiply-adds, bound a pass
-    # (36 ns a record one at a time at D = 512). The order of the sums is fixed, so a rerun is
-    # bit-identical.
+    # (36 ns a record one at a time at D = 512). Each element still adds the records one by one in
+    # batch order, the order (and float32 rounding) in which backward_layer would have accumulated
+    # them on one thread, so serial training is bit-identical to accumulating weight_grad.
     k = lo
     while k + 4 <= hi:
         g0 = sorted_g[k]
@@ -128,7 +131,10 @@ def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t
         h2 = hidden[sorted_pos[k + 2]]
         h3 = hidden[sorted_pos[k + 3]]
         for j in range(width):
-            acc[j] += (g0 * h0[j] + g1 * h1[j]) + (g2 * h2[j] + g3 * h3[j])
+            s = acc[j] + g0 * h0[j]
+            s = s + g1 * h1[j]
+            s = s + g2 * h2[j]
+            acc[j] = s + g3 * h3[j]
         k += 4
     while k < hi:
         g = sorted_g[k]

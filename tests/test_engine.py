@@ -580,6 +580,28 @@ def test_random_active_sets_independent_of_thread_chunks():
             np.testing.assert_allclose(x.bias_grad, y.bias_grad, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("modes", [None, [None, ("random", 6)]])
+def test_recorded_output_gradient_is_bit_identical_to_accumulated(monkeypatch, modes):
+    """On one thread, the records path adds each row's g * hidden in the order backward_layer would
+    have accumulated them (batch order), in float32: the weights and moments after several steps
+    equal, bit for bit, those of the same engine accumulating the output's weight_grad."""
+    data = make_data(6, n_samples=24, n_labels=20)
+    batches = [list(range(0, 10)), list(range(8, 18)), [20, 3, 14, 22, 1, 9]]
+
+    def train(record):
+        monkeypatch.setattr(Engine, "records_output", lambda self: record)
+        eng = make_engine([8], modes=modes, n_labels=20, seed=3, dropout=0.25, weight_decay=0.1)
+        for rows in batches:
+            eng.train_step(data, np.array(rows, np.int64))
+        return eng
+
+    a, b = train(True), train(False)
+    assert a._records is not None and b._records is None
+    for x, y in zip(a.layers, b.layers):
+        for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+
+
 def test_output_records_independent_of_thread_chunks():
     """The output layer's gradient records are indexed by batch position, so the same batch split
     into 1, 3 uneven or B chunks writes bit-identical records (and layer 0 the same gradient)."""
