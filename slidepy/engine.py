@@ -34,6 +34,7 @@ from .network import (
     SPEC_OUT_DIM,
     init_params,
     layer_sizes,
+    make_output_records,
     make_scratch,
     make_spec,
 )
@@ -42,6 +43,9 @@ from .optimizer import apply_updates
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
 
+
+# What train_batch gets for its record arguments when the output gradient is not recorded.
+_NO_RECORDS = make_output_records(1, 1, 1, 1)
 
 # The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
 LSH_SEED_STREAM = 0x4C5348
@@ -99,6 +103,7 @@ class Engine:
     weight_decay: float = 0.0  # Adam's decoupled weight decay on weight rows
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
+    _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
     # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
     # forward, backward) and the row-sparse optimizer.
     timings: dict = field(default_factory=lambda: {"kernel": 0.0, "optimizer": 0.0})
@@ -159,6 +164,29 @@ class Engine:
             self._scratch[key] = make_scratch(spec, n_chunks, capacities, shapes)
         return self._scratch[key]
 
+    def records_output(self) -> bool:
+        """Whether training keeps the output layer's weight gradient as (row, sample, g) records
+        rather than in its weight_grad: with Adam, when the output layer's input is a dense hidden
+        layer. The optimizer then rebuilds each touched row's gradient from the records and the
+        samples' hidden vectors as it updates the row, so the (N, D) gradient rows are never
+        streamed (weight_grad stays zero). Otherwise (SGD, no hidden layer, a sparse last hidden
+        layer) the gradient accumulates in weight_grad as in every other layer."""
+        last = self.n_layers - 1
+        return self.optimizer == "adam" and last >= 1 and self.spec[last - 1, SPEC_MODE] == MODE_ALL
+
+    def _get_records(self, batch: int):
+        """The output layer's gradient records (network.OutputRecords) for a batch of `batch`,
+        with counts zeroed; reallocated when the batch or the output capacity grows."""
+        last = self.n_layers - 1
+        capacity = int(self.spec[last, SPEC_CAPACITY])
+        records = self._records
+        if records is None or records.rows.shape[0] < batch or records.rows.shape[1] != capacity:
+            d, n = self.sizes[last]
+            size = max(batch, records.rows.shape[0] if records is not None else 0)
+            records = self._records = make_output_records(size, capacity, d, n)
+        records.counts[:] = 0
+        return records
+
     chunk_bounds = staticmethod(chunk_bounds)
 
     def ensure_label_capacity(self, max_labels: int) -> None:
@@ -203,17 +231,22 @@ class Engine:
         active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
         loss_out = np.zeros(batch, np.float64)
         rng = np.zeros(n_chunks, np.uint64)
+        record = self.records_output()
+        records = self._get_records(batch) if record else None
+        out = records if record else _NO_RECORDS
         started = time.perf_counter()
         train_batch(self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
                     data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
                     np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
-                    n_active, active_sum, loss_out)
+                    n_active, active_sum, loss_out, np.bool_(record), out.hidden, out.rows, out.grads, out.counts)
         self.timings["kernel"] += time.perf_counter() - started
         self.step += 1
         if not apply:
             for layer in self.layers:
                 for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
                     getattr(layer, name)[...] = 0
+            if records is not None:
+                records.counts[:] = 0
             return StepStats(loss=float(loss_out.mean()), active_mean=active_sum.sum(axis=0), rows_updated=0)
         if self.touched_log is not None:  # distributed.py: remember the rows to sync
             for layer, (rows_seen, biases_seen) in zip(self.layers, self.touched_log):
@@ -221,7 +254,8 @@ class Engine:
                 np.bitwise_or(biases_seen, layer.bias_touched, out=biases_seen)
         started = time.perf_counter()
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
-                                beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay)
+                                beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
+                                records=records)
         self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))
@@ -320,7 +354,8 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             engine.step = step
             apply_updates(engine.layers, optimizer=engine.optimizer, lr=engine.lr, beta1=engine.beta1,
                           beta2=engine.beta2, eps=engine.eps,
-                          step=max(1, step))  # nothing is touched: compiles, changes nothing
+                          step=max(1, step),  # nothing is touched: compiles, changes nothing
+                          records=engine._get_records(1) if engine.records_output() else None)
             engine.predict(data, rows, k=1)
     for key in engine.timings:
         engine.timings[key] = 0.0

@@ -14,6 +14,12 @@ which would compile every callee twice), flags are passed as runtime values rath
 and `kinds` (constants.kinds_marker) keeps the index kinds a network does not query out of the
 compiled code.
 
+Output gradient records. With `record_output` (Engine.records_output: Adam, dense last hidden
+layer) the output layer's weight gradient is not accumulated: `backward_output_recorded` writes the
+sample's (row, g) pairs and its hidden vector into per-sample slots (network.OutputRecords), and
+the optimizer sums g * hidden per row as it updates it (optimizer.apply_recorded_adam). The slots
+are indexed by batch position, so they do not depend on the thread split.
+
 Hogwild. Threads add their samples' gradients into the shared `weight_grad` / `bias_grad` arrays
 and set `row_touched` / `bias_touched` marks without locks, on purpose: two threads rarely hit the
 same (row, column) at once when active sets are sparse, and a lost float add costs less than any
@@ -161,6 +167,33 @@ def backward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, grads, in
                     in_grads[j] += g * w[in_ids[j]]
 
 
+@njit(cache=True)
+def backward_output_recorded(layer, in_vals, n_in, ids, n_act, grads, in_grads, out_rows, out_grads):
+    """The output layer's backward over a dense input without touching `weight_grad`: d loss /
+    d input goes into in_grads[:n_in] and each neuron with a non-zero gradient is recorded as
+    (out_rows[c], out_grads[c]) = (n, g); returns the count c. The optimizer rebuilds the weight
+    gradient of row n as the sum of g * input over its records (optimizer.adam_update_rows_recorded),
+    so the (N, D) gradient rows are never read or written here. Biases and marks as backward_layer.
+    """
+    weights = layer.weights
+    count = 0
+    for a in range(n_act):
+        g = grads[a]
+        if g == 0.0:  # exactly-predicted neuron: nothing to add anywhere
+            continue
+        n = ids[a]
+        layer.bias_grad[n] += g  # Hogwild: unsynchronised on purpose
+        mark_touched(layer.bias_touched, n)
+        mark_touched(layer.row_touched, n)
+        out_rows[count] = n
+        out_grads[count] = g
+        count += 1
+        w = weights[n]
+        for j in range(n_in):
+            in_grads[j] += g * w[j]
+    return count
+
+
 # ---------------------------------------------------------------------------------------------
 # Loss at the output layer.
 # ---------------------------------------------------------------------------------------------
@@ -282,9 +315,14 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
 
 @njit(cache=True)
 def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
-                 grad_scale, rng, n_active, positions):
+                 grad_scale, rng, n_active, positions, record_output, hidden_row, out_rows, out_grads, out_count, b):
     """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
-    loss. A sample without labels has no target: it is skipped (loss 0, no gradient)."""
+    loss. A sample without labels has no target: it is skipped (loss 0, no gradient).
+
+    record_output (the caller guarantees the output layer is not layer 0 and its input is dense):
+    the output layer's weight gradient is not accumulated; instead the sample's last-hidden vector
+    goes into hidden_row (D,) and its (row, g) records into out_rows / out_grads (A,), their count
+    into out_count[b] (see backward_output_recorded)."""
     if n_labels == 0:
         return 0.0
     n_layers = spec.shape[0]
@@ -329,8 +367,15 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
             for j in range(n_in):
                 in_grads[j] = 0.0
             dense_in = spec[l - 1, SPEC_MODE] == MODE_ALL
-            backward_layer(layers[l], prev.act_ids[t], prev.act_vals[t], n_in, dense_in, ids, n_act, grads,
-                           in_grads, True)
+            if record_output and l == last:
+                in_vals = prev.act_vals[t]
+                for j in range(n_in):
+                    hidden_row[j] = in_vals[j]
+                out_count[b] = backward_output_recorded(layers[l], in_vals, n_in, ids, n_act, grads, in_grads,
+                                                        out_rows, out_grads)
+            else:
+                backward_layer(layers[l], prev.act_ids[t], prev.act_vals[t], n_in, dense_in, ids, n_act, grads,
+                               in_grads, True)
     return loss
 
 
@@ -342,11 +387,17 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
 @njit(parallel=True, cache=True)
 def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
                 rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
-                active_sum, loss_out):
+                active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
     active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
-    kinds: constants.kinds_marker of the index kinds the LSH layers query."""
+    kinds: constants.kinds_marker of the index kinds the LSH layers query.
+
+    record_output: the output layer's weight gradient is recorded instead of accumulated: sample b
+    writes its last-hidden vector to out_hidden[b] (>= B, D) float32, its (row, g) records to
+    out_rows[b] (>= B, A) int32 / out_grads[b] float32 and their count to out_count[b] (>= B,)
+    int64 (0 for an unlabelled sample). Otherwise pass (1, 1) / (1,) dummies (never read; row 0 is
+    written by every chunk, harmlessly)."""
     n_chunks = chunk_bounds.shape[0] - 1
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
@@ -360,9 +411,12 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             x1 = x_indptr[i + 1]
             y0 = y_indptr[i]
             n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
+            r = b if record_output else 0  # not recording: one unused dummy row
+            out_count[r] = 0
             loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
                                        x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
-                                       counts, positions)
+                                       counts, positions, record_output, out_hidden[r], out_rows[r], out_grads[r],
+                                       out_count, r)
             if n_labels > 0:
                 for l in range(spec.shape[0]):
                     active_sum[t, l] += counts[l]

@@ -17,8 +17,8 @@ import numba
 
 from .errors import ConfigError
 from .lsh import index_layout
-from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_INFER_MODE, SPEC_MODE, layer_sizes, make_spec, nbytes,
-                      param_shapes, scratch_capacities, scratch_shapes)
+from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_CAPACITY, SPEC_INFER_MODE, SPEC_MODE, layer_sizes,
+                      make_spec, nbytes, output_record_shapes, param_shapes, scratch_capacities, scratch_shapes)
 
 # Parsed CSR bytes per byte of XC text: a token "12345:0.5 " (~10 bytes) becomes 8 bytes of
 # index + value; .gz files are estimated from their uncompressed size.
@@ -123,9 +123,16 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
     # The engine keeps one scratch set for training and one for inference, each for T chunks.
     scratch = sum(nbytes(shapes) for training in (True, False)
                   for shapes in scratch_shapes(spec, threads, scratch_capacities(spec, training), hash_shapes))
+    # Engine.records_output: with Adam over a dense last hidden layer, the output layer's gradient
+    # of a batch is held as records (network.OutputRecords).
+    last = len(sizes) - 1
+    records = 0
+    if cfg.training.optimizer == "adam" and last >= 1 and spec[last - 1, SPEC_MODE] == MODE_ALL:
+        records = nbytes(output_record_shapes(cfg.training.batch_size, spec[last, SPEC_CAPACITY], *sizes[last]))
     parts = {"parameters + gradients + optimizer": sum(nbytes(s) for s in param_shapes(sizes, cfg.training.optimizer)),
              "LSH tables + code buffers": tables,
              "per-thread scratch": scratch,
+             "output gradient records": records,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
              "dataset (parsed)": data_bytes,
              "interpreter, compiled code, transients": BASE_OVERHEAD}

@@ -86,6 +86,35 @@ class LayerScratch(NamedTuple):
     query_vals: np.ndarray  # (T, V) float32
 
 
+class OutputRecords(NamedTuple):
+    """The output layer's weight gradient of one batch, kept as records instead of (N, D) rows
+    (kernels.backward_output_recorded; optimizer.adam_update_rows_recorded): the gradient of row n
+    is sum over its records (n, b, g) of g * hidden[b]. Sized for B samples of A active neurons."""
+
+    hidden: np.ndarray  # (B, D) float32 each sample's last-hidden activations (the layer's input)
+    rows: np.ndarray  # (B, A) int32 sample b's records: output row ids ...
+    grads: np.ndarray  # (B, A) float32 ... and d loss / d logit (already scaled by 1 / B)
+    counts: np.ndarray  # (B,) int64 records of sample b (0 beyond the batch)
+    sorted_pos: np.ndarray  # (B * A,) int32 the records grouped by row: sample position ...
+    sorted_g: np.ndarray  # (B * A,) float32 ... and g
+    cursor: np.ndarray  # (N,) int64 counting-sort scratch, one slot per output row
+
+
+def output_record_shapes(batch: int, capacity: int, d: int, n: int) -> dict:
+    """OutputRecords field -> (shape, dtype) for `batch` samples of up to `capacity` active
+    neurons of an (n, d) output layer: what `make_output_records` allocates."""
+    b, a, d, n = int(batch), int(capacity), int(d), int(n)
+    return {"hidden": ((b, d), np.float32), "rows": ((b, a), np.int32), "grads": ((b, a), np.float32),
+            "counts": ((b,), np.int64), "sorted_pos": ((b * a,), np.int32), "sorted_g": ((b * a,), np.float32),
+            "cursor": ((n,), np.int64)}
+
+
+def make_output_records(batch: int, capacity: int, d: int, n: int) -> OutputRecords:
+    """Zeroed OutputRecords, shaped as `output_record_shapes` says."""
+    shapes = output_record_shapes(batch, capacity, d, n)
+    return OutputRecords(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()})
+
+
 def layer_sizes(n_features: int, hidden: list[int], n_labels: int) -> list[tuple[int, int]]:
     """(D, N) of each layer, input to output."""
     dims = [n_features, *hidden, n_labels]

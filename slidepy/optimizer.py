@@ -10,11 +10,26 @@ a pause is a normal Adam update with stale moments, not a catch-up.
 Each kernel also zeroes the gradient rows it consumed and clears their touched marks, so the
 next batch starts from clean accumulators without a pass over the whole layer.
 
+The output layer over a dense last hidden layer (Engine.records_output) has no accumulated
+gradient rows: the kernels record (row, sample, g) per active neuron and keep each sample's hidden
+vector, and `apply_recorded_adam` groups the records by row (a counting sort in batch order) and
+builds each row's gradient, sum of g * hidden, in a per-thread buffer just before its Adam step
+(adding in batch order in float32, as one thread's backward_layer would: serial training is
+bit-identical to accumulating weight_grad).
+The row's gradient then never travels through memory: at 512 hidden units that removed the
+kernel's read-modify-write of a 2 KB gradient row per active neuron and the optimizer's read and
+zeroing of it, for a float32 sum in cache.
+
 No fastmath here: the optimizer decides the weights, and reassociation bought NaNs in UMAP's SGD.
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+# Cost of a row's Adam update in units of one gradient record (both stream about one row of D
+# floats), for splitting recorded rows into thread chunks of equal cost.
+RECORDED_ROW_COST = 3
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -48,6 +63,141 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, 
             p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
             g[j] = 0.0
         touched[row] = 0
+
+
+@njit(cache=True)
+def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_pos, sorted_g):
+    """Counting sort of the output layer's gradient records (network.OutputRecords) by row.
+
+    rows (R,) the touched rows; counts (B,) records per sample; rec_rows / rec_grads (B, A).
+    Writes row_start (R + 1,) int64 and, for r < R, the records of rows[r] into
+    sorted_pos / sorted_g[row_start[r]:row_start[r + 1]] as (sample position, g), in batch order
+    (sample by sample, then active-set order), so the sums that follow do not depend on the thread
+    split. cursor (N,) int64 must be zero and is left zero. Returns the records placed, or -1 if
+    some record's row is not in `rows` (nothing is then placed).
+    """
+    n_rows = rows.shape[0]
+    n_records = 0
+    for b in range(counts.shape[0]):
+        for c in range(counts[b]):
+            cursor[rec_rows[b, c]] += 1
+        n_records += counts[b]
+    total = 0
+    for r in range(n_rows):
+        row_start[r] = total
+        total += cursor[rows[r]]
+        cursor[rows[r]] = row_start[r]
+    row_start[n_rows] = total
+    if total != n_records:  # a record outside `rows`: restore the zeros and refuse
+        for b in range(counts.shape[0]):
+            for c in range(counts[b]):
+                cursor[rec_rows[b, c]] = 0
+        for r in range(n_rows):
+            cursor[rows[r]] = 0
+        return -1
+    for b in range(counts.shape[0]):
+        for c in range(counts[b]):
+            n = rec_rows[b, c]
+            k = cursor[n]
+            sorted_pos[k] = b
+            sorted_g[k] = rec_grads[b, c]
+            cursor[n] = k + 1
+    for r in range(n_rows):
+        cursor[rows[r]] = 0
+    return total
+
+
+@njit(cache=True, error_model="numpy")
+def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, shrink):
+    """Adam on one row whose gradient is sum_{k in [lo, hi)} sorted_g[k] * hidden[sorted_pos[k]],
+    built in acc (D,) float32 first (same arithmetic as adam_update_rows from there on)."""
+    width = p.shape[0]
+    one_minus_b1 = np.float32(1.0) - beta1
+    one_minus_b2 = np.float32(1.0) - beta2
+    for j in range(width):
+        acc[j] = 0.0
+    # Four records per pass over acc: acc's loads and stores, not the multiply-adds, bound a pass
+    # (36 ns a record one at a time at D = 512). Each element still adds the records one by one in
+    # batch order, the order (and float32 rounding) in which backward_layer would have accumulated
+    # them on one thread, so serial training is bit-identical to accumulating weight_grad.
+    k = lo
+    while k + 4 <= hi:
+        g0 = sorted_g[k]
+        g1 = sorted_g[k + 1]
+        g2 = sorted_g[k + 2]
+        g3 = sorted_g[k + 3]
+        h0 = hidden[sorted_pos[k]]
+        h1 = hidden[sorted_pos[k + 1]]
+        h2 = hidden[sorted_pos[k + 2]]
+        h3 = hidden[sorted_pos[k + 3]]
+        for j in range(width):
+            s = acc[j] + g0 * h0[j]
+            s = s + g1 * h1[j]
+            s = s + g2 * h2[j]
+            acc[j] = s + g3 * h3[j]
+        k += 4
+    while k < hi:
+        g = sorted_g[k]
+        h = hidden[sorted_pos[k]]
+        for j in range(width):
+            acc[j] += g * h[j]
+        k += 1
+    for j in range(width):
+        gj = acc[j]
+        mj = beta1 * mm[j] + one_minus_b1 * gj
+        vj = beta2 * vv[j] + one_minus_b2 * gj * gj
+        mm[j] = mj
+        vv[j] = vj
+        p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def adam_update_rows_recorded(param, m, v, touched, rows, row_start, chunk_bounds, sorted_pos, sorted_g, hidden, acc,
+                              lr_t, beta1, beta2, eps, decay):
+    """Adam on rows `rows` (R,) of param/m/v (N, D) with the gradient rebuilt from grouped records
+    (group_records): chunk t owns rows[chunk_bounds[t]:chunk_bounds[t + 1]] and scratch acc[t]
+    (T, D), so no two threads write the same row. Clears the rows' touched marks."""
+    shrink = np.float32(1.0) - decay
+    n_chunks = chunk_bounds.shape[0] - 1
+    for chunk in prange(n_chunks):
+        t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for the callee
+        for r in range(chunk_bounds[t], chunk_bounds[t + 1]):
+            row = rows[r]
+            adam_row_recorded(param[row], m[row], v[row], row_start[r], row_start[r + 1], sorted_pos, sorted_g,
+                              hidden, acc[t], lr_t, beta1, beta2, eps, shrink)
+            touched[row] = 0
+
+
+def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, eps, decay) -> None:
+    """Adam on the touched rows of an output layer whose gradient is held as records
+    (network.OutputRecords): group them by row, split the rows into thread chunks of about equal
+    cost (records plus a few for the update itself), run adam_update_rows_recorded, and clear the
+    records. layer.weight_grad is neither read nor written."""
+    row_start = np.empty(rows.shape[0] + 1, np.int64)
+    placed = group_records(rows, records.counts, records.rows, records.grads, records.cursor, row_start,
+                           records.sorted_pos, records.sorted_g)
+    if placed < 0:
+        raise RuntimeError("output gradient records name rows that are not marked touched")
+    n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
+    cost = row_start + RECORDED_ROW_COST * np.arange(rows.shape[0] + 1)
+    bounds = np.searchsorted(cost, cost[-1] * np.arange(n_chunks + 1) / n_chunks, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, rows.shape[0]
+    acc = np.empty((n_chunks, layer.weights.shape[1]), np.float32)
+    adam_update_rows_recorded(layer.weights, layer.weight_m, layer.weight_v, layer.row_touched, rows, row_start,
+                              np.maximum.accumulate(bounds), records.sorted_pos, records.sorted_g, records.hidden,
+                              acc, lr_t, beta1, beta2, eps, decay)
+    records.counts[:] = 0
+
+
+def recorded_weight_grad(records, shape) -> np.ndarray:
+    """The dense (N, D) float64 weight gradient the records stand for: for tests and debugging
+    (the optimizer never builds it)."""
+    grad = np.zeros(shape, np.float64)
+    for b in range(records.counts.shape[0]):
+        c = int(records.counts[b])
+        rows = records.rows[b, :c]
+        np.add.at(grad, rows, records.grads[b, :c, None].astype(np.float64) * records.hidden[b].astype(np.float64))
+    return grad
 
 
 @njit(parallel=True, cache=True)
@@ -87,20 +237,30 @@ def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progres
 
 
 def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int,
-                  weight_decay: float = 0.0) -> int:
+                  weight_decay: float = 0.0, records=None) -> int:
     """One optimizer step over every layer's touched rows and biases. Returns rows updated.
-    Adam's weight_decay applies to weight rows, never to biases."""
+    Adam's weight_decay applies to weight rows, never to biases.
+
+    records (network.OutputRecords, Adam only): the output layer's weight gradient of this batch,
+    held as records instead of in its weight_grad (kernels.train_batch with record_output)."""
+    if records is not None and optimizer != "adam":
+        raise ValueError("output gradient records are applied by Adam only")
     updated = 0
     lr_t = adam_lr(lr, beta1, beta2, step) if optimizer == "adam" else np.float32(lr)
     b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
     decay, no_decay = np.float32(lr * weight_decay), np.float32(0.0)
-    for layer in layers:
+    last = len(layers) - 1
+    for index, layer in enumerate(layers):
         rows = touched_rows(layer.row_touched)
         bias_rows = touched_rows(layer.bias_touched)
         # A bias vector is updated as a column of one-float rows: the same kernel serves both.
         bias2 = layer.bias.reshape(-1, 1)
         bias_grad2 = layer.bias_grad.reshape(-1, 1)
-        if optimizer == "adam":
+        if optimizer == "adam" and records is not None and index == last:
+            apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
+            adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),
+                             layer.bias_touched, bias_rows, lr_t, b1, b2, e, no_decay)
+        elif optimizer == "adam":
             adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v, layer.row_touched,
                              rows, lr_t, b1, b2, e, decay)
             adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),

@@ -94,11 +94,19 @@ def reference(eng, data, rows, masks=None, params=None):
 
 def step_and_capture(monkeypatch, eng, data, rows):
     """Engine.train_step, keeping copies of the accumulated gradients and touched marks that the
-    optimizer is about to consume. Returns (stats, grads, touched, optimizer kwargs)."""
+    optimizer is about to consume. Returns (stats, grads, touched, optimizer kwargs).
+
+    When the engine records the output layer's weight gradient (Engine.records_output) its
+    weight_grad stays zero and the gradient captured is the one the records stand for."""
     seen = {}
 
     def spy(layers, **kw):
         seen["grads"] = [(l.weight_grad.copy(), l.bias_grad.copy()) for l in layers]
+        if kw.get("records") is not None:
+            out = layers[len(layers) - 1]
+            assert not out.weight_grad.any()
+            seen["grads"][-1] = (optimizer_mod.recorded_weight_grad(kw["records"], out.weights.shape),
+                                 out.bias_grad.copy())
         seen["touched"] = [(l.row_touched.astype(bool), l.bias_touched.astype(bool)) for l in layers]
         seen["kw"] = kw
         return optimizer_mod.apply_updates(layers, **kw)
@@ -108,9 +116,10 @@ def step_and_capture(monkeypatch, eng, data, rows):
     return stats, seen["grads"], seen["touched"], seen["kw"]
 
 
-def run_train_batch(eng, data, rows, bounds):
-    """kernels.train_batch exactly as Engine.train_step calls it, but with chosen chunk bounds and
-    no optimizer step. Returns (scratch, n_active (T, layers), loss_out (B,))."""
+def run_train_batch(eng, data, rows, bounds, records=None):
+    """kernels.train_batch as Engine.train_step calls it, but with chosen chunk bounds and no
+    optimizer step; the output layer's gradient goes into `records` (network.OutputRecords) if
+    given, else into its weight_grad. Returns (scratch, n_active (T, layers), loss_out (B,))."""
     rows = np.ascontiguousarray(rows, np.int64)
     bounds = np.asarray(bounds, np.int64)
     n_chunks = bounds.shape[0] - 1
@@ -124,7 +133,8 @@ def run_train_batch(eng, data, rows, bounds):
                 data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
                 eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64),
                 np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
-                np.zeros((n_chunks, eng.n_layers), np.int64), loss_out)
+                np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),
+                *(engine_mod._NO_RECORDS if records is None else records)[:4])
     return scratch, n_active, loss_out
 
 
@@ -175,6 +185,7 @@ def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss):
     eng = make_engine(hidden, loss=loss)
     ref = reference(eng, data, ROWS)
     stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, ROWS)
+    assert kw["records"] is not None  # Adam over a dense last hidden layer: the output's gradient is recorded
     assert_grads(grads, ref["grads"])
     assert_touched(touched, data, ROWS, ref)
     np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)  # mean over the 9 labelled samples
@@ -342,7 +353,8 @@ def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss
     for step, rows in enumerate([ROWS, [13, 4, 6, 8, 10]]):
         masks = active_masks(eng, modes, data, rows, step)
         ref = reference(eng, data, rows, masks=masks)
-        stats, grads, touched, _ = step_and_capture(monkeypatch, eng, data, rows)
+        stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, rows)
+        assert (kw["records"] is not None) == (layout == "output")  # only over a dense last hidden layer
         assert_grads(grads, ref["grads"])
         assert_touched(touched, data, rows, ref, masks)
         np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
@@ -566,6 +578,55 @@ def test_random_active_sets_independent_of_thread_chunks():
             np.testing.assert_array_equal(x.bias_touched, y.bias_touched)
             np.testing.assert_allclose(x.weight_grad, y.weight_grad, rtol=1e-6, atol=1e-8)
             np.testing.assert_allclose(x.bias_grad, y.bias_grad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("modes", [None, [None, ("random", 6)]])
+def test_recorded_output_gradient_is_bit_identical_to_accumulated(monkeypatch, modes):
+    """On one thread, the records path adds each row's g * hidden in the order backward_layer would
+    have accumulated them (batch order), in float32: the weights and moments after several steps
+    equal, bit for bit, those of the same engine accumulating the output's weight_grad."""
+    data = make_data(6, n_samples=24, n_labels=20)
+    batches = [list(range(0, 10)), list(range(8, 18)), [20, 3, 14, 22, 1, 9]]
+
+    def train(record):
+        monkeypatch.setattr(Engine, "records_output", lambda self: record)
+        eng = make_engine([8], modes=modes, n_labels=20, seed=3, dropout=0.25, weight_decay=0.1)
+        for rows in batches:
+            eng.train_step(data, np.array(rows, np.int64))
+        return eng
+
+    a, b = train(True), train(False)
+    assert a._records is not None and b._records is None
+    for x, y in zip(a.layers, b.layers):
+        for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+
+
+def test_output_records_independent_of_thread_chunks():
+    """The output layer's gradient records are indexed by batch position, so the same batch split
+    into 1, 3 uneven or B chunks writes bit-identical records (and layer 0 the same gradient)."""
+    from slidepy.network import make_output_records
+
+    modes = [None, ("random", 6)]
+    data = make_data(14, n_labels=20)
+    rows = np.array(ROWS, np.int64)
+    results = []
+    for bounds in [[0, 10], [0, 2, 3, 9, 10], list(range(11))]:
+        eng = make_engine([8], modes=modes, n_labels=20, seed=5)
+        eng.step = 3
+        records = make_output_records(12, int(eng.spec[-1, engine_mod.SPEC_CAPACITY]), 8, 20)
+        run_train_batch(eng, data, rows, bounds, records)
+        assert not eng.layers[1].weight_grad.any()
+        labelled = data.y_indptr[rows + 1] > data.y_indptr[rows]  # position 2 (dataset row 1) is not
+        assert np.all(records.counts[:10][labelled] > 0) and not records.counts[:10][~labelled].any()
+        assert not records.counts[10:].any()  # beyond the batch
+        results.append((eng, records))
+    (first, rec0), *others = results
+    for eng, rec in others:
+        for name in ("hidden", "rows", "grads", "counts"):
+            np.testing.assert_array_equal(getattr(rec, name), getattr(rec0, name), err_msg=name)
+        np.testing.assert_allclose(eng.layers[0].weight_grad, first.layers[0].weight_grad, rtol=1e-6, atol=1e-8)
+        np.testing.assert_array_equal(eng.layers[1].row_touched, first.layers[1].row_touched)
 
 
 def test_chunk_bounds_cover_the_batch():

@@ -316,6 +316,107 @@ def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
     np.testing.assert_array_equal(touched[other], before[4][other])
 
 
+def test_backward_output_recorded_matches_backward_layer():
+    """The recording backward gives backward_layer's input gradient, bias gradient and marks, leaves
+    weight_grad alone, and its records rebuild backward_layer's weight gradient."""
+    rng = np.random.default_rng(3)
+    d, n = 10, 8
+    recorded = _layer(rng, n, d, n)
+    plain = recorded._replace(**{f: getattr(recorded, f).copy() for f in recorded._fields})
+    in_ids = np.arange(d, dtype=np.int32)
+    in_vals = rng.standard_normal(d).astype(np.float32)
+    ids = np.array([1, 6, 4, 0], np.int32)
+    grads = np.array([0.5, 0.0, -1.5, 2.0], np.float32)  # neuron 6 has no gradient: no record
+    in_a, in_b = np.zeros(d, np.float32), np.zeros(d, np.float32)
+    kn.backward_layer(plain, in_ids, in_vals, d, True, ids, 4, grads, in_a, True)
+    out_rows, out_grads = np.full(4, -1, np.int32), np.zeros(4, np.float32)
+    count = kn.backward_output_recorded(recorded, in_vals, d, ids, 4, grads, in_b, out_rows, out_grads)
+    assert count == 3 and out_rows[:3].tolist() == [1, 4, 0] and out_grads[:3].tolist() == [0.5, -1.5, 2.0]
+    assert not recorded.weight_grad.any()
+    np.testing.assert_array_equal(in_b, in_a)
+    np.testing.assert_array_equal(recorded.bias_grad, plain.bias_grad)
+    np.testing.assert_array_equal(recorded.row_touched, plain.row_touched)
+    np.testing.assert_array_equal(recorded.bias_touched, plain.bias_touched)
+    rebuilt = np.zeros((n, d), np.float32)
+    for r, g in zip(out_rows[:3], out_grads[:3]):
+        rebuilt[r] += g * in_vals
+    np.testing.assert_array_equal(rebuilt, plain.weight_grad)
+
+
+def _random_records(rng, n, d, batch, capacity, sizes):
+    """OutputRecords for `batch` samples with sizes[b] distinct random rows each (random g, hidden
+    vectors with ReLU zeros), the touched marks they imply, and the dense float64 gradient."""
+    from slidepy.network import make_output_records
+
+    rec = make_output_records(batch + 2, capacity, d, n)  # two spare rows beyond the batch: count 0
+    rec.hidden[:] = np.maximum(rng.standard_normal(rec.hidden.shape), 0.0)
+    touched = np.zeros(n, np.uint8)
+    grad = np.zeros((n, d))
+    for b, size in enumerate(sizes):
+        ids = rng.choice(n, size, replace=False).astype(np.int32)
+        g = (rng.standard_normal(size) * 0.1).astype(np.float32)
+        rec.rows[b, :size], rec.grads[b, :size], rec.counts[b] = ids, g, size
+        touched[ids] = 1
+        grad[ids] += g[:, None].astype(np.float64) * rec.hidden[b].astype(np.float64)
+    return rec, touched, grad
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("sizes", [[], [5], [30, 0, 12, 30, 7], [30] * 9])
+def test_recorded_adam_matches_numpy(threads, weight_decay, sizes):
+    """apply_recorded_adam (group_records + adam_update_rows_recorded) against naive_adam_rows on
+    the gradient built in NumPy from the records; rows 0..4 all get the records of many samples,
+    so multi-record rows (the four-at-a-time loop and its tail) are covered."""
+    from slidepy.network import init_params
+
+    rng = np.random.default_rng(len(sizes) * 31 + threads)
+    n, d = 40, 13
+    layer = init_params([(7, d), (d, n)], seed=2)[1]
+    layer.weight_m[...] = rng.standard_normal(layer.weight_m.shape) * 0.1
+    layer.weight_v[...] = rng.random(layer.weight_v.shape) * 0.01
+    rec, touched, grad = _random_records(rng, n, d, len(sizes), 32, sizes)
+    layer.row_touched[...] = touched
+    rows = np.flatnonzero(touched)
+    before = [a.copy() for a in (layer.weights, layer.weight_m, layer.weight_v)]
+    step = 4
+    lr_t = opt.adam_lr(0.01, 0.9, 0.999, step)
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        opt.apply_recorded_adam(layer, rec, rows, lr_t, B1, B2, EPS, np.float32(0.01 * weight_decay))
+    finally:
+        numba.set_num_threads(numba_threads)
+    want_p, want_m, want_v = naive.naive_adam_rows(before[0], grad, before[1], before[2], rows, 0.01, 0.9, 0.999,
+                                                   1e-8, step, weight_decay)
+    np.testing.assert_allclose(layer.weights, want_p, rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(layer.weight_m, want_m, rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(layer.weight_v, want_v, rtol=RTOL, atol=1e-9)
+    other = np.setdiff1d(np.arange(n), rows)
+    for got, old in zip((layer.weights, layer.weight_m, layer.weight_v), before):
+        np.testing.assert_array_equal(got[other], old[other])
+    assert not layer.row_touched.any() and not layer.weight_grad.any()
+    assert not rec.counts.any() and not rec.cursor.any()  # records consumed, sort scratch left zero
+
+
+def test_group_records_orders_by_row_then_batch_and_refuses_unmarked_rows():
+    from slidepy.network import make_output_records
+
+    rec = make_output_records(3, 4, 2, 6)
+    rec.rows[0, :3], rec.grads[0, :3], rec.counts[0] = [4, 1, 2], [1, 2, 3], 3
+    rec.rows[2, :2], rec.grads[2, :2], rec.counts[2] = [1, 4], [4, 5], 2
+    rows = np.array([1, 2, 4], np.int64)
+    row_start = np.zeros(4, np.int64)
+    placed = opt.group_records(rows, rec.counts, rec.rows, rec.grads, rec.cursor, row_start, rec.sorted_pos,
+                               rec.sorted_g)
+    assert placed == 5 and row_start.tolist() == [0, 2, 3, 5]
+    assert rec.sorted_pos[:5].tolist() == [0, 2, 0, 0, 2] and rec.sorted_g[:5].tolist() == [2, 4, 3, 1, 5]
+    assert not rec.cursor.any()
+    placed = opt.group_records(np.array([1, 4], np.int64), rec.counts, rec.rows, rec.grads, rec.cursor,
+                               row_start, rec.sorted_pos, rec.sorted_g)  # row 2 has a record, no mark
+    assert placed == -1 and not rec.cursor.any()
+
+
 @pytest.mark.parametrize("rows", [[], [1, 4, 8]])
 def test_sgd_update_rows_matches_numpy(rows):
     rng = np.random.default_rng(11)
