@@ -175,17 +175,7 @@ class Engine:
         return self.optimizer == "adam" and last >= 1 and self.spec[last - 1, SPEC_MODE] == MODE_ALL
 
     def _get_records(self, batch: int):
-        """The output layer's gradient records (network.OutputRecords) for a batch of `batch`,
-        with counts zeroed; reallocated when the batch or the output capacity grows."""
-        last = self.n_layers - 1
-        capacity = int(self.spec[last, SPEC_CAPACITY])
-        records = self._records
-        if records is None or records.rows.shape[0] < batch or records.rows.shape[1] != capacity:
-            d, n = self.sizes[last]
-            size = max(batch, records.rows.shape[0] if records is not None else 0)
-            records = self._records = make_output_records(size, capacity, d, n)
-        records.counts[:] = 0
-        return records
+        return output_records(self, batch)
 
     chunk_bounds = staticmethod(chunk_bounds)
 
@@ -281,20 +271,8 @@ class Engine:
         return predict_lsh_output(self, data, rows, k, spec, batch_size)
 
     def last_hidden(self, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
-        """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros
-        for inactive neurons; inference, so no dropout). Returns the active neurons summed over
-        the samples, per hidden layer."""
-        spec = self.spec if spec is None else spec
-        last = self.n_layers - 1
-        n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
-        scratch = self._get_scratch(False, n_chunks, spec)
-        bounds = self.chunk_bounds(data.x_indptr, rows, n_chunks)
-        n_active = np.zeros((n_chunks, self.n_layers), np.int64)
-        active_sum = np.zeros((n_chunks, last), np.int64)
-        infer_batch(self.layers, spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
-                    data.x_values, rows, bounds, np.uint64(self.seed), np.zeros(n_chunks, np.uint64), n_active,
-                    active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
-        return active_sum.sum(axis=0)
+        """The last hidden layer's activations of `rows` into out (B, D); see `last_hidden`."""
+        return last_hidden(self, data, rows, out, self.spec if spec is None else spec)
 
     # -- diagnostics and checkpoint state (the module functions below) ---------------------------
 
@@ -423,6 +401,36 @@ def predict_lsh_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.
 
 
 # -- diagnostics --------------------------------------------------------------------------------
+
+
+def output_records(engine: Engine, batch: int):
+    """The output layer's gradient records (network.OutputRecords) for a batch of `batch`, with
+    counts zeroed; reallocated when the batch or the output capacity grows."""
+    last = engine.n_layers - 1
+    capacity = int(engine.spec[last, SPEC_CAPACITY])
+    records = engine._records
+    if records is None or records.rows.shape[0] < batch or records.rows.shape[1] != capacity:
+        d, n = engine.sizes[last]
+        size = max(batch, records.rows.shape[0] if records is not None else 0)
+        records = engine._records = make_output_records(size, capacity, d, n)
+    records.counts[:] = 0
+    return records
+
+
+def last_hidden(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray) -> np.ndarray:
+    """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros for
+    inactive neurons; inference, so no dropout): exact scoring and ensembles multiply them with the
+    output layer. Returns the active neurons summed over the samples, per hidden layer."""
+    last = engine.n_layers - 1
+    n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
+    scratch = engine._get_scratch(False, n_chunks, spec)
+    bounds = chunk_bounds(data.x_indptr, rows, n_chunks)
+    n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
+    active_sum = np.zeros((n_chunks, last), np.int64)
+    infer_batch(engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
+                data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
+                active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
+    return active_sum.sum(axis=0)
 
 
 def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict:
