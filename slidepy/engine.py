@@ -235,8 +235,7 @@ class Engine:
             for layer in self.layers:
                 for name in ("weight_grad", "bias_grad", "row_touched", "bias_touched"):
                     getattr(layer, name)[...] = 0
-            if records is not None:
-                records.counts[:] = 0
+            # the records need no clearing: output_records zeroes their counts before every batch
             return StepStats(loss=float(loss_out.mean()), active_mean=active_sum.sum(axis=0), rows_updated=0)
         if self.touched_log is not None:  # distributed.py: remember the rows to sync
             for layer, (rows_seen, biases_seen) in zip(self.layers, self.touched_log):
