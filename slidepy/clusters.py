@@ -39,6 +39,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .constants import INTERNAL
+
 # Rows per block of the assignment product: (block x C) float32 scores stay a few tens of MB.
 ASSIGN_BLOCK_ROWS = 8192
 # Clusters ranked per round of a query's probe (probe_clusters); a budget is usually filled in one.
@@ -54,7 +56,7 @@ FULL_ASSIGN_PAIRS = 1 << 27
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, **INTERNAL)
 def score_centroids(centroids_t, in_ids, in_vals, n_in, scores):
     """scores[c] = centroids_t[D, c] + sum_j in_vals[j] * centroids_t[in_ids[j], c]: the inner
     product of the query [input, 1] with every centroid [w, b]."""

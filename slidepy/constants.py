@@ -111,3 +111,16 @@ def kinds_marker(kinds) -> tuple:
         raise ValueError(f"kinds_marker: unknown index kind(s) {sorted(unknown)}")
     tables = True if used - {KIND_KMEANS} else None
     return tuple(True if k in used else None for k in range(N_KINDS)) + (tables,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile options (kernels, selection, hashing, tables, scoring, optimizer, metrics, clusters)
+# ---------------------------------------------------------------------------------------------
+
+# `@njit(cache=True, **INTERNAL)` marks a function that only compiled code calls (a serial worker
+# or leaf below a driver): numba builds no CPython or C entry point for it, code it would otherwise
+# generate and optimise for every function, about 1.5 s of a cold quick start's compile. Calling
+# such a function from Python crashes the interpreter (there is no entry point to call), so
+# anything a test, script or Python code calls directly keeps the plain decorator
+# (tests/test_compile.py checks that no test or script names an INTERNAL one).
+INTERNAL = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}

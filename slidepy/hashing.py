@@ -71,6 +71,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import (
+    INTERNAL,
     FAMILY_DWTA,
     FAMILY_MINHASH,
     FAMILY_NAMES,
@@ -265,7 +266,7 @@ def _check_range_pow(range_pow):
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _combine_pieces(spec, pieces, range_pow, codes_out):
     """codes_out[t] from pieces[t*K:(t+1)*K] (low `bits` bits of each): concatenate or fold."""
     k = spec[SPEC_K]
@@ -288,7 +289,7 @@ def _combine_pieces(spec, pieces, range_pow, codes_out):
             codes_out[t] = np.int32(acc >> shift_top)
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx):
     n_hashes = params.spec[SPEC_N_HASHES]
     indptr = params.proj_indptr
@@ -307,7 +308,7 @@ def _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx):
         scratch_idx[h] = 1 if scratch_vals[h] > 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _slot_occurrences(c, dim, n_slots):
     """How many (dim, permutation) positions map to global slot c."""
     if dim > n_slots:
@@ -315,7 +316,7 @@ def _slot_occurrences(c, dim, n_slots):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _hash_wta(params, ids, vals, n, scratch_vals, scratch_idx):
     """Plain WTA; while scanning, scratch_idx[h] packs (present count << log2 b) | best slot."""
     spec = params.spec
@@ -376,14 +377,14 @@ def _hash_wta(params, ids, vals, n, scratch_vals, scratch_idx):
             scratch_idx[h] = winner
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _densify_probe(key, h, attempt, n_hashes):
     """Bin probed for empty bin h at `attempt`: multiply-shift hash of (h, attempt) into [0, H)."""
     x = (key * ((np.uint64(h) << _U32) + np.uint64(attempt))) >> _U32
     return np.int64((x * np.uint64(n_hashes)) >> _U32)
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _hash_dwta(params, ids, vals, n, scratch_vals, scratch_idx):
     """Densified WTA over the non-zeros; returns False when the input has no non-zero."""
     spec = params.spec
@@ -447,7 +448,7 @@ def _hash_dwta(params, ids, vals, n, scratch_vals, scratch_idx):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _hash_minhash(params, ids, vals, n, scratch_idx):
     """b-bit MinHash of the set {ids[e] : vals[e] != 0}; returns False when that set is empty."""
     n_hashes = params.spec[SPEC_N_HASHES]
@@ -468,7 +469,7 @@ def _hash_minhash(params, ids, vals, n, scratch_idx):
     return n_nonzero > 0
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def _hash_pieces(params, ids, vals, n, scratch_vals, scratch_idx, srp, wta, dwta, minhash):
     """The per-hash pieces of (ids[:n], vals[:n]) into scratch_idx[:H]; False if the family gives
     every table code 0 (DWTA / MinHash of an input without non-zeros). srp .. minhash: the slots of

@@ -38,7 +38,7 @@ T thread chunks, K top-k.
 import numpy as np
 from numba import njit, prange
 
-from .constants import LOSS_BCE, MODE_ALL, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE
+from .constants import INTERNAL, LOSS_BCE, MODE_ALL, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
@@ -50,7 +50,7 @@ from .wide import adagrad_wide, add_wide_logits
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, **INTERNAL)
 def dot_dense(w, x, n):
     """sum_j w[j] * x[j] for j < n."""
     s = np.float32(0.0)
@@ -59,7 +59,7 @@ def dot_dense(w, x, n):
     return s
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, **INTERNAL)
 def dot_gather(w, ids, x, n):
     """sum_j w[ids[j]] * x[j] for j < n."""
     s = np.float32(0.0)
@@ -68,7 +68,7 @@ def dot_gather(w, ids, x, n):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def mark_touched(touched, r):
     """Set touched[r] = 1, reading first: most marks are already set after the first samples of a
     batch, and a load keeps the cache line shared between cores where a store would bounce it."""
@@ -200,7 +200,7 @@ def backward_output_recorded(layer, in_vals, n_in, ids, n_act, grads, in_grads, 
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def label_positions(ids, n_act, dense_out, labels, n_labels, positions):
     """Position in the active set of each (unique) label. Labels are the first entries of a
     non-dense active set (they are forced in first); in a dense set position == id."""
@@ -264,7 +264,7 @@ def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def dropout(vals, n_act, ppm, rng, t):
     """Inverted dropout in place: each of vals[:n_act] is zeroed with probability ppm / 10^6 and
     the rest scaled by 1 / keep, so the expected activation is unchanged and inference needs no

@@ -27,6 +27,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .constants import INTERNAL
+
 # Cost of a row's Adam update in units of one gradient record (both stream about one row of D
 # floats), for splitting recorded rows into thread chunks of equal cost.
 RECORDED_ROW_COST = 3
@@ -107,7 +109,7 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
     return total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", **INTERNAL)
 def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, shrink):
     """Adam on one row whose gradient is sum_{k in [lo, hi)} sorted_g[k] * hidden[sorted_pos[k]],
     built in acc (D,) float32 first (same arithmetic as adam_update_rows from there on)."""

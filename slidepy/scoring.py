@@ -12,6 +12,8 @@ Shape letters: B samples in a block, N output neurons, K top-k.
 import numpy as np
 from numba import njit, prange
 
+from .constants import INTERNAL
+
 # Logits of one block stay under this many floats (64 MiB), whatever the label count.
 BLOCK_FLOATS = 1 << 24
 
@@ -31,7 +33,7 @@ def push_topk(top_ids, top_vals, k, n_id, val):
     top_ids[j] = n_id
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def topk_row(logits, bias, top_ids, top_vals):
     """The K largest logits[n] + bias[n] of one row, descending, ties to the lower id; top_ids
     (K,) int32 and top_vals (K,) float32 are overwritten (-1 / -inf where N < K)."""
@@ -40,7 +42,8 @@ def topk_row(logits, bias, top_ids, top_vals):
         top_ids[j] = -1
         top_vals[j] = -np.inf
     for n in range(logits.shape[0]):
-        push_topk(top_ids, top_vals, k, n, logits[n] + bias[n])
+        # int32 id, as infer_batch passes: one compile of push_topk serves both
+        push_topk(top_ids, top_vals, k, np.int32(n), logits[n] + bias[n])
 
 
 @njit(parallel=True, cache=True)

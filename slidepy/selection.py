@@ -29,6 +29,7 @@ from numba import njit
 
 from .clusters import probe_clusters
 from .constants import (
+    INTERNAL,
     INDEX_CLUSTERS,
     KIND_KMEANS,
     KIND_TABLES,
@@ -58,7 +59,7 @@ _MARK_LIMIT = np.int32(2**31 - 2)
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids, in_vals, n_in, labels, n_labels,
                   rng):
     """Fill scr.act_ids[t] with the sample's active neurons of layer l; returns how many.
@@ -116,7 +117,7 @@ def correction_weight(spec, l, uniform_from, n_act):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables):
     """Append the candidates of the layer's LSH index to ids[n:cap]; returns the new length.
 
@@ -223,7 +224,7 @@ def fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t):
     """Add uniform neurons until the set holds the layer's min_active; returns the new length."""
     floor = spec[l, SPEC_MIN_ACTIVE]

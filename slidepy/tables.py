@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import (
+    INTERNAL,
     INSERT_FIFO,
     INSERT_RESERVOIR,
     MAX_RANGE_POW,
@@ -77,7 +78,7 @@ def query_scratch_size(l, capacity):
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def insert_item(buckets, counts, t, code, item, insert_policy, state, si):
     """Insert `item` into bucket `code` of table t with the FIFO or reservoir rule.
 
