@@ -220,7 +220,7 @@ class WideConfig(_Section):
     # log2 of the table's slots; auto: about 2 per (feature, label) pair of the training data,
     # 2^20 .. 2^25 (wide.wide_bits)
     bits: Annotated[int, Field(ge=WIDE_MIN_BITS, le=WIDE_MAX_BITS)] | Literal["auto"] = "auto"
-    lr: float = Field(0.05, gt=0)                    # Adagrad's, scaled over the run as training.lr is
+    lr: float = Field(0.5, gt=0)                     # Adagrad's, scaled over the run as training.lr is
 
 
 class ModelConfig(_Section):

@@ -10,17 +10,21 @@ The wide term (Cheng et al. 2016, "Wide & Deep") gives each label that direct pa
 
 over the sample's non-zero features (f_j, x_j). V is one flat float32 table of M = 2^bits slots
 shared by all (feature, label) pairs through a multiplicative hash (the hashing trick; Weinberger
-et al. 2009); a collision merely shares one weight between two rare pairs.
+et al. 2009), laid out in rows of 2^ROW_BITS slots, one row per feature (see ROW_BITS); a
+collision merely shares one weight between two pairs.
 
-Cost. Per sample and active output neuron, nnz table reads in training (and the same number of
-updates for the neurons with a gradient), and nothing that grows with the hidden width. In exact
+Cost. Per sample and active output neuron, nnz table reads in training (and as many updates for
+the neurons whose gradient is not negligible), nothing that grows with the hidden width. In exact
 inference the network scores every label, and the wide term re-ranks the network's top C
 candidates only (`rerank_rows`), so scoring all N labels stays one BLAS product.
 
 Update. Adagrad per slot (Duchi et al. 2011) on each sample's own gradient, applied in its backward
 pass, Hogwild like the rest of training: rarely seen pairs keep large steps. Its accumulator is a
-second (M,) table, starting at ACCUM_START. With one thread chunk the updates run in a fixed order, so
-deterministic runs stay bit-identical.
+second (M,) table, starting at ACCUM_START. With one thread chunk the updates run in a fixed
+order, so deterministic runs stay bit-identical.
+
+When it pays (measured; README "How it works"): on many labels with few samples each, early in
+training. It over-fits over many passes, and on small label sets (Bibtex, Delicious) it hurts.
 
 Shape letters: M table slots, B samples, C candidates, K top-k.
 """
@@ -32,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .constants import INTERNAL
 from .scoring import push_topk
 
 # Every accumulator starts here (Adagrad's initial accumulator, as TensorFlow's 0.1): without it
@@ -89,7 +94,7 @@ def table_layout(size):
     return bits - col_bits, col_bits
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def row_start(feature, row_bits, col_bits):
     """First slot of the row of `feature`: the top row_bits bits of feature * a multiplier."""
     if row_bits == 0:
@@ -105,7 +110,7 @@ def slot(feature, label, row_bits, col_bits):
     return row_start(feature, row_bits, col_bits) + (mixed >> np.uint64(64 - col_bits))
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, **INTERNAL)
 def wide_logit(weights, row_bits, col_bits, x_ids, x_vals, nx, label):
     """sum_j x_vals[j] * weights[slot(x_ids[j], label)] for j < nx."""
     s = np.float32(0.0)
@@ -153,7 +158,7 @@ def adagrad_wide(wide, x_ids, x_vals, nx, ids, n_act, grads, grad_scale, lr):
 # -- exact inference: re-rank the network's candidates ------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, **INTERNAL)
 def rerank_row(weights, row_bits, col_bits, x_ids, x_vals, cand_ids, cand_scores, top_ids, top_vals):
     """top_ids/top_vals (K,) = the K best of cand_scores[c] + wide_logit(cand_ids[c]) over the
     candidates (C,) (-1 entries skipped), descending."""
