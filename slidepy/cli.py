@@ -187,9 +187,6 @@ def _predict(models: list, data, k: int, lsh: bool):
         return models[0].predict(data, k=k, use_lsh=lsh)
     if lsh:
         raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
-    if any(m.engine.wide.weights.shape[0] for m in models):
-        raise SlidepyError("an ensemble scores the members' networks alone; a model with a wide term "
-                           "(model.wide) is scored one at a time")
     from .ensemble import ensemble_topk
 
     return ensemble_topk([m.engine for m in models], data, k=k)

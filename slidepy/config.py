@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from slidepy.constants import (MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_INT, MAX_K, MAX_L, MAX_RANGE_POW,
-                               MIN_BIN_SIZE, MIN_BUCKET_CAPACITY, MIN_RANGE_POW, WIDE_MAX_BITS, WIDE_MIN_BITS)
+                               MIN_BIN_SIZE, MIN_BUCKET_CAPACITY, MIN_RANGE_POW)
 
 MIN_LABELS = 2           # synthetic data: fewer labels is not a classification problem
 MIN_REBUILD_DECAY = 1.0  # rebuild intervals never shrink
@@ -212,17 +212,6 @@ class OutputLayer(_Section):
     selection: Selection = Selection()
 
 
-class WideConfig(_Section):
-    """The wide term (wide.py): a hashed sparse linear score of the input features, per label,
-    added to the output logits and trained by Adagrad in the backward pass."""
-
-    enabled: bool = False
-    # log2 of the table's slots; auto: about 2 per (feature, label) pair of the training data,
-    # 2^20 .. 2^25 (wide.wide_bits)
-    bits: Annotated[int, Field(ge=WIDE_MIN_BITS, le=WIDE_MAX_BITS)] | Literal["auto"] = "auto"
-    lr: float = Field(0.5, gt=0)                     # Adagrad's, scaled over the run as training.lr is
-
-
 class ModelConfig(_Section):
     hidden: tuple[HiddenLayer, ...] = Field((HiddenLayer(size=128),), min_length=1,
                                             description="list of at least one hidden layer (int size or mapping)")
@@ -231,7 +220,6 @@ class ModelConfig(_Section):
     loss: Literal["softmax", "bce"] = "softmax"
     init: Literal["he", "glorot"] = "glorot"
     dropout: float = Field(0.0, ge=0, lt=1)          # of every hidden layer's outputs, in training
-    wide: WideConfig = WideConfig()
 
 
 class TrainingConfig(_Section):

@@ -19,8 +19,6 @@ MIN_RANGE_POW = 1
 MAX_RANGE_POW = 24         # R = 2**24 buckets; L * R * (C + 1) int32 is already GiBs per layer
 MIN_BUCKET_CAPACITY = 1    # slots per bucket C, a power of two (buckets are rings)
 MAX_BUCKET_CAPACITY = 4096
-WIDE_MIN_BITS = 10         # the wide term's table: 2^bits float32 slots, plus as many for Adagrad
-WIDE_MAX_BITS = 30
 MAX_CODE_BITS = 30  # the widest hash code hashing.py computes (int32 codes); tables stop at MAX_RANGE_POW
 
 # ---------------------------------------------------------------------------------------------

@@ -545,9 +545,6 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
     n_workers = int(d.workers)
     if n_workers < 1:
         raise ConfigError("distributed.workers: train_distributed needs at least 1 worker")
-    if cfg.model.wide.enabled:  # workers average touched rows; the wide table has none to sync by
-        raise ConfigError("model.wide.enabled: the wide term trains in one process only; set it to false or "
-                          "train without --workers")
     run_dir = Path(cfg.output.run_dir).resolve()
     local = d.ray_address is None
     local_cpus = os.cpu_count() or 1

@@ -42,7 +42,6 @@ from .checkpoint import check_shapes
 from .optimizer import apply_updates
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
-from .wide import make_wide, rerank_candidates, rerank_rows
 
 
 # What train_batch gets for its record arguments when the output gradient is not recorded.
@@ -102,8 +101,6 @@ class Engine:
     max_labels: int = 1
     dropout: float = 0.0  # of every hidden layer's outputs, in training
     weight_decay: float = 0.0  # Adam's decoupled weight decay on weight rows
-    wide_bits: int = 0  # the wide term's table holds 2^wide_bits slots (wide.py); 0 = no wide term
-    wide_lr: float = 0.0  # its Adagrad learning rate while `lr` is at its starting value (see wide_step_lr)
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
     _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
@@ -136,8 +133,6 @@ class Engine:
             if index is not None:
                 index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
         self.loss_code = LOSS_CODES[self.loss]
-        self.wide = make_wide(self.wide_bits)
-        self._lr_start = self.lr
 
     # -- kernel arguments -----------------------------------------------------------------------
 
@@ -156,11 +151,6 @@ class Engine:
         """The kernels' `kinds` marker: the index kinds the LSH layers query (constants.kinds_marker)."""
         return kinds_marker(KIND_KMEANS if index.kind == INDEX_CLUSTERS else index.family
                             for index in self.lsh if index is not None)
-
-    def wide_step_lr(self) -> np.float32:
-        """The wide term's learning rate now: wide_lr scaled as `lr` is by its schedule (and by
-        NaN rollbacks), so both parts of the model decay together."""
-        return np.float32(self.wide_lr * self.lr / self._lr_start if self._lr_start > 0 else 0.0)
 
     def _get_scratch(self, training: bool, n_chunks: int, spec: np.ndarray | None = None):
         spec = self.spec if spec is None else spec
@@ -235,8 +225,8 @@ class Engine:
         records = self._get_records(batch) if record else None
         out = records if record else _NO_RECORDS
         started = time.perf_counter()
-        train_batch(self.layers, self.wide, self.wide_step_lr(), self.spec, scratch, self.lsh_layers(), self.kinds(),
-                    data.x_indptr, data.x_indices, data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
+        train_batch(self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
+                    data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
                     np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, label_buf, position_buf,
                     n_active, active_sum, loss_out, np.bool_(record), out.hidden, out.rows, out.grads, out.counts)
         self.timings["kernel"] += time.perf_counter() - started
@@ -369,8 +359,7 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
     """Exact scoring of every output neuron (Engine.predict's path when the output layer infers
     exactly): the kernel computes the last hidden layer of a block of samples, then
     scoring.score_topk takes one BLAS product (B, D) @ (D, N) and a parallel top-k, an order of
-    magnitude faster than per-sample dot products at 670K rows. With a wide term, the network's
-    top C candidates (wide.rerank_candidates) are re-ranked with it added (wide.rerank_rows)."""
+    magnitude faster than per-sample dot products at 670K rows."""
     last = engine.n_layers - 1
     out = engine.layers[last]
     top_ids = np.full((rows.shape[0], k), -1, np.int32)
@@ -379,20 +368,11 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
     active_total[last] = engine.n_labels * rows.shape[0]
     block = block_rows(engine.n_labels)
     hidden = np.zeros((block, engine.sizes[last][0]), np.float32)
-    wide = engine.wide.weights
-    n_cand = rerank_candidates(engine.n_labels, k) if wide.shape[0] else k
-    cand_ids = np.zeros((block, n_cand), np.int32)
-    cand_scores = np.zeros((block, n_cand), np.float32)
     for start in range(0, rows.shape[0], block):
         part = rows[start:start + block]
         b = part.shape[0]
         active_total[:last] += engine.last_hidden(data, part, hidden[:b], spec)
-        if wide.shape[0]:
-            score_topk(hidden[:b], out.weights, out.bias, cand_ids[:b], cand_scores[:b])
-            rerank_rows(wide, data.x_indptr, data.x_indices, data.x_values, part, cand_ids[:b], cand_scores[:b],
-                        top_ids[start:start + b], top_scores[start:start + b])
-        else:
-            score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
+        score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
     return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
 
@@ -411,8 +391,8 @@ def predict_lsh_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.
         bounds = engine.chunk_bounds(data.x_indptr, part, n_chunks)
         n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
         active_sum = np.zeros((n_chunks, engine.n_layers), np.int64)
-        infer_batch(engine.layers, engine.wide, spec, scratch, lsh_layers, engine.kinds(), data.x_indptr,
-                    data.x_indices, data.x_values, part, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64),
+        infer_batch(engine.layers, spec, scratch, lsh_layers, engine.kinds(), data.x_indptr, data.x_indices,
+                    data.x_values, part, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64),
                     n_active, active_sum, engine.n_layers, top_ids[start:start + part.shape[0]],
                     top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
         active_total += active_sum.sum(axis=0)
@@ -446,8 +426,8 @@ def last_hidden(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: n
     bounds = chunk_bounds(data.x_indptr, rows, n_chunks)
     n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
     active_sum = np.zeros((n_chunks, last), np.int64)
-    infer_batch(engine.layers, engine.wide, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr,
-                data.x_indices, data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
+    infer_batch(engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
+                data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
                 active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
     return active_sum.sum(axis=0)
 
@@ -482,9 +462,6 @@ def state_arrays(engine: Engine) -> dict:
     for l, layer in enumerate(engine.layers):
         for name in _LAYER_STATE:
             arrays[f"layer{l}.{name}"] = getattr(layer, name)
-    if engine.wide.weights.shape[0]:
-        arrays["wide.weights"] = engine.wide.weights
-        arrays["wide.accum"] = engine.wide.accum
     for l, index in enumerate(engine.lsh):
         if index is not None:
             arrays.update(index.state_arrays(f"lsh{l}"))
@@ -512,9 +489,6 @@ def load_state(engine: Engine, arrays: dict, meta: dict) -> None:
             getattr(layer, name)[...] = arrays[f"layer{l}.{name}"]
         for name in _LAYER_SCRATCH:
             getattr(layer, name)[...] = 0
-    if engine.wide.weights.shape[0]:
-        engine.wide.weights[...] = arrays["wide.weights"]
-        engine.wide.accum[...] = arrays["wide.accum"]
     lsh_meta = meta.get("lsh", {})
     for l, index in enumerate(engine.lsh):
         if index is None:

@@ -41,8 +41,6 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
     first = engines[0]
     if any(e.n_labels != first.n_labels or e.loss != first.loss for e in engines):
         raise ValueError("ensemble members must have the same labels and loss")
-    if any(e.wide.weights.shape[0] for e in engines):  # its scores exist only for re-ranked candidates
-        raise ValueError("ensemble members must not have a wide term (model.wide)")
     rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, np.int64)
     n = first.n_labels
     top_ids = np.full((rows.shape[0], k), -1, np.int32)

@@ -42,7 +42,6 @@ from .constants import INTERNAL, LOSS_BCE, MODE_ALL, SPEC_DROPOUT_PPM, SPEC_INFE
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
-from .wide import adagrad_wide, add_wide_logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,11 +278,10 @@ def dropout(vals, n_act, ppm, rng, t):
 
 
 @njit(cache=True)
-def forward_sample(layers, wide, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
+def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
                    training, rng, n_active, n_layers):
     """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
-    gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits,
-    with the wide term (wide.py) added when the network has one (wide.weights non-empty)."""
+    gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits."""
     last = spec.shape[0] - 1
     in_ids = x_ids
     in_vals = x_vals
@@ -303,8 +301,6 @@ def forward_sample(layers, wide, spec, scratch, lsh_layers, kinds, t, x_ids, x_v
             forward_input_layer(layers[0], x_ids, x_vals, nx, ids, n_act, dense_out, vals)
         else:
             forward_layer(layers[l], in_ids, in_vals, n_in, dense_in, ids, n_act, vals)
-        if is_output and wide.weights.shape[0] > 0:
-            add_wide_logits(wide.weights, x_ids, x_vals, nx, ids, n_act, vals)
         if not is_output:
             for a in range(n_act):
                 if vals[a] < 0.0:
@@ -318,12 +314,10 @@ def forward_sample(layers, wide, spec, scratch, lsh_layers, kinds, t, x_ids, x_v
 
 
 @njit(cache=True)
-def train_sample(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
-                 loss_kind, grad_scale, rng, n_active, positions, record_output, hidden_row, out_rows, out_grads,
-                 out_count, b):
-    """Forward, loss and backward of one sample; gradients go into the shared arrays, and the wide
-    term (if any) takes its Adagrad step at once (wide.adagrad_wide). Returns the loss. A sample
-    without labels has no target: it is skipped (loss 0, no gradient).
+def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
+                 grad_scale, rng, n_active, positions, record_output, hidden_row, out_rows, out_grads, out_count, b):
+    """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
+    loss. A sample without labels has no target: it is skipped (loss 0, no gradient).
 
     record_output (the caller guarantees the output layer is not layer 0 and its input is dense):
     the output layer's weight gradient is not accumulated; instead the sample's last-hidden vector
@@ -334,8 +328,8 @@ def train_sample(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, t, x_i
     n_layers = spec.shape[0]
     # np.bool_(True), not True: a literal flag would compile forward_sample once for training and
     # once more for inference
-    forward_sample(layers, wide, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
-                   np.bool_(True), rng, n_active, n_layers)
+    forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
+                   rng, n_active, n_layers)
     last = n_layers - 1
     out = scratch[last]
     n_out = n_active[last]
@@ -348,8 +342,6 @@ def train_sample(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, t, x_i
     else:
         loss = softmax_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t],
                             uniform_from, log_weight)
-    if wide.weights.shape[0] > 0:
-        adagrad_wide(wide, x_ids, x_vals, nx, out.act_ids[t], n_out, out.act_grads[t], grad_scale, wide_lr)
 
     for l in range(last, -1, -1):
         scr = scratch[l]
@@ -393,15 +385,13 @@ def train_sample(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, t, x_i
 
 
 @njit(parallel=True, cache=True)
-def train_batch(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr,
-                y_indices, rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf,
-                n_active, active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count):
+def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
+                rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
+                active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
     active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
-    kinds: constants.kinds_marker of the index kinds the LSH layers query. wide: the wide term's
-    tables (wide.WideParams, (0,) arrays for none), updated in place at learning rate wide_lr
-    (float32).
+    kinds: constants.kinds_marker of the index kinds the LSH layers query.
 
     record_output: the output layer's weight gradient is recorded instead of accumulated: sample b
     writes its last-hidden vector to out_hidden[b] (>= B, D) float32, its (row, g) records to
@@ -423,7 +413,7 @@ def train_batch(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, x_indpt
             n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
             r = b if record_output else 0  # not recording: one unused dummy row
             out_count[r] = 0
-            loss_out[b] = train_sample(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
                                        x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
                                        counts, positions, record_output, out_hidden[r], out_rows[r], out_grads[r],
                                        out_count, r)
@@ -433,10 +423,9 @@ def train_batch(layers, wide, wide_lr, spec, scratch, lsh_layers, kinds, x_indpt
 
 
 @njit(parallel=True, cache=True)
-def infer_batch(layers, wide, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, rows, chunk_bounds,
-                seed, rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out):
-    """Inference on dataset rows `rows` (B,) through layers 0 .. n_layers-1 (SPEC_INFER_MODE); the
-    output logits include the wide term's (wide.WideParams, (0,) arrays for none).
+def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
+                rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out):
+    """Inference on dataset rows `rows` (B,) through layers 0 .. n_layers-1 (SPEC_INFER_MODE).
 
     n_layers == all layers: top_ids/top_scores (B, K) get each sample's K best output neurons by
     logit (descending; -1 / -inf where fewer than K were scored); hidden_out is not touched.
@@ -459,8 +448,8 @@ def infer_batch(layers, wide, spec, scratch, lsh_layers, kinds, x_indptr, x_indi
             seed_state(rng, t, derive_seed(seed, np.uint64(0), b))
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
-            forward_sample(layers, wide, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1],
-                           x1 - x0, no_labels, np.int64(0), np.bool_(False), rng, counts, n_layers)
+            forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
+                           no_labels, np.int64(0), np.bool_(False), rng, counts, n_layers)
             ids = scr.act_ids[t]
             vals = scr.act_vals[t]
             if to_output:

@@ -17,7 +17,6 @@ import numba
 
 from .errors import ConfigError
 from .lsh import index_layout
-from .wide import wide_bits
 from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_CAPACITY, SPEC_INFER_MODE, SPEC_MODE, layer_sizes,
                       make_spec, nbytes, output_record_shapes, param_shapes, scratch_capacities, scratch_shapes)
 
@@ -130,14 +129,7 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
     records = 0
     if cfg.training.optimizer == "adam" and last >= 1 and spec[last - 1, SPEC_MODE] == MODE_ALL:
         records = nbytes(output_record_shapes(cfg.training.batch_size, spec[last, SPEC_CAPACITY], *sizes[last]))
-    wide = 0
-    if cfg.model.wide.enabled:  # weights + accumulators; auto sizes from the pairs (real data: the largest)
-        bits = cfg.model.wide.bits
-        if bits == "auto":
-            bits = wide_bits(s.n_train * s.nnz_per_sample * sum(s.labels_per_sample) / 2) if d.train is None else 25
-        wide = 2 * 4 * (1 << int(bits))
     parts = {"parameters + gradients + optimizer": sum(nbytes(s) for s in param_shapes(sizes, cfg.training.optimizer)),
-             "wide term": wide,
              "LSH tables + code buffers": tables,
              "per-thread scratch": scratch,
              "output gradient records": records,

@@ -23,7 +23,6 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .rng import generator
-from .wide import wide_bits
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
 EVAL_SUBSET_STREAM = 12345
@@ -33,17 +32,6 @@ def lsh_options(lsh: Lsh) -> LshOptions:
     """A config's lsh section as the plain fields an LshIndex takes (its rebuild section flattened
     in): lsh.py never reads the config."""
     return LshOptions(**lsh.model_dump(exclude={"rebuild"}), **lsh.rebuild.model_dump())
-
-
-def wide_table_bits(config: Config, train: Dataset) -> int:
-    """log2 of the wide term's slots for training on `train`: model.wide.bits, or for auto
-    wide.wide_bits of its (feature, label) pairs; 0 when the config has no wide term."""
-    wide = config.model.wide
-    if not wide.enabled:
-        return 0
-    if wide.bits != "auto":
-        return int(wide.bits)
-    return wide_bits(float(np.dot(np.diff(train.x_indptr).astype(np.float64), np.diff(train.y_indptr))))
 
 
 def max_labels(*sets: Dataset | None) -> int:
@@ -59,19 +47,16 @@ class Model:
         self.engine = engine
 
     @classmethod
-    def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
-              wide_bits: int = 0) -> "Model":
+    def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1) -> "Model":
         """A freshly initialised model for data of these dimensions; `max_labels` (most labels of
-        one sample) sizes the output layer's active sets, which grow on demand; `wide_bits` the
-        wide term's table (see `wide_table_bits`; 0 when the config has none)."""
+        one sample) sizes the output layer's active sets, which grow on demand."""
         t = config.training
         selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
                                      lsh=lsh_options(s.lsh), correction=s.correction) for s in layer_selections(config)]
         engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                         beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),
-                        dropout=config.model.dropout, weight_decay=t.weight_decay,
-                        wide_bits=wide_bits if config.model.wide.enabled else 0, wide_lr=config.model.wide.lr)
+                        dropout=config.model.dropout, weight_decay=t.weight_decay)
         return cls(config, engine)
 
     # -- files ----------------------------------------------------------------------------------
@@ -94,9 +79,7 @@ class Model:
                 raise ValueError(f"n_features {n_features}, n_labels {n_labels}")
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path} has no valid model dimensions ({type(exc).__name__}: {exc})") from None
-        saved = arrays.get("wide.weights")
-        wide_bits = int(saved.shape[0]).bit_length() - 1 if saved is not None and saved.ndim == 1 else 0
-        model = cls.build(config, n_features, n_labels, wide_bits=wide_bits)
+        model = cls.build(config, n_features, n_labels)
         model.restore(path, arrays, meta)
         return model, meta
 

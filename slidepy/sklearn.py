@@ -126,8 +126,6 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         Hash families only; kmeans sizes its clusters from the budget.
     dropout : float, default 0.0                   [model.dropout]
         Of the hidden outputs in training; 0.5 with wide hidden layers over several epochs.
-    wide : bool, default False                     [model.wide.enabled]
-        Add the wide term: a hashed linear score of the input features per label (README).
     predict_k : int, default 1
         How many labels `predict` marks per sample (multi-label targets).
     threads : int or None                          [training.threads] (None: every core)
@@ -151,7 +149,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=128, epochs=5, batch_size=128, lr=1e-3, optimizer="adam", loss="softmax",
                  selection="lsh", budget=1024, inference="exact", lsh_family="kmeans", lsh_k=6, lsh_l=16,
                  predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None,
-                 dropout=0.0, wide=False):
+                 dropout=0.0):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -165,7 +163,6 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         self.lsh_k = lsh_k
         self.lsh_l = lsh_l
         self.dropout = dropout
-        self.wide = wide
         self.predict_k = predict_k
         self.threads = threads
         self.random_state = random_state
@@ -185,7 +182,6 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             lsh["range_pow"] = int(min(24, self.lsh_k * _lsh_bits(self.lsh_family)))
         tree = {
             "model": {"hidden": hidden, "loss": self.loss, "dropout": self.dropout,
-                      "wide": {"enabled": bool(self.wide)},
                       "output": {"selection": {"mode": self.selection, "budget": self.budget,
                                                "inference": self.inference, "lsh": lsh}}},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,

@@ -62,7 +62,7 @@ from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
-from .model import Model, max_labels, wide_table_bits
+from .model import Model, max_labels
 from .optimizer import scheduled_lr
 from .rng import generator
 from .rundir import RunDir
@@ -114,8 +114,7 @@ class Trainer:
         self.history: list[dict] = []  # every record written to metrics.jsonl
         self.warnings: list[str] = []  # every warning this trainer issued, in order
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
-        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
-                                           wide_table_bits(self.config, train))
+        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
         self.last_eval: dict = {}  # the newest eval record of this fit()

@@ -496,7 +496,7 @@ def naive_sample_loss(logits, labels, loss, active=None):
     return value, grad
 
 
-def naive_forward_backward(params, x_dense, labels, loss, *, masks=None, grad_scale=None, extra_logits=None):
+def naive_forward_backward(params, x_dense, labels, loss, *, masks=None, grad_scale=None):
     """Dense MLP (ReLU hidden layers) forward, loss and backward for a batch, in float64.
 
     params: list of (W, b) in the engine's layout; x_dense (B, F); labels: B sequences of label
@@ -507,14 +507,13 @@ def naive_forward_backward(params, x_dense, labels, loss, *, masks=None, grad_sc
     Returns a dict: logits (B, N_out); sample_loss (B,); loss (mean over labelled samples, 0 if
     none: the engine's StepStats.loss); grads: list of (dW, db) shaped like params; deltas: list
     of (B, N_l) scaled d loss / d pre-activation (0 where inactive or ReLU-dead).
-    extra_logits (B, N_out): added to the network's logits before the loss (the wide term's).
     """
     n_layers = len(params)
     batch = x_dense.shape[0]
     scale = 1.0 / batch if grad_scale is None else float(grad_scale)
     masks = masks if masks is not None else [None] * n_layers
     zs, hs = naive_forward(params, x_dense, masks)
-    logits = zs[-1] if extra_logits is None else zs[-1] + extra_logits
+    logits = zs[-1]
     sample_loss = _mlp_np.zeros(batch, _mlp_np.float64)
     delta = _mlp_np.zeros_like(logits)
     for b in range(batch):
@@ -824,52 +823,3 @@ def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
                                              _drv_np.int32(i + 1), hits, out_ids[i], _drv_np.int64(0),
                                              _drv_np.int64(max_out), _drv_np.int64(min_hits), scratch)
     return out_ids, out_n
-
-
-# ======================================================================================
-# wide term: slow references for slidepy/wide.py (Python ints for the 64-bit hash)
-# ======================================================================================
-
-import numpy as _wide_np
-
-_U64 = (1 << 64) - 1
-_WIDE_FEATURE_MULT = 0x9E3779B97F4A7C15
-_WIDE_LABEL_MULT = 0xC2B2AE3D27D4EB4F
-_WIDE_MIX_MULT = 0xBF58476D1CE4E5B9
-
-
-def naive_wide_slot(feature, label, bits, row_bits_max=11):
-    """The slot of (feature, label) in a table of 2^bits: rows of 2^c slots, c = min(bits, 11);
-    the row from the top bits of feature * A, the column from the top c bits of
-    ((feature * C) xor (label * B)) * A, all mod 2^64."""
-    col_bits = min(bits, row_bits_max)
-    row_bits = bits - col_bits
-    row = ((int(feature) * _WIDE_FEATURE_MULT) & _U64) >> (64 - row_bits) if row_bits else 0
-    mixed = (((int(feature) * _WIDE_MIX_MULT) & _U64) ^ ((int(label) * _WIDE_LABEL_MULT) & _U64))
-    col = ((mixed * _WIDE_FEATURE_MULT) & _U64) >> (64 - col_bits)
-    return (row << col_bits) + col
-
-
-def naive_wide_logits(table, x_ids, x_vals, labels):
-    """float64 sum_j x_vals[j] * table[slot(x_ids[j], n)] for each n in labels."""
-    bits = int(table.shape[0]).bit_length() - 1
-    return _wide_np.array([sum(float(v) * float(table[naive_wide_slot(f, n, bits)]) for f, v in zip(x_ids, x_vals))
-                           for n in labels], _wide_np.float64)
-
-
-def naive_wide_adagrad(table, accum, x_ids, x_vals, labels, grads, lr, grad_scale=1.0, min_grad=1e-3):
-    """Adagrad on the slots of (x_ids[j], labels[a]) in place with the per-sample gradients
-    grads / grad_scale, in the kernel's order (labels outer, features inner; gradients below
-    min_grad in size, and zero products, skipped), in float64 then stored as float32."""
-    bits = int(table.shape[0]).bit_length() - 1
-    for n, g_out in zip(labels, grads):
-        d = _wide_np.float32(g_out) * _wide_np.float32(1.0 / grad_scale)
-        if abs(d) < min_grad:
-            continue
-        for f, v in zip(x_ids, x_vals):
-            g = float(d * _wide_np.float32(v))
-            if g == 0.0:
-                continue
-            s = naive_wide_slot(f, n, bits)
-            accum[s] = _wide_np.float32(float(accum[s]) + g * g)
-            table[s] = _wide_np.float32(float(table[s]) - lr * g / _wide_np.sqrt(float(accum[s])))

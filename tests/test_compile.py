@@ -52,8 +52,7 @@ def test_no_test_or_script_names_an_internal_kernel():
     from numba.core.dispatcher import Dispatcher
 
     internal = set()
-    for name in ("kernels", "selection", "hashing", "tables", "scoring", "optimizer", "metrics", "clusters", "rng",
-                 "wide"):
+    for name in ("kernels", "selection", "hashing", "tables", "scoring", "optimizer", "metrics", "clusters", "rng"):
         module = importlib.import_module("slidepy." + name)
         internal |= {attr for attr, fn in vars(module).items()
                      if isinstance(fn, Dispatcher) and fn.targetoptions.get("no_cpython_wrapper")}

@@ -128,8 +128,9 @@ def run_train_batch(eng, data, rows, bounds, records=None):
     width = max(1, eng.max_labels)
     n_active = np.zeros((n_chunks, eng.n_layers), np.int64)
     loss_out = np.zeros(rows.shape[0], np.float64)
-    train_batch(eng.layers, eng.wide, eng.wide_step_lr(), eng.spec, scratch, eng.lsh_layers(), eng.kinds(),
-                data.x_indptr, data.x_indices, data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
+    train_batch(eng.layers, eng.spec, scratch, eng.lsh_layers(), eng.kinds(), data.x_indptr, data.x_indices,
+                data.x_values,
+                data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
                 eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64),
                 np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
                 np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),

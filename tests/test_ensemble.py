@@ -94,12 +94,3 @@ def test_cli_scores_an_ensemble_of_checkpoints(tiny_config, tmp_path):
     assert all(0.0 < s <= 1.0 for s in scores)  # mean probabilities, not logits
     refused = runner.invoke(main, ["evaluate", *both, "--data", str(test_file), "--lsh"])
     assert refused.exit_code == 2 and "scored exactly" in refused.output
-
-
-def test_members_with_a_wide_term_are_refused():
-    """The wide term scores only the candidates it re-ranks, so it has no full probabilities to
-    average: ensemble_topk refuses such members rather than silently drop the term."""
-    data = make_synthetic(10, 0, 40, 30, nnz_per_sample=5, seed=0)[0]
-    wide = Engine(40, [12], 30, [LayerSelection(), LayerSelection()], wide_bits=10, wide_lr=0.1)
-    with pytest.raises(ValueError, match="wide term"):
-        ensemble_topk([_engine(0), wide], data, k=3)

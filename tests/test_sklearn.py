@@ -136,14 +136,13 @@ def test_target_formats_give_the_same_model(text_data):
 
 def test_params_map_to_the_config():
     """The default index is the k-means one (hash settings do not apply to it); a hash family
-    keeps k, l and a range_pow that follows k; dropout and wide reach model.dropout and
-    model.wide.enabled."""
+    keeps k, l and a range_pow that follows k; dropout reaches model.dropout."""
     default = SlideClassifier().config_dict()
     assert default["model"]["output"]["selection"]["lsh"] == {"family": "kmeans"}
-    assert default["model"]["dropout"] == 0.0 and default["model"]["wide"] == {"enabled": False}
-    srp = SlideClassifier(lsh_family="srp", lsh_k=5, lsh_l=8, dropout=0.5, wide=True).config_dict()
+    assert default["model"]["dropout"] == 0.0
+    srp = SlideClassifier(lsh_family="srp", lsh_k=5, lsh_l=8, dropout=0.5).config_dict()
     assert srp["model"]["output"]["selection"]["lsh"] == {"family": "srp", "k": 5, "l": 8, "range_pow": 5}
-    assert srp["model"]["dropout"] == 0.5 and srp["model"]["wide"] == {"enabled": True}
+    assert srp["model"]["dropout"] == 0.5
     load_config(srp)  # valid as a whole
 
 
