@@ -71,12 +71,12 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import (
-    INTERNAL,
     FAMILY_DWTA,
     FAMILY_MINHASH,
     FAMILY_NAMES,
     FAMILY_SRP,
     FAMILY_WTA,
+    INTERNAL,
     KIND_DWTA,
     KIND_MINHASH,
     KIND_SRP,

@@ -29,8 +29,8 @@ from numba import njit
 
 from .clusters import probe_clusters
 from .constants import (
-    INTERNAL,
     INDEX_CLUSTERS,
+    INTERNAL,
     KIND_KMEANS,
     KIND_TABLES,
     MODE_ALL,

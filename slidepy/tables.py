@@ -37,9 +37,9 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import (
-    INTERNAL,
     INSERT_FIFO,
     INSERT_RESERVOIR,
+    INTERNAL,
     MAX_RANGE_POW,
     POLICY_THRESHOLD,
     POLICY_TOPK,
