@@ -174,9 +174,6 @@ class Engine:
         last = self.n_layers - 1
         return self.optimizer == "adam" and last >= 1 and self.spec[last - 1, SPEC_MODE] == MODE_ALL
 
-    def _get_records(self, batch: int):
-        return output_records(self, batch)
-
     chunk_bounds = staticmethod(chunk_bounds)
 
     def ensure_label_capacity(self, max_labels: int) -> None:
@@ -222,7 +219,7 @@ class Engine:
         loss_out = np.zeros(batch, np.float64)
         rng = np.zeros(n_chunks, np.uint64)
         record = self.records_output()
-        records = self._get_records(batch) if record else None
+        records = output_records(self, batch) if record else None
         out = records if record else _NO_RECORDS
         started = time.perf_counter()
         train_batch(self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
@@ -332,7 +329,7 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             apply_updates(engine.layers, optimizer=engine.optimizer, lr=engine.lr, beta1=engine.beta1,
                           beta2=engine.beta2, eps=engine.eps,
                           step=max(1, step),  # nothing is touched: compiles, changes nothing
-                          records=engine._get_records(1) if engine.records_output() else None)
+                          records=output_records(engine, 1) if engine.records_output() else None)
             engine.predict(data, rows, k=1)
     for key in engine.timings:
         engine.timings[key] = 0.0

@@ -34,6 +34,22 @@ from .constants import INTERNAL
 RECORDED_ROW_COST = 3
 
 
+@njit(cache=True, error_model="numpy", **INTERNAL)
+def adam_row(p, mm, vv, g, lr_t, beta1, beta2, eps, shrink):
+    """One row's Adam step from its gradient g (D,): the moments mm / vv and the parameters p
+    (AdamW: p shrinks by `shrink` = 1 - lr * weight_decay first). The one place the update's
+    arithmetic lives; adam_update_rows and adam_row_recorded differ only in where g comes from."""
+    one_minus_b1 = np.float32(1.0) - beta1
+    one_minus_b2 = np.float32(1.0) - beta2
+    for j in range(p.shape[0]):
+        gj = g[j]
+        mj = beta1 * mm[j] + one_minus_b1 * gj
+        vj = beta2 * vv[j] + one_minus_b2 * gj * gj
+        mm[j] = mj
+        vv[j] = vj
+        p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, decay):
     """Adam on rows `rows` of the 2-D arrays param/grad/m/v (all the same shape, float32).
@@ -46,24 +62,12 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, 
     width), and error_model="numpy" drops the division's zero check (eps > 0): 22,875 x 128
     rows took 0.88 instead of 1.35 ms on one core.
     """
-    width = param.shape[1]
-    one_minus_b1 = np.float32(1.0) - beta1
-    one_minus_b2 = np.float32(1.0) - beta2
     shrink = np.float32(1.0) - decay
     for r in prange(rows.shape[0]):
         row = rows[r]
-        p = param[row]
         g = grad[row]
-        mm = m[row]
-        vv = v[row]
-        for j in range(width):
-            gj = g[j]
-            mj = beta1 * mm[j] + one_minus_b1 * gj
-            vj = beta2 * vv[j] + one_minus_b2 * gj * gj
-            mm[j] = mj
-            vv[j] = vj
-            p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
-            g[j] = 0.0
+        adam_row(param[row], m[row], v[row], g, lr_t, beta1, beta2, eps, shrink)
+        g[:] = 0.0  # consumed
         touched[row] = 0
 
 
@@ -112,10 +116,8 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
 @njit(cache=True, error_model="numpy", **INTERNAL)
 def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, shrink):
     """Adam on one row whose gradient is sum_{k in [lo, hi)} sorted_g[k] * hidden[sorted_pos[k]],
-    built in acc (D,) float32 first (same arithmetic as adam_update_rows from there on)."""
+    built in acc (D,) float32 first, then adam_row as in adam_update_rows."""
     width = p.shape[0]
-    one_minus_b1 = np.float32(1.0) - beta1
-    one_minus_b2 = np.float32(1.0) - beta2
     for j in range(width):
         acc[j] = 0.0
     # Four records per pass over acc: acc's loads and stores, not the multiply-adds, bound a pass
@@ -144,13 +146,7 @@ def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t
         for j in range(width):
             acc[j] += g * h[j]
         k += 1
-    for j in range(width):
-        gj = acc[j]
-        mj = beta1 * mm[j] + one_minus_b1 * gj
-        vj = beta2 * vv[j] + one_minus_b2 * gj * gj
-        mm[j] = mj
-        vv[j] = vj
-        p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
+    adam_row(p, mm, vv, acc, lr_t, beta1, beta2, eps, shrink)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -258,13 +254,12 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
         # A bias vector is updated as a column of one-float rows: the same kernel serves both.
         bias2 = layer.bias.reshape(-1, 1)
         bias_grad2 = layer.bias_grad.reshape(-1, 1)
-        if optimizer == "adam" and records is not None and index == last:
-            apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
-            adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),
-                             layer.bias_touched, bias_rows, lr_t, b1, b2, e, no_decay)
-        elif optimizer == "adam":
-            adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v, layer.row_touched,
-                             rows, lr_t, b1, b2, e, decay)
+        if optimizer == "adam":
+            if records is not None and index == last:
+                apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
+            else:
+                adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,
+                                 layer.row_touched, rows, lr_t, b1, b2, e, decay)
             adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),
                              layer.bias_touched, bias_rows, lr_t, b1, b2, e, no_decay)
         else:
