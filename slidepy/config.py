@@ -177,6 +177,12 @@ class Selection(_Section):
     # Output layer, modes random/lsh: weight each uniform negative as the neurons it stands for
     # (sampled-softmax correction). Without it, labels rarely drawn as negatives drift upwards.
     correction: bool = True
+    # Output layer, modes random/lsh, in training: "batch" gives every sample of a step the same
+    # uniform negatives (less the ones already in its set), "sample" draws them per sample; "auto"
+    # is batch on a k-means index and sample otherwise (Engine.shares_negatives says why). Both are
+    # uniform samples; shared ones touch a few hundred weight rows a step instead of most of the
+    # layer, so the optimizer and the kernel's row reads shrink (selection.draw_negative_pool).
+    negatives: Literal["auto", "batch", "sample"] = "auto"
     lsh: Lsh = Lsh()
 
     @property

@@ -279,9 +279,10 @@ def dropout(vals, n_act, ppm, rng, t):
 
 @njit(cache=True)
 def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
-                   training, rng, n_active, n_layers):
+                   training, rng, pool, n_active, n_layers):
     """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
-    gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits."""
+    gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits.
+    pool: the batch's shared negatives (selection.select_active)."""
     last = spec.shape[0] - 1
     in_ids = x_ids
     in_vals = x_vals
@@ -292,7 +293,7 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
         scr = scratch[l]
         n_act = select_active(l, mode, is_output, training, spec, scr, lsh_layers[l], kinds, t, in_ids, in_vals, n_in,
-                              labels, n_labels, rng)
+                              labels, n_labels, rng, pool)
         n_active[l] = n_act
         ids = scr.act_ids[t]
         vals = scr.act_vals[t]
@@ -315,7 +316,8 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
 
 @njit(cache=True)
 def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
-                 grad_scale, rng, n_active, positions, record_output, hidden_row, out_rows, out_grads, out_count, b):
+                 grad_scale, rng, pool, n_active, positions, record_output, hidden_row, out_rows, out_grads, out_count,
+                 b):
     """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
     loss. A sample without labels has no target: it is skipped (loss 0, no gradient).
 
@@ -329,7 +331,7 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
     # np.bool_(True), not True: a literal flag would compile forward_sample once for training and
     # once more for inference
     forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
-                   rng, n_active, n_layers)
+                   rng, pool, n_active, n_layers)
     last = n_layers - 1
     out = scratch[last]
     n_out = n_active[last]
@@ -386,12 +388,14 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
 
 @njit(parallel=True, cache=True)
 def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
-                rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, label_buf, position_buf, n_active,
+                rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, pool, label_buf, position_buf, n_active,
                 active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
     active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
-    kinds: constants.kinds_marker of the index kinds the LSH layers query.
+    kinds: constants.kinds_marker of the index kinds the LSH layers query. pool (P,) int32: the
+    step's shared uniform negatives of the output layer (selection.draw_negative_pool), empty when
+    each sample draws its own.
 
     record_output: the output layer's weight gradient is recorded instead of accumulated: sample b
     writes its last-hidden vector to out_hidden[b] (>= B, D) float32, its (row, g) records to
@@ -415,7 +419,7 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             out_count[r] = 0
             loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
                                        x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
-                                       counts, positions, record_output, out_hidden[r], out_rows[r], out_grads[r],
+                                       pool, counts, positions, record_output, out_hidden[r], out_rows[r], out_grads[r],
                                        out_count, r)
             if n_labels > 0:
                 for l in range(spec.shape[0]):
@@ -449,7 +453,7 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
             forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, np.int64(0), np.bool_(False), rng, counts, n_layers)
+                           no_labels, np.int64(0), np.bool_(False), rng, no_labels, counts, n_layers)
             ids = scr.act_ids[t]
             vals = scr.act_vals[t]
             if to_output:

@@ -52,7 +52,8 @@ class Model:
         one sample) sizes the output layer's active sets, which grow on demand."""
         t = config.training
         selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
-                                     lsh=lsh_options(s.lsh), correction=s.correction) for s in layer_selections(config)]
+                                     lsh=lsh_options(s.lsh), correction=s.correction,
+                                     negatives=s.negatives) for s in layer_selections(config)]
         engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                         beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),

@@ -4,6 +4,9 @@ The kernels call `select_active` once per (sample, layer); everything a sample's
 made of happens here:
   * MODE_ALL: every neuron, in id order (position == id);
   * MODE_RANDOM: the true labels (output layer, training), then uniform draws up to the budget;
+  * in training the output layer's uniform draws come first from the batch's shared negatives
+    (`fill_from_pool`, a pool `draw_negative_pool` draws once per step), then from the sample's
+    own stream;
   * MODE_LSH: the true labels (output layer, training), then the candidates of the layer's LSH
     index (`fill_lsh`: a hash index's probed buckets, tables.select_candidates, or a cluster
     index's best clusters, clusters.probe_clusters) up to the budget less the `random_share`
@@ -48,7 +51,7 @@ from .constants import (
     SPEC_RANDOM_PERMILLE,
 )
 from .hashing import hash_sparse
-from .rng import randint
+from .rng import randint, seed_state
 from .tables import select_candidates
 
 _MARK_LIMIT = np.int32(2**31 - 2)
@@ -61,14 +64,16 @@ _MARK_LIMIT = np.int32(2**31 - 2)
 
 @njit(cache=True, **INTERNAL)
 def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids, in_vals, n_in, labels, n_labels,
-                  rng):
+                  rng, pool):
     """Fill scr.act_ids[t] with the sample's active neurons of layer l; returns how many.
 
     mode: MODE_* of the layer for this pass (training or inference); scr: the layer's LayerScratch;
     lsh: its lsh.LshLayer (an empty one unless the layer selects by LSH); in_ids/in_vals[:n_in]:
     the layer's sparse input; labels[:n_labels]: the sample's distinct true labels (forced into the
-    output layer's set in training); rng: the per-chunk state (row t). Sets scr.uniform_from[t] to
-    where the uniform draws start (n_neurons for MODE_ALL).
+    output layer's set in training); rng: the per-chunk state (row t); pool: the batch's shared
+    negatives (draw_negative_pool; empty when every sample draws its own), which the output layer's
+    uniform draws in training take first. Sets scr.uniform_from[t] to where the uniform draws start
+    (n_neurons for MODE_ALL).
     """
     ids = scr.act_ids[t]
     n_neurons = spec[l, SPEC_OUT_DIM]
@@ -81,11 +86,12 @@ def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids
     n = np.int64(0)
     if is_output and training:  # the true labels are always computed in training
         n = add_forced(ids, n, stamp_row, mark, labels, n_labels)
-    # Everything from here on that fill_random adds is a uniform sample of the neurons not yet
+    # Everything from here on that fill_uniform adds is a uniform sample of the neurons not yet
     # chosen; the loss may weight it as such (see correction_weight).
+    n_pool = pool.shape[0] if is_output and training else 0
     if mode == MODE_RANDOM:
         scr.uniform_from[t] = n
-        n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+        n = fill_uniform(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t, pool, n_pool)
     elif mode == MODE_LSH:
         # In training, part of the budget after the labels stays for uniform negatives (see
         # config.Lsh.random_share); at inference the index alone chooses.
@@ -96,7 +102,7 @@ def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids
                      kinds[KIND_TABLES])
         scr.uniform_from[t] = n
         if share > 0:
-            n = fill_random(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t)
+            n = fill_uniform(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t, pool, n_pool)
     return top_up(spec, l, ids, n, n_neurons, stamp_row, mark, rng, t)
 
 
@@ -222,6 +228,58 @@ def fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t):
             ids[n] = v
             n += 1
     return n
+
+
+@njit(cache=True)
+def fill_from_pool(ids, n, target, pool, n_pool, stamp_row, mark):
+    """Append the ids of pool[:n_pool] not yet in the set, in pool order, until the set holds
+    `target` or the pool is spent; returns the new length.
+
+    The pool is a uniformly random sequence of distinct neurons, so the ids it adds are a uniform
+    sample of the neurons not already in the set: dropping the ones the set holds leaves a uniform
+    random order of the rest. The sampled-softmax correction therefore holds unchanged.
+    """
+    for j in range(n_pool):
+        if n >= target:
+            break
+        v = pool[j]
+        if stamp_row[v] != mark:
+            stamp_row[v] = mark
+            ids[n] = v
+            n += 1
+    return n
+
+
+@njit(cache=True, **INTERNAL)
+def fill_uniform(ids, n, target, n_neurons, stamp_row, mark, rng, t, pool, n_pool):
+    """Uniform negatives up to `target`: the shared pool[:n_pool] first (fill_from_pool), then the sample's
+    own draws (fill_random) if the pool ran out. Both are uniform over the neurons not yet chosen,
+    so their concatenation is too."""
+    n = fill_from_pool(ids, n, target, pool, n_pool, stamp_row, mark)
+    return fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t)
+
+
+@njit(cache=True)
+def draw_negative_pool(seed, n_neurons, out):
+    """Fill out (P,) int32, P <= n_neurons, with distinct neurons drawn uniformly at random in
+    draw order: the negatives a batch's samples share (Engine.train_step draws one pool per step
+    from derive_seed(seed, step, NEGATIVE_POOL_POSITION)).
+
+    Why share: with per-sample draws, 128 samples x 224 uniform negatives touch 22K of a
+    50K-neuron output layer every step, so the row-sparse optimizer walks half the layer and the
+    kernel reads rows no other sample wants. A shared pool touches a few hundred rows, which stay in
+    cache for the whole batch; each sample's negatives are still a uniform sample (fill_from_pool).
+    """
+    state = np.zeros(1, np.uint64)
+    seed_state(state, 0, seed)
+    seen = np.zeros(n_neurons, np.uint8)
+    k = 0
+    while k < out.shape[0]:
+        v = randint(state, 0, n_neurons)
+        if seen[v] == 0:
+            seen[v] = 1
+            out[k] = v
+            k += 1
 
 
 @njit(cache=True, **INTERNAL)

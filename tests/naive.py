@@ -569,29 +569,55 @@ def naive_derive_seed(seed, step, sample):
     return naive_splitmix64((int(seed) & m) ^ ((int(step) * _MLP_C1) & m) ^ ((int(sample) * _MLP_C2) & m))
 
 
-def naive_active_sets(seed, step, position, labels, layers):
+def naive_negative_pool(seed, step, n_neurons, size):
+    """selection.draw_negative_pool for a step: `size` distinct neurons in draw order from the
+    stream derive_seed(seed, step, 2**64 - 1) (engine.NEGATIVE_POOL_POSITION)."""
+    state = naive_seed_state(naive_derive_seed(seed, step, _LSH_M64))
+    out = []
+    while len(out) < size:
+        state, v = naive_randint(state, n_neurons)
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def naive_uniform_fill(ids, target, n_neurons, state, pool=()):
+    """Append uniform negatives to the list ids until it holds `target`: the pool's ids not in it,
+    in order, then draws from the sample's stream; returns the new state."""
+    for v in pool:
+        if len(ids) >= target:
+            break
+        if v not in ids:
+            ids.append(int(v))
+    while len(ids) < target:
+        state, v = naive_randint(state, n_neurons)
+        if v not in ids:
+            ids.append(v)
+    return state
+
+
+def naive_active_sets(seed, step, position, labels, layers, pool=()):
     """The training active sets of one sample, as kernels.select_active draws them.
 
     layers: per layer (mode, budget, min_active, n_neurons), mode "all" or "random"; a budget
     >= n_neurons means "all" (as network.make_spec decides), min_active is clipped to the budget.
     One xorshift64* stream per sample, seeded from derive_seed(seed, step, position), is shared
-    by the layers in order. The output layer's set starts with the unique labels.
+    by the layers in order. The output layer's set starts with the unique labels, and its uniform
+    draws take the step's shared pool (naive_negative_pool) first; the min_active top-up does not.
     Returns a list of int lists, one per layer (id order as in the kernel's scratch).
     """
     state = naive_seed_state(naive_derive_seed(seed, step, position))
     forced = naive_unique(labels)
     out = []
+    last = len(layers) - 1
     for l, (mode, budget, min_active, n) in enumerate(layers):
         budget = min(budget, n)
         if mode == "all" or budget >= n:
             out.append(list(range(n)))
             continue
-        ids = list(forced) if l == len(layers) - 1 else []
-        for target in (max(budget, len(ids)), min(min_active, budget)):
-            while len(ids) < target:
-                state, v = naive_randint(state, n)
-                if v not in ids:
-                    ids.append(v)
+        ids = list(forced) if l == last else []
+        state = naive_uniform_fill(ids, max(budget, len(ids)), n, state, pool if l == last else ())
+        state = naive_uniform_fill(ids, min(min_active, budget), n, state)
         out.append(ids)
     return out
 
@@ -733,22 +759,21 @@ def naive_lsh_fill(index, h, forced, cap):
     return naive_select_candidates(policy, index.buckets, index.counts, codes, naive_unique(forced), cap, threshold)
 
 
-def naive_lsh_active_set(index, h, labels, budget, share_permille, min_active, n_neurons, state):
+def naive_lsh_active_set(index, h, labels, budget, share_permille, min_active, n_neurons, state, pool=()):
     """A training active set of an LSH output layer, as selection.select_active builds it: the
     unique labels, the index's candidates up to the budget less share_permille / 1000 of the room
-    after the labels, then uniform draws up to the budget (when the share is > 0), then up to
-    min_active. Returns (ids, uniform_from, state): where the uniform draws start, and the
-    xorshift64* state after the draws (the stream naive_active_sets uses)."""
+    after the labels, then uniform negatives up to the budget (when the share is > 0: the step's
+    shared pool first, then the sample's own draws), then own draws up to min_active. Returns (ids,
+    uniform_from, state): where the uniform draws start, and the xorshift64* state after the draws
+    (the stream naive_active_sets uses)."""
     forced = naive_unique(labels)
     room = max(budget - len(forced), 0)
     cap = len(forced) + room - (room * share_permille) // 1000
     ids = naive_lsh_fill(index, h, forced, cap)
     uniform_from = len(ids)
-    for target in ((max(budget, len(ids)) if share_permille > 0 else 0), min_active):
-        while len(ids) < target:
-            state, v = naive_randint(state, n_neurons)
-            if v not in ids:
-                ids.append(v)
+    if share_permille > 0:
+        state = naive_uniform_fill(ids, max(budget, len(ids)), n_neurons, state, pool)
+    state = naive_uniform_fill(ids, min_active, n_neurons, state)
     return ids, uniform_from, state
 
 

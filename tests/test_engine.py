@@ -15,7 +15,9 @@ import naive
 from slidepy import engine as engine_mod
 from slidepy import optimizer as optimizer_mod
 from slidepy.data import Dataset
+from slidepy.config import Lsh
 from slidepy.engine import Engine, LayerSelection
+from slidepy.model import lsh_options
 from slidepy.kernels import train_batch
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 engine against float64 references
@@ -67,10 +69,11 @@ def make_data(seed, n_samples=14, n_features=F, n_labels=L, *, max_nnz=6, max_la
                    np.array(yp, np.int64), np.array(yi, np.int32), n_features, n_labels)
 
 
-def make_engine(hidden, *, modes=None, n_features=F, n_labels=L, **kw):
-    """modes: per layer None ("all") or (mode, budget)."""
+def make_engine(hidden, *, modes=None, n_features=F, n_labels=L, negatives="auto", **kw):
+    """modes: per layer None ("all") or (mode, budget); negatives: the output layer's setting."""
     modes = modes or [None] * (len(hidden) + 1)
-    sel = [LayerSelection() if m is None else LayerSelection(mode=m[0], budget=m[1]) for m in modes]
+    sel = [LayerSelection() if m is None else LayerSelection(mode=m[0], budget=m[1], negatives=negatives)
+           for m in modes]
     kw.setdefault("lr", 0.01)
     return Engine(n_features, list(hidden), n_labels, sel, **kw)
 
@@ -131,7 +134,7 @@ def run_train_batch(eng, data, rows, bounds, records=None):
     train_batch(eng.layers, eng.spec, scratch, eng.lsh_layers(), eng.kinds(), data.x_indptr, data.x_indices,
                 data.x_values,
                 data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
-                eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64),
+                eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64), eng.negative_pool(),
                 np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
                 np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),
                 *(engine_mod._NO_RECORDS if records is None else records)[:4])
@@ -143,15 +146,21 @@ def layer_specs(eng, modes):
     return [("all", n, 0, n) if m is None else (m[0], m[1], 0, n) for m, (_, n) in zip(modes, eng.sizes)]
 
 
+def shared_pool(eng, step):
+    """The output layer's shared negatives at `step`, drawn in Python (naive.naive_negative_pool)."""
+    return naive.naive_negative_pool(eng.seed, step, eng.sizes[-1][1], eng.negative_pool_size())
+
+
 def active_masks(eng, modes, data, rows, step):
     """(B, N_l) bool masks of the training active sets the engine draws at `step` (batch positions)."""
     specs = layer_specs(eng, modes)
+    pool = shared_pool(eng, step)
     masks = [np.zeros((len(rows), n), bool) for _, n in eng.sizes]
     _, labels, _ = batch_of(data, rows)
     for b in range(len(rows)):
         if not labels[b]:
             continue  # skipped by the engine: nothing drawn
-        for l, ids in enumerate(naive.naive_active_sets(eng.seed, step, b, labels[b], specs)):
+        for l, ids in enumerate(naive.naive_active_sets(eng.seed, step, b, labels[b], specs, pool)):
             masks[l][b, ids] = True
     return masks
 
@@ -340,16 +349,19 @@ SPARSE_MODES = {
 }
 
 
+@pytest.mark.parametrize("negatives", ["sample", "batch"])
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
 @pytest.mark.parametrize("layout", sorted(SPARSE_MODES))
-def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss):
+def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss, negatives):
     """Gradients with random selection equal the reference restricted to the same active sets
     (softmax / BCE over the active logits only, inactive hidden neurons output 0), the active
-    sets being redrawn in Python from derive_seed(seed, step, position) and xorshift64*."""
+    sets being redrawn in Python from derive_seed(seed, step, position) and xorshift64*, the
+    output layer's negatives from the step's shared pool first when negatives is "batch"."""
     modes = SPARSE_MODES[layout]
     hidden = [8] if len(modes) == 2 else [8, 6]
     data = make_data(4, n_labels=20, y_rows={4: [3, 3, 17]})  # duplicate label: forced once
-    eng = make_engine(hidden, modes=modes, n_labels=20, loss=loss, seed=7)
+    eng = make_engine(hidden, modes=modes, n_labels=20, loss=loss, seed=7, negatives=negatives)
+    assert (eng.negative_pool_size() > 0) == (negatives == "batch")
     for step, rows in enumerate([ROWS, [13, 4, 6, 8, 10]]):
         masks = active_masks(eng, modes, data, rows, step)
         ref = reference(eng, data, rows, masks=masks)
@@ -375,7 +387,7 @@ def test_random_active_set_in_scratch_matches_python(monkeypatch):
         stats = eng.train_step(data, np.array([i], np.int64))
         scratch = eng._get_scratch(True, 1)
         labels = data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]].tolist()
-        want = naive.naive_active_sets(eng.seed, step, 0, labels, specs)
+        want = naive.naive_active_sets(eng.seed, step, 0, labels, specs, shared_pool(eng, step))
         for l in range(2):
             n = int(stats.active_mean[l])
             assert scratch[l].act_ids[0, :n].tolist() == want[l]
@@ -547,7 +559,88 @@ def test_serial_training_is_bit_identical(modes):
     assert not np.array_equal(a.layers[1].weights, c.layers[1].weights)  # the seed matters
 
 
-def test_random_active_sets_independent_of_thread_chunks():
+@pytest.mark.parametrize("n,size", [(50, 1), (50, 20), (50, 50), (3000, 700)])
+def test_negative_pool_matches_naive(n, size):
+    """The shared pool is `size` distinct neurons in draw order from the step's own stream, the
+    same list naive.naive_negative_pool draws in Python (a permutation of all when size == N)."""
+    eng = make_engine([8], modes=[None, ("random", 6)], n_labels=n, seed=3, negatives="batch")
+    pool = np.empty(size, np.int32)
+    for step in (0, 7):
+        seed = engine_mod.derive_seed(np.uint64(3), np.uint64(step), engine_mod.NEGATIVE_POOL_POSITION)
+        engine_mod.draw_negative_pool(np.uint64(seed), n, pool)
+        assert pool.tolist() == naive.naive_negative_pool(3, step, n, size)
+        assert len(set(pool.tolist())) == size
+    eng.step = 7
+    assert eng.negative_pool().tolist() == naive.naive_negative_pool(3, 7, n, eng.negative_pool_size())
+
+
+def test_negative_pool_size_follows_the_output_selection():
+    """A pool only where the output layer trains on uniform negatives and shares them: random mode
+    (the whole budget) or lsh with a random share, by choice or ("auto") on a k-means index; its
+    size leaves a margin over the budget."""
+    def size(mode, budget, negatives="batch", share=0.25, n=400, family="kmeans"):
+        lsh = lsh_options(Lsh(family=family, random_share=share)) if mode == "lsh" else None
+        sel = [LayerSelection(), LayerSelection(mode=mode, budget=budget, lsh=lsh, negatives=negatives)]
+        return Engine(F, [8], n, sel).negative_pool_size()
+
+    assert size("random", 20) == 20 + 2 + 32  # budget + ceil(2 * 20^2 / 400) + 32
+    assert size("lsh", 100) == 100 + 50 + 32
+    assert size("random", 390) == 400  # never more than N
+    assert size("random", 20, negatives="sample") == 0
+    assert size("lsh", 100, share=0.0) == 0
+    assert size("all", 400) == 0
+    assert size("random", 400) == 0  # a budget of N is exact: nothing sampled
+    # auto: shared on a k-means index only (Engine.shares_negatives)
+    assert size("lsh", 100, negatives="auto") == 182
+    assert size("lsh", 100, negatives="auto", family="srp") == 0
+    assert size("random", 20, negatives="auto") == 0
+
+
+def test_shared_negatives_are_uniform_over_the_neurons_not_chosen():
+    """A sample's negatives from the shared pool are a uniform sample of the neurons outside its
+    set: over many steps every non-label neuron is drawn about equally often and the labels never
+    (the sampled-softmax correction relies on it), and each step's draws are the pool's prefix."""
+    n, budget, steps = 60, 25, 1500
+    data = make_data(1, n_samples=1, n_labels=n, no_labels=(), y_rows={0: [3, 17, 41]})
+    sel = [LayerSelection(), LayerSelection(mode="random", budget=budget, negatives="batch")]
+    eng = Engine(F, [8], n, sel, seed=2)
+    counts = np.zeros(n)
+    for _ in range(steps):
+        pool = eng.negative_pool()
+        eng.train_step(data, np.array([0], np.int64), apply=False)
+        ids = eng._get_scratch(True, 1)[1].act_ids[0, :budget]
+        assert ids[:3].tolist() == [3, 17, 41]
+        assert ids[3:].tolist() == [v for v in pool.tolist() if v not in (3, 17, 41)][:budget - 3]
+        counts[ids[3:]] += 1
+    assert counts[[3, 17, 41]].sum() == 0
+    others = np.delete(counts, [3, 17, 41])
+    expected = steps * (budget - 3) / (n - 3)
+    # each count is hypergeometric-like with sd < sqrt(expected): 5 sd apart would be a bias
+    assert np.abs(others - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_shared_negatives_touch_fewer_rows_than_per_sample_ones():
+    """The point of the pool: a batch whose samples share negatives touches the labels' output
+    rows plus the pool's prefix, where per-sample draws touch most of the layer."""
+    n, budget, batch = 2000, 60, 64
+    data = make_data(4, n_samples=batch, n_labels=n, no_labels=())
+    rows = np.arange(batch, dtype=np.int64)
+    touched = {}
+    for negatives in ("batch", "sample"):
+        sel = [LayerSelection(), LayerSelection(mode="random", budget=budget, negatives=negatives, correction=True)]
+        eng = Engine(F, [8], n, sel, seed=1, max_labels=3)
+        run_train_batch(eng, data, rows, [0, batch], engine_mod.output_records(eng, batch))
+        touched[negatives] = set(np.flatnonzero(eng.layers[1].row_touched).tolist())
+        if negatives == "batch":
+            pool = shared_pool(eng, 0)
+    labels = set(data.y_indices.tolist())
+    assert touched["batch"] <= labels | set(pool)
+    assert len(touched["batch"]) <= len(labels) + budget + 3  # the labels, then the pool's first ~budget
+    assert len(touched["sample"]) > 5 * len(touched["batch"])
+
+
+@pytest.mark.parametrize("negatives", ["sample", "batch"])
+def test_random_active_sets_independent_of_thread_chunks(negatives):
     """The same batch split into 1, 3 uneven or B chunks draws the same active sets (the per-sample
     seed uses the batch position), so gradients and touched marks agree; with one sample per chunk
     the scratch of chunk t holds exactly the Python-drawn set of position t."""
@@ -557,7 +650,7 @@ def test_random_active_sets_independent_of_thread_chunks():
     splits = [[0, 10], [0, 2, 3, 9, 10], list(range(11))]
     results = []
     for bounds in splits:
-        eng = make_engine([8], modes=modes, n_labels=20, seed=5)
+        eng = make_engine([8], modes=modes, n_labels=20, seed=5, negatives=negatives)
         eng.step = 3
         scratch, n_active, loss_out = run_train_batch(eng, data, rows, bounds)
         specs = layer_specs(eng, modes)
@@ -566,7 +659,7 @@ def test_random_active_sets_independent_of_thread_chunks():
             b = bounds[t + 1] - 1  # the chunk's last sample is what its scratch row still holds
             if not labels[b]:
                 continue
-            want = naive.naive_active_sets(5, 3, b, labels[b], specs)
+            want = naive.naive_active_sets(5, 3, b, labels[b], specs, shared_pool(eng, 3))
             for l in range(2):
                 assert scratch[l].act_ids[t, :n_active[t, l]].tolist() == want[l]
         results.append((eng, loss_out))

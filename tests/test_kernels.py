@@ -489,9 +489,9 @@ def _lsh_cfg(family, **extra):
                        .model.output.selection.lsh)
 
 
-def _lsh_engine(family, loss="softmax", budget=40, min_active=0, seed=5, **lsh):
+def _lsh_engine(family, loss="softmax", budget=40, min_active=0, seed=5, negatives="batch", **lsh):
     sel_out = LayerSelection(mode="lsh", budget=budget, min_active=min_active, inference="lsh",
-                             lsh=_lsh_cfg(family, **lsh), correction=True)
+                             lsh=_lsh_cfg(family, **lsh), correction=True, negatives=negatives)
     eng = Engine(N_FEATURES, [N_HIDDEN], N_OUT, [LayerSelection(), sel_out], loss=loss, seed=seed, max_labels=3)
     rng = np.random.default_rng(seed)  # spread the rows and biases, as training would
     eng.layers[1].weights[...] = rng.standard_normal(eng.layers[1].weights.shape).astype(np.float32)
@@ -531,12 +531,15 @@ def _hidden(eng, data, i):
 @pytest.mark.parametrize("family,loss,share,min_active", [("srp", "softmax", 0.25, 0), ("srp", "bce", 0.5, 40),
                                                           ("dwta", "softmax", 0.25, 0), ("kmeans", "softmax", 0.25, 0),
                                                           ("kmeans", "bce", 0.0, 40), ("srp", "softmax", 0.0, 40)])
-def test_lsh_active_set_and_corrected_loss_match_naive(one_thread, family, loss, share, min_active):
+@pytest.mark.parametrize("negatives", ["batch", "sample"])
+def test_lsh_active_set_and_corrected_loss_match_naive(one_thread, family, loss, share, min_active, negatives):
     """One sample per step through the training driver: its output active set is the labels,
-    then the index's candidates up to the budget less the random share, then uniform draws from
-    the sample's stream (derive_seed(seed, step, 0)) up to the budget and min_active; the loss is
-    the corrected loss of that set, the uniform draws standing for (N - u) / (n - u) neurons."""
-    eng = _lsh_engine(family, loss=loss, random_share=share, min_active=min_active)
+    then the index's candidates up to the budget less the random share, then uniform negatives up
+    to the budget (the step's shared pool first when negatives is "batch", then draws from the
+    sample's stream derive_seed(seed, step, 0)), then own draws up to min_active; the loss is the
+    corrected loss of that set, the uniform draws standing for (N - u) / (n - u) neurons."""
+    eng = _lsh_engine(family, loss=loss, random_share=share, min_active=min_active, negatives=negatives)
+    assert (eng.negative_pool_size() > 0) == (negatives == "batch" and share > 0)
     data = _lsh_data(7)
     assert eng.kinds() == kinds_marker([{"srp": 0, "dwta": 2, "kmeans": 4}[family]])
     for i in [0, 3, 5, 9]:
@@ -548,7 +551,9 @@ def test_lsh_active_set_and_corrected_loss_match_naive(one_thread, family, loss,
         np.testing.assert_array_equal(scr[0].act_vals[0, :N_HIDDEN], h)  # the query the index saw
         state = naive.naive_seed_state(naive.naive_derive_seed(eng.seed, step, 0))
         want, uniform_from, _ = naive.naive_lsh_active_set(eng.lsh[1], h, labels, 40, int(round(1000 * share)),
-                                                           min_active, N_OUT, state)
+                                                           min_active, N_OUT, state,
+                                                           naive.naive_negative_pool(eng.seed, step, N_OUT,
+                                                                                     eng.negative_pool_size()))
         n = int(stats.active_mean[1])
         assert scr[1].act_ids[0, :n].tolist() == want
         assert scr[1].uniform_from[0] == uniform_from
