@@ -43,7 +43,7 @@ from .network import (
 from .checkpoint import check_shapes
 from .optimizer import apply_updates
 from .selection import draw_negative_pool
-from .rng import derive_int_seed, derive_seed
+from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
 
 
@@ -53,9 +53,6 @@ _NO_RECORDS = make_output_records(1, 1, 1, 1)
 # The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
 LSH_SEED_STREAM = 0x4C5348
 
-# A step's shared negatives come from derive_seed(seed, step, NEGATIVE_POOL_POSITION): a batch
-# position no sample has, so the pool's stream is apart from every sample's.
-NEGATIVE_POOL_POSITION = np.uint64(2**64 - 1)
 
 
 @dataclass
@@ -220,8 +217,7 @@ class Engine:
         """The shared negatives of the step about to run (negative_pool_size of them; int32)."""
         pool = np.empty(self.negative_pool_size(), np.int32)
         if pool.shape[0]:
-            seed = derive_seed(np.uint64(self.seed), np.uint64(self.step), NEGATIVE_POOL_POSITION)
-            draw_negative_pool(np.uint64(seed), self.spec[-1, SPEC_OUT_DIM], pool)  # numba boxes a uint64 as int
+            draw_negative_pool(np.uint64(self.seed), np.uint64(self.step), self.spec[-1, SPEC_OUT_DIM], pool)
         return pool
 
     chunk_bounds = staticmethod(chunk_bounds)

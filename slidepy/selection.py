@@ -51,7 +51,7 @@ from .constants import (
     SPEC_RANDOM_PERMILLE,
 )
 from .hashing import hash_sparse
-from .rng import randint, seed_state
+from .rng import derive_seed, randint, seed_state
 from .tables import select_candidates
 
 _MARK_LIMIT = np.int32(2**31 - 2)
@@ -260,22 +260,23 @@ def fill_uniform(ids, n, target, n_neurons, stamp_row, mark, rng, t, pool, n_poo
 
 
 @njit(cache=True)
-def draw_negative_pool(seed, n_neurons, out):
+def draw_negative_pool(seed, step, n_neurons, out):
     """Fill out (P,) int32, P <= n_neurons, with distinct neurons drawn uniformly at random in
-    draw order: the negatives a batch's samples share (Engine.train_step draws one pool per step
-    from derive_seed(seed, step, NEGATIVE_POOL_POSITION)).
+    draw order: the negatives a step's samples share (Engine.negative_pool). The stream is
+    derive_seed(seed, step, -1): the batch position -1 (2**64 - 1) is no sample's.
 
     Why share: with per-sample draws, 128 samples x 224 uniform negatives touch 22K of a
     50K-neuron output layer every step, so the row-sparse optimizer walks half the layer and the
     kernel reads rows no other sample wants. A shared pool touches a few hundred rows, which stay in
     cache for the whole batch; each sample's negatives are still a uniform sample (fill_from_pool).
     """
+    t = np.int64(0)  # not the literal 0: the rng leaves would compile a second signature for it
     state = np.zeros(1, np.uint64)
-    seed_state(state, 0, seed)
+    seed_state(state, t, derive_seed(seed, step, np.int64(-1)))
     seen = np.zeros(n_neurons, np.uint8)
     k = 0
     while k < out.shape[0]:
-        v = randint(state, 0, n_neurons)
+        v = randint(state, t, n_neurons)
         if seen[v] == 0:
             seen[v] = 1
             out[k] = v

@@ -571,7 +571,7 @@ def naive_derive_seed(seed, step, sample):
 
 def naive_negative_pool(seed, step, n_neurons, size):
     """selection.draw_negative_pool for a step: `size` distinct neurons in draw order from the
-    stream derive_seed(seed, step, 2**64 - 1) (engine.NEGATIVE_POOL_POSITION)."""
+    stream derive_seed(seed, step, 2**64 - 1), batch position -1 as a uint64."""
     state = naive_seed_state(naive_derive_seed(seed, step, _LSH_M64))
     out = []
     while len(out) < size:
