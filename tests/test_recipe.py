@@ -2,6 +2,7 @@
 and a small end-to-end run that learns."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from slidepy.cli import main
 from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
-from slidepy.recipe import EXACT_LABELS, auto_config, dropout_for, output_budget, parse_duration
+from slidepy.recipe import EXACT_LABELS, auto_config, dropout_for, learning_rate, output_budget, parse_duration
 
 
 def test_parse_duration():
@@ -51,6 +52,11 @@ def test_rules_follow_the_shape():
     assert small["model"]["dropout"] == 0.5 and big["model"]["dropout"] == 0.5  # 20 and 10 passes
     one_pass = auto_config(_fake(700_000, EXACT_LABELS + 1), "tr.txt", None)  # 5,469 steps an epoch
     assert one_pass["training"]["epochs"] == 1 and one_pass["model"]["dropout"] == 0.0
+    # the learning rate follows the passes: larger steps when each row is touched in few passes
+    assert one_pass["training"]["lr"] == learning_rate(1) == 0.004
+    assert big["training"]["lr"] == small["training"]["lr"] == learning_rate(10) == 0.002
+    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000), "tr.txt", None)  # DebianNextWord's
+    assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == 0.004
 
 
 def test_dropout_rises_with_the_passes():
