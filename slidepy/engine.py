@@ -42,9 +42,9 @@ from .network import (
 )
 from .checkpoint import check_shapes
 from .optimizer import apply_updates
-from .selection import draw_negative_pool
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
+from .selection import draw_negative_pool
 
 
 # What train_batch gets for its record arguments when the output gradient is not recorded.
@@ -52,7 +52,6 @@ _NO_RECORDS = make_output_records(1, 1, 1, 1)
 
 # The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
 LSH_SEED_STREAM = 0x4C5348
-
 
 
 @dataclass

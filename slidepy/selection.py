@@ -1,16 +1,16 @@
-"""Active-set selection: which neurons of a layer a sample computes. Serial, allocation-free leaves.
+"""Active-set selection: which neurons of a layer a sample computes. Serial, allocation-free leaves,
+but for `draw_negative_pool`, which the engine calls once per step.
 
 The kernels call `select_active` once per (sample, layer); everything a sample's active set is
 made of happens here:
   * MODE_ALL: every neuron, in id order (position == id);
   * MODE_RANDOM: the true labels (output layer, training), then uniform draws up to the budget;
-  * in training the output layer's uniform draws come first from the batch's shared negatives
-    (`fill_from_pool`, a pool `draw_negative_pool` draws once per step), then from the sample's
-    own stream;
   * MODE_LSH: the true labels (output layer, training), then the candidates of the layer's LSH
     index (`fill_lsh`: a hash index's probed buckets, tables.select_candidates, or a cluster
     index's best clusters, clusters.probe_clusters) up to the budget less the `random_share`
     kept in training for uniform negatives, then those uniform negatives;
+  * in training the output layer's uniform draws take the step's shared negatives first
+    (`fill_from_pool`; `draw_negative_pool` draws the pool), then the sample's own (`fill_random`);
   * a top-up with uniform draws to the layer's `min_active`;
   * the bookkeeping of the sampled-softmax correction: `uniform_from` (where the sample's uniform
     draws start) and `correction_weight` (what each of them stands for in the loss).
@@ -252,9 +252,9 @@ def fill_from_pool(ids, n, target, pool, n_pool, stamp_row, mark):
 
 @njit(cache=True, **INTERNAL)
 def fill_uniform(ids, n, target, n_neurons, stamp_row, mark, rng, t, pool, n_pool):
-    """Uniform negatives up to `target`: the shared pool[:n_pool] first (fill_from_pool), then the sample's
-    own draws (fill_random) if the pool ran out. Both are uniform over the neurons not yet chosen,
-    so their concatenation is too."""
+    """Uniform negatives up to `target`: the shared pool[:n_pool] first (fill_from_pool), then the
+    sample's own draws (fill_random) if the pool ran out. Both are uniform over the neurons not yet
+    chosen, so their concatenation is too."""
     n = fill_from_pool(ids, n, target, pool, n_pool, stamp_row, mark)
     return fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t)
 
