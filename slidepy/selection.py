@@ -203,14 +203,21 @@ def fill_all(ids, n_neurons):
 
 
 @njit(cache=True)
+def append_new(ids, n, stamp_row, mark, v):
+    """Append v to the set ids[:n] unless it is already there (stamp_row[v] == mark); returns the
+    new length."""
+    if stamp_row[v] != mark:
+        stamp_row[v] = mark
+        ids[n] = v
+        n += 1
+    return n
+
+
+@njit(cache=True)
 def add_forced(ids, n, stamp_row, mark, forced, n_forced):
     """Append forced ids (the true labels) not yet in the set; returns the new length."""
     for j in range(n_forced):
-        v = forced[j]
-        if stamp_row[v] != mark:
-            stamp_row[v] = mark
-            ids[n] = v
-            n += 1
+        n = append_new(ids, n, stamp_row, mark, np.int64(forced[j]))  # one signature: randint's int64
     return n
 
 
@@ -222,11 +229,7 @@ def fill_random(ids, n, target, n_neurons, stamp_row, mark, rng, t):
     of draws stays O(target * log) even near the top of the range.
     """
     while n < target:
-        v = randint(rng, t, n_neurons)
-        if stamp_row[v] != mark:
-            stamp_row[v] = mark
-            ids[n] = v
-            n += 1
+        n = append_new(ids, n, stamp_row, mark, randint(rng, t, n_neurons))
     return n
 
 
@@ -242,11 +245,7 @@ def fill_from_pool(ids, n, target, pool, n_pool, stamp_row, mark):
     for j in range(n_pool):
         if n >= target:
             break
-        v = pool[j]
-        if stamp_row[v] != mark:
-            stamp_row[v] = mark
-            ids[n] = v
-            n += 1
+        n = append_new(ids, n, stamp_row, mark, np.int64(pool[j]))
     return n
 
 
