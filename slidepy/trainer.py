@@ -142,7 +142,7 @@ class Trainer:
                                                     initial=min(self.step, self._total_steps),
                                                     disable=not self.progress) as self._bar:
                 while True:
-                    if self.schedule.over(self.epoch, self.step, self._total_steps, self.train_seconds):
+                    if self.schedule.over(self.epoch, self.step, self._total_steps, self.budget_seconds):
                         if self._finite():  # the last steps may not have been checked; a rollback redoes them
                             break
                     elif self.batch_in_epoch < self.schedule.batches_per_epoch:
@@ -158,13 +158,19 @@ class Trainer:
             self.run.unlock()
         return self.last_eval
 
+    @property
+    def budget_seconds(self) -> float:
+        """The seconds training.time_budget_s counts: training steps (`train_seconds`) and index
+        rebuilds (`rebuild_seconds`), which metrics.jsonl logs apart; evaluation is not counted."""
+        return self.train_seconds + self.rebuild_seconds
+
     def train_step(self) -> Step:
         """One pass of the loop: train a batch, maybe rebuild the LSH tables, maybe log, maybe
         evaluate, maybe checkpoint (and stop, after a signal). After a numerical fault that was
         rolled back (`_fault`) it returns at once: the next call goes on from the checkpoint."""
         cfg, t = self.config, self.config.training
         rows = self.schedule.batch_rows(self.epoch, self.batch_in_epoch)
-        self.engine.lr = self.schedule.lr(self.lr_scale, self.step, self._total_steps, self.train_seconds)
+        self.engine.lr = self.schedule.lr(self.lr_scale, self.step, self._total_steps, self.budget_seconds)
         started = time.perf_counter()
         stats = self.engine.train_step(self.train_data, rows)
         step = Step(rows, stats, time.perf_counter() - started)

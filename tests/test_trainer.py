@@ -98,13 +98,24 @@ def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tin
     tiny_config["eval"].update({"every": 5, "subset": 100})
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
     final = trainer.fit()
-    assert 0.3 <= trainer.train_seconds < 30 and trainer.epoch < 1000
+    assert 0.3 <= trainer.budget_seconds < 30 and trainer.epoch < 1000
     evals = [r for r in trainer.history if r["event"] == "eval"]
     assert all(not r["complete"] for r in evals[:-1]) and final is evals[-1] and final["complete"]
     rss = [r["peak_rss_mb"] for r in evals]  # a peak: positive, never falling
     assert rss[0] > 10 and rss == sorted(rss)
     # the final record is the whole test set: recompute it with subset=None
     assert final["P@1"] == trainer.evaluate(subset=None)["P@1"]
+
+
+def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
+    """Rebuild seconds are training time for the budget (metrics.jsonl still logs them apart):
+    with every step's rebuild taking a (pretended) second, a 2.5 s budget ends after 3 steps."""
+    tiny_config["training"].update({"epochs": 1000, "time_budget_s": 2.5})
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    monkeypatch.setattr(trainer.engine, "maybe_rebuild", lambda: 1.0)
+    trainer.fit()
+    assert trainer.step == 3 and trainer.rebuild_seconds == 3.0
+    assert trainer.train_seconds < 2.5 <= trainer.budget_seconds
 
 
 def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
