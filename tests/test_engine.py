@@ -14,11 +14,11 @@ import pytest
 import naive
 from slidepy import engine as engine_mod
 from slidepy import optimizer as optimizer_mod
-from slidepy.data import Dataset
 from slidepy.config import Lsh
+from slidepy.data import Dataset
 from slidepy.engine import Engine, LayerSelection
-from slidepy.model import lsh_options
 from slidepy.kernels import train_batch
+from slidepy.model import lsh_options
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 engine against float64 references
 F, L = 40, 16  # input features, labels
