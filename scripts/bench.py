@@ -408,8 +408,8 @@ class SlidepyRunner:
 
     @property
     def train_seconds(self) -> float:
-        """Training seconds so far: steps plus table rebuilds."""
-        return self.trainer.train_seconds + self.trainer.rebuild_seconds
+        """Training seconds so far: steps plus table rebuilds (what a time budget counts)."""
+        return self.trainer.budget_seconds
 
     def step(self, traffic: dict | None = None) -> float:
         """One training step + scheduled rebuild; returns its seconds (step + rebuild)."""

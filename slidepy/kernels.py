@@ -443,6 +443,7 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     to_output = n_layers == spec.shape[0]
     k = top_ids.shape[1]
     no_labels = np.zeros(0, np.int32)
+    no_pool = no_labels  # inference draws no negatives
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
         counts = n_active[t]
@@ -453,7 +454,7 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
             forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, np.int64(0), np.bool_(False), rng, no_labels, counts, n_layers)
+                           no_labels, np.int64(0), np.bool_(False), rng, no_pool, counts, n_layers)
             ids = scr.act_ids[t]
             vals = scr.act_vals[t]
             if to_output:
