@@ -38,7 +38,8 @@ rows owned by others, plus each owner's averaged rows times (W - 1); a row costs
 Learning rate: each worker runs Adam at lr * sqrt(W) (SGD at lr), checkpoints keep lr. A worker's
 step sees B/W samples; where gradient noise dominates, an Adam step m/sqrt(v) shrinks with the
 square root of the batch, and averaging W such steps gives ~1/sqrt(W) of one process's step (the
-square-root scaling rule for Adam). Measured at equal epochs, 2 workers: quick start P@1 0.690
+square-root scaling rule for Adam), on training.lr_schedule as in one process; a time budget ends
+the run after the round that spent it. Measured at equal epochs, 2 workers: quick start P@1 0.690
 unscaled, 0.760 scaled, 0.753 one process; DebianDeps 0.594 / 0.644 / 0.646 (README).
 
 Operations: worker 0 writes metrics.jsonl and checkpoints in the normal format (a Trainer
@@ -345,11 +346,14 @@ class Worker:
         # empty-handed: they repeat one sample rather than skip the step (all take the same steps).
         return rows if rows.shape[0] else chunk[-1:]
 
-    def train_step(self) -> tuple:
-        """One local step on this worker's slice of the next global batch; rebuilds the tables when
-        the schedule says so. Returns (loss * samples, samples, seconds, active per layer * samples)."""
+    def train_step(self, total_steps: int, budget_seconds: float) -> tuple:
+        """One local step on this worker's slice of the next global batch, at the learning rate the
+        schedule gives for the driver's `total_steps` and `budget_seconds` (the run's training
+        seconds so far); rebuilds the tables when their schedule says so. Returns (loss * samples,
+        samples, seconds, active per layer * samples)."""
         t = self.trainer
         rows = self._rows()
+        t.engine.lr = t.schedule.lr(self.lr_scale * t.lr_scale, t.step, total_steps, budget_seconds)
         started = time.perf_counter()
         stats = t.engine.train_step(t.train_data, rows)
         elapsed = time.perf_counter() - started
@@ -608,6 +612,9 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         total_steps = step + (t.epochs - epoch) * local_batches - b
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
+        # training.time_budget_s counts the rounds' wall time (steps, rebuilds, syncs); what came
+        # before a resume, by worker 0's step and rebuild seconds.
+        seconds_before = position["train_seconds"] + position["rebuild_seconds"]
         group.get([lead.record.remote("start", dict(
             compile_seconds=max(i["compile_seconds"] for i in infos), threads=threads, n_train=infos[0]["n_train"],
             parameters=infos[0]["parameters"],
@@ -624,7 +631,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         last_log = step
         ev, ck = cfg.eval.every, cfg.output.checkpoint_every
         try:
-            while step < total_steps:
+            while step < total_steps and not (t.time_budget_s is not None
+                                                and seconds_before + loop_seconds >= t.time_budget_s):
                 # A round ends at the next sync point, epoch end, eval, checkpoint or the last step.
                 n = min(d.sync_every - step % d.sync_every, local_batches - b, total_steps - step)
                 if ev:
@@ -632,7 +640,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 if ck:
                     n = min(n, ck - step % ck)
                 round_started = time.perf_counter()
-                refs = [[a.train_step.remote() for _ in range(n)] for a in actors]
+                refs = [[a.train_step.remote(total_steps, seconds_before + loop_seconds) for _ in range(n)]
+                        for a in actors]
                 results = []
                 for i in range(n):  # step by step, so a death is named with its step
                     results.append(group.get([refs[r][i] for r in ranks], ranks, f"at step {step + i + 1}"))

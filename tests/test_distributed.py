@@ -322,11 +322,12 @@ def test_sigterm_on_the_driver_saves_and_stops_the_group(tmp_path):
 @needs_ray
 @pytest.mark.slow
 def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
-    """With one worker the group is the plain trainer plus Ray plumbing: bit-identical weights."""
+    """With one worker the group is the plain trainer plus Ray plumbing: bit-identical weights,
+    the learning-rate schedule (warm-up, linear decay) included."""
     from slidepy.distributed import train_distributed
 
     raw = copy.deepcopy(TINY)
-    raw["training"].update(deterministic=True, epochs=2)
+    raw["training"].update(deterministic=True, epochs=2, lr_schedule="linear", warmup_steps=5)
     raw["output"]["run_dir"] = str(tmp_path / "single")
     single = Trainer(config_from_dict(raw), progress=False)
     single.fit()
@@ -337,3 +338,19 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
     arrays, _ = load_checkpoint(list_checkpoints(tmp_path / "ray")[-1][1])
     for l, layer in enumerate(single.engine.layers):
         np.testing.assert_array_equal(arrays[f"layer{l}.weights"], layer.weights)
+
+
+@needs_ray
+def test_a_time_budget_stops_the_group_after_the_round_that_spent_it(tmp_path):
+    """training.time_budget_s ends a distributed run as it ends a single process: the round in
+    which the budget ran out is the last, then the final evaluation and checkpoint."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(SPARSE)
+    raw["training"].update(epochs=50, time_budget_s=1e-3, lr_schedule="linear")
+    raw["distributed"] = {"workers": 1, "sync_every": 4}
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    result = train_distributed(load_config(raw), progress=False)
+    assert result["step"] == 4  # one round of sync_every steps, of 50 epochs x 50 planned
+    assert result["complete"] and "P@1" in result
+    assert list_checkpoints(tmp_path / "run")[-1][0] == 4
