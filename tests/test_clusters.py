@@ -210,28 +210,78 @@ def test_fresh_rebuild_after_the_weights_are_replaced():
     assert _recall(index, rows, bias, queries, 150) >= 0.9
 
 
-def test_large_layer_rebuild_moves_rows_among_neighbouring_centroids(monkeypatch):
-    """Above FULL_ASSIGN_PAIRS a warm rebuild compares each row only with the NEIGHBOURS centroids
-    nearest its current one; with every centroid a neighbour it is the full nearest-centroid step."""
-    import slidepy.clusters as clusters
-
-    rows, bias, _ = trained_like_layer(n=600, d=8, seed=11)
+def _moved_layer(shift: float, seed: int = 11):
+    """A layer's rows, 20 centroids, the rows' nearest centroids, and the rows moved by `shift`
+    standard deviations of noise since."""
+    rows, bias, _ = trained_like_layer(n=600, d=8, seed=seed)
     rng = np.random.default_rng(0)
     centroids = initial_centroids(rows, bias, 20, rng)
     previous = naive_nearest_centroid(rows, bias, centroids).astype(np.int32)
-    moved = rows + 0.5 * rng.standard_normal(rows.shape).astype(np.float32)
-    monkeypatch.setattr(clusters, "FULL_ASSIGN_PAIRS", 0)
+    moved = rows + shift * rng.standard_normal(rows.shape).astype(np.float32)
+    return moved, bias, centroids, previous
+
+
+def _dist(rows, bias, centroids, assign):
+    aug = np.hstack([rows, bias[:, None]]).astype(np.float64)
+    return ((aug - centroids[assign].astype(np.float64)) ** 2).sum(axis=1)
+
+
+def test_warm_shortcut_moves_rows_among_neighbouring_centroids_when_a_sample_agrees(monkeypatch):
+    """A warm rebuild first assigns each row among the NEIGHBOURS centroids nearest its current
+    one; kept when VERIFY_AGREEMENT of the sampled rows agree with the full assignment."""
+    import slidepy.clusters as clusters
+
+    moved, bias, centroids, previous = _moved_layer(0.5)
     monkeypatch.setattr(clusters, "NEIGHBOURS", 4)
+    monkeypatch.setattr(clusters, "VERIFY_ROWS", 100)
+    monkeypatch.setattr(clusters, "VERIFY_AGREEMENT", 0.0)  # any agreement keeps the shortcut
+    assign, kept = clusters.assign_warm(moved, bias, centroids, previous, np.random.default_rng(1))
+    assert kept
     near = clusters.nearest_centroids(centroids, 4)
-    assign, _, _ = cluster_rows(moved, bias, centroids.copy(), 1, rng, previous)
     aug = np.hstack([moved, bias[:, None]]).astype(np.float64)
     for i in range(600):  # the nearest of the allowed centroids
         allowed = near[previous[i]]
         dist = ((aug[i] - centroids[allowed].astype(np.float64)) ** 2).sum(axis=1)
         assert assign[i] in allowed
-        assert ((aug[i] - centroids[assign[i]]) ** 2).sum() <= dist.min() + 1e-4
+        assert _dist(moved[i:i + 1], bias[i:i + 1], centroids, assign[i:i + 1])[0] <= dist.min() + 1e-4
+    # with every centroid a neighbour the shortcut is the full nearest-centroid step
     monkeypatch.setattr(clusters, "NEIGHBOURS", 20)
-    assign_all, _, _ = cluster_rows(moved, bias, centroids.copy(), 1, rng, previous)
+    monkeypatch.setattr(clusters, "VERIFY_AGREEMENT", 1.0)
+    assign_all, kept = clusters.assign_warm(moved, bias, centroids, previous, np.random.default_rng(1))
     ref = naive_nearest_centroid(moved, bias, centroids)
-    d = lambda a: ((aug - centroids[a].astype(np.float64)) ** 2).sum(axis=1)
-    np.testing.assert_allclose(d(assign_all), d(ref), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_dist(moved, bias, centroids, assign_all), _dist(moved, bias, centroids, ref),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_warm_rebuild_assigns_in_full_when_the_sample_disagrees(monkeypatch):
+    """Rows that moved far: the neighbours-only shortcut misses many rows' nearest centroid, the
+    sample shows it, and every row gets its nearest centroid of all."""
+    import slidepy.clusters as clusters
+
+    moved, bias, centroids, previous = _moved_layer(3.0)
+    monkeypatch.setattr(clusters, "NEIGHBOURS", 2)
+    monkeypatch.setattr(clusters, "VERIFY_ROWS", 100)
+    rng = np.random.default_rng(1)
+    half_sq = (0.5 * np.einsum("cd,cd->c", centroids, centroids)).astype(np.float32)
+    shortcut = np.empty(600, np.int32)
+    clusters.assign_near(moved, bias, centroids, half_sq, clusters.nearest_centroids(centroids, 2), previous, shortcut)
+    ref = naive_nearest_centroid(moved, bias, centroids)
+    assert np.mean(shortcut == ref) < clusters.VERIFY_AGREEMENT  # the case under test
+    assign, kept = clusters.assign_warm(moved, bias, centroids, previous, rng)
+    assert not kept
+    np.testing.assert_allclose(_dist(moved, bias, centroids, assign), _dist(moved, bias, centroids, ref),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_shortcut_agreement_is_the_share_of_sampled_rows_at_their_nearest_centroid(monkeypatch):
+    import slidepy.clusters as clusters
+
+    moved, bias, centroids, _ = _moved_layer(1.0)
+    ref = naive_nearest_centroid(moved, bias, centroids).astype(np.int32)
+    wrong = ref.copy()
+    wrong[::4] = (wrong[::4] + 1) % 20  # a quarter of the rows off their nearest centroid
+    assert clusters.shortcut_agreement(moved, bias, centroids, ref, np.random.default_rng(0)) == 1.0
+    assert clusters.shortcut_agreement(moved, bias, centroids, wrong, np.random.default_rng(0)) == 0.75  # all 600
+    monkeypatch.setattr(clusters, "VERIFY_ROWS", 200)
+    share = clusters.shortcut_agreement(moved, bias, centroids, wrong, np.random.default_rng(0))
+    assert 0.6 < share < 0.9 and share * 200 == int(share * 200)  # a sample of 200 rows
