@@ -317,7 +317,13 @@ def cluster_rows(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray, iter
         assign = assign_rows(rows, bias, centroids)
     else:
         assign, _ = assign_warm(rows, bias, centroids, previous, rng)
+    indptr, members = centre_on_members(rows, bias, assign, centroids)
+    return assign, indptr, members
+
+
+def centre_on_members(rows: np.ndarray, bias: np.ndarray, assign: np.ndarray, centroids: np.ndarray):
+    """Centre each centroid (C, D + 1, in place) on the rows `assign` gives it; returns the CSR
+    member lists (indptr, members), each cluster's members by descending projection on it."""
     centre(rows, bias, assign, centroids)
     proj = np.einsum("nd,nd->n", rows, centroids[assign, :-1]) + bias * centroids[assign, -1]
-    indptr, members = member_lists(assign, proj, centroids.shape[0])
-    return assign, indptr, members
+    return member_lists(assign, proj, centroids.shape[0])

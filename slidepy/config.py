@@ -136,12 +136,19 @@ class RebuildConfig(_Section):
     # kmeans: re-centre clusters on their members' current weights every N batches between
     # rebuilds (O(N D), cheap); 0 = never.
     refresh_every: _NonNegInt = 10
+    # Spread a scheduled rebuild's per-row work (hashing every row, or assigning it to a cluster)
+    # over this many steps, so that no step stalls for all of it; 0 or 1 = all in one step.
+    spread_steps: _NonNegInt = 0
 
     @model_validator(mode="after")
     def _check(self) -> RebuildConfig:
         if self.max_interval is not None and self.max_interval < self.initial_interval:
             raise CrossCheck(("max_interval", "initial_interval"),
                              f"{{0}}: {self.max_interval} is smaller than {{1}} ({self.initial_interval})")
+        if self.spread_steps > self.initial_interval:
+            raise CrossCheck(("spread_steps", "initial_interval"),
+                             f"{{0}}: {self.spread_steps} is larger than {{1}} ({self.initial_interval}): a "
+                             f"rebuild would still be under way when the next one is due")
         return self
 
 

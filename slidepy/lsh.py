@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .clusters import assign_rows, auto_clusters, cluster_rows, initial_centroids, refresh_centroids
+from .clusters import (assign_rows, auto_clusters, centre_on_members, cluster_rows, initial_centroids,
+                       refresh_centroids)
 from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re-exported for callers)
     FAMILY_CODES,
     FAMILY_SRP,
@@ -153,6 +154,7 @@ class LshOptions:
     drift_sample: int
     drift_check_every: int
     refresh_every: int             # kmeans: re-centre clusters every N batches; 0 = never
+    spread_steps: int = 0          # a scheduled rebuild's per-row work over this many steps
 
 
 def resolve_k_l(options: LshOptions, n_neurons: int) -> tuple[int, int]:
@@ -243,6 +245,11 @@ class LshIndex:
             self.codes = np.zeros((self.n_neurons, self.l), np.int32)  # reused by every rebuild
             self.centroids_t, self.cluster_indptr, self.cluster_members = _no_clusters()
         self.schedule = RebuildSchedule(s.initial_interval, s.decay, s.max_interval)
+        # A spread rebuild under way (spread_steps > 1): the next row to re-hash or re-assign, -1
+        # when none is; a kmeans index assigns against the centroids of the rebuild's first step.
+        self.pending_row = -1
+        spread = s.spread_steps > 1 and self.kind == INDEX_CLUSTERS
+        self.pending_centroids = np.zeros((self.l * self.n_clusters, self.dim + 1) if spread else (0, 0), np.float32)
         self.drift_ids = np.zeros(0, np.int64)
         self.drift_codes = np.zeros((0, self.l), np.int32)
         self.last_drift = 0.0
@@ -283,8 +290,13 @@ class LshIndex:
         if redraw:
             self.params = self._draw()
             self._dense_proj = None
-        self.max_norm = float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
+        self.max_norm = _max_norm(rows, bias)
         self._hash_neurons(rows, bias, self.codes)
+        self._fill_tables()
+        return time.perf_counter() - started
+
+    def _fill_tables(self) -> None:
+        """Refill the hash tables from `codes` (every row's code per table); count the rebuild."""
         insert = INSERT_CODES[self.options.insert]
         if insert == INSERT_FIFO:  # a ring keeps the last C inserted: shuffle, or high ids would win
             order = generator(self.seed, _DRAW_INSERT_ORDER, self.rebuilds).permutation(self.n_neurons)
@@ -295,6 +307,48 @@ class LshIndex:
         build_tables(self.codes, order, insert, reservoir_seed, self.buckets, self.counts)
         self.rebuilds += 1
         remember_drift_sample(self)
+
+    # -- a rebuild spread over steps (rebuild.spread_steps) -----------------------------------------
+
+    def _start_spread(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None) -> float:
+        """Begin a spread rebuild and do its first slice. A hash index fixes the transform's M
+        over all rows now; a cluster index keeps the current centroids to assign against. The
+        live tables or clusters serve queries until the last slice replaces them."""
+        started = time.perf_counter()
+        bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
+        if self.kind == INDEX_CLUSTERS:
+            self.pending_centroids[...] = self.centroids_t.T
+        else:
+            self.max_norm = _max_norm(self.neuron_rows(weights, input_major), bias)
+        self.pending_row = 0
+        return time.perf_counter() - started + self._continue_spread(weights, input_major, bias)
+
+    def _continue_spread(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None) -> float:
+        """One step's slice of a spread rebuild: ceil(N / spread_steps) rows re-hashed (into
+        `codes`, which queries never read) or assigned to their nearest kept centroid. After the
+        last slice, the tables are refilled, or the clusters re-centred on their new members."""
+        started = time.perf_counter()
+        n = self.n_neurons
+        bias = np.zeros(n, np.float32) if bias is None else bias
+        lo = self.pending_row
+        hi = min(n, lo + -(-n // self.options.spread_steps))
+        rows = weights[:, lo:hi].T if input_major else weights[lo:hi]
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if self.kind == INDEX_CLUSTERS:
+            n_c = self.n_clusters
+            for t in range(self.l):
+                self.codes[lo:hi, t] = assign_rows(rows, bias[lo:hi], self.pending_centroids[t * n_c:(t + 1) * n_c])
+        else:
+            self._hash_neurons(rows, bias[lo:hi], self.codes[lo:hi])
+        self.pending_row = hi
+        if hi >= n:
+            self.pending_row = -1
+            if self.kind == INDEX_CLUSTERS:
+                install_clusters(self, self.neuron_rows(weights, input_major), bias, self.pending_centroids)
+                self.rebuilds += 1
+                remember_drift_sample(self)
+            else:
+                self._fill_tables()
         return time.perf_counter() - started
 
     def refresh(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
@@ -359,6 +413,8 @@ class LshIndex:
             if self.drift(weights, input_major, bias) < s.drift_threshold:
                 return time.perf_counter() - started
             return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
+        if self.pending_row >= 0:
+            return self._continue_spread(weights, input_major, bias)
         if not self.schedule.due(step):
             if s.refresh_every and step % s.refresh_every == 0:
                 return self.refresh(weights, input_major, bias)
@@ -367,8 +423,12 @@ class LshIndex:
         return self._rebuild_now(weights, input_major, bias)
 
     def _rebuild_now(self, weights, input_major, bias) -> float:
+        """A scheduled rebuild: spread over steps when so configured, except the first build and
+        one that redraws hash functions (queries must hash as the live tables were built)."""
         every = self.options.rehash_every
         redraw = bool(every) and (self.rebuilds % every == 0) and self.rebuilds > 0
+        if self.options.spread_steps > 1 and self.rebuilds > 0 and not redraw:
+            return self._start_spread(weights, input_major, bias)
         return self.rebuild(weights, input_major, bias=bias, redraw=redraw)
 
     def table_bytes(self) -> int:
@@ -380,20 +440,23 @@ class LshIndex:
     def state_arrays(self, prefix: str) -> dict:
         arrays = {f"{prefix}.buckets": self.buckets, f"{prefix}.counts": self.counts,
                   f"{prefix}.centroids_t": self.centroids_t, f"{prefix}.cluster_indptr": self.cluster_indptr,
-                  f"{prefix}.cluster_members": self.cluster_members, f"{prefix}.codes": self.codes}
+                  f"{prefix}.cluster_members": self.cluster_members, f"{prefix}.codes": self.codes,
+                  f"{prefix}.pending_centroids": self.pending_centroids}
         for name, value in self.params._asdict().items():
             arrays[f"{prefix}.params.{name}"] = value
         return arrays
 
     def state_meta(self) -> dict:
         return {"draws": self.draws, "rebuilds": self.rebuilds, "next_step": self.schedule.next_step,
-                "interval": self.schedule.interval, "k": self.k, "l": self.l, "max_norm": self.max_norm}
+                "interval": self.schedule.interval, "k": self.k, "l": self.l, "max_norm": self.max_norm,
+                "pending_row": self.pending_row}
 
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
         self.buckets[...] = arrays[f"{prefix}.buckets"]
         self.counts[...] = arrays[f"{prefix}.counts"]
-        for name in ("centroids_t", "cluster_indptr", "cluster_members", "codes"):
-            if f"{prefix}.{name}" in arrays:  # older checkpoints hold hash tables only
+        for name in ("centroids_t", "cluster_indptr", "cluster_members", "codes", "pending_centroids"):
+            if f"{prefix}.{name}" in arrays and arrays[f"{prefix}.{name}"].shape == getattr(self, name).shape:
+                # older checkpoints hold hash tables only, or no spread rebuild's centroids
                 getattr(self, name)[...] = arrays[f"{prefix}.{name}"]
         self.params = HashParams(**{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields})
         self._dense_proj = None
@@ -402,6 +465,7 @@ class LshIndex:
         self.schedule.next_step = int(meta["next_step"])
         self.schedule.interval = float(meta["interval"])
         self.max_norm = float(meta.get("max_norm", 1.0))
+        self.pending_row = int(meta.get("pending_row", -1))
 
 
 # -- what a rebuild does besides hashing: k-means clustering, the drift sample -----------------
@@ -420,9 +484,30 @@ def recluster(index: LshIndex, rows: np.ndarray, bias: np.ndarray, fresh: bool =
             previous = index.codes[:, t]
         assign, indptr, members = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous)
         index.codes[:, t] = assign
-        index.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
-        index.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * index.n_neurons
-        index.cluster_members[t * index.n_neurons:(t + 1) * index.n_neurons] = members
+        _install_table(index, t, centroids, indptr, members)
+
+
+def install_clusters(index: LshIndex, rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray) -> None:
+    """The end of a spread kmeans rebuild: every table's clusters from the assignment in
+    `index.codes`, centred on their members' current rows (`centroids` (L*C, D + 1), the ones
+    assigned against, is updated in place)."""
+    n_c = index.n_clusters
+    for t in range(index.l):
+        table = centroids[t * n_c:(t + 1) * n_c]
+        indptr, members = centre_on_members(rows, bias, index.codes[:, t], table)
+        _install_table(index, t, table, indptr, members)
+
+
+def _install_table(index: LshIndex, t: int, centroids: np.ndarray, indptr: np.ndarray, members: np.ndarray) -> None:
+    n_c = index.n_clusters
+    index.centroids_t[:, t * n_c:(t + 1) * n_c] = centroids.T
+    index.cluster_indptr[t * n_c:(t + 1) * n_c + 1] = indptr + t * index.n_neurons
+    index.cluster_members[t * index.n_neurons:(t + 1) * index.n_neurons] = members
+
+
+def _max_norm(rows: np.ndarray, bias: np.ndarray) -> float:
+    """M of the simple-LSH transform: the largest norm of a row [w, b] (1 for an all-zero layer)."""
+    return float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
 
 
 def remember_drift_sample(index: LshIndex) -> None:

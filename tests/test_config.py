@@ -339,6 +339,12 @@ def test_rebuild_max_interval_ge_initial():
            "max_interval", "initial_interval")
 
 
+def test_rebuild_spread_within_the_first_interval():
+    raises(nested("model.output.selection.lsh.rebuild", {"initial_interval": 10, "spread_steps": 20}),
+           "spread_steps", "initial_interval")
+    config_from_dict(nested("model.output.selection.lsh.rebuild", {"initial_interval": 10, "spread_steps": 10}))
+
+
 # --- data.labels, training.time_budget_s, distributed ----------------------------------------------
 
 

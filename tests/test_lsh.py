@@ -64,6 +64,73 @@ def test_drift_measures_changed_codes_and_triggers_rebuild():
     assert index.rebuilds == 2 and index.drift(moved, False) == 0.0
 
 
+def _spread_pair(family: str, spread: int, n: int = 1000, d: int = 16):
+    """Two indexes of one layer, built once: `one` rebuilds in one step, `spread` over `spread`
+    steps (the schedule: due at step 10, no re-centring in between)."""
+    kw = {"clusters": 20} if family == "kmeans" else {}
+    make = lambda s: LshIndex(1, (d, n), _lsh_cfg(family=family, **kw, rebuild={
+        "initial_interval": 10, "decay": 1.0, "refresh_every": 0, "spread_steps": s}), seed=3, budget=50)
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((n, d)).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    one, spread_ = make(0), make(spread)
+    for index in (one, spread_):
+        index.rebuild(rows, input_major=False, bias=bias)
+    moved = rows + 0.7 * rng.standard_normal((n, d)).astype(np.float32)
+    return one, spread_, moved, bias
+
+
+_INDEX_ARRAYS = ("buckets", "counts", "codes", "centroids_t", "cluster_indptr", "cluster_members")
+
+
+def _index_arrays(index):
+    return {name: getattr(index, name).copy() for name in _INDEX_ARRAYS}
+
+
+@pytest.mark.parametrize("family", ["srp", "kmeans"])
+def test_a_spread_rebuild_ends_where_a_one_step_rebuild_does(family):
+    """rebuild.spread_steps = 4: the scheduled rebuild re-hashes (or re-assigns) a quarter of the
+    rows at each of 4 steps while the live tables stay as they were, then installs exactly what
+    a one-step rebuild of the same weights installs."""
+    one, spread, moved, bias = _spread_pair(family, 4)
+    live = _index_arrays(spread)
+    one.maybe_rebuild(10, moved, False, bias)
+    for i, step in enumerate(range(10, 14)):
+        if i:  # queries read the old tables until the last slice
+            for name in ("buckets", "counts", "centroids_t", "cluster_indptr", "cluster_members"):
+                assert np.array_equal(getattr(spread, name), live[name]), name
+        spread.maybe_rebuild(step, moved, False, bias)
+        assert spread.pending_row == (-1 if i == 3 else 250 * (i + 1))
+    assert spread.rebuilds == one.rebuilds == 2
+    for name, value in _index_arrays(one).items():
+        np.testing.assert_array_equal(getattr(spread, name), value, err_msg=name)
+
+
+@pytest.mark.parametrize("family", ["srp", "kmeans"])
+def test_a_spread_rebuild_resumes_from_a_checkpoint_taken_midway(family):
+    one, spread, moved, bias = _spread_pair(family, 4)
+    spread.maybe_rebuild(10, moved, False, bias)
+    spread.maybe_rebuild(11, moved, False, bias)
+    _, resumed, _, _ = _spread_pair(family, 4)
+    resumed.load_state(spread.state_arrays("x"), spread.state_meta(), "x")
+    assert resumed.pending_row == 500
+    for step in (12, 13):
+        spread.maybe_rebuild(step, moved, False, bias)
+        resumed.maybe_rebuild(step, moved, False, bias)
+    for name, value in _index_arrays(spread).items():
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)
+    assert resumed.pending_row == -1 and resumed.rebuilds == 2
+
+
+def test_a_rebuild_that_redraws_hash_functions_is_not_spread():
+    """Queries hash with the live tables' functions, so new functions come with new tables at once."""
+    one, spread, moved, bias = _spread_pair("srp", 4)
+    spread.options = dataclasses.replace(spread.options, rehash_every=1)
+    params = spread.params
+    spread.maybe_rebuild(10, moved, False, bias)
+    assert spread.pending_row == -1 and spread.rebuilds == 2 and spread.params is not params
+
+
 def test_auto_k_l_follow_the_lsh_relation():
     k, l = resolve_k_l(_lsh_cfg(k="auto", l="auto", target_recall=0.9, target_active_fraction=0.01), 100_000)
     assert 1 <= k <= 32 and 1 <= l <= 512
@@ -135,13 +202,16 @@ def test_lsh_on_a_hidden_layer_trains_close_to_dense(tmp_path):
     assert scores["lsh"] >= scores["all"] - 0.15
 
 
-def test_kmeans_index_keeps_recall_through_training(many_labels, tmp_path):
+@pytest.mark.parametrize("spread_steps", [0, 10])
+def test_kmeans_index_keeps_recall_through_training(many_labels, tmp_path, spread_steps):
     """The cluster index on the output layer: every epoch-end eval finds >= 0.8 of the exact
-    top-10 among 150 of 3,000 neurons (random choice: 0.05), and training keeps pace with `all`."""
+    top-10 among 150 of 3,000 neurons (random choice: 0.05), and training keeps pace with `all`;
+    also when each rebuild's assignment is spread over 10 steps."""
     train, test = many_labels
     cfg = _output_config("lsh", tmp_path / "km")
     cfg = config_from_dict({**_as_dict(cfg), "model": {"hidden": [48], "output": {"selection": {
-        "mode": "lsh", "budget": 150, "lsh": {"family": "kmeans", "rebuild": {"initial_interval": 20, "decay": 1.2}}}}}})
+        "mode": "lsh", "budget": 150, "lsh": {"family": "kmeans", "rebuild": {
+            "initial_interval": 20, "decay": 1.2, "spread_steps": spread_steps}}}}}})
     trainer = Trainer(cfg, train=train, test=test, progress=False)
     final = trainer.fit()
     recalls = [r["lsh_recall@10"] for r in trainer.history if r["event"] == "eval"]
