@@ -25,7 +25,8 @@ them; from the last quarter of the epoch on it agreed on 95-99.9%. Always taking
 cost 0.6 points of P@1 after an epoch (0.151 against 0.157); on DebianDeps it left recall@10 at
 0.30 / 0.54 after 175 / 350 steps against 1.0 / 1.0. So a warm rebuild of a layer large enough
 takes the shortcut, checks it on VERIFY_ROWS random rows against their full assignment, and keeps
-it only when at least VERIFY_AGREEMENT of them agree; otherwise it assigns every row in full.
+it only when at least VERIFY_AGREEMENT of them agree; otherwise it assigns every row in full,
+unless that would cost more than FULL_ASSIGN_MACS (a 670K-row layer), where the shortcut stays.
 Between rebuilds `refresh_centroids` recomputes each centroid from its current members' weights
 (O(N D), no re-assignment), so the centroid scores track the weights even when memberships are a
 few hundred steps old.
@@ -57,6 +58,10 @@ PROBE_ROUND = 64
 NEIGHBOURS = 32
 VERIFY_ROWS = 2048
 VERIFY_AGREEMENT = 0.95
+# Above this many multiply-adds (N x C x (D + 1): ~2 s on 2 cores, 10^5 labels in the recipe) a
+# full assignment is not affordable at every rebuild, and the shortcut is kept whatever the check
+# says: at 670K rows and 6,656 clusters a full one is a minute.
+FULL_ASSIGN_MACS = 1 << 37
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,13 +297,16 @@ def assign_warm(rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray, previ
                 rng: np.random.Generator) -> tuple[np.ndarray, bool]:
     """A warm rebuild's assignment (N,) int32 and whether the shortcut was kept: among each row's
     NEIGHBOURS nearest centroids (from `previous`), if VERIFY_AGREEMENT of a random sample agree
-    with the full assignment; else the full assignment (see the module doc)."""
+    with the full assignment or a full one costs more than FULL_ASSIGN_MACS; else the full
+    assignment (see the module doc)."""
     if rows.shape[0] <= 4 * VERIFY_ROWS or centroids.shape[0] <= NEIGHBOURS:
         return assign_rows(rows, bias, centroids), False
     half_sq = (0.5 * np.einsum("cd,cd->c", centroids, centroids)).astype(np.float32)
     assign = np.empty(rows.shape[0], np.int32)
     assign_near(rows, bias, centroids, half_sq, nearest_centroids(centroids, NEIGHBOURS),
                 previous.astype(np.int32), assign)
+    if rows.shape[0] * centroids.shape[0] * centroids.shape[1] > FULL_ASSIGN_MACS:
+        return assign, True
     if shortcut_agreement(rows, bias, centroids, assign, rng) >= VERIFY_AGREEMENT:
         return assign, True
     return assign_rows(rows, bias, centroids), False

@@ -271,6 +271,10 @@ def test_warm_rebuild_assigns_in_full_when_the_sample_disagrees(monkeypatch):
     assert not kept
     np.testing.assert_allclose(_dist(moved, bias, centroids, assign), _dist(moved, bias, centroids, ref),
                                rtol=1e-4, atol=1e-5)
+    # a layer whose full assignment costs more than FULL_ASSIGN_MACS keeps the shortcut regardless
+    monkeypatch.setattr(clusters, "FULL_ASSIGN_MACS", 600 * 20 * 9 - 1)
+    assign, kept = clusters.assign_warm(moved, bias, centroids, previous, rng)
+    assert kept and np.array_equal(assign, shortcut)
 
 
 def test_shortcut_agreement_is_the_share_of_sampled_rows_at_their_nearest_centroid(monkeypatch):

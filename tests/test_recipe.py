@@ -13,7 +13,9 @@ from slidepy.cli import main
 from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
-from slidepy.recipe import EXACT_LABELS, auto_config, dropout_for, learning_rate, output_budget, parse_duration
+from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, REBUILD_INTERVAL, auto_config, dropout_for,
+                            learning_rate, output_budget, parse_duration, rebuild_spread)
 
 
 def test_parse_duration():
@@ -57,6 +59,22 @@ def test_rules_follow_the_shape():
     assert big["training"]["lr"] == small["training"]["lr"] == learning_rate(10) == 0.002
     two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000), "tr.txt", None)  # DebianNextWord's
     assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == 0.004
+    assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
+    load_config(two_pass)
+
+
+def test_rebuild_spread_keeps_each_steps_share_of_a_rebuild_small():
+    """Each step's slice of a cluster assignment stays within ASSIGN_MACS_PER_STEP multiply-adds,
+    over at most the first rebuild interval; nothing is spread where one step suffices, or where
+    rebuilds never assign in full."""
+    assert rebuild_spread(5_000, output_budget(5_000)) == 0
+    assert rebuild_spread(50_000, output_budget(50_000)) == 6 and rebuild_spread(100_000, output_budget(100_000)) == 16
+    for n in (22_875, 50_000, 100_000):
+        budget, steps = output_budget(n), rebuild_spread(n, output_budget(n))
+        macs = n * auto_clusters(n, budget) * (HIDDEN + 1)
+        assert macs <= FULL_ASSIGN_MACS and 2 <= steps <= REBUILD_INTERVAL
+        assert macs / steps <= ASSIGN_MACS_PER_STEP < macs / (steps - 1)
+    assert rebuild_spread(670_091, output_budget(670_091)) == 0  # above FULL_ASSIGN_MACS
 
 
 def test_dropout_rises_with_the_passes():
