@@ -280,6 +280,7 @@ class LshIndex:
         `fresh`: the weights were replaced wholesale (a model loaded without its index), so a
         cluster index starts over instead of warm-starting from clusters of other weights."""
         started = time.perf_counter()
+        self.pending_row = -1  # a whole rebuild supersedes a spread one under way
         rows = self.neuron_rows(weights, input_major)
         bias = np.zeros(self.n_neurons, np.float32) if bias is None else bias
         if self.kind == INDEX_CLUSTERS:
@@ -406,6 +407,8 @@ class LshIndex:
     def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
         """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not)."""
         s = self.options
+        if self.pending_row >= 0:  # a spread rebuild goes on, whatever started it
+            return self._continue_spread(weights, input_major, bias)
         if s.drift_threshold is not None:
             if step % s.drift_check_every != 0:
                 return 0.0
@@ -413,8 +416,6 @@ class LshIndex:
             if self.drift(weights, input_major, bias) < s.drift_threshold:
                 return time.perf_counter() - started
             return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
-        if self.pending_row >= 0:
-            return self._continue_spread(weights, input_major, bias)
         if not self.schedule.due(step):
             if s.refresh_every and step % s.refresh_every == 0:
                 return self.refresh(weights, input_major, bias)

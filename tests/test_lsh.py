@@ -131,6 +131,32 @@ def test_a_rebuild_that_redraws_hash_functions_is_not_spread():
     assert spread.pending_row == -1 and spread.rebuilds == 2 and spread.params is not params
 
 
+@pytest.mark.parametrize("family", ["srp", "kmeans"])
+def test_a_spread_rebuild_started_by_drift_runs_to_its_end(family):
+    """A rebuild the drift check starts is spread like a scheduled one and completes on the next
+    steps, which do not check drift while it is under way."""
+    _, spread, moved, bias = _spread_pair(family, 4)
+    spread.options = dataclasses.replace(spread.options, drift_threshold=0.01, drift_check_every=1)
+    from slidepy.lsh import remember_drift_sample
+    remember_drift_sample(spread)
+    for step in range(1, 5):
+        spread.maybe_rebuild(step, moved, False, bias)
+        assert spread.pending_row == (-1 if step == 4 else 250 * step)
+    assert spread.rebuilds == 2
+
+
+def test_a_whole_rebuild_supersedes_a_spread_one_under_way():
+    one, spread, moved, bias = _spread_pair("srp", 4)
+    spread.maybe_rebuild(10, moved, False, bias)
+    assert spread.pending_row == 250
+    spread.rebuild(moved, input_major=False, bias=bias)
+    one.rebuild(moved, input_major=False, bias=bias)
+    assert spread.pending_row == -1
+    spread.maybe_rebuild(11, moved, False, bias)  # not due: nothing more happens
+    for name, value in _index_arrays(one).items():
+        np.testing.assert_array_equal(getattr(spread, name), value, err_msg=name)
+
+
 def test_auto_k_l_follow_the_lsh_relation():
     k, l = resolve_k_l(_lsh_cfg(k="auto", l="auto", target_recall=0.9, target_active_fraction=0.01), 100_000)
     assert 1 <= k <= 32 and 1 <= l <= 512
