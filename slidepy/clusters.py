@@ -98,7 +98,15 @@ def probe_clusters(centroids_t, cluster_indptr, cluster_members, in_ids, in_vals
     cluster, where an argmax per probe cost a pass per cluster taken (4x the centroid scoring
     itself at 2,048 clusters and a 1,024 budget)."""
     score_centroids(centroids_t, in_ids, in_vals, n_in, scores)
-    n_c = scores.shape[0]
+    return take_best_clusters(scores, scores.shape[0], order, cluster_indptr, cluster_members, stamp_row, mark, ids, n,
+                              cap)
+
+
+@njit(cache=True, **INTERNAL)
+def take_best_clusters(scores, n_c, order, cluster_indptr, cluster_members, stamp_row, mark, ids, n, cap):
+    """probe_clusters' ranking half, from the centroid scores scores[:n_c] (overwritten: taken
+    clusters become -inf): also what a query whose scores came from a batch product
+    (union.py) runs."""
     width = min(n_c, order.shape[0], PROBE_ROUND)
     while n < cap:
         m = 0

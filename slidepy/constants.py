@@ -34,6 +34,14 @@ LOSS_SOFTMAX = 0  # softmax cross-entropy against the labels as a uniform distri
 LOSS_BCE = 1  # independent sigmoid per label
 LOSS_CODES = {"softmax": LOSS_SOFTMAX, "bce": LOSS_BCE}
 
+# What one call of kernels.train_batch does per sample: the whole sample, or one half of a step
+# whose output layer runs as a batch product over the union of the active sets (union.py).
+PHASE_FULL = 0
+PHASE_SELECT = 1  # hidden layers forward, then the output layer's selection only
+PHASE_HIDDEN_BACKWARD = 2  # the hidden layers' backward from the product's d loss / d hidden
+PHASE_HIDDEN = 3  # hidden layers forward only, before a product scores a cluster index's centroids
+PHASE_SELECT_SCORED = 4  # PHASE_SELECT with those centroid scores given
+
 # Columns of the per-layer `spec` table, an (n_layers, SPEC_FIELDS) int64 array (network.make_spec).
 SPEC_IN_DIM = 0  # D
 SPEC_OUT_DIM = 1  # N

@@ -19,7 +19,8 @@ import numba.core.event
 import numpy as np
 from numba.typed import List
 
-from .constants import INDEX_CLUSTERS, KIND_KMEANS, kinds_marker
+from .constants import (INDEX_CLUSTERS, KIND_KMEANS, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD, PHASE_SELECT,
+                        PHASE_SELECT_SCORED, kinds_marker)
 from .kernels import infer_batch, train_batch
 from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
@@ -45,10 +46,15 @@ from .optimizer import apply_updates
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
 from .selection import draw_negative_pool
+from .union import UNION_MIN_DENSITY, fits_first_step, make_union_buffers, union_density, union_output_step
 
 
-# What train_batch gets for its record arguments when the output gradient is not recorded.
+# What train_batch gets for its record arguments when the output gradient is not recorded, and for
+# the arguments of the phases it is not running.
 _NO_RECORDS = make_output_records(1, 1, 1, 1)
+_NO_META = np.zeros((1, 1), np.int32)
+_NO_HIDDEN_GRADS = np.zeros((1, 1), np.float32)
+_NO_SCORES = np.zeros((1, 1), np.float32)
 
 # The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
 LSH_SEED_STREAM = 0x4C5348
@@ -108,6 +114,13 @@ class Engine:
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
     _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
+    _union: object = field(default=None, repr=False)  # union.UnionBuffers, see _union_step
+    # Share of the batch x union cells the last step's output (sample, neuron) pairs filled
+    # (union.density); None before the first step. It picks the next step's path (_takes_union).
+    output_density: float | None = field(default=None, repr=False)
+    # "auto": choose per step by output_density; "always" / "never": force the batch products /
+    # the per-sample output layer (tests and measurements compare the two).
+    output_products: str = "auto"
     # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
     # forward, backward) and the row-sparse optimizer.
     timings: dict = field(default_factory=lambda: {"kernel": 0.0, "optimizer": 0.0})
@@ -177,6 +190,49 @@ class Engine:
         layer) the gradient accumulates in weight_grad as in every other layer."""
         last = self.n_layers - 1
         return self.optimizer == "adam" and last >= 1 and self.spec[last - 1, SPEC_MODE] == MODE_ALL
+
+    def _takes_union(self, batch: int) -> bool:
+        """Whether this step runs the output layer as batch products over the union of its active
+        sets (union.py): when the last step's (sample, neuron) pairs filled at least
+        UNION_MIN_DENSITY of the batch x union cells, or, before any step, when the products'
+        worst-case matrices are small enough to try."""
+        if self.output_products != "auto":
+            return self.output_products == "always"
+        if self.output_density is None:
+            last = self.n_layers - 1
+            return fits_first_step(batch, int(self.spec[last, SPEC_CAPACITY]), int(self.spec[last, SPEC_OUT_DIM]))
+        return self.output_density >= UNION_MIN_DENSITY
+
+    def _union_step(self, kernel_args: tuple, records, loss_out: np.ndarray, batch: int):
+        """Forward and backward of a step whose output layer runs as batch products: the hidden
+        layers and the output's selection per sample, the products, then the hidden layers'
+        backward per sample. Returns the output layer's (rows, weight gradients) for the
+        optimizer; records the measured density for the next step's choice."""
+        last = self.n_layers - 1
+        width = max(1, self.max_labels)
+        capacity = int(self.spec[last, SPEC_CAPACITY])
+        buffers = self._union
+        if (buffers is None or buffers.cols.shape[0] < batch or buffers.cols.shape[1] != capacity
+                or buffers.positions.shape[1] < width):
+            buffers = self._union = make_union_buffers(batch, capacity, width, int(self.spec[last, SPEC_OUT_DIM]))
+        meta = np.zeros((batch, 2 + width), np.int32)
+        hidden, ids, counts = records.hidden[:batch], records.rows[:batch], records.counts[:batch]
+        index = self.lsh[last]
+        if self.spec[last, SPEC_MODE] == MODE_LSH and index is not None and index.kind == INDEX_CLUSTERS:
+            # one product scores every sample's centroids ([h, 1] . [w, b]), where each query
+            # streamed the whole centroid matrix by itself
+            train_batch(*kernel_args, PHASE_HIDDEN, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
+            centroids_t = index.centroids_t
+            scores = hidden @ centroids_t[:-1]
+            scores += centroids_t[-1]
+            train_batch(*kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
+        else:
+            train_batch(*kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
+        result = union_output_step(self.layers[last], self.spec, hidden, ids, counts, meta, self.loss_code,
+                                   1.0 / batch, buffers, loss_out)
+        train_batch(*kernel_args, PHASE_HIDDEN_BACKWARD, meta, result.hidden_grads, _NO_SCORES)
+        self.output_density = union_density(int(counts.sum()), int(np.count_nonzero(counts)), result.union_rows)
+        return result.rows, result.weight_grads
 
     def negative_pool_size(self) -> int:
         """How many shared negatives a training step draws for the output layer (0: none, each
@@ -267,11 +323,21 @@ class Engine:
         record = self.records_output()
         records = output_records(self, batch) if record else None
         out = records if record else _NO_RECORDS
+        kernel_args = (self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr,
+                       data.x_indices, data.x_values, data.y_indptr, data.y_indices, rows, bounds,
+                       np.uint64(self.seed), np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, pool,
+                       label_buf, position_buf, n_active, active_sum, loss_out, np.bool_(record), out.hidden,
+                       out.rows, out.grads, out.counts)
         started = time.perf_counter()
-        train_batch(self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr, data.x_indices,
-                    data.x_values, data.y_indptr, data.y_indices, rows, bounds, np.uint64(self.seed),
-                    np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, pool, label_buf, position_buf,
-                    n_active, active_sum, loss_out, np.bool_(record), out.hidden, out.rows, out.grads, out.counts)
+        gathered = None
+        if record and self._takes_union(batch):
+            gathered = self._union_step(kernel_args, records, loss_out, batch)
+        else:
+            train_batch(*kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
+            if record:
+                last = self.layers[-1]
+                self.output_density = union_density(int(active_sum[:, -1].sum()), batch,
+                                                    int(np.count_nonzero(last.row_touched)))
         self.timings["kernel"] += time.perf_counter() - started
         self.step += 1
         if not apply:
@@ -287,7 +353,7 @@ class Engine:
         started = time.perf_counter()
         updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                 beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
-                                records=records)
+                                records=None if gathered is not None else records, gathered=gathered)
         self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))

@@ -38,7 +38,9 @@ T thread chunks, K top-k.
 import numpy as np
 from numba import njit, prange
 
-from .constants import INTERNAL, LOSS_BCE, MODE_ALL, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE
+from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
+                        PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM,
+                        SPEC_INFER_MODE, SPEC_MODE)
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
@@ -292,8 +294,10 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
         is_output = l == last
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
         scr = scratch[l]
+        # the query scores a cluster index's centroids itself (score_row -1; hash_vals is only a
+        # correctly typed stand-in for the batch's score matrix)
         n_act = select_active(l, mode, is_output, training, spec, scr, lsh_layers[l], kinds, t, in_ids, in_vals, n_in,
-                              labels, n_labels, rng, pool)
+                              labels, n_labels, rng, pool, scr.hash_vals, np.int64(-1))
         n_active[l] = n_act
         ids = scr.act_ids[t]
         vals = scr.act_vals[t]
@@ -345,7 +349,20 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
         loss = softmax_xent(out.act_vals[t], n_out, positions, n_labels, grad_scale, out.act_grads[t],
                             uniform_from, log_weight)
 
-    for l in range(last, -1, -1):
+    backward_sample(layers, spec, scratch, t, x_ids, x_vals, nx, n_active, last, record_output, hidden_row,
+                    out_rows, out_grads, out_count, b)
+    return loss
+
+
+@njit(cache=True)
+def backward_sample(layers, spec, scratch, t, x_ids, x_vals, nx, n_active, start, record_output, hidden_row, out_rows,
+                    out_grads, out_count, b):
+    """Backward of one sample from layer `start` down to layer 0, from d loss / d output of layer
+    `start` in scratch[start].act_grads[t]: the output layer (start == last) after the loss, or the
+    last hidden layer (start == last - 1) when the output layer ran as a batch product (union.py).
+    Gradients go into the shared arrays; record_output as in train_sample."""
+    last = spec.shape[0] - 1
+    for l in range(start, -1, -1):
         scr = scratch[l]
         ids = scr.act_ids[t]
         grads = scr.act_grads[t]
@@ -378,7 +395,63 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
             else:
                 backward_layer(layers[l], prev.act_ids[t], prev.act_vals[t], n_in, dense_in, ids, n_act, grads,
                                in_grads, True)
-    return loss
+
+
+@njit(cache=True)
+def select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, rng, pool,
+                         n_active, positions, hidden_row, out_ids, meta_row, select, scores_in, score_row):
+    """The first half of a sample whose output layer runs as a batch product (union.py): forward
+    through the hidden layers, then (if `select`) only the output layer's selection. The last
+    hidden layer is dense (Engine.records_output): its activations go into hidden_row (D,), the
+    output's active ids into out_ids (A,), and meta_row (2 + labels,) int32 gets [uniform_from,
+    n_labels, the labels' positions in out_ids]. Returns the active count (0 for a sample without
+    labels, or without `select`). The RNG draws are those of train_sample up to the output layer's
+    forward, so both paths choose the same active sets. scores_in / score_row: the centroid
+    scores of the batch's product, as in selection.select_active (score_row -1: none)."""
+    last = spec.shape[0] - 1
+    if n_labels == 0:
+        meta_row[1] = 0
+        return np.int64(0)
+    forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
+                   rng, pool, n_active, last)
+    prev = scratch[last - 1]
+    n_in = n_active[last - 1]
+    in_vals = prev.act_vals[t]
+    for j in range(n_in):
+        hidden_row[j] = in_vals[j]
+    if not select:
+        return np.int64(0)
+    scr = scratch[last]
+    n = select_active(last, spec[last, SPEC_MODE], np.bool_(True), np.bool_(True), spec, scr, lsh_layers[last], kinds,
+                      t, prev.act_ids[t], in_vals, n_in, labels, n_labels, rng, pool, scores_in, score_row)
+    n_active[last] = n
+    ids = scr.act_ids[t]
+    for a in range(n):
+        out_ids[a] = ids[a]
+    label_positions(ids, n, spec[last, SPEC_MODE] == MODE_ALL, labels, n_labels, positions)
+    meta_row[0] = scr.uniform_from[t]
+    meta_row[1] = n_labels
+    for j in range(n_labels):
+        meta_row[2 + j] = positions[j]
+    return n
+
+
+@njit(cache=True)
+def backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, rng, pool,
+                           n_active, hidden_grad, record_output, hidden_row, out_rows, out_grads, out_count, b):
+    """The second half of such a sample: given d loss / d last hidden layer (D,) from the batch
+    product, recompute the hidden layers' forward (same seed, so the same dropout masks and active
+    sets; the weights have not moved since the first half) and run their backward."""
+    if n_labels == 0:
+        return
+    last = spec.shape[0] - 1
+    forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
+                   rng, pool, n_active, last)
+    grads = scratch[last - 1].act_grads[t]
+    for j in range(n_active[last - 1]):
+        grads[j] = hidden_grad[j]
+    backward_sample(layers, spec, scratch, t, x_ids, x_vals, nx, n_active, last - 1, record_output, hidden_row,
+                    out_rows, out_grads, out_count, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +462,8 @@ def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx,
 @njit(parallel=True, cache=True)
 def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
                 rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, pool, label_buf, position_buf, n_active,
-                active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count):
+                active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count, phase, out_meta,
+                hidden_grads, scores):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
     active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
@@ -401,7 +475,17 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     writes its last-hidden vector to out_hidden[b] (>= B, D) float32, its (row, g) records to
     out_rows[b] (>= B, A) int32 / out_grads[b] float32 and their count to out_count[b] (>= B,)
     int64 (0 for an unlabelled sample). Otherwise pass (1, 1) / (1,) dummies (never read; row 0 is
-    written by every chunk, harmlessly)."""
+    written by every chunk, harmlessly).
+
+    phase (constants.PHASE_*): PHASE_FULL runs each sample whole (train_sample). When the output
+    layer runs as a batch product (union.py, record_output set) the step takes two calls:
+    PHASE_SELECT (select_output_sample: out_hidden[b], out_rows[b] = the output's active ids,
+    out_count[b] their count, out_meta (>= B, 2 + labels) int32 [uniform_from, n_labels,
+    positions]) and, after the product, PHASE_HIDDEN_BACKWARD (backward_hidden_sample, from
+    hidden_grads (>= B, D) float32). On a cluster index PHASE_HIDDEN (out_hidden only) comes first,
+    so that one product scores every sample's centroids: PHASE_SELECT_SCORED, PHASE_SELECT's twin,
+    then reads sample b's from scores[b] ((>= B, L*C) float32). Other phases take (1, 1) dummies for out_meta /
+    hidden_grads / scores."""
     n_chunks = chunk_bounds.shape[0] - 1
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
@@ -416,11 +500,26 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             y0 = y_indptr[i]
             n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
             r = b if record_output else 0  # not recording: one unused dummy row
+            if phase == PHASE_HIDDEN_BACKWARD:
+                backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1],
+                                       x1 - x0, labels, n_labels, rng, pool, counts, hidden_grads[b], record_output,
+                                       out_hidden[r], out_rows[r], out_grads[r], out_count, r)
+                continue
             out_count[r] = 0
-            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
-                                       x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
-                                       pool, counts, positions, record_output, out_hidden[r], out_rows[r], out_grads[r],
-                                       out_count, r)
+            loss_out[b] = 0.0
+            if phase != PHASE_FULL:  # PHASE_HIDDEN, PHASE_SELECT or PHASE_SELECT_SCORED
+                out_count[r] = select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+                                                    x_values[x0:x1], x1 - x0, labels, n_labels, rng, pool, counts,
+                                                    positions, out_hidden[r], out_rows[r], out_meta[b],
+                                                    phase != PHASE_HIDDEN, scores,
+                                                    b if phase == PHASE_SELECT_SCORED else np.int64(-1))
+                if phase == PHASE_HIDDEN:
+                    continue
+            else:
+                loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+                                           x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
+                                           pool, counts, positions, record_output, out_hidden[r], out_rows[r],
+                                           out_grads[r], out_count, r)
             if n_labels > 0:
                 for l in range(spec.shape[0]):
                     active_sum[t, l] += counts[l]

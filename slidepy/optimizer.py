@@ -71,6 +71,18 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, 
         touched[row] = 0
 
 
+@njit(parallel=True, cache=True, error_model="numpy")
+def adam_update_gathered(param, m, v, touched, rows, grads, lr_t, beta1, beta2, eps, decay):
+    """Adam on rows `rows` (R,) of param/m/v from their gradients grads (R, D) float32, row r's in
+    grads[r]: the output layer after a batch product over the union of its active sets
+    (union.py), whose gradient exists only for those rows. Otherwise as adam_update_rows."""
+    shrink = np.float32(1.0) - decay
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        adam_row(param[row], m[row], v[row], grads[r], lr_t, beta1, beta2, eps, shrink)
+        touched[row] = 0
+
+
 @njit(cache=True)
 def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_pos, sorted_g):
     """Counting sort of the output layer's gradient records (network.OutputRecords) by row.
@@ -235,13 +247,15 @@ def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progres
 
 
 def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int,
-                  weight_decay: float = 0.0, records=None) -> int:
+                  weight_decay: float = 0.0, records=None, gathered=None) -> int:
     """One optimizer step over every layer's touched rows and biases. Returns rows updated.
     Adam's weight_decay applies to weight rows, never to biases.
 
     records (network.OutputRecords, Adam only): the output layer's weight gradient of this batch,
-    held as records instead of in its weight_grad (kernels.train_batch with record_output)."""
-    if records is not None and optimizer != "adam":
+    held as records instead of in its weight_grad (kernels.train_batch with record_output).
+    gathered ((rows (R,) int64, grads (R, D) float32), Adam only): the output layer's weight
+    gradient as rows of their own (union.union_output_step); records are then not read."""
+    if (records is not None or gathered is not None) and optimizer != "adam":
         raise ValueError("output gradient records are applied by Adam only")
     updated = 0
     lr_t = adam_lr(lr, beta1, beta2, step) if optimizer == "adam" else np.float32(lr)
@@ -255,7 +269,11 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
         bias2 = layer.bias.reshape(-1, 1)
         bias_grad2 = layer.bias_grad.reshape(-1, 1)
         if optimizer == "adam":
-            if records is not None and index == last:
+            if gathered is not None and index == last:
+                rows, grads = gathered
+                adam_update_gathered(layer.weights, layer.weight_m, layer.weight_v, layer.row_touched, rows, grads,
+                                     lr_t, b1, b2, e, decay)
+            elif records is not None and index == last:
                 apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
             else:
                 adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,

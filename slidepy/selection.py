@@ -30,7 +30,7 @@ L tables, H hashes, V length of the transformed query (D + 1).
 import numpy as np
 from numba import njit
 
-from .clusters import probe_clusters
+from .clusters import probe_clusters, take_best_clusters
 from .constants import (
     INDEX_CLUSTERS,
     INTERNAL,
@@ -64,7 +64,7 @@ _MARK_LIMIT = np.int32(2**31 - 2)
 
 @njit(cache=True, **INTERNAL)
 def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids, in_vals, n_in, labels, n_labels,
-                  rng, pool):
+                  rng, pool, scores_in, score_row):
     """Fill scr.act_ids[t] with the sample's active neurons of layer l; returns how many.
 
     mode: MODE_* of the layer for this pass (training or inference); scr: the layer's LayerScratch;
@@ -72,8 +72,10 @@ def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids
     the layer's sparse input; labels[:n_labels]: the sample's distinct true labels (forced into the
     output layer's set in training); rng: the per-chunk state (row t); pool: the batch's shared
     negatives (draw_negative_pool; empty when every sample draws its own), which the output layer's
-    uniform draws in training take first. Sets scr.uniform_from[t] to where the uniform draws start
-    (n_neurons for MODE_ALL).
+    uniform draws in training take first. scores_in[score_row] (when score_row >= 0): a cluster
+    index's centroid scores of this input, computed for the whole batch by one product (union.py);
+    with score_row < 0 the query scores the centroids itself. Sets scr.uniform_from[t] to where
+    the uniform draws start (n_neurons for MODE_ALL).
     """
     ids = scr.act_ids[t]
     n_neurons = spec[l, SPEC_OUT_DIM]
@@ -99,7 +101,7 @@ def select_active(l, mode, is_output, training, spec, scr, lsh, kinds, t, in_ids
         room = max(budget - n, 0)
         lsh_cap = n + room - (room * share) // 1000
         n = fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, lsh_cap, stamp_row, mark, kinds, kinds[KIND_KMEANS],
-                     kinds[KIND_TABLES])
+                     kinds[KIND_TABLES], scores_in, score_row)
         scr.uniform_from[t] = n
         if share > 0:
             n = fill_uniform(ids, n, max(budget, n), n_neurons, stamp_row, mark, rng, t, pool, n_pool)
@@ -124,7 +126,8 @@ def correction_weight(spec, l, uniform_from, n_act):
 
 
 @njit(cache=True, **INTERNAL)
-def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables):
+def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, kinds, clusters, tables, scores_in,
+             score_row):
     """Append the candidates of the layer's LSH index to ids[n:cap]; returns the new length.
 
     lsh: lsh.LshLayer; scr: the layer's LayerScratch (codes, hash and query scratch, row t).
@@ -134,10 +137,18 @@ def fill_lsh(lsh, scr, t, in_ids, in_vals, n_in, ids, n, cap, stamp_row, mark, k
     layer's policy (vanilla union, top-k by tables hit, or hit-count threshold).
     clusters, tables: kinds[KIND_KMEANS] and kinds[KIND_TABLES], passed apart because numba prunes a
     branch on an argument that is None (not on a tuple item): the code of an unused kind is not
-    compiled.
+    compiled. scores_in, score_row: precomputed centroid scores, as in select_active.
     """
     if clusters is not None:
         if lsh.settings[SET_KIND] == INDEX_CLUSTERS:  # cluster scores and ranks live in the hash-work rows
+            if score_row >= 0:
+                scores = scr.hash_vals[t]
+                given = scores_in[score_row]
+                n_c = given.shape[0]
+                for c in range(n_c):
+                    scores[c] = given[c]
+                return take_best_clusters(scores, n_c, scr.hash_idx[t], lsh.cluster_indptr, lsh.cluster_members,
+                                          stamp_row, mark, ids, n, cap)
             return probe_clusters(lsh.centroids_t, lsh.cluster_indptr, lsh.cluster_members, in_ids, in_vals, n_in,
                                   scr.hash_vals[t], scr.hash_idx[t], stamp_row, mark, ids, n, cap)
     if tables is not None:

@@ -848,3 +848,30 @@ def select_batch(policy, buckets, counts, codes, n_items, max_out, min_hits=1):
                                              _drv_np.int32(i + 1), hits, out_ids[i], _drv_np.int64(0),
                                              _drv_np.int64(max_out), _drv_np.int64(min_hits), scratch)
     return out_ids, out_n
+
+
+def naive_union_output(weights, bias, hidden, ids, counts, meta, n_neurons, loss, correction, grad_scale):
+    """The output layer of a step as union.union_output_step computes it, sample by sample in
+    float64: each sample's logits over its own active ids, the corrected loss, and the gradients.
+    meta rows are [uniform_from, n_labels, label positions]. Returns (losses (B,), d hidden (B, D),
+    d weights (N, D), d bias (N,))."""
+    w = _mlp_np.asarray(weights, _mlp_np.float64)
+    b_ = _mlp_np.asarray(bias, _mlp_np.float64)
+    h = _mlp_np.asarray(hidden, _mlp_np.float64)
+    losses = _mlp_np.zeros(h.shape[0])
+    d_hidden = _mlp_np.zeros_like(h)
+    d_w = _mlp_np.zeros_like(w)
+    d_b = _mlp_np.zeros_like(b_)
+    for s in range(h.shape[0]):
+        n, n_labels = int(counts[s]), int(meta[s][1])
+        if n == 0 or n_labels == 0:
+            continue
+        act = _mlp_np.asarray(ids[s][:n], _mlp_np.int64)
+        z = w[act] @ h[s] + b_[act]
+        start, log_weight = naive_correction_weight(n_neurons, int(meta[s][0]), n, correction)
+        losses[s], g = naive_corrected_loss(z, list(meta[s][2:2 + n_labels]), start, log_weight, loss)
+        g = g * grad_scale
+        d_hidden[s] = g @ w[act]
+        d_w[act] += _mlp_np.outer(g, h[s])
+        d_b[act] += g
+    return losses, d_hidden, d_w, d_b

@@ -15,6 +15,7 @@ import naive
 from slidepy import engine as engine_mod
 from slidepy import optimizer as optimizer_mod
 from slidepy.config import Lsh
+from slidepy.constants import PHASE_FULL
 from slidepy.data import Dataset
 from slidepy.engine import Engine, LayerSelection
 from slidepy.kernels import train_batch
@@ -100,7 +101,8 @@ def step_and_capture(monkeypatch, eng, data, rows):
     optimizer is about to consume. Returns (stats, grads, touched, optimizer kwargs).
 
     When the engine records the output layer's weight gradient (Engine.records_output) its
-    weight_grad stays zero and the gradient captured is the one the records stand for."""
+    weight_grad stays zero and the gradient captured is the one the records stand for, or the
+    gathered rows of a batch product (union.py)."""
     seen = {}
 
     def spy(layers, **kw):
@@ -110,6 +112,13 @@ def step_and_capture(monkeypatch, eng, data, rows):
             assert not out.weight_grad.any()
             seen["grads"][-1] = (optimizer_mod.recorded_weight_grad(kw["records"], out.weights.shape),
                                  out.bias_grad.copy())
+        if kw.get("gathered") is not None:
+            out = layers[len(layers) - 1]
+            assert not out.weight_grad.any()
+            grad = np.zeros(out.weights.shape, np.float64)
+            rows, grads = kw["gathered"]
+            grad[rows] = grads
+            seen["grads"][-1] = (grad, out.bias_grad.copy())
         seen["touched"] = [(l.row_touched.astype(bool), l.bias_touched.astype(bool)) for l in layers]
         seen["kw"] = kw
         return optimizer_mod.apply_updates(layers, **kw)
@@ -137,7 +146,8 @@ def run_train_batch(eng, data, rows, bounds, records=None):
                 eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64), eng.negative_pool(),
                 np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
                 np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),
-                *(engine_mod._NO_RECORDS if records is None else records)[:4])
+                *(engine_mod._NO_RECORDS if records is None else records)[:4], PHASE_FULL, engine_mod._NO_META,
+                engine_mod._NO_HIDDEN_GRADS, engine_mod._NO_SCORES)
     return scratch, n_active, loss_out
 
 
@@ -194,7 +204,8 @@ def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss):
     eng = make_engine(hidden, loss=loss)
     ref = reference(eng, data, ROWS)
     stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, ROWS)
-    assert kw["records"] is not None  # Adam over a dense last hidden layer: the output's gradient is recorded
+    # Adam over a dense last hidden layer: the output's gradient is recorded, or gathered by the batch product
+    assert kw["records"] is not None or kw["gathered"] is not None
     assert_grads(grads, ref["grads"])
     assert_touched(touched, data, ROWS, ref)
     np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)  # mean over the 9 labelled samples
@@ -366,7 +377,8 @@ def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss
         masks = active_masks(eng, modes, data, rows, step)
         ref = reference(eng, data, rows, masks=masks)
         stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, rows)
-        assert (kw["records"] is not None) == (layout == "output")  # only over a dense last hidden layer
+        # only over a dense last hidden layer
+        assert (kw["records"] is not None or kw["gathered"] is not None) == (layout == "output")
         assert_grads(grads, ref["grads"])
         assert_touched(touched, data, rows, ref, masks)
         np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
@@ -683,6 +695,7 @@ def test_recorded_output_gradient_is_bit_identical_to_accumulated(monkeypatch, m
     def train(record):
         monkeypatch.setattr(Engine, "records_output", lambda self: record)
         eng = make_engine([8], modes=modes, n_labels=20, seed=3, dropout=0.25, weight_decay=0.1)
+        eng.output_products = "never"  # the per-sample records; tests/test_union.py holds the products to them
         for rows in batches:
             eng.train_step(data, np.array(rows, np.int64))
         return eng
