@@ -435,13 +435,17 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
     with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
         rows = np.zeros(1, np.int64)
         if data.n_samples:
-            step = engine.step
+            step, density = engine.step, engine.output_density
+            products = engine.records_output() and engine._takes_union(1)
             engine.train_step(data, rows, apply=False)
-            engine.step = step
+            engine.step, engine.output_density = step, density
+            # the optimizer of the path the first steps take (records or the products' gathered rows)
+            records = output_records(engine, 1) if engine.records_output() and not products else None
+            gathered = (np.zeros(0, np.int64), np.zeros((0, engine.sizes[-1][0]), np.float32)) if products else None
             apply_updates(engine.layers, optimizer=engine.optimizer, lr=engine.lr, beta1=engine.beta1,
                           beta2=engine.beta2, eps=engine.eps,
                           step=max(1, step),  # nothing is touched: compiles, changes nothing
-                          records=output_records(engine, 1) if engine.records_output() else None)
+                          records=records, gathered=gathered)
             engine.predict(data, rows, k=1)
     for key in engine.timings:
         engine.timings[key] = 0.0
