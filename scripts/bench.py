@@ -361,8 +361,10 @@ def peak_rss_mb() -> float:
 def _set_threads(n: int) -> int:
     import numba
 
+    from slidepy.trainer import use_threads
+
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
+    use_threads(n)  # numba's kernels and the BLAS products
     return n
 
 

@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from slidepy import Trainer, load_config
+from slidepy.trainer import use_threads
 
 
 def measure(trainer: Trainer, threads: list[int], rounds: int, seconds: float) -> dict:
@@ -32,7 +33,7 @@ def measure(trainer: Trainer, threads: list[int], rounds: int, seconds: float) -
     rates = {n: [] for n in threads}
     for _ in range(rounds):
         for n in threads:
-            numba.set_num_threads(n)
+            use_threads(n)  # numba's kernels and the BLAS products
             engine.train_step(data, rng.choice(data.n_samples, batch, replace=False))  # settle the pool
             done, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:

@@ -197,11 +197,11 @@ def _load_model(checkpoint: str, threads: int | None):
     import numba
 
     from .model import Model
-    from .trainer import set_threads
+    from .trainer import set_threads, use_threads
 
     model, _ = Model.load(checkpoint)
     if threads:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        use_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     else:
         set_threads(model.config)
     return model

@@ -53,6 +53,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 import numba
+from threadpoolctl import threadpool_limits
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -639,5 +640,13 @@ def set_threads(cfg: Config) -> int:
     else:
         n = numba.config.NUMBA_NUM_THREADS
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
+    use_threads(n)
     return n
+
+
+def use_threads(n: int) -> None:
+    """Run numba's kernels and the BLAS products (union.py, exact scoring, rebuilds) on n threads.
+    Left alone, OpenBLAS takes every core whatever training.threads says, so one-thread runs
+    would not be one thread."""
+    numba.set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")

@@ -136,3 +136,25 @@ def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
     trainer2.fit()
     lr = tiny_config["training"]["lr"]
     assert max(seen) <= lr and seen[-1] < lr * 3 / steps  # ramped up, then down to ~0 at the end
+
+
+def test_training_threads_govern_the_blas_products_too():
+    """training.threads (and deterministic) set numba's threads and BLAS's: the output layer's
+    batch products (union.py) must not run on every core of a one-thread run."""
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from slidepy.trainer import set_threads
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = numba.get_num_threads()
+    with threadpool_limits():  # restores BLAS's threads afterwards
+        try:
+            assert set_threads(config_from_dict({"training": {"threads": 1}})) == 1
+            assert numba.get_num_threads() == 1 and blas_threads() == {1}
+            cfg = config_from_dict({"training": {"threads": 2, "deterministic": True}})
+            assert set_threads(cfg) == 1 and blas_threads() == {1}
+        finally:
+            numba.set_num_threads(before)
