@@ -14,6 +14,12 @@ which would compile every callee twice), flags are passed as runtime values rath
 and `kinds` (constants.kinds_marker) keeps the index kinds a network does not query out of the
 compiled code.
 
+Phases. Where a batch's output sets overlap, the engine runs the output layer as dense products
+over their union (union.py) and calls train_batch per phase: PHASE_HIDDEN / PHASE_SELECT(_SCORED)
+for the hidden layers and the output's selection, PHASE_HIDDEN_BACKWARD after the products. Each
+phase re-seeds a sample's RNG and recomputes its hidden layers (cheap next to the output layer),
+so every phase sees the dropout masks and active sets of the whole-sample path, PHASE_FULL.
+
 Output gradient records. With `record_output` (Engine.records_output: Adam, dense last hidden
 layer) the output layer's weight gradient is not accumulated: `backward_output_recorded` writes the
 sample's (row, g) pairs and its hidden vector into per-sample slots (network.OutputRecords), and
@@ -224,13 +230,17 @@ def softmax_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=
         z = np.float64(logits[a]) + (log_weight if a >= start else 0.0)
         if z > peak:
             peak = z
+    # One exp per neuron, kept in grads until the sum is known: the exps were half of a step's
+    # loss time when each neuron took two. exp(z - peak) <= 1 cannot overflow in float32.
     total = 0.0
     for a in range(n_act):
-        total += np.exp(np.float64(logits[a]) + (log_weight if a >= start else 0.0) - peak)
+        e = np.exp(np.float32(np.float64(logits[a]) + (log_weight if a >= start else 0.0) - peak))
+        grads[a] = e
+        total += e
     log_total = np.log(total)
+    norm = np.float32(scale / total)
     for a in range(n_act):
-        z = np.float64(logits[a]) + (log_weight if a >= start else 0.0)
-        grads[a] = np.float32(scale * np.exp(z - peak - log_total))
+        grads[a] *= norm
     target = 1.0 / n_labels
     loss = 0.0
     for j in range(n_labels):
