@@ -18,9 +18,10 @@ Each sample's loss still reads only its own active neurons (its columns of Z) an
 their gradients (its entries of G), so the step computes exactly what the per-sample kernels do,
 up to the order of float additions (tests/test_union.py holds the two paths to each other and to a
 NumPy reference). The products spend B x U x D multiply-adds where the gathers spend (sample,
-neuron) pairs x D, so they win while the pairs fill at least UNION_MIN_DENSITY of the B x U cells;
-the engine measures that share every step and takes the per-sample path below it (a 670K-label
-layer, where a batch's sets barely overlap).
+neuron) pairs x D, at ~10-20x the speed per multiply-add, so they win while the pairs fill at least
+UNION_MIN_DENSITY of the B x U cells; the engine measures that share every step and takes the
+per-sample path below it (a 670K-label layer, where a batch's sets barely overlap, and DebianDeps
+late in training, when its batches' sets spread over 10,000 of its 22,875 rows).
 
 A step then runs: kernels.train_batch(PHASE_SELECT) for the hidden layers and the output's active
 sets -> union_output_step (this module: the union, the products, the loss) -> kernels.train_batch
@@ -43,11 +44,12 @@ from .kernels import sigmoid_xent, softmax_xent
 from .selection import correction_weight
 
 # Break-even share of the B x U cells that hold an active (sample, neuron) pair: below it the
-# per-sample kernels are cheaper. A pair costs about 0.24 us through the gathers and the records
-# (forward, backward and weight gradient), a cell about 0.013 us through the three products
-# (3 x 2 x 512 flops at ~230 GFLOP/s), so they cross near 1/18; 1/16 leaves the tie to the
-# per-sample path, whose memory does not grow with U.
-UNION_MIN_DENSITY = 1.0 / 16
+# per-sample kernels are cheaper. Measured on DebianDeps (512 hidden, budget 1,024, 2 threads), a
+# step costs about 275 us a sample on the per-sample path and 87 + 36 / density us through the products
+# (5,560 samples/s at density 0.38 early in training, 2,160-2,360 at 0.10 after 15 epochs, where
+# the per-sample path ran 3,370-3,450): they cross near 0.19. DebianNextWord's steps sit at
+# 0.6-0.9.
+UNION_MIN_DENSITY = 0.2
 # The first step has no measured density; it takes the products only if their (B, U) matrices,
 # at the worst case U = min(N, B x A), stay under this many bytes each.
 UNION_MAX_BYTES = 1 << 28
@@ -106,11 +108,12 @@ def union_columns(ids, counts, slot, union, cols):
 
 
 @njit(parallel=True, cache=True)
-def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads, positions, g_out, loss_out):
+def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads, positions, g_out, nonzero, loss_out):
     """Each sample's loss over its own active neurons, read from the batch's logits z (B, U): the
     sample gathers logits[b, a] = z[b, cols[b, a]], takes softmax_xent / sigmoid_xent with the
     sampled-softmax correction of train_sample, and scatters its gradients into g_out (B, U)
-    (zero on entry) at the same columns. meta (B, 2 + W) int32 is kernels.select_output_sample's
+    (zero on entry) at the same columns, marking nonzero[u] = 1 (U,) uint8 for every column that
+    gets a non-zero one (benign races: every writer stores 1). meta (B, 2 + W) int32 is kernels.select_output_sample's
     [uniform_from, n_labels, label positions]; loss_out (B,) float64 gets the losses (0 for a
     sample without labels)."""
     last = spec.shape[0] - 1
@@ -136,7 +139,12 @@ def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads
             loss_out[b] = softmax_xent(row_logits, n, row_pos, n_labels, grad_scale, row_grads, uniform_from,
                                        log_weight)
         for a in range(n):
-            g_out[b, cols[b, a]] = row_grads[a]
+            v = row_grads[a]
+            if v != 0.0:
+                c = cols[b, a]
+                g_out[b, c] = v
+                if nonzero[c] == 0:  # read first: most columns are marked by the first samples
+                    nonzero[c] = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,14 +174,17 @@ def union_output_step(layer, spec, hidden, ids, counts, meta, loss_kind, grad_sc
     z = hidden @ w_union.T
     z += layer.bias[union]
     g = np.zeros_like(z)
+    nonzero = np.zeros(u, np.uint8)
     union_loss(z, buffers.cols, counts, meta, spec, np.int64(loss_kind), np.float32(grad_scale), buffers.logits,
-               buffers.grads, buffers.positions, g, loss_out)
+               buffers.grads, buffers.positions, g, nonzero, loss_out)
     hidden_grads = g @ w_union
-    keep = np.flatnonzero(np.any(g != 0.0, axis=0))  # rows the per-sample backward would touch
-    rows = union[keep].astype(np.int64)
-    g_kept = g[:, keep]
-    weight_grads = np.ascontiguousarray(g_kept.T) @ hidden
-    layer.bias_grad[rows] += g_kept.sum(axis=0)
+    weight_grads = g.T @ hidden  # BLAS reads g transposed in place
+    bias_grads = g.sum(axis=0)
+    rows = union.astype(np.int64)
+    if not nonzero.all():  # only rows with a gradient, as the per-sample backward touches them
+        keep = np.flatnonzero(nonzero)
+        rows, weight_grads, bias_grads = rows[keep], weight_grads[keep], bias_grads[keep]
+    layer.bias_grad[rows] += bias_grads
     layer.bias_touched[rows] = 1
     layer.row_touched[rows] = 1
     return UnionStep(hidden_grads=hidden_grads, rows=rows, weight_grads=weight_grads, union_rows=u)
