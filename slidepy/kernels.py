@@ -18,7 +18,8 @@ Phases. Where a batch's output sets overlap, the engine runs the output layer as
 over their union (union.py) and calls train_batch per phase: PHASE_HIDDEN / PHASE_SELECT(_SCORED)
 for the hidden layers and the output's selection, PHASE_HIDDEN_BACKWARD after the products. Each
 phase re-seeds a sample's RNG and recomputes its hidden layers (cheap next to the output layer),
-so every phase sees the dropout masks and active sets of the whole-sample path, PHASE_FULL.
+so every phase sees the dropout masks and active sets of the whole-sample path, PHASE_FULL; a
+single hidden layer's backward restores its activations from those the first phase kept.
 
 Output gradient records. With `record_output` (Engine.records_output: Adam, dense last hidden
 layer) the output layer's weight gradient is not accumulated: `backward_output_recorded` writes the
@@ -450,13 +451,25 @@ def select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_v
 def backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, rng, pool,
                            n_active, hidden_grad, record_output, hidden_row, out_rows, out_grads, out_count, b):
     """The second half of such a sample: given d loss / d last hidden layer (D,) from the batch
-    product, recompute the hidden layers' forward (same seed, so the same dropout masks and active
-    sets; the weights have not moved since the first half) and run their backward."""
+    product, run the hidden layers' backward. One hidden layer: its activations are hidden_row,
+    kept by the first half (dense, after ReLU and dropout: all the backward needs). More: recompute
+    their forward (same seed, so the same dropout masks and active sets; the weights have not
+    moved since the first half)."""
     if n_labels == 0:
         return
     last = spec.shape[0] - 1
-    forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
-                   rng, pool, n_active, last)
+    if last == 1:
+        scr = scratch[0]
+        n_hidden = hidden_row.shape[0]
+        ids = scr.act_ids[t]
+        vals = scr.act_vals[t]
+        for j in range(n_hidden):
+            ids[j] = j
+            vals[j] = hidden_row[j]
+        n_active[0] = n_hidden
+    else:
+        forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
+                       np.bool_(True), rng, pool, n_active, last)
     grads = scratch[last - 1].act_grads[t]
     for j in range(n_active[last - 1]):
         grads[j] = hidden_grad[j]
