@@ -58,9 +58,22 @@ def block_rows(n_labels: int, most: int = 1024) -> int:
     return int(max(8, min(most, BLOCK_FLOATS // max(1, n_labels))))
 
 
+# The product's rows come in whole tiles of SCORE_ROW_TILE (zero rows pad the last): BLAS computes
+# every row of a full tile with the same code wherever it sits, but a ragged last tile with other
+# code, so a sample's scores changed in the last bit with the number of samples scored beside it
+# (scikit-learn's check_methods_subset_invariance found it once BLAS ran on one thread).
+SCORE_ROW_TILE = 64
+
+
 def score_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, top_ids: np.ndarray,
                top_vals: np.ndarray) -> None:
     """Exact top-K of hidden (B, D) @ weights (N, D).T + bias for a block, into top_ids (B, K) int32
     and top_vals (B, K) float32."""
+    b = hidden.shape[0]
+    padded = -(-b // SCORE_ROW_TILE) * SCORE_ROW_TILE
+    if padded != b:
+        tiles = np.zeros((padded, hidden.shape[1]), np.float32)
+        tiles[:b] = hidden
+        hidden = tiles
     logits = hidden @ weights.T
-    topk_rows(logits, bias, top_ids, top_vals)
+    topk_rows(logits[:b], bias, top_ids, top_vals)

@@ -47,3 +47,30 @@ def test_blocks_stay_bounded():
     assert block_rows(1000) == 1024
     assert block_rows(670_091) * 670_091 <= 1 << 24 and block_rows(670_091) >= 8
     assert block_rows(10**9) == 8
+
+
+def test_score_topk_gives_a_sample_the_same_scores_whatever_is_scored_beside_it():
+    """A row's top-k scores are bit-identical whether it is scored alone, in a ragged block or in
+    a block of whole tiles (score_topk pads the product's rows to SCORE_ROW_TILE)."""
+    from slidepy.scoring import SCORE_ROW_TILE
+
+    rng = np.random.default_rng(0)
+    n, d, k = 301, 37, 5
+    weights = rng.standard_normal((n, d)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    hidden = rng.standard_normal((2 * SCORE_ROW_TILE + 7, d)).astype(np.float32)
+
+    def scores(rows):
+        ids = np.full((rows.shape[0], k), -1, np.int32)
+        vals = np.full((rows.shape[0], k), -np.inf, np.float32)
+        score_topk(np.ascontiguousarray(rows), weights, bias, ids, vals)
+        return ids, vals
+
+    full_ids, full_vals = scores(hidden)
+    for subset in (hidden[:1], hidden[3:20], hidden[:SCORE_ROW_TILE], hidden[5:5 + SCORE_ROW_TILE + 3]):
+        start = int(np.flatnonzero((hidden == subset[0]).all(axis=1))[0])
+        ids, vals = scores(subset)
+        np.testing.assert_array_equal(ids, full_ids[start:start + subset.shape[0]])
+        np.testing.assert_array_equal(vals, full_vals[start:start + subset.shape[0]])
+    want = np.argsort(-(hidden[:1].astype(np.float64) @ weights.T.astype(np.float64) + bias), axis=1)[:, :k]
+    np.testing.assert_array_equal(full_ids[:1], want)
