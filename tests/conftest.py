@@ -1,6 +1,18 @@
-"""Shared fixtures: a tiny synthetic config that trains in seconds once the kernels are compiled."""
+"""Shared fixtures: a tiny synthetic config that trains in seconds once the kernels are compiled, and
+one numba thread for tests that compare Hogwild sums exactly."""
 
+import numba
 import pytest
+
+
+@pytest.fixture
+def one_thread():
+    """numba on one thread for the test: with more, Hogwild adds on tiny layers may race, which
+    would make exact comparisons flaky by design."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,11 +3,10 @@ active the engine must equal a dense NumPy MLP (gradients, lazy Adam / SGD steps
 gradients match finite differences; sparse (random) active sets match the reference restricted to
 the same sets; edge cases; bit-identical reruns; randomness independent of the thread split.
 
-Every test runs with one numba thread (autouse fixture): with more, the Hogwild gradient adds may
+Every test runs with one numba thread (conftest.one_thread): with more, the Hogwild gradient adds may
 race on these tiny layers, which would make exact comparisons flaky by design.
 """
 
-import numba
 import numpy as np
 import pytest
 
@@ -25,12 +24,7 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 engine against float64 references
 F, L = 40, 16  # input features, labels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---------------------------------------------------------------------------------------------

@@ -514,14 +514,6 @@ def _lsh_data(seed, n_samples=12):
                    np.array(yi, np.int32), N_FEATURES, N_OUT)
 
 
-@pytest.fixture
-def one_thread():
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
-
-
 def _hidden(eng, data, i):
     x0, x1 = data.x_indptr[i], data.x_indptr[i + 1]
     return naive.naive_hidden_float32(eng.layers[0].weights, eng.layers[0].bias, data.x_indices[x0:x1],

@@ -3,11 +3,10 @@ the batch's active sets. Its kernels against NumPy references (tests/naive.py), 
 step against the per-sample path it replaces (Engine.output_products "always" vs "never"): the
 same active sets, so the same weights up to the order of float additions.
 
-One numba thread (autouse fixture), as in test_engine.py: exact comparisons of Hogwild sums on
+One numba thread (conftest.one_thread), as in test_engine.py: exact comparisons of Hogwild sums on
 tiny layers would be flaky with more.
 """
 
-import numba
 import numpy as np
 import pytest
 
@@ -22,12 +21,7 @@ from slidepy.model import lsh_options
 from test_engine import make_data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_union_columns_numbers_the_distinct_ids_in_first_seen_order():
