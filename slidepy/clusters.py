@@ -86,6 +86,15 @@ def score_centroids(centroids_t, in_ids, in_vals, n_in, scores):
             scores[c] += v * row[c]
 
 
+def score_centroids_batch(centroids_t: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """score_centroids for a whole batch of dense queries hidden (B, D) float32 in one BLAS
+    product: (B, L*C) float32 scores [h, 1] . [w, b] (union.py's steps, where each query would
+    otherwise stream the whole centroid matrix by itself)."""
+    scores = hidden @ centroids_t[:-1]
+    scores += centroids_t[-1]
+    return scores
+
+
 @njit(cache=True)
 def probe_clusters(centroids_t, cluster_indptr, cluster_members, in_ids, in_vals, n_in, scores, order,
                    stamp_row, mark, ids, n, cap):

@@ -42,6 +42,7 @@ from .network import (
     make_spec,
 )
 from .checkpoint import check_shapes
+from .clusters import score_centroids_batch
 from .optimizer import apply_updates
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
@@ -219,12 +220,8 @@ class Engine:
         hidden, ids, counts = records.hidden[:batch], records.rows[:batch], records.counts[:batch]
         index = self.lsh[last]
         if self.spec[last, SPEC_MODE] == MODE_LSH and index is not None and index.kind == INDEX_CLUSTERS:
-            # one product scores every sample's centroids ([h, 1] . [w, b]), where each query
-            # streamed the whole centroid matrix by itself
             train_batch(*kernel_args, PHASE_HIDDEN, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
-            centroids_t = index.centroids_t
-            scores = hidden @ centroids_t[:-1]
-            scores += centroids_t[-1]
+            scores = score_centroids_batch(index.centroids_t, hidden)
             train_batch(*kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
         else:
             train_batch(*kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)

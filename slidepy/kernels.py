@@ -46,8 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
-                        PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM,
-                        SPEC_INFER_MODE, SPEC_MODE)
+                        PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
@@ -506,9 +505,9 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     out_count[b] their count, out_meta (>= B, 2 + labels) int32 [uniform_from, n_labels,
     positions]) and, after the product, PHASE_HIDDEN_BACKWARD (backward_hidden_sample, from
     hidden_grads (>= B, D) float32). On a cluster index PHASE_HIDDEN (out_hidden only) comes first,
-    so that one product scores every sample's centroids: PHASE_SELECT_SCORED, PHASE_SELECT's twin,
-    then reads sample b's from scores[b] ((>= B, L*C) float32). Other phases take (1, 1) dummies for out_meta /
-    hidden_grads / scores."""
+    so that one product scores every sample's centroids: PHASE_SELECT_SCORED, PHASE_SELECT's
+    twin, then reads sample b's from scores[b] ((>= B, L*C) float32). Other phases take (1, 1)
+    dummies for out_meta / hidden_grads / scores."""
     n_chunks = chunk_bounds.shape[0] - 1
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee

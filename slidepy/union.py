@@ -6,9 +6,9 @@ axpy per active neuron, and the optimizer adds g * hidden per (row, sample) reco
 per (sample, active neuron) at 512 hidden units on this 2-core machine (DebianNextWord, 128 x 896
 active a step: 27 ms of a 37 ms step). But the samples of a step share most of their neurons (the
 labels of frequent classes, the clusters of highest mean logit, the step's shared negatives): on
-DebianNextWord the 114,688 active (sample, neuron) pairs of a step fall on about 1,560 distinct
-rows. Over that union U the three products are dense BLAS calls, at ~230 GFLOP/s here against
-~7 for the gathers:
+DebianNextWord the 114,688 active (sample, neuron) pairs of a step fall on about 950 distinct
+rows once the index has had its first rebuilds. Over that union U the three products are dense
+BLAS calls, at ~230 GFLOP/s here against ~7 for the gathers:
 
     logits   Z  = H W_U^T + b_U        (B, U)   H: the batch's last hidden layer (B, D)
     d hidden dH = G W_U                (B, D)   G: d loss / d logit, zero off each sample's set
@@ -24,9 +24,10 @@ per-sample path below it (a 670K-label layer, where a batch's sets barely overla
 late in training, when its batches' sets spread over 10,000 of its 22,875 rows).
 
 A step then runs: kernels.train_batch(PHASE_SELECT) for the hidden layers and the output's active
-sets -> union_output_step (this module: the union, the products, the loss) -> kernels.train_batch
-(PHASE_HIDDEN_BACKWARD) for the hidden layers' backward -> the optimizer's Adam over the union's
-rows (optimizer.adam_update_gathered).
+sets (on a cluster index PHASE_HIDDEN, one product for every sample's centroid scores
+(clusters.score_centroids_batch), then PHASE_SELECT_SCORED) -> union_output_step (this module:
+the union, the products, the loss) -> kernels.train_batch(PHASE_HIDDEN_BACKWARD) for the hidden
+layers' backward -> the optimizer's Adam over the union's rows (optimizer.adam_update_gathered).
 
 Shape letters: B batch, A active capacity of the output layer, W label slots (max labels per
 sample), U rows in the union, N output neurons, D last hidden width.
@@ -45,8 +46,8 @@ from .selection import correction_weight
 
 # Break-even share of the B x U cells that hold an active (sample, neuron) pair: below it the
 # per-sample kernels are cheaper. Measured on DebianDeps (512 hidden, budget 1,024, 2 threads), a
-# step costs about 275 us a sample on the per-sample path and 87 + 36 / density us through the products
-# (5,560 samples/s at density 0.38 early in training, 2,160-2,360 at 0.10 after 15 epochs, where
+# step costs about 275 us a sample on the per-sample path and 87 + 36 / density us through the
+# products (5,560 samples/s at density 0.38 early in training, 2,160-2,360 at 0.10 after 15 epochs, where
 # the per-sample path ran 3,370-3,450): they cross near 0.19. DebianNextWord's steps sit at
 # 0.6-0.9.
 UNION_MIN_DENSITY = 0.2
@@ -113,9 +114,9 @@ def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads
     sample gathers logits[b, a] = z[b, cols[b, a]], takes softmax_xent / sigmoid_xent with the
     sampled-softmax correction of train_sample, and scatters its gradients into g_out (B, U)
     (zero on entry) at the same columns, marking nonzero[u] = 1 (U,) uint8 for every column that
-    gets a non-zero one (benign races: every writer stores 1). meta (B, 2 + W) int32 is kernels.select_output_sample's
-    [uniform_from, n_labels, label positions]; loss_out (B,) float64 gets the losses (0 for a
-    sample without labels)."""
+    gets a non-zero one (benign races: every writer stores 1). meta (B, 2 + W) int32 is
+    kernels.select_output_sample's [uniform_from, n_labels, label positions]; loss_out (B,)
+    float64 gets the losses (0 for a sample without labels)."""
     last = spec.shape[0] - 1
     for i in prange(counts.shape[0]):
         b = np.int64(i)  # parfors type the index unsigned: one int64 type for every callee

@@ -289,3 +289,18 @@ def test_shortcut_agreement_is_the_share_of_sampled_rows_at_their_nearest_centro
     monkeypatch.setattr(clusters, "VERIFY_ROWS", 200)
     share = clusters.shortcut_agreement(moved, bias, centroids, wrong, np.random.default_rng(0))
     assert 0.6 < share < 0.9 and share * 200 == int(share * 200)  # a sample of 200 rows
+
+
+def test_score_centroids_batch_matches_the_reference():
+    """The batch product gives each dense query the scores a query gets alone (score_centroids,
+    which only compiled code may call): [h, 1] . [w, b] per centroid, to float32 rounding."""
+    from slidepy.clusters import score_centroids_batch
+
+    rng = np.random.default_rng(5)
+    d, n_c, b = 9, 13, 6
+    centroids_t = rng.standard_normal((d + 1, n_c)).astype(np.float32)
+    hidden = np.maximum(rng.standard_normal((b, d)), 0).astype(np.float32)  # ReLU zeros included
+    got = score_centroids_batch(centroids_t, hidden)
+    want = np.hstack([hidden, np.ones((b, 1), np.float32)]).astype(np.float64) @ centroids_t.astype(np.float64)
+    assert got.shape == (b, n_c) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
