@@ -1010,6 +1010,8 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cache").mkdir(exist_ok=True)
+    # Parsed copies of the data sets: never part of a committed result folder.
+    (out / "cache" / ".gitignore").write_text("*\n")
     if opts.repeats is None:
         opts.repeats = 2 if opts.quick else 3
     if not hasattr(opts, "config_map"):
