@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-test quickstart test test-all bench bench-quick bench-ray clean
+.PHONY: install install-test quickstart test test-all bench bench-quick bench-ray scaling clean
 
 # Without build isolation pip skips making a fresh build environment (about 3 s of the quick
 # start); where the installed setuptools cannot build the package, the isolated build runs.
@@ -47,6 +47,13 @@ bench-ray: install
 	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/single --threads 2 --overwrite --no-progress
 	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w1t2 --workers 1 --threads 2 --overwrite --no-progress
 	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w2t1 --workers 2 --threads 1 --overwrite --no-progress
+
+# Thread scaling (issue 10) on a many-core machine: slidepy and dense PyTorch at 1-16 threads,
+# interleaved, on the 670K shape and DebianNextWord; about 5 minutes on 16 cores.
+SCALING_ARGS ?= --threads 1,2,4,8,16 --repeats 2 --segment-seconds 5
+scaling: install
+	$(PYTHON) scripts/bench.py --out bench/scaling --datasets amazon670k,debian-nextword --systems lsh,torch \
+		--no-accuracy $(SCALING_ARGS)
 
 clean:
 	rm -rf runs bench .pytest_cache build *.egg-info

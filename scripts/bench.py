@@ -361,7 +361,7 @@ def peak_rss_mb() -> float:
 def _set_threads(n: int) -> int:
     import numba
 
-    from slidepy.trainer import use_threads
+    from slidepy.threads import use_threads
 
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     use_threads(n)  # numba's kernels and the BLAS products

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from slidepy import Trainer, load_config
-from slidepy.trainer import use_threads
+from slidepy.threads import use_threads
 
 
 def measure(trainer: Trainer, threads: list[int], rounds: int, seconds: float) -> dict:

@@ -15,7 +15,7 @@ Layout (imports flow one way, top to bottom):
     hashing, tables, clusters   hash families, bucket tables, k-means     network  parameter arrays
     constants    integer codes, array layouts, limits (imports nothing of ours)
     configfile   YAML + --set overrides -> Config, one-line errors   (imports config, never back)
-    config, data, parse, synthetic, metrics, checkpoint, rng, errors
+    config, data, parse, synthetic, metrics, checkpoint, rng, errors, threads (numba + BLAS pools)
 """
 
 import os
@@ -26,6 +26,11 @@ import os
 # DebianNextWord 5,976 samples/s with the default policy against 9,994 passive (2 threads). Must be
 # set before numba starts its OpenMP threads; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each product, so they held the cores
+# through the numba kernel that follows it. 2^4 cycles puts them to sleep at once: on 16 cores
+# DebianNextWord went from 6,614 to 8,561 samples/s at 16 threads (and 8,949 to 10,578 at 12). Read
+# when OpenBLAS loads, so it only works if numpy was not imported before slidepy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .config import Config  # noqa: E402
 from .configfile import config_from_dict, load_config  # noqa: E402

@@ -197,7 +197,8 @@ def _load_model(checkpoint: str, threads: int | None):
     import numba
 
     from .model import Model
-    from .trainer import set_threads, use_threads
+    from .threads import use_threads
+    from .trainer import set_threads
 
     model, _ = Model.load(checkpoint)
     if threads:

@@ -47,6 +47,7 @@ from .optimizer import apply_updates
 from .rng import derive_int_seed
 from .scoring import block_rows, score_topk
 from .selection import draw_negative_pool
+from .threads import blas_on_all_threads
 from .union import UNION_MIN_DENSITY, fits_first_step, make_union_buffers, union_density, union_output_step
 
 
@@ -478,11 +479,13 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
     active_total[last] = engine.n_labels * rows.shape[0]
     block = block_rows(engine.n_labels)
     hidden = np.zeros((block, engine.sizes[last][0]), np.float32)
-    for start in range(0, rows.shape[0], block):
-        part = rows[start:start + block]
-        b = part.shape[0]
-        active_total[:last] += engine.last_hidden(data, part, hidden[:b], spec)
-        score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
+    with blas_on_all_threads():
+        for start in range(0, rows.shape[0], block):
+            part = rows[start:start + block]
+            b = part.shape[0]
+            active_total[:last] += engine.last_hidden(data, part, hidden[:b], spec)
+            score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b],
+                       top_scores[start:start + b])
     return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
 

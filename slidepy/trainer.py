@@ -53,7 +53,6 @@ import warnings
 from typing import Callable, NamedTuple
 
 import numba
-from threadpoolctl import threadpool_limits
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -68,6 +67,7 @@ from .optimizer import scheduled_lr
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
+from .threads import use_threads
 
 # on_nan: rollback gives up after this many rollbacks with no checkpoint written in between.
 MAX_ROLLBACKS = 3
@@ -643,10 +643,3 @@ def set_threads(cfg: Config) -> int:
     use_threads(n)
     return n
 
-
-def use_threads(n: int) -> None:
-    """Run numba's kernels and the BLAS products (union.py, exact scoring, rebuilds) on n threads.
-    Left alone, OpenBLAS takes every core whatever training.threads says, so one-thread runs
-    would not be one thread."""
-    numba.set_num_threads(n)
-    threadpool_limits(limits=n, user_api="blas")

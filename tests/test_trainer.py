@@ -158,3 +158,29 @@ def test_training_threads_govern_the_blas_products_too():
             assert set_threads(cfg) == 1 and blas_threads() == {1}
         finally:
             numba.set_num_threads(before)
+
+
+def test_blas_threads_are_capped_for_steps_and_widened_for_scoring(monkeypatch):
+    """The step's small products run on at most BLAS_MAX_THREADS; exact scoring's large ones on
+    every numba thread, and the cap is back afterwards."""
+    import numba
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from slidepy import threads
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 cores")
+    before = numba.get_num_threads()
+    monkeypatch.setattr(threads, "BLAS_MAX_THREADS", 1)
+    with threadpool_limits():
+        try:
+            threads.use_threads(2)
+            assert numba.get_num_threads() == 2 and blas_threads() == {1}
+            with threads.blas_on_all_threads():
+                assert blas_threads() == {2}
+            assert blas_threads() == {1}
+        finally:
+            numba.set_num_threads(before)

@@ -1,0 +1,31 @@
+"""The two thread pools a run uses: numba's (the kernels) and BLAS's (the output layer's batch
+products in union.py, exact scoring, k-means assignments). training.threads governs both."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+from threadpoolctl import threadpool_limits
+
+# A training step's BLAS products are small, about batch x width x 10^3 (10^8 flop): past 8 threads
+# their blocks are too thin to gain, and every extra thread is one more to wake and join between
+# numba kernels. Measured on 16 cores (DebianNextWord, OPENBLAS_THREAD_TIMEOUT=4, numba at 16
+# threads): BLAS at 16 threads gave 8,561 samples/s, at 8 11,809, at 1 6,348.
+BLAS_MAX_THREADS = 8
+
+
+def use_threads(n: int) -> None:
+    """Run numba's kernels on n threads and the step's BLAS products on min(n, BLAS_MAX_THREADS).
+    Left alone, OpenBLAS takes every core whatever training.threads says, so one-thread runs
+    would not be one thread."""
+    numba.set_num_threads(n)
+    threadpool_limits(limits=min(n, BLAS_MAX_THREADS), user_api="blas")
+
+
+@contextlib.contextmanager
+def blas_on_all_threads():
+    """BLAS on as many threads as numba for the block: exact scoring's products are large
+    (1,024 samples x width x every label), so they use every thread the run has."""
+    with threadpool_limits(limits=numba.get_num_threads(), user_api="blas"):
+        yield
