@@ -445,6 +445,8 @@ def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float, wi
     y = data.y_indptr
     n_lab = int(((y[rows + 1] - y[rows]) > 0).sum())
     active_rows = float(stats.active_mean[-1]) * max(1, n_lab)
+    if stats.output_union_rows:  # batch products: each union row is gathered and streamed once per product
+        active_rows = float(stats.output_union_rows)
     # rows_updated counts every layer; layer 0 (input-major) updates one row per input feature seen.
     feats = np.unique(np.concatenate([data.x_indices[data.x_indptr[r]:data.x_indptr[r + 1]] for r in rows]))
     opt_rows = max(0.0, float(stats.rows_updated) - feats.shape[0])
@@ -455,7 +457,8 @@ def traffic_add(traffic: dict, data, rows: np.ndarray, stats, seconds: float, wi
 
 def row_traffic_bytes(active_rows: float, optimizer_rows: float, width: int = HIDDEN) -> float:
     """Bytes of output-layer weight rows one step touches: each active (sample, neuron) pair reads
-    its W row in forward and in backward and reads+writes its gradient row (4 row passes); each
+    its W row in forward and in backward and reads+writes its gradient row (4 row passes; on the
+    batch-products path each union row instead: the gather, two products' reads, dW's write); each
     row the optimizer updates reads+writes param, grad, m and v (8 row passes). float32."""
     row = width * 4
     return active_rows * row * 4 + optimizer_rows * row * 8

@@ -80,6 +80,8 @@ class StepStats:
     loss: float
     active_mean: np.ndarray  # (n_layers,) mean active neurons per labelled sample
     rows_updated: int
+    # Rows of the output layer's union when the step ran it as batch products (union.py), else 0.
+    output_union_rows: int = 0
 
 
 def chunk_bounds(x_indptr: np.ndarray, rows: np.ndarray, n_chunks: int) -> np.ndarray:
@@ -111,6 +113,9 @@ class Engine:
     init: str = "glorot"
     seed: int = 0
     max_labels: int = 1
+    # Mean positive labels per sample / n_labels in the training data; with loss "bce" the output
+    # biases start at its log-odds (see __post_init__). 0 = unknown: zero biases.
+    label_rate: float = 0.0
     dropout: float = 0.0  # of every hidden layer's outputs, in training
     weight_decay: float = 0.0  # Adam's decoupled weight decay on weight rows
     step: int = 0  # optimizer steps taken so far
@@ -135,6 +140,13 @@ class Engine:
         if len(self.selections) != len(self.sizes):
             raise ValueError(f"{len(self.selections)} selections given for {len(self.sizes)} layers")
         self.layers = init_params(self.sizes, init=self.init, optimizer=self.optimizer, seed=self.seed)
+        if self.loss == "bce" and 0.0 < self.label_rate < 1.0:
+            # Prior initialisation (Lin et al. 2017): from zero biases each of the N - k negatives
+            # starts with gradient 0.5 against the positives' -0.5, and on a sampled 22,875-label
+            # layer that push drove every hidden unit to zero (dead ReLUs, P@1 stuck at the most
+            # frequent label). Starting every sigmoid at the mean label rate leaves the positives'
+            # gradient to lead.
+            self.layers[-1].bias[:] = np.float32(np.log(self.label_rate / (1.0 - self.label_rate)))
         modes = [MODE_CODES[s.mode] for s in self.selections]
         infer = [MODE_ALL if s.inference == "exact" or s.mode != "lsh" else MODE_LSH for s in self.selections]
         self.spec = make_spec(self.sizes, modes, infer, [s.budget for s in self.selections],
@@ -356,7 +368,8 @@ class Engine:
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))
         return StepStats(loss=float(loss_out[labelled].sum() / n_lab),
-                         active_mean=active_sum.sum(axis=0) / n_lab, rows_updated=updated)
+                         active_mean=active_sum.sum(axis=0) / n_lab, rows_updated=updated,
+                         output_union_rows=0 if gathered is None else int(gathered[0].shape[0]))
 
     def predict(self, data, rows: np.ndarray | None = None, k: int = 5, batch_size: int = 512,
                 use_lsh: bool | None = None):

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scoring import block_rows, topk_rows
+from .scoring import block_rows, tiled_logits, topk_rows
+from .threads import blas_on_all_threads
 
 
 def _add_probabilities(logits: np.ndarray, loss: str, into: np.ndarray) -> None:
@@ -49,16 +50,17 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
     total = np.zeros((block, n), np.float32)
     hidden = [np.zeros((block, e.sizes[-1][0]), np.float32) for e in engines]
     zero_bias = np.zeros(n, np.float32)
-    for start in range(0, rows.shape[0], block):
-        part = rows[start:start + block]
-        b = part.shape[0]
-        total[:b] = 0.0
-        for e, h in zip(engines, hidden):
-            e.last_hidden(data, part, h[:b])
-            out = e.layers[-1]
-            logits = h[:b] @ out.weights.T
-            logits += out.bias
-            _add_probabilities(logits, first.loss, total[:b])
-        topk_rows(total[:b], zero_bias, top_ids[start:start + b], top_vals[start:start + b])
+    with blas_on_all_threads():
+        for start in range(0, rows.shape[0], block):
+            part = rows[start:start + block]
+            b = part.shape[0]
+            total[:b] = 0.0
+            for e, h in zip(engines, hidden):
+                e.last_hidden(data, part, h[:b])
+                out = e.layers[-1]
+                logits = tiled_logits(h[:b], out.weights)
+                logits += out.bias
+                _add_probabilities(logits, first.loss, total[:b])
+            topk_rows(total[:b], zero_bias, top_ids[start:start + b], top_vals[start:start + b])
     top_vals /= len(engines)
     return top_ids, top_vals

@@ -47,9 +47,11 @@ class Model:
         self.engine = engine
 
     @classmethod
-    def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1) -> "Model":
+    def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
+              label_rate: float = 0.0) -> "Model":
         """A freshly initialised model for data of these dimensions; `max_labels` (most labels of
-        one sample) sizes the output layer's active sets, which grow on demand."""
+        one sample) sizes the output layer's active sets, which grow on demand; `label_rate`
+        (mean labels per sample / n_labels) sets bce's initial output biases (Engine.label_rate)."""
         t = config.training
         selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
                                      lsh=lsh_options(s.lsh), correction=s.correction,
@@ -57,7 +59,7 @@ class Model:
         engine = Engine(n_features=n_features, hidden=[h.size for h in config.model.hidden], n_labels=n_labels,
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                         beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),
-                        dropout=config.model.dropout, weight_decay=t.weight_decay)
+                        label_rate=label_rate, dropout=config.model.dropout, weight_decay=t.weight_decay)
         return cls(config, engine)
 
     # -- files ----------------------------------------------------------------------------------

@@ -65,15 +65,20 @@ def block_rows(n_labels: int, most: int = 1024) -> int:
 SCORE_ROW_TILE = 64
 
 
-def score_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, top_ids: np.ndarray,
-               top_vals: np.ndarray) -> None:
-    """Exact top-K of hidden (B, D) @ weights (N, D).T + bias for a block, into top_ids (B, K) int32
-    and top_vals (B, K) float32."""
+def tiled_logits(hidden: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """hidden (B, D) @ weights (N, D).T as (B, N) float32, the rows computed in whole tiles of
+    SCORE_ROW_TILE, so that a sample's scores do not depend on the samples beside it."""
     b = hidden.shape[0]
     padded = -(-b // SCORE_ROW_TILE) * SCORE_ROW_TILE
     if padded != b:
         tiles = np.zeros((padded, hidden.shape[1]), np.float32)
         tiles[:b] = hidden
         hidden = tiles
-    logits = hidden @ weights.T
-    topk_rows(logits[:b], bias, top_ids, top_vals)
+    return (hidden @ weights.T)[:b]
+
+
+def score_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, top_ids: np.ndarray,
+               top_vals: np.ndarray) -> None:
+    """Exact top-K of hidden (B, D) @ weights (N, D).T + bias for a block, into top_ids (B, K) int32
+    and top_vals (B, K) float32."""
+    topk_rows(tiled_logits(hidden, weights), bias, top_ids, top_vals)

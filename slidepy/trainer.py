@@ -115,7 +115,8 @@ class Trainer:
         self.history: list[dict] = []  # every record written to metrics.jsonl
         self.warnings: list[str] = []  # every warning this trainer issued, in order
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
-        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test))
+        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
+                                           label_rate=label_rate(train))
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
         self.last_eval: dict = {}  # the newest eval record of this fit()
@@ -629,6 +630,11 @@ def _data_report(warned: list[str], train: Dataset, test: Dataset | None) -> dic
         out["skipped_lines"] = skipped
         out["first_bad"] = [line for _, ds in sets if ds is not None for line in ds.first_bad][:MAX_BAD_REPORTED]
     return out
+
+
+def label_rate(data: Dataset) -> float:
+    """Mean labels per sample over the number of labels: the rate bce's output biases start at."""
+    return float(data.y_indptr[-1]) / max(1, data.n_samples) / max(1, data.n_labels)
 
 
 def set_threads(cfg: Config) -> int:

@@ -30,6 +30,30 @@ def test_row_traffic_bytes():
     assert bench.row_traffic_bytes(10, 3) == (10 * 4 + 3 * 8) * 512
 
 
+def test_traffic_counts_union_rows_on_the_batch_products_path():
+    """Per-sample steps stream a row per (sample, neuron) pair; batch-product steps one per union
+    row, however many samples share it."""
+    import numpy as np
+
+    from slidepy import make_synthetic
+    from slidepy.engine import StepStats
+
+    data, _ = make_synthetic(n_train=8, n_test=1, n_features=20, n_labels=30, nnz_per_sample=3,
+                             labels_per_sample=(1, 1), seed=0)
+    rows = np.arange(8)
+    feats = np.unique(data.x_indices).shape[0]
+    per_sample = StepStats(loss=0.0, active_mean=np.array([4.0, 10.0]), rows_updated=feats + 12)
+    products = StepStats(loss=0.0, active_mean=np.array([4.0, 10.0]), rows_updated=feats + 12, output_union_rows=12)
+    got = {}
+    for name, stats in (("per_sample", per_sample), ("products", products)):
+        traffic = {"bytes": 0.0, "seconds": 0.0, "steps": 0}
+        bench.traffic_add(traffic, data, rows, stats, 1.0)
+        got[name] = traffic["bytes"]
+    opt = bench.row_traffic_bytes(0, 12)
+    assert got["per_sample"] == bench.row_traffic_bytes(10 * 8, 0) + opt
+    assert got["products"] == bench.row_traffic_bytes(12, 0) + opt
+
+
 def test_time_to_p1_single_point():
     # a tree is ready only at the end of its training: no interpolation from zero
     curve = [{"train_seconds": 4.0, "P@1": 0.6}]

@@ -735,3 +735,11 @@ def test_chunk_bounds_cover_the_batch():
         bounds = Engine.chunk_bounds(indptr, rows, n_chunks)
         assert bounds.shape == (n_chunks + 1,) and bounds[0] == 0 and bounds[-1] == rows.shape[0]
         assert np.all(np.diff(bounds) >= 0)
+
+
+@pytest.mark.parametrize("loss,rate,expect", [("bce", 0.01, np.log(0.01 / 0.99)), ("bce", 0.0, 0.0),
+                                              ("softmax", 0.01, 0.0)])
+def test_output_biases_start_at_the_label_log_odds_for_bce_only(loss, rate, expect):
+    eng = make_engine([8], loss=loss, label_rate=rate)
+    np.testing.assert_allclose(eng.layers[-1].bias, np.float32(expect))
+    assert not eng.layers[0].bias.any()

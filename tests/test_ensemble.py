@@ -60,6 +60,17 @@ def test_one_member_ranks_like_the_model_itself():
     np.testing.assert_array_equal(ids, own)
 
 
+def test_a_samples_scores_do_not_depend_on_the_samples_scored_beside_it():
+    """The members' products run in whole row tiles (scoring.tiled_logits), as exact scoring's do."""
+    data = make_synthetic(150, 0, 40, 30, nnz_per_sample=6, seed=5)[0]
+    engines = [_engine(s) for s in range(2)]
+    full_ids, full_vals = ensemble_topk(engines, data, k=5)
+    for rows in (np.arange(1), np.arange(3, 20), np.arange(5, 5 + 67)):
+        ids, vals = ensemble_topk(engines, data, rows, k=5)
+        np.testing.assert_array_equal(ids, full_ids[rows])
+        np.testing.assert_array_equal(vals, full_vals[rows])
+
+
 def test_members_must_agree_on_labels():
     data = make_synthetic(10, 0, 40, 30, nnz_per_sample=6, seed=4)[0]
     with pytest.raises(ValueError, match="same labels"):
