@@ -73,6 +73,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+# The environment the user started the bench in. Importing slidepy sets thread-pool defaults
+# (OMP_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT); the workers start from this copy (worker_env), so
+# dense PyTorch, Omikuji and PECOS run with their own defaults and slidepy with slidepy's.
+USER_ENV = dict(os.environ)
+SLIDEPY_ENV_DEFAULTS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")  # slidepy/__init__.py sets them
 MARK = "@@BENCH "  # prefix of the worker's protocol lines on stdout
 HIDDEN = 128
 SLIDEPY = ("lsh", "all", "random")
@@ -695,6 +700,12 @@ def worker_main(spec_text: str) -> int:
     t0 = time.perf_counter()
     train, test = load_bench_data(spec["dataset"])
     load_seconds = time.perf_counter() - t0
+    if system not in SLIDEPY:  # loading imported slidepy: give torch (imported next) the user's pools
+        for key in SLIDEPY_ENV_DEFAULTS:
+            if key in USER_ENV:
+                os.environ[key] = USER_ENV[key]
+            else:
+                os.environ.pop(key, None)
     if spec["mode"] == "accuracy":
         if system in ACCURACY:
             out = ACCURACY[system](train, test, spec)
@@ -746,6 +757,19 @@ def worker_main(spec_text: str) -> int:
 # Parent side
 # -------------------------------------------------------------------------------------------------
 
+def worker_env(system: str) -> dict:
+    """The environment a worker starts in: the user's (USER_ENV), plus slidepy's thread-pool
+    defaults for a slidepy worker. They must be there from the start: the worker imports numpy,
+    whose OpenBLAS reads OPENBLAS_THREAD_TIMEOUT as it loads, before it imports slidepy."""
+    env = dict(USER_ENV)
+    if system in SLIDEPY:
+        import slidepy  # noqa: F401  (sets the defaults in this process's environment)
+
+        for key in SLIDEPY_ENV_DEFAULTS:
+            env.setdefault(key, os.environ[key])
+    return env
+
+
 def _worker_cmd(spec: dict, spec_dir: str) -> list[str]:
     path = os.path.join(spec_dir, f"spec-{spec['system']}-{spec['mode']}-{time.monotonic_ns()}.json")
     Path(path).write_text(json.dumps(spec))
@@ -764,7 +788,8 @@ def run_accuracy(spec: dict, spec_dir: str, timeout: float, log) -> dict:
     cmd = _worker_cmd(spec, spec_dir)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                              env=worker_env(spec["system"]))
     except subprocess.TimeoutExpired:
         return {"system": spec["system"], "error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
@@ -783,7 +808,8 @@ class Server:
     def __init__(self, spec: dict, spec_dir: str):
         self.system = spec["system"]
         self.proc = subprocess.Popen(_worker_cmd(spec, spec_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+                                     stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                                     env=worker_env(spec["system"]))
         self.error = None
         self.hello = self._read()
 

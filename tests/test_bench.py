@@ -54,6 +54,23 @@ def test_traffic_counts_union_rows_on_the_batch_products_path():
     assert got["products"] == bench.row_traffic_bytes(12, 0) + opt
 
 
+def test_the_bench_knows_every_environment_default_slidepy_sets():
+    """Dense PyTorch and the trees run with the user's thread-pool settings: the bench undoes
+    exactly the variables slidepy/__init__.py defaults (SLIDEPY_ENV_DEFAULTS)."""
+    import re
+
+    init = (Path(bench.REPO) / "slidepy" / "__init__.py").read_text()
+    assert set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', init)) == set(bench.SLIDEPY_ENV_DEFAULTS)
+
+
+def test_workers_start_with_the_users_environment_plus_slidepys_defaults_for_slidepy(monkeypatch):
+    monkeypatch.setattr(bench, "USER_ENV", {"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"})
+    lsh, torch = bench.worker_env("lsh"), bench.worker_env("torch")
+    assert torch == {"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"}
+    assert lsh["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's value wins
+    assert lsh["OPENBLAS_THREAD_TIMEOUT"] == "4"
+
+
 def test_time_to_p1_single_point():
     # a tree is ready only at the end of its training: no interpolation from zero
     curve = [{"train_seconds": 4.0, "P@1": 0.6}]
