@@ -150,6 +150,11 @@ class Dataset:
         return int(self.x_indices.size)
 
     @property
+    def avg_labels_per_sample(self) -> float:
+        """Mean label count of a sample (duplicates counted); 0.0 for an empty dataset."""
+        return self.y_indices.size / self.n_samples if self.n_samples else 0.0
+
+    @property
     def max_labels_per_sample(self) -> int:
         """Largest label count of any sample (duplicates counted); 0 for an empty dataset."""
         if self.n_samples == 0:
@@ -242,7 +247,7 @@ def dataset_stats(ds: Dataset) -> dict:
         "nnz": ds.nnz,
         "avg_nnz_per_sample": ds.nnz / b if b else 0.0,
         "label_assignments": int(ds.y_indices.size),
-        "avg_labels_per_sample": ds.y_indices.size / b if b else 0.0,
+        "avg_labels_per_sample": ds.avg_labels_per_sample,
         "max_feature_id": int(ds.x_indices.max()) if ds.x_indices.size else -1,
         "max_label_id": int(ds.y_indices.max()) if ds.y_indices.size else -1,
         "distinct_labels_used": int(np.unique(ds.y_indices).size),

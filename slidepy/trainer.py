@@ -634,7 +634,7 @@ def _data_report(warned: list[str], train: Dataset, test: Dataset | None) -> dic
 
 def label_rate(data: Dataset) -> float:
     """Mean labels per sample over the number of labels: the rate bce's output biases start at."""
-    return float(data.y_indptr[-1]) / max(1, data.n_samples) / max(1, data.n_labels)
+    return data.avg_labels_per_sample / max(1, data.n_labels)
 
 
 def set_threads(cfg: Config) -> int:
