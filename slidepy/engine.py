@@ -42,13 +42,17 @@ from .network import (
     make_spec,
 )
 from .checkpoint import check_shapes
-from .clusters import score_centroids_batch
-from .optimizer import apply_updates
+from .clusters import mean_by_cluster, score_centroids_batch
+from .metrics import score_batch
+from .optimizer import (adam_update_gathered, adam_update_rows, adam_update_rows_recorded, apply_updates, group_records,
+                        sgd_update_rows)
+from .precompile import compile_in_helper
 from .rng import derive_int_seed
-from .scoring import block_rows, score_topk
+from .scoring import block_rows, score_topk, topk_rows
 from .selection import draw_negative_pool
 from .threads import blas_on_all_threads
-from .union import UNION_MIN_DENSITY, fits_first_step, make_union_buffers, union_density, union_output_step
+from .union import (UNION_MIN_DENSITY, fits_first_step, make_union_buffers, union_columns, union_density, union_loss,
+                    union_output_step)
 
 
 # What train_batch gets for its record arguments when the output gradient is not recorded, and for
@@ -429,12 +433,18 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
     on_compile: called once, with no arguments, when the first kernel starts compiling (not at
     all when every kernel loads from the cache), so a caller can say why it waits, e.g. print
     "compiling kernels (first run only)..." and then the returned seconds. The LSH tables'
-    build kernels compile earlier, when the engine is made; the evaluation's at the first eval.
+    build kernels compile earlier, when the engine is made.
+
+    On a cache miss the kernels a run calls after the training kernels (later_kernels) compile in
+    a helper process meanwhile (precompile.py); they are then loaded from the cache here.
     """
     started = time.perf_counter()
     engine.compiled = False
 
+    helper = None
+
     def compiling(event):
+        nonlocal helper
         # numba.typed.List's own methods compile in every process (numba does not cache them):
         # only a kernel of ours compiling means the cache missed
         ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
@@ -442,6 +452,8 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             engine.compiled = True
             if on_compile is not None:
                 on_compile()
+            if data.n_samples:
+                helper = compile_in_helper(later_kernels(engine, data))
 
     with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
         rows = np.zeros(1, np.int64)
@@ -450,6 +462,8 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             products = engine.records_output() and engine._takes_union(1)
             engine.train_step(data, rows, apply=False)
             engine.step, engine.output_density = step, density
+            if helper is not None:  # it has (nearly) finished what follows: load it, do not compile it twice
+                helper.wait()
             # the optimizer of the path the first steps take (records or the products' gathered rows)
             records = output_records(engine, 1) if engine.records_output() and not products else None
             gathered = (np.zeros(0, np.int64), np.zeros((0, engine.sizes[-1][0]), np.float32)) if products else None
@@ -461,6 +475,43 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
     for key in engine.timings:
         engine.timings[key] = 0.0
     return time.perf_counter() - started
+
+
+def later_kernels(engine: Engine, data) -> list[tuple]:
+    """(kernel, example arguments) for what this run compiles after the training kernel, in the
+    order it calls them: the output layer's batch products, the optimizer, exact scoring, the
+    cluster index's refresh and the metrics. The arguments have the types the run will pass (the
+    engine's own arrays, or small ones of the same dtype and layout); compile_kernels hands them to
+    a helper process, and a test checks them against what a run compiles."""
+    last = engine.n_layers - 1
+    out = engine.layers[last]
+    f32, i32, i64 = np.float32(0), np.zeros(1, np.int32), np.zeros(1, np.int64)
+    f32_2d, i32_2d = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int32)
+    jobs = []
+    if engine.records_output():
+        jobs += [(union_columns, (i32_2d, i64, i32, i32, i32_2d)),
+                 (union_loss, (f32_2d, i32_2d, i64, i32_2d, engine.spec, np.int64(0), f32, f32_2d, f32_2d, i32_2d,
+                               f32_2d, np.zeros(1, np.uint8), np.zeros(1))),
+                 (adam_update_gathered, (out.weights, out.weight_m, out.weight_v, out.row_touched, i64, f32_2d,
+                                         f32, f32, f32, f32, f32)),
+                 (group_records, (i64, i64, i32_2d, f32_2d, i64, i64, i32, np.zeros(1, np.float32))),
+                 (adam_update_rows_recorded, (out.weights, out.weight_m, out.weight_v, out.row_touched, i64, i64,
+                                              i64, i32, np.zeros(1, np.float32), f32_2d, f32_2d,
+                                              f32, f32, f32, f32, f32))]
+    for layer in engine.layers:  # weight rows, and biases as (N, 1) rows
+        if engine.optimizer == "adam":
+            jobs.append((adam_update_rows, (layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,
+                                            layer.row_touched, i64, f32, f32, f32, f32, f32)))
+        else:
+            jobs.append((sgd_update_rows, (layer.weights, layer.weight_grad, layer.row_touched, i64, f32)))
+    if last > 0:
+        hidden = np.zeros((1, engine.sizes[last][0]), np.float32)
+        jobs.append((infer_batch, _last_hidden_args(engine, data, np.zeros(1, np.int64), hidden, engine.spec)))
+    jobs.append((topk_rows, (f32_2d, out.bias, i32_2d, f32_2d)))
+    if any(index is not None and index.kind == INDEX_CLUSTERS for index in engine.lsh):
+        jobs.append((mean_by_cluster, (out.weights, out.bias, i64, i32, f32_2d)))
+    jobs.append((score_batch, (i32_2d, i64, i32, i64, 1, np.zeros((1, 1)), np.zeros((1, 1)))))
+    return jobs
 
 
 class _CompileListener(numba.core.event.Listener):
@@ -546,16 +597,25 @@ def last_hidden(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: n
     """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros for
     inactive neurons; inference, so no dropout): exact scoring and ensembles multiply them with the
     output layer. Returns the active neurons summed over the samples, per hidden layer."""
+    args = _last_hidden_args(engine, data, rows, out, spec)
+    infer_batch(*args)
+    return args[_ACTIVE_SUM].sum(axis=0)
+
+
+_ACTIVE_SUM = 13  # where _last_hidden_args puts active_sum
+
+
+def _last_hidden_args(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray) -> tuple:
+    """infer_batch's arguments for last_hidden (and, as types, for the compile helper)."""
     last = engine.n_layers - 1
     n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     scratch = engine._get_scratch(False, n_chunks, spec)
     bounds = chunk_bounds(data.x_indptr, rows, n_chunks)
     n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
     active_sum = np.zeros((n_chunks, last), np.int64)
-    infer_batch(engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
-                data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
-                active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
-    return active_sum.sum(axis=0)
+    return (engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
+            data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
+            active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
 
 
 def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict:

@@ -27,7 +27,7 @@ Conventions:
   * A label id predicted twice in one row counts once, at its first rank (top-k is a set).
   * With no samples to average (B = 0, or every sample empty with `ignore_empty`) a metric is 0.0.
 
-Three tiers: the public functions validate and convert -> `_score_batch` (a serial loop over samples) ->
+Three tiers: the public functions validate and convert -> `score_batch` (a serial loop over samples) ->
 `_score_sample` (one row, writes its own output row).
 """
 
@@ -98,7 +98,7 @@ def _score_sample(top_row, labels, ks, k_top, prec_row, ndcg_row):
 
 
 @njit(cache=True)
-def _score_batch(top_ids, y_indptr, y_indices, ks, k_top, prec, ndcg):
+def score_batch(top_ids, y_indptr, y_indices, ks, k_top, prec, ndcg):
     """Every sample in turn; sample i writes prec[i] and ndcg[i], both (B, S) float64. Serial: a
     sample costs well under a microsecond, so threads would save milliseconds on the largest test
     sets, and a parallel loop costs about half a second more to compile on every cold start."""
@@ -168,7 +168,7 @@ def score_topk_per_sample(top_ids, y_indptr, y_indices, ks=(1, 3, 5)):
     prec = np.zeros((n_samples, ks_arr.shape[0]), dtype=np.float64)
     ndcg = np.zeros((n_samples, ks_arr.shape[0]), dtype=np.float64)
     if n_samples:
-        _score_batch(top_ids, y_indptr, y_indices, ks_arr, int(ks_arr.max()), prec, ndcg)
+        score_batch(top_ids, y_indptr, y_indices, ks_arr, int(ks_arr.max()), prec, ndcg)
     return prec, ndcg
 
 

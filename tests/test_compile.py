@@ -15,18 +15,96 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # the LSH recall diagnostic), then lists every njit function of slidepy compiled more than once.
 _SCRIPT = """
 import json, sys
+from numba.core import event
 from numba.core.dispatcher import Dispatcher
 from slidepy import Trainer, load_config
+from slidepy.engine import later_kernels
+compiled = set()  # every slidepy function this process compiled (not loaded from the cache)
+class Listener(event.Listener):
+    def on_start(self, e):
+        compiled.add(e.data["dispatcher"].py_func.__module__ + "." + e.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, e):
+        pass
+event.register("numba:compile", Listener())
 cfg = load_config(sys.argv[1], ["training.max_steps=3", "output.run_dir=" + sys.argv[2]])
-Trainer(cfg, progress=False).fit()
+trainer = Trainer(cfg, progress=False)
+trainer.fit()
 twice = {}
 for name, module in list(sys.modules.items()):
     if name.startswith("slidepy."):
         for attr, fn in vars(module).items():
             if isinstance(fn, Dispatcher) and fn.py_func.__module__ == name and len(fn.signatures) > 1:
                 twice[name + "." + attr] = [str(sig) for sig in fn.signatures]
-print(json.dumps(twice))
+later = {k.py_func.__module__ + "." + k.py_func.__qualname__ for k, _ in later_kernels(trainer.engine, trainer.train_data)}
+print(json.dumps({"twice": twice, "later_compiled_here": sorted(later & compiled)}))
 """
+
+
+# Trains the quick start for a few steps, then one step down each output path (batch products and
+# per-sample records, with an index refresh), and prints, for each kernel the compile helper is
+# given (engine.later_kernels), whether this process holds it for the helper's argument types.
+_LATER_SCRIPT = """
+import json, sys
+from slidepy import Trainer, load_config
+from slidepy.engine import later_kernels
+from slidepy.precompile import signature
+cfg = load_config(sys.argv[1], ["training.max_steps=3", "output.run_dir=" + sys.argv[2]])
+trainer = Trainer(cfg, progress=False)
+trainer.fit()
+engine, data = trainer.engine, trainer.train_data
+for products in ("always", "never"):
+    engine.output_products = products
+    engine.train_step(data, data.n_samples - 1 - __import__("numpy").arange(64))
+for index in engine.lsh:
+    if index is not None:
+        index.refresh(engine.layers[-1].weights, False, engine.layers[-1].bias)
+print(json.dumps({kernel.py_func.__qualname__ + str(i): str(signature(args)) in map(str, kernel.signatures)
+                  for i, (kernel, args) in enumerate(later_kernels(engine, data))}))
+"""
+
+
+def test_compile_helper_gets_the_types_a_run_passes(tmp_path):
+    """Each kernel handed to the compile helper is one a quick-start run calls, with the argument
+    types it passes: otherwise the helper compiles code nobody loads and the run compiles its own.
+    In a fresh process, where a kernel holds only the signatures this run used."""
+    proc = subprocess.run([sys.executable, "-c", _LATER_SCRIPT, str(REPO_ROOT / "configs" / "quickstart.yaml"),
+                           str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    held = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(held) >= 8
+    assert all(held.values()), {name: ok for name, ok in held.items() if not ok}
+
+
+def test_compile_helper_fills_the_cache(tmp_path, monkeypatch):
+    """The helper process compiles a kernel into the JIT cache this process reads, and reports a
+    kernel it could not compile."""
+    import numpy as np
+
+    from slidepy.precompile import compile_in_helper
+    from slidepy.scoring import topk_rows
+
+    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    args = (np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.zeros((2, 1), np.int32),
+            np.zeros((2, 1), np.float32))
+    helper = compile_in_helper([(topk_rows, args)])
+    if helper is None:
+        pytest.skip("no spare CPU for a helper")
+    assert helper.wait(timeout=300)
+    assert helper.kernels == ["slidepy.scoring.topk_rows"]
+    assert list((tmp_path / "cache").rglob("*topk_rows*.nbi")), "nothing cached"
+    bad = compile_in_helper([(topk_rows, (np.zeros(3, np.float32),))])  # wrong arity: cannot compile
+    assert bad is not None and not bad.wait(timeout=300)
+
+
+def test_compile_helper_can_be_switched_off(monkeypatch):
+    from slidepy.precompile import compile_in_helper
+    from slidepy.scoring import topk_rows
+
+    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "0")
+    assert compile_in_helper([(topk_rows, ())]) is None
+    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
+    assert compile_in_helper([]) is None
 
 
 @pytest.mark.slow
@@ -34,12 +112,18 @@ def test_quickstart_compiles_each_kernel_once(tmp_path):
     """Two signatures of one function are two compiles (e.g. an int64 id where another caller
     passes int32): each kernel the quick start reaches is typed one way only. In a subprocess with
     an empty JIT cache (a cached kernel loads without compiling its callees, hiding their
-    signatures), so slow: the whole cold compile, and no direct call from another test counts."""
+    signatures), so slow: the whole cold compile, and no direct call from another test counts.
+    The kernels handed to the compile helper (precompile.py) load from the cache it filled."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "jit-cache"))
     proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(REPO_ROOT / "configs" / "quickstart.yaml"),
                            str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["twice"] == {}
+    # and, with a spare CPU, the compile helper compiled the later kernels: none compiled here
+    from slidepy.precompile import spare_cpus
+    if spare_cpus() >= 1:
+        assert out["later_compiled_here"] == []
 
 
 def test_no_test_or_script_names_an_internal_kernel():
