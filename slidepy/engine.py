@@ -38,6 +38,7 @@ from .network import (
     init_params,
     layer_sizes,
     make_output_records,
+    make_resident,
     make_scratch,
     make_spec,
 )
@@ -176,6 +177,10 @@ class Engine:
             if index is not None:
                 index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
         self.loss_code = LOSS_CODES[self.loss]
+        last = self.n_layers - 1
+        for l, layer in enumerate(self.layers):  # the rows the optimizer writes (records: no output gradient rows)
+            grads = () if l == last and self.records_output() else (layer.weight_grad,)
+            make_resident(layer.weight_m, layer.weight_v, *grads)
 
     # -- kernel arguments -----------------------------------------------------------------------
 

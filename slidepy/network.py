@@ -159,6 +159,19 @@ def init_params(
     return layers
 
 
+def make_resident(*arrays: np.ndarray) -> None:
+    """Write every page of each (zero) array once, now, in one sequential pass.
+
+    np.zeros maps pages lazily: without this, a row's first update faults its pages in one by one
+    from the training threads (twice for a moment read before it is written, and each fault in a
+    multi-threaded process can interrupt the other threads to flush their TLBs). On DebianNextWord,
+    whose 150,000 x 512 input layer meets new word rows all through an epoch, that made the
+    input layer's Adam step 2.1 ms instead of 0.25 (2 threads); writing the pages first costs about
+    0.1 s per 300 MB, once. The memory estimate already counts these arrays as resident."""
+    for array in arrays:
+        array.fill(0)
+
+
 def _fill_init(weights: np.ndarray, rng: np.random.Generator, fan_in: int, fan_out: int, init: str):
     rows_per_chunk = max(1, (1 << 22) // max(1, weights.shape[1]))
     for start in range(0, weights.shape[0], rows_per_chunk):

@@ -7,6 +7,8 @@ Every test runs with one numba thread (conftest.one_thread): with more, the Hogw
 race on these tiny layers, which would make exact comparisons flaky by design.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -764,3 +766,33 @@ def test_lsh_layers_list_is_rebuilt_only_when_an_index_replaces_an_array():
     assert second is not first
     np.testing.assert_array_equal(second[1].params.proj_sign, index.params.proj_sign)
     assert eng.lsh_layers() is second
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's /proc")
+@pytest.mark.parametrize("resident", [True, False])
+def test_optimizer_arrays_are_resident_from_the_start(monkeypatch, resident):
+    """The Adam moments and the gradient rows are written once when the engine is made
+    (network.make_resident), so that no training thread faults their pages in row by row; without
+    it the process holds almost none of them. 40,000 x 256 rows: 41 MB an array; the two weight
+    arrays are written either way, and the four written now are the input layer's gradient and
+    moments and the output layer's moments (its gradient rows are records, never written)."""
+    if not resident:
+        monkeypatch.setattr(engine_mod, "make_resident", lambda *arrays: None)
+    sel = [LayerSelection(), LayerSelection(mode="random", budget=64)]
+    before = _rss_bytes()
+    eng = Engine(40_000, [256], 40_000, sel, lr=0.01)
+    grown = _rss_bytes() - before
+    array_bytes = 40_000 * 256 * 4
+    assert eng.records_output()
+    if resident:
+        assert grown >= (2 + 4) * array_bytes * 0.9, grown / 2**20
+    else:
+        assert grown < (2 + 2) * array_bytes, grown / 2**20
