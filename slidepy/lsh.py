@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .clusters import (assign_rows, auto_clusters, centre_on_members, cluster_rows, initial_centroids,
-                       refresh_centroids)
+from .clusters import (SHORTCUT_BACKOFF, assign_rows, auto_clusters, centre_on_members, cluster_rows,
+                       initial_centroids, refresh_centroids)
 from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re-exported for callers)
     FAMILY_CODES,
     FAMILY_SRP,
@@ -223,6 +223,7 @@ class LshIndex:
         self.seed = int(seed)
         self.draws = 0  # how many times hash functions were drawn (the params' seed offset)
         self.rebuilds = 0
+        self.shortcut_backoff = 0  # kmeans: warm rebuilds left that skip the shortcut (recluster)
         self.settings = np.array([self.range_pow, POLICY_CODES[s.policy], s.threshold, self.dim, self.kind],
                                  np.int64)
         self.max_norm = 1.0  # M of the transform at the last rebuild
@@ -476,6 +477,8 @@ def recluster(index: LshIndex, rows: np.ndarray, bias: np.ndarray, fresh: bool =
     """A kmeans index's rebuild: k-means per table over the (N, D) rows, warm-started from the
     current centroids after the first build (unless `fresh`)."""
     n_c = index.n_clusters
+    try_shortcut = index.shortcut_backoff == 0
+    failed = False
     for t in range(index.l):
         rng = generator(index.seed, _DRAW_KMEANS, index.rebuilds, t)
         if fresh or index.rebuilds == 0:
@@ -483,9 +486,13 @@ def recluster(index: LshIndex, rows: np.ndarray, bias: np.ndarray, fresh: bool =
         else:
             centroids = np.ascontiguousarray(index.centroids_t[:, t * n_c:(t + 1) * n_c].T)
             previous = index.codes[:, t]
-        assign, indptr, members = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous)
+        assign, indptr, members, kept = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous,
+                                                     try_shortcut)
+        failed |= previous is not None and try_shortcut and not kept
         index.codes[:, t] = assign
         _install_table(index, t, centroids, indptr, members)
+    # clusters.SHORTCUT_BACKOFF: after a failed shortcut, assign in full for that many rebuilds
+    index.shortcut_backoff = SHORTCUT_BACKOFF if failed else max(0, index.shortcut_backoff - 1)
 
 
 def install_clusters(index: LshIndex, rows: np.ndarray, bias: np.ndarray, centroids: np.ndarray) -> None:

@@ -304,3 +304,48 @@ def test_score_centroids_batch_matches_the_reference():
     want = np.hstack([hidden, np.ones((b, 1), np.float32)]).astype(np.float64) @ centroids_t.astype(np.float64)
     assert got.shape == (b, n_c) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_failed_shortcut_backs_off_for_a_few_rebuilds(monkeypatch):
+    """After a warm rebuild whose shortcut failed its check, the next SHORTCUT_BACKOFF warm
+    rebuilds assign in full without trying it (where rows move far the check keeps failing, and
+    each attempt costs a third of a full assignment); then the shortcut is tried again."""
+    import slidepy.clusters as clusters
+
+    monkeypatch.setattr(clusters, "VERIFY_ROWS", 100)
+    monkeypatch.setattr(clusters, "NEIGHBOURS", 2)
+    tried = []
+    real = clusters.assign_warm
+
+    def recording(rows, bias, centroids, previous, rng, try_shortcut=True):
+        tried.append(try_shortcut)
+        return real(rows, bias, centroids, previous, rng, try_shortcut)
+
+    monkeypatch.setattr(clusters, "assign_warm", recording)
+    rng = np.random.default_rng(5)
+    rows, bias, _ = trained_like_layer(n=600, d=8, seed=4)
+    index = LshIndex(1, (8, 600), _cfg(clusters=20), seed=1, budget=40)
+    index.rebuild(rows, input_major=False, bias=bias)
+    for _ in range(clusters.SHORTCUT_BACKOFF + 2):  # rows that move far: every check fails
+        rows = rows + 3.0 * rng.standard_normal(rows.shape).astype(np.float32)
+        index.rebuild(rows, input_major=False, bias=bias)
+    assert tried == [True] + [False] * clusters.SHORTCUT_BACKOFF + [True]
+
+
+def test_assign_warm_without_the_shortcut_assigns_in_full(monkeypatch):
+    import slidepy.clusters as clusters
+
+    moved, bias, centroids, previous = _moved_layer(0.5)
+    monkeypatch.setattr(clusters, "NEIGHBOURS", 4)
+    monkeypatch.setattr(clusters, "VERIFY_ROWS", 100)
+    monkeypatch.setattr(clusters, "VERIFY_AGREEMENT", 0.0)  # the shortcut would be kept
+    assert clusters.assign_warm(moved, bias, centroids, previous, np.random.default_rng(1))[1]
+    assign, kept = clusters.assign_warm(moved, bias, centroids, previous, np.random.default_rng(1), try_shortcut=False)
+    assert not kept
+    np.testing.assert_allclose(_dist(moved, bias, centroids, assign),
+                               _dist(moved, bias, centroids, naive_nearest_centroid(moved, bias, centroids)),
+                               rtol=1e-4, atol=1e-5)
+    # a layer too large for a full assignment takes the shortcut all the same
+    monkeypatch.setattr(clusters, "FULL_ASSIGN_MACS", 600 * 20 * 9 - 1)
+    assign, kept = clusters.assign_warm(moved, bias, centroids, previous, np.random.default_rng(1), try_shortcut=False)
+    assert kept
