@@ -27,6 +27,7 @@ cost 0.6 points of P@1 after an epoch (0.151 against 0.157); on DebianDeps it le
 takes the shortcut, checks it on VERIFY_ROWS random rows against their full assignment, and keeps
 it only when at least VERIFY_AGREEMENT of them agree; otherwise it assigns every row in full,
 unless that would cost more than FULL_ASSIGN_MACS (a 670K-row layer), where the shortcut stays.
+After a failed check the next SHORTCUT_BACKOFF rebuilds go straight to the full assignment.
 Between rebuilds `refresh_centroids` recomputes each centroid from its current members' weights
 (O(N D), no re-assignment), so the centroid scores track the weights even when memberships are a
 few hundred steps old.
