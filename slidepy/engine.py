@@ -178,7 +178,9 @@ class Engine:
                 index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
         self.loss_code = LOSS_CODES[self.loss]
         last = self.n_layers - 1
-        for l, layer in enumerate(self.layers):  # the rows the optimizer writes (records: no output gradient rows)
+        # Pages the optimizer writes, written now rather than faulted in by the training threads
+        # (network.make_resident); an output layer kept as records never writes its gradient rows.
+        for l, layer in enumerate(self.layers):
             grads = () if l == last and self.records_output() else (layer.weight_grad,)
             make_resident(layer.weight_m, layer.weight_v, *grads)
 
