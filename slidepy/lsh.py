@@ -192,14 +192,15 @@ def index_layout(options: LshOptions, dim: int, n_neurons: int,
                  budget: int) -> tuple[tuple[int, int, int, int], int]:
     """((L, H, Q, V), bytes) of a layer's index without building it: the per-thread query
     scratch shape (see LshIndex.hash_shape) and the bytes of its tables or clusters, codes
-    included. Used by the memory estimate; LshIndex allocates exactly this."""
+    included (for a hash index twice: a rebuild copies them). Used by the memory estimate."""
     k, l = resolve_k_l(options, n_neurons)
     if options.family == "kmeans":
         c = n_clusters_for(options, n_neurons, budget)
         nbytes = 4 * (dim + 1) * l * c + 8 * (l * c + 1) + 4 * l * n_neurons + 4 * n_neurons * l
         return (0, l * c, 0, 0), nbytes
     shape = (l, k * l, query_scratch_size(l, options.bucket_capacity), dim + 1)
-    return shape, table_bytes(l, options.range_pow, options.bucket_capacity) + 4 * n_neurons * l
+    # the codes (N, L) int32, and the table-major copy of them each rebuild makes (tables.build_tables)
+    return shape, table_bytes(l, options.range_pow, options.bucket_capacity) + 2 * 4 * n_neurons * l
 
 
 def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
