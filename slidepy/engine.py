@@ -521,15 +521,15 @@ def later_kernels(engine: Engine, data) -> list[tuple]:
                  (adam_update_rows_recorded, (out.weights, out.weight_m, out.weight_v, out.row_touched, i64, i64,
                                               i64, i32, np.zeros(1, np.float32), f32_2d, f32_2d,
                                               f32, f32, f32, f32, f32))]
-    for layer in engine.layers:  # weight rows, and biases as (N, 1) rows
-        if engine.optimizer == "adam":
-            jobs.append((adam_update_rows, (layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,
-                                            layer.row_touched, i64, f32, f32, f32, f32, f32)))
-        else:
-            jobs.append((sgd_update_rows, (layer.weights, layer.weight_grad, layer.row_touched, i64, f32)))
+    # every layer's weight rows, and its biases as (N, 1) rows, have these types: one job serves all
+    if engine.optimizer == "adam":
+        jobs.append((adam_update_rows, (out.weights, out.weight_grad, out.weight_m, out.weight_v, out.row_touched,
+                                        i64, f32, f32, f32, f32, f32)))
+    else:
+        jobs.append((sgd_update_rows, (out.weights, out.weight_grad, out.row_touched, i64, f32)))
     if last > 0:
         hidden = np.zeros((1, engine.sizes[last][0]), np.float32)
-        jobs.append((infer_batch, _last_hidden_args(engine, data, np.zeros(1, np.int64), hidden, engine.spec)))
+        jobs.append((infer_batch, _last_hidden_args(engine, data, np.zeros(1, np.int64), hidden, engine.spec)[0]))
     jobs.append((topk_rows, (f32_2d, out.bias, i32_2d, f32_2d)))
     if any(index is not None and index.kind == INDEX_CLUSTERS for index in engine.lsh):
         jobs.append((mean_by_cluster, (out.weights, out.bias, i64, i32, f32_2d)))
@@ -620,25 +620,24 @@ def last_hidden(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: n
     """The last hidden layer's activations of dataset rows `rows` (B,) into out (B, D) (zeros for
     inactive neurons; inference, so no dropout): exact scoring and ensembles multiply them with the
     output layer. Returns the active neurons summed over the samples, per hidden layer."""
-    args = _last_hidden_args(engine, data, rows, out, spec)
+    args, active_sum = _last_hidden_args(engine, data, rows, out, spec)
     infer_batch(*args)
-    return args[_ACTIVE_SUM].sum(axis=0)
-
-
-_ACTIVE_SUM = 13  # where _last_hidden_args puts active_sum
+    return active_sum.sum(axis=0)
 
 
 def _last_hidden_args(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray) -> tuple:
-    """infer_batch's arguments for last_hidden (and, as types, for the compile helper)."""
+    """infer_batch's arguments for last_hidden (and, as types, for the compile helper), and the
+    active_sum (T, hidden layers) among them that the call fills."""
     last = engine.n_layers - 1
     n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     scratch = engine._get_scratch(False, n_chunks, spec)
     bounds = chunk_bounds(data.x_indptr, rows, n_chunks)
     n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
     active_sum = np.zeros((n_chunks, last), np.int64)
-    return (engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
+    args = (engine.layers, spec, scratch, engine.lsh_layers(), engine.kinds(), data.x_indptr, data.x_indices,
             data.x_values, rows, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64), n_active,
             active_sum, last, np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), out)
+    return args, active_sum
 
 
 def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict:
