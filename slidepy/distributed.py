@@ -353,7 +353,8 @@ class Worker:
         samples, seconds, active per layer * samples)."""
         t = self.trainer
         rows = self._rows()
-        t.engine.lr = t.schedule.lr(self.lr_scale * t.lr_scale, t.step, total_steps, budget_seconds)
+        lr_share = t.schedule.lr_share(t.step, total_steps, budget_seconds)
+        t.engine.lr = t.config.training.lr * self.lr_scale * t.lr_scale * lr_share
         started = time.perf_counter()
         stats = t.engine.train_step(t.train_data, rows)
         elapsed = time.perf_counter() - started
@@ -362,7 +363,7 @@ class Worker:
             where = t.model.nonfinite()
             raise NumericalError(f"worker {self.rank}: loss is {stats.loss} at step {t.step}"
                                  + (f"; {where}" if where else "") + "; lower training.lr")
-        t.rebuild_seconds += t.engine.maybe_rebuild()
+        t.rebuild_seconds += t.engine.maybe_rebuild(lr_share)
         t.batch_in_epoch += 1
         self._wrap_epoch()
         if self.kill_at_step is not None and t.step == self.kill_at_step:

@@ -330,12 +330,14 @@ class Engine:
         """Compile the kernels for this network; returns the seconds spent (see compile_kernels)."""
         return compile_kernels(self, data, on_compile)
 
-    def maybe_rebuild(self) -> float:
-        """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent."""
+    def maybe_rebuild(self, lr_share: float = 1.0) -> float:
+        """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent.
+        lr_share: this step's learning rate over the schedule's peak (see lsh.RebuildSchedule)."""
         spent = 0.0
         for l, index in enumerate(self.lsh):
             if index is not None:
-                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0, self.layers[l].bias)
+                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0, self.layers[l].bias,
+                                             lr_share=lr_share)
         return spent
 
     # -- training and inference -----------------------------------------------------------------

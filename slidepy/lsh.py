@@ -102,27 +102,43 @@ def _no_params() -> HashParams:
 class RebuildSchedule:
     """SLIDE's decaying schedule: first rebuild after `initial` batches, then each interval is the
     previous one times `decay` (capped at `max_interval`). Weights move fast early and slowly
-    later, so tables need refreshing less and less often."""
+    later, so tables need refreshing less and less often.
+
+    The intervals are measured on a clock that runs at the learning rate's pace (`tick`): a step
+    at a quarter of the peak rate counts a quarter. Adam and SGD move a row in proportion to the
+    rate, so the tables go stale at that pace too; under a decaying rate the late rebuilds,
+    which would find rows almost where they left them, spread out. At a constant rate the clock
+    is the step count."""
 
     initial: int
     decay: float
     max_interval: int | None = None
-    next_step: int = 0
+    next_step: float = 0  # the clock reading due for the next rebuild
     interval: float = 0.0
+    clock: float = 0.0
+    last_step: int | None = 0  # the step of the last tick; None: set the clock to the next one
 
     def __post_init__(self):
         if not self.next_step:
             self.interval = float(self.initial)
             self.next_step = self.initial
 
-    def due(self, step: int) -> bool:
-        return step >= self.next_step
+    def tick(self, step: int, lr_share: float = 1.0) -> None:
+        """Advance the clock to `step`, the steps since the last tick counting lr_share each."""
+        if self.last_step is None:  # a checkpoint from before the clock, which read the step count
+            self.clock = float(step)
+        else:
+            self.clock += max(0.0, lr_share) * max(0, step - self.last_step)
+        self.last_step = step
 
-    def advance(self, step: int) -> None:
+    def due(self, step: int | None = None) -> bool:
+        return (self.clock if step is None else step) >= self.next_step - 1e-9
+
+    def advance(self, step: int | None = None) -> None:
         self.interval *= self.decay
         if self.max_interval is not None:
             self.interval = min(self.interval, float(self.max_interval))
-        self.next_step = step + max(1, int(round(self.interval)))
+        self.next_step = (self.clock if step is None else step) + max(1, int(round(self.interval)))
 
 
 @dataclass(frozen=True)
@@ -153,8 +169,9 @@ class LshOptions:
     drift_threshold: float | None  # rebuild on measured drift instead of the schedule
     drift_sample: int
     drift_check_every: int
-    refresh_every: int             # kmeans: re-centre clusters every N batches; 0 = never
+    refresh_every: int             # kmeans: re-centre clusters every N batches (on the schedule's clock); 0 = never
     spread_steps: int = 0          # a scheduled rebuild's per-row work over this many steps
+    pace: str = "lr"               # the schedule's clock: "lr" (RebuildSchedule) or "steps"
 
 
 def resolve_k_l(options: LshOptions, n_neurons: int) -> tuple[int, int]:
@@ -406,9 +423,14 @@ class LshIndex:
         self.last_drift = float(np.mean(codes != self.drift_codes))
         return self.last_drift
 
-    def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
-        """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not)."""
+    def maybe_rebuild(self, step: int, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None,
+                      lr_share: float = 1.0) -> float:
+        """Rebuild if the schedule (or measured drift) says so; returns seconds spent (0 if not).
+        lr_share: this step's learning rate over the schedule's peak, the pace of the rebuild
+        schedule's clock (1 with rebuild.pace "steps")."""
         s = self.options
+        before = self.schedule.clock
+        self.schedule.tick(step, lr_share if s.pace == "lr" else 1.0)
         if self.pending_row >= 0:  # a spread rebuild goes on, whatever started it
             return self._continue_spread(weights, input_major, bias)
         if s.drift_threshold is not None:
@@ -418,11 +440,12 @@ class LshIndex:
             if self.drift(weights, input_major, bias) < s.drift_threshold:
                 return time.perf_counter() - started
             return self._rebuild_now(weights, input_major, bias) + time.perf_counter() - started
-        if not self.schedule.due(step):
-            if s.refresh_every and step % s.refresh_every == 0:
+        if not self.schedule.due():
+            # refreshes keep the schedule's pace too: one each refresh_every steps on its clock
+            if s.refresh_every and self.schedule.clock // s.refresh_every > before // s.refresh_every:
                 return self.refresh(weights, input_major, bias)
             return 0.0
-        self.schedule.advance(step)
+        self.schedule.advance()
         return self._rebuild_now(weights, input_major, bias)
 
     def _rebuild_now(self, weights, input_major, bias) -> float:
@@ -451,7 +474,8 @@ class LshIndex:
 
     def state_meta(self) -> dict:
         return {"draws": self.draws, "rebuilds": self.rebuilds, "next_step": self.schedule.next_step,
-                "interval": self.schedule.interval, "k": self.k, "l": self.l, "max_norm": self.max_norm,
+                "interval": self.schedule.interval, "clock": self.schedule.clock,
+                "last_step": self.schedule.last_step, "k": self.k, "l": self.l, "max_norm": self.max_norm,
                 "pending_row": self.pending_row}
 
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
@@ -465,8 +489,10 @@ class LshIndex:
         self._dense_proj = None
         self.draws = int(meta["draws"])
         self.rebuilds = int(meta["rebuilds"])
-        self.schedule.next_step = int(meta["next_step"])
+        self.schedule.next_step = float(meta["next_step"])
         self.schedule.interval = float(meta["interval"])
+        self.schedule.clock = float(meta.get("clock", 0.0))
+        self.schedule.last_step = meta.get("last_step")  # None in older checkpoints (see tick)
         self.max_norm = float(meta.get("max_norm", 1.0))
         self.pending_row = int(meta.get("pending_row", -1))
 

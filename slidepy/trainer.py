@@ -172,7 +172,8 @@ class Trainer:
         rolled back (`_fault`) it returns at once: the next call goes on from the checkpoint."""
         cfg, t = self.config, self.config.training
         rows = self.schedule.batch_rows(self.epoch, self.batch_in_epoch)
-        self.engine.lr = self.schedule.lr(self.lr_scale, self.step, self._total_steps, self.budget_seconds)
+        lr_share = self.schedule.lr_share(self.step, self._total_steps, self.budget_seconds)
+        self.engine.lr = t.lr * self.lr_scale * lr_share
         started = time.perf_counter()
         stats = self.engine.train_step(self.train_data, rows)
         step = Step(rows, stats, time.perf_counter() - started)
@@ -190,7 +191,7 @@ class Trainer:
         # checkpoint ever holds NaN/inf.
         if log_due and not self._finite():
             return step
-        self.rebuild_seconds += self.engine.maybe_rebuild()
+        self.rebuild_seconds += self.engine.maybe_rebuild(lr_share)
         self.window.add(stats.loss, rows.shape[0], step.seconds)
         if log_due:
             loss, rate = self.window.summary()
@@ -449,14 +450,14 @@ class Schedule:
         """The dataset rows of batch `batch` (from 0) of `epoch`."""
         return self.epoch_order(epoch)[batch * self.t.batch_size:][:self.t.batch_size]
 
-    def lr(self, lr_scale: float, step: int, total_steps: int, train_seconds: float) -> float:
-        """training.lr (times lr_scale) on its schedule at the share of the run done: by steps (of
+    def lr_share(self, step: int, total_steps: int, train_seconds: float) -> float:
+        """The schedule's factor on training.lr at the share of the run done: by steps (of
         total_steps, else planned_steps) or by training.time_budget_s, whichever is ahead."""
         t = self.t
         done = step / max(1, total_steps or self.planned_steps)
         if t.time_budget_s:
             done = max(done, train_seconds / t.time_budget_s)
-        return scheduled_lr(t.lr * lr_scale, t.lr_schedule, t.warmup_steps, step, done)
+        return scheduled_lr(1.0, t.lr_schedule, t.warmup_steps, step, done)
 
     def over(self, epoch: int, step: int, total_steps: int, train_seconds: float) -> bool:
         """The epochs, the steps (total_steps) or training.time_budget_s are done."""

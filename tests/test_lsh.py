@@ -26,6 +26,92 @@ def test_schedule_decays_and_caps():
     assert fired == [10, 30, 65, 100, 135, 170]  # intervals 10, 20, 35 (capped 40), 35, ...
 
 
+def _fired(schedule, shares):
+    """Steps 1.. at which the schedule rebuilds, the step t ticking at lr share shares[t - 1]."""
+    fired = []
+    for step, share in enumerate(shares, start=1):
+        schedule.tick(step, share)
+        if schedule.due():
+            schedule.advance()
+            fired.append(step)
+    return fired
+
+
+def test_schedule_clock_at_a_constant_rate_is_the_step_count():
+    assert _fired(RebuildSchedule(initial=10, decay=2.0, max_interval=35), [1.0] * 199) == [10, 30, 65, 100, 135, 170]
+
+
+def test_schedule_clock_runs_at_the_learning_rate_pace():
+    """At half the peak rate every interval takes twice the steps; under a linear decay the
+    intervals in steps stretch as the rate falls, and a run at rate 0 never rebuilds."""
+    assert _fired(RebuildSchedule(initial=10, decay=2.0, max_interval=35), [0.5] * 199) == [20, 60, 130]
+    total = 1000
+    decayed = _fired(RebuildSchedule(initial=50, decay=1.0), [1.0 - t / total for t in range(total)])
+    gaps = np.diff([0] + decayed)
+    assert np.all(np.diff(gaps) >= 0) and 50 <= gaps[0] <= 53 and gaps[-1] > 2 * gaps[0]
+    # the rate's integral over the run is ~500 steps' worth: ~10 rebuilds instead of 20
+    assert len(decayed) == 9
+    assert _fired(RebuildSchedule(initial=10, decay=1.0), [0.0] * 100) == []
+
+
+def test_rebuild_pace_steps_ignores_the_rate():
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((300, 16)).astype(np.float32)
+    paced = {}
+    for pace in ("lr", "steps"):
+        index = LshIndex(1, (16, 300), _lsh_cfg(rebuild={"initial_interval": 10, "decay": 1.0, "pace": pace}), seed=3)
+        index.rebuild(weights, input_major=False)
+        for step in range(1, 41):
+            index.maybe_rebuild(step, weights, False, lr_share=0.5)
+        paced[pace] = index.rebuilds
+    assert paced == {"lr": 1 + 2, "steps": 1 + 4}
+
+
+def test_refreshes_keep_the_schedule_pace(monkeypatch):
+    """kmeans refreshes come every refresh_every steps of the clock: every 5th step at the peak
+    rate, every 10th at half of it."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((300, 16)).astype(np.float32)
+    refreshed = {}
+    for share in (1.0, 0.5):
+        index = LshIndex(1, (16, 300), _lsh_cfg(family="kmeans", clusters=8, rebuild={
+            "initial_interval": 1000, "refresh_every": 5}), seed=3, budget=40)
+        index.rebuild(weights, input_major=False)
+        steps = []
+        monkeypatch.setattr(index, "refresh", lambda *a, **k: steps.append(index.schedule.last_step) or 0.0)
+        for step in range(1, 41):
+            index.maybe_rebuild(step, weights, False, lr_share=share)
+        refreshed[share] = steps
+    assert refreshed == {1.0: list(range(5, 41, 5)), 0.5: list(range(10, 41, 10))}
+
+
+def test_schedule_clock_survives_a_checkpoint_and_reads_old_ones_as_step_counts():
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((300, 16)).astype(np.float32)
+    cfg = _lsh_cfg(rebuild={"initial_interval": 10, "decay": 1.0})
+
+    def run(index, steps):
+        for step in steps:
+            index.maybe_rebuild(step, weights, False, lr_share=0.25)
+        return index.rebuilds
+
+    whole = LshIndex(1, (16, 300), cfg, seed=3)
+    whole.rebuild(weights, input_major=False)
+    half = LshIndex(1, (16, 300), cfg, seed=3)
+    half.rebuild(weights, input_major=False)
+    run(half, range(1, 31))
+    resumed = LshIndex(1, (16, 300), cfg, seed=3)
+    resumed.load_state(half.state_arrays("x"), half.state_meta(), "x")
+    assert (resumed.schedule.clock, resumed.schedule.last_step) == (7.5, 30)
+    assert run(whole, range(1, 81)) == run(resumed, range(31, 81)) == 1 + 2  # rebuilt at steps 40 and 80
+    old = {k: v for k, v in half.state_meta().items() if k not in ("clock", "last_step")}
+    old["next_step"] = 60  # an older checkpoint counted steps: its next rebuild is at step 60
+    legacy = LshIndex(1, (16, 300), cfg, seed=3)
+    legacy.load_state(half.state_arrays("x"), old, "x")
+    legacy.maybe_rebuild(31, weights, False, lr_share=1.0)
+    assert legacy.schedule.clock == 31.0 and not legacy.schedule.due()
+
+
 def test_rebuild_puts_every_neuron_in_every_table_once():
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((500, 24)).astype(np.float32)  # (N, D) neuron-major

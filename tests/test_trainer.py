@@ -112,7 +112,7 @@ def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
     with every step's rebuild taking a (pretended) second, a 2.5 s budget ends after 3 steps."""
     tiny_config["training"].update({"epochs": 1000, "time_budget_s": 2.5})
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
-    monkeypatch.setattr(trainer.engine, "maybe_rebuild", lambda: 1.0)
+    monkeypatch.setattr(trainer.engine, "maybe_rebuild", lambda lr_share=1.0: 1.0)
     trainer.fit()
     assert trainer.step == 3 and trainer.rebuild_seconds == 3.0
     assert trainer.train_seconds < 2.5 <= trainer.budget_seconds
@@ -136,6 +136,24 @@ def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
     trainer2.fit()
     lr = tiny_config["training"]["lr"]
     assert max(seen) <= lr and seen[-1] < lr * 3 / steps  # ramped up, then down to ~0 at the end
+
+
+def test_the_rebuild_clock_follows_the_learning_rate_schedule(tiny_config):
+    """The trainer hands each step's lr share to the index: under a linear decay from the first
+    step the output index's clock ends near half the steps, and it rebuilds less often than at
+    a constant rate."""
+    clocks, rebuilds = {}, {}
+    for schedule in ("constant", "linear"):
+        cfg = {**tiny_config, "training": {**tiny_config["training"], "lr_schedule": schedule},
+               "output": {**tiny_config["output"], "run_dir": tiny_config["output"]["run_dir"] + schedule}}
+        trainer = Trainer(config_from_dict(cfg), progress=False)
+        trainer.fit()
+        index = trainer.engine.lsh[-1]
+        clocks[schedule], rebuilds[schedule] = index.schedule.clock, index.rebuilds
+        steps = trainer.step
+    assert clocks["constant"] == steps
+    assert clocks["linear"] == pytest.approx(steps / 2, abs=1.0)
+    assert 1 < rebuilds["linear"] < rebuilds["constant"]
 
 
 def test_training_threads_govern_the_blas_products_too():
