@@ -134,7 +134,7 @@ class RebuildConfig(_Section):
     drift_sample: _PosInt = 1024
     drift_check_every: _PosInt = 50                  # batches
     # kmeans: re-centre clusters on their members' current weights every N batches between
-    # rebuilds (O(N D), cheap; counted on the schedule's clock, see `pace`); 0 = never.
+    # rebuilds (O(N D), cheap); 0 = never.
     refresh_every: _NonNegInt = 10
     # Spread a scheduled rebuild's per-row work (hashing every row, or assigning it to a cluster)
     # over this many steps, so that no step stalls for all of it; 0 or 1 = all in one step.
