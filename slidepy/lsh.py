@@ -131,14 +131,15 @@ class RebuildSchedule:
             self.clock += max(0.0, lr_share) * max(0, step - self.last_step)
         self.last_step = step
 
-    def due(self, step: int | None = None) -> bool:
-        return (self.clock if step is None else step) >= self.next_step - 1e-9
+    def due(self) -> bool:
+        return self.clock >= self.next_step - 1e-9  # the tolerance: a sum of fractional shares
 
-    def advance(self, step: int | None = None) -> None:
+    def advance(self) -> None:
+        """A rebuild happens now: the next one is an interval (times decay, capped) later."""
         self.interval *= self.decay
         if self.max_interval is not None:
             self.interval = min(self.interval, float(self.max_interval))
-        self.next_step = (self.clock if step is None else step) + max(1, int(round(self.interval)))
+        self.next_step = self.clock + max(1, int(round(self.interval)))
 
 
 @dataclass(frozen=True)

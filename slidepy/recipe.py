@@ -39,7 +39,8 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   or two passes a rare label's row is touched only a few times, so it needs the larger steps; over
   many passes the larger steps over-fit the frequent labels instead. Measured (test P@1 / P@5):
   DebianNextWord, 2 passes, 0.161 / 0.058 at 2e-3 and 0.167 / 0.060 at 4e-3 (1 pass: 0.147 and
-  0.156; 8e-3 gave 0.154; all without warm-up); DebianDeps, 15 passes, 0.749 / 0.404 at 2e-3 and 0.739 / 0.416 at 4e-3.
+  0.156; 8e-3 gave 0.154; all without warm-up; 5e-3 with the warm-up: 0.166 / 0.061); DebianDeps,
+  15 passes, 0.749 / 0.404 at 2e-3 and 0.739 / 0.416 at 4e-3.
   (At 120 s on DebianDeps 2e-3 decayed matched a constant 1e-3: 0.7278 vs 0.7273.)
 * Length: without a time budget, TARGET_STEPS optimizer steps rounded up to whole epochs, within
   [1, MAX_EPOCHS] epochs. On DebianDeps P@1 peaked after ~3,000-5,000 steps and then slowly fell

@@ -20,12 +20,6 @@ def _lsh_cfg(**kw):
                        .model.output.selection.lsh)
 
 
-def test_schedule_decays_and_caps():
-    schedule = RebuildSchedule(initial=10, decay=2.0, max_interval=35)
-    fired = [step for step in range(1, 200) if schedule.due(step) and not schedule.advance(step)]
-    assert fired == [10, 30, 65, 100, 135, 170]  # intervals 10, 20, 35 (capped 40), 35, ...
-
-
 def _fired(schedule, shares):
     """Steps 1.. at which the schedule rebuilds, the step t ticking at lr share shares[t - 1]."""
     fired = []
@@ -37,7 +31,8 @@ def _fired(schedule, shares):
     return fired
 
 
-def test_schedule_clock_at_a_constant_rate_is_the_step_count():
+def test_schedule_decays_and_caps_and_at_a_constant_rate_counts_steps():
+    # intervals 10, 20, 35 (capped 40), 35, ...
     assert _fired(RebuildSchedule(initial=10, decay=2.0, max_interval=35), [1.0] * 199) == [10, 30, 65, 100, 135, 170]
 
 
