@@ -172,7 +172,7 @@ class LshOptions:
     drift_check_every: int
     refresh_every: int             # kmeans: re-centre clusters every N batches; 0 = never
     spread_steps: int = 0          # a scheduled rebuild's per-row work over this many steps
-    pace: str = "lr"               # the schedule's clock: "lr" (RebuildSchedule) or "steps"
+    pace: str = "steps"            # the schedule's clock: "steps" or "lr" (RebuildSchedule)
 
 
 def resolve_k_l(options: LshOptions, n_neurons: int) -> tuple[int, int]:

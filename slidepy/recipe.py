@@ -30,12 +30,14 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   about HIDDEN x (non-zeros + active outputs) multiply-adds.
 * Optimiser: Adam, batch 128, decayed linearly to 0 over the run (over the time budget when one
   is given): a run that stops on a time budget then ends at a small step size. The learning rate
-  is LR (2e-3), or FEW_PASSES_LR (5e-3) when the run makes at most FEW_PASSES passes; those runs
-  ramp it up over the first WARMUP_SHARE (2.5%) of their planned steps, so the larger rate does
-  not meet Adam's first, noisiest moment estimates at full size. DebianNextWord, 1 pass (3,907
-  steps), seeds 0 / 1 / 2: 4e-3 without warm-up 0.1540 / 0.1538 / 0.1557 (0.1556 in another run
-  of seed 0); 5e-3 with 200 warm-up steps 0.1569 / 0.1573 / 0.1566 (and 0.1574); with 100,
-  0.1581 / 0.1579 / 0.1575 (6e-3 with 200: 0.1568; with 400: 0.1558).
+  is LR (2e-3), FEW_PASSES_LR (4e-3) when the run makes at most FEW_PASSES passes, and
+  ONE_PASS_LR (5e-3) for a single pass, which ramps it up over the first WARMUP_SHARE (2.5%) of
+  its steps, so that the larger rate does not meet Adam's first, noisiest moment estimates at
+  full size. DebianNextWord, 1 pass (3,907 steps), seeds 0 / 1 / 2: 4e-3 without warm-up 0.1540 /
+  0.1538 / 0.1557 (0.1556 in another run of seed 0); 5e-3 with 200 warm-up steps 0.1569 / 0.1573
+  / 0.1566 (and 0.1574); with 100, 0.1581 / 0.1579 / 0.1575 (6e-3 with 200: 0.1568; with 400:
+  0.1558). Two passes did not gain from it: 0.1657 with 5% warm-up and 0.1646 with 2.5%, against
+  0.1662-0.167 at 4e-3 without.
   Why the passes: lazy Adam moves an output row by about lr each step that touches it, and in one
   or two passes a rare label's row is touched only a few times, so it needs the larger steps; over
   many passes the larger steps over-fit the frequent labels instead. Measured (test P@1 / P@5):
@@ -65,9 +67,10 @@ MAX_DROPOUT = 0.5
 FULL_DROPOUT_EPOCHS = 5
 BATCH = 128
 LR = 0.002
-FEW_PASSES_LR = 0.005
+FEW_PASSES_LR = 0.004
 FEW_PASSES = 2
-WARMUP_SHARE = 0.025  # of the planned steps, in runs of at most FEW_PASSES passes
+ONE_PASS_LR = 0.005
+WARMUP_SHARE = 0.025  # of the planned steps, in a run of one pass
 TARGET_STEPS = 5000
 REBUILD_INTERVAL = 50  # steps to the first rebuild; then x 1.3 per rebuild, at most 300
 ASSIGN_MACS_PER_STEP = 1 << 33
@@ -106,13 +109,15 @@ def dropout_for(epochs: float) -> float:
 
 def learning_rate(passes: int) -> float:
     """Adam's peak learning rate for a run of `passes` passes over the data (see the module doc)."""
+    if passes <= 1:
+        return ONE_PASS_LR
     return FEW_PASSES_LR if passes <= FEW_PASSES else LR
 
 
 def warmup_steps(passes: int, planned_steps: int) -> int:
     """Steps over which the learning rate ramps up: WARMUP_SHARE of the planned steps in a run of
-    at most FEW_PASSES passes, else none (see the module doc)."""
-    return int(round(WARMUP_SHARE * planned_steps)) if passes <= FEW_PASSES else 0
+    one pass, else none (see the module doc)."""
+    return int(round(WARMUP_SHARE * planned_steps)) if passes <= 1 else 0
 
 
 def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_budget_s: float | None = None,

@@ -82,7 +82,7 @@ def test_refreshes_count_plain_steps(monkeypatch):
 def test_schedule_clock_survives_a_checkpoint_and_reads_old_ones_as_step_counts():
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((300, 16)).astype(np.float32)
-    cfg = _lsh_cfg(rebuild={"initial_interval": 10, "decay": 1.0})
+    cfg = _lsh_cfg(rebuild={"initial_interval": 10, "decay": 1.0, "pace": "lr"})
 
     def run(index, steps):
         for step in steps:

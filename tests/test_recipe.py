@@ -57,12 +57,12 @@ def test_rules_follow_the_shape():
     # the learning rate follows the passes: larger steps when each row is touched in few passes
     assert one_pass["training"]["lr"] == learning_rate(1) == 0.005
     assert big["training"]["lr"] == small["training"]["lr"] == learning_rate(10) == 0.002
-    # ... and so does the warm-up: 2.5% of the planned steps of a run of 1 or 2 passes, else none
+    # ... and so does the warm-up: 2.5% of the planned steps of a single pass, else none
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
     two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000), "tr.txt", None)  # DebianNextWord's
-    assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == 0.005
-    assert two_pass["training"]["warmup_steps"] == round(0.025 * 2 * 3_907)
+    assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == learning_rate(2) == 0.004
+    assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
     load_config(two_pass)
 

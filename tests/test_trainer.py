@@ -143,6 +143,7 @@ def test_the_rebuild_clock_follows_the_learning_rate_schedule(tiny_config):
     step the output index's clock ends near half the steps, and it rebuilds less often than at
     a constant rate."""
     clocks, rebuilds = {}, {}
+    tiny_config["model"]["output"]["selection"]["lsh"]["rebuild"]["pace"] = "lr"
     for schedule in ("constant", "linear"):
         cfg = {**tiny_config, "training": {**tiny_config["training"], "lr_schedule": schedule},
                "output": {**tiny_config["output"], "run_dir": tiny_config["output"]["run_dir"] + schedule}}
