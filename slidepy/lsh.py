@@ -104,11 +104,11 @@ class RebuildSchedule:
     previous one times `decay` (capped at `max_interval`). Weights move fast early and slowly
     later, so tables need refreshing less and less often.
 
-    The intervals are measured on a clock that runs at the learning rate's pace (`tick`): a step
-    at a quarter of the peak rate counts a quarter. Adam and SGD move a row in proportion to the
-    rate, so the tables go stale at that pace too; under a decaying rate the late rebuilds,
-    which would find rows almost where they left them, spread out. At a constant rate the clock
-    is the step count."""
+    The intervals are measured on a clock (`tick`). With rebuild.pace "steps" (the default) every
+    step counts 1. With "lr" a step counts its learning rate over the peak, so a step at a quarter
+    of the peak rate counts a quarter: Adam and SGD move a row in proportion to the rate, so the
+    tables go stale at that pace, and under a decaying rate the late rebuilds spread out. At a
+    constant rate both clocks are the step count."""
 
     initial: int
     decay: float
@@ -477,7 +477,7 @@ class LshIndex:
         return {"draws": self.draws, "rebuilds": self.rebuilds, "next_step": self.schedule.next_step,
                 "interval": self.schedule.interval, "clock": self.schedule.clock,
                 "last_step": self.schedule.last_step, "k": self.k, "l": self.l, "max_norm": self.max_norm,
-                "pending_row": self.pending_row}
+                "pending_row": self.pending_row, "shortcut_backoff": self.shortcut_backoff}
 
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
         self.buckets[...] = arrays[f"{prefix}.buckets"]
@@ -496,6 +496,7 @@ class LshIndex:
         self.schedule.last_step = meta.get("last_step")  # None in older checkpoints (see tick)
         self.max_norm = float(meta.get("max_norm", 1.0))
         self.pending_row = int(meta.get("pending_row", -1))
+        self.shortcut_backoff = int(meta.get("shortcut_backoff", 0))  # a resumed run assigns as the whole one
 
 
 # -- what a rebuild does besides hashing: k-means clustering, the drift sample -----------------

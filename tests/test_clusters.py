@@ -330,6 +330,12 @@ def test_failed_shortcut_backs_off_for_a_few_rebuilds(monkeypatch):
         rows = rows + 3.0 * rng.standard_normal(rows.shape).astype(np.float32)
         index.rebuild(rows, input_major=False, bias=bias)
     assert tried == [True] + [False] * clusters.SHORTCUT_BACKOFF + [True]
+    # the back-off is checkpoint state: an index resumed mid-back-off goes on with it
+    index.rebuild(rows + 3.0 * rng.standard_normal(rows.shape).astype(np.float32), input_major=False, bias=bias)
+    assert index.shortcut_backoff == clusters.SHORTCUT_BACKOFF - 1
+    resumed = LshIndex(1, (8, 600), _cfg(clusters=20), seed=1, budget=40)
+    resumed.load_state(index.state_arrays("x"), index.state_meta(), "x")
+    assert resumed.shortcut_backoff == index.shortcut_backoff
 
 
 def test_assign_warm_without_the_shortcut_assigns_in_full(monkeypatch):
