@@ -10,81 +10,29 @@ Each config's data is loaded once (synthetic configs are generated), the kernels
 once, and the LSH rebuild schedule runs as in training (its seconds count). Efficiency of n
 threads = (samples/s at n) / (n * samples/s at 1).
 
-First it measures the machine's own ceiling at the same thread counts: a vector multiply-add loop
-(each thread its own output, over cache-resident rows: the shape of the kernels' dot products and
-row updates) and a scalar dependency chain. Where the vector loop does not scale, the "cores" share
-their vector units (hyperthread siblings, or a VM whose vCPUs are), and no FMA-bound kernel can
-scale there either: on the 2-vCPU development VM the vector loop ran at 14.7 GMAC/s on one thread
-and 6.7 per thread on two (efficiency 0.45) while the scalar chain scaled 1.0, which is why
-Bibtex's kernel, bound by multiply-adds, gains nothing from a second thread there.
+First it measures the machine's own ceiling at the same thread counts (bench.machine_ceiling):
+where a vector multiply-add loop does not scale, no kernel bound by multiply-adds can.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
 
 from slidepy import Trainer, load_config
 from slidepy.threads import use_threads
 
-
-# The probe's kernels are not cached: they compile in a second, and numba's cache needs the module
-# to be importable by name, which a script run from tests is not.
-@njit(fastmath=True)
-def _axpy_rows(rows, ids, scale, out):
-    for j in range(ids.shape[0]):
-        row = rows[ids[j]]
-        v = scale[j]
-        for a in range(out.shape[0]):
-            out[a] += v * row[a]
-
-
-@njit(parallel=True, fastmath=True)
-def _vector_work(rows, ids, scale, outs, reps):
-    for t in prange(outs.shape[0]):
-        for _ in range(reps):
-            _axpy_rows(rows, ids[t], scale, outs[t])
-
-
-@njit(parallel=True)
-def _scalar_work(outs, reps):
-    for t in prange(outs.shape[0]):
-        x = 1.0
-        for _ in range(reps):
-            x = x * 1.0000001 + 1e-9  # one dependent multiply-add after another: latency-bound
-        outs[t, 0] = x
-
-
-def machine_ceiling(threads: list[int], seconds: float = 0.5) -> dict:
-    """Efficiency of n threads at the same work per thread, for the vector and the scalar loop
-    (module doc): time at 1 thread / time at n. 1.0 is perfect scaling."""
-    rng = np.random.default_rng(0)
-    rows = rng.random((400, 512), dtype=np.float32)  # 800 KB: in L2, as a layer's hot rows
-    ids = rng.integers(0, rows.shape[0], (max(threads), 64))
-    scale = rng.random(64, dtype=np.float32)
-    outs = np.zeros((max(threads), 512), np.float32)
-    jobs = {"vector_fma": lambda n, reps: _vector_work(rows, ids[:n], scale, outs[:n], reps),
-            "scalar": lambda n, reps: _scalar_work(outs[:n], reps * 4096)}
-    result = {}
-    for name, run in jobs.items():
-        run(1, 1)  # compile
-        started = time.perf_counter()
-        run(1, 100)
-        reps = max(1, int(100 * seconds / max(time.perf_counter() - started, 1e-6)))
-        times = {}
-        for n in threads:
-            use_threads(n)
-            started = time.perf_counter()
-            run(n, reps)
-            times[n] = time.perf_counter() - started
-        result[name] = {str(n): times[threads[0]] / times[n] for n in threads}
-    return result
+_BENCH = Path(__file__).resolve().parent / "bench.py"
+_spec = importlib.util.spec_from_file_location("bench", _BENCH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 
 
 def measure(trainer: Trainer, threads: list[int], rounds: int, seconds: float) -> dict:
@@ -118,7 +66,7 @@ def main() -> None:
     p.add_argument("--out", default="scaling.json")
     opts = p.parse_args()
     threads = [min(int(t), numba.config.NUMBA_NUM_THREADS) for t in opts.threads.split(",")]
-    results = {"cores": numba.config.NUMBA_NUM_THREADS, "configs": {}, "ceiling": machine_ceiling(threads)}
+    results = {"cores": numba.config.NUMBA_NUM_THREADS, "configs": {}, "ceiling": bench.machine_ceiling(threads)}
     for name, effs in results["ceiling"].items():
         print(f"machine ceiling, {name}: " + "  ".join(f"{n} threads {e:.2f}" for n, e in effs.items()), flush=True)
     for path in opts.config:

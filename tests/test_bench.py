@@ -307,3 +307,30 @@ def test_bench_tiny_end_to_end(tmp_path):
         assert f"| {s}" in md
     if bench.has_module("matplotlib"):
         assert (out / "curve-tiny.png").stat().st_size > 0 and entry["curve_png"] == "curve-tiny.png"
+
+
+def test_ceiling_vector_probe_adds_the_rows_it_names():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    rows = rng.random((30, 16), dtype=np.float32)
+    ids = rng.integers(0, 30, (2, 7))
+    scale = rng.random(7, dtype=np.float32)
+    outs = np.zeros((2, 16), np.float32)
+    vector_work, _ = bench.ceiling_kernels()
+    vector_work(rows, ids, scale, outs, 3)
+    expect = 3 * np.stack([(scale[:, None] * rows[ids[t]]).sum(axis=0) for t in range(2)])
+    np.testing.assert_allclose(outs, expect, rtol=1e-5)
+
+
+def test_machine_ceiling_is_relative_to_the_first_count_and_reported():
+    ceiling = bench.machine_ceiling([1, 2], seconds=0.02)
+    assert set(ceiling) == {"vector_fma", "scalar"}
+    for effs in ceiling.values():
+        assert effs["1"] == 1.0 and set(effs) == {"1", "2"} and 0.0 < effs["2"] < 10.0
+    md = bench.render_markdown({
+        "settings": {"threads": [1, 2], "repeats": 1, "segment_seconds": 1.0, "quick": True},
+        "machine": {"platform": "test", "python": "3", "cpus": 2, "numba_threads": 2}, "started": "now",
+        "datasets": {}, "machine_ceiling": {**ceiling, "wall_seconds": 1.0}})
+    line = next(x for x in md.splitlines() if x.startswith("Machine ceiling"))
+    assert f"vector_fma 1 thr 1.00, 2 thr {ceiling['vector_fma']['2']:.2f}" in line and "wall_seconds" not in line
