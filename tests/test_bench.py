@@ -334,3 +334,9 @@ def test_machine_ceiling_is_relative_to_the_first_count_and_reported():
         "datasets": {}, "machine_ceiling": {**ceiling, "wall_seconds": 1.0}})
     line = next(x for x in md.splitlines() if x.startswith("Machine ceiling"))
     assert f"vector_fma 1 thr 1.00, 2 thr {ceiling['vector_fma']['2']:.2f}" in line and "wall_seconds" not in line
+
+
+def test_ceiling_worker_answers_on_the_protocol(capsys):
+    assert bench.worker_main(json.dumps({"system": "ceiling", "mode": "ceiling", "threads": [1]})) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(bench.MARK))
+    assert json.loads(line[len(bench.MARK):])["result"] == {"vector_fma": {"1": 1.0}, "scalar": {"1": 1.0}}
