@@ -184,12 +184,31 @@ def _load_models(checkpoints: tuple, threads: int | None) -> list:
 def _predict(models: list, data, k: int, lsh: bool):
     """Top-k (ids, scores) of one model, or of an ensemble's mean probabilities (slidepy.ensemble)."""
     if len(models) == 1:
+        if not lsh:
+            _attach_neighbours(models[0])
         return models[0].predict(data, k=k, use_lsh=lsh)
     if lsh:
         raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
     from .ensemble import ensemble_topk
 
     return ensemble_topk([m.engine for m in models], data, k=k)
+
+
+def _attach_neighbours(model) -> None:
+    """With model.neighbours on, build its bank from the config's training data (as `train` does
+    at its final evaluation); where that data is gone, say so and score with the network alone."""
+    from .errors import ConfigError
+    from .trainer import load_data
+
+    if model.config.model.neighbours.weight <= 0:
+        return
+    try:
+        train, _ = load_data(model.config)
+    except ConfigError as exc:
+        click.echo(f"model.neighbours: the training data is not at hand ({exc}); the neighbours' votes are "
+                   f"left out and the network scores alone", err=True)
+        return
+    model.attach_neighbours(train)
 
 
 def _load_model(checkpoint: str, threads: int | None):

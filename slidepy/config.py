@@ -229,6 +229,14 @@ class OutputLayer(_Section):
     selection: Selection = Selection()
 
 
+class Neighbours(_Section):
+    """Label votes of the nearest training samples in the last hidden space, blended into exact
+    scoring at prediction (slidepy/neighbours.py); weight 0 turns them off."""
+
+    k: _PosInt = 10
+    weight: float = Field(0.0, ge=0, le=1)
+
+
 class ModelConfig(_Section):
     hidden: tuple[HiddenLayer, ...] = Field((HiddenLayer(size=128),), min_length=1,
                                             description="list of at least one hidden layer (int size or mapping)")
@@ -237,6 +245,18 @@ class ModelConfig(_Section):
     loss: Literal["softmax", "bce"] = "softmax"
     init: Literal["he", "glorot"] = "glorot"
     dropout: float = Field(0.0, ge=0, lt=1)          # of every hidden layer's outputs, in training
+    neighbours: Neighbours = Neighbours()
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.neighbours.weight > 0:
+            if self.loss != "softmax":  # the votes are shares of one unit, like softmax probabilities
+                raise CrossCheck(("neighbours.weight", "loss"), f"{{0}}: {self.neighbours.weight} needs {{1}} "
+                                 f"softmax (the votes blend into softmax probabilities), not {self.loss!r}")
+            if self.output.selection.inference != "exact":
+                raise CrossCheck(("neighbours.weight", "output.selection.inference"),
+                                 f"{{0}}: {self.neighbours.weight} needs {{1}} exact (votes blend into exact scoring)")
+        return self
 
 
 class TrainingConfig(_Section):

@@ -45,6 +45,7 @@ from .network import (
 from .checkpoint import check_shapes
 from .clusters import mean_by_cluster, score_centroids_batch
 from .metrics import score_batch
+from .neighbours import bank_block, blend_topk
 from .optimizer import (adam_update_gathered, adam_update_rows, adam_update_rows_recorded, apply_updates, group_records,
                         sgd_update_rows)
 from .precompile import compile_in_helper
@@ -147,6 +148,8 @@ class Engine:
     # distributed.py: per layer (rows (R,) uint8, biases (N,) uint8) OR-ed with the batch's touched
     # marks before the optimizer clears them: the rows to sync. None (the default) = not tracked.
     touched_log: list | None = field(default=None, repr=False)
+    # neighbours.NeighbourBank whose votes exact scoring blends in (Model.attach_neighbours), or None
+    neighbours: object = field(default=None, repr=False)
 
     def __post_init__(self):
         self.sizes = layer_sizes(self.n_features, list(self.hidden), self.n_labels)
@@ -559,22 +562,28 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
     """Exact scoring of every output neuron (Engine.predict's path when the output layer infers
     exactly): the kernel computes the last hidden layer of a block of samples, then
     scoring.score_topk takes one BLAS product (B, D) @ (D, N) and a parallel top-k, an order of
-    magnitude faster than per-sample dot products at 670K rows."""
+    magnitude faster than per-sample dot products at 670K rows. With a neighbour bank attached
+    (engine.neighbours) the softmax is blended with the neighbours' label votes first
+    (neighbours.blend_topk)."""
     last = engine.n_layers - 1
     out = engine.layers[last]
     top_ids = np.full((rows.shape[0], k), -1, np.int32)
     top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
     active_total = np.zeros(engine.n_layers, np.float64)
     active_total[last] = engine.n_labels * rows.shape[0]
-    block = block_rows(engine.n_labels)
+    bank = engine.neighbours
+    block = block_rows(engine.n_labels) if bank is None else bank_block(bank, engine.n_labels)
     hidden = np.zeros((block, engine.sizes[last][0]), np.float32)
     with blas_on_all_threads():
         for start in range(0, rows.shape[0], block):
             part = rows[start:start + block]
             b = part.shape[0]
             active_total[:last] += engine.last_hidden(data, part, hidden[:b], spec)
-            score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b],
-                       top_scores[start:start + b])
+            if bank is None:
+                score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
+            else:
+                blend_topk(hidden[:b], out.weights, out.bias, bank, top_ids[start:start + b],
+                           top_scores[start:start + b])
     return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
 

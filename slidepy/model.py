@@ -22,6 +22,7 @@ from .engine import Engine, LayerSelection
 from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
+from .neighbours import build_bank
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -134,6 +135,24 @@ class Model:
         if data.n_features > self.engine.n_features:
             raise DataError(f"{data.source} has {data.n_features} features but the model takes "
                             f"{self.engine.n_features}")
+
+    def attach_neighbours(self, train: Dataset | None) -> bool:
+        """Build the neighbour bank of model.neighbours from `train` under the current weights, so
+        that exact scoring blends in the label votes of each sample's nearest training samples
+        (slidepy/neighbours.py); True if one is attached. Nothing happens when model.neighbours
+        is off or there is no training data. Call it again after the weights change (training
+        detaches it: `detach_neighbours`)."""
+        opts = self.config.model.neighbours
+        self.engine.neighbours = None
+        if opts.weight <= 0 or train is None or train.n_samples == 0:
+            return False
+        self.check_input_dims(train)
+        self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight)
+        return True
+
+    def detach_neighbours(self) -> None:
+        """Score with the network alone (the bank no longer matches weights that training moves)."""
+        self.engine.neighbours = None
 
     def predict(self, data: Dataset, k: int = 5, rows=None, use_lsh: bool | None = None):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for the samples `rows` of `data`

@@ -151,7 +151,8 @@ class Trainer:
                         self.train_step()
                     else:  # resumed from a checkpoint written at an epoch's last batch
                         self._end_epoch()
-                if self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True):
+                if (self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True)
+                        or self.config.model.neighbours.weight > 0):  # an eval at the last step had no bank
                     self.last_eval = self._eval_record(final=True)
                 if self._last_saved_step != self.step:
                     self.checkpoint()
@@ -253,6 +254,8 @@ class Trainer:
         started = time.perf_counter()
         data = self.test_data or self.train_data
         subset = None if final else self.config.eval.subset
+        if final:  # the neighbour bank, from the final weights (model.neighbours; a no-op when off)
+            self.model.attach_neighbours(self.train_data)
         report = self.model.eval_report(data, subset)
         return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
                             complete=subset is None or subset >= data.n_samples, **report)
@@ -324,6 +327,7 @@ def _start(trainer: Trainer) -> None:
         trainer._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
                       f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
     trainer._total_steps = trainer.schedule.planned_steps
+    trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     trainer.last_eval = {}
     trainer.window.reset()
     trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data), threads=trainer.threads,

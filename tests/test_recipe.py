@@ -14,8 +14,9 @@ from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, REBUILD_INTERVAL, auto_config, dropout_for,
-                            learning_rate, output_budget, parse_duration, rebuild_spread)
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
+                            auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
+                            rebuild_spread)
 
 
 def test_parse_duration():
@@ -65,6 +66,15 @@ def test_rules_follow_the_shape():
     assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
     load_config(two_pass)
+    # the neighbours' votes while their bank of training vectors is affordable
+    assert small["model"]["neighbours"]["weight"] == big["model"]["neighbours"]["weight"] == 0.3
+    assert two_pass["model"]["neighbours"]["weight"] == 0.0
+
+
+def test_neighbours_follow_the_bank_size():
+    largest = NEIGHBOUR_BANK_FLOATS // HIDDEN
+    assert neighbours_for(largest) == {"k": 10, "weight": 0.3}
+    assert neighbours_for(largest + 1)["weight"] == 0.0
 
 
 def test_rebuild_spread_keeps_each_steps_share_of_a_rebuild_small():

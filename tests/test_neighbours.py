@@ -1,0 +1,144 @@
+"""slidepy/neighbours.py: the blended scores against a NumPy reference, the bank, and the votes at
+work in training's final evaluation and in `slidepy evaluate`."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from slidepy import Trainer, load_config
+from slidepy.cli import main
+from slidepy.configfile import config_from_dict
+from slidepy.errors import ConfigError
+from slidepy.neighbours import NeighbourBank, blend_topk, build_bank, unit_rows
+
+
+def naive_blend(hidden, weights, bias, bank: NeighbourBank):
+    """(B, N) float64 blended scores, written out the slow way."""
+    z = hidden.astype(np.float64) @ weights.T.astype(np.float64) + bias
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    out = (1 - bank.weight) * p
+    units = hidden / np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-30)
+    sims = units @ bank.vectors.T
+    for i in range(hidden.shape[0]):
+        near = np.argsort(-sims[i], kind="stable")[:bank.k]
+        near = [s for s in near if sims[i, s] > 0]
+        mass = sum(sims[i, s] * (bank.y_indptr[s + 1] - bank.y_indptr[s]) for s in near)
+        for s in near:
+            for label in bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]]:
+                out[i, label] += bank.weight * sims[i, s] / mass
+    return out
+
+
+def random_bank(rng, n_samples, width, n_labels, k, weight):
+    counts = rng.integers(1, 4, n_samples)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    indices = rng.integers(0, n_labels, indptr[-1]).astype(np.int32)
+    vectors = unit_rows(rng.standard_normal((n_samples, width)).astype(np.float32))
+    return NeighbourBank(vectors, indptr, indices, k, weight)
+
+
+@pytest.mark.parametrize("k,weight", [(1, 0.3), (5, 0.3), (7, 1.0)])
+def test_blend_matches_the_reference(k, weight):
+    rng = np.random.default_rng(k)
+    n_labels, width = 40, 12
+    hidden = rng.standard_normal((9, width)).astype(np.float32)
+    weights = rng.standard_normal((n_labels, width)).astype(np.float32)
+    bias = rng.standard_normal(n_labels).astype(np.float32)
+    bank = random_bank(rng, 30, width, n_labels, k, weight)
+    ids = np.empty((9, 5), np.int32)
+    vals = np.empty((9, 5), np.float32)
+    blend_topk(hidden, weights, bias, bank, ids, vals)
+    expect = naive_blend(hidden, weights, bias, bank)
+    np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.take_along_axis(expect, ids.astype(np.int64), axis=1), vals, rtol=1e-5, atol=1e-7)
+
+
+def test_no_similar_neighbour_leaves_the_network_ranking():
+    rng = np.random.default_rng(0)
+    hidden = np.abs(rng.standard_normal((4, 6))).astype(np.float32)
+    weights = rng.standard_normal((10, 6)).astype(np.float32)
+    bias = np.zeros(10, np.float32)
+    bank = random_bank(rng, 5, 6, 10, 3, 0.5)
+    bank = bank._replace(vectors=-np.abs(bank.vectors))  # every similarity negative: no votes
+    ids = np.empty((4, 3), np.int32)
+    vals = np.empty((4, 3), np.float32)
+    blend_topk(hidden, weights, bias, bank, ids, vals)
+    np.testing.assert_array_equal(ids, np.argsort(-(hidden @ weights.T), axis=1)[:, :3])
+    assert np.all(vals <= 0.5 + 1e-6)  # half the softmax mass at most
+
+
+def test_config_rejects_votes_it_cannot_blend():
+    with pytest.raises(ConfigError, match="model.loss softmax"):
+        config_from_dict({"model": {"loss": "bce", "neighbours": {"weight": 0.3}}})
+    with pytest.raises(ConfigError, match="inference exact"):
+        config_from_dict({"model": {"output": {"selection": {"mode": "lsh", "inference": "lsh"}},
+                                    "neighbours": {"weight": 0.3}}})
+    with pytest.raises(ConfigError):
+        config_from_dict({"model": {"neighbours": {"weight": 1.5}}})
+
+
+def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
+    trainer = Trainer(load_config(tiny_config, ["training.max_steps=3"]), progress=False)
+    trainer.fit()
+    bank = build_bank(trainer.engine, trainer.train_data, 4, 0.2)
+    hidden = np.zeros_like(bank.vectors)
+    trainer.engine.last_hidden(trainer.train_data, np.arange(trainer.train_data.n_samples), hidden)
+    np.testing.assert_allclose(bank.vectors, unit_rows(hidden), rtol=1e-6)
+    norms = np.linalg.norm(bank.vectors, axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(bank.y_indices, trainer.train_data.y_indices)
+    with pytest.raises(ValueError):
+        build_bank(trainer.engine, trainer.train_data, 0, 0.2)
+
+
+def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, one_thread):
+    tiny_config["model"]["neighbours"] = {"k": 1, "weight": 1.0}
+    tiny_config["training"]["epochs"] = 2
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    final = trainer.fit()
+    assert trainer.engine.neighbours is not None
+    # k 1, weight 1: each training sample's nearest bank sample is itself, so its own labels
+    # rank first (unless its hidden vector is zero or shared with another sample's)
+    hidden = trainer.engine.neighbours.vectors
+    distinct = np.unique(hidden, axis=0).shape[0] == hidden.shape[0] and np.all(np.abs(hidden).sum(axis=1) > 0)
+    on_train = trainer.evaluate(trainer.train_data, subset=None)
+    assert distinct and on_train["P@1"] == pytest.approx(1.0)
+    trainer.model.detach_neighbours()
+    assert trainer.evaluate(trainer.train_data, subset=None)["P@1"] < 1.0
+    # `slidepy evaluate` on the saved model builds the bank again from the config's data
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
+    test_file = tmp_path / "test.txt"
+    from slidepy.data import write_dataset
+
+    write_dataset(trainer.test_data, test_file)
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+
+
+def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
+    train = tmp_path / "train.txt"
+    from slidepy.data import write_dataset
+    from slidepy.synthetic import make_synthetic
+
+    data, _ = make_synthetic(300, 10, 50, 20, seed=1)
+    write_dataset(data, train)
+    tiny_config["data"] = {"train": str(train)}
+    tiny_config["model"]["neighbours"] = {"weight": 0.3}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", "--config", str(path), "--no-progress", "--threads", "1",
+                                "--set", "training.max_steps=2"]).exit_code == 0
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
+    copy = tmp_path / "again.txt"
+    copy.write_bytes(train.read_bytes())
+    train.unlink()
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "neighbours' votes are left out" in result.output
