@@ -17,6 +17,7 @@ import numba
 
 from .errors import ConfigError
 from .lsh import index_layout
+from .scoring import BLOCK_FLOATS
 from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_CAPACITY, SPEC_INFER_MODE, SPEC_MODE, layer_sizes,
                       make_spec, nbytes, output_record_shapes, param_shapes, scratch_capacities, scratch_shapes)
 
@@ -97,11 +98,12 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
         n_features, n_labels = s.n_features, s.n_labels
         data_bytes = (s.n_train + s.n_test) * (s.nnz_per_sample * 8 + s.labels_per_sample[1] * 4 + 16)
         max_labels = s.labels_per_sample[1]
+        n_train = s.n_train
     else:
         dims = _header_dims(d.train)
         if dims is None:
             return MemoryEstimate({"(dimensions unknown until the data is read)": 0}, available_memory())
-        _, n_features, n_labels = dims
+        n_train, n_features, n_labels = dims
         data_bytes = int((_text_size(d.train) + (_text_size(d.test) if d.test else 0)) * PARSED_BYTES_PER_TEXT_BYTE)
         max_labels = 256
     threads = threads or cfg.training.threads or numba.config.NUMBA_NUM_THREADS
@@ -134,6 +136,8 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
              "per-thread scratch": scratch,
              "output gradient records": records,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
+             # model.neighbours: every training sample's last-hidden vector, and a block's similarities
+             "neighbour bank": (n_train * sizes[last][0] * 4 + BLOCK_FLOATS * 4) if cfg.model.neighbours.weight > 0 else 0,
              "dataset (parsed)": data_bytes,
              "interpreter, compiled code, transients": BASE_OVERHEAD}
     return MemoryEstimate(parts, available_memory())

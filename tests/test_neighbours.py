@@ -142,3 +142,14 @@ def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
     result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(copy)])
     assert result.exit_code == 0, result.output
     assert "neighbours' votes are left out" in result.output
+
+
+def test_memory_estimate_counts_the_bank(tiny_config):
+    from slidepy.memory import estimate_for_config
+    from slidepy.scoring import BLOCK_FLOATS
+
+    off = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
+    tiny_config["model"]["neighbours"] = {"weight": 0.3}
+    on = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
+    n_train, width = tiny_config["data"]["synthetic"]["n_train"], tiny_config["model"]["hidden"][-1]
+    assert off == 0 and on == n_train * width * 4 + BLOCK_FLOATS * 4
