@@ -429,13 +429,16 @@ class SlidepyRunner:
             traffic_add(traffic, self.train, done.rows, done.stats, done.seconds, self.width)
         return done.seconds + self.trainer.rebuild_seconds - rebuild_before
 
-    def evaluate(self, final: bool = False) -> dict:
-        """Exact P@k on the whole (cut) test set (Trainer.evaluate: every label scored). The final
-        evaluation blends in the neighbours' votes where the config asks for them, as `slidepy
-        train` does at its end (model.neighbours); the bank is built in the evaluation's time."""
-        if final:
-            self.trainer.model.attach_neighbours(self.train)
-        return self.trainer.evaluate(self.test, subset=None)
+    def evaluate(self) -> dict:
+        """Exact P@k on the whole (cut) test set (Trainer.evaluate: every label scored), with the
+        neighbours' votes where the config asks for them, as `slidepy train` evaluates
+        (model.neighbours): the bank comes from the weights of the moment, built in the
+        evaluation's time, and is dropped before training goes on."""
+        self.trainer.model.attach_neighbours(self.train)
+        try:
+            return self.trainer.evaluate(self.test, subset=None)
+        finally:
+            self.trainer.model.detach_neighbours()
 
     def timings(self) -> dict:
         return {"kernel": self.engine.timings["kernel"], "optimizer": self.engine.timings["optimizer"],
@@ -537,7 +540,7 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
         over = max_seconds is not None and runner.train_seconds >= max_seconds
         if over or s == total or in_epoch == spe or in_epoch % every == 0:
             t0 = time.perf_counter()
-            m = runner.evaluate(final=over or s == total)
+            m = runner.evaluate()
             eval_seconds += time.perf_counter() - t0
             curve.append({"step": s, "epoch": s / spe, "train_seconds": runner.train_seconds,
                           **{k: m[k] for k in ("P@1", "P@3", "P@5")}})

@@ -140,8 +140,8 @@ class Model:
         """Build the neighbour bank of model.neighbours from `train` under the current weights, so
         that exact scoring blends in the label votes of each sample's nearest training samples
         (slidepy/neighbours.py); True if one is attached. Nothing happens when model.neighbours
-        is off or there is no training data. Call it again after the weights change (training
-        detaches it: `detach_neighbours`)."""
+        is off or there is no training data. Call it again after the weights change (the trainer
+        builds one at each evaluation and drops it before training on: `detach_neighbours`)."""
         opts = self.config.model.neighbours
         self.engine.neighbours = None
         if opts.weight <= 0 or train is None or train.n_samples == 0:

@@ -17,7 +17,8 @@ instead of the hidden space they scored 0.59-0.65 on DebianDeps and added 0.2 P@
 Cost. The bank holds every training sample's unit hidden vector (S x D float32: 91 MB for
 DebianDeps' 44,606 samples at 512 units), built in one inference pass over the training set; each
 prediction adds S x D multiply-adds (a BLAS product) to the N x D of exact scoring. Exact scoring
-only; the bank is built from the final weights (Model.attach_neighbours), not kept in checkpoints.
+only. The bank is built from the weights of the moment (Model.attach_neighbours: the trainer does
+it at each evaluation and keeps the last one's), never kept in checkpoints.
 
 Tiers: `build_bank` / `blend_topk` (Python and BLAS) -> `blend_rows` (parallel over samples) ->
 `blend_row` (one sample: softmax, neighbours, votes).

@@ -152,7 +152,7 @@ class Trainer:
                     else:  # resumed from a checkpoint written at an epoch's last batch
                         self._end_epoch()
                 if (self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True)
-                        or self.config.model.neighbours.weight > 0):  # an eval at the last step had no bank
+                        or self.config.model.neighbours.weight > 0):  # keep the final weights' bank for predict
                     self.last_eval = self._eval_record(final=True)
                 if self._last_saved_step != self.step:
                     self.checkpoint()
@@ -254,9 +254,12 @@ class Trainer:
         started = time.perf_counter()
         data = self.test_data or self.train_data
         subset = None if final else self.config.eval.subset
-        if final:  # the neighbour bank, from the final weights (model.neighbours; a no-op when off)
-            self.model.attach_neighbours(self.train_data)
+        # model.neighbours (a no-op when off): every evaluation scores the model as it would predict
+        # now, so its bank comes from this moment's weights; the final one keeps it for predictions
+        self.model.attach_neighbours(self.train_data)
         report = self.model.eval_report(data, subset)
+        if not final:
+            self.model.detach_neighbours()  # the next steps move the weights away from the bank
         return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
                             complete=subset is None or subset >= data.n_samples, **report)
 

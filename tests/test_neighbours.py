@@ -121,6 +121,20 @@ def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, 
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
 
 
+def test_each_evaluation_builds_a_bank_and_only_the_last_keeps_it(tiny_config, one_thread):
+    tiny_config["model"]["neighbours"] = {"k": 3, "weight": 0.3}
+    tiny_config["training"]["epochs"] = 3  # eval.every 0: an evaluation at each epoch's end
+    banks = []
+    trainer = Trainer(load_config(tiny_config), progress=False,
+                      callbacks=[lambda t, record: banks.append(t.engine.neighbours) if record["event"] == "eval" else 0])
+    trainer.fit()
+    assert len(banks) >= 2 and all(b is None for b in banks[:-1])  # dropped before training went on
+    assert banks[-1] is trainer.engine.neighbours is not None  # the final weights' bank, for predict
+    hidden = np.zeros_like(banks[-1].vectors)
+    trainer.engine.last_hidden(trainer.train_data, np.arange(trainer.train_data.n_samples), hidden)
+    np.testing.assert_allclose(banks[-1].vectors, unit_rows(hidden), rtol=1e-6)
+
+
 def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
     train = tmp_path / "train.txt"
     from slidepy.data import write_dataset
