@@ -961,7 +961,7 @@ def machine_ceiling(threads: list[int], seconds: float = 0.5) -> dict:
     dependent multiply-adds (latency-bound). Where the vector probe does not scale while the scalar
     one does, the cores share their vector units (hyperthread siblings, or a VM's vCPUs that are):
     on the 2-vCPU development VM the vector probe ran at 14.7 GMAC/s on one thread and 6.7 per
-    thread on two (0.36-0.45) while the scalar one scaled 1.0, so Bibtex's step, bound by
+    thread on two (0.36-0.53 over six runs) while the scalar one scaled 1.0, so Bibtex's step, bound by
     multiply-adds, gains nothing from a second thread there."""
     from slidepy.threads import use_threads
 
