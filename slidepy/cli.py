@@ -196,7 +196,7 @@ def _predict(models: list, data, k: int, lsh: bool):
 
 def _attach_neighbours(model) -> None:
     """With model.neighbours on, build its bank from the config's training data (as `train` does
-    at its final evaluation); where that data is gone, say so and score with the network alone."""
+    at its evaluations); where that data is gone, say so and score with the network alone."""
     from .errors import ConfigError
     from .trainer import load_data
 

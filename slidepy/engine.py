@@ -661,7 +661,13 @@ def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict
     if all(index is None for index in engine.lsh) or rows.shape[0] == 0:
         return {}
     k = min(k, engine.n_labels)
-    exact, _, _ = engine.predict(data, rows, k=k, use_lsh=False)
+    # The index retrieves rows by their logits, so recall is against the network's own exact
+    # top-k: without the neighbours' votes, which only exact scoring blends in.
+    bank, engine.neighbours = engine.neighbours, None
+    try:
+        exact, _, _ = engine.predict(data, rows, k=k, use_lsh=False)
+    finally:
+        engine.neighbours = bank
     approx, _, active = engine.predict(data, rows, k=k, use_lsh=True)
     hits = sum(np.intersect1d(exact[i], approx[i][approx[i] >= 0]).shape[0] for i in range(rows.shape[0]))
     return {f"lsh_recall@{k}": hits / (k * rows.shape[0]), "lsh_active_mean": [float(a) for a in active],

@@ -167,3 +167,18 @@ def test_memory_estimate_counts_the_bank(tiny_config):
     on = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
     n_train, width = tiny_config["data"]["synthetic"]["n_train"], tiny_config["model"]["hidden"][-1]
     assert off == 0 and on == n_train * width * 4 + BLOCK_FLOATS * 4
+
+
+def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):
+    """The index retrieves by logits: its recall diagnostic must not change when votes are on."""
+    trainer = Trainer(load_config(tiny_config, ["training.max_steps=20"]), progress=False)
+    trainer.fit()
+    rows = np.arange(64)
+    plain = trainer.engine.lsh_diagnostics(trainer.test_data, rows)
+    trainer.engine.neighbours = build_bank(trainer.engine, trainer.train_data, 1, 1.0)
+    voted = trainer.engine.lsh_diagnostics(trainer.test_data, rows)
+    assert voted["lsh_recall@10"] == plain["lsh_recall@10"]
+    assert trainer.engine.neighbours is not None  # the bank is back for predictions
+    ids_plain = trainer.engine.predict(trainer.test_data, rows, k=1, use_lsh=False)[0]
+    trainer.engine.neighbours = None
+    assert not np.array_equal(ids_plain, trainer.engine.predict(trainer.test_data, rows, k=1, use_lsh=False)[0])
