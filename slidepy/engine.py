@@ -404,10 +404,11 @@ class Engine:
                          output_union_rows=0 if gathered is None else int(gathered[0].shape[0]))
 
     def predict(self, data, rows: np.ndarray | None = None, k: int = 5, batch_size: int = 512,
-                use_lsh: bool | None = None):
+                use_lsh: bool | None = None, votes: bool = True):
         """Top-k output neurons per sample: (ids (B, k) int32, scores (B, k) float32, mean active
         neurons per layer). Layers score exactly unless their selection says inference: lsh;
-        use_lsh=True / False forces LSH / exact scoring in every LSH layer."""
+        use_lsh=True / False forces LSH / exact scoring in every LSH layer. Exact scoring blends in
+        the attached neighbour bank's votes (engine.neighbours) unless votes=False."""
         spec = self.spec
         if use_lsh is not None:
             spec = self.spec.copy()
@@ -418,7 +419,7 @@ class Engine:
             rows = np.arange(data.n_samples, dtype=np.int64)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         if spec[-1, SPEC_INFER_MODE] == MODE_ALL:
-            return predict_exact_output(self, data, rows, k, spec)
+            return predict_exact_output(self, data, rows, k, spec, self.neighbours if votes else None)
         return predict_lsh_output(self, data, rows, k, spec, batch_size)
 
     def last_hidden(self, data, rows: np.ndarray, out: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
@@ -558,12 +559,12 @@ class _CompileListener(numba.core.event.Listener):
 # -- scoring the output layer: Engine.predict's two paths -------------------------------------
 
 
-def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.ndarray):
+def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.ndarray, bank=None):
     """Exact scoring of every output neuron (Engine.predict's path when the output layer infers
     exactly): the kernel computes the last hidden layer of a block of samples, then
     scoring.score_topk takes one BLAS product (B, D) @ (D, N) and a parallel top-k, an order of
-    magnitude faster than per-sample dot products at 670K rows. With a neighbour bank attached
-    (engine.neighbours) the softmax is blended with the neighbours' label votes first
+    magnitude faster than per-sample dot products at 670K rows. With a neighbour bank
+    (neighbours.NeighbourBank) the softmax is blended with the neighbours' label votes first
     (neighbours.blend_topk)."""
     last = engine.n_layers - 1
     out = engine.layers[last]
@@ -571,7 +572,6 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
     top_scores = np.full((rows.shape[0], k), -np.inf, np.float32)
     active_total = np.zeros(engine.n_layers, np.float64)
     active_total[last] = engine.n_labels * rows.shape[0]
-    bank = engine.neighbours
     block = block_rows(engine.n_labels) if bank is None else bank_block(bank, engine.n_labels)
     hidden = np.zeros((block, engine.sizes[last][0]), np.float32)
     with blas_on_all_threads():
@@ -663,11 +663,7 @@ def lsh_diagnostics(engine: Engine, data, rows: np.ndarray, k: int = 10) -> dict
     k = min(k, engine.n_labels)
     # The index retrieves rows by their logits, so recall is against the network's own exact
     # top-k: without the neighbours' votes, which only exact scoring blends in.
-    bank, engine.neighbours = engine.neighbours, None
-    try:
-        exact, _, _ = engine.predict(data, rows, k=k, use_lsh=False)
-    finally:
-        engine.neighbours = bank
+    exact, _, _ = engine.predict(data, rows, k=k, use_lsh=False, votes=False)
     approx, _, active = engine.predict(data, rows, k=k, use_lsh=True)
     hits = sum(np.intersect1d(exact[i], approx[i][approx[i] >= 0]).shape[0] for i in range(rows.shape[0]))
     return {f"lsh_recall@{k}": hits / (k * rows.shape[0]), "lsh_active_mean": [float(a) for a in active],
