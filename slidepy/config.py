@@ -233,8 +233,9 @@ class Neighbours(_Section):
     """Label votes of the nearest training samples in the last hidden space, blended into exact
     scoring at prediction (slidepy/neighbours.py); weight 0 turns them off."""
 
-    k: _PosInt = 10
+    k: _PosInt = 25
     weight: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(0.05, gt=0)  # a neighbour's vote counts exp(cosine similarity / temperature)
 
 
 class ModelConfig(_Section):

@@ -147,7 +147,7 @@ class Model:
         if opts.weight <= 0 or train is None or train.n_samples == 0:
             return False
         self.check_input_dims(train)
-        self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight)
+        self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature)
         return True
 
     def detach_neighbours(self) -> None:

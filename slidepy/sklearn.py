@@ -130,7 +130,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         Share of each prediction's score given to the label votes of its `neighbours_k` nearest
         training samples in the last hidden space (slidepy/neighbours.py; 0.3 gained 0.5-1.0 P@1
         on the multi-label sets measured). Scores are then blended probabilities, not logits.
-    neighbours_k : int, default 10                 [model.neighbours.k]
+    neighbours_k : int, default 25                 [model.neighbours.k]
     predict_k : int, default 1
         How many labels `predict` marks per sample (multi-label targets).
     threads : int or None                          [training.threads] (None: every core)
@@ -154,7 +154,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=128, epochs=5, batch_size=128, lr=1e-3, optimizer="adam", loss="softmax",
                  selection="lsh", budget=1024, inference="exact", lsh_family="kmeans", lsh_k=6, lsh_l=16,
                  predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None,
-                 dropout=0.0, neighbours_weight=0.0, neighbours_k=10):
+                 dropout=0.0, neighbours_weight=0.0, neighbours_k=25):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size

@@ -26,29 +26,30 @@ def naive_blend(hidden, weights, bias, bank: NeighbourBank):
     for i in range(hidden.shape[0]):
         near = np.argsort(-sims[i], kind="stable")[:bank.k]
         near = [s for s in near if sims[i, s] > 0]
-        mass = sum(sims[i, s] * (bank.y_indptr[s + 1] - bank.y_indptr[s]) for s in near)
+        count = {s: np.exp((sims[i, s] - sims[i, near[0]]) / bank.temperature) for s in near}
+        mass = sum(count[s] * (bank.y_indptr[s + 1] - bank.y_indptr[s]) for s in near)
         for s in near:
             for label in bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]]:
-                out[i, label] += bank.weight * sims[i, s] / mass
+                out[i, label] += bank.weight * count[s] / mass
     return out
 
 
-def random_bank(rng, n_samples, width, n_labels, k, weight):
+def random_bank(rng, n_samples, width, n_labels, k, weight, temperature=0.05):
     counts = rng.integers(1, 4, n_samples)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     indices = rng.integers(0, n_labels, indptr[-1]).astype(np.int32)
     vectors = unit_rows(rng.standard_normal((n_samples, width)).astype(np.float32))
-    return NeighbourBank(vectors, indptr, indices, k, weight)
+    return NeighbourBank(vectors, indptr, indices, k, weight, temperature)
 
 
-@pytest.mark.parametrize("k,weight", [(1, 0.3), (5, 0.3), (7, 1.0)])
-def test_blend_matches_the_reference(k, weight):
+@pytest.mark.parametrize("k,weight,temperature", [(1, 0.3, 0.05), (5, 0.3, 0.05), (7, 1.0, 0.2), (40, 0.6, 0.01)])
+def test_blend_matches_the_reference(k, weight, temperature):
     rng = np.random.default_rng(k)
     n_labels, width = 40, 12
     hidden = rng.standard_normal((9, width)).astype(np.float32)
     weights = rng.standard_normal((n_labels, width)).astype(np.float32)
     bias = rng.standard_normal(n_labels).astype(np.float32)
-    bank = random_bank(rng, 30, width, n_labels, k, weight)
+    bank = random_bank(rng, 30, width, n_labels, k, weight, temperature)  # k 40 > 30 bank samples
     ids = np.empty((9, 5), np.int32)
     vals = np.empty((9, 5), np.float32)
     blend_topk(hidden, weights, bias, bank, ids, vals)
@@ -71,6 +72,34 @@ def test_no_similar_neighbour_leaves_the_network_ranking():
     assert np.all(vals <= 0.5 + 1e-6)  # half the softmax mass at most
 
 
+def test_temperature_sets_how_far_the_votes_reach():
+    """Cold, the nearest neighbour's vote is all there is (k 1's blend); hot, the k neighbours
+    count alike (each label slot of the k the same share)."""
+    rng = np.random.default_rng(3)
+    n_labels, width = 12, 8
+    hidden = rng.standard_normal((6, width)).astype(np.float32)
+    weights = np.zeros((n_labels, width), np.float32)  # a flat softmax: the votes alone order the labels
+    bias = np.zeros(n_labels, np.float32)
+    bank = random_bank(rng, 20, width, n_labels, 4, 1.0)
+
+    def scores(b):
+        ids, vals = np.empty((6, n_labels), np.int32), np.empty((6, n_labels), np.float32)
+        blend_topk(hidden, weights, bias, b, ids, vals)
+        out = np.zeros((6, n_labels))
+        np.put_along_axis(out, ids.astype(np.int64), vals, axis=1)
+        return out
+
+    cold = scores(bank._replace(temperature=1e-4))
+    np.testing.assert_allclose(cold, scores(bank._replace(k=1)), atol=1e-6)
+    hot = scores(bank._replace(temperature=1e4))
+    sims = unit_rows(hidden.copy()) @ bank.vectors.T
+    for i in range(6):
+        near = np.argsort(-sims[i], kind="stable")[:4]
+        near = near[sims[i, near] > 0]
+        slots = np.concatenate([bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]] for s in near])
+        np.testing.assert_allclose(hot[i], np.bincount(slots, minlength=n_labels) / slots.size, atol=1e-4)
+
+
 def test_config_rejects_votes_it_cannot_blend():
     with pytest.raises(ConfigError, match="model.loss softmax"):
         config_from_dict({"model": {"loss": "bce", "neighbours": {"weight": 0.3}}})
@@ -79,12 +108,14 @@ def test_config_rejects_votes_it_cannot_blend():
                                     "neighbours": {"weight": 0.3}}})
     with pytest.raises(ConfigError):
         config_from_dict({"model": {"neighbours": {"weight": 1.5}}})
+    with pytest.raises(ConfigError, match="temperature"):
+        config_from_dict({"model": {"neighbours": {"weight": 0.3, "temperature": 0}}})
 
 
 def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
     trainer = Trainer(load_config(tiny_config, ["training.max_steps=3"]), progress=False)
     trainer.fit()
-    bank = build_bank(trainer.engine, trainer.train_data, 4, 0.2)
+    bank = build_bank(trainer.engine, trainer.train_data, 4, 0.2, 0.05)
     hidden = np.zeros_like(bank.vectors)
     trainer.engine.last_hidden(trainer.train_data, np.arange(trainer.train_data.n_samples), hidden)
     np.testing.assert_allclose(bank.vectors, unit_rows(hidden), rtol=1e-6)
@@ -92,7 +123,9 @@ def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
     assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
     np.testing.assert_array_equal(bank.y_indices, trainer.train_data.y_indices)
     with pytest.raises(ValueError):
-        build_bank(trainer.engine, trainer.train_data, 0, 0.2)
+        build_bank(trainer.engine, trainer.train_data, 0, 0.2, 0.05)
+    with pytest.raises(ValueError):
+        build_bank(trainer.engine, trainer.train_data, 4, 0.2, 0.0)
 
 
 def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, one_thread):
@@ -175,7 +208,7 @@ def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):
     trainer.fit()
     rows = np.arange(64)
     plain = trainer.engine.lsh_diagnostics(trainer.test_data, rows)
-    trainer.engine.neighbours = build_bank(trainer.engine, trainer.train_data, 1, 1.0)
+    trainer.engine.neighbours = build_bank(trainer.engine, trainer.train_data, 1, 1.0, 0.05)
     voted = trainer.engine.lsh_diagnostics(trainer.test_data, rows)
     assert voted["lsh_recall@10"] == plain["lsh_recall@10"]
     assert trainer.engine.neighbours is not None  # the bank is back for predictions

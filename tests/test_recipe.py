@@ -16,7 +16,7 @@ from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
 from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
                             auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
-                            rebuild_spread)
+                            rebuild_spread, votes_weight)
 
 
 def test_parse_duration():
@@ -61,20 +61,28 @@ def test_rules_follow_the_shape():
     # ... and so does the warm-up: 2.5% of the planned steps of a single pass, else none
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
-    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000), "tr.txt", None)  # DebianNextWord's
+    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000)),
+                           "tr.txt", None)  # DebianNextWord's
     assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == learning_rate(2) == 0.004
     assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
     load_config(two_pass)
-    # the neighbours' votes while their bank of training vectors is affordable
-    assert small["model"]["neighbours"]["weight"] == big["model"]["neighbours"]["weight"] == 0.3
+    # the neighbours' votes while their bank of training vectors is affordable, their share set by
+    # the positives per label
+    m_small = _fake(3000, 200).y_indices.shape[0] / 200
+    assert small["model"]["neighbours"] == {"k": 25, "weight": votes_weight(m_small), "temperature": 0.05}
     assert two_pass["model"]["neighbours"]["weight"] == 0.0
 
 
-def test_neighbours_follow_the_bank_size():
+def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     largest = NEIGHBOUR_BANK_FLOATS // HIDDEN
-    assert neighbours_for(largest) == {"k": 10, "weight": 0.3}
-    assert neighbours_for(largest + 1)["weight"] == 0.0
+    assert neighbours_for(largest, 10 * 1000, 1000) == {"k": 25, "weight": 0.7, "temperature": 0.05}
+    assert neighbours_for(largest + 1, 10 * 1000, 1000)["weight"] == 0.0
+    # rows fitted to few positives lean on the votes; well-fed rows on themselves
+    shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
+    assert shares == sorted(shares, reverse=True)
+    assert shares[0] == shares[1] == 0.7 and shares[-1] == shares[-3] == 0.3  # DebianDeps' m 10; Bibtex's 73
+    assert 0.3 < votes_weight(16) < 0.7
 
 
 def test_rebuild_spread_keeps_each_steps_share_of_a_rebuild_small():
