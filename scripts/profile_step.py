@@ -16,7 +16,6 @@ import argparse
 import tempfile
 import time
 
-import slidepy  # noqa: F401  first: it sets OpenBLAS's and OpenMP's thread settings, read as numpy loads
 import numpy as np
 
 

@@ -23,7 +23,6 @@ import statistics
 import time
 from pathlib import Path
 
-import slidepy  # noqa: F401  first: it sets OpenBLAS's and OpenMP's thread settings, read as numpy loads
 import numba
 import numpy as np
 

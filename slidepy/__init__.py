@@ -19,6 +19,7 @@ Layout (imports flow one way, top to bottom):
 """
 
 import os
+import sys
 
 # OpenMP threads that finish a parallel region sleep at once instead of spinning for the next one.
 # A step alternates numba's parallel kernels with BLAS products (union.py) and serial Python; spinning
@@ -29,8 +30,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each product, so they held the cores
 # through the numba kernel that follows it. 2^4 cycles puts them to sleep at once: on 16 cores
 # DebianNextWord went from 6,614 to 8,561 samples/s at 16 threads (and 8,949 to 10,578 at 12). Read
-# when OpenBLAS loads, so it only works if numpy was not imported before slidepy.
+# when OpenBLAS loads: if numpy came first, OpenBLAS is asked to read it again (threads.py).
+_openblas_loaded_first = "numpy" in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+if _openblas_loaded_first:
+    from .threads import reread_openblas_settings  # noqa: E402
+
+    reread_openblas_settings()
 
 from .config import Config  # noqa: E402
 from .configfile import config_from_dict, load_config  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # A training step's BLAS products are small, about batch x width x 10^3 (10^8 flop): past 8 threads
 # their blocks are too thin to gain, and every extra thread is one more to wake and join between
@@ -29,3 +29,28 @@ def blas_on_all_threads():
     (1,024 samples x width x every label), so they use every thread the run has."""
     with threadpool_limits(limits=numba.get_num_threads(), user_api="blas"):
         yield
+
+
+def reread_openblas_settings() -> bool:
+    """Make a running OpenBLAS take up the OPENBLAS_* environment of now. Returns True if it did.
+
+    Why: OpenBLAS reads its environment once, as it loads; slidepy/__init__.py sets
+    OPENBLAS_THREAD_TIMEOUT=4 so that its idle threads sleep at once instead of spinning ~0.1 s
+    after each product and holding the cores through the numba kernels that follow. A program that
+    imported numpy before slidepy (a scikit-learn user's, say) loaded OpenBLAS first, and its steps
+    ran slower: DebianDeps 5,001-5,061 samples/s against 6,093-6,173 (2 threads, 200 steps each).
+    OpenBLAS exports what it runs at load and around fork: `openblas_read_env` reads the
+    environment again, `blas_thread_shutdown_` stops its threads, and the next product starts
+    them afresh with the new timeout. Only for an OpenBLAS on its own threads (not OpenMP), only
+    with both symbols there; call it while no other thread is inside BLAS.
+    """
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "pthreads") != "pthreads":
+            continue
+        dynlib = lib.dynlib
+        if not (hasattr(dynlib, "openblas_read_env") and hasattr(dynlib, "blas_thread_shutdown_")):
+            continue
+        dynlib.openblas_read_env()
+        dynlib.blas_thread_shutdown_()
+        return True
+    return False
