@@ -684,4 +684,3 @@ def test_thread_stress_with_bounds_checking(tmp_path):
         assert many["steps"] == one["steps"] == 8 * 10
         assert abs(many["P@1"] - one["P@1"]) < 0.1, out
         assert many["P@1"] > 0.2, out
-
