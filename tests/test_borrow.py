@@ -72,3 +72,12 @@ def test_a_tuple_holding_a_list_is_refused():
 
     with pytest.raises(TypingError):
         borrow_a_list(List([Pair(np.ones(1), np.zeros(1, np.int64))]))
+
+
+def test_a_string_is_refused():
+    @njit
+    def borrow_a_string(values):
+        return borrow((values, "name"))
+
+    with pytest.raises(TypingError):
+        borrow_a_string(np.zeros(2))
