@@ -236,6 +236,9 @@ class Neighbours(_Section):
     k: _PosInt = 25
     weight: float = Field(0.0, ge=0, le=1)
     temperature: float = Field(0.05, gt=0)  # a neighbour's vote counts exp(cosine similarity / temperature)
+    # At most this many training samples in the bank, drawn at random (seeded by training.seed);
+    # None: all. Bounds the bank's memory and each prediction's S x D similarities.
+    bank_samples: _PosInt | None = None
 
 
 class ModelConfig(_Section):

@@ -137,7 +137,8 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
              "output gradient records": records,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
              # model.neighbours: every training sample's last-hidden vector, and a block's similarities
-             "neighbour bank": (n_train * sizes[last][0] * 4 + BLOCK_FLOATS * 4) if cfg.model.neighbours.weight > 0 else 0,
+             "neighbour bank": (min(n_train, cfg.model.neighbours.bank_samples or n_train) * sizes[last][0] * 4
+                                + BLOCK_FLOATS * 4) if cfg.model.neighbours.weight > 0 else 0,
              "dataset (parsed)": data_bytes,
              "interpreter, compiled code, transients": BASE_OVERHEAD}
     return MemoryEstimate(parts, available_memory())

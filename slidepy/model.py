@@ -147,7 +147,8 @@ class Model:
         if opts.weight <= 0 or train is None or train.n_samples == 0:
             return False
         self.check_input_dims(train)
-        self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature)
+        self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature,
+                                            samples=opts.bank_samples, seed=self.config.training.seed)
         return True
 
     def detach_neighbours(self) -> None:

@@ -39,7 +39,10 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
+from .rng import generator
 from .scoring import BLOCK_FLOATS, push_topk, tiled_logits, topk_rows
+
+BANK_SAMPLE_STREAM = 0x424E4B  # "BNK": the random stream that picks a sampled bank's rows (rng.py)
 
 
 class NeighbourBank(NamedTuple):
@@ -61,12 +64,17 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def build_bank(engine, train, k: int, weight: float, temperature: float, block: int = 4096) -> NeighbourBank:
+def build_bank(engine, train, k: int, weight: float, temperature: float, block: int = 4096,
+               samples: int | None = None, seed: int = 0) -> NeighbourBank:
     """The unit last-hidden vectors of every sample of `train` under the engine's current weights
-    (exact hidden layers, no dropout), and their labels."""
+    (exact hidden layers, no dropout), and their labels. `samples`: at most that many of them,
+    drawn at random by `seed` (the same draw at every evaluation of a run)."""
     if not 0.0 < weight <= 1.0 or k < 1 or not temperature > 0.0:
         raise ValueError(f"neighbours need k >= 1, 0 < weight <= 1 and temperature > 0, got k {k}, "
                          f"weight {weight}, temperature {temperature}")
+    if samples is not None and samples < train.n_samples:
+        rng = generator(seed, BANK_SAMPLE_STREAM)
+        train = train.subset(np.sort(rng.choice(train.n_samples, size=samples, replace=False)).astype(np.int64))
     width = engine.sizes[-1][0]
     vectors = np.zeros((train.n_samples, width), np.float32)
     for start in range(0, train.n_samples, block):

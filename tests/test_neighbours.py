@@ -126,6 +126,21 @@ def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
         build_bank(trainer.engine, trainer.train_data, 0, 0.2, 0.05)
     with pytest.raises(ValueError):
         build_bank(trainer.engine, trainer.train_data, 4, 0.2, 0.0)
+    # a sampled bank: that many distinct training samples, their own vectors and labels, the same
+    # draw for the same seed; asking for more than there are keeps them all
+    data = trainer.train_data
+    part = build_bank(trainer.engine, data, 4, 0.2, 0.05, samples=data.n_samples // 3, seed=7)
+    assert part.vectors.shape == (data.n_samples // 3, bank.vectors.shape[1])
+    matches = [np.flatnonzero(np.all(np.isclose(bank.vectors, v, rtol=1e-6, atol=1e-7), axis=1)) for v in part.vectors]
+    rows = [m[0] for m in matches]
+    assert all(len(m) >= 1 for m in matches) and len(set(rows)) == len(rows)
+    for i, r in enumerate(rows):
+        mine = set(part.y_indices[part.y_indptr[i]:part.y_indptr[i + 1]].tolist())
+        assert mine == set(data.y_indices[data.y_indptr[r]:data.y_indptr[r + 1]].tolist())
+    again = build_bank(trainer.engine, data, 4, 0.2, 0.05, samples=data.n_samples // 3, seed=7)
+    np.testing.assert_array_equal(again.vectors, part.vectors)
+    everything = build_bank(trainer.engine, data, 4, 0.2, 0.05, samples=data.n_samples + 5)
+    np.testing.assert_array_equal(everything.vectors, bank.vectors)
 
 
 def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, one_thread):
@@ -200,6 +215,9 @@ def test_memory_estimate_counts_the_bank(tiny_config):
     on = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
     n_train, width = tiny_config["data"]["synthetic"]["n_train"], tiny_config["model"]["hidden"][-1]
     assert off == 0 and on == n_train * width * 4 + BLOCK_FLOATS * 4
+    tiny_config["model"]["neighbours"]["bank_samples"] = n_train // 4
+    sampled = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
+    assert sampled == (n_train // 4) * width * 4 + BLOCK_FLOATS * 4
 
 
 def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):

@@ -14,8 +14,8 @@ from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
-                            auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
+                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
                             rebuild_spread, votes_weight)
 
 
@@ -77,7 +77,16 @@ def test_rules_follow_the_shape():
 def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     largest = NEIGHBOUR_BANK_FLOATS // HIDDEN
     assert neighbours_for(largest, 10 * 1000, 1000) == {"k": 25, "weight": 0.7, "temperature": 0.05}
-    assert neighbours_for(largest + 1, 10 * 1000, 1000)["weight"] == 0.0
+    # past it a random part of the training set that fits, at the least share, while each label
+    # keeps MIN_BANK_POSITIVES positives in it on average
+    sampled = neighbours_for(largest + 1, 10 * (largest + 1), largest + 1)
+    assert sampled == {"k": 25, "weight": MIN_VOTES, "temperature": 0.05, "bank_samples": largest}
+    thin = 3 * largest  # 10 positives a label, 3.3 of them in the bank
+    assert neighbours_for(thin, 10 * thin, thin)["weight"] == 0.0
+    assert "bank_samples" not in neighbours_for(thin, 10 * thin, thin)
+    assert neighbours_for(500_000, 500_000, 50_000)["weight"] == 0.0  # DebianNextWord: 1.3 a label
+    assert 10 / 2 >= MIN_BANK_POSITIVES  # twice the bank at 10 positives a label leaves 5: kept
+    assert neighbours_for(2 * largest, 20 * largest, 2 * largest)["bank_samples"] == largest
     # rows fitted to few positives lean on the votes; well-fed rows on themselves
     shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
     assert shares == sorted(shares, reverse=True)
