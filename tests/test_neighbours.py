@@ -183,6 +183,18 @@ def test_each_evaluation_builds_a_bank_and_only_the_last_keeps_it(tiny_config, o
     np.testing.assert_allclose(banks[-1].vectors, unit_rows(hidden), rtol=1e-6)
 
 
+def test_a_run_with_a_sampled_bank_votes_from_that_many_samples(tiny_config, one_thread):
+    """model.neighbours.bank_samples reaches the trainer's banks: the final one holds that many
+    training samples, and predictions blend their votes (scores are then probabilities)."""
+    n_train = tiny_config["data"]["synthetic"]["n_train"]
+    tiny_config["model"]["neighbours"] = {"k": 3, "weight": 0.3, "bank_samples": n_train // 2}
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer.fit()
+    assert trainer.engine.neighbours.vectors.shape[0] == n_train // 2
+    _, scores = trainer.model.predict(trainer.test_data, k=3)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
 def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
     train = tmp_path / "train.txt"
     from slidepy.data import write_dataset
