@@ -15,7 +15,8 @@ Layout (imports flow one way, top to bottom):
     hashing, tables, clusters   hash families, bucket tables, k-means     network  parameter arrays
     constants    integer codes, array layouts, limits (imports nothing of ours)
     configfile   YAML + --set overrides -> Config, one-line errors   (imports config, never back)
-    config, data, parse, synthetic, metrics, checkpoint, rng, errors, threads (numba + BLAS pools)
+    config, data, parse, synthetic, metrics, checkpoint, rng, errors, threads (numba + BLAS pools),
+    borrow (arrays without reference counts, for the kernels' thread chunks)
 """
 
 import os
