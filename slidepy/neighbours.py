@@ -21,8 +21,8 @@ to learn from (recipe.votes_weight). The votes alone (weight 1) scored 0.6270, 0
 there (first votes); in tf-idf space instead of the hidden space they scored 0.59-0.65 on
 DebianDeps and added 0.2 P@1.
 
-Cost. The bank holds every training sample's unit hidden vector (S x D float32: 91 MB for
-DebianDeps' 44,606 samples at 512 units), built in one inference pass over the training set; each
+Cost. The bank holds every training sample's unit hidden vector, or a random `bank_samples` of
+them (S x D float32: 91 MB for DebianDeps' 44,606 samples at 512 units), built in one inference pass over the training set; each
 prediction adds S x D multiply-adds (a BLAS product) to the N x D of exact scoring. Exact scoring
 only. The bank is built from the weights of the moment (Model.attach_neighbours: the trainer does
 it at each evaluation and keeps the last one's), never kept in checkpoints.

@@ -151,8 +151,11 @@ class Trainer:
                         self.train_step()
                     else:  # resumed from a checkpoint written at an epoch's last batch
                         self._end_epoch()
+                # the final weights' bank stays for predict: an evaluation at the last planned step
+                # keeps its own (_eval_record); any other ends with one more evaluation
+                bank_missing = self.config.model.neighbours.weight > 0 and self.engine.neighbours is None
                 if (self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True)
-                        or self.config.model.neighbours.weight > 0):  # keep the final weights' bank for predict
+                        or bank_missing):
                     self.last_eval = self._eval_record(final=True)
                 if self._last_saved_step != self.step:
                     self.checkpoint()
@@ -258,7 +261,7 @@ class Trainer:
         # now, so its bank comes from this moment's weights; the final one keeps it for predictions
         self.model.attach_neighbours(self.train_data)
         report = self.model.eval_report(data, subset)
-        if not final:
+        if not final and self.step < self._total_steps:
             self.model.detach_neighbours()  # the next steps move the weights away from the bank
         return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
                             complete=subset is None or subset >= data.n_samples, **report)
