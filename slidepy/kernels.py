@@ -48,6 +48,7 @@ from numba import njit, prange
 from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .borrow import borrow, borrow_for_chunks
+from .prefetch import PREFETCH_ROWS, prefetch_row
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
@@ -119,6 +120,8 @@ def forward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, out):
     for a in range(n_act):
         acc[a] = bias[ids[a]]
     for j in range(nx):
+        if j + PREFETCH_ROWS < nx:  # the feature rows lie far apart: see prefetch.py
+            prefetch_row(weights, x_ids[j + PREFETCH_ROWS])
         row = weights[x_ids[j]]
         v = x_vals[j]
         if dense_out:
@@ -136,6 +139,8 @@ def forward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, out):
     bias = layer.bias
     weights = layer.weights
     for a in range(n_act):
+        if a + PREFETCH_ROWS < n_act:  # the active rows lie far apart: see prefetch.py
+            prefetch_row(weights, ids[a + PREFETCH_ROWS])
         n = ids[a]
         if dense_in:
             out[a] = bias[n] + dot_dense(weights[n], in_vals, n_in)
@@ -153,6 +158,8 @@ def backward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, grads)
         bias_grad[ids[a]] += grads[a]  # Hogwild: unsynchronised on purpose
         mark_touched(bias_touched, ids[a])
     for j in range(nx):
+        if j + PREFETCH_ROWS < nx:
+            prefetch_row(layer.weight_grad, x_ids[j + PREFETCH_ROWS])
         f = x_ids[j]
         v = x_vals[j]
         mark_touched(row_touched, f)

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
+from .prefetch import PREFETCH_ROWS, prefetch_row
 
 # Cost of a row's Adam update in units of one gradient record (both stream about one row of D
 # floats), for splitting recorded rows into thread chunks of equal cost.
@@ -64,6 +65,12 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, 
     """
     shrink = np.float32(1.0) - decay
     for r in prange(rows.shape[0]):
+        if r + PREFETCH_ROWS < rows.shape[0]:
+            ahead = rows[r + PREFETCH_ROWS]
+            prefetch_row(param, ahead)
+            prefetch_row(grad, ahead)
+            prefetch_row(m, ahead)
+            prefetch_row(v, ahead)
         row = rows[r]
         g = grad[row]
         adam_row(param[row], m[row], v[row], g, lr_t, beta1, beta2, eps, shrink)
@@ -78,6 +85,11 @@ def adam_update_gathered(param, m, v, touched, rows, grads, lr_t, beta1, beta2, 
     (union.py), whose gradient exists only for those rows. Otherwise as adam_update_rows."""
     shrink = np.float32(1.0) - decay
     for r in prange(rows.shape[0]):
+        if r + PREFETCH_ROWS < rows.shape[0]:
+            ahead = rows[r + PREFETCH_ROWS]
+            prefetch_row(param, ahead)
+            prefetch_row(m, ahead)
+            prefetch_row(v, ahead)
         row = rows[r]
         adam_row(param[row], m[row], v[row], grads[r], lr_t, beta1, beta2, eps, shrink)
         touched[row] = 0
@@ -171,7 +183,13 @@ def adam_update_rows_recorded(param, m, v, touched, rows, row_start, chunk_bound
     n_chunks = chunk_bounds.shape[0] - 1
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for the callee
-        for r in range(chunk_bounds[t], chunk_bounds[t + 1]):
+        end = chunk_bounds[t + 1]
+        for r in range(chunk_bounds[t], end):
+            if r + PREFETCH_ROWS < end:  # the rows lie far apart: see prefetch.py
+                ahead = rows[r + PREFETCH_ROWS]
+                prefetch_row(param, ahead)
+                prefetch_row(m, ahead)
+                prefetch_row(v, ahead)
             row = rows[r]
             adam_row_recorded(param[row], m[row], v[row], row_start[r], row_start[r + 1], sorted_pos, sorted_g,
                               hidden, acc[t], lr_t, beta1, beta2, eps, shrink)

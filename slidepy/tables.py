@@ -45,6 +45,7 @@ from .constants import (
     POLICY_TOPK,
 )
 from .rng import mix_seed, randint, seed_state
+from .prefetch import PREFETCH_ITEMS, prefetch_item
 
 
 def _is_pow2(x):
@@ -140,8 +141,14 @@ def union_candidates(buckets, counts, codes, stamp, stamp_value, hits, out_ids, 
     for t in range(n_tables):
         code = codes[t]
         occ = min(counts[t, code], cap)
+        bucket = buckets[t, code]
         for s in range(occ):
-            item = buckets[t, code, s]
+            if s + PREFETCH_ITEMS < occ:  # the items are scattered over the layer: see prefetch.py
+                ahead = bucket[s + PREFETCH_ITEMS]
+                if ahead >= 0:
+                    prefetch_item(stamp, ahead)
+                    prefetch_item(hits, ahead)
+            item = bucket[s]
             if item < 0:
                 continue
             if stamp[item] == stamp_value:
