@@ -243,8 +243,79 @@ def sgd_update_rows(param, grad, touched, rows, lr):
 
 
 def touched_rows(touched: np.ndarray) -> np.ndarray:
-    """Indices (int64) of the marked rows, ascending."""
-    return np.flatnonzero(touched)
+    """Indices (int64) of the marked rows (non-zero bytes of the uint8 marks), ascending: what
+    np.flatnonzero gives, from every thread, skipping unmarked runs of 8 rows a word at a time.
+
+    Why. The optimizer asks for the marked rows of every layer's weights and biases each step: at
+    the Amazon-670K shape four scans of 670,091 marks, 5% of a step's time on one thread in
+    np.flatnonzero (perf, 2-core VM), and serial while the other thread waits."""
+    n = touched.shape[0]
+    n_blocks = max(1, min(numba.get_num_threads(), n // MARK_BLOCK_MIN))
+    # block edges on whole 8-byte words, so each block scans its own words
+    edges = (np.arange(n_blocks + 1, dtype=np.int64) * (n // 8) // n_blocks) * 8
+    edges[-1] = n
+    counts = np.zeros(n_blocks + 1, np.int64)
+    count_marks(touched, edges, counts[1:])
+    starts = np.cumsum(counts)
+    out = np.empty(starts[-1], np.int64)
+    fill_marks(touched, edges, starts, out)
+    return out
+
+
+MARK_BLOCK_MIN = 1 << 16  # marks per thread block at least: a small layer is scanned by one thread
+
+
+@njit(cache=True, **INTERNAL)
+def _nonzero_bytes(word):
+    """0x01 in each byte of the uint64 `word` that is non-zero, 0x00 elsewhere."""
+    b = word | (word >> np.uint64(4))
+    b |= b >> np.uint64(2)
+    b |= b >> np.uint64(1)
+    return b & np.uint64(0x0101010101010101)
+
+
+@njit(cache=True, **INTERNAL)
+def _marks_in(touched, lo, hi, out, at):
+    """Rows of touched[lo:hi] with a non-zero mark: written to out[at:] if out has room, else only
+    counted; returns how many. lo is a multiple of 8, so whole uint64 words cover
+    [lo, hi - (hi - lo) % 8); a count adds a word's marks without a branch per row."""
+    n_words = (hi - lo) // 8
+    words = touched[lo:lo + 8 * n_words].view(np.uint64)
+    k = 0
+    if out.shape[0] == 0:
+        for w in range(n_words):
+            k += (_nonzero_bytes(words[w]) * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    else:
+        for w in range(n_words):
+            if words[w] != 0:
+                base = lo + 8 * w
+                for r in range(base, base + 8):
+                    if touched[r] != 0:
+                        out[at + k] = r
+                        k += 1
+    for r in range(lo + 8 * n_words, hi):
+        if touched[r] != 0:
+            if out.shape[0] > 0:
+                out[at + k] = r
+            k += 1
+    return k
+
+
+@njit(parallel=True, cache=True)
+def count_marks(touched, edges, counts):
+    """counts[b] = marked rows of touched[edges[b]:edges[b + 1]], one block per thread."""
+    nothing = np.empty(0, np.int64)
+    for block in prange(edges.shape[0] - 1):
+        b = np.int64(block)
+        counts[b] = _marks_in(touched, edges[b], edges[b + 1], nothing, np.int64(0))
+
+
+@njit(parallel=True, cache=True)
+def fill_marks(touched, edges, starts, out):
+    """The marked rows of block b into out[starts[b]:starts[b + 1]], ascending."""
+    for block in prange(edges.shape[0] - 1):
+        b = np.int64(block)
+        _marks_in(touched, edges[b], edges[b + 1], out, starts[b])
 
 
 def adam_lr(lr: float, beta1: float, beta2: float, step: int) -> np.float32:

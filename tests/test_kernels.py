@@ -434,6 +434,24 @@ def test_sgd_update_rows_matches_numpy(rows):
     np.testing.assert_array_equal(touched[other], t0[other])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 1000, 3 * opt.MARK_BLOCK_MIN + 13])
+@pytest.mark.parametrize("density", [0.0, 0.003, 0.5, 1.0])
+def test_touched_rows_are_the_non_zero_marks_in_order(threads, n, density):
+    """touched_rows (word-skipping, one block per thread) lists what np.flatnonzero lists, for any
+    length (whole words and a tail), any share of marked rows, and marks other than 1."""
+    rng = np.random.default_rng(n)
+    marks = (rng.random(n) < density).astype(np.uint8) * rng.integers(1, 256, n).astype(np.uint8)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        rows = opt.touched_rows(marks)
+    finally:
+        numba.set_num_threads(previous)
+    assert rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, np.flatnonzero(marks))
+
+
 @pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("adam", 0.5), ("sgd", 0.0)])
 def test_apply_updates_visits_touched_rows_and_biases_only(optimizer, weight_decay):
     from slidepy.network import init_params
