@@ -50,6 +50,7 @@ from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re
     SETTINGS_LEN,
 )
 from .hashing import (
+    HASH_BLOCK_ROWS,
     SPEC_LEN,
     HashParams,
     hash_rows,
@@ -393,7 +394,7 @@ class LshIndex:
         return out
 
     def _hash_neurons(self, rows: np.ndarray, bias: np.ndarray, codes_out: np.ndarray,
-                      block_rows: int = 1 << 15) -> np.ndarray:
+                      block_rows: int = HASH_BLOCK_ROWS) -> np.ndarray:
         """Codes of transformed weight rows, a block at a time (the transform is a copy): SRP
         through BLAS (see hashing.hash_rows_srp_blas), other families through the sparse kernel."""
         if self.family == FAMILY_SRP and self._dense_proj is None:
