@@ -23,9 +23,7 @@ the biases; the optimizer visits only those (see optimizer.py).
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -162,50 +160,16 @@ def init_params(
 
 
 def make_resident(*arrays: np.ndarray) -> None:
-    """Write every page of each (zero) array once, now, in one sequential pass, on huge pages
-    where the system lends them.
+    """Write every page of each (zero) array once, now, in one sequential pass.
 
     np.zeros maps pages lazily: without this, a row's first update faults its pages in one by one
     from the training threads (twice for a moment read before it is written, and each fault in a
     multi-threaded process can interrupt the other threads to flush their TLBs). On DebianNextWord,
     whose 150,000 x 512 input layer meets new word rows all through an epoch, that made the
     input layer's Adam step 2.1 ms instead of 0.25 (2 threads); writing the pages first costs about
-    0.1 s per 300 MB, once. The memory estimate already counts these arrays as resident.
-
-    Huge pages: see advise_huge_pages."""
+    0.1 s per 300 MB, once. The memory estimate already counts these arrays as resident."""
     for array in arrays:
-        advise_huge_pages(array)
         array.fill(0)
-
-
-HUGE_PAGE_MIN_BYTES = 4 << 20  # numpy's own threshold for the same advice on the arrays it allocates
-_MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
-_PAGE = 4096
-
-
-def advise_huge_pages(array: np.ndarray) -> bool:
-    """Ask Linux to back a large array's not-yet-written pages with 2 MB pages (madvise
-    MADV_HUGEPAGE; a hint, ignored elsewhere or where transparent huge pages are off). Returns
-    whether the advice was taken.
-
-    Why. The optimizer and the output layer visit rows scattered over arrays of hundreds of MB, and
-    with 4 KB pages nearly every row costs a TLB miss and a page walk per array. numpy gives this
-    advice to the large arrays it allocates with np.empty, but not to np.zeros, which takes fresh
-    zero pages from calloc: the Adam moments and gradient rows got none (a 670,091 x 128 float32
-    np.zeros array written in full: 0 kB of huge pages, against 333,824 kB for np.empty, on the
-    2-core VM, whose setting is `madvise`). The advice must come before the pages are first written
-    (make_resident gives it, then writes them)."""
-    if not sys.platform.startswith("linux") or array.nbytes < HUGE_PAGE_MIN_BYTES:
-        return False
-    start = (array.ctypes.data + _PAGE - 1) & ~(_PAGE - 1)
-    end = (array.ctypes.data + array.nbytes) & ~(_PAGE - 1)
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return False
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise(start, end - start, _MADV_HUGEPAGE) == 0
 
 
 def _fill_init(weights: np.ndarray, rng: np.random.Generator, fan_in: int, fan_out: int, init: str):
