@@ -48,7 +48,7 @@ from numba import njit, prange
 from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .borrow import borrow, borrow_for_chunks
-from .prefetch import PREFETCH_ROWS, prefetch_row
+from .prefetch import prefetch_row, rows_ahead
 from .rng import derive_seed, seed_state, uniform
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
@@ -119,9 +119,10 @@ def forward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, out):
     acc = np.empty(n_act, np.float32)  # a local sum: see local_sum
     for a in range(n_act):
         acc[a] = bias[ids[a]]
+    distance = rows_ahead(weights)  # prefetch.py: rows of a large array lie far apart in memory
     for j in range(nx):
-        if j + PREFETCH_ROWS < nx:  # the feature rows lie far apart: see prefetch.py
-            prefetch_row(weights, x_ids[j + PREFETCH_ROWS])
+        if j + distance < nx:
+            prefetch_row(weights, x_ids[j + distance])
         row = weights[x_ids[j]]
         v = x_vals[j]
         if dense_out:
@@ -138,9 +139,10 @@ def forward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, out):
     """Layer l > 0 (weights (N, D), neuron-major): out[a] = bias[n] + W[n] . input, n = ids[a]."""
     bias = layer.bias
     weights = layer.weights
+    distance = rows_ahead(weights)  # prefetch.py: rows of a large array lie far apart in memory
     for a in range(n_act):
-        if a + PREFETCH_ROWS < n_act:  # the active rows lie far apart: see prefetch.py
-            prefetch_row(weights, ids[a + PREFETCH_ROWS])
+        if a + distance < n_act:
+            prefetch_row(weights, ids[a + distance])
         n = ids[a]
         if dense_in:
             out[a] = bias[n] + dot_dense(weights[n], in_vals, n_in)
@@ -157,9 +159,10 @@ def backward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, grads)
     for a in range(n_act):
         bias_grad[ids[a]] += grads[a]  # Hogwild: unsynchronised on purpose
         mark_touched(bias_touched, ids[a])
+    distance = rows_ahead(layer.weight_grad)
     for j in range(nx):
-        if j + PREFETCH_ROWS < nx:
-            prefetch_row(layer.weight_grad, x_ids[j + PREFETCH_ROWS])
+        if j + distance < nx:
+            prefetch_row(layer.weight_grad, x_ids[j + distance])
         f = x_ids[j]
         v = x_vals[j]
         mark_touched(row_touched, f)

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
-from .prefetch import PREFETCH_ROWS, prefetch_row
+from .prefetch import prefetch_row, rows_ahead
 
 # Cost of a row's Adam update in units of one gradient record (both stream about one row of D
 # floats), for splitting recorded rows into thread chunks of equal cost.
@@ -64,9 +64,10 @@ def adam_update_rows(param, grad, m, v, touched, rows, lr_t, beta1, beta2, eps, 
     rows took 0.88 instead of 1.35 ms on one core.
     """
     shrink = np.float32(1.0) - decay
+    distance = rows_ahead(param)  # prefetch.py: rows of a large array lie far apart in memory
     for r in prange(rows.shape[0]):
-        if r + PREFETCH_ROWS < rows.shape[0]:
-            ahead = rows[r + PREFETCH_ROWS]
+        if r + distance < rows.shape[0]:
+            ahead = rows[r + distance]
             prefetch_row(param, ahead)
             prefetch_row(grad, ahead)
             prefetch_row(m, ahead)
@@ -84,9 +85,10 @@ def adam_update_gathered(param, m, v, touched, rows, grads, lr_t, beta1, beta2, 
     grads[r]: the output layer after a batch product over the union of its active sets
     (union.py), whose gradient exists only for those rows. Otherwise as adam_update_rows."""
     shrink = np.float32(1.0) - decay
+    distance = rows_ahead(param)
     for r in prange(rows.shape[0]):
-        if r + PREFETCH_ROWS < rows.shape[0]:
-            ahead = rows[r + PREFETCH_ROWS]
+        if r + distance < rows.shape[0]:
+            ahead = rows[r + distance]
             prefetch_row(param, ahead)
             prefetch_row(m, ahead)
             prefetch_row(v, ahead)
@@ -181,12 +183,13 @@ def adam_update_rows_recorded(param, m, v, touched, rows, row_start, chunk_bound
     (T, D), so no two threads write the same row. Clears the rows' touched marks."""
     shrink = np.float32(1.0) - decay
     n_chunks = chunk_bounds.shape[0] - 1
+    distance = rows_ahead(param)  # prefetch.py: rows of a large array lie far apart in memory
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for the callee
         end = chunk_bounds[t + 1]
         for r in range(chunk_bounds[t], end):
-            if r + PREFETCH_ROWS < end:  # the rows lie far apart: see prefetch.py
-                ahead = rows[r + PREFETCH_ROWS]
+            if r + distance < end:
+                ahead = rows[r + distance]
                 prefetch_row(param, ahead)
                 prefetch_row(m, ahead)
                 prefetch_row(v, ahead)
@@ -251,6 +254,8 @@ def touched_rows(touched: np.ndarray) -> np.ndarray:
     np.flatnonzero (perf, 2-core VM), and serial while the other thread waits."""
     n = touched.shape[0]
     n_blocks = max(1, min(numba.get_num_threads(), n // MARK_BLOCK_MIN))
+    if n_blocks == 1:  # a small layer: starting the threads would cost more than the scan
+        return np.flatnonzero(touched)
     # block edges on whole 8-byte words, so each block scans its own words
     edges = (np.arange(n_blocks + 1, dtype=np.int64) * (n // 8) // n_blocks) * 8
     edges[-1] = n
