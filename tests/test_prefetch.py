@@ -88,3 +88,16 @@ def test_prefetch_refuses_arrays_it_cannot_address():
         row_of_a_transpose(np.zeros((4, 4), np.float32))
     with pytest.raises(TypingError):
         item_of_a_matrix(np.zeros((4, 4), np.float32))
+
+
+def test_only_arrays_too_large_to_stay_cached_are_prefetched():
+    """rows_ahead: PREFETCH_ROWS for an array of PREFETCH_MIN_BYTES or more, else a distance no
+    loop reaches (Bibtex's 3.7 MB arrays lost time to the hints)."""
+    from slidepy.prefetch import NEVER, PREFETCH_MIN_BYTES, PREFETCH_ROWS, rows_ahead
+
+    large = np.empty((PREFETCH_MIN_BYTES // 512, 128), np.float32)  # exactly the threshold (pages never touched)
+    small = np.empty((1836, 512), np.float32)
+    assert rows_ahead(large) == PREFETCH_ROWS
+    assert rows_ahead(large[:-1]) == NEVER
+    assert rows_ahead(small) == NEVER
+    assert NEVER > 10**15
