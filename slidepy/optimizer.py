@@ -245,16 +245,24 @@ def sgd_update_rows(param, grad, touched, rows, lr):
         touched[row] = 0
 
 
+MARK_BLOCK_MIN = 1 << 16  # marks per thread block at least: a smaller layer is scanned by one thread
+
+
 def touched_rows(touched: np.ndarray) -> np.ndarray:
     """Indices (int64) of the marked rows (non-zero bytes of the uint8 marks), ascending: what
-    np.flatnonzero gives, from every thread, skipping unmarked runs of 8 rows a word at a time.
+    np.flatnonzero gives. A layer of 2 x MARK_BLOCK_MIN rows or more is scanned by every thread,
+    a block each, skipping unmarked runs of 8 rows a word at a time; a smaller one by
+    np.flatnonzero, since starting the threads would cost more than its scan.
 
     Why. The optimizer asks for the marked rows of every layer's weights and biases each step: at
     the Amazon-670K shape four scans of 670,091 marks, 5% of a step's time on one thread in
     np.flatnonzero (perf, 2-core VM), and serial while the other thread waits."""
+    if not (isinstance(touched, np.ndarray) and touched.dtype == np.uint8 and touched.ndim == 1
+            and touched.flags.c_contiguous):
+        raise ValueError("touched: need a contiguous 1-d uint8 array of marks")
     n = touched.shape[0]
     n_blocks = max(1, min(numba.get_num_threads(), n // MARK_BLOCK_MIN))
-    if n_blocks == 1:  # a small layer: starting the threads would cost more than the scan
+    if n_blocks == 1:
         return np.flatnonzero(touched)
     # block edges on whole 8-byte words, so each block scans its own words
     edges = (np.arange(n_blocks + 1, dtype=np.int64) * (n // 8) // n_blocks) * 8
@@ -265,9 +273,6 @@ def touched_rows(touched: np.ndarray) -> np.ndarray:
     out = np.empty(starts[-1], np.int64)
     fill_marks(touched, edges, starts, out)
     return out
-
-
-MARK_BLOCK_MIN = 1 << 16  # marks per thread block at least: a small layer is scanned by one thread
 
 
 @njit(cache=True, **INTERNAL)

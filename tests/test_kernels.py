@@ -452,6 +452,12 @@ def test_touched_rows_are_the_non_zero_marks_in_order(threads, n, density):
     np.testing.assert_array_equal(rows, np.flatnonzero(marks))
 
 
+def test_touched_rows_refuses_marks_it_cannot_scan():
+    for bad in (np.zeros(16, bool), np.zeros(16, np.int32), np.zeros((4, 4), np.uint8), np.zeros(32, np.uint8)[::2]):
+        with pytest.raises(ValueError, match="touched"):
+            opt.touched_rows(bad)
+
+
 @pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("adam", 0.5), ("sgd", 0.0)])
 def test_apply_updates_visits_touched_rows_and_biases_only(optimizer, weight_decay):
     from slidepy.network import init_params
