@@ -46,6 +46,7 @@ from .checkpoint import check_shapes
 from .clusters import mean_by_cluster, score_centroids_batch
 from .metrics import score_batch
 from .neighbours import bank_block, blend_topk
+from .pages import temporaries_on_small_pages
 from .optimizer import (adam_update_gathered, adam_update_rows, adam_update_rows_recorded, apply_updates, group_records,
                         sgd_update_rows)
 from .precompile import compile_in_helper
@@ -337,10 +338,11 @@ class Engine:
         """Let each LSH layer rebuild its tables if its schedule says so; returns seconds spent.
         lr_share: this step's learning rate over the schedule's peak (see lsh.RebuildSchedule)."""
         spent = 0.0
-        for l, index in enumerate(self.lsh):
-            if index is not None:
-                spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0, self.layers[l].bias,
-                                             lr_share=lr_share)
+        with temporaries_on_small_pages():  # pages.py
+            for l, index in enumerate(self.lsh):
+                if index is not None:
+                    spent += index.maybe_rebuild(self.step, self.layers[l].weights, l == 0, self.layers[l].bias,
+                                                 lr_share=lr_share)
         return spent
 
     # -- training and inference -----------------------------------------------------------------
@@ -372,14 +374,15 @@ class Engine:
                        out.rows, out.grads, out.counts)
         started = time.perf_counter()
         gathered = None
-        if record and self._takes_union(batch):
-            gathered = self._union_step(kernel_args, records, loss_out, batch)
-        else:
-            train_batch(*kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
-            if record:
-                last = self.layers[-1]
-                self.output_density = union_density(int(active_sum[:, -1].sum()), batch,
-                                                    int(np.count_nonzero(last.row_touched)))
+        with temporaries_on_small_pages():  # pages.py: a step's large temporaries stay off huge pages
+            if record and self._takes_union(batch):
+                gathered = self._union_step(kernel_args, records, loss_out, batch)
+            else:
+                train_batch(*kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
+                if record:
+                    last = self.layers[-1]
+                    self.output_density = union_density(int(active_sum[:, -1].sum()), batch,
+                                                        int(np.count_nonzero(last.row_touched)))
         self.timings["kernel"] += time.perf_counter() - started
         self.step += 1
         if not apply:
@@ -393,9 +396,10 @@ class Engine:
                 np.bitwise_or(rows_seen, layer.row_touched, out=rows_seen)
                 np.bitwise_or(biases_seen, layer.bias_touched, out=biases_seen)
         started = time.perf_counter()
-        updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
-                                beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
-                                records=None if gathered is not None else records, gathered=gathered)
+        with temporaries_on_small_pages():
+            updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
+                                    beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
+                                    records=None if gathered is not None else records, gathered=gathered)
         self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_lab = max(1, int(labelled.sum()))

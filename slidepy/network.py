@@ -51,6 +51,7 @@ from .constants import (  # noqa: E402,F401
     SPEC_OUT_DIM,
     SPEC_RANDOM_PERMILLE,
 )
+from .pages import advise_huge_pages
 
 
 class LayerParams(NamedTuple):
@@ -154,6 +155,7 @@ def init_params(
     for (d, n), shapes in zip(sizes, param_shapes(sizes, optimizer)):
         arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items() if name != "weights"}
         weights = np.empty(*shapes["weights"])
+        advise_huge_pages(weights)  # pages.py: the arrays a run keeps sit on huge pages
         _fill_init(weights, rng, d, n, init)
         layers.append(LayerParams(weights=weights, **arrays))
     return layers
@@ -167,8 +169,11 @@ def make_resident(*arrays: np.ndarray) -> None:
     multi-threaded process can interrupt the other threads to flush their TLBs). On DebianNextWord,
     whose 150,000 x 512 input layer meets new word rows all through an epoch, that made the
     input layer's Adam step 2.1 ms instead of 0.25 (2 threads); writing the pages first costs about
-    0.1 s per 300 MB, once. The memory estimate already counts these arrays as resident."""
+    0.1 s per 300 MB, once. The memory estimate already counts these arrays as resident.
+
+    They are written on huge pages where Linux lends them (pages.py)."""
     for array in arrays:
+        advise_huge_pages(array)
         array.fill(0)
 
 
