@@ -52,19 +52,26 @@ def advise_huge_pages(array: np.ndarray) -> bool:
     return madvise(start, end - start, _MADV_HUGEPAGE) == 0
 
 
-def _numpy_hugepage_setter():
+def _find_numpy_hugepage_setter():
     """numpy's switch for its own huge-page advice (private in 1.x and 2.x alike), or None."""
     for name in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = __import__(name, fromlist=["_set_madvise_hugepage"])
-            except ImportError:
-                continue
+        try:
+            module = sys.modules.get(name) or __import__(name, fromlist=["_set_madvise_hugepage"])
+        except ImportError:
+            continue
         setter = getattr(module, "_set_madvise_hugepage", None)
         if setter is not None:
             return setter
     return None
+
+
+# Looked up once: temporaries_on_small_pages runs around every training step.
+_NUMPY_HUGEPAGE_SETTER = _find_numpy_hugepage_setter()
+
+
+def _numpy_hugepage_setter():
+    """numpy's switch for its own huge-page advice, or None where this numpy has none."""
+    return _NUMPY_HUGEPAGE_SETTER
 
 
 @contextlib.contextmanager
