@@ -80,23 +80,32 @@ def query_scratch_size(l, capacity):
 
 
 @njit(cache=True, **INTERNAL)
-def insert_item(buckets, counts, t, code, item, insert_policy, state, si):
-    """Insert `item` into bucket `code` of table t with the FIFO or reservoir rule.
+def fill_table(slots, counts, codes, order, insert_policy, state, si):
+    """Clear one table and insert items order[0], order[1], ... with the FIFO or reservoir rule.
 
-    state (uint64 array) / si: the RNG stream used by INSERT_RESERVOIR (unused for FIFO).
+    slots (R, C) int32 and counts (R,) int32: the table; codes (N,) int32: each item's bucket in
+    it. state (uint64 array) / si: the RNG stream used by INSERT_RESERVOIR (unused for FIFO).
     Counts are int32: fewer than 2**31 inserts per bucket between clears.
+    The worker sees one table's slices, not (L, R, C) arrays and a table index: with the 3-d
+    indexing of the whole tables in the loop, a 670K-row fill of 50 tables took 0.60 s at 1 thread;
+    on a table's own slices, 0.26 s (same output).
     """
-    cap = buckets.shape[2]
-    cnt = counts[t, code]
-    if insert_policy == INSERT_FIFO:
-        buckets[t, code, cnt & (cap - 1)] = item
-    elif cnt < cap:
-        buckets[t, code, cnt] = item
-    else:
-        j = randint(state, si, np.int64(cnt) + 1)
-        if j < cap:
-            buckets[t, code, j] = item
-    counts[t, code] = cnt + 1
+    cap = slots.shape[1]
+    slots[:, :] = -1
+    counts[:] = 0
+    for j in range(order.shape[0]):
+        item = order[j]
+        code = codes[item]
+        cnt = counts[code]
+        if insert_policy == INSERT_FIFO:
+            slots[code, cnt & (cap - 1)] = item
+        elif cnt < cap:
+            slots[code, cnt] = item
+        else:
+            slot = randint(state, si, np.int64(cnt) + 1)
+            if slot < cap:
+                slots[code, slot] = item
+        counts[code] = cnt + 1
 
 
 @njit(parallel=True, cache=True)
@@ -112,14 +121,28 @@ def build_tables_parallel(codes_t, order, insert_policy, seed, buckets, counts):
     state = np.empty(n_tables, np.uint64)
     for t in range(n_tables):
         seed_state(state, t, mix_seed(seed, np.uint64(t)))
-    n_order = order.shape[0]
     for table in prange(n_tables):
         t = np.int64(table)  # parfors type the index unsigned: one int64 type for every callee
-        buckets[t, :, :] = -1
-        counts[t, :] = 0
-        for j in range(n_order):
-            item = order[j]
-            insert_item(buckets, counts, t, codes_t[t, item], item, insert_policy, state, t)
+        fill_table(buckets[t], counts[t], codes_t[t], order, insert_policy, state, t)
+
+
+# Rows per block of table_major's transpose: a block's codes (256 x L int32) stay in L1 while its
+# L output rows are written.
+TRANSPOSE_BLOCK_ROWS = 256
+
+
+@njit(parallel=True, cache=True)
+def table_major(codes, out):
+    """out (L, N) = codes (N, L).T, in parallel blocks of rows. numpy's copy of the transpose took
+    0.18 s for the 670K x 50 codes at 1 thread, this 0.04 s."""
+    n_rows, n_tables = codes.shape
+    n_blocks = (n_rows + TRANSPOSE_BLOCK_ROWS - 1) // TRANSPOSE_BLOCK_ROWS
+    for block in prange(n_blocks):
+        lo = block * TRANSPOSE_BLOCK_ROWS
+        hi = min(n_rows, lo + TRANSPOSE_BLOCK_ROWS)
+        for t in range(n_tables):
+            for i in range(lo, hi):
+                out[t, i] = codes[i, t]
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,5 +284,7 @@ def build_tables(codes, order, insert_policy, seed, buckets, counts):
         raise ValueError(f"order: ids must lie in [0, {codes.shape[0]})")
     if insert_policy not in (INSERT_FIFO, INSERT_RESERVOIR):
         raise ValueError(f"insert_policy: unknown code {insert_policy}")
-    build_tables_parallel(np.ascontiguousarray(codes.T), np.ascontiguousarray(order), np.int64(insert_policy),
+    codes_t = np.empty((codes.shape[1], codes.shape[0]), np.int32)
+    table_major(codes, codes_t)
+    build_tables_parallel(codes_t, np.ascontiguousarray(order), np.int64(insert_policy),
                           np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), buckets, counts)

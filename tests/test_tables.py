@@ -52,6 +52,15 @@ def test_build_matches_naive(policy):
             assert counts[t, r] == np.sum(codes[:, t] == r)
 
 
+@pytest.mark.parametrize("n_rows", [0, 1, tb.TRANSPOSE_BLOCK_ROWS - 1, tb.TRANSPOSE_BLOCK_ROWS,
+                                    3 * tb.TRANSPOSE_BLOCK_ROWS + 17])
+def test_table_major_is_the_transpose(n_rows):
+    codes = _random_codes(np.random.default_rng(n_rows), n_rows, 7, 64)
+    out = np.full((7, n_rows), -5, np.int32)
+    tb.table_major(codes, out)
+    np.testing.assert_array_equal(out, codes.T)
+
+
 def test_fifo_keeps_the_last_c_inserted():
     rng = np.random.default_rng(1)
     n_items, n_tables, range_pow, cap = 200, 3, 3, 4
