@@ -250,20 +250,22 @@ MARK_BLOCK_MIN = 1 << 16  # marks per thread block at least: a smaller layer is 
 
 def touched_rows(touched: np.ndarray) -> np.ndarray:
     """Indices (int64) of the marked rows (non-zero bytes of the uint8 marks), ascending: what
-    np.flatnonzero gives. A layer of 2 x MARK_BLOCK_MIN rows or more is scanned by every thread,
-    a block each, skipping unmarked runs of 8 rows a word at a time; a smaller one by
-    np.flatnonzero, since starting the threads would cost more than its scan.
+    np.flatnonzero gives. A layer of 2 x MARK_BLOCK_MIN rows or more is scanned a word (8 rows)
+    at a time, skipping unmarked words, in blocks of at least MARK_BLOCK_MIN rows, one per thread;
+    a smaller one by np.flatnonzero, since starting the scan's kernels would cost more than it.
 
     Why. The optimizer asks for the marked rows of every layer's weights and biases each step: at
     the Amazon-670K shape four scans of 670,091 marks, 5% of a step's time on one thread in
-    np.flatnonzero (perf, 2-core VM), and serial while the other thread waits."""
+    np.flatnonzero (perf, 2-core VM), and serial while the other thread waits. Even on one
+    thread the word scan is faster: 670,091 marks with 45,000 set took 0.84 ms against
+    np.flatnonzero's 1.43 ms."""
     if not (isinstance(touched, np.ndarray) and touched.dtype == np.uint8 and touched.ndim == 1
             and touched.flags.c_contiguous):
         raise ValueError("touched: need a contiguous 1-d uint8 array of marks")
     n = touched.shape[0]
-    n_blocks = max(1, min(numba.get_num_threads(), n // MARK_BLOCK_MIN))
-    if n_blocks == 1:
+    if n < 2 * MARK_BLOCK_MIN:
         return np.flatnonzero(touched)
+    n_blocks = max(1, min(numba.get_num_threads(), n // MARK_BLOCK_MIN))
     # block edges on whole 8-byte words, so each block scans its own words
     edges = (np.arange(n_blocks + 1, dtype=np.int64) * (n // 8) // n_blocks) * 8
     edges[-1] = n
@@ -363,7 +365,9 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
     last = len(layers) - 1
     for index, layer in enumerate(layers):
         rows = touched_rows(layer.row_touched)
-        bias_rows = touched_rows(layer.bias_touched)
+        # A neuron-major layer (every layer after the input-major first) marks a neuron's weight
+        # row and its bias together, so its bias marks are its row marks: one scan serves both.
+        bias_rows = touched_rows(layer.bias_touched) if index == 0 else rows
         # A bias vector is updated as a column of one-float rows: the same kernel serves both.
         bias2 = layer.bias.reshape(-1, 1)
         bias_grad2 = layer.bias_grad.reshape(-1, 1)

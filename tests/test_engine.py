@@ -116,6 +116,8 @@ def step_and_capture(monkeypatch, eng, data, rows):
             grad[rows] = grads
             seen["grads"][-1] = (grad, out.bias_grad.copy())
         seen["touched"] = [(l.row_touched.astype(bool), l.bias_touched.astype(bool)) for l in layers]
+        for rows_marked, biases_marked in seen["touched"][1:]:  # apply_updates reuses a neuron-major
+            np.testing.assert_array_equal(rows_marked, biases_marked)  # layer's row marks for its biases
         seen["kw"] = kw
         return optimizer_mod.apply_updates(layers, **kw)
 

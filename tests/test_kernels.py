@@ -469,13 +469,13 @@ def test_apply_updates_visits_touched_rows_and_biases_only(optimizer, weight_dec
         layer.bias_grad[...] = rng.standard_normal(layer.bias_grad.shape)
     layers[0].row_touched[[1, 4]] = 1
     layers[0].bias_touched[[0, 2]] = 1
-    layers[1].row_touched[[2]] = 1
+    layers[1].row_touched[[1, 2]] = 1  # a neuron-major layer marks a neuron's row and bias together
     layers[1].bias_touched[[1, 2]] = 1
     before = [(l.weights.copy(), l.bias.copy(), l.weight_grad.copy(), l.bias_grad.copy()) for l in layers]
     touched = [(np.flatnonzero(l.row_touched), np.flatnonzero(l.bias_touched)) for l in layers]
     n = opt.apply_updates(layers, optimizer=optimizer, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, step=1,
                           weight_decay=weight_decay)
-    assert n == 3
+    assert n == 4
     for layer, (w0, b0, gw, gb), (rows, brows) in zip(layers, before, touched):
         if optimizer == "adam":  # weight rows decay, biases never do
             want_w = naive.naive_adam_rows(w0, gw, np.zeros_like(w0), np.zeros_like(w0), rows, 0.01, 0.9, 0.999,
