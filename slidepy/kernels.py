@@ -216,7 +216,8 @@ def backward_output_recorded(layer, in_vals, n_in, ids, n_act, grads, in_grads, 
     d input goes into in_grads[:n_in] and each neuron with a non-zero gradient is recorded as
     (out_rows[c], out_grads[c]) = (n, g); returns the count c. The optimizer rebuilds the weight
     gradient of row n as the sum of g * input over its records (optimizer.adam_update_rows_recorded),
-    so the (N, D) gradient rows are never read or written here. Biases and marks as backward_layer.
+    so the (N, D) gradient rows are never read or written here, nor is `bias_grad`: a bias's
+    gradient is the sum of its row's g, summed there too. Marks as backward_layer.
     """
     weights = layer.weights
     acc = local_sum(in_grads, n_in)
@@ -226,7 +227,6 @@ def backward_output_recorded(layer, in_vals, n_in, ids, n_act, grads, in_grads, 
         if g == 0.0:  # exactly-predicted neuron: nothing to add anywhere
             continue
         n = ids[a]
-        layer.bias_grad[n] += g  # Hogwild: unsynchronised on purpose
         mark_touched(layer.bias_touched, n)
         mark_touched(layer.row_touched, n)
         out_rows[count] = n

@@ -36,19 +36,21 @@ RECORDED_ROW_COST = 3
 
 
 @njit(cache=True, error_model="numpy", **INTERNAL)
+def adam_scalar(p, m, v, g, lr_t, beta1, beta2, eps, shrink):
+    """One parameter's Adam step: returns the new (m, v, p) from p, its moments m, v and gradient g."""
+    m_new = beta1 * m + (np.float32(1.0) - beta1) * g
+    v_new = beta2 * v + (np.float32(1.0) - beta2) * g * g
+    return m_new, v_new, shrink * p - lr_t * m_new / (np.sqrt(v_new) + eps)
+
+
+@njit(cache=True, error_model="numpy", **INTERNAL)
 def adam_row(p, mm, vv, g, lr_t, beta1, beta2, eps, shrink):
     """One row's Adam step from its gradient g (D,): the moments mm / vv and the parameters p
     (AdamW: p shrinks by `shrink` = 1 - lr * weight_decay first). The one place the update's
-    arithmetic lives; adam_update_rows and adam_row_recorded differ only in where g comes from."""
-    one_minus_b1 = np.float32(1.0) - beta1
-    one_minus_b2 = np.float32(1.0) - beta2
+    arithmetic lives (adam_scalar, per element); adam_update_rows and adam_row_recorded differ only
+    in where g comes from."""
     for j in range(p.shape[0]):
-        gj = g[j]
-        mj = beta1 * mm[j] + one_minus_b1 * gj
-        vj = beta2 * vv[j] + one_minus_b2 * gj * gj
-        mm[j] = mj
-        vv[j] = vj
-        p[j] = shrink * p[j] - lr_t * mj / (np.sqrt(vj) + eps)
+        mm[j], vv[j], p[j] = adam_scalar(p[j], mm[j], vv[j], g[j], lr_t, beta1, beta2, eps, shrink)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -140,22 +142,27 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
 
 
 @njit(cache=True, error_model="numpy", **INTERNAL)
-def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, shrink):
+def adam_row_recorded(p, mm, vv, bias, bias_m, bias_v, row, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t, beta1,
+                      beta2, eps, shrink):
     """Adam on one row whose gradient is sum_{k in [lo, hi)} sorted_g[k] * hidden[sorted_pos[k]],
-    built in acc (D,) float32 first, then adam_row as in adam_update_rows."""
+    built in acc (D,) float32 first, then adam_row as in adam_update_rows; and on its bias
+    bias[row], whose gradient is sum_{k in [lo, hi)} sorted_g[k] (never decayed)."""
     width = p.shape[0]
     for j in range(width):
         acc[j] = 0.0
     # Four records per pass over acc: acc's loads and stores, not the multiply-adds, bound a pass
     # (36 ns a record one at a time at D = 512). Each element still adds the records one by one in
     # batch order, the order (and float32 rounding) in which backward_layer would have accumulated
-    # them on one thread, so serial training is bit-identical to accumulating weight_grad.
+    # them on one thread, so serial training is bit-identical to accumulating weight_grad. The
+    # bias's sum runs in the same order, as backward_layer's bias_grad would have.
+    bias_g = np.float32(0.0)
     k = lo
     while k + 4 <= hi:
         g0 = sorted_g[k]
         g1 = sorted_g[k + 1]
         g2 = sorted_g[k + 2]
         g3 = sorted_g[k + 3]
+        bias_g = (((bias_g + g0) + g1) + g2) + g3
         h0 = hidden[sorted_pos[k]]
         h1 = hidden[sorted_pos[k + 1]]
         h2 = hidden[sorted_pos[k + 2]]
@@ -168,19 +175,24 @@ def adam_row_recorded(p, mm, vv, lo, hi, sorted_pos, sorted_g, hidden, acc, lr_t
         k += 4
     while k < hi:
         g = sorted_g[k]
+        bias_g += g
         h = hidden[sorted_pos[k]]
         for j in range(width):
             acc[j] += g * h[j]
         k += 1
     adam_row(p, mm, vv, acc, lr_t, beta1, beta2, eps, shrink)
+    bias_m[row], bias_v[row], bias[row] = adam_scalar(bias[row], bias_m[row], bias_v[row], bias_g, lr_t, beta1, beta2,
+                                                      eps, np.float32(1.0))
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def adam_update_rows_recorded(param, m, v, touched, rows, row_start, chunk_bounds, sorted_pos, sorted_g, hidden, acc,
-                              lr_t, beta1, beta2, eps, decay):
-    """Adam on rows `rows` (R,) of param/m/v (N, D) with the gradient rebuilt from grouped records
-    (group_records): chunk t owns rows[chunk_bounds[t]:chunk_bounds[t + 1]] and scratch acc[t]
-    (T, D), so no two threads write the same row. Clears the rows' touched marks."""
+def adam_update_rows_recorded(param, m, v, bias, bias_m, bias_v, touched, bias_touched, rows, row_start, chunk_bounds,
+                              sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, decay):
+    """Adam on rows `rows` (R,) of param/m/v (N, D) and on their biases (N,) with the gradients
+    rebuilt from grouped records (group_records): chunk t owns rows[chunk_bounds[t]:chunk_bounds[t + 1]]
+    and scratch acc[t] (T, D), so no two threads write the same row. Clears the rows' touched
+    marks and bias marks. The bias of a row is updated beside it, not in a pass of its own: at the
+    670K shape that pass read and wrote four scattered floats per row (bias, gradient, moments)."""
     shrink = np.float32(1.0) - decay
     n_chunks = chunk_bounds.shape[0] - 1
     distance = rows_ahead(param)  # prefetch.py: rows of a large array lie far apart in memory
@@ -194,16 +206,17 @@ def adam_update_rows_recorded(param, m, v, touched, rows, row_start, chunk_bound
                 prefetch_row(m, ahead)
                 prefetch_row(v, ahead)
             row = rows[r]
-            adam_row_recorded(param[row], m[row], v[row], row_start[r], row_start[r + 1], sorted_pos, sorted_g,
-                              hidden, acc[t], lr_t, beta1, beta2, eps, shrink)
+            adam_row_recorded(param[row], m[row], v[row], bias, bias_m, bias_v, row, row_start[r], row_start[r + 1],
+                              sorted_pos, sorted_g, hidden, acc[t], lr_t, beta1, beta2, eps, shrink)
             touched[row] = 0
+            bias_touched[row] = 0
 
 
 def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, eps, decay) -> None:
-    """Adam on the touched rows of an output layer whose gradient is held as records
+    """Adam on the touched rows and biases of an output layer whose gradient is held as records
     (network.OutputRecords): group them by row, split the rows into thread chunks of about equal
     cost (records plus a few for the update itself), run adam_update_rows_recorded, and clear the
-    records. layer.weight_grad is neither read nor written."""
+    records. layer.weight_grad and layer.bias_grad are neither read nor written."""
     row_start = np.empty(rows.shape[0] + 1, np.int64)
     placed = group_records(rows, records.counts, records.rows, records.grads, records.cursor, row_start,
                            records.sorted_pos, records.sorted_g)
@@ -214,9 +227,10 @@ def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, ep
     bounds = np.searchsorted(cost, cost[-1] * np.arange(n_chunks + 1) / n_chunks, side="left").astype(np.int64)
     bounds[0], bounds[-1] = 0, rows.shape[0]
     acc = np.empty((n_chunks, layer.weights.shape[1]), np.float32)
-    adam_update_rows_recorded(layer.weights, layer.weight_m, layer.weight_v, layer.row_touched, rows, row_start,
-                              np.maximum.accumulate(bounds), records.sorted_pos, records.sorted_g, records.hidden,
-                              acc, lr_t, beta1, beta2, eps, decay)
+    adam_update_rows_recorded(layer.weights, layer.weight_m, layer.weight_v, layer.bias, layer.bias_m, layer.bias_v,
+                              layer.row_touched, layer.bias_touched, rows, row_start, np.maximum.accumulate(bounds),
+                              records.sorted_pos, records.sorted_g, records.hidden, acc, lr_t, beta1, beta2, eps,
+                              decay)
     records.counts[:] = 0
 
 
@@ -228,6 +242,16 @@ def recorded_weight_grad(records, shape) -> np.ndarray:
         c = int(records.counts[b])
         rows = records.rows[b, :c]
         np.add.at(grad, rows, records.grads[b, :c, None].astype(np.float64) * records.hidden[b].astype(np.float64))
+    return grad
+
+
+def recorded_bias_grad(records, n) -> np.ndarray:
+    """The (N,) float64 bias gradient the records stand for (the sum of each row's g): for tests
+    and debugging, as recorded_weight_grad."""
+    grad = np.zeros(n, np.float64)
+    for b in range(records.counts.shape[0]):
+        c = int(records.counts[b])
+        np.add.at(grad, records.rows[b, :c], records.grads[b, :c].astype(np.float64))
     return grad
 
 
@@ -376,8 +400,10 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
                 rows, grads = gathered
                 adam_update_gathered(layer.weights, layer.weight_m, layer.weight_v, layer.row_touched, rows, grads,
                                      lr_t, b1, b2, e, decay)
-            elif records is not None and index == last:
+            elif records is not None and index == last:  # the biases are updated beside their rows
                 apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
+                updated += rows.shape[0]
+                continue
             else:
                 adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,
                                  layer.row_touched, rows, lr_t, b1, b2, e, decay)

@@ -317,8 +317,8 @@ def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
 
 
 def test_backward_output_recorded_matches_backward_layer():
-    """The recording backward gives backward_layer's input gradient, bias gradient and marks, leaves
-    weight_grad alone, and its records rebuild backward_layer's weight gradient."""
+    """The recording backward gives backward_layer's input gradient and marks, leaves weight_grad
+    and bias_grad alone, and its records rebuild backward_layer's weight and bias gradients."""
     rng = np.random.default_rng(3)
     d, n = 10, 8
     recorded = _layer(rng, n, d, n)
@@ -334,7 +334,10 @@ def test_backward_output_recorded_matches_backward_layer():
     assert count == 3 and out_rows[:3].tolist() == [1, 4, 0] and out_grads[:3].tolist() == [0.5, -1.5, 2.0]
     assert not recorded.weight_grad.any()
     np.testing.assert_array_equal(in_b, in_a)
-    np.testing.assert_array_equal(recorded.bias_grad, plain.bias_grad)
+    assert not recorded.bias_grad.any()
+    rebuilt_bias = np.zeros(n, np.float32)
+    np.add.at(rebuilt_bias, out_rows[:3], out_grads[:3])
+    np.testing.assert_array_equal(rebuilt_bias, plain.bias_grad)
     np.testing.assert_array_equal(recorded.row_touched, plain.row_touched)
     np.testing.assert_array_equal(recorded.bias_touched, plain.bias_touched)
     rebuilt = np.zeros((n, d), np.float32)
@@ -366,8 +369,9 @@ def _random_records(rng, n, d, batch, capacity, sizes):
 @pytest.mark.parametrize("sizes", [[], [5], [30, 0, 12, 30, 7], [30] * 9])
 def test_recorded_adam_matches_numpy(threads, weight_decay, sizes):
     """apply_recorded_adam (group_records + adam_update_rows_recorded) against naive_adam_rows on
-    the gradient built in NumPy from the records; rows 0..4 all get the records of many samples,
-    so multi-record rows (the four-at-a-time loop and its tail) are covered."""
+    the weight and bias gradients built in NumPy from the records (biases never decay); rows 0..4
+    all get the records of many samples, so multi-record rows (the four-at-a-time loop and its
+    tail) are covered."""
     from slidepy.network import init_params
 
     rng = np.random.default_rng(len(sizes) * 31 + threads)
@@ -376,9 +380,13 @@ def test_recorded_adam_matches_numpy(threads, weight_decay, sizes):
     layer.weight_m[...] = rng.standard_normal(layer.weight_m.shape) * 0.1
     layer.weight_v[...] = rng.random(layer.weight_v.shape) * 0.01
     rec, touched, grad = _random_records(rng, n, d, len(sizes), 32, sizes)
+    layer.bias_m[...] = rng.standard_normal(n) * 0.1
+    layer.bias_v[...] = rng.random(n) * 0.01
     layer.row_touched[...] = touched
+    layer.bias_touched[...] = touched
+    bias_grad = opt.recorded_bias_grad(rec, n)
     rows = np.flatnonzero(touched)
-    before = [a.copy() for a in (layer.weights, layer.weight_m, layer.weight_v)]
+    before = [a.copy() for a in (layer.weights, layer.weight_m, layer.weight_v, layer.bias, layer.bias_m, layer.bias_v)]
     step = 4
     lr_t = opt.adam_lr(0.01, 0.9, 0.999, step)
     numba_threads = numba.get_num_threads()
@@ -392,10 +400,17 @@ def test_recorded_adam_matches_numpy(threads, weight_decay, sizes):
     np.testing.assert_allclose(layer.weights, want_p, rtol=RTOL, atol=1e-6)
     np.testing.assert_allclose(layer.weight_m, want_m, rtol=RTOL, atol=1e-7)
     np.testing.assert_allclose(layer.weight_v, want_v, rtol=RTOL, atol=1e-9)
+    want_b, want_bm, want_bv = naive.naive_adam_rows(before[3][:, None], bias_grad[:, None], before[4][:, None],
+                                                     before[5][:, None], rows, 0.01, 0.9, 0.999, 1e-8, step)
+    np.testing.assert_allclose(layer.bias, want_b[:, 0], rtol=RTOL, atol=1e-6)
+    np.testing.assert_allclose(layer.bias_m, want_bm[:, 0], rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(layer.bias_v, want_bv[:, 0], rtol=RTOL, atol=1e-9)
     other = np.setdiff1d(np.arange(n), rows)
-    for got, old in zip((layer.weights, layer.weight_m, layer.weight_v), before):
+    for got, old in zip((layer.weights, layer.weight_m, layer.weight_v, layer.bias, layer.bias_m, layer.bias_v),
+                        before):
         np.testing.assert_array_equal(got[other], old[other])
-    assert not layer.row_touched.any() and not layer.weight_grad.any()
+    assert not layer.row_touched.any() and not layer.bias_touched.any()
+    assert not layer.weight_grad.any() and not layer.bias_grad.any()
     assert not rec.counts.any() and not rec.cursor.any()  # records consumed, sort scratch left zero
 
 
