@@ -121,6 +121,9 @@ class HashParams(NamedTuple):
     mh_a        (H,) uint64         MinHash multipliers (odd); else (0,)
     mh_b        (H,) uint64         MinHash offsets; else (0,)
     dens_key    (1,) uint64         DWTA densification key (drawn for every family)
+    proj_dense  (D, H) float32      SRP over few dims (D * H <= DENSE_SRP_MAX): the same projections
+                                    as a dense matrix, input-dim-major; else (0, 0). Derived from
+                                    the CSR (with_dense_projections), never drawn.
     """
 
     spec: np.ndarray
@@ -131,6 +134,7 @@ class HashParams(NamedTuple):
     mh_a: np.ndarray
     mh_b: np.ndarray
     dens_key: np.ndarray
+    proj_dense: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def make_hash_params(family, dim, k, l, *, bin_size=8, density=0.33, seed):
         mh_b = rng.integers(0, 2**64, size=n_hashes, dtype=np.uint64)
     dens_key = rng.integers(0, 2**64, size=1, dtype=np.uint64)
     spec = np.array([family, dim, k, l, bin_size, bits, n_hashes, n_perms], dtype=np.int64)
-    return HashParams(
+    return with_dense_projections(HashParams(
         spec=spec,
         proj_indptr=np.ascontiguousarray(proj_indptr),
         proj_hash=np.ascontiguousarray(proj_hash),
@@ -206,13 +210,30 @@ def make_hash_params(family, dim, k, l, *, bin_size=8, density=0.33, seed):
         mh_a=np.ascontiguousarray(mh_a),
         mh_b=np.ascontiguousarray(mh_b),
         dens_key=dens_key,
-    )
+        proj_dense=NO_DENSE_PROJECTIONS.copy(),
+    ))
+
+
+# SRP hashes a vector through the dense (D, H) projections when they hold at most this many floats
+# (1 MB, within a core's L2): each non-zero input adds a contiguous row of H floats, which SIMD
+# does 8 or 16 at a time, where the CSR scatters H * density adds one by one. The sums are the
+# same, added in the same order (the zeros add nothing), so the codes are identical.
+DENSE_SRP_MAX = 1 << 18
+NO_DENSE_PROJECTIONS = np.zeros((0, 0), np.float32)
+
+
+def with_dense_projections(params):
+    """params with proj_dense filled from the SRP CSR where D * H <= DENSE_SRP_MAX, else (0, 0)."""
+    family, dim, n_hashes = int(params.spec[SPEC_FAMILY]), int(params.spec[SPEC_DIM]), int(params.spec[SPEC_N_HASHES])
+    if family != FAMILY_SRP or not 0 < dim * n_hashes <= DENSE_SRP_MAX:
+        return params._replace(proj_dense=NO_DENSE_PROJECTIONS.copy())
+    return params._replace(proj_dense=np.ascontiguousarray(srp_dense_projections(params).T))
 
 
 _FIELD_TYPES = {
     "spec": (np.int64, 1), "proj_indptr": (np.int64, 1), "proj_hash": (np.int32, 1),
     "proj_sign": (np.float32, 1), "dim_map": (np.int32, 2), "mh_a": (np.uint64, 1),
-    "mh_b": (np.uint64, 1), "dens_key": (np.uint64, 1),
+    "mh_b": (np.uint64, 1), "dens_key": (np.uint64, 1), "proj_dense": (np.float32, 2),
 }
 
 
@@ -240,18 +261,21 @@ def validate_hash_params(params):
         raise ValueError("HashParams.mh_a/mh_b: need shape (H,)")
     if params.dens_key.shape[0] != 1:
         raise ValueError("HashParams.dens_key: need shape (1,)")
+    if params.proj_dense.size and (fam != FAMILY_SRP or params.proj_dense.shape != (dim, n_hashes)):
+        raise ValueError("HashParams.proj_dense: need shape (D, H) for SRP, or (0, 0)")
 
 
 def hash_params_from_arrays(arrays, prefix=""):
     """Rebuild HashParams from a mapping of arrays (e.g. an np.load'ed checkpoint) holding the
     fields under `prefix + field`; copies into fresh C-contiguous writeable arrays and validates.
-    Save with `{prefix + f: getattr(params, f) for f in HashParams._fields}`."""
+    Save with `{prefix + f: getattr(params, f) for f in HashParams._fields}`. proj_dense is
+    derived from the CSR, never read (checkpoints from before it existed load alike)."""
     try:
         fields = {f: np.array(arrays[prefix + f], dtype=_FIELD_TYPES[f][0], copy=True, order="C")
-                  for f in HashParams._fields}
+                  for f in HashParams._fields if f != "proj_dense"}
     except KeyError as err:
         raise ValueError(f"hash params: missing array {err}") from None
-    params = HashParams(**fields)
+    params = with_dense_projections(HashParams(**fields, proj_dense=NO_DENSE_PROJECTIONS.copy()))
     validate_hash_params(params)
     return params
 
@@ -295,6 +319,7 @@ def _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx):
     indptr = params.proj_indptr
     proj_hash = params.proj_hash
     proj_sign = params.proj_sign
+    dense = params.proj_dense
     for h in range(n_hashes):
         scratch_vals[h] = np.float32(0.0)
     for e in range(n):
@@ -302,8 +327,13 @@ def _hash_srp(params, ids, vals, n, scratch_vals, scratch_idx):
         if v == 0:  # adding +-0 would not change any sum
             continue
         d = ids[e]
-        for q in range(indptr[d], indptr[d + 1]):
-            scratch_vals[proj_hash[q]] += v * proj_sign[q]
+        if dense.shape[0] > 0:  # few dims: a contiguous row of H, vectorised (DENSE_SRP_MAX)
+            row = dense[d]
+            for h in range(n_hashes):
+                scratch_vals[h] += v * row[h]
+        else:
+            for q in range(indptr[d], indptr[d + 1]):
+                scratch_vals[proj_hash[q]] += v * proj_sign[q]
     for h in range(n_hashes):
         scratch_idx[h] = 1 if scratch_vals[h] > 0 else 0
 
@@ -576,7 +606,8 @@ def hash_rows(params, weights, range_pow, codes_out=None):
 
 
 def srp_dense_projections(params):
-    """The SRP projections as a dense (H, D) float32 matrix (zeros where a projection skips a dim)."""
+    """The SRP projections as a dense (H, D) float32 matrix (zeros where a projection skips a dim),
+    built from the CSR."""
     dim = int(params.spec[SPEC_DIM])
     dense = np.zeros((int(params.spec[SPEC_N_HASHES]), dim), np.float32)
     dims = np.repeat(np.arange(dim), np.diff(params.proj_indptr))

@@ -52,12 +52,14 @@ from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re
 from .hashing import (
     HASH_BLOCK_ROWS,
     SPEC_LEN,
+    NO_DENSE_PROJECTIONS,
     HashParams,
     hash_rows,
     hash_rows_srp_blas,
     make_hash_params,
     srp_dense_projections,
     suggest_k_l,
+    with_dense_projections,
 )
 from .rng import derive_int_seed, generator
 from .tables import build_tables, query_scratch_size, table_bytes
@@ -86,7 +88,7 @@ def empty_lsh_layer() -> LshLayer:
     params = HashParams(
         spec=np.zeros(SPEC_LEN, np.int64), proj_indptr=np.zeros(0, np.int64), proj_hash=np.zeros(0, np.int32),
         proj_sign=np.zeros(0, np.float32), dim_map=np.zeros((0, 0), np.int32), mh_a=np.zeros(0, np.uint64),
-        mh_b=np.zeros(0, np.uint64), dens_key=np.zeros(1, np.uint64))
+        mh_b=np.zeros(0, np.uint64), dens_key=np.zeros(1, np.uint64), proj_dense=np.zeros((0, 0), np.float32))
     return LshLayer(np.zeros(SETTINGS_LEN, np.int64), params, np.zeros((0, 0, 0), np.int32), np.zeros((0, 0), np.int32),
                     *_no_clusters())
 
@@ -487,7 +489,10 @@ class LshIndex:
             if f"{prefix}.{name}" in arrays and arrays[f"{prefix}.{name}"].shape == getattr(self, name).shape:
                 # older checkpoints hold hash tables only, or no spread rebuild's centroids
                 getattr(self, name)[...] = arrays[f"{prefix}.{name}"]
-        self.params = HashParams(**{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields})
+        # proj_dense is derived, not read: checkpoints from before it existed load alike
+        self.params = with_dense_projections(HashParams(
+            **{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields if name != "proj_dense"},
+            proj_dense=NO_DENSE_PROJECTIONS.copy()))
         self._dense_proj = None
         self.draws = int(meta["draws"])
         self.rebuilds = int(meta["rebuilds"])

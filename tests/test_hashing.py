@@ -116,6 +116,25 @@ def test_hash_sparse_matches_naive(family):
             assert got.min() >= 0 and got.max() < 2**range_pow
 
 
+def test_srp_through_dense_projections_gives_the_csr_codes():
+    """Where D * H is small, SRP hashes through proj_dense (a contiguous row per non-zero): the
+    same sums in the same order as the CSR scatter, so the same codes, zeros, ties and all; the
+    CSR path (proj_dense empty, as for wide inputs) is still checked against the reference."""
+    rng = np.random.default_rng(11)
+    for dim, k, l, b, range_pow in CONFIGS:
+        params = hs.make_hash_params(hs.FAMILY_SRP, dim, k, l, density=0.3, seed=dim)
+        assert params.proj_dense.shape == (dim, k * l)  # every CONFIGS shape is under DENSE_SRP_MAX
+        np.testing.assert_array_equal(params.proj_dense, hs.srp_dense_projections(params).T)
+        csr = params._replace(proj_dense=hs.NO_DENSE_PROJECTIONS.copy())
+        for ids, vals in _edge_and_random_inputs(dim, rng):
+            dense_codes = naive.hash_vector(params, ids, vals, range_pow)
+            np.testing.assert_array_equal(dense_codes, naive.hash_vector(csr, ids, vals, range_pow))
+            np.testing.assert_array_equal(dense_codes, naive.naive_srp_codes(csr, ids, vals, range_pow))
+    wide = hs.make_hash_params(hs.FAMILY_SRP, hs.DENSE_SRP_MAX // 8 + 1, 2, 4, seed=0)  # D * H over the limit
+    assert wide.proj_dense.shape == (0, 0)
+    hs.validate_hash_params(wide)
+
+
 def test_wta_missing_dims_are_zeros():
     """Plain WTA: a sparse vector hashes like its dense version, negatives included."""
     dim = 300
