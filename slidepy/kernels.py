@@ -22,9 +22,10 @@ so every phase sees the dropout masks and active sets of the whole-sample path, 
 single hidden layer's backward restores its activations from those the first phase kept.
 
 Output gradient records. With `record_output` (Engine.records_output: Adam, dense last hidden
-layer) the output layer's weight gradient is not accumulated: `backward_output_recorded` writes the
-sample's (row, g) pairs and its hidden vector into per-sample slots (network.OutputRecords), and
-the optimizer sums g * hidden per row as it updates it (optimizer.apply_recorded_adam). The slots
+layer) the output layer's weight and bias gradients are not accumulated: `backward_output_recorded`
+writes the sample's (row, g) pairs and its hidden vector into per-sample slots
+(network.OutputRecords), and the optimizer sums g * hidden (and g, for the bias) per row as it
+updates it (optimizer.apply_recorded_adam). The slots
 are indexed by batch position, so they do not depend on the thread split.
 
 Hogwild. Threads add their samples' gradients into the shared `weight_grad` / `bias_grad` arrays

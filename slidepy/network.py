@@ -88,9 +88,10 @@ class LayerScratch(NamedTuple):
 
 
 class OutputRecords(NamedTuple):
-    """The output layer's weight gradient of one batch, kept as records instead of (N, D) rows
-    (kernels.backward_output_recorded; optimizer.adam_update_rows_recorded): the gradient of row n
-    is sum over its records (n, b, g) of g * hidden[b]. Sized for B samples of A active neurons."""
+    """The output layer's weight and bias gradients of one batch, kept as records instead of (N, D)
+    rows and an (N,) vector (kernels.backward_output_recorded; optimizer.adam_update_rows_recorded):
+    the gradient of row n is sum over its records (n, b, g) of g * hidden[b], that of bias n the
+    sum of their g. Sized for B samples of A active neurons."""
 
     hidden: np.ndarray  # (B, D) float32 each sample's last-hidden activations (the layer's input)
     rows: np.ndarray  # (B, A) int32 sample b's records: output row ids ...
