@@ -50,7 +50,7 @@ from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, 
                         PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .borrow import borrow, borrow_for_chunks
 from .prefetch import prefetch_row, rows_ahead
-from .rng import derive_seed, seed_state, uniform
+from .rng import derive_seed, seed_state, uniform_of, xorshift_step
 from .scoring import push_topk
 from .selection import correction_weight, select_active, unique_prefix
 
@@ -317,14 +317,17 @@ def sigmoid_xent(logits, n_act, positions, n_labels, scale, grads, uniform_from=
 def dropout(vals, n_act, ppm, rng, t):
     """Inverted dropout in place: each of vals[:n_act] is zeroed with probability ppm / 10^6 and
     the rest scaled by 1 / keep, so the expected activation is unchanged and inference needs no
-    rescaling. One uniform draw per active neuron, in order, from the sample's own stream."""
+    rescaling. One uniform draw per active neuron, in order, from the sample's own stream.
+    The stream's state stays in a register through the loop, and a draw picks its value without a
+    branch (kept at random half the time, a branch mispredicts half the time): Bibtex's dropout
+    (512 units at 0.5) took 11% of a step on one thread drawing through rng[t] with a branch."""
     keep = 1.0 - ppm * 1e-6
     scale = np.float32(1.0 / keep)
+    x = rng[t]
     for a in range(n_act):
-        if uniform(rng, t) < keep:
-            vals[a] *= scale
-        else:
-            vals[a] = 0.0
+        x = xorshift_step(x)
+        vals[a] = vals[a] * scale if uniform_of(x) < keep else np.float32(0.0)
+    rng[t] = x
 
 
 @njit(cache=True)

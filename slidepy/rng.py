@@ -81,12 +81,26 @@ def seed_state(state, i, seed):
 
 
 @njit(cache=True)
-def next_u64(state, i):
-    """Advance the xorshift64* state[i] (uint64 array) and return the next uint64 output."""
-    x = state[i]
+def xorshift_step(x):
+    """The xorshift64* state after x (uint64): what next_u64 stores. For a loop that keeps the
+    state in a local variable and draws with uniform_of, instead of loading and storing state[i]
+    around every draw (kernels.dropout: one draw per hidden unit)."""
     x ^= x >> _S12
     x ^= x << _S25
     x ^= x >> _S27
+    return x
+
+
+@njit(cache=True)
+def uniform_of(x):
+    """The float64 in [0, 1) that uniform draws from the state x (after its step)."""
+    return np.float64((x * _XS_MULT) >> _S11) * _INV_2_53
+
+
+@njit(cache=True)
+def next_u64(state, i):
+    """Advance the xorshift64* state[i] (uint64 array) and return the next uint64 output."""
+    x = xorshift_step(state[i])
     state[i] = x
     return x * _XS_MULT
 
@@ -94,7 +108,9 @@ def next_u64(state, i):
 @njit(cache=True)
 def uniform(state, i):
     """float64 in [0, 1) from the top 53 bits of next_u64(state, i)."""
-    return np.float64(next_u64(state, i) >> _S11) * _INV_2_53
+    x = xorshift_step(state[i])
+    state[i] = x
+    return uniform_of(x)
 
 
 @njit(cache=True)
