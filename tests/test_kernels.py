@@ -316,6 +316,22 @@ def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
     np.testing.assert_array_equal(touched[other], before[4][other])
 
 
+def test_adam_stores_moments_under_the_floor_as_zero():
+    """A moment that decays under MOMENT_FLOOR (a unit whose gradient stays zero) is stored as 0,
+    so the update's products never reach subnormal numbers; one at the floor or above is kept."""
+    rng = np.random.default_rng(8)
+    param, grad, m, v, touched = _opt_arrays(rng, 4, 3)
+    grad[...] = 0.0
+    m[...] = [[1e-30], [-1e-30], [2e-30], [1e-3]]  # x beta1: under, under, over, over the floor
+    v[...] = [[1e-30], [1e-8], [1e-8], [1.0005e-30]]
+    rows = np.arange(4, dtype=np.int64)
+    opt.adam_update_rows(param, grad, m, v, touched, rows, np.float32(1e-3), B1, B2, EPS, np.float32(0.0))
+    np.testing.assert_array_equal(m[:2], 0.0)
+    np.testing.assert_allclose(m[2:], [[1.8e-30] * 3, [9e-4] * 3], rtol=1e-6)
+    assert np.all(v[0] == 0.0) and np.all(v[3] == 0.0) and np.all(v[1:3] > 0.0)  # 1.0005e-30 x beta2 < floor
+    assert np.all(np.isfinite(param))
+
+
 def test_backward_output_recorded_matches_backward_layer():
     """The recording backward gives backward_layer's input gradient and marks, leaves weight_grad
     and bias_grad alone, and its records rebuild backward_layer's weight and bias gradients."""
