@@ -13,7 +13,9 @@ be finite. The family is an integer code (constants.FAMILY_*):
 - `FAMILY_SRP` (signed random projections, SimHash): H sparse +-1 projections, each with
   `round(density * D)` non-zeros; piece = 1 if the float32 projection sum is > 0 else 0. The
   projections are stored input-dim-major as CSR (`proj_indptr`, `proj_hash`, `proj_sign`), so
-  hashing costs O(nnz(x) * H * density).
+  hashing costs O(nnz(x) * H * density); over few dims (D * H <= DENSE_SRP_MAX) also as a dense
+  (D, H) matrix (`proj_dense`), through which a vector adds one contiguous row per non-zero:
+  O(nnz(x) * H), in SIMD, with the same sums.
 - `FAMILY_WTA` (winner take all): the S = H*b slots are laid along P random permutations of the
   D dims: position g = p*D + j of permutation p goes to slot c = g % S (hash c // b, slot c % b)
   when g < max(S, D), and nowhere otherwise. So every dim lands in at least one slot; when
@@ -56,7 +58,7 @@ LSH query (selection.py) calls `hash_sparse` directly with per-thread scratch `(
 and int32. `hash_sparse` takes a `kinds` marker (constants.kinds_marker): only the families
 whose slot is not None are compiled into it, so a caller that hashes SRP never compiles WTA.
 
-Cost per vector: SRP O(nnz * H * density) scatter-adds; WTA/DWTA O(nnz * P) updates plus O(H)
+Cost per vector: SRP O(nnz * H * density) scatter-adds (O(nnz * H) vector adds where dense); WTA/DWTA O(nnz * P) updates plus O(H)
 (densification is O(1) per empty bin: at most DENSIFY_ATTEMPTS probes, then a precomputed
 next-non-empty pointer); MinHash O(nnz * H). Measured on a loaded 2-core box, one thread,
 128-d dense rows: DWTA K=6 L=50 ~20 us, WTA ~23 us, SRP K=9 L=50 density 0.33 ~45 us.
