@@ -25,8 +25,8 @@ Output gradient records. With `record_output` (Engine.records_output: Adam, dens
 layer) the output layer's weight and bias gradients are not accumulated: `backward_output_recorded`
 writes the sample's (row, g) pairs and its hidden vector into per-sample slots
 (network.OutputRecords), and the optimizer sums g * hidden (and g, for the bias) per row as it
-updates it (optimizer.apply_recorded_adam). The slots
-are indexed by batch position, so they do not depend on the thread split.
+updates it (optimizer.apply_recorded_adam). The slots are indexed by batch position, so they do
+not depend on the thread split.
 
 Hogwild. Threads add their samples' gradients into the shared `weight_grad` / `bias_grad` arrays
 and set `row_touched` / `bias_touched` marks without locks, on purpose: two threads rarely hit the

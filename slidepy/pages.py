@@ -65,20 +65,16 @@ def _find_numpy_hugepage_setter():
     return None
 
 
-# Looked up once: temporaries_on_small_pages runs around every training step.
-_NUMPY_HUGEPAGE_SETTER = _find_numpy_hugepage_setter()
-
-
-def _numpy_hugepage_setter():
-    """numpy's switch for its own huge-page advice, or None where this numpy has none."""
-    return _NUMPY_HUGEPAGE_SETTER
+# numpy's switch, or None where this numpy has none. Looked up once: temporaries_on_small_pages
+# runs around every training step.
+NUMPY_HUGEPAGE_SETTER = _find_numpy_hugepage_setter()
 
 
 @contextlib.contextmanager
 def temporaries_on_small_pages():
     """numpy's huge-page advice off for the block (the arrays numpy makes inside it stay on small
     pages), then back to what it was."""
-    setter = _numpy_hugepage_setter()
+    setter = NUMPY_HUGEPAGE_SETTER
     if setter is None:
         yield
         return

@@ -98,19 +98,23 @@ def uniform_of(x):
 
 
 @njit(cache=True)
-def next_u64(state, i):
-    """Advance the xorshift64* state[i] (uint64 array) and return the next uint64 output."""
+def _advance(state, i):
+    """Step state[i] (uint64 array) in place; returns the new state."""
     x = xorshift_step(state[i])
     state[i] = x
-    return x * _XS_MULT
+    return x
+
+
+@njit(cache=True)
+def next_u64(state, i):
+    """Advance the xorshift64* state[i] (uint64 array) and return the next uint64 output."""
+    return _advance(state, i) * _XS_MULT
 
 
 @njit(cache=True)
 def uniform(state, i):
     """float64 in [0, 1) from the top 53 bits of next_u64(state, i)."""
-    x = xorshift_step(state[i])
-    state[i] = x
-    return uniform_of(x)
+    return uniform_of(_advance(state, i))
 
 
 @njit(cache=True)

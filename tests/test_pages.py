@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from slidepy.network import make_resident
-from slidepy.pages import HUGE_PAGE_MIN_BYTES, _numpy_hugepage_setter, advise_huge_pages, temporaries_on_small_pages
+from slidepy.pages import HUGE_PAGE_MIN_BYTES, NUMPY_HUGEPAGE_SETTER, advise_huge_pages, temporaries_on_small_pages
 
 
 def _anon_huge_bytes(array) -> int:
@@ -49,9 +49,9 @@ def test_resident_arrays_are_asked_onto_huge_pages():
     assert not small.any()
 
 
-@pytest.mark.skipif(_numpy_hugepage_setter() is None, reason="this numpy has no huge-page switch")
+@pytest.mark.skipif(NUMPY_HUGEPAGE_SETTER is None, reason="this numpy has no huge-page switch")
 def test_temporaries_stay_off_huge_pages_inside_the_block_and_numpy_gets_its_setting_back():
-    setter = _numpy_hugepage_setter()
+    setter = NUMPY_HUGEPAGE_SETTER
     for before in (True, False):
         setter(before)
         with temporaries_on_small_pages():
