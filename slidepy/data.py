@@ -161,6 +161,15 @@ class Dataset:
             return 0
         return int(np.diff(self.y_indptr).max())
 
+    @property
+    def mean_row_norm(self) -> float:
+        """Mean L2 norm of the samples that have features (float64 sums); 0.0 if none has."""
+        counts = np.diff(self.x_indptr)
+        row_of_entry = np.repeat(np.arange(self.n_samples), counts)
+        sums = np.bincount(row_of_entry, weights=np.square(self.x_values, dtype=np.float64), minlength=self.n_samples)
+        filled = counts > 0
+        return float(np.sqrt(sums[filled]).mean()) if filled.any() else 0.0
+
     def subset(self, rows) -> Dataset:
         """The samples `rows` (array-like of ints in [0, B), repeats allowed), in that order.
 

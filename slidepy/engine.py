@@ -132,6 +132,11 @@ class Engine:
     label_rate: float = 0.0
     dropout: float = 0.0  # of every hidden layer's outputs, in training
     weight_decay: float = 0.0  # Adam's decoupled weight decay on weight rows
+    # Train as if every input value were multiplied by this, without touching the data: layer 0's
+    # initial weights carry the factor, and its weights' steps are scaled to move x @ W as far as
+    # they would on the scaled inputs (optimizer.apply_updates). The trained network then predicts
+    # from the inputs as given.
+    input_scale: float = 1.0
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
     _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
@@ -157,6 +162,8 @@ class Engine:
         if len(self.selections) != len(self.sizes):
             raise ValueError(f"{len(self.selections)} selections given for {len(self.sizes)} layers")
         self.layers = init_params(self.sizes, init=self.init, optimizer=self.optimizer, seed=self.seed)
+        if self.input_scale != 1.0:
+            np.multiply(self.layers[0].weights, np.float32(self.input_scale), out=self.layers[0].weights)
         if self.loss == "bce" and 0.0 < self.label_rate < 1.0:
             # Prior initialisation (Lin et al. 2017): from zero biases each of the N - k negatives
             # starts with gradient 0.5 against the positives' -0.5, and on a sampled 22,875-label
@@ -399,6 +406,7 @@ class Engine:
         with temporaries_on_small_pages():
             updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                     beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
+                                    input_scale=self.input_scale,
                                     records=None if gathered is not None else records, gathered=gathered)
         self.timings["optimizer"] += time.perf_counter() - started
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0

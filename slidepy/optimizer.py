@@ -384,9 +384,14 @@ def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progres
 
 
 def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int,
-                  weight_decay: float = 0.0, records=None, gathered=None) -> int:
+                  weight_decay: float = 0.0, input_scale: float = 1.0, records=None, gathered=None) -> int:
     """One optimizer step over every layer's touched rows and biases. Returns rows updated.
     Adam's weight_decay applies to weight rows, never to biases.
+
+    input_scale (Engine.input_scale): layer 0's weights W stand for c W over inputs scaled by c, so
+    their step is the one c W would take on the scaled inputs, times c: Adam's step does not depend
+    on the gradient's scale, so lr c; SGD's gradient on W is 1 / c of the scaled one, so lr c^2.
+    The decay's shrink factor is the same either way.
 
     records (network.OutputRecords, Adam only): the output layer's weight gradient of this batch,
     held as records instead of in its weight_grad (kernels.train_batch with record_output).
@@ -398,9 +403,11 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
     lr_t = adam_lr(lr, beta1, beta2, step) if optimizer == "adam" else np.float32(lr)
     b1, b2, e = np.float32(beta1), np.float32(beta2), np.float32(eps)
     decay, no_decay = np.float32(lr * weight_decay), np.float32(0.0)
+    input_lr_t = np.float32(lr_t * (input_scale if optimizer == "adam" else input_scale * input_scale))
     last = len(layers) - 1
     for index, layer in enumerate(layers):
         rows = touched_rows(layer.row_touched)
+        weight_lr_t = input_lr_t if index == 0 else lr_t
         # A neuron-major layer (every layer after the input-major first) marks a neuron's weight
         # row and its bias together, so its bias marks are its row marks: one scan serves both.
         bias_rows = touched_rows(layer.bias_touched) if index == 0 else rows
@@ -418,11 +425,11 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
                 continue
             else:
                 adam_update_rows(layer.weights, layer.weight_grad, layer.weight_m, layer.weight_v,
-                                 layer.row_touched, rows, lr_t, b1, b2, e, decay)
+                                 layer.row_touched, rows, weight_lr_t, b1, b2, e, decay)
             adam_update_rows(bias2, bias_grad2, layer.bias_m.reshape(-1, 1), layer.bias_v.reshape(-1, 1),
                              layer.bias_touched, bias_rows, lr_t, b1, b2, e, no_decay)
         else:
-            sgd_update_rows(layer.weights, layer.weight_grad, layer.row_touched, rows, lr_t)
+            sgd_update_rows(layer.weights, layer.weight_grad, layer.row_touched, rows, weight_lr_t)
             sgd_update_rows(bias2, bias_grad2, layer.bias_touched, bias_rows, lr_t)
         updated += rows.shape[0]
     return updated

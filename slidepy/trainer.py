@@ -62,7 +62,7 @@ from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
-from .model import Model, max_labels
+from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
 from .rng import generator
 from .rundir import RunDir
@@ -110,6 +110,11 @@ class Trainer:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
         _check_data(train, test)
+        # "auto" becomes the number this model trains with: the data's, or a loaded model's own
+        if _model is not None:
+            self.config = with_input_scale(self.config, _model.engine.input_scale)
+        elif train is not None:
+            self.config = with_input_scale(self.config, input_scale_for(train))
         self.train_data, self.test_data = train, test
         self.callbacks, self.progress = list(callbacks), progress
         self.history: list[dict] = []  # every record written to metrics.jsonl

@@ -272,6 +272,20 @@ def test_empty_label_field_no_features_and_duplicates():
     assert ds.max_labels_per_sample == 2
 
 
+def test_mean_row_norm_skips_rows_without_features():
+    """Rows 1, 2 and 5 (the last) have no features and count for nothing; row 3 repeats feature 4,
+    whose values count apart (a rare case, where the norm only sets a scale)."""
+    ds = parse_bytes("6 10 5\n0 3:3 7:4\n1\n2\n2 4:1 4:2\n0 1:0.5\n1\n")
+    want = np.mean([5.0, np.sqrt(1 + 4), 0.5])
+    assert ds.mean_row_norm == pytest.approx(want, rel=1e-12)
+    assert parse_bytes("2 4 3\n0\n1\n").mean_row_norm == 0.0
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(0.1, 2.0, (40, 6)) * (rng.random((40, 6)) < 0.5)
+    text = "40 6 2\n" + "".join("0 " + " ".join(f"{j}:{v!r}" for j, v in enumerate(row) if v) + "\n" for row in dense)
+    norms = np.linalg.norm(dense.astype(np.float32).astype(np.float64), axis=1)
+    assert parse_bytes(text).mean_row_norm == pytest.approx(norms[norms > 0].mean(), rel=1e-6)
+
+
 def test_format_auto_detection_and_libsvm_defaults():
     xc = parse_bytes("2 5 3\n0 1:1\n2 4:1\n")
     assert (xc.n_features, xc.n_labels) == (5, 3) and xc.x_indices.tolist() == [1, 4]

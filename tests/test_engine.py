@@ -552,6 +552,36 @@ def test_predict_matches_dense_topk(modes):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_input_scale_trains_as_on_scaled_inputs(optimizer):
+    """An engine with input_scale c on the data as given takes the steps a plain engine takes on
+    the data with every value times c: its layer-0 weights are c times the plain ones, every other
+    array equal, and so are the scores. (Adam's eps is the one term that does not scale: against
+    this tiny batch's smallest gradients 1e-8 is not negligible, so the test sets it to 1e-20.)"""
+    data = make_data(4, n_samples=24)
+    c = 7.5
+    scaled = Dataset(data.x_indptr, data.x_indices, data.x_values * np.float32(c), data.y_indptr, data.y_indices,
+                     data.n_features, data.n_labels)
+    eng = make_engine([8, 6], optimizer=optimizer, input_scale=c, eps=1e-20)
+    plain = make_engine([8, 6], optimizer=optimizer, eps=1e-20)
+    for rows in ([0, 4, 9, 13, 20], list(range(6, 18)), [2, 3, 23, 11]):
+        eng.train_step(data, np.array(rows, np.int64))
+        plain.train_step(scaled, np.array(rows, np.int64))
+    np.testing.assert_allclose(eng.layers[0].weights, c * plain.layers[0].weights, rtol=RTOL, atol=ATOL)
+    for layer, twin in zip(eng.layers[1:], plain.layers[1:]):
+        np.testing.assert_allclose(layer.weights, twin.weights, rtol=RTOL, atol=ATOL)
+    for layer, twin in zip(eng.layers, plain.layers):
+        np.testing.assert_allclose(layer.bias, twin.bias, rtol=RTOL, atol=ATOL)
+    rows = np.arange(data.n_samples, dtype=np.int64)
+    ours, twin = eng.predict(data, rows, k=3), plain.predict(scaled, rows, k=3)
+    np.testing.assert_array_equal(ours[0], twin[0])
+    np.testing.assert_allclose(ours[1], twin[1], rtol=1e-4)
+    # the plain engine on the unscaled data is another network: the factor is not a no-op
+    unscaled = make_engine([8, 6], optimizer=optimizer, eps=1e-20)
+    unscaled.train_step(data, np.array([0, 4, 9, 13, 20], np.int64))
+    assert not np.allclose(unscaled.layers[1].weights, plain.layers[1].weights, rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("modes", [[None, None], [("random", 5), ("random", 6)]])
 def test_serial_training_is_bit_identical(modes):
     data = make_data(13, n_samples=30, n_labels=20)

@@ -61,8 +61,8 @@ def test_rules_follow_the_shape():
     # ... and so does the warm-up: 2.5% of the planned steps of a single pass, else none
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
-    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000)),
-                           "tr.txt", None)  # DebianNextWord's
+    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000),
+                                           mean_row_norm=1.0), "tr.txt", None)  # DebianNextWord's
     assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == learning_rate(2) == 0.004
     assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
@@ -72,6 +72,12 @@ def test_rules_follow_the_shape():
     m_small = _fake(3000, 200).y_indices.shape[0] / 200
     assert small["model"]["neighbours"] == {"k": 25, "weight": votes_weight(m_small), "temperature": 0.05}
     assert two_pass["model"]["neighbours"]["weight"] == 0.0
+    # the input scale: 1 for rows of mean norm within [1, 8] (the synthetic rows have norm 1), else
+    # the factor to the nearer edge, written as a number so that --dry-run shows it
+    assert small["model"]["input_scale"] == two_pass["model"]["input_scale"] == 1.0
+    for norm, scale in ((40.0, 0.2), (0.25, 4.0), (7.9, 1.0), (3.0, 1.0)):
+        shaped = SimpleNamespace(n_samples=3000, n_labels=200, y_indices=np.zeros(3000), mean_row_norm=norm)
+        assert auto_config(shaped, "tr.txt", None)["model"]["input_scale"] == scale
 
 
 def test_neighbours_follow_the_bank_size_and_the_positives_per_label():

@@ -221,3 +221,44 @@ def test_bce_on_a_sampled_layer_starts_at_the_label_rate_and_learns(tiny_config)
     np.testing.assert_allclose(trainer.engine.layers[-1].bias, np.log(rate / (1 - rate)), rtol=1e-6)
     assert not trainer.engine.layers[0].bias.any()  # hidden biases stay zero
     assert trainer.fit()["P@1"] > 0.45
+
+
+def _times(ds, c):
+    """`ds` with every feature value multiplied by c."""
+    from slidepy.data import Dataset
+    return Dataset(ds.x_indptr, ds.x_indices, ds.x_values * np.float32(c), ds.y_indptr, ds.y_indices,
+                   ds.n_features, ds.n_labels)
+
+
+def test_auto_input_scale_brings_rows_into_the_band_and_is_written_down(tiny_config, tmp_path):
+    """model.input_scale "auto" leaves rows of unit mean norm as they are (the synthetic data's), and
+    takes 100x rows to the band's upper edge: that run is the one on 8x rows (INPUT_NORM_BAND
+    (1, 8)), prediction for prediction, and its config.yaml holds the factor for a resume."""
+    from slidepy.model import INPUT_NORM_BAND
+    from slidepy.trainer import load_data
+    assert INPUT_NORM_BAND == (1.0, 8.0)
+    tiny_config["model"]["output"]["selection"] = {"mode": "all"}  # no LSH: exact equality of the two runs
+    tiny_config["training"].update(deterministic=True, epochs=2)
+    tiny_config["output"]["checkpoint_every"] = 0
+    train, test = load_data(config_from_dict(tiny_config))
+    assert abs(train.mean_row_norm - 1.0) < 1e-3
+    assert Trainer(config_from_dict(tiny_config), train=train, test=test, run_dir=tmp_path / "as-is",
+                   progress=False).config.model.input_scale == 1.0
+    auto = Trainer(config_from_dict(tiny_config), train=_times(train, 100), test=_times(test, 100),
+                   run_dir=tmp_path / "auto", progress=False)
+    assert auto.config.model.input_scale == 0.08
+    tiny_config["model"]["input_scale"] = 1
+    edge = Trainer(config_from_dict(tiny_config), train=_times(train, 8), test=_times(test, 8),
+                   run_dir=tmp_path / "edge", progress=False)
+    auto_result, edge_result = auto.fit(), edge.fit()
+    assert "input_scale: 0.08" in (tmp_path / "auto" / "config.yaml").read_text()
+    ids_auto, _ = auto.predict(auto.test_data, k=3)
+    ids_edge, _ = edge.predict(edge.test_data, k=3)
+    assert (ids_auto[:, 0] == ids_edge[:, 0]).mean() > 0.98  # 1.0 when written
+    assert auto_result["P@1"] > 0.4 and abs(auto_result["P@1"] - edge_result["P@1"]) < 0.01
+    # and the 100x rows at scale 1 train another network
+    plain = Trainer(config_from_dict(tiny_config), train=_times(train, 100), test=_times(test, 100),
+                    run_dir=tmp_path / "plain", progress=False)
+    plain.fit()
+    ids_plain, _ = plain.predict(plain.test_data, k=3)
+    assert (ids_plain[:, 0] == ids_edge[:, 0]).mean() < 0.95  # 0.73 when written
