@@ -1,0 +1,17 @@
+#!/bin/bash
+# Same-hour standing on this session's code, 2 threads, whole test splits: trees, the four configs,
+# DebianNextWord's config for 1 epoch, the automatic recipe on the four sets, the other trees.
+cd /work/main
+R=${R:-/work/exp/s15/final}
+mkdir -p $R
+date -u +%FT%TZ > $R/started
+python scripts/bench.py --datasets bibtex,debian-deps --systems omikuji,pecos --threads 2 --out $R/trees-bibtex-deps --no-bandwidth > $R/trees1.log 2>&1
+for d in bibtex delicious debian-deps debian-nextword; do
+  slidepy train --config configs/$d.yaml --set output.run_dir=$R/cfg-$d --set eval.subset=null --overwrite --no-progress > $R/cfg-$d.log 2>&1
+done
+slidepy train --config configs/debian-nextword.yaml --set output.run_dir=$R/cfg-debian-nextword-1ep --set training.epochs=1 --set eval.subset=null --overwrite --no-progress > $R/cfg-debian-nextword-1ep.log 2>&1
+for d in Bibtex Delicious DebianDeps DebianNextWord; do
+  slidepy train --train ../shared/data/$d/train.txt --test ../shared/data/$d/test.txt --out $R/auto-$d --overwrite --no-progress > $R/auto-$d.log 2>&1
+done
+python scripts/bench.py --datasets delicious,debian-nextword --systems omikuji,pecos --threads 2 --out $R/trees-delicious-nextword --no-bandwidth > $R/trees2.log 2>&1
+date -u +%FT%TZ > $R/done
