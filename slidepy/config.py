@@ -250,8 +250,9 @@ class ModelConfig(_Section):
     init: Literal["he", "glorot"] = "glorot"
     dropout: float = Field(0.0, ge=0, lt=1)          # of every hidden layer's outputs, in training
     # The network trains as if every input value were multiplied by this: layer 0's initial weights
-    # and its weights' step size scale with it (Engine.input_scale). "auto": 1 / the mean L2 norm
-    # of the training rows, resolved by the trainer and written into the run's config.yaml.
+    # and its weights' step size scale with it (Engine.input_scale). "auto": 1 where the training
+    # rows' mean L2 norm lies in [1, 8], else the factor to the nearer edge (model.input_scale_for),
+    # resolved by the trainer and written into the run's config.yaml.
     input_scale: Annotated[float, Field(gt=0)] | Literal["auto"] = AUTO
     neighbours: Neighbours = Neighbours()
 

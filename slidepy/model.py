@@ -57,10 +57,10 @@ def input_scale_for(train: Dataset) -> float:
     and 0.616, on Delicious from 0.687 to 0.675 and 0.666 (0.655, 0.644, 0.683 and 0.693 with
     the factor); MNIST in raw pixel units (0-255) 0.9691 against 0.9845 with the factor. Within
     the band a factor trades learning speed against over-fitting, with no setting best
-    everywhere: at unit norm Bibtex's 5-epoch config lost 2 points (0.618-0.624
-    against 0.644) and its 20-epoch recipe none (0.643-0.649 against 0.647-0.653); DebianDeps'
-    15 epochs at norm 2 and 4 traded P@1 (-0.9, -2.2 points) for P@5 (+0.3, +0.2), at norm 0.5
-    P@5 (-0.9) for nothing. One factor for all rows keeps their relative norms (normalising each
+    everywhere: at unit norm Bibtex's 5-epoch config lost 2 points (0.618-0.624 against 0.644)
+    and its 20-epoch recipe none (0.643-0.649 against 0.647-0.653); DebianDeps' 15 epochs at
+    norm 2 and 4 traded P@1 (-0.9, -2.2 points) for P@5 (+0.3, +0.2), at norm 0.5 P@5 (-0.9) for
+    nothing. One factor for all rows keeps their relative norms (normalising each
     row cost Bibtex and Delicious up to 1.3 points)."""
     norm = train.mean_row_norm
     lo, hi = INPUT_NORM_BAND
