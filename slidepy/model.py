@@ -46,10 +46,10 @@ def with_input_scale(config: Config, scale: float) -> Config:
     return validate_config(config.model_copy(update={"model": model}))
 
 
-def input_scale_for(train: Dataset) -> float:
+def input_scale_for(train: Dataset, band: tuple[float, float] = INPUT_NORM_BAND) -> float:
     """model.input_scale "auto" for `train`: 1 where the mean L2 norm of its rows lies within
-    INPUT_NORM_BAND, else the factor (three significant digits) that takes it to the band's nearer
-    edge; 1 where no row has features.
+    `band`, else the factor (three significant digits) that takes it to the band's nearer edge; 1
+    where no row has features. (The automatic recipe narrows the band for single-pass runs.)
 
     Why a band: glorot layers stepped by Adam at the recipe's rates trained well on rows of mean
     norm 1 (L2-normalised tf-idf: DebianDeps, DebianNextWord) to 8 (~64 binary features: Bibtex),
@@ -63,7 +63,7 @@ def input_scale_for(train: Dataset) -> float:
     nothing. One factor for all rows keeps their relative norms (normalising each
     row cost Bibtex and Delicious up to 1.3 points)."""
     norm = train.mean_row_norm
-    lo, hi = INPUT_NORM_BAND
+    lo, hi = band
     return float(f"{min(hi, max(lo, norm)) / norm:.3g}") if norm > 0 else 1.0
 
 

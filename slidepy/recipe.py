@@ -74,7 +74,16 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   they add 0.3 P@1 and 0.3 P@5 on average over the six networks.
 * Input scale: the factor that brings the training rows' mean L2 norm into [1, 8] (1 within
   it; `model.input_scale`, model.input_scale_for): the init and the rates above were measured on
-  rows of norm 1 to 8, and rows 20x outside cost Bibtex up to 7 points of P@1.
+  rows of norm 1 to 8, and rows 20x outside cost Bibtex up to 7 points of P@1. A single pass
+  raises the lower edge to ONE_PASS_MIN_NORM (3), for the reason it takes the larger learning
+  rate: in one pass most input rows (features) are touched a few times, and a larger input
+  scale is a larger step for layer 0 alone (Engine.input_scale). DebianNextWord (norm 1), its
+  config for 1 epoch (P@1 / P@3 / P@5): 0.1574 / 0.0831 / 0.0578 at scale 1, 0.1616 at 2, 0.1623 /
+  0.0837 / 0.0588 and 0.1622 / 0.0841 / 0.0588 at 3 (seeds 0, 1), 0.1625 at 4, 0.1586 at 8,
+  0.1513 at 16. Two passes gained little or lost (the recipe's: 0.1667 / 0.0867 / 0.0604 at 1,
+  0.1681 / 0.0861 / 0.0605 at 3; the config's 2 epochs at lr 0.005: 0.1650 / 0.0873 / 0.0609 at
+  1, 0.1619 / 0.0852 / 0.0600 at 3) and more passes lose P@1 with it (DebianDeps' 15: -0.9 at
+  norm 2), so they keep the band.
 * Evaluation: 10 evaluations over the run on up to 2,000 test samples (cheap, for the curve),
   then the whole test set at the end; LSH recall diagnostics on 256 samples.
 """
@@ -87,7 +96,7 @@ import re
 from .clusters import FULL_ASSIGN_MACS, auto_clusters
 from .data import Dataset
 from .errors import ConfigError
-from .model import input_scale_for
+from .model import INPUT_NORM_BAND, input_scale_for
 
 EXACT_LABELS = 4096
 HIDDEN = 512
@@ -98,6 +107,7 @@ LR = 0.002
 FEW_PASSES_LR = 0.004
 FEW_PASSES = 2
 ONE_PASS_LR = 0.005
+ONE_PASS_MIN_NORM = 3.0  # least mean row norm a single-pass run trains on (input_scale)
 WARMUP_SHARE = 0.025  # of the planned steps, in a run of one pass
 TARGET_STEPS = 5000
 REBUILD_INTERVAL = 50  # steps to the first rebuild; then x 1.3 per rebuild, at most 300
@@ -150,6 +160,13 @@ def learning_rate(passes: int) -> float:
     return FEW_PASSES_LR if passes <= FEW_PASSES else LR
 
 
+def input_scale(train: Dataset, passes: int) -> float:
+    """model.input_scale for a run of `passes` passes over `train` (see the module doc): the
+    band of model.INPUT_NORM_BAND, its lower edge raised to ONE_PASS_MIN_NORM for one pass."""
+    lo, hi = INPUT_NORM_BAND
+    return input_scale_for(train, (max(lo, ONE_PASS_MIN_NORM), hi) if passes <= 1 else (lo, hi))
+
+
 def warmup_steps(passes: int, planned_steps: int) -> int:
     """Steps over which the learning rate ramps up: WARMUP_SHARE of the planned steps in a run of
     one pass, else none (see the module doc)."""
@@ -200,7 +217,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         epochs, planned_steps = 1000, TARGET_STEPS  # the time budget ends the run
     return {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
-        "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale_for(train),
+        "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
                   "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n)},
         "training": {"epochs": epochs, "batch_size": BATCH, "lr": learning_rate(passes), "lr_schedule": "linear",

@@ -14,7 +14,7 @@ from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, input_scale, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
                             NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
                             rebuild_spread, votes_weight)
 
@@ -75,6 +75,11 @@ def test_rules_follow_the_shape():
     # the input scale: 1 for rows of mean norm within [1, 8] (the synthetic rows have norm 1), else
     # the factor to the nearer edge, written as a number so that --dry-run shows it
     assert small["model"]["input_scale"] == two_pass["model"]["input_scale"] == 1.0
+    # ... whose lower edge a single pass raises to 3: layer 0 steps 3x further on unit-norm rows
+    assert one_pass["model"]["input_scale"] == 3.0
+    assert input_scale(SimpleNamespace(mean_row_norm=5.0), 1) == 1.0  # inside [3, 8]
+    assert input_scale(SimpleNamespace(mean_row_norm=0.5), 1) == 6.0
+    assert input_scale(SimpleNamespace(mean_row_norm=0.5), 2) == 2.0
     for norm, scale in ((40.0, 0.2), (0.25, 4.0), (7.9, 1.0), (3.0, 1.0)):
         shaped = SimpleNamespace(n_samples=3000, n_labels=200, y_indices=np.zeros(3000), mean_row_norm=norm)
         assert auto_config(shaped, "tr.txt", None)["model"]["input_scale"] == scale
