@@ -15,3 +15,6 @@ for d in Bibtex Delicious DebianDeps DebianNextWord; do
 done
 python scripts/bench.py --datasets delicious,debian-nextword --systems omikuji,pecos --threads 2 --out $R/trees-delicious-nextword --no-bandwidth > $R/trees2.log 2>&1
 date -u +%FT%TZ > $R/done
+# Afterwards, in this directory: P@1 / P@5 against training seconds, config against recipe
+# (the recipe's points before its last are 2,000-sample subsets, hence above its whole-split end):
+#   slidepy plot cfg-<data> auto-<Data> --out curves-<data>.png
