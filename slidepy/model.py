@@ -38,10 +38,7 @@ def lsh_options(lsh: Lsh) -> LshOptions:
 
 
 def with_input_scale(config: Config, scale: float) -> Config:
-    """`config` with model.input_scale "auto" resolved to `scale` (input_scale_for the training
-    data); other configs come back as they are."""
-    if config.model.input_scale != AUTO:
-        return config
+    """`config` with model.input_scale set to `scale` (the trainer resolves "auto" with it)."""
     model = config.model.model_copy(update={"input_scale": float(scale)})
     return validate_config(config.model_copy(update={"model": model}))
 

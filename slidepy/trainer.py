@@ -57,7 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .config import Config, TrainingConfig
+from .config import AUTO, Config, TrainingConfig
 from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
@@ -110,11 +110,10 @@ class Trainer:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
         _check_data(train, test)
-        # "auto" becomes the number this model trains with: the data's, or a loaded model's own
-        if _model is not None:
-            self.config = with_input_scale(self.config, _model.engine.input_scale)
-        elif train is not None:
-            self.config = with_input_scale(self.config, input_scale_for(train))
+        # "auto" becomes the number this model trains with: a loaded model's own, or the data's
+        if self.config.model.input_scale == AUTO and (_model is not None or train is not None):
+            scale = _model.engine.input_scale if _model is not None else input_scale_for(train)
+            self.config = with_input_scale(self.config, scale)
         self.train_data, self.test_data = train, test
         self.callbacks, self.progress = list(callbacks), progress
         self.history: list[dict] = []  # every record written to metrics.jsonl
