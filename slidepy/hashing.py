@@ -60,8 +60,9 @@ whose slot is not None are compiled into it, so a caller that hashes SRP never c
 
 Cost per vector: SRP O(nnz * H * density) scatter-adds (O(nnz * H) vector adds where dense);
 WTA/DWTA O(nnz * P) updates plus O(H) (densification is O(1) per empty bin: at most
-DENSIFY_ATTEMPTS probes, then a precomputed next-non-empty pointer); MinHash O(nnz * H). Measured on a loaded 2-core box, one thread,
-128-d dense rows: DWTA K=6 L=50 ~20 us, WTA ~23 us, SRP K=9 L=50 density 0.33 ~45 us.
+DENSIFY_ATTEMPTS probes, then a precomputed next-non-empty pointer); MinHash O(nnz * H).
+Measured on a loaded 2-core box, one thread, 128-d dense rows: DWTA K=6 L=50 ~20 us, WTA ~23 us,
+SRP K=9 L=50 density 0.33 ~45 us.
 """
 
 import math

@@ -164,7 +164,7 @@ def input_scale(train: Dataset, passes: int) -> float:
     """model.input_scale for a run of `passes` passes over `train` (see the module doc): the
     band of model.INPUT_NORM_BAND, its lower edge raised to ONE_PASS_MIN_NORM for one pass."""
     lo, hi = INPUT_NORM_BAND
-    return input_scale_for(train, (max(lo, ONE_PASS_MIN_NORM), hi) if passes <= 1 else (lo, hi))
+    return input_scale_for(train, (max(lo, ONE_PASS_MIN_NORM), hi) if passes <= 1 else INPUT_NORM_BAND)
 
 
 def warmup_steps(passes: int, planned_steps: int) -> int:

@@ -14,8 +14,8 @@ from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, input_scale, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
-                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, auto_config, dropout_for, learning_rate, neighbours_for, output_budget, parse_duration,
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
+                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, auto_config, dropout_for, input_scale, learning_rate, neighbours_for, output_budget, parse_duration,
                             rebuild_spread, votes_weight)
 
 
