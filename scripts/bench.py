@@ -42,8 +42,8 @@ How each figure is measured
   Trainer.evaluate.
 * Throughput (samples/s) is also measured interleaved: one long-lived worker per neural system,
   and the parent asks them in turn (A, B, C, A, B, C, ...) for a timed segment of
-  `segment_seconds` of training, `repeats` rounds per thread count. Reported: the median per
-  system and the ratios of the medians. Other jobs on a shared machine slow every system alike
+  `segment_seconds` of training; each of the `repeats` rounds runs every thread count in turn.
+  Reported: the median per system and the ratios of the medians. Other jobs on a shared machine slow every system alike
   within a round.
 * Memory bandwidth: a large NumPy copy (median of a few) against slidepy lsh's achieved
   output-layer weight-row traffic during its throughput segments (see `row_traffic_bytes`).
@@ -874,8 +874,12 @@ def run_throughput(dspec: dict, systems: list[str], common: dict, threads_list: 
             out["systems"][system] = {"error": str(exc)}
             _log(f"  throughput {system}: {exc}", log)
     try:
-        for t in threads_list:
-            for r in range(repeats):
+        # Rounds outermost: each round runs every thread count, so the counts meet the same phase
+        # of training (index rebuilds come often early in a run and rarely later; with the thread
+        # counts outermost every 1-thread segment fell in the early phase, every 2-thread one later).
+        order = 0  # the segment's place in the run, all systems and thread counts
+        for r in range(repeats):
+            for t in threads_list:
                 for system, server in servers.items():
                     if server.error:
                         continue
@@ -884,7 +888,8 @@ def run_throughput(dspec: dict, systems: list[str], common: dict, threads_list: 
                     except RuntimeError as exc:
                         out["systems"][system]["error"] = str(exc)
                         continue
-                    out["systems"][system]["segments"][str(t)].append(res)
+                    out["systems"][system]["segments"][str(t)].append({**res, "round": r + 1, "order": order})
+                    order += 1
                     _log(f"  round {r + 1}/{repeats} threads {t} {system:<7} {res['samples_per_s']:>10,.1f} samples/s "
                          f"({res['steps']} steps)", log)
     finally:

@@ -221,6 +221,32 @@ def test_torch_segment_skips_the_cold_steps():
     assert calls[-1][0] == cold + 10 and res["steps"] == 10 and res["samples_per_s"] == 640.0
 
 
+def test_throughput_rounds_run_every_thread_count(monkeypatch):
+    # Each round runs every thread count, so 1 and 2 threads meet the same phase of training.
+    asked = []
+
+    class FakeServer:
+        error = None
+
+        def __init__(self, spec, spec_dir):
+            self.system, self.hello = spec["system"], {"n_labels": 10, "compile_seconds": 0.0}
+
+        def ask(self, req):
+            asked.append((self.system, req["threads"]))
+            return {"samples_per_s": 100.0 * req["threads"] * (2 if self.system == "lsh" else 1), "steps": 3}
+
+        def close(self):
+            return {"peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "Server", FakeServer)
+    out = bench.run_throughput({"name": "x"}, ["lsh", "torch"], {}, [1, 2], 2, 0.1, "", None)
+    assert asked == [("lsh", 1), ("torch", 1), ("lsh", 2), ("torch", 2)] * 2
+    segs = out["systems"]["lsh"]["segments"]
+    assert [g["round"] for g in segs["1"]] == [1, 2] and [g["order"] for g in segs["2"]] == [2, 6]
+    assert out["ratios"]["lsh/torch"] == pytest.approx(2.0)
+    assert out["scaling"]["lsh"]["efficiency_1_2"] == pytest.approx(1.0)
+
+
 def test_targets_amazon670k():
     results = {"memory_bandwidth": {"copy_GBps": 10.0}, "datasets": {"amazon670k": {"primary": "lsh", "systems": {
         "lsh": {"P@1": 0.1, "peak_rss_mb": 3000.0, "curve": []}}, "throughput": {
