@@ -55,6 +55,8 @@ scaling: install
 	$(PYTHON) scripts/bench.py --out bench/scaling --datasets amazon670k,debian-nextword --systems lsh,torch \
 		--no-accuracy $(SCALING_ARGS)
 
+# The bench's outputs go; its committed records (bench/measured-*) stay.
 clean:
-	rm -rf runs bench .pytest_cache build *.egg-info
+	rm -rf runs .pytest_cache build *.egg-info
+	rm -rf bench/results.md bench/results.json bench/bench.log bench/curve-*.png bench/cache bench/scaling
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
