@@ -308,6 +308,10 @@ class EvalConfig(_Section):
 class OutputConfig(_Section):
     run_dir: str = "runs/default"
     checkpoint_every: _NonNegInt = 1000              # steps; 0 = only at end/interrupt
+    # Also (or, with checkpoint_every 0, only) after this many seconds of training since the last
+    # checkpoint (steps + index rebuilds, as training.time_budget_s counts them); null = by steps
+    # alone. A checkpoint holds the weights and both Adam moments, 12 bytes a parameter.
+    checkpoint_every_s: float | None = Field(None, gt=0)
     keep_last: _PosInt = 3
 
 

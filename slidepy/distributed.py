@@ -71,7 +71,7 @@ from .config import Config, config_to_dict
 from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
 from .rng import derive_int_seed
-from .trainer import Trainer, TrainingInterrupted, load_data
+from .trainer import CheckpointClock, Trainer, TrainingInterrupted, load_data
 
 # Test hook: "RANK:STEP" makes worker RANK SIGKILL itself right after finishing step STEP (the
 # kill-a-worker test; an OOM kill looks the same to the driver).
@@ -631,6 +631,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         last_saved = step if position["resumed"] else None
         last_log = step
         ev, ck = cfg.eval.every, cfg.output.checkpoint_every
+        checkpoints = CheckpointClock(cfg.output, seconds_before)
         try:
             while step < total_steps and not (t.time_budget_s is not None
                                                 and seconds_before + loop_seconds >= t.time_budget_s):
@@ -701,9 +702,10 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     last_eval = group.get([lead.evaluate.remote()], [0], f"evaluating at step {step}")[0]
                     for cb in callbacks:
                         cb(last_eval)
-                if ck and step % ck == 0:
+                if checkpoints.due(step, seconds_before + loop_seconds):
                     group.get([lead.checkpoint.remote()], [0], f"writing the checkpoint of step {step}")
                     last_saved = step
+                    checkpoints.saved(seconds_before + loop_seconds)
                 if stop_signal:
                     break
             if stop_signal:

@@ -57,7 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .config import AUTO, Config, TrainingConfig
+from .config import AUTO, Config, OutputConfig, TrainingConfig
 from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
@@ -127,6 +127,7 @@ class Trainer:
         self.window, self.stop_request = LossWindow(), StopRequest()
         self.rollbacks = Rollbacks(self.config.training.on_nan)
         self._last_saved_step: int | None = None
+        self.checkpoint_clock = CheckpointClock(self.config.output)
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
 
     engine = property(lambda self: self.model.engine, doc="The model's Engine.")
@@ -144,9 +145,7 @@ class Trainer:
         self.run.lock()
         try:
             _start(self)
-            with self.stop_request.handling(), tqdm(total=self._total_steps, unit="step", dynamic_ncols=True,
-                                                    initial=min(self.step, self._total_steps),
-                                                    disable=not self.progress) as self._bar:
+            with self.stop_request.handling(), self._progress_bar() as self._bar:
                 while True:
                     if self.schedule.over(self.epoch, self.step, self._total_steps, self.budget_seconds):
                         if self._finite():  # the last steps may not have been checked; a rollback redoes them
@@ -168,6 +167,30 @@ class Trainer:
             self.run.unlock()
         return self.last_eval
 
+    def _progress_bar(self) -> tqdm:
+        """The bar fit shows: steps out of the planned ones, or, under training.time_budget_s,
+        seconds of the budget spent (the planned steps of a time-budgeted run are only a cap, so
+        a bar over them would show a meaningless ETA)."""
+        budget = self.config.training.time_budget_s
+        if budget:
+            return tqdm(total=float(budget), initial=self._bar_position(), unit="s", dynamic_ncols=True,
+                        disable=not self.progress,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time budget [{elapsed}<{remaining}{postfix}]")
+        return tqdm(total=self._total_steps, initial=self._bar_position(), unit="step", dynamic_ncols=True,
+                    disable=not self.progress)
+
+    def _bar_position(self) -> float:
+        """Where the progress bar stands: budget seconds spent, or steps taken (within its total)."""
+        budget = self.config.training.time_budget_s
+        if budget:
+            return min(round(self.budget_seconds, 1), float(budget))
+        return min(self.step, self._total_steps)
+
+    def _advance_bar(self) -> None:
+        delta = self._bar_position() - self._bar.n
+        if delta > 0:
+            self._bar.update(delta)
+
     @property
     def budget_seconds(self) -> float:
         """The seconds training.time_budget_s counts: training steps (`train_seconds`) and index
@@ -187,23 +210,24 @@ class Trainer:
         step = Step(rows, stats, time.perf_counter() - started)
         self.train_seconds += step.seconds
         self.batch_in_epoch += 1
-        self._bar.update(1)
         if not np.isfinite(stats.loss):
             where = self.model.nonfinite()
             self._fault(f"loss is {stats.loss} at step {self.step}" + (f"; {where}" if where else
                                                                         " (weights are still finite)"))
             return step
-        checkpoint_due = bool(cfg.output.checkpoint_every) and self.step % cfg.output.checkpoint_every == 0
         log_due = self.step % t.log_every == 0
         # Weights are checked every log_every steps and right before every checkpoint write, so no
         # checkpoint ever holds NaN/inf.
         if log_due and not self._finite():
             return step
         self.rebuild_seconds += self.engine.maybe_rebuild(lr_share)
+        self._advance_bar()
+        checkpoint_due = self.checkpoint_clock.due(self.step, self.budget_seconds)  # this step's rebuild counted
         self.window.add(stats.loss, rows.shape[0], step.seconds)
         if log_due:
             loss, rate = self.window.summary()
-            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+            steps = {"step": self.step} if t.time_budget_s else {}  # the bar counts seconds then
+            self._bar.set_postfix(**steps, loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
             self._record("log", loss=loss, samples_per_s=rate, active_mean=[float(a) for a in stats.active_mean])
             self.window.reset()
         if cfg.eval.every and self.step % cfg.eval.every == 0:
@@ -278,6 +302,7 @@ class Trainer:
         path = self.run.save_checkpoint(self.step, *self.model.state(**Progress.of(self)),
                                         keep_last=self.config.output.keep_last)
         self._last_saved_step = self.step
+        self.checkpoint_clock.saved(self.budget_seconds)
         self.rollbacks.saved()  # progress made and saved
         return path
 
@@ -360,7 +385,7 @@ def _roll_back(trainer: Trainer, what: str) -> None:
                   stacklevel=4)  # past _fault, to its caller in the loop
     trainer._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n)
     trainer.window.reset()
-    trainer._bar.n = min(trainer.step, trainer._total_steps)
+    trainer._bar.n = trainer._bar_position()
     trainer._bar.refresh()
 
 
@@ -372,6 +397,7 @@ def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded:
         trainer.model.restore(path, arrays, meta)
     trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale = progress
     trainer._last_saved_step = trainer.step
+    trainer.checkpoint_clock.saved(trainer.budget_seconds)
 
 
 def _resume(trainer: Trainer) -> bool:
@@ -477,6 +503,24 @@ class Schedule:
         """The epochs, the steps (total_steps) or training.time_budget_s are done."""
         budget = self.t.time_budget_s
         return epoch >= self.t.epochs or step >= total_steps or (budget is not None and train_seconds >= budget)
+
+
+class CheckpointClock:
+    """When a periodic checkpoint is due: at every output.checkpoint_every-th step, and once
+    output.checkpoint_every_s seconds of training (steps + rebuilds, the time budget's clock) have
+    passed since the last checkpoint written or loaded. The end of a run and a stop by signal save
+    anyway. Distributed runs use it too."""
+
+    def __init__(self, out: OutputConfig, seconds: float = 0.0):
+        self.every, self.every_s, self.last_s = out.checkpoint_every, out.checkpoint_every_s, seconds
+
+    def due(self, step: int, seconds: float) -> bool:
+        by_steps = bool(self.every) and step % self.every == 0
+        return by_steps or (self.every_s is not None and seconds - self.last_s >= self.every_s)
+
+    def saved(self, seconds: float) -> None:
+        """A checkpoint was written (or loaded) at `seconds` of training."""
+        self.last_s = seconds
 
 
 class LossWindow:

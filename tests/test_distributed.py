@@ -354,3 +354,17 @@ def test_a_time_budget_stops_the_group_after_the_round_that_spent_it(tmp_path):
     assert result["step"] == 4  # one round of sync_every steps, of 50 epochs x 50 planned
     assert result["complete"] and "P@1" in result
     assert list_checkpoints(tmp_path / "run")[-1][0] == 4
+
+
+@needs_ray
+def test_checkpoints_by_training_seconds_at_round_ends(tmp_path):
+    """output.checkpoint_every_s in a distributed run: checked at each round's end (every
+    sync_every steps here), as the single process checks it after each step."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(SPARSE)
+    raw["training"].update(epochs=1, max_steps=12)
+    raw["distributed"] = {"workers": 1, "sync_every": 4}
+    raw["output"].update(run_dir=str(tmp_path / "run"), checkpoint_every=0, checkpoint_every_s=1e-9, keep_last=10)
+    train_distributed(load_config(raw), progress=False)
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [4, 8, 12]

@@ -52,6 +52,8 @@ def test_rules_follow_the_shape():
     assert timed["training"]["time_budget_s"] == 30.0 and timed["training"]["epochs"] == 1000
     for cfg in (small, big, timed):
         load_config(cfg)  # every recipe is a valid config
+        # checkpoints by training time, whatever the run's length or the network's size
+        assert cfg["output"]["checkpoint_every"] == 0 and cfg["output"]["checkpoint_every_s"] == 600.0
     assert small["model"]["dropout"] == 0.5 and big["model"]["dropout"] == 0.5  # 20 and 10 passes
     one_pass = auto_config(_fake(700_000, EXACT_LABELS + 1), "tr.txt", None)  # 5,469 steps an epoch
     assert one_pass["training"]["epochs"] == 1 and one_pass["model"]["dropout"] == 0.0

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from slidepy import Trainer, config_from_dict
+from slidepy.config import OutputConfig
 from slidepy.errors import CheckpointError, NumericalError
-from slidepy.trainer import TrainingInterrupted
+from slidepy.rundir import list_checkpoints
+from slidepy.trainer import CheckpointClock, TrainingInterrupted
 
 
 def _weights(trainer):
@@ -116,6 +118,41 @@ def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
     trainer.fit()
     assert trainer.step == 3 and trainer.rebuild_seconds == 3.0
     assert trainer.train_seconds < 2.5 <= trainer.budget_seconds
+
+
+def test_checkpoint_clock_counts_steps_and_training_seconds():
+    clock = CheckpointClock(OutputConfig(checkpoint_every=10, checkpoint_every_s=None))
+    assert [s for s in range(1, 31) if clock.due(s, 1e6)] == [10, 20, 30]  # steps alone
+    clock = CheckpointClock(OutputConfig(checkpoint_every=0, checkpoint_every_s=60.0), seconds=100.0)
+    assert not clock.due(1, 159.9) and clock.due(1, 160.0)
+    clock.saved(170.0)  # written (or loaded) at 170 s: the next one 60 s on
+    assert not clock.due(2, 229.0) and clock.due(2, 230.0)
+    both = CheckpointClock(OutputConfig(checkpoint_every=5, checkpoint_every_s=60.0))
+    assert both.due(5, 1.0) and both.due(3, 61.0) and not both.due(3, 59.0)
+
+
+def test_checkpoints_every_so_many_training_seconds(tiny_config, monkeypatch):
+    """output.checkpoint_every_s: with each step's rebuild taking a (pretended) second, a
+    checkpoint every 2.5 s of training lands after steps 3 and 6, and the end saves step 7."""
+    tiny_config["training"].update({"epochs": 1000, "max_steps": 7})
+    tiny_config["output"].update({"checkpoint_every": 0, "checkpoint_every_s": 2.5, "keep_last": 10})
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    monkeypatch.setattr(trainer.engine, "maybe_rebuild", lambda lr_share=1.0: 1.0)
+    trainer.fit()
+    assert [s for s, _ in list_checkpoints(trainer.run_dir)] == [3, 6, 7]
+
+
+def test_progress_bar_counts_the_time_budget_when_there_is_one(tiny_config, capsys):
+    trainer = Trainer(config_from_dict(tiny_config), progress=True)
+    trainer.fit()
+    assert f"{trainer.step}/{trainer.step}" in capsys.readouterr().err  # steps of the planned steps
+    tiny_config["training"].update({"epochs": 1000, "time_budget_s": 0.2})
+    tiny_config["output"]["run_dir"] += "-timed"
+    trainer = Trainer(config_from_dict(tiny_config), progress=True)
+    trainer.fit()  # the planned steps of 1,000 epochs are only a cap: the bar counts the budget's seconds
+    err = capsys.readouterr().err
+    assert "s of the time budget" in err and "step=" in err and f"/{trainer._total_steps}" not in err
+    assert trainer._bar_position() == 0.2 <= trainer.budget_seconds
 
 
 def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
