@@ -20,6 +20,19 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   first rebuild interval (`rebuild.spread_steps`); not above clusters.FULL_ASSIGN_MACS, where
   rebuilds move rows among neighbouring clusters only. Spread over 10 or 50 steps, DebianNextWord
   kept its recall@10 (0.976 / 0.983) and its 1-epoch P@1 within run-to-run noise (0.155 both).
+  The intervals between rebuilds start at REBUILD_INTERVAL steps and grow 1.3x per rebuild up to
+  a cap, REBUILD_MAX_INTERVAL (300) or, where a rebuild costs more, as many steps as keep the
+  rebuilds to REBUILD_SHARE (10%) of the steps' time (rebuild_max_interval; at most
+  REBUILD_INTERVAL_LIMIT). A rebuild's BLAS product runs at about BLAS_ADVANTAGE (4) times the
+  multiply-adds a second of a training step's scattered rows (DebianNextWord: 46 G in 0.65 s
+  against 177 M in 11 ms; 10^5 labels: 131 G in 1.6 s against 252 M in 12 ms). At 300 the
+  rebuilds took 17% of DebianNextWord's recipe (19.8 of 117.6 s) and 35% at 10^5 labels; with
+  the cap at 600 DebianNextWord's two passes scored the same (0.1661 / 0.0604 against 0.1654 /
+  0.0606, recall@10 0.937 against 0.932) for 14.2 instead of 19.8 s of rebuilds; at the rule's
+  650, 100,000 of its samples (7 passes) 0.1481 / 0.0540 against 0.1473 / 0.0540 at 300, in 60.9 +
+  11.0 against 69.5 + 15.9 s; the 10^5-label generated set under a 120 s budget, at the rule's
+  1,302, 0.7068 / 0.1999 against 0.7054 / 0.1983 (7,348 steps and 27.7 s of rebuilds against
+  6,582 and 41.7 s).
 * Hidden layer: HIDDEN units with inverted dropout on their outputs. Dropout grows with the passes
   the run makes over the data, because over-fitting does: none for a single pass, rising linearly
   to MAX_DROPOUT at FULL_DROPOUT_EPOCHS passes and more. Without dropout, width over-fitted: on
@@ -116,7 +129,11 @@ ONE_PASS_LR = 0.005
 ONE_PASS_MIN_NORM = 3.0  # least mean row norm a single-pass run trains on (input_scale)
 WARMUP_SHARE = 0.025  # of the planned steps, in a run of one pass
 TARGET_STEPS = 5000
-REBUILD_INTERVAL = 50  # steps to the first rebuild; then x 1.3 per rebuild, at most 300
+REBUILD_INTERVAL = 50  # steps to the first rebuild; then x 1.3 per rebuild, up to rebuild_max_interval
+REBUILD_MAX_INTERVAL = 300
+REBUILD_SHARE = 0.1
+BLAS_ADVANTAGE = 4.0
+REBUILD_INTERVAL_LIMIT = 2000  # configs/amazon670k.yaml's cap: an index older than that goes stale
 ASSIGN_MACS_PER_STEP = 1 << 33
 MAX_EPOCHS = 20
 EVALS_PER_RUN = 10
@@ -152,6 +169,16 @@ def rebuild_spread(n_labels: int, budget: int) -> int:
     macs = n_labels * auto_clusters(n_labels, budget) * (HIDDEN + 1)
     steps = math.ceil(macs / ASSIGN_MACS_PER_STEP)
     return 0 if steps <= 1 or macs > FULL_ASSIGN_MACS else min(REBUILD_INTERVAL, steps)
+
+
+def rebuild_max_interval(n_labels: int, budget: int, nnz_per_sample: float) -> int:
+    """The cap on the steps between two rebuilds of the output layer's index: REBUILD_MAX_INTERVAL,
+    or as many steps as keep a rebuild to REBUILD_SHARE of their time (its assignment's
+    multiply-adds at BLAS_ADVANTAGE times a step's rate), at most REBUILD_INTERVAL_LIMIT."""
+    rebuild = n_labels * auto_clusters(n_labels, budget) * (HIDDEN + 1) / BLAS_ADVANTAGE
+    step = BATCH * HIDDEN * (nnz_per_sample + budget) * 3  # forward, backward, weight gradient
+    interval = math.ceil(rebuild / step / REBUILD_SHARE)
+    return int(min(REBUILD_INTERVAL_LIMIT, max(REBUILD_MAX_INTERVAL, interval)))
 
 
 def dropout_for(epochs: float) -> float:
@@ -212,7 +239,8 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         budget = output_budget(n)
         output = {"mode": "lsh", "budget": budget, "inference": "exact",
                   "lsh": {"family": "kmeans", "clusters": "auto",
-                          "rebuild": {"initial_interval": REBUILD_INTERVAL, "decay": 1.3, "max_interval": 300,
+                          "rebuild": {"initial_interval": REBUILD_INTERVAL, "decay": 1.3,
+                                      "max_interval": rebuild_max_interval(n, budget, train.nnz / max(1, b)),
                                       "refresh_every": 20, "spread_steps": rebuild_spread(n, budget)}}}
     steps_per_epoch = max(1, math.ceil(b / BATCH))
     # The passes the recipe plans; a time budget is likely to allow about as many, so dropout

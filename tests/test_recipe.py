@@ -14,9 +14,10 @@ from slidepy.configfile import load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
-                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, auto_config, dropout_for, input_scale, learning_rate, neighbours_for, output_budget, parse_duration,
-                            rebuild_spread, votes_weight)
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
+                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL,
+                            REBUILD_SHARE, auto_config, dropout_for, input_scale, learning_rate, neighbours_for,
+                            output_budget, parse_duration, rebuild_max_interval, rebuild_spread, votes_weight)
 
 
 def test_parse_duration():
@@ -64,7 +65,7 @@ def test_rules_follow_the_shape():
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
     two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000),
-                                           mean_row_norm=1.0), "tr.txt", None)  # DebianNextWord's
+                                           nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)  # DebianNextWord's
     assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == learning_rate(2) == 0.004
     assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
@@ -83,7 +84,7 @@ def test_rules_follow_the_shape():
     assert input_scale(SimpleNamespace(mean_row_norm=0.5), 1) == 6.0
     assert input_scale(SimpleNamespace(mean_row_norm=0.5), 2) == 2.0
     for norm, scale in ((40.0, 0.2), (0.25, 4.0), (7.9, 1.0), (3.0, 1.0)):
-        shaped = SimpleNamespace(n_samples=3000, n_labels=200, y_indices=np.zeros(3000), mean_row_norm=norm)
+        shaped = SimpleNamespace(n_samples=3000, n_labels=200, y_indices=np.zeros(3000), nnz=30_000, mean_row_norm=norm)
         assert auto_config(shaped, "tr.txt", None)["model"]["input_scale"] == scale
 
 
@@ -105,6 +106,25 @@ def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     assert shares == sorted(shares, reverse=True)
     assert shares[0] == shares[1] == 0.7 and shares[-1] == shares[-3] == 0.3  # DebianDeps' m 10; Bibtex's 73
     assert 0.3 < votes_weight(16) < 0.7
+
+
+def test_rebuild_cap_keeps_the_rebuilds_a_small_share_of_the_steps():
+    # a DebianDeps-shaped layer (22,875 labels, 44 non-zeros a sample) rebuilds within 300 steps
+    assert rebuild_max_interval(22_875, output_budget(22_875), 44.0) == REBUILD_MAX_INTERVAL == 300
+    # DebianNextWord's (50,000 labels, 3 non-zeros): a rebuild is worth ~65 steps, so ~650
+    assert 600 <= rebuild_max_interval(50_000, 896, 3.0) <= 700
+    # the share holds: a rebuild's multiply-adds at BLAS_ADVANTAGE x a step's rate, over the cap's steps
+    for n in (50_000, 100_000, 150_000):
+        budget = output_budget(n)
+        cap = rebuild_max_interval(n, budget, 3.0)
+        rebuild_steps = n * auto_clusters(n, budget) * 513 / BLAS_ADVANTAGE / (128 * 512 * (3.0 + budget) * 3)
+        assert rebuild_steps / cap <= REBUILD_SHARE < rebuild_steps / (cap - 1) or cap == REBUILD_INTERVAL_LIMIT
+    assert rebuild_max_interval(670_091, output_budget(670_091), 76.0) == REBUILD_INTERVAL_LIMIT
+    # more non-zeros make a step dearer, so a rebuild is worth fewer of them
+    assert rebuild_max_interval(100_000, 1280, 100.0) < rebuild_max_interval(100_000, 1280, 3.0)
+    nw = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000),
+                                     nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)
+    assert nw["model"]["output"]["selection"]["lsh"]["rebuild"]["max_interval"] == rebuild_max_interval(50_000, 896, 3.0)
 
 
 def test_rebuild_spread_keeps_each_steps_share_of_a_rebuild_small():
