@@ -22,6 +22,28 @@ def test_topk_rows_matches_reference_with_ties(k):
     np.testing.assert_array_equal(vals, ref_vals)
 
 
+@pytest.mark.parametrize("n_labels", [16, 17, 1000, 1013])
+def test_topk_rows_matches_reference_across_skipped_chunks(n_labels):
+    # rows long enough for the chunked scan (whole chunks and a ragged tail), with ties across
+    # chunk edges, NaN, -inf and a row whose best logits sit in the tail
+    rng = np.random.default_rng(n_labels)
+    logits = rng.integers(-20, 21, size=(30, n_labels)).astype(np.float32)
+    logits[1] = 0.0
+    logits[2, ::7] = np.nan
+    logits[3, :] = -np.inf
+    logits[4, -1] = 100.0
+    bias = rng.integers(-1, 2, size=n_labels).astype(np.float32)
+    for k in (1, 5, 20):
+        ids = np.zeros((30, k), np.int32)
+        vals = np.zeros((30, k), np.float32)
+        topk_rows(logits, bias, ids, vals)
+        ref_ids, ref_vals = naive_topk(np.where(np.isnan(logits), -np.inf, logits + bias), k)
+        # -inf logits never enter (as NaN): the reference's -inf picks are empty slots there
+        ref_ids = np.where(ref_vals == -np.inf, -1, ref_ids)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_array_equal(vals, ref_vals)
+
+
 def test_nan_logits_never_enter_the_top_k():
     logits = np.array([[np.nan, 1.0, 3.0, np.nan, 2.0]], np.float32)
     ids = np.zeros((1, 2), np.int32)
