@@ -43,8 +43,8 @@ How each figure is measured
 * Throughput (samples/s) is also measured interleaved: one long-lived worker per neural system,
   and the parent asks them in turn (A, B, C, A, B, C, ...) for a timed segment of
   `segment_seconds` of training; each of the `repeats` rounds runs every thread count in turn.
-  Reported: the median per system and the ratios of the medians. Other jobs on a shared machine slow every system alike
-  within a round.
+  Reported: the median per system and the ratios of the medians. Other jobs on a shared machine
+  slow every system alike within a round.
 * Memory bandwidth: a large NumPy copy (median of a few) against slidepy lsh's achieved
   output-layer weight-row traffic during its throughput segments (see `row_traffic_bytes`).
 * Targets (compute_targets): the issues' goals, as ratios measured in this one run; a target
