@@ -172,12 +172,9 @@ class Trainer:
         seconds of the budget spent (the planned steps of a time-budgeted run are only a cap, so
         a bar over them would show a meaningless ETA)."""
         budget = self.config.training.time_budget_s
-        if budget:
-            return tqdm(total=float(budget), initial=self._bar_position(), unit="s", dynamic_ncols=True,
-                        disable=not self.progress,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time budget [{elapsed}<{remaining}{postfix}]")
-        return tqdm(total=self._total_steps, initial=self._bar_position(), unit="step", dynamic_ncols=True,
-                    disable=not self.progress)
+        shown = dict(total=float(budget), unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time "
+                     "budget [{elapsed}<{remaining}{postfix}]") if budget else dict(total=self._total_steps, unit="step")
+        return tqdm(initial=self._bar_position(), dynamic_ncols=True, disable=not self.progress, **shown)
 
     def _bar_position(self) -> float:
         """Where the progress bar stands: budget seconds spent, or steps taken (within its total)."""
