@@ -444,6 +444,10 @@ class SlidepyRunner:
         return {"kernel": self.engine.timings["kernel"], "optimizer": self.engine.timings["optimizer"],
                 "rebuild": self.trainer.rebuild_seconds, "step": self.trainer.train_seconds}
 
+    def rebuilds(self) -> int:
+        """Whole-index rebuilds completed so far, over every LSH layer (amortised_scaling prices them)."""
+        return sum(index.rebuilds for index in self.engine.lsh if index is not None)
+
     def close(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -755,7 +759,7 @@ def worker_main(spec_text: str) -> int:
             threads_now = threads
             if system != "all" or runner.train.n_labels < SLOW_ALL_LABELS:  # too slow to waste there
                 runner.step()
-        tm0 = dict(runner.timings())
+        tm0, rebuilds0 = dict(runner.timings()), runner.rebuilds()
         traffic = {"bytes": 0.0, "seconds": 0.0, "steps": 0}
         spent, steps, samples = 0.0, 0, 0
         while spent < seconds or steps < min_steps:
@@ -765,7 +769,8 @@ def worker_main(spec_text: str) -> int:
             steps += 1
         tm1 = runner.timings()
         _emit({"samples_per_s": samples / spent, "steps": steps, "seconds": spent,
-               "timings": {k: tm1[k] - tm0[k] for k in tm1}, "traffic": traffic})
+               "timings": {k: tm1[k] - tm0[k] for k in tm1}, "rebuilds": runner.rebuilds() - rebuilds0,
+               "traffic": traffic})
     if hasattr(runner, "close"):
         runner.close()
     return 0
@@ -915,16 +920,70 @@ def run_throughput(dspec: dict, systems: list[str], common: dict, threads_list: 
         if lsh and o:
             out["ratios"][f"lsh/{other}"] = lsh / o
     out["scaling"] = {}
-    if "1" in map(str, threads_list) and "2" in map(str, threads_list):
-        for system, s in out["systems"].items():
-            m = s.get("median_samples_per_s", {})
-            if m.get("1") and m.get("2"):
-                out["scaling"][system] = {"sps1": m["1"], "sps2": m["2"], "efficiency_1_2": m["2"] / m["1"] / 2}
     for system, s in out["systems"].items():
         m = s.get("median_samples_per_s", {})
+        priced = amortised_scaling(s.get("segments", {}))
+        if priced:
+            s["amortised"] = priced
+            m = priced["samples_per_s"]
         if m.get("1"):
             s["efficiency"] = {t: m[t] / m["1"] / int(t) for t in m}
+        if m.get("1") and m.get("2"):
+            sc = out["scaling"][system] = {"sps1": m["1"], "sps2": m["2"], "efficiency_1_2": m["2"] / m["1"] / 2}
+            med = s["median_samples_per_s"]
+            if priced:
+                sc["median_efficiency_1_2"] = med["2"] / med["1"] / 2
+                sc.update({f"{part}_efficiency_1_2": e["2"] / 2 for part, e in priced["speedup"].items() if "2" in e})
+                sc["rebuilds"] = priced["rebuilds"]
     return out
+
+
+def amortised_scaling(segments: dict[str, list[dict]]) -> dict | None:
+    """Samples/s per thread count with the index rebuilds charged at the run's own rate.
+
+    Why. One trainer serves every thread count in turn, and a rebuild (seconds at the 670K shape)
+    lands in whichever segment runs when the schedule calls it. On 2026-12-05 the last three
+    rounds' 2-thread segments held one rebuild each and their 1-thread segments none, so the ratio
+    of median samples/s read 0.67 where the steps alone scaled 0.80. Here a thread count's cost
+    per sample is the median of its segments' step seconds per sample, plus the rebuilds per
+    sample of the whole run (every thread count's segments) times its own seconds per rebuild.
+
+    segments: thread count -> the segments of one system ({samples_per_s, seconds, timings:
+    {step, rebuild}, rebuilds}). Returns None where they lack the timings (dense PyTorch) or a
+    thread count has none; else {samples_per_s: {t: 1 / cost}, speedup: {"steps": {t: x},
+    "rebuild": {t: x}} over 1 thread, rebuilds: "priced" | "none" | "unpriced: ..."}. A run whose
+    rebuilds all fell in some thread counts' segments cannot price them in the others: the costs
+    are then the steps' alone ("unpriced"); seconds of index work without a whole rebuild (a
+    cluster index's refreshes) are charged per sample where the run had no rebuild at all."""
+    segs = {t: [g for g in gs if "rebuilds" in g and "timings" in g] for t, gs in segments.items()}
+    if not segs or any(not gs or len(gs) != len(segments[t]) for t, gs in segs.items()):
+        return None
+
+    def samples(g):
+        return g["samples_per_s"] * g["seconds"]
+
+    total_samples = sum(samples(g) for gs in segs.values() for g in gs)
+    per_sample_rebuilds = sum(g["rebuilds"] for gs in segs.values() for g in gs) / total_samples
+    step_cost = {t: float(np.median([g["timings"]["step"] / samples(g) for g in gs])) for t, gs in segs.items()}
+    rebuild_seconds = {t: sum(g["timings"]["rebuild"] for g in gs) for t, gs in segs.items()}
+    events = {t: sum(g["rebuilds"] for g in gs) for t, gs in segs.items()}
+    if per_sample_rebuilds == 0:
+        rebuild_cost = {t: rebuild_seconds[t] / sum(samples(g) for g in segs[t]) for t in segs}
+        status, per_rebuild = "none", {}
+    elif all(events.values()):
+        per_rebuild = {t: rebuild_seconds[t] / events[t] for t in segs}
+        rebuild_cost = {t: per_sample_rebuilds * per_rebuild[t] for t in segs}
+        status = "priced"
+    else:
+        missing = sorted((t for t, n in events.items() if not n), key=int)
+        rebuild_cost, per_rebuild = {t: 0.0 for t in segs}, {}
+        status = f"unpriced: no rebuild in the {', '.join(missing)}-thread segments"
+    cost = {t: step_cost[t] + rebuild_cost[t] for t in segs}
+    speedup = {"steps": {t: step_cost["1"] / step_cost[t] for t in segs}} if "1" in segs else {}
+    if per_rebuild and "1" in per_rebuild:
+        speedup["rebuild"] = {t: per_rebuild["1"] / per_rebuild[t] for t in per_rebuild}
+    return {"samples_per_s": {t: 1.0 / c for t, c in cost.items()}, "speedup": speedup, "rebuilds": status,
+            "rebuilds_per_1k_samples": per_sample_rebuilds * 1000}
 
 
 _CEILING_KERNELS = None  # (vector_work, scalar_work) once ceiling_kernels has built them
@@ -1457,8 +1516,14 @@ def compute_targets(results: dict) -> list[dict]:
     name, goal_text = "Amazon-670K shape: lsh 1->2 thread efficiency >= 0.85", ">= 0.85"
     sc = results["datasets"].get(ds, {}).get("throughput", {}).get("scaling", {}).get("lsh")
     if sc:
+        note = f"{sc['sps1']:,.0f} samples/s at 1 thread, {sc['sps2']:,.0f} at 2"
+        if "median_efficiency_1_2" in sc:  # amortised_scaling
+            parts = ", ".join(f"{part} {sc[part + '_efficiency_1_2']:.2f}" for part in ("steps", "rebuild")
+                              if part + "_efficiency_1_2" in sc)
+            note += (f", rebuilds charged at the run's rate ({sc['rebuilds']}; {parts}); "
+                     f"ratio of median segment rates {sc['median_efficiency_1_2']:.2f}")
         rows.append(_target(name, ds, goal_text, 0.85, measured=sc["efficiency_1_2"], passed=sc["efficiency_1_2"] >= 0.85,
-                            note=f"{sc['sps1']:,.0f} samples/s at 1 thread, {sc['sps2']:,.0f} at 2"))
+                            note=note))
     else:
         rows.append(_not_run(name, ds, goal_text, 0.85, f"{ds} not in this run" if ds not in results["datasets"]
                              else "no lsh throughput at 1 and 2 threads (--threads 1,2)"))
@@ -1602,7 +1667,8 @@ def render_markdown(results: dict) -> str:
                      + ", ".join(f"{k} = {v:.2f}x" for k, v in tp["ratios"].items()) + ".")
         if tp.get("systems"):
             L.append("")
-            L.append("Thread scaling (median samples/s per thread count; efficiency = (sps_n / sps_1) / n):")
+            L.append("Thread scaling (median samples/s per thread count; efficiency = (sps_n / sps_1) / n, where "
+                     "sps_n charges the index rebuilds at the run's rate: `amortised_scaling`):")
             L.append("")
             L.append("| system | " + " | ".join(f"{t} thr" for t in s["threads"]) + " | efficiency | peak RSS MiB |")
             L.append("|---|" + "---|" * (len(s["threads"]) + 2))

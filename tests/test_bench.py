@@ -247,6 +247,68 @@ def test_throughput_rounds_run_every_thread_count(monkeypatch):
     assert out["scaling"]["lsh"]["efficiency_1_2"] == pytest.approx(1.0)
 
 
+def _segment(samples, step_s, rebuild_s, rebuilds):
+    seconds = step_s + rebuild_s
+    return {"samples_per_s": samples / seconds, "seconds": seconds, "steps": samples // 128,
+            "timings": {"step": step_s, "rebuild": rebuild_s}, "rebuilds": rebuilds}
+
+
+def test_amortised_scaling_charges_rebuilds_at_the_runs_rate():
+    # Steps cost 10 us a sample at 1 thread and 6 at 2; a rebuild 2 s at 1 thread and 1.25 at 2.
+    # The rebuilds fall unevenly (two in the 2-thread segments, one in the 1-thread ones), so the
+    # medians of segment rates mislead; priced at the run's 3 rebuilds per 2.2M samples they do not.
+    one = [_segment(400_000, 4.0, 2.0, 1), _segment(400_000, 4.0, 0.0, 0), _segment(400_000, 4.0, 0.0, 0)]
+    two = [_segment(200_000, 1.2, 1.25, 1), _segment(400_000, 2.4, 1.25, 1), _segment(400_000, 2.4, 0.0, 0)]
+    got = bench.amortised_scaling({"1": one, "2": two})
+    assert got["rebuilds"] == "priced"
+    per_sample = 3 / 2_200_000
+    cost1, cost2 = 10e-6 + per_sample * 2.0, 6e-6 + per_sample * 1.25
+    assert got["samples_per_s"]["1"] == pytest.approx(1 / cost1)
+    assert got["samples_per_s"]["2"] == pytest.approx(1 / cost2)
+    assert got["speedup"]["steps"]["2"] == pytest.approx(10 / 6) and got["speedup"]["rebuild"]["2"] == pytest.approx(1.6)
+    assert got["rebuilds_per_1k_samples"] == pytest.approx(per_sample * 1000)
+
+    # no rebuild in the 1-thread segments: nothing to price them with, so the steps' costs alone
+    unpriced = bench.amortised_scaling({"1": one[1:], "2": two})
+    assert unpriced["rebuilds"].startswith("unpriced") and "1-thread" in unpriced["rebuilds"]
+    assert unpriced["samples_per_s"]["2"] == pytest.approx(1 / 6e-6)
+    # no rebuild anywhere: index seconds without one (refreshes) are charged per sample
+    none = bench.amortised_scaling({"1": [_segment(100_000, 1.0, 0.1, 0)], "2": [_segment(100_000, 0.5, 0.1, 0)]})
+    assert none["rebuilds"] == "none" and none["samples_per_s"]["2"] == pytest.approx(100_000 / 0.6)
+    # dense PyTorch's segments carry no timings: the medians stand
+    assert bench.amortised_scaling({"1": [{"samples_per_s": 5.0, "steps": 3}]}) is None
+
+
+def test_throughput_efficiency_is_amortised_where_segments_count_rebuilds(monkeypatch):
+    class FakeServer:
+        error = None
+
+        def __init__(self, spec, spec_dir):
+            self.hello, self.n = {"n_labels": 10, "compile_seconds": 0.0}, 0
+
+        def ask(self, req):
+            self.n += 1
+            # steps scale perfectly and so do rebuilds (8 s at 1 thread, 4 at 2), but every 2-thread
+            # segment holds one and only the first 1-thread segment does: the medians read 0.11
+            if req["threads"] == 1:
+                return _segment(1000, 1.0, 8.0 if self.n == 1 else 0.0, 1 if self.n == 1 else 0)
+            return _segment(1000, 0.5, 4.0, 1)
+
+        def close(self):
+            return {"peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "Server", FakeServer)
+    out = bench.run_throughput({"name": "x"}, ["lsh"], {}, [1, 2], 3, 0.1, "", None)
+    sc = out["scaling"]["lsh"]
+    rate = 4 / 6000  # 4 rebuilds in 6,000 samples
+    assert sc["efficiency_1_2"] == pytest.approx((1e-3 + rate * 8.0) / (0.5e-3 + rate * 4.0) / 2)
+    assert sc["steps_efficiency_1_2"] == pytest.approx(1.0) and sc["rebuild_efficiency_1_2"] == pytest.approx(1.0)
+    assert sc["median_efficiency_1_2"] == pytest.approx(1000 / 4.5 / (1000 / 1.0) / 2)
+    assert sc["rebuilds"] == "priced"
+    targets = bench.compute_targets({"memory_bandwidth": {}, "datasets": {"amazon670k": {"systems": {}, "throughput": out}}})
+    assert "ratio of median segment rates" in _by_name(targets, "efficiency")["note"]
+
+
 def test_targets_amazon670k():
     results = {"memory_bandwidth": {"copy_GBps": 10.0}, "datasets": {"amazon670k": {"primary": "lsh", "systems": {
         "lsh": {"P@1": 0.1, "peak_rss_mb": 3000.0, "curve": []}}, "throughput": {
