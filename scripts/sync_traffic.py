@@ -13,7 +13,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from slidepy import load_config
 from slidepy.distributed import new_touched_log

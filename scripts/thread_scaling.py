@@ -10,14 +10,14 @@ Each config's data is loaded once (synthetic configs are generated), the kernels
 once, and the LSH rebuild schedule runs as in training (its seconds count). Efficiency of n
 threads = (samples/s at n) / (n * samples/s at 1).
 
-First it measures the machine's own ceiling at the same thread counts (bench.machine_ceiling):
+First it measures the machine's own ceiling at the same thread counts (benchkit/machine.py):
 where a vector multiply-add loop does not scale, no kernel bound by multiply-adds can.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 import json
 import statistics
 import time
@@ -29,10 +29,8 @@ import numpy as np
 from slidepy import Trainer, load_config
 from slidepy.threads import use_threads
 
-_BENCH = Path(__file__).resolve().parent / "bench.py"
-_spec = importlib.util.spec_from_file_location("bench", _BENCH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchkit.machine import machine_ceiling  # noqa: E402  (scripts/benchkit)
 
 
 def measure(trainer: Trainer, threads: list[int], rounds: int, seconds: float) -> dict:
@@ -66,7 +64,7 @@ def main() -> None:
     p.add_argument("--out", default="scaling.json")
     opts = p.parse_args()
     threads = [min(int(t), numba.config.NUMBA_NUM_THREADS) for t in opts.threads.split(",")]
-    results = {"cores": numba.config.NUMBA_NUM_THREADS, "configs": {}, "ceiling": bench.machine_ceiling(threads)}
+    results = {"cores": numba.config.NUMBA_NUM_THREADS, "configs": {}, "ceiling": machine_ceiling(threads)}
     for name, effs in results["ceiling"].items():
         print(f"machine ceiling, {name}: " + "  ".join(f"{n} threads {e:.2f}" for n, e in effs.items()), flush=True)
     for path in opts.config:

@@ -17,17 +17,22 @@ _spec = importlib.util.spec_from_file_location("bench", _SCRIPT)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
+import benchkit  # noqa: E402  (importable once bench.py has put scripts/ on the path)
+from benchkit import curves, datasets, machine, matrix, processes, report, throughput, worker  # noqa: E402
+from benchkit.systems import has_module, shipped_config  # noqa: E402
+from benchkit.targets import compute_targets  # noqa: E402
+
 
 def test_time_to_p1_interpolates():
     curve = [{"train_seconds": 1.0, "P@1": 0.2}, {"train_seconds": 3.0, "P@1": 0.6}]
-    assert bench.time_to_p1(curve, 0.4) == pytest.approx(2.0)
-    assert bench.time_to_p1(curve, 0.1) == pytest.approx(0.5)
-    assert bench.time_to_p1(curve, 0.7) is None
+    assert curves.time_to_p1(curve, 0.4) == pytest.approx(2.0)
+    assert curves.time_to_p1(curve, 0.1) == pytest.approx(0.5)
+    assert curves.time_to_p1(curve, 0.7) is None
 
 
 def test_row_traffic_bytes():
     # 10 active rows x 4 passes + 3 optimizer rows x 8 passes, 128 floats of 4 bytes each
-    assert bench.row_traffic_bytes(10, 3) == (10 * 4 + 3 * 8) * 512
+    assert worker.row_traffic_bytes(10, 3) == (10 * 4 + 3 * 8) * 512
 
 
 def test_traffic_counts_union_rows_on_the_batch_products_path():
@@ -47,11 +52,11 @@ def test_traffic_counts_union_rows_on_the_batch_products_path():
     got = {}
     for name, stats in (("per_sample", per_sample), ("products", products)):
         traffic = {"bytes": 0.0, "seconds": 0.0, "steps": 0}
-        bench.traffic_add(traffic, data, rows, stats, 1.0)
+        worker.traffic_add(traffic, data, rows, stats, 1.0)
         got[name] = traffic["bytes"]
-    opt = bench.row_traffic_bytes(0, 12)
-    assert got["per_sample"] == bench.row_traffic_bytes(10 * 8, 0) + opt
-    assert got["products"] == bench.row_traffic_bytes(12, 0) + opt
+    opt = worker.row_traffic_bytes(0, 12)
+    assert got["per_sample"] == worker.row_traffic_bytes(10 * 8, 0) + opt
+    assert got["products"] == worker.row_traffic_bytes(12, 0) + opt
 
 
 def test_the_bench_knows_every_environment_default_slidepy_sets():
@@ -59,13 +64,13 @@ def test_the_bench_knows_every_environment_default_slidepy_sets():
     exactly the variables slidepy/__init__.py defaults (SLIDEPY_ENV_DEFAULTS)."""
     import re
 
-    init = (Path(bench.REPO) / "slidepy" / "__init__.py").read_text()
-    assert set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', init)) == set(bench.SLIDEPY_ENV_DEFAULTS)
+    init = (Path(benchkit.REPO) / "slidepy" / "__init__.py").read_text()
+    assert set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', init)) == set(benchkit.SLIDEPY_ENV_DEFAULTS)
 
 
 def test_workers_start_with_the_users_environment_plus_slidepys_defaults_for_slidepy(monkeypatch):
-    monkeypatch.setattr(bench, "USER_ENV", {"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"})
-    lsh, torch = bench.worker_env("lsh"), bench.worker_env("torch")
+    monkeypatch.setattr(processes, "USER_ENV", {"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"})
+    lsh, torch = processes.worker_env("lsh"), processes.worker_env("torch")
     assert torch == {"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"}
     assert lsh["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's value wins
     assert lsh["OPENBLAS_THREAD_TIMEOUT"] == "4"
@@ -74,17 +79,17 @@ def test_workers_start_with_the_users_environment_plus_slidepys_defaults_for_sli
 def test_time_to_p1_single_point():
     # a tree is ready only at the end of its training: no interpolation from zero
     curve = [{"train_seconds": 4.0, "P@1": 0.6}]
-    assert bench.time_to_p1(curve, 0.3, single_point=True) == 4.0
-    assert bench.time_to_p1(curve, 0.7, single_point=True) is None
-    assert bench.time_to_p1(curve, 0.3) == pytest.approx(2.0)
+    assert curves.time_to_p1(curve, 0.3, single_point=True) == 4.0
+    assert curves.time_to_p1(curve, 0.7, single_point=True) is None
+    assert curves.time_to_p1(curve, 0.3) == pytest.approx(2.0)
 
 
 def test_p1_at_epoch():
     r = {"epochs": 2.0, "curve": [{"epoch": 0.5, "P@1": 0.2}, {"epoch": 1.0, "P@1": 0.3}, {"epoch": 2.0, "P@1": 0.5}]}
-    assert bench.p1_at_epoch(r, 1.0) == (0.3, None)
-    v, note = bench.p1_at_epoch(r, 1.5)
+    assert curves.p1_at_epoch(r, 1.0) == (0.3, None)
+    v, note = curves.p1_at_epoch(r, 1.5)
     assert v == pytest.approx(0.4) and "interpolated" in note
-    v, note = bench.p1_at_epoch(r, 3.0)
+    v, note = curves.p1_at_epoch(r, 3.0)
     assert v is None and "fewer than 3" in note
 
 
@@ -92,7 +97,7 @@ def test_time_to_matrix():
     systems = {"lsh": {"P@1": 0.5, "curve": [{"train_seconds": 1.0, "P@1": 0.3}, {"train_seconds": 2.0, "P@1": 0.5}]},
                "pecos": {"P@1": 0.4, "single_point": True, "curve": [{"train_seconds": 3.0, "P@1": 0.4}]},
                "torch": {"error": "boom"}}
-    m = bench.time_to_matrix(systems)
+    m = curves.time_to_matrix(systems)
     assert set(m) == {"lsh", "pecos"}
     assert m["lsh"]["pecos"] == pytest.approx(1.5)  # between (1 s, 0.3) and (2 s, 0.5)
     assert m["lsh"]["lsh"] == pytest.approx(2.0)
@@ -126,7 +131,7 @@ def _by_name(targets, fragment, dataset=None):
 
 
 def test_targets_not_run_when_nothing_ran():
-    targets = bench.compute_targets({"datasets": {}})
+    targets = compute_targets({"datasets": {}})
     assert targets and all(t["status"] == "not run" and t["pass"] is None for t in targets)
     for t in targets:
         assert {"name", "measured", "target", "pass"} <= set(t)
@@ -139,7 +144,7 @@ def test_targets_debian_deps():
     results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {
         "lsh": lsh, "torch": torch, "omikuji": _tree("omikuji", 30.0, 0.76, 0.41),
         "pecos": _tree("pecos", 10.0, 0.73, 0.42), "random": {"system": "random", "error": "worker exit 1"}}}}}
-    targets = bench.compute_targets(results)
+    targets = compute_targets(results)
     t = _by_name(targets, "DebianDeps: slidepy reaches")
     assert t["status"] == "pass" and t["measured"] == pytest.approx(100.0 / 15.0)
     p1 = _by_name(targets, "P@1 >= max", "debian-deps")
@@ -151,11 +156,11 @@ def test_targets_debian_deps():
     assert _by_name(targets, "DebianNextWord: slidepy reaches")["status"] == "not run"
     # without torch: not run, never pass
     del results["datasets"]["debian-deps"]["systems"]["torch"]
-    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    t = _by_name(compute_targets(results), "DebianDeps: slidepy reaches")
     assert t["status"] == "not run" and t["pass"] is None and "torch did not run" in t["note"]
     # a failed torch run is "not run" too
     results["datasets"]["debian-deps"]["systems"]["torch"] = {"system": "torch", "error": "timed out"}
-    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    t = _by_name(compute_targets(results), "DebianDeps: slidepy reaches")
     assert t["status"] == "not run" and "torch failed" in t["note"]
 
 
@@ -163,11 +168,11 @@ def test_targets_slidepy_never_reaches():
     torch = _run("torch", [(5, 50.0, 0.6), (10, 100.0, 0.8)])
     lsh = _run("lsh", [(5, 5.0, 0.5), (10, 10.0, 0.7)])
     results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {"lsh": lsh, "torch": torch}}}}
-    t = _by_name(bench.compute_targets(results), "DebianDeps: slidepy reaches")
+    t = _by_name(compute_targets(results), "DebianDeps: slidepy reaches")
     assert t["status"] == "fail" and t["measured"] is None and "never reached" in t["note"]
     # by how much: torch reaches lsh's final 0.7 at 75 s (halfway from 0.6 at 50 s to 0.8 at 100 s), lsh at 10 s
     assert "7.50x" in t["note"]
-    assert _by_name(bench.compute_targets(results), "P@1 >= max", "debian-deps")["status"] == "not run"
+    assert _by_name(compute_targets(results), "P@1 >= max", "debian-deps")["status"] == "not run"
 
 
 def test_targets_debian_nextword():
@@ -175,7 +180,7 @@ def test_targets_debian_nextword():
     lsh = _run("lsh", [(0.5, 20.0, 0.12), (1.0, 40.0, 0.16), (2.0, 80.0, 0.18)], sps=12000.0)
     results = {"datasets": {"debian-nextword": {"primary": "lsh", "systems": {
         "lsh": lsh, "torch": torch, "pecos": _tree("pecos", 70.0, 0.17, 0.3)}}}}
-    targets = bench.compute_targets(results)
+    targets = compute_targets(results)
     t = _by_name(targets, "DebianNextWord: slidepy reaches")
     # torch reaches its own 1-epoch 0.15 at 600 s; slidepy at 20 + 20 * 0.03 / 0.04 = 35 s
     assert t["measured"] == pytest.approx(600.0 / 35.0) and t["status"] == "pass"
@@ -184,7 +189,7 @@ def test_targets_debian_nextword():
     # interleaved medians win over the accuracy runs when both systems were measured there
     results["datasets"]["debian-nextword"]["throughput"] = {"threads": [2], "systems": {
         "lsh": {"median_samples_per_s": {"2": 7000.0}}, "torch": {"median_samples_per_s": {"2": 700.0}}}}
-    s = _by_name(bench.compute_targets(results), "samples/s >= 15x")
+    s = _by_name(compute_targets(results), "samples/s >= 15x")
     assert s["measured"] == pytest.approx(10.0) and s["pass"] is False
     assert "accuracy runs 12,000 vs 700 = 17.14x" in s["note"]  # the whole runs, as a cross-check
     pe = _by_name(targets, "1-epoch P@1 > PECOS")
@@ -193,7 +198,7 @@ def test_targets_debian_nextword():
     assert tr["goal"] == pytest.approx(0.15) and tr["pass"] is True
     # torch capped before one epoch: its final P@1 stands in, and the note says so
     results["datasets"]["debian-nextword"]["systems"]["torch"] = _run("torch", [(0.5, 300.0, 0.10)])
-    t = _by_name(bench.compute_targets(results), "DebianNextWord: slidepy reaches")
+    t = _by_name(compute_targets(results), "DebianNextWord: slidepy reaches")
     assert "stands in" in t["note"] and t["status"] == "pass"
 
 
@@ -209,13 +214,13 @@ def test_torch_segment_skips_the_cold_steps():
             calls.append((max_steps, warmup_steps))
             return {"samples_per_s": 640.0, "steps": max_steps}
 
-    runner = bench.TorchRunner.__new__(bench.TorchRunner)
+    runner = worker.TorchRunner.__new__(worker.TorchRunner)
     runner.tb, runner.train, runner.test, runner.step_time = FakeBaseline, None, None, {}
     runner.spec = {"batch_size": 128, "lr": 1e-3, "hidden": [64]}
     runner.params = {"epochs", "max_steps", "threads", "eval_every_steps", "time_budget_s", "warmup_steps",
                      "hidden", "batch_size", "lr", "seed"}
     res = runner.segment(2, seconds=2.0, min_steps=1)
-    cold = bench.TORCH_COLD_STEPS
+    cold = worker.TORCH_COLD_STEPS
     assert cold >= 3 and all(w == cold for _, w in calls)
     # 640 samples/s at batch 128 is 0.2 s a step: 2 s of segment is 10 timed steps after the cold ones
     assert calls[-1][0] == cold + 10 and res["steps"] == 10 and res["samples_per_s"] == 640.0
@@ -238,8 +243,8 @@ def test_throughput_rounds_run_every_thread_count(monkeypatch):
         def close(self):
             return {"peak_rss_mb": 1.0}
 
-    monkeypatch.setattr(bench, "Server", FakeServer)
-    out = bench.run_throughput({"name": "x"}, ["lsh", "torch"], {}, [1, 2], 2, 0.1, "", None)
+    monkeypatch.setattr(throughput, "Server", FakeServer)
+    out = throughput.run_throughput({"name": "x"}, ["lsh", "torch"], {}, [1, 2], 2, 0.1, "", None)
     assert asked == [("lsh", 1), ("torch", 1), ("lsh", 2), ("torch", 2)] * 2
     segs = out["systems"]["lsh"]["segments"]
     assert [g["round"] for g in segs["1"]] == [1, 2] and [g["order"] for g in segs["2"]] == [2, 6]
@@ -259,7 +264,7 @@ def test_amortised_scaling_charges_rebuilds_at_the_runs_rate():
     # medians of segment rates mislead; priced at the run's 3 rebuilds per 2.2M samples they do not.
     one = [_segment(400_000, 4.0, 2.0, 1), _segment(400_000, 4.0, 0.0, 0), _segment(400_000, 4.0, 0.0, 0)]
     two = [_segment(200_000, 1.2, 1.25, 1), _segment(400_000, 2.4, 1.25, 1), _segment(400_000, 2.4, 0.0, 0)]
-    got = bench.amortised_scaling({"1": one, "2": two})
+    got = throughput.amortised_scaling({"1": one, "2": two})
     assert got["rebuilds"] == "priced"
     per_sample = 3 / 2_200_000
     cost1, cost2 = 10e-6 + per_sample * 2.0, 6e-6 + per_sample * 1.25
@@ -269,14 +274,14 @@ def test_amortised_scaling_charges_rebuilds_at_the_runs_rate():
     assert got["rebuilds_per_1k_samples"] == pytest.approx(per_sample * 1000)
 
     # no rebuild in the 1-thread segments: nothing to price them with, so the steps' costs alone
-    unpriced = bench.amortised_scaling({"1": one[1:], "2": two})
+    unpriced = throughput.amortised_scaling({"1": one[1:], "2": two})
     assert unpriced["rebuilds"].startswith("unpriced") and "1-thread" in unpriced["rebuilds"]
     assert unpriced["samples_per_s"]["2"] == pytest.approx(1 / 6e-6)
     # no rebuild anywhere: index seconds without one (refreshes) are charged per sample
-    none = bench.amortised_scaling({"1": [_segment(100_000, 1.0, 0.1, 0)], "2": [_segment(100_000, 0.5, 0.1, 0)]})
+    none = throughput.amortised_scaling({"1": [_segment(100_000, 1.0, 0.1, 0)], "2": [_segment(100_000, 0.5, 0.1, 0)]})
     assert none["rebuilds"] == "none" and none["samples_per_s"]["2"] == pytest.approx(100_000 / 0.6)
     # dense PyTorch's segments carry no timings: the medians stand
-    assert bench.amortised_scaling({"1": [{"samples_per_s": 5.0, "steps": 3}]}) is None
+    assert throughput.amortised_scaling({"1": [{"samples_per_s": 5.0, "steps": 3}]}) is None
 
 
 def test_throughput_efficiency_is_amortised_where_segments_count_rebuilds(monkeypatch):
@@ -297,15 +302,15 @@ def test_throughput_efficiency_is_amortised_where_segments_count_rebuilds(monkey
         def close(self):
             return {"peak_rss_mb": 1.0}
 
-    monkeypatch.setattr(bench, "Server", FakeServer)
-    out = bench.run_throughput({"name": "x"}, ["lsh"], {}, [1, 2], 3, 0.1, "", None)
+    monkeypatch.setattr(throughput, "Server", FakeServer)
+    out = throughput.run_throughput({"name": "x"}, ["lsh"], {}, [1, 2], 3, 0.1, "", None)
     sc = out["scaling"]["lsh"]
     rate = 4 / 6000  # 4 rebuilds in 6,000 samples
     assert sc["efficiency_1_2"] == pytest.approx((1e-3 + rate * 8.0) / (0.5e-3 + rate * 4.0) / 2)
     assert sc["steps_efficiency_1_2"] == pytest.approx(1.0) and sc["rebuild_efficiency_1_2"] == pytest.approx(1.0)
     assert sc["median_efficiency_1_2"] == pytest.approx(1000 / 4.5 / (1000 / 1.0) / 2)
     assert sc["rebuilds"] == "priced"
-    targets = bench.compute_targets({"memory_bandwidth": {}, "datasets": {"amazon670k": {"systems": {}, "throughput": out}}})
+    targets = compute_targets({"memory_bandwidth": {}, "datasets": {"amazon670k": {"systems": {}, "throughput": out}}})
     assert "ratio of median segment rates" in _by_name(targets, "efficiency")["note"]
 
 
@@ -315,7 +320,7 @@ def test_targets_amazon670k():
         "threads": [1, 2], "scaling": {"lsh": {"sps1": 1000.0, "sps2": 1800.0, "efficiency_1_2": 0.9}},
         "systems": {"lsh": {"median_samples_per_s": {"1": 1000.0, "2": 1800.0}, "row_traffic_GBps": 4.0},
                     "torch": {"median_samples_per_s": {"1": 40.0, "2": 60.0}}}}}}}
-    targets = bench.compute_targets(results)
+    targets = compute_targets(results)
     assert _by_name(targets, "at 1 thread")["measured"] == pytest.approx(25.0)
     assert _by_name(targets, "at 1 thread")["pass"] is False
     assert _by_name(targets, "efficiency")["pass"] is True
@@ -323,7 +328,7 @@ def test_targets_amazon670k():
     assert bw["measured"] == pytest.approx(40.0) and bw["pass"] is False
     assert _by_name(targets, "peak RSS")["pass"] is True
     del results["datasets"]["amazon670k"]["throughput"]["systems"]["torch"]
-    assert _by_name(bench.compute_targets(results), "at 1 thread")["status"] == "not run"
+    assert _by_name(compute_targets(results), "at 1 thread")["status"] == "not run"
 
 
 def test_csr_helpers():
@@ -338,30 +343,30 @@ def test_csr_helpers():
         y_indptr = np.array([0, 1, 3, 3], np.int64)
         y_indices = np.array([4, 0, 2], np.int32)
 
-    x = bench.csr_features(D, normalize=True).toarray()
+    x = worker.csr_features(D, normalize=True).toarray()
     np.testing.assert_allclose(x, [[0.6, 0, 0, 0.8], [0, 0, 0, 0], [0, 1, 0, 0]], rtol=1e-6)
-    y = bench.csr_labels(D).toarray()
+    y = worker.csr_labels(D).toarray()
     assert y.sum() == 3 and y[0, 4] == 1 and y[1, 0] == 1 and y[1, 2] == 1
-    top = bench.top5_from_csr(sp.csr_matrix(np.array([[0.1, 0.9, 0, 0.5, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0.2]])))
+    top = worker.top5_from_csr(sp.csr_matrix(np.array([[0.1, 0.9, 0, 0.5, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0.2]])))
     assert top[0].tolist() == [1, 3, 0, -1, -1] and top[1].tolist() == [6, -1, -1, -1, -1]
 
 
 def test_real_path_walks_up(tmp_path):
-    assert bench._real_path("../shared/data/X/train.txt", data_root=str(tmp_path)) == tmp_path / "X" / "train.txt"
-    p = bench._real_path("configs/quickstart.yaml")
-    assert p == bench.REPO / "configs" / "quickstart.yaml"
+    assert datasets._real_path("../shared/data/X/train.txt", data_root=str(tmp_path)) == tmp_path / "X" / "train.txt"
+    p = datasets._real_path("configs/quickstart.yaml")
+    assert p == benchkit.REPO / "configs" / "quickstart.yaml"
 
 
 def test_config_overrides_keep_the_shipped_config():
     from slidepy import load_config
 
-    path = str(bench.REPO / "configs" / "debian-deps.yaml")
+    path = str(benchkit.REPO / "configs" / "debian-deps.yaml")
     base = load_config(path)
-    cfg = bench.shipped_config(path, base.model.output.selection.mode, threads=2)
+    cfg = shipped_config(path, base.model.output.selection.mode, threads=2)
     assert cfg.model == base.model  # as shipped: only threads, eval and checkpoints change
     assert cfg.training.lr == base.training.lr and cfg.training.threads == 2
     assert cfg.output.checkpoint_every == 0
-    rnd = bench.shipped_config(path, "random", threads=1)
+    rnd = shipped_config(path, "random", threads=1)
     assert rnd.model.output.selection.mode == "random"
     assert rnd.model.output.selection.budget == base.model.output.selection.budget
 
@@ -374,12 +379,12 @@ def test_bench_tiny_end_to_end(tmp_path):
     cfg.write_text(
         "model:\n  hidden: [32]\n  output:\n    selection:\n      mode: lsh\n      budget: 128\n"
         "training:\n  epochs: 2\n  batch_size: 64\n  lr: 0.002\n  log_every: 5\n")
-    systems = ["lsh", "all", "random"] + [s for s in ("omikuji", "pecos") if bench.has_module(s)]
+    systems = ["lsh", "all", "random"] + [s for s in ("omikuji", "pecos") if has_module(s)]
     opts = bench.build_parser().parse_args([
         "--out", str(tmp_path / "out"), "--datasets", "tiny", "--systems", ",".join(systems), "--n-train", "600",
         "--evals", "2", "--repeats", "2", "--segment-seconds", "0.2", "--threads", "1,2",
         "--no-bandwidth", "--config", f"tiny={cfg}"])
-    bench.run_benchmark(opts)
+    matrix.run_benchmark(opts)
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
     entry = res["datasets"]["tiny"]
@@ -418,7 +423,7 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert "| system |" in md and "## tiny" in md and "reach each system's final P@1" in md
     for s in systems:
         assert f"| {s}" in md
-    if bench.has_module("matplotlib"):
+    if has_module("matplotlib"):
         assert (out / "curve-tiny.png").stat().st_size > 0 and entry["curve_png"] == "curve-tiny.png"
 
 
@@ -430,18 +435,18 @@ def test_ceiling_vector_probe_adds_the_rows_it_names():
     ids = rng.integers(0, 30, (2, 7))
     scale = rng.random(7, dtype=np.float32)
     outs = np.zeros((2, 16), np.float32)
-    vector_work, _ = bench.ceiling_kernels()
+    vector_work, _ = machine.ceiling_kernels()
     vector_work(rows, ids, scale, outs, 3)
     expect = 3 * np.stack([(scale[:, None] * rows[ids[t]]).sum(axis=0) for t in range(2)])
     np.testing.assert_allclose(outs, expect, rtol=1e-5)
 
 
 def test_machine_ceiling_is_relative_to_the_first_count_and_reported():
-    ceiling = bench.machine_ceiling([1, 2], seconds=0.02)
+    ceiling = machine.machine_ceiling([1, 2], seconds=0.02)
     assert set(ceiling) == {"vector_fma", "scalar"}
     for effs in ceiling.values():
         assert effs["1"] == 1.0 and set(effs) == {"1", "2"} and 0.0 < effs["2"] < 10.0
-    md = bench.render_markdown({
+    md = report.render_markdown({
         "settings": {"threads": [1, 2], "repeats": 1, "segment_seconds": 1.0, "quick": True},
         "machine": {"platform": "test", "python": "3", "cpus": 2, "numba_threads": 2}, "started": "now",
         "datasets": {}, "machine_ceiling": {**ceiling, "wall_seconds": 1.0}})
@@ -450,6 +455,6 @@ def test_machine_ceiling_is_relative_to_the_first_count_and_reported():
 
 
 def test_ceiling_worker_answers_on_the_protocol(capsys):
-    assert bench.worker_main(json.dumps({"system": "ceiling", "mode": "ceiling", "threads": [1]})) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(bench.MARK))
-    assert json.loads(line[len(bench.MARK):])["result"] == {"vector_fma": {"1": 1.0}, "scalar": {"1": 1.0}}
+    assert worker.worker_main(json.dumps({"system": "ceiling", "mode": "ceiling", "threads": [1]})) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(benchkit.MARK))
+    assert json.loads(line[len(benchkit.MARK):])["result"] == {"vector_fma": {"1": 1.0}, "scalar": {"1": 1.0}}
