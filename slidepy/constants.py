@@ -41,6 +41,7 @@ PHASE_SELECT = 1  # hidden layers forward, then the output layer's selection onl
 PHASE_HIDDEN_BACKWARD = 2  # the hidden layers' backward from the product's d loss / d hidden
 PHASE_HIDDEN = 3  # hidden layers forward only, before a product scores a cluster index's centroids
 PHASE_SELECT_SCORED = 4  # PHASE_SELECT with those centroid scores given
+PHASE_FULL_SCORED = 5  # PHASE_FULL with the output's centroid scores given (after PHASE_HIDDEN)
 
 # Columns of the per-layer `spec` table, an (n_layers, SPEC_FIELDS) int64 array (network.make_spec).
 SPEC_IN_DIM = 0  # D

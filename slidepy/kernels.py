@@ -19,7 +19,9 @@ over their union (union.py) and calls train_batch per phase: PHASE_HIDDEN / PHAS
 for the hidden layers and the output's selection, PHASE_HIDDEN_BACKWARD after the products. Each
 phase re-seeds a sample's RNG and recomputes its hidden layers (cheap next to the output layer),
 so every phase sees the dropout masks and active sets of the whole-sample path, PHASE_FULL; a
-single hidden layer's backward restores its activations from those the first phase kept.
+single hidden layer's backward restores its activations from those the first phase kept. On a
+cluster index the whole-sample path splits the same way: PHASE_HIDDEN, one product for every
+sample's centroid scores, then PHASE_FULL_SCORED, PHASE_FULL reading them.
 
 Output gradient records. With `record_output` (Engine.records_output: Adam, dense last hidden
 layer) the output layer's weight and bias gradients are not accumulated: `backward_output_recorded`
@@ -46,8 +48,8 @@ T thread chunks, K top-k.
 import numpy as np
 from numba import njit, prange
 
-from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
-                        PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
+from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN,
+                        PHASE_HIDDEN_BACKWARD, PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .borrow import borrow, borrow_for_chunks
 from .prefetch import prefetch_row, rows_ahead
 from .rng import derive_seed, seed_state, uniform_of, xorshift_step
@@ -332,10 +334,12 @@ def dropout(vals, n_act, ppm, rng, t):
 
 @njit(cache=True)
 def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
-                   training, rng, pool, n_active, n_layers):
+                   training, rng, pool, n_active, n_layers, scores_in, score_row):
     """Select and compute the active sets of layers 0 .. n_layers-1 for one sample; n_active[l]
     gets the sizes. Hidden activations are ReLU'd in place; the output layer keeps raw logits.
-    pool: the batch's shared negatives (selection.select_active)."""
+    pool: the batch's shared negatives (selection.select_active). scores_in[score_row] (score_row
+    >= 0): the output layer's centroid scores from the batch's product; with -1 its query scores
+    the centroids itself."""
     last = spec.shape[0] - 1
     in_ids = x_ids
     in_vals = x_vals
@@ -345,10 +349,9 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
         is_output = l == last
         mode = spec[l, SPEC_MODE] if training else spec[l, SPEC_INFER_MODE]
         scr = scratch[l]
-        # the query scores a cluster index's centroids itself (score_row -1; hash_vals is only a
-        # correctly typed stand-in for the batch's score matrix)
+        # a hidden layer's query scores its centroids itself (score_row -1: scores_in is not read)
         n_act = select_active(l, mode, is_output, training, spec, scr, lsh_layers[l], kinds, t, in_ids, in_vals, n_in,
-                              labels, n_labels, rng, pool, scr.hash_vals, np.int64(-1))
+                              labels, n_labels, rng, pool, scores_in, score_row if is_output else np.int64(-1))
         n_active[l] = n_act
         ids = scr.act_ids[t]
         vals = scr.act_vals[t]
@@ -372,21 +375,21 @@ def forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, n
 @njit(cache=True)
 def train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, loss_kind,
                  grad_scale, rng, pool, n_active, positions, record_output, hidden_row, out_rows, out_grads, out_count,
-                 b):
+                 b, scores_in, score_row):
     """Forward, loss and backward of one sample; gradients go into the shared arrays. Returns the
     loss. A sample without labels has no target: it is skipped (loss 0, no gradient).
 
     record_output (the caller guarantees the output layer is not layer 0 and its input is dense):
     the output layer's weight gradient is not accumulated; instead the sample's last-hidden vector
     goes into hidden_row (D,) and its (row, g) records into out_rows / out_grads (A,), their count
-    into out_count[b] (see backward_output_recorded)."""
+    into out_count[b] (see backward_output_recorded). scores_in / score_row: as in forward_sample."""
     if n_labels == 0:
         return 0.0
     n_layers = spec.shape[0]
     # np.bool_(True), not True: a literal flag would compile forward_sample once for training and
     # once more for inference
     forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
-                   rng, pool, n_active, n_layers)
+                   rng, pool, n_active, n_layers, scores_in, score_row)
     last = n_layers - 1
     out = scratch[last]
     n_out = n_active[last]
@@ -464,7 +467,7 @@ def select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_v
         meta_row[1] = 0
         return np.int64(0)
     forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
-                   rng, pool, n_active, last)
+                   rng, pool, n_active, last, scores_in, np.int64(-1))
     prev = scratch[last - 1]
     n_in = n_active[last - 1]
     in_vals = prev.act_vals[t]
@@ -509,7 +512,7 @@ def backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x
         n_active[0] = n_hidden
     else:
         forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels,
-                       np.bool_(True), rng, pool, n_active, last)
+                       np.bool_(True), rng, pool, n_active, last, scratch[0].hash_vals, np.int64(-1))
     grads = scratch[last - 1].act_grads[t]
     for j in range(n_active[last - 1]):
         grads[j] = hidden_grad[j]
@@ -547,8 +550,9 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     positions]) and, after the product, PHASE_HIDDEN_BACKWARD (backward_hidden_sample, from
     hidden_grads (>= B, D) float32). On a cluster index PHASE_HIDDEN (out_hidden only) comes first,
     so that one product scores every sample's centroids: PHASE_SELECT_SCORED, PHASE_SELECT's
-    twin, then reads sample b's from scores[b] ((>= B, L*C) float32). Other phases take (1, 1)
-    dummies for out_meta / hidden_grads / scores."""
+    twin, then reads sample b's from scores[b] ((>= B, L*C) float32). The whole-sample path takes
+    them the same way: PHASE_HIDDEN, the product, then PHASE_FULL_SCORED (Engine.train_step).
+    Other phases take (1, 1) dummies for out_meta / hidden_grads / scores."""
     n_chunks = chunk_bounds.shape[0] - 1
     # Borrowed (borrow.py): no per-sample view or List read touches a reference count that the
     # other threads touch too. Each chunk gets Lists of its own.
@@ -581,7 +585,7 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
                 continue
             out_count[r] = 0
             loss_out[b] = 0.0
-            if phase != PHASE_FULL:  # PHASE_HIDDEN, PHASE_SELECT or PHASE_SELECT_SCORED
+            if phase != PHASE_FULL and phase != PHASE_FULL_SCORED:  # PHASE_HIDDEN, PHASE_SELECT(_SCORED)
                 out_count[r] = select_output_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1],
                                                     x_values[x0:x1], x1 - x0, labels, n_labels, rng, pool, counts,
                                                     positions, out_hidden[r], out_rows[r], out_meta[b],
@@ -593,7 +597,8 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
                 loss_out[b] = train_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1],
                                            x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
                                            pool, counts, positions, record_output, out_hidden[r], out_rows[r],
-                                           out_grads[r], out_count, r)
+                                           out_grads[r], out_count, r, scores,
+                                           b if phase == PHASE_FULL_SCORED else np.int64(-1))
             if n_labels > 0:
                 for l in range(spec.shape[0]):
                     active_sum[t, l] += counts[l]
@@ -635,7 +640,8 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
             x0 = x_indptr[i]
             x1 = x_indptr[i + 1]
             forward_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, np.int64(0), np.bool_(False), rng, no_pool, counts, n_layers)
+                           no_labels, np.int64(0), np.bool_(False), rng, no_pool, counts, n_layers, scr.hash_vals,
+                           np.int64(-1))
             ids = scr.act_ids[t]
             vals = scr.act_vals[t]
             if to_output:

@@ -141,7 +141,7 @@ def test_no_test_or_script_names_an_internal_kernel():
         internal |= {attr for attr, fn in vars(module).items()
                      if isinstance(fn, Dispatcher) and fn.targetoptions.get("no_cpython_wrapper")}
     assert internal, "no INTERNAL kernels found: has the option moved?"
-    for path in sorted((REPO_ROOT / "tests").glob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*.py")):
+    for path in sorted((REPO_ROOT / "tests").glob("*.py")) + sorted((REPO_ROOT / "scripts").rglob("*.py")):
         tree = ast.parse(path.read_text())
         modules = set()  # local names bound to slidepy modules
         for node in ast.walk(tree):

@@ -1,7 +1,8 @@
 """Tests for slidepy/union.py: the output layer of a step as dense products over the union of
 the batch's active sets. Its kernels against NumPy references (tests/naive.py), and the whole
 step against the per-sample path it replaces (Engine.output_products "always" vs "never"): the
-same active sets, so the same weights up to the order of float additions.
+same active sets, so the same weights up to the order of float additions. Also the per-sample
+path's centroid scores from one product (Engine._centroid_scores).
 
 One numba thread (conftest.one_thread), as in test_engine.py: exact comparisons of Hogwild sums on
 tiny layers would be flaky with more.
@@ -14,6 +15,7 @@ import naive
 from slidepy import engine as engine_mod
 from slidepy import optimizer as optimizer_mod
 from slidepy import union as union_mod
+from slidepy.clusters import probe_clusters
 from slidepy.config import Lsh
 from slidepy.constants import LOSS_CODES, SPEC_CORRECTION
 from slidepy.engine import Engine, LayerSelection
@@ -143,6 +145,67 @@ def test_products_train_as_the_per_sample_path(output, loss, hidden):
         for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
             np.testing.assert_allclose(getattr(y, name), getattr(x, name), rtol=1e-4, atol=1e-6, err_msg=name)
     assert products._union is not None and per_sample._union is None
+
+
+def _score_each_row(centroids_t, hidden, out):
+    """out[b] = what a query with the dense input hidden[b] scores by itself: clusters.probe_clusters
+    with no room to take a cluster (cap 0) returns right after scoring, its scores untouched."""
+    n_c = centroids_t.shape[1]
+    ids = np.arange(hidden.shape[1], dtype=np.int32)
+    indptr, members = np.zeros(n_c + 1, np.int64), np.zeros(1, np.int32)
+    order, stamp, taken = np.zeros(64, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int32)
+    for b in range(hidden.shape[0]):
+        probe_clusters(centroids_t, indptr, members, ids, hidden[b], hidden.shape[1], out[b], order, stamp, 1, taken,
+                       0, 0)
+
+
+def test_the_whole_sample_path_reads_the_products_centroid_scores(monkeypatch):
+    """On a cluster index the per-sample path takes its centroid scores from one product over the
+    batch's last hidden vectors (Engine._centroid_scores). Given the very scores each query would
+    compute itself (the same float32 sums in the same order),
+    three steps train bit for bit as when every query scores alone."""
+    calls = []
+
+    def scores_as_each_query_would(centroids_t, hidden):
+        calls.append(hidden.shape[0])
+        out = np.empty((hidden.shape[0], centroids_t.shape[1]), np.float32)
+        _score_each_row(centroids_t, hidden, out)
+        return out
+
+    monkeypatch.setattr(engine_mod, "score_centroids_batch", scores_as_each_query_would)
+    data = make_data(6, n_samples=24, n_labels=24)
+    batches = [list(range(0, 10)), list(range(8, 18)), [20, 3, 14, 22, 1, 9]]
+
+    def steps(eng):
+        losses = []
+        for rows in batches:
+            losses.append(eng.train_step(data, np.array(rows, np.int64)).loss)
+            eng.maybe_rebuild()
+        return losses
+
+    runs = []
+    for product in (False, True):
+        eng = make_engine([8], ("lsh", 8, "kmeans"))
+        eng.output_products = "never"
+        if not product:
+            eng._centroid_scores = lambda *args: None  # each query scores its centroids itself
+        runs.append((eng, steps(eng)))
+    (alone, loss_a), (product, loss_b) = runs
+    assert calls == [len(rows) for rows in batches]
+    np.testing.assert_array_equal(loss_b, loss_a)
+    for x, y in zip(alone.layers, product.layers):
+        for name in ("weights", "bias", "weight_m", "weight_v", "bias_m", "bias_v"):
+            np.testing.assert_array_equal(getattr(y, name), getattr(x, name), err_msg=name)
+    # the queries do read them: reversed scores pick other clusters, so other active sets
+    monkeypatch.setattr(engine_mod, "score_centroids_batch", lambda c, h: -scores_as_each_query_would(c, h))
+    eng = make_engine([8], ("lsh", 8, "kmeans"))
+    eng.output_products = "never"
+    assert not np.allclose(steps(eng), loss_a, rtol=1e-3)
+    # and with the real product, the same steps to float32 rounding of the scores
+    monkeypatch.undo()
+    eng = make_engine([8], ("lsh", 8, "kmeans"))
+    eng.output_products = "never"
+    np.testing.assert_allclose(steps(eng), loss_a, rtol=1e-5)
 
 
 def test_the_engine_takes_the_products_only_where_the_sets_overlap(monkeypatch):
