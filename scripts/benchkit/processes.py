@@ -34,6 +34,7 @@ def _worker_cmd(spec: dict, spec_dir: str) -> list[str]:
 
 
 def log_line(msg: str, log) -> None:
+    """Print a time-stamped line and append it to the run's bench.log (`log`, when open)."""
     line = f"[bench {time.strftime('%H:%M:%S')}] {msg}"
     print(line, flush=True)
     if log is not None:

@@ -10,6 +10,10 @@ from .processes import Server, log_line
 
 def run_throughput(dspec: dict, systems: list[str], common: dict, threads_list: list[int], repeats: int,
                    seconds: float, spec_dir: str, log) -> dict:
+    """`repeats` rounds of one `seconds` segment per thread count and system, from one long-lived
+    worker per system. Returns the segments, each system's median samples/s per thread count, the
+    ratios of the medians at the most threads, and the 1->n scaling (amortised_scaling where the
+    segments count their rebuilds)."""
     servers: dict[str, Server] = {}
     out = {"threads": threads_list, "repeats": repeats, "segment_seconds": seconds, "systems": {}}
     for system in systems:
