@@ -71,7 +71,8 @@ from .config import Config, config_to_dict
 from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
 from .rng import derive_int_seed
-from .trainer import CheckpointClock, Trainer, TrainingInterrupted, load_data
+from .trainer import (CheckpointClock, Trainer, TrainingInterrupted, advance_bar, bar_position, load_data,
+                      progress_bar)
 
 # Test hook: "RANK:STEP" makes worker RANK SIGKILL itself right after finishing step STEP (the
 # kill-a-worker test; an OOM kill looks the same to the driver).
@@ -544,8 +545,6 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
     """Train `cfg` with cfg.distributed.workers Ray actors; returns the last evaluation record
     (with "step" and "run_dir"). Raises WorkerLost, TrainingInterrupted, or the SlidepyError a
     worker raised."""
-    from tqdm.auto import tqdm
-
     d, t = cfg.distributed, cfg.training
     n_workers = int(d.workers)
     if n_workers < 1:
@@ -622,8 +621,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             sync_every=d.sync_every, lr_scale=infos[0]["lr_scale"], dense_sync_bytes=infos[0]["dense_sync_bytes"],
             hosts=sorted({i["host"] for i in infos}), steps_per_epoch=local_batches))], [0], "while starting")
 
-        bar = tqdm(total=total_steps, initial=min(step, total_steps), unit="step", disable=not progress,
-                   dynamic_ncols=True)
+        budget = t.time_budget_s
+        bar = progress_bar(total_steps, budget, bar_position(step, total_steps, budget, seconds_before), progress)
         sync_seconds, syncs = 0.0, 0
         loop_seconds, samples_done = 0.0, 0  # rounds' wall time (steps + sync), samples in them
         window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
@@ -671,7 +670,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 b += n
                 if b >= local_batches:
                     epoch, b = epoch + 1, 0
-                bar.update(n)
+                advance_bar(bar, bar_position(step, total_steps, budget, seconds_before + loop_seconds))
                 for per_worker in results:
                     for loss_n, samples, _, active in per_worker:
                         window["loss"] += loss_n
@@ -687,7 +686,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 if step // t.log_every > last_log // t.log_every or step == total_steps:
                     rate = window["samples"] / max(window["seconds"], 1e-9)
                     loss = window["loss"] / max(1, window["samples"])
-                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+                    steps = {"step": step} if budget else {}  # the bar counts seconds then
+                    bar.set_postfix(**steps, loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
                     group.get([lead.check_weights.remote()], [0], f"at step {step}")
                     record = group.get([lead.record.remote("log", dict(
                         loss=loss, samples_per_s=rate, syncs=syncs,

@@ -168,25 +168,13 @@ class Trainer:
         return self.last_eval
 
     def _progress_bar(self) -> tqdm:
-        """The bar fit shows: steps out of the planned ones, or, under training.time_budget_s,
-        seconds of the budget spent (the planned steps of a time-budgeted run are only a cap, so
-        a bar over them would show a meaningless ETA)."""
-        budget = self.config.training.time_budget_s
-        shown = dict(total=float(budget), unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time "
-                     "budget [{elapsed}<{remaining}{postfix}]") if budget else dict(total=self._total_steps, unit="step")
-        return tqdm(initial=self._bar_position(), dynamic_ncols=True, disable=not self.progress, **shown)
+        return progress_bar(self._total_steps, self.config.training.time_budget_s, self._bar_position(), self.progress)
 
     def _bar_position(self) -> float:
-        """Where the progress bar stands: budget seconds spent, or steps taken (within its total)."""
-        budget = self.config.training.time_budget_s
-        if budget:
-            return min(round(self.budget_seconds, 1), float(budget))
-        return min(self.step, self._total_steps)
+        return bar_position(self.step, self._total_steps, self.config.training.time_budget_s, self.budget_seconds)
 
     def _advance_bar(self) -> None:
-        delta = self._bar_position() - self._bar.n
-        if delta > 0:
-            self._bar.update(delta)
+        advance_bar(self._bar, self._bar_position())
 
     @property
     def budget_seconds(self) -> float:
@@ -600,6 +588,31 @@ class Rollbacks:
     def saved(self) -> None:
         """A checkpoint was written: the count starts over."""
         self.in_a_row = 0
+
+
+def progress_bar(total_steps: int, time_budget_s: float | None, position: float, enabled: bool) -> tqdm:
+    """The bar a training run shows (Trainer.fit, distributed.train_distributed): steps out of the
+    planned ones, or, under training.time_budget_s, seconds of the budget spent (the planned steps
+    of a time-budgeted run are only a cap, so a bar over them would show a meaningless ETA).
+    position: bar_position's."""
+    shown = dict(total=float(time_budget_s), unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time "
+                 "budget [{elapsed}<{remaining}{postfix}]") if time_budget_s else dict(total=total_steps, unit="step")
+    return tqdm(initial=position, dynamic_ncols=True, disable=not enabled, **shown)
+
+
+def bar_position(step: int, total_steps: int, time_budget_s: float | None, seconds: float) -> float:
+    """Where the progress bar stands: the budget's seconds spent (`seconds`, what the budget
+    counts), or the steps taken, within the bar's total."""
+    if time_budget_s:
+        return min(round(seconds, 1), float(time_budget_s))
+    return min(step, total_steps)
+
+
+def advance_bar(bar: tqdm, position: float) -> None:
+    """Move the bar forward to `position` (never back)."""
+    delta = position - bar.n
+    if delta > 0:
+        bar.update(delta)
 
 
 def peak_rss_mb() -> float:

@@ -341,19 +341,22 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
 
 
 @needs_ray
-def test_a_time_budget_stops_the_group_after_the_round_that_spent_it(tmp_path):
+def test_a_time_budget_stops_the_group_after_the_round_that_spent_it(tmp_path, capsys):
     """training.time_budget_s ends a distributed run as it ends a single process: the round in
-    which the budget ran out is the last, then the final evaluation and checkpoint."""
+    which the budget ran out is the last, then the final evaluation and checkpoint. Its progress
+    bar counts the budget's seconds, not the 2,500 steps planned as a cap."""
     from slidepy.distributed import train_distributed
 
     raw = copy.deepcopy(SPARSE)
     raw["training"].update(epochs=50, time_budget_s=1e-3, lr_schedule="linear")
     raw["distributed"] = {"workers": 1, "sync_every": 4}
     raw["output"]["run_dir"] = str(tmp_path / "run")
-    result = train_distributed(load_config(raw), progress=False)
+    result = train_distributed(load_config(raw), progress=True)
     assert result["step"] == 4  # one round of sync_every steps, of 50 epochs x 50 planned
     assert result["complete"] and "P@1" in result
     assert list_checkpoints(tmp_path / "run")[-1][0] == 4
+    err = capsys.readouterr().err
+    assert "s of the time budget" in err and "/2500" not in err
 
 
 @needs_ray
