@@ -9,9 +9,11 @@ Imports flow one way, from the data up to the report:
     processes   the parent's side of a worker: start it, read its answers
     throughput  interleaved segments per thread count, their medians and the fair scaling
     curves      P@1 against training seconds: the time each system takes to reach a P@1
-    targets     the issues' goals as pass/fail rows, each a ratio from this one run
     report      results.json, results.md and the curve pictures
+    targets     the issues' goals as pass/fail rows, each a ratio from this one run
     matrix      every dataset x system x thread count of one run, in order
+
+Each module imports only those above it in this list.
 
 This module holds what both sides of the worker protocol share. It must be imported before
 slidepy: USER_ENV is the environment as the user started the bench.
