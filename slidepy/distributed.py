@@ -72,7 +72,7 @@ from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
 from .rng import derive_int_seed
 from .trainer import (CheckpointClock, Trainer, TrainingInterrupted, advance_bar, bar_position, load_data,
-                      progress_bar)
+                      progress_bar, show_rate)
 
 # Test hook: "RANK:STEP" makes worker RANK SIGKILL itself right after finishing step STEP (the
 # kill-a-worker test; an OOM kill looks the same to the driver).
@@ -686,8 +686,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 if step // t.log_every > last_log // t.log_every or step == total_steps:
                     rate = window["samples"] / max(window["seconds"], 1e-9)
                     loss = window["loss"] / max(1, window["samples"])
-                    steps = {"step": step} if budget else {}  # the bar counts seconds then
-                    bar.set_postfix(**steps, loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+                    show_rate(bar, step, budget, loss, rate)
                     group.get([lead.check_weights.remote()], [0], f"at step {step}")
                     record = group.get([lead.record.remote("log", dict(
                         loss=loss, samples_per_s=rate, syncs=syncs,

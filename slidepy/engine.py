@@ -269,13 +269,11 @@ class Engine:
             buffers = self._union = make_union_buffers(batch, capacity, width, int(self.spec[last, SPEC_OUT_DIM]))
         meta = np.zeros((batch, 2 + width), np.int32)
         hidden, ids, counts = records.hidden[:batch], records.rows[:batch], records.counts[:batch]
-        index = self.lsh[last]
-        if self.spec[last, SPEC_MODE] == MODE_LSH and index is not None and index.kind == INDEX_CLUSTERS:
-            train_batch(*kernel_args, PHASE_HIDDEN, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
-            scores = score_centroids_batch(index.centroids_t, hidden)
-            train_batch(*kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
-        else:
+        scores = self._centroid_scores(kernel_args, records, batch)
+        if scores is None:
             train_batch(*kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
+        else:
+            train_batch(*kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
         result = union_output_step(self.layers[last], self.spec, hidden, ids, counts, meta, self.loss_code,
                                    1.0 / batch, buffers, loss_out)
         train_batch(*kernel_args, PHASE_HIDDEN_BACKWARD, meta, result.hidden_grads, _NO_SCORES)
@@ -283,9 +281,10 @@ class Engine:
         return result.rows, result.weight_grads
 
     def _centroid_scores(self, kernel_args: tuple, records, batch: int) -> np.ndarray | None:
-        """The output's centroid scores for the whole-sample path, from one product over the batch's
-        last hidden vectors (PHASE_HIDDEN first; clusters.score_centroids_batch), or None where the
-        output layer does not query a cluster index.
+        """The output's centroid scores for the step, from one product over the batch's last hidden
+        vectors (PHASE_HIDDEN first; clusters.score_centroids_batch), or None where the output
+        layer does not query a cluster index. Both paths take them: the batch products'
+        (PHASE_SELECT_SCORED) and the whole-sample one (PHASE_FULL_SCORED).
 
         Why. Each sample's query otherwise streams the whole (D + 1) x L*C centroid matrix by itself
         (4 MB at 2,048 clusters and 512 units; an axpy per non-zero hidden unit): 128 queries with

@@ -211,8 +211,7 @@ class Trainer:
         self.window.add(stats.loss, rows.shape[0], step.seconds)
         if log_due:
             loss, rate = self.window.summary()
-            steps = {"step": self.step} if t.time_budget_s else {}  # the bar counts seconds then
-            self._bar.set_postfix(**steps, loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+            show_rate(self._bar, self.step, t.time_budget_s, loss, rate)
             self._record("log", loss=loss, samples_per_s=rate, active_mean=[float(a) for a in stats.active_mean])
             self.window.reset()
         if cfg.eval.every and self.step % cfg.eval.every == 0:
@@ -606,6 +605,13 @@ def bar_position(step: int, total_steps: int, time_budget_s: float | None, secon
     if time_budget_s:
         return min(round(seconds, 1), float(time_budget_s))
     return min(step, total_steps)
+
+
+def show_rate(bar: tqdm, step: int, time_budget_s: float | None, loss: float, rate: float) -> None:
+    """The bar's postfix at a log point: the loss and samples/s, and the step where the bar counts
+    the time budget's seconds instead of steps."""
+    steps = {"step": step} if time_budget_s else {}
+    bar.set_postfix(**steps, loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
 
 
 def advance_bar(bar: tqdm, position: float) -> None:
