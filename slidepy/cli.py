@@ -11,10 +11,8 @@ corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
-from pathlib import Path
 
 import click
 

@@ -43,8 +43,8 @@ class MemoryEstimate:
 
     def report(self) -> str:
         lines = ["memory estimate:"]
-        for name, nbytes in self.parts.items():
-            lines.append(f"  {name:<34} {nbytes / 2**20:>10,.1f} MiB")
+        for name, size in self.parts.items():
+            lines.append(f"  {name:<34} {size / 2**20:>10,.1f} MiB")
         lines.append(f"  {'total':<34} {self.total / 2**20:>10,.1f} MiB")
         if self.available is not None:
             lines.append(f"  {'available on this machine':<34} {self.available / 2**20:>10,.1f} MiB")

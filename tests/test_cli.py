@@ -1,12 +1,10 @@
 """The command line, as a user runs it: train, interrupt with a signal, resume, evaluate, predict."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner

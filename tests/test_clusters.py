@@ -2,10 +2,8 @@
 references in naive.py, and retrieval recall against brute-force top-k on trained-like layers."""
 
 import numpy as np
-import pytest
 
-from slidepy.clusters import (assign_rows, auto_clusters, cluster_rows, initial_centroids, probe_clusters,
-                              refresh_centroids)
+from slidepy.clusters import assign_rows, auto_clusters, initial_centroids, probe_clusters
 from slidepy.configfile import config_from_dict
 from slidepy.lsh import INDEX_CLUSTERS, LshIndex
 from slidepy.model import lsh_options

@@ -1,7 +1,6 @@
 """The LSH selector end to end: schedule, drift, retrieval recall, and training with LSH on the
 output layer and on a hidden layer against exact (`all`) training."""
 
-import copy
 import dataclasses
 
 import numpy as np

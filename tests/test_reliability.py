@@ -21,11 +21,11 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import TINY
-from slidepy import Dataset, Trainer, config_from_dict, load_config
+from slidepy import Dataset, Trainer, config_from_dict
 from slidepy.checkpoint import load_checkpoint, save_checkpoint
 from slidepy.cli import main
 from slidepy.configfile import validate_paths
-from slidepy.errors import CheckpointError, ConfigError, DataError, NumericalError
+from slidepy.errors import ConfigError, DataError, NumericalError
 from slidepy.rundir import checkpoint_path, list_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -362,7 +362,7 @@ def test_resume_falls_back_past_corrupt_newest(trained_run, tmp_path, case):
     os.replace(bad, newest)
     result = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "training.max_steps=14")
     assert result.exit_code == 0, result.output
-    assert f"warning: skipping unreadable checkpoint: " in result.output and str(newest) in result.output
+    assert "warning: skipping unreadable checkpoint: " in result.output and str(newest) in result.output
     assert f"resumed from step 10 (epoch 0) in {run}" in result.output
     assert "step 14 " in result.output
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import TINY
 from slidepy import Trainer, config_from_dict
 from slidepy.atomic import atomic_write, remove_stale_temps
 from slidepy.cli import main

@@ -23,7 +23,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from slidepy.cli import main  # noqa: E402
 from slidepy.configfile import load_config  # noqa: E402
 from slidepy.sklearn import SlideClassifier, save_model  # noqa: E402
-from slidepy.text import TextFeatures  # noqa: E402
 
 # Settings for scikit-learn's checks: their data sets have 20-300 samples and 2-5 classes, so
 # many small steps; one thread, deterministic, so that refits and pickles give identical output.
