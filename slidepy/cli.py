@@ -130,6 +130,11 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
             _train_distributed(cfg, resume, overwrite, progress)
             return
         trainer = Trainer(cfg, progress=progress)
+        if config_path is None:  # say what the automatic recipe chose, and where to edit it
+            from .recipe import describe
+
+            click.echo(f"{describe(trainer.config, trainer.train_data)}; the config: {trainer.run_dir / 'config.yaml'} "
+                       "(edit it and pass --config to repeat the run)", err=True)
         if overwrite and trainer.clear_run_dir():
             click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
         if resume:

@@ -12,7 +12,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   [256, 4096]): the hard negatives a sample needs grow far slower than N, and sqrt(N) also
   balances the index, whose 2 x budget centroids cost what the budget's neurons cost (it gives
   2.2-2.8% at 2-5 x 10^4 labels, where 2% held recall@10 >= 0.9 in measurement, and SLIDE's 0.5%
-  at 670K labels).
+  at 670K labels). On DebianDeps (22,875 labels; README, "What did not help") P@1 stopped rising
+  by 2.5 sqrt(N) and P@5 did not: 256, 384, 640 and 1,024 neurons scored P@1 0.756, 0.761, 0.761,
+  0.761 and P@5 0.403, 0.407, 0.411, 0.413, in 53, 68, 102 and 159 s of steps.
 * Rebuilds: the cluster index re-assigns every row at a rebuild, N x C x (HIDDEN + 1)
   multiply-adds in one BLAS product (0.6 s at 50,000 labels on 2 cores, ~2 s at 10^5). So that no
   step stalls for it, a rebuild larger than ASSIGN_MACS_PER_STEP (about a quarter second there)
@@ -227,6 +229,24 @@ def neighbours_for(n_samples: int, n_label_slots: int, n_labels: int) -> dict:
     if positives * fits / n_samples < MIN_BANK_POSITIVES:
         return {**votes, "weight": 0.0}
     return {**votes, "weight": MIN_VOTES, "bank_samples": fits}
+
+
+def describe(config, train: Dataset) -> str:
+    """One line for the console: the training data's shape and what the resolved `config` (a
+    configfile.Config, --set overrides applied) trains on it."""
+    b = max(1, train.n_samples)
+    shape = (f"{train.n_samples:,} samples x {train.n_features:,} features, {train.n_labels:,} labels "
+             f"({train.nnz / b:.1f} non-zeros and {train.y_indices.shape[0] / b:.2f} labels a sample)")
+    model, training = config.model, config.training
+    selection = model.output.selection
+    output = ("every label scored (exact softmax)" if selection.mode == "all"
+              else f"{selection.budget:,} of the {train.n_labels:,} labels a sample picked by {selection.mode}")
+    length = (f"until {training.time_budget_s:g} s of training" if training.time_budget_s
+              else f"{training.epochs} epochs")
+    votes = model.neighbours.weight
+    return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units at dropout "
+            f"{model.dropout:g}, {output}, Adam lr {training.lr:g} ({training.lr_schedule}), {length}, "
+            + (f"neighbours' votes at {votes:g}" if votes > 0 else "no neighbours' votes"))
 
 
 def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_budget_s: float | None = None,

@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 from slidepy import make_synthetic
 from slidepy.cli import main
-from slidepy.configfile import load_config
+from slidepy.configfile import config_from_dict, load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
 from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
                             NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL,
-                            REBUILD_SHARE, auto_config, dropout_for, input_scale, learning_rate, neighbours_for,
+                            REBUILD_SHARE, auto_config, describe, dropout_for, input_scale, learning_rate, neighbours_for,
                             output_budget, parse_duration, rebuild_max_interval, rebuild_spread, votes_weight)
 
 
@@ -160,6 +160,27 @@ def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
     final = [json.loads(line) for line in open(out / "metrics.jsonl") if '"eval"' in line][-1]
     assert final["complete"] and final["P@1"] > 0.3  # popularity is below 0.1 here
     assert final["train_seconds"] >= 4.0
+    # The console says what the recipe chose from the data's shape, and where its config is
+    assert ("automatic recipe for 1,500 samples x 300 features, 120 labels" in result.output
+            and "every label scored (exact softmax)" in result.output and "until 4 s of training" in result.output
+            and f"the config: {out / 'config.yaml'}" in result.output), result.output
+
+
+def test_describe_names_the_shape_and_the_choices_as_resolved():
+    train, _ = make_synthetic(640, 10, 300, 5000, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    cfg = config_from_dict(auto_config(train, "train.txt", None))
+    line = describe(cfg, train)
+    budget = output_budget(5000)
+    assert line.startswith(f"automatic recipe for 640 samples x 300 features, 5,000 labels ({train.nnz / 640:.1f} "
+                           f"non-zeros and {train.y_indices.shape[0] / 640:.2f} labels a sample): ")
+    assert f"{HIDDEN} hidden units at dropout {cfg.model.dropout:g}" in line
+    assert f"{budget:,} of the 5,000 labels a sample picked by lsh" in line and f"{cfg.training.epochs} epochs" in line
+    assert f"Adam lr {cfg.training.lr:g} (linear)" in line
+    # overrides show, as the run will train: a time budget, another budget, the votes off
+    cfg = load_config(auto_config(train, "train.txt", None, time_budget_s=90.0),
+                      ["model.output.selection.budget=320", "model.neighbours.weight=0"])
+    line = describe(cfg, train)
+    assert "320 of the 5,000 labels a sample" in line and "until 90 s of training" in line and "no neighbours' votes" in line
 
 
 def test_train_needs_a_config_or_data():
