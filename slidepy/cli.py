@@ -156,7 +156,9 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         _fail(exc)
     except OSError as exc:
         _os_fail(exc)
-    click.echo(f"step {trainer.step}  {_format_metrics(result)}  (run dir {trainer.run_dir})")
+    on_train = " on the training set (no test set: give --test FILE or data.test for held-out figures)"
+    click.echo(f"step {trainer.step}  {_format_metrics(result)}{on_train if result.get('split') == 'train' else ''}"
+               f"  (run dir {trainer.run_dir})")
 
 
 def _auto_config(train_path, test_path, time_budget_s) -> dict:
@@ -184,11 +186,16 @@ def _load_models(checkpoints: tuple, threads: int | None) -> list:
     return models
 
 
-def _predict(models: list, data, k: int, lsh: bool):
-    """Top-k (ids, scores) of one model, or of an ensemble's mean probabilities (slidepy.ensemble)."""
+def _predict(models: list, data, k: int, lsh: bool, scoring: bool = False):
+    """Top-k (ids, scores) of one model, or of an ensemble's mean probabilities (slidepy.ensemble).
+    `scoring` (evaluate): on the neighbours' own training samples the network predicts alone."""
     if len(models) == 1:
         if not lsh:
             _attach_neighbours(models[0])
+            if scoring and models[0].holds_in_bank(data):
+                models[0].detach_neighbours()
+                click.echo(f"{data.source} is the training set of the neighbours' votes: each sample would vote for "
+                           "its own labels, so the network scores alone", err=True)
         return models[0].predict(data, k=k, use_lsh=lsh)
     if lsh:
         raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
@@ -295,7 +302,7 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
             raise SlidepyError(f"--k must list positive integers, got {ks!r}")
         models = _load_models(checkpoint, threads)
         data = _load_eval_data(data_path, models[0])
-        ids, _ = _predict(models, data, max(k_list), lsh)
+        ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except (SlidepyError, ValueError) as exc:
         _fail(exc)

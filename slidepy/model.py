@@ -12,6 +12,8 @@ Every problem with a file is a CheckpointError naming it.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -75,6 +77,7 @@ class Model:
     def __init__(self, config: Config, engine: Engine):
         self.config = config
         self.engine = engine
+        self.bank_source: Dataset | None = None  # the training set the neighbour bank holds
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -177,17 +180,30 @@ class Model:
         is off or there is no training data. Call it again after the weights change (the trainer
         builds one at each evaluation and drops it before training on: `detach_neighbours`)."""
         opts = self.config.model.neighbours
-        self.engine.neighbours = None
+        self.detach_neighbours()
         if opts.weight <= 0 or train is None or train.n_samples == 0:
             return False
         self.check_input_dims(train)
         self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature,
                                             samples=opts.bank_samples, seed=self.config.training.seed)
+        self.bank_source = train
         return True
+
+    def holds_in_bank(self, data: Dataset) -> bool:
+        """Whether `data` holds the neighbour bank's own training samples: it is the set the bank
+        was built from, or comes from the same file (loaded again, or a subset of it)."""
+        source = self.bank_source
+        if source is None or self.engine.neighbours is None:
+            return False
+        if data is source:
+            return True
+        files = [d.source for d in (data, source) if os.path.isfile(d.source)]
+        return len(files) == 2 and os.path.samefile(files[0], files[1])
 
     def detach_neighbours(self) -> None:
         """Score with the network alone (the bank no longer matches weights that training moves)."""
         self.engine.neighbours = None
+        self.bank_source = None
 
     def predict(self, data: Dataset, k: int = 5, rows=None, use_lsh: bool | None = None):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for the samples `rows` of `data`
@@ -216,10 +232,18 @@ class Model:
 
     def evaluate(self, data: Dataset, subset: int | None = None) -> dict:
         """P@k and nDCG@k (k from eval.k) on `eval_rows(data, subset)`, plus the mean active neurons
-        per layer while scoring (`eval_active_mean`)."""
+        per layer while scoring (`eval_active_mean`). On the neighbour bank's own training samples
+        (`holds_in_bank`) the network scores alone: there the votes would be each sample's own
+        labels, found at cosine 1, and P@1 would read 1.0 whatever the network learnt."""
         self.check_input_dims(data)
         rows, ks = self.eval_rows(data, subset), tuple(self.config.eval.k)
-        top_ids, _, active = self.engine.predict(data, rows, k=max(ks))
+        bank = self.engine.neighbours
+        if self.holds_in_bank(data):  # each sample would find itself in the bank and vote its own labels
+            self.engine.neighbours = None
+        try:
+            top_ids, _, active = self.engine.predict(data, rows, k=max(ks))
+        finally:
+            self.engine.neighbours = bank
         sub = data.subset(rows)
         result = evaluate_topk(top_ids, sub.y_indptr, sub.y_indices, ks)
         result["eval_active_mean"] = [float(a) for a in active]

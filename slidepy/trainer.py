@@ -265,9 +265,10 @@ class Trainer:
     def _eval_record(self, final: bool = False) -> dict:
         """Evaluate and record. Evaluations during training score eval.subset samples; the final
         one (end of fit) scores the whole test set, so a run's headline P@k are exact and complete.
-        `complete` says which it was."""
+        `complete` says which it was; `split` which set was scored ("train" where there is no test
+        set: a figure of fit, not of accuracy)."""
         started = time.perf_counter()
-        data = self.test_data or self.train_data
+        data = self.test_data if self.test_data is not None else self.train_data
         subset = None if final else self.config.eval.subset
         # model.neighbours (a no-op when off): every evaluation scores the model as it would predict
         # now, so its bank comes from this moment's weights; the final one keeps it for predictions
@@ -276,7 +277,8 @@ class Trainer:
         if not final and self.step < self._total_steps:
             self.model.detach_neighbours()  # the next steps move the weights away from the bank
         return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
-                            complete=subset is None or subset >= data.n_samples, **report)
+                            complete=subset is None or subset >= data.n_samples,
+                            split="train" if data is self.train_data else "test", **report)
 
     # -- checkpoints and resuming ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """slidepy/neighbours.py: the blended scores against a NumPy reference, the bank, and the votes at
 work in training's final evaluation and in `slidepy evaluate`."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -153,10 +154,14 @@ def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, 
     # rank first (unless its hidden vector is zero or shared with another sample's)
     hidden = trainer.engine.neighbours.vectors
     distinct = np.unique(hidden, axis=0).shape[0] == hidden.shape[0] and np.all(np.abs(hidden).sum(axis=1) > 0)
+    copy = dataclasses.replace(trainer.train_data, source="another set of the same samples")
+    assert distinct and trainer.evaluate(copy, subset=None)["P@1"] == pytest.approx(1.0)
+    # ... which is why the very set the bank holds is scored by the network alone
     on_train = trainer.evaluate(trainer.train_data, subset=None)
-    assert distinct and on_train["P@1"] == pytest.approx(1.0)
+    assert trainer.engine.neighbours is not None  # and the bank stays for predictions
     trainer.model.detach_neighbours()
-    assert trainer.evaluate(trainer.train_data, subset=None)["P@1"] < 1.0
+    alone = trainer.evaluate(trainer.train_data, subset=None)
+    assert alone["P@1"] < 1.0 and on_train == alone
     # `slidepy evaluate` on the saved model builds the bank again from the config's data
     checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
     test_file = tmp_path / "test.txt"
@@ -167,6 +172,48 @@ def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, 
                                        "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+
+
+def test_a_run_without_a_test_set_scores_the_training_set_without_its_own_votes(tiny_config, tmp_path, one_thread):
+    """No test set: evaluations score the training set, say so (`split`), and leave out the votes,
+    which would be each sample's own labels; the CLI's last line says so too."""
+    from slidepy import make_synthetic
+    from slidepy.data import write_dataset
+
+    tiny_config["model"]["neighbours"] = {"k": 1, "weight": 1.0}
+    tiny_config["training"]["epochs"] = 2
+    held_out = Trainer(load_config(tiny_config), progress=False).fit()
+    assert held_out["split"] == "test"
+    syn = tiny_config["data"]["synthetic"]
+    train, _ = make_synthetic(syn["n_train"], 1, syn["n_features"], syn["n_labels"], nnz_per_sample=syn["nnz_per_sample"],
+                              labels_per_sample=tuple(syn["labels_per_sample"]), seed=syn["seed"])
+    tiny_config["output"]["run_dir"] = str(tmp_path / "train-only")
+    trainer = Trainer(load_config(tiny_config), train=train, progress=False)
+    final = trainer.fit()
+    evals = [r for r in trainer.history if r["event"] == "eval"]
+    assert evals and all(r["split"] == "train" for r in evals)
+    assert trainer.engine.neighbours is not None  # kept for predictions
+    trainer.model.detach_neighbours()
+    alone = trainer.evaluate(train, subset=None)
+    assert final["P@1"] == alone["P@1"] < 1.0
+    # the command line: a training file alone
+    write_dataset(train, tmp_path / "train.txt")
+    cfg = dict(tiny_config, data={"train": str(tmp_path / "train.txt"), "test": None})
+    cfg["output"] = dict(cfg["output"], run_dir=str(tmp_path / "cli"))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml"), "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "on the training set (no test set: give --test FILE" in result.output.strip().splitlines()[-1]
+    # `slidepy evaluate` on the training file builds the bank from that file (the config's data.train),
+    # loaded apart: the same file, so the votes stay out there too
+    trained = [json.loads(line) for line in open(tmp_path / "cli" / "metrics.jsonl") if '"eval"' in line][-1]
+    checkpoint = sorted((tmp_path / "cli" / "checkpoints").glob("step-*.npz"))[-1]
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "train.txt"),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "train.txt is the training set of the neighbours' votes" in result.output
+    scored = json.loads(result.output.strip().splitlines()[-1])["P@1"]
+    assert scored == pytest.approx(trained["P@1"]) and scored < 1.0
 
 
 def test_each_evaluation_builds_a_bank_and_only_the_last_keeps_it(tiny_config, one_thread):
