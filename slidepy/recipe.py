@@ -231,6 +231,9 @@ def neighbours_for(n_samples: int, n_label_slots: int, n_labels: int) -> dict:
     return {**votes, "weight": MIN_VOTES, "bank_samples": fits}
 
 
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD"}
+
+
 def describe(config, train: Dataset) -> str:
     """One line for the console: the training data's shape and what the resolved `config` (a
     configfile.Config, --set overrides applied) trains on it."""
@@ -245,7 +248,8 @@ def describe(config, train: Dataset) -> str:
               else f"{training.epochs} epochs")
     votes = model.neighbours.weight
     return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units at dropout "
-            f"{model.dropout:g}, {output}, Adam lr {training.lr:g} ({training.lr_schedule}), {length}, "
+            f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "
+            f"{training.lr:g} ({training.lr_schedule}), {length}, "
             + (f"neighbours' votes at {votes:g}" if votes > 0 else "no neighbours' votes"))
 
 

@@ -178,9 +178,10 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
     assert f"Adam lr {cfg.training.lr:g} (linear)" in line
     # overrides show, as the run will train: a time budget, another budget, the votes off
     cfg = load_config(auto_config(train, "train.txt", None, time_budget_s=90.0),
-                      ["model.output.selection.budget=320", "model.neighbours.weight=0"])
+                      ["model.output.selection.budget=320", "model.neighbours.weight=0", "training.optimizer=sgd"])
     line = describe(cfg, train)
     assert "320 of the 5,000 labels a sample" in line and "until 90 s of training" in line and "no neighbours' votes" in line
+    assert f"SGD lr {cfg.training.lr:g}" in line
 
 
 def test_train_needs_a_config_or_data():
