@@ -28,6 +28,14 @@ import sys
 # DebianNextWord 5,976 samples/s with the default policy against 9,994 passive (2 threads). Must be
 # set before numba starts its OpenMP threads; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# ...after a short spin: a step runs several numba kernels back to back (the two phases, the loss,
+# one Adam call per array), and a sleeping thread costs a wake-up at each. 5,000 spins (GNU OpenMP,
+# about 50 us) catch the next kernel of the same step and still sleep long before a BLAS product
+# needs the core. Training seconds, 2 threads, 3 interleaved runs each, passive -> with the spin:
+# Bibtex 0.74-0.75 -> 0.67-0.76 (and 0.71-0.75 -> 0.64-0.69 in another 3), Delicious 3.68-4.08 ->
+# 3.48-3.59; DebianNextWord's Adam 0.69 -> 0.57 s of 400 steps, DebianDeps and the 670K shape alike
+# within noise. OMP_WAIT_POLICY's default spin (~3 ms) was the one that starved OpenBLAS above.
+os.environ.setdefault("GOMP_SPINCOUNT", "5000")
 # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each product, so they held the cores
 # through the numba kernel that follows it. 2^4 cycles puts them to sleep at once: on 16 cores
 # DebianNextWord went from 6,614 to 8,561 samples/s at 16 threads (and 8,949 to 10,578 at 12). Read
