@@ -28,8 +28,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 # The environment the user started the bench in. Importing slidepy sets thread-pool defaults
-# (OMP_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT); the workers start from this copy (worker_env), so
-# dense PyTorch, Omikuji and PECOS run with their own defaults and slidepy with slidepy's.
+# (OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT); the workers start from this copy
+# (worker_env), so dense PyTorch, Omikuji and PECOS run with their own defaults and slidepy with
+# slidepy's.
 USER_ENV = dict(os.environ)
 SLIDEPY_ENV_DEFAULTS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")  # slidepy/__init__.py sets them
 MARK = "@@BENCH "  # prefix of the worker's protocol lines on stdout
