@@ -97,6 +97,31 @@ def test_compile_helper_fills_the_cache(tmp_path, monkeypatch):
     assert bad is not None and not bad.wait(timeout=300)
 
 
+def test_compile_helper_imports_this_slidepy_wherever_it_runs(tmp_path, monkeypatch):
+    """The helper compiles the slidepy this process runs, not one its working directory happens
+    to hold: `slidepy train` run from another checkout (console script, editable install) once had
+    the helper compile that checkout's kernels into cache entries this process never loads."""
+    import numpy as np
+
+    from slidepy.precompile import compile_in_helper
+    from slidepy.scoring import topk_rows
+
+    decoy = tmp_path / "slidepy"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy checkout was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", [""] + [p for p in sys.path if p not in ("", str(REPO_ROOT))])
+    args = (np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.zeros((2, 1), np.int32),
+            np.zeros((2, 1), np.float32))
+    helper = compile_in_helper([(topk_rows, args)])
+    if helper is None:
+        pytest.skip("no spare CPU for a helper")
+    assert helper.wait(timeout=300)
+    assert list((tmp_path / "cache").rglob("*topk_rows*.nbi")), "nothing cached"
+
+
 def test_compile_helper_can_be_switched_off(monkeypatch):
     from slidepy.precompile import compile_in_helper
     from slidepy.scoring import topk_rows
