@@ -12,7 +12,7 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   [256, 4096]): the hard negatives a sample needs grow far slower than N, and sqrt(N) also
   balances the index, whose 2 x budget centroids cost what the budget's neurons cost (it gives
   2.2-2.8% at 2-5 x 10^4 labels, where 2% held recall@10 >= 0.9 in measurement, and SLIDE's 0.5%
-  at 670K labels). On DebianDeps (22,875 labels; README, "What did not help") P@1 stopped rising
+  at 670K labels). On DebianDeps (22,875 labels; bench/README.md, "what did not help") P@1 stopped rising
   by 2.5 sqrt(N) and P@5 did not: 256, 384, 640 and 1,024 neurons scored P@1 0.756, 0.761, 0.761,
   0.761 and P@5 0.403, 0.407, 0.411, 0.413, in 53, 68, 102 and 159 s of steps.
 * Rebuilds: the cluster index re-assigns every row at a rebuild, N x C x (HIDDEN + 1)
