@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -105,8 +106,10 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
 
             budget_s = parse_duration(time_budget)
             overrides.append(f"training.time_budget_s={budget_s}")
-        cfg = load_config(config_path if config_path is not None else _auto_config(train_path, test_path, budget_s),
-                          overrides)
+        auto_train = None  # the training set the automatic recipe read, when there is no config
+        if config_path is None:
+            auto_train, auto = _auto_config(train_path, test_path, budget_s)
+        cfg = load_config(config_path if config_path is not None else auto, overrides)
         if dry_run:
             import yaml
 
@@ -126,15 +129,15 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         check_memory(estimate)                    # before any allocation
         if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
             raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
+        if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
+            from .recipe import describe
+
+            click.echo(f"{describe(cfg, auto_train)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
+                       "(edit it and pass --config to repeat the run)", err=True)
         if cfg.distributed.workers:
             _train_distributed(cfg, resume, overwrite, progress)
             return
         trainer = Trainer(cfg, progress=progress)
-        if config_path is None:  # say what the automatic recipe chose, and where to edit it
-            from .recipe import describe
-
-            click.echo(f"{describe(trainer.config, trainer.train_data)}; the config: {trainer.run_dir / 'config.yaml'} "
-                       "(edit it and pass --config to repeat the run)", err=True)
         if overwrite and trainer.clear_run_dir():
             click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
         if resume:
@@ -161,8 +164,9 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
                f"  (run dir {trainer.run_dir})")
 
 
-def _auto_config(train_path, test_path, time_budget_s) -> dict:
-    """The automatic recipe's config for the training file (loaded, so the recipe sees its shape)."""
+def _auto_config(train_path, test_path, time_budget_s) -> tuple:
+    """(the training set, the automatic recipe's config for it): the file is loaded so that the
+    recipe sees its shape."""
     from .configfile import config_from_dict, validate_paths
     from .data import load_dataset
     from .recipe import auto_config
@@ -170,7 +174,8 @@ def _auto_config(train_path, test_path, time_budget_s) -> dict:
     if train_path is None:
         raise SlidepyError("give --config FILE, or --train FILE [--test FILE] for the automatic recipe")
     validate_paths(config_from_dict({"data": {"train": train_path, "test": test_path}}), output=False)
-    return auto_config(load_dataset(train_path), train_path, test_path, time_budget_s=time_budget_s)
+    train = load_dataset(train_path)
+    return train, auto_config(train, train_path, test_path, time_budget_s=time_budget_s)
 
 
 def _load_models(checkpoints: tuple, threads: int | None) -> list:

@@ -187,3 +187,21 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
 def test_train_needs_a_config_or_data():
     result = CliRunner().invoke(main, ["train", "--no-progress"])
     assert result.exit_code == 2 and "--train FILE" in result.output
+
+
+def test_the_recipe_says_what_it_chose_on_the_ray_path_too(tmp_path, monkeypatch):
+    """`--workers N` hands the config to the Ray driver, which loads the data itself: the recipe's
+    line is printed before that, from the training set the recipe read."""
+    import slidepy.cli as cli
+
+    train, _ = make_synthetic(600, 10, 200, 80, nnz_per_sample=8, labels_per_sample=(1, 2), seed=3)
+    write_dataset(train, tmp_path / "train.txt")
+    handed = []
+    monkeypatch.setattr(cli, "_train_distributed", lambda cfg, *args: handed.append(cfg))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--out", str(out),
+                                       "--workers", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert len(handed) == 1 and handed[0].distributed.workers == 2
+    assert ("automatic recipe for 600 samples x 200 features, 80 labels" in result.output
+            and f"the config: {out / 'config.yaml'}" in result.output), result.output
