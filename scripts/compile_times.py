@@ -76,7 +76,11 @@ def _child(config: str, overrides: list[str], run_dir: str) -> None:
     args = ["train", "--config", config, "--out", run_dir, "--overwrite", "--no-progress"]
     for item in overrides:
         args += ["--set", item]
-    code = main(args)
+    try:
+        main(args)  # a click command: it ends by raising SystemExit
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
     wall = time.perf_counter() - started
     compile_seconds = None
     with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
