@@ -75,6 +75,26 @@ def test_compile_helper_gets_the_types_a_run_passes(tmp_path):
     assert all(held.values()), {name: ok for name, ok in held.items() if not ok}
 
 
+def _helper_compiles_topk_rows(tmp_path, monkeypatch):
+    """Start a helper on scoring.topk_rows with a JIT cache in tmp_path; wait for it to succeed
+    and check that it cached the kernel. Returns the helper (skips without a spare CPU)."""
+    import numpy as np
+
+    from slidepy.precompile import compile_in_helper
+    from slidepy.scoring import topk_rows
+
+    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    args = (np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.zeros((2, 1), np.int32),
+            np.zeros((2, 1), np.float32))
+    helper = compile_in_helper([(topk_rows, args)])
+    if helper is None:
+        pytest.skip("no spare CPU for a helper")
+    assert helper.wait(timeout=300)
+    assert list((tmp_path / "cache").rglob("*topk_rows*.nbi")), "nothing cached"
+    return helper
+
+
 def test_compile_helper_fills_the_cache(tmp_path, monkeypatch):
     """The helper process compiles a kernel into the JIT cache this process reads, and reports a
     kernel it could not compile."""
@@ -83,16 +103,7 @@ def test_compile_helper_fills_the_cache(tmp_path, monkeypatch):
     from slidepy.precompile import compile_in_helper
     from slidepy.scoring import topk_rows
 
-    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
-    args = (np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.zeros((2, 1), np.int32),
-            np.zeros((2, 1), np.float32))
-    helper = compile_in_helper([(topk_rows, args)])
-    if helper is None:
-        pytest.skip("no spare CPU for a helper")
-    assert helper.wait(timeout=300)
-    assert helper.kernels == ["slidepy.scoring.topk_rows"]
-    assert list((tmp_path / "cache").rglob("*topk_rows*.nbi")), "nothing cached"
+    assert _helper_compiles_topk_rows(tmp_path, monkeypatch).kernels == ["slidepy.scoring.topk_rows"]
     bad = compile_in_helper([(topk_rows, (np.zeros(3, np.float32),))])  # wrong arity: cannot compile
     assert bad is not None and not bad.wait(timeout=300)
 
@@ -101,25 +112,16 @@ def test_compile_helper_imports_this_slidepy_wherever_it_runs(tmp_path, monkeypa
     """The helper compiles the slidepy this process runs, not one its working directory happens
     to hold: `slidepy train` run from another checkout (console script, editable install) once had
     the helper compile that checkout's kernels into cache entries this process never loads."""
-    import numpy as np
-
-    from slidepy.precompile import compile_in_helper
-    from slidepy.scoring import topk_rows
+    import slidepy.precompile  # noqa: F401 - this process's slidepy, imported before the decoy is on the path
+    import slidepy.scoring  # noqa: F401
 
     decoy = tmp_path / "slidepy"
     decoy.mkdir()
     (decoy / "__init__.py").write_text("raise ImportError('the decoy checkout was imported')\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SLIDEPY_COMPILE_HELPER", "1")
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    # as under the console script: the working directory first, this checkout not on the path
     monkeypatch.setattr(sys, "path", [""] + [p for p in sys.path if p not in ("", str(REPO_ROOT))])
-    args = (np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.zeros((2, 1), np.int32),
-            np.zeros((2, 1), np.float32))
-    helper = compile_in_helper([(topk_rows, args)])
-    if helper is None:
-        pytest.skip("no spare CPU for a helper")
-    assert helper.wait(timeout=300)
-    assert list((tmp_path / "cache").rglob("*topk_rows*.nbi")), "nothing cached"
+    _helper_compiles_topk_rows(tmp_path, monkeypatch)  # the decoy would have failed its import
 
 
 def test_compile_helper_can_be_switched_off(monkeypatch):
