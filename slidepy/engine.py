@@ -21,7 +21,7 @@ from numba.typed import List
 
 from .constants import (INDEX_CLUSTERS, KIND_KMEANS, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT, PHASE_SELECT_SCORED, kinds_marker)
-from .kernels import infer_batch, train_batch
+from .kernels import backward_sample, infer_batch, train_batch
 from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
     LOSS_CODES,
@@ -515,7 +515,7 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             if on_compile is not None:
                 on_compile()
             if data.n_samples:
-                helper = compile_in_helper(later_kernels(engine, data))
+                helper = compile_in_helper(training_callees(engine) + later_kernels(engine, data))
 
     with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
         rows = np.zeros(1, np.int64)
@@ -537,6 +537,17 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
     for key in engine.timings:
         engine.timings[key] = 0.0
     return time.perf_counter() - started
+
+
+def training_callees(engine: Engine) -> list[tuple]:
+    """(kernel, example arguments) for the per-sample backward (kernels.backward_sample), which
+    the training kernel's compile reaches last among its heavy workers, with the types train_batch
+    passes it. The helper compiles it first, while this process compiles what the training kernel
+    reaches before it, and this process then loads it from the cache."""
+    n, flag = np.int64(0), np.bool_(False)
+    i32, f32, i64 = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64)
+    return [(backward_sample, (engine.layers, engine.spec, engine._get_scratch(True, 1), n, i32, f32, n, i64, n, flag,
+                               f32, i32, f32, i64, n))]
 
 
 def later_kernels(engine: Engine, data) -> list[tuple]:
