@@ -71,6 +71,7 @@ def _child(config: str, overrides: list[str], run_dir: str) -> None:
     clock = CompileClock()
     clock.install()
     from slidepy.cli import main
+    from slidepy.plot import read_metrics
 
     started = time.perf_counter()
     args = ["train", "--config", config, "--out", run_dir, "--overwrite", "--no-progress"]
@@ -82,12 +83,8 @@ def _child(config: str, overrides: list[str], run_dir: str) -> None:
     except SystemExit as exc:
         code = exc.code or 0
     wall = time.perf_counter() - started
-    compile_seconds = None
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        for line in fh:
-            record = json.loads(line)
-            if record.get("event") == "start":
-                compile_seconds = record.get("compile_seconds")
+    starts = [r for r in read_metrics(run_dir) if r.get("event") == "start"]
+    compile_seconds = starts[-1].get("compile_seconds") if starts else None
     print(json.dumps({"exit": code, "wall_s": wall, "compile_s": compile_seconds, "functions": clock.rows()}))
 
 

@@ -196,11 +196,7 @@ def _predict(models: list, data, k: int, lsh: bool, scoring: bool = False):
     `scoring` (evaluate): on the neighbours' own training samples the network predicts alone."""
     if len(models) == 1:
         if not lsh:
-            _attach_neighbours(models[0])
-            if scoring and models[0].holds_in_bank(data):
-                models[0].detach_neighbours()
-                click.echo(f"{data.source} is the training set of the neighbours' votes: each sample would vote for "
-                           "its own labels, so the network scores alone", err=True)
+            _attach_neighbours(models[0], scored=data if scoring else None)
         return models[0].predict(data, k=k, use_lsh=lsh)
     if lsh:
         raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
@@ -209,10 +205,12 @@ def _predict(models: list, data, k: int, lsh: bool, scoring: bool = False):
     return ensemble_topk([m.engine for m in models], data, k=k)
 
 
-def _attach_neighbours(model) -> None:
+def _attach_neighbours(model, scored=None) -> None:
     """With model.neighbours on, build its bank from the config's training data (as `train` does
-    at its evaluations); where that data is gone, say so and score with the network alone."""
+    at its evaluations); where that data is gone, say so and score with the network alone. So too
+    where `scored` (the set `evaluate` scores) holds those very samples (model.same_samples)."""
     from .errors import ConfigError
+    from .model import same_samples
     from .trainer import load_data
 
     if model.config.model.neighbours.weight <= 0:
@@ -222,6 +220,10 @@ def _attach_neighbours(model) -> None:
     except ConfigError as exc:
         click.echo(f"model.neighbours: the training data is not at hand ({exc}); the neighbours' votes are "
                    f"left out and the network scores alone", err=True)
+        return
+    if scored is not None and same_samples(scored, train):
+        click.echo(f"{scored.source} is the training set of the neighbours' votes: each sample would vote for "
+                   "its own labels, so the network scores alone", err=True)
         return
     model.attach_neighbours(train)
 

@@ -71,6 +71,16 @@ def max_labels(*sets: Dataset | None) -> int:
     return max([1] + [int(np.max(np.diff(ds.y_indptr), initial=1)) for ds in sets if ds is not None])
 
 
+def same_samples(data: Dataset, train: Dataset) -> bool:
+    """Whether `data` holds `train`'s samples: it is that set, or comes from the same file (loaded
+    again, or a subset of it). Scored against a neighbour bank built from `train`, each such sample
+    would find itself at cosine 1 and vote its own labels."""
+    if data is train:
+        return True
+    files = [d.source for d in (data, train) if os.path.isfile(d.source)]
+    return len(files) == 2 and os.path.samefile(files[0], files[1])
+
+
 class Model:
     """`config` (a Config) and `engine` (the Engine it describes, of fixed dimensions)."""
 
@@ -190,15 +200,9 @@ class Model:
         return True
 
     def holds_in_bank(self, data: Dataset) -> bool:
-        """Whether `data` holds the neighbour bank's own training samples: it is the set the bank
-        was built from, or comes from the same file (loaded again, or a subset of it)."""
-        source = self.bank_source
-        if source is None or self.engine.neighbours is None:
-            return False
-        if data is source:
-            return True
-        files = [d.source for d in (data, source) if os.path.isfile(d.source)]
-        return len(files) == 2 and os.path.samefile(files[0], files[1])
+        """Whether `data` holds the neighbour bank's own training samples (same_samples)."""
+        bank = self.bank_source
+        return self.engine.neighbours is not None and bank is not None and same_samples(data, bank)
 
     def detach_neighbours(self) -> None:
         """Score with the network alone (the bank no longer matches weights that training moves)."""
