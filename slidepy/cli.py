@@ -106,10 +106,10 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
 
             budget_s = parse_duration(time_budget)
             overrides.append(f"training.time_budget_s={budget_s}")
-        auto_train = None  # the training set the automatic recipe read, when there is no config
+        auto_train, source = None, config_path  # auto_train: the set the automatic recipe read, without a config
         if config_path is None:
-            auto_train, auto = _auto_config(train_path, test_path, budget_s)
-        cfg = load_config(config_path if config_path is not None else auto, overrides)
+            auto_train, source = _auto_config(train_path, test_path, budget_s)
+        cfg = load_config(source, overrides)
         if dry_run:
             import yaml
 
