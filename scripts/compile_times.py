@@ -12,7 +12,7 @@ LLVM for the function itself, its callees' compiles taken out) and with its call
 callees"), slowest first, then the run's wall time and the "compiling kernels" seconds it
 reported. Only the compiles this process runs are seen: kernels the helper process compiled
 load from the cache here and do not show up, which is the helper's point; `--no-helper` shows
-them all. numba.typed.List's own methods compile in every process (numba does not cache them).
+them all. A warm run compiles nothing (tests/test_compile.py::test_a_warm_run_compiles_nothing).
 """
 
 from __future__ import annotations

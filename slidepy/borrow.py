@@ -64,9 +64,11 @@ def borrow(typingctx, value):
 
 @njit(inline="always")
 def borrow_for_chunks(items, n_chunks):
-    """n_chunks Lists, one per thread chunk, each holding `items`' elements borrowed: a chunk's
-    List reads then touch only that List's reference count. Inlined into its caller: each List
-    type it meets (layers, scratch, index) would otherwise be one more signature to compile."""
+    """n_chunks Lists, one per thread chunk, each holding the elements of the tuple `items`
+    borrowed: a chunk's List reads then touch only that List's reference count. The per-sample
+    workers take these Lists, whose type does not depend on the network's depth, so they compile
+    once for every depth. Inlined into its caller: each tuple type it meets (layers, scratch,
+    index, at each depth) would otherwise be one more signature to compile."""
     chunks = List()
     for _ in range(n_chunks):
         mine = List()

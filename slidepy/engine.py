@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numba
 import numba.core.event
 import numpy as np
-from numba.typed import List
+from numba import types
 
 from .constants import (INDEX_CLUSTERS, KIND_KMEANS, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT, PHASE_SELECT_SCORED, kinds_marker)
@@ -141,7 +141,7 @@ class Engine:
     _scratch: dict = field(default_factory=dict, repr=False)
     _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
     _union: object = field(default=None, repr=False)  # union.UnionBuffers, see _union_step
-    _lsh_list: tuple = field(default=(None, None), repr=False)  # (views, typed List), see lsh_layers
+    _lsh_list: tuple = field(default=(None, None), repr=False)  # (views, their tuple), see lsh_layers
     # Share of the batch x union cells the last step's output (sample, neuron) pairs filled
     # (union.density); None before the first step. It picks the next step's path (_takes_union).
     output_density: float | None = field(default=None, repr=False)
@@ -201,18 +201,15 @@ class Engine:
     def n_layers(self) -> int:
         return len(self.sizes)
 
-    def lsh_layers(self) -> List:
-        """Typed list of the per-layer LSH arrays the kernels read (empty ones where unused).
-
-        Built again only when some index has replaced one of its arrays (a rebuild may allocate new
-        tables): appending to a typed List from Python costs ~0.3 ms an item, 13% of a Bibtex step
-        when it was built every step. The list holds references, so changes made in place show."""
+    def lsh_layers(self) -> tuple:
+        """The per-layer LSH arrays the kernels read, one LshLayer a layer (empty ones where unused),
+        as a tuple (why not a typed List: network.py). Kept while every index keeps its arrays, so
+        that a step reuses it; a rebuild may allocate new tables, and then it is made again. It
+        holds references, so changes made in place show."""
         views = [index.kernel_view() if index is not None else None for index in self.lsh]
         cached_views, cached = self._lsh_list
         if cached is None or not all(_same_arrays(a, b) for a, b in zip(views, cached_views)):
-            cached = List()
-            for view in views:
-                cached.append(view if view is not None else empty_lsh_layer())
+            cached = tuple(view if view is not None else empty_lsh_layer() for view in views)
             self._lsh_list = (views, cached)
         return cached
 
@@ -507,8 +504,8 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
 
     def compiling(event):
         nonlocal helper
-        # numba.typed.List's own methods compile in every process (numba does not cache them):
-        # only a kernel of ours compiling means the cache missed
+        # numba's own functions (the typed List methods the drivers use) compile as our kernels'
+        # callees: only a kernel of ours compiling means the cache missed
         ours = event.data["dispatcher"].py_func.__module__.startswith(__package__ + ".")
         if ours and not engine.compiled:
             engine.compiled = True
@@ -544,12 +541,19 @@ def training_callees(engine: Engine) -> list[tuple]:
     the training kernel's compile reaches last among its heavy workers, with the types train_batch
     passes it. The helper compiles it first, while this process compiles what the training kernel
     reaches before it, and this process then loads it from the cache."""
-    # every scratch List has one type: the training step's, made before its kernel compiles, serves
+    # every scratch tuple has one item type: the training step's, made before its kernel compiles, serves
     scratch = next(iter(engine._scratch.values())) if engine._scratch else engine._get_scratch(True, 1)
     n, flag = np.int64(0), np.bool_(False)
     i32, f32, i64 = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64)
-    return [(backward_sample, (engine.layers, engine.spec, scratch, n, i32, f32, n, i64, n, flag, f32, i32, f32, i64,
-                               n))]
+    return [(backward_sample, (worker_list(engine.layers), engine.spec, worker_list(scratch), n, i32, f32, n, i64, n,
+                               flag, f32, i32, f32, i64, n))]
+
+
+def worker_list(items: tuple) -> types.ListType:
+    """The numba type of the typed List a parallel driver hands its per-sample workers for the
+    tuple `items` (borrow.borrow_for_chunks): an example argument for the compile helper, which
+    takes numba types as they are (precompile.signature), with no List made in this process."""
+    return types.ListType(numba.typeof(items[0]))
 
 
 def later_kernels(engine: Engine, data) -> list[tuple]:

@@ -84,7 +84,7 @@ class LshLayer(NamedTuple):
 
 
 def empty_lsh_layer() -> LshLayer:
-    """The placeholder for a layer without LSH (keeps the typed list homogeneous)."""
+    """The placeholder for a layer without LSH (keeps the kernels' tuple of indexes one numba type)."""
     params = HashParams(
         spec=np.zeros(SPEC_LEN, np.int64), proj_indptr=np.zeros(0, np.int64), proj_hash=np.zeros(0, np.int32),
         proj_sign=np.zeros(0, np.float32), dim_map=np.zeros((0, 0), np.int32), mh_a=np.zeros(0, np.uint64),

@@ -8,8 +8,12 @@ Shape letters used across the engine:
     L  hash tables of an LSH layer
 
 A network is `n_layers` fully connected layers: hidden layers (ReLU) then the output layer (one
-neuron per label). Each layer's arrays live in a `LayerParams` NamedTuple; the layers are held in
-a `numba.typed.List` so that one compiled kernel serves networks of any depth.
+neuron per label). Each layer's arrays live in a `LayerParams` NamedTuple; the layers are held in a
+plain tuple. A parallel driver (kernels.train_batch) hands its workers typed Lists made from it
+(borrow.borrow_for_chunks), so the workers, most of the compile, serve networks of any depth,
+and only the drivers compile once per depth. Why not a typed List from Python: numba compiles
+typed List's own methods (creation, append, item reads) in every process and never caches them,
+1.7 s of every warm start's 2.3 s (quick start, 2026-12-06), and more in a cold one.
 
 Weight layout. A weight array has one row per unit that a sample touches sparsely:
   * layer 0 is *input-major*, `weights[f, n]` of shape (F, N): a sparse input row with ~100 non-zeros
@@ -27,7 +31,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba.typed import List
 
 # Modes, losses and the columns of the per-layer `spec` table live in constants.py (re-exported here).
 from .constants import (  # noqa: E402,F401
@@ -145,21 +148,21 @@ def nbytes(shapes: dict) -> int:
 
 def init_params(
     sizes: list[tuple[int, int]], *, init: str = "glorot", optimizer: str = "adam", seed: int = 0
-) -> List:
-    """Allocate and initialise every layer. Returns a typed List of LayerParams.
+) -> tuple[LayerParams, ...]:
+    """Allocate and initialise every layer. Returns a tuple of LayerParams.
 
     Glorot-uniform (or He-normal) weights drawn in float32 chunks, so a 670K x 128 layer never
     passes through a float64 copy; zero biases; zero gradients and moments.
     """
     rng = np.random.default_rng(seed)
-    layers = List()
+    layers = []
     for (d, n), shapes in zip(sizes, param_shapes(sizes, optimizer)):
         arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items() if name != "weights"}
         weights = np.empty(*shapes["weights"])
         advise_huge_pages(weights)  # pages.py: the arrays a run keeps sit on huge pages
         _fill_init(weights, rng, d, n, init)
         layers.append(LayerParams(weights=weights, **arrays))
-    return layers
+    return tuple(layers)
 
 
 def make_resident(*arrays: np.ndarray) -> None:
@@ -261,9 +264,8 @@ def scratch_shapes(spec: np.ndarray, n_chunks: int, capacities, hash_shapes: lis
     return out
 
 
-def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray, hash_shapes: list[tuple[int, int]]) -> List:
+def make_scratch(spec: np.ndarray, n_chunks: int, capacities: np.ndarray,
+                 hash_shapes: list[tuple[int, int]]) -> tuple[LayerScratch, ...]:
     """Allocate per-chunk scratch for every layer, zero-filled, as `scratch_shapes` describes."""
-    scratch = List()
-    for shapes in scratch_shapes(spec, n_chunks, capacities, hash_shapes):
-        scratch.append(LayerScratch(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}))
-    return scratch
+    return tuple(LayerScratch(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()})
+                 for shapes in scratch_shapes(spec, n_chunks, capacities, hash_shapes))

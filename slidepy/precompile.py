@@ -66,8 +66,9 @@ class Helper:
 
 
 def signature(args: tuple) -> tuple:
-    """The numba argument types a call with `args` compiles for (what `typeof` makes of each)."""
-    return tuple(numba.typeof(a) for a in args)
+    """The numba argument types a call with `args` compiles for (what `typeof` makes of each; a
+    numba type given as an argument stands for itself)."""
+    return tuple(a if isinstance(a, numba.types.Type) else numba.typeof(a) for a in args)
 
 
 def compile_in_helper(jobs: list[tuple]) -> Helper | None:

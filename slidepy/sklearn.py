@@ -296,7 +296,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         trainer = state.pop("trainer_", None)
-        if trainer is not None:  # numba typed lists do not pickle: go through a model file
+        if trainer is not None:  # the model file, not the trainer's working state (scratch, data, indexes)
             state["_trainer_bytes"] = trainer_to_bytes(trainer)
         return state
 
@@ -493,7 +493,7 @@ def model_file_meta(classes: np.ndarray, n_features: int, vectorizer=None) -> di
 
 
 def trainer_to_bytes(trainer) -> bytes:
-    """A trainer as the bytes of its model file (numba typed lists do not pickle)."""
+    """A trainer as the bytes of its model file: what a pickle needs, not its working state."""
     with tempfile.TemporaryDirectory(prefix="slidepy-pickle-") as tmp:
         path = os.path.join(tmp, "model.npz")
         trainer.save(path)

@@ -780,17 +780,17 @@ def test_output_biases_start_at_the_label_log_odds_for_bce_only(loss, rate, expe
     assert not eng.layers[0].bias.any()
 
 
-def test_lsh_layers_list_is_rebuilt_only_when_an_index_replaces_an_array():
-    """Engine.lsh_layers keeps one typed List while the indexes keep their arrays (building it every
-    step cost ~0.3 ms an item); an index that replaces an array (SRP's redraw) gets a new List that
-    holds the new array, and an array changed in place is seen through the kept List."""
+def test_lsh_layers_are_remade_only_when_an_index_replaces_an_array():
+    """Engine.lsh_layers keeps one tuple while the indexes keep their arrays (a typed List built
+    every step cost ~0.3 ms an item); an index that replaces an array (SRP's redraw) gets a new
+    tuple that holds the new array, and an array changed in place is seen through the kept one."""
     lsh = lsh_options(Lsh(family="srp", k=3, l=4))
     sel = [LayerSelection(), LayerSelection(mode="lsh", budget=6, lsh=lsh)]
     eng = Engine(F, [8], L, sel, lr=0.01)
     first = eng.lsh_layers()
     assert eng.lsh_layers() is first
     index = eng.lsh[1]
-    index.counts[0, 0] += 1  # in place: the same List, which sees it
+    index.counts[0, 0] += 1  # in place: the same tuple, which sees it
     assert eng.lsh_layers() is first and first[1].counts[0, 0] == index.counts[0, 0]
     old_params = index.params
     index.rebuild(eng.layers[1].weights, False, bias=eng.layers[1].bias, redraw=True)
