@@ -13,19 +13,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Trains the quick start for a few steps (LSH training, table rebuilds, the exact evaluation and
 # the LSH recall diagnostic), then lists every njit function of slidepy compiled more than once.
-_SCRIPT = """
+# Put first in the scripts below: `compiled` lists every function numba compiles in the process
+# from then on (not those loaded from the cache), numba's own included.
+_LISTENER = """
 import json, sys
 from numba.core import event
-from numba.core.dispatcher import Dispatcher
-from slidepy import Trainer, load_config
-from slidepy.engine import later_kernels, training_callees
-compiled = set()  # every slidepy function this process compiled (not loaded from the cache)
+compiled = []
 class Listener(event.Listener):
     def on_start(self, e):
-        compiled.add(e.data["dispatcher"].py_func.__module__ + "." + e.data["dispatcher"].py_func.__qualname__)
+        compiled.append(e.data["dispatcher"].py_func.__module__ + "." + e.data["dispatcher"].py_func.__qualname__)
     def on_end(self, e):
         pass
 event.register("numba:compile", Listener())
+"""
+
+_SCRIPT = _LISTENER + """
+from numba.core.dispatcher import Dispatcher
+from slidepy import Trainer, load_config
+from slidepy.engine import later_kernels, training_callees
 cfg = load_config(sys.argv[1], ["training.max_steps=3", "output.run_dir=" + sys.argv[2]])
 trainer = Trainer(cfg, progress=False)
 trainer.fit()
@@ -37,7 +42,7 @@ for name, module in list(sys.modules.items()):
                 twice[name + "." + attr] = [str(sig) for sig in fn.signatures]
 helped = training_callees(trainer.engine) + later_kernels(trainer.engine, trainer.train_data)
 later = {k.py_func.__module__ + "." + k.py_func.__qualname__ for k, _ in helped}
-print(json.dumps({"twice": twice, "later_compiled_here": sorted(later & compiled)}))
+print(json.dumps({"twice": twice, "later_compiled_here": sorted(later & set(compiled))}))
 """
 
 
@@ -76,18 +81,8 @@ def test_compile_helper_gets_the_types_a_run_passes(tmp_path):
     assert all(held.values()), {name: ok for name, ok in held.items() if not ok}
 
 
-# Trains the quick start for a few steps and evaluates it, then lists every function numba compiled
-# in this process, numba's own included.
-_WARM_SCRIPT = """
-import json, sys
-from numba.core import event
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, e):
-        compiled.append(e.data["dispatcher"].py_func.__module__ + "." + e.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, e):
-        pass
-event.register("numba:compile", Listener())
+# Trains the quick start for a few steps and evaluates it, then lists every function numba compiled.
+_WARM_SCRIPT = _LISTENER + """
 from slidepy import Trainer, load_config
 cfg = load_config(sys.argv[1], ["training.max_steps=3", "output.run_dir=" + sys.argv[2]])
 Trainer(cfg, progress=False).fit()
