@@ -541,7 +541,7 @@ def training_callees(engine: Engine) -> list[tuple]:
     the training kernel's compile reaches last among its heavy workers, with the types train_batch
     passes it. The helper compiles it first, while this process compiles what the training kernel
     reaches before it, and this process then loads it from the cache."""
-    # every scratch tuple has one item type: the training step's, made before its kernel compiles, serves
+    # every scratch tuple has one item type: the training step's, made before its kernel compiles, serves.
     scratch = next(iter(engine._scratch.values())) if engine._scratch else engine._get_scratch(True, 1)
     n, flag = np.int64(0), np.bool_(False)
     i32, f32, i64 = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64)

@@ -13,7 +13,8 @@ plain tuple. A parallel driver (kernels.train_batch) hands its workers typed Lis
 (borrow.borrow_for_chunks), so the workers, most of the compile, serve networks of any depth,
 and only the drivers compile once per depth. Why not a typed List from Python: numba compiles
 typed List's own methods (creation, append, item reads) in every process and never caches them,
-1.7 s of every warm start's 2.3 s (quick start, 2026-12-06), and more in a cold one.
+1.7 s of every warm quick start's 2.3 s; a cold start gained nothing, the drivers' own compile
+growing by as much (bench/measured-2026-12-06/start-time/).
 
 Weight layout. A weight array has one row per unit that a sample touches sparsely:
   * layer 0 is *input-major*, `weights[f, n]` of shape (F, N): a sparse input row with ~100 non-zeros
