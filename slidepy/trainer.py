@@ -48,6 +48,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from typing import Callable, NamedTuple
@@ -351,8 +352,8 @@ def _start(trainer: Trainer) -> None:
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     trainer.last_eval = {}
     trainer.window.reset()
-    trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data), threads=trainer.threads,
-                    n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
+    trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data, trainer.progress),
+                    threads=trainer.threads, n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
                     **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))
 
 
@@ -631,13 +632,50 @@ def peak_rss_mb() -> float:
     return round(peak / (1 << 20) if sys.platform == "darwin" else peak / 1024, 1)
 
 
-def _compile(engine: Engine, data: Dataset) -> float:
-    """Engine.warmup, saying on stderr why the first run waits ("compiling kernels (first run
-    only)... N s"). Returns the seconds, reported apart from training time."""
-    seconds = engine.warmup(data, on_compile=lambda: print(
-        "compiling kernels (first run only)...", end="", file=sys.stderr, flush=True))
-    if engine.compiled:
-        print(f" {seconds:.0f} s", file=sys.stderr, flush=True)
+COMPILING = "compiling kernels (first run only)..."
+
+
+class CompileNotice:
+    """Says on `stream` why the first run waits: COMPILING, then the seconds it took. On a terminal,
+    with `live`, the seconds count up while it waits (about 25 s on 2 cores), so the run is seen
+    to be alive; elsewhere (a log file, --no-progress) it is one line, written once."""
+
+    def __init__(self, stream, live: bool, interval: float = 1.0):
+        self.stream, self.interval = stream, interval
+        self.live = live and hasattr(stream, "isatty") and stream.isatty()
+        self.started = None
+        self._done = threading.Event()
+        self._ticker = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        print(COMPILING, end="", file=self.stream, flush=True)
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, name="slidepy-compile-notice", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._done.wait(self.interval):
+            print(f"\r{COMPILING} {time.perf_counter() - self.started:.0f} s", end="", file=self.stream, flush=True)
+
+    def finish(self, seconds: float) -> None:
+        """End the line with the seconds (only if start was called: nothing compiled, nothing said)."""
+        if self.started is None:
+            return
+        self._done.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            print(f"\r{COMPILING} {seconds:.0f} s", file=self.stream, flush=True)
+        else:
+            print(f" {seconds:.0f} s", file=self.stream, flush=True)
+
+
+def _compile(engine: Engine, data: Dataset, live: bool) -> float:
+    """Engine.warmup, saying on stderr why the first run waits (CompileNotice). Returns the
+    seconds, reported apart from training time."""
+    notice = CompileNotice(sys.stderr, live)
+    seconds = engine.warmup(data, on_compile=notice.start)
+    notice.finish(seconds)
     return seconds
 
 

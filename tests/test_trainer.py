@@ -1,6 +1,8 @@
 """End-to-end training through the Python API: learning, resume, save/load, callbacks."""
 
+import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from slidepy import Trainer, config_from_dict
 from slidepy.config import OutputConfig
 from slidepy.errors import CheckpointError, NumericalError
 from slidepy.rundir import list_checkpoints
-from slidepy.trainer import CheckpointClock, TrainingInterrupted
+from slidepy.trainer import COMPILING, CheckpointClock, CompileNotice, TrainingInterrupted
 
 
 def _weights(trainer):
@@ -299,3 +301,36 @@ def test_auto_input_scale_brings_rows_into_the_band_and_is_written_down(tiny_con
     plain.fit()
     ids_plain, _ = plain.predict(plain.test_data, k=3)
     assert (ids_plain[:, 0] == ids_edge[:, 0]).mean() < 0.95  # 0.73 when written
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_compile_notice_is_one_line_outside_a_terminal():
+    for stream, live in ((io.StringIO(), True), (_Terminal(), False)):
+        notice = CompileNotice(stream, live, interval=0.01)
+        notice.start()
+        time.sleep(0.05)
+        notice.finish(3.4)
+        assert stream.getvalue() == f"{COMPILING} 3 s\n"
+
+
+def test_compile_notice_counts_up_on_a_terminal():
+    stream = _Terminal()
+    notice = CompileNotice(stream, live=True, interval=0.01)
+    notice.start()
+    time.sleep(0.2)
+    notice.finish(26.4)
+    text = stream.getvalue()
+    assert text.startswith(COMPILING)
+    assert text.count("\r") >= 3  # rewritten in place while it waited
+    assert text.endswith(f"\r{COMPILING} 26 s\n")
+    assert not notice._ticker.is_alive()
+
+
+def test_compile_notice_says_nothing_when_nothing_compiled():
+    stream = _Terminal()
+    CompileNotice(stream, live=True).finish(0.2)
+    assert stream.getvalue() == ""
