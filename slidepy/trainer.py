@@ -353,7 +353,8 @@ def _start(trainer: Trainer) -> None:
     trainer.last_eval = {}
     trainer.window.reset()
     trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data, trainer.progress),
-                    threads=trainer.threads, n_train=n_train, parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
+                    threads=trainer.threads, n_train=n_train,
+                    parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
                     **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))
 
 
@@ -658,23 +659,27 @@ class CompileNotice:
         while not self._done.wait(self.interval):
             print(f"\r{COMPILING} {time.perf_counter() - self.started:.0f} s", end="", file=self.stream, flush=True)
 
-    def finish(self, seconds: float) -> None:
-        """End the line with the seconds (only if start was called: nothing compiled, nothing said)."""
+    def finish(self, seconds: float | None) -> None:
+        """End the line with the seconds, or bare (None: the compile failed, and its error follows
+        on a line of its own). Only if start was called: nothing compiled, nothing said."""
         if self.started is None:
             return
         self._done.set()
         if self._ticker is not None:
             self._ticker.join()
-            print(f"\r{COMPILING} {seconds:.0f} s", file=self.stream, flush=True)
-        else:
-            print(f" {seconds:.0f} s", file=self.stream, flush=True)
+        said = "" if seconds is None else f" {seconds:.0f} s"
+        print(f"\r{COMPILING}{said}" if self._ticker is not None else said, file=self.stream, flush=True)
 
 
 def _compile(engine: Engine, data: Dataset, live: bool) -> float:
     """Engine.warmup, saying on stderr why the first run waits (CompileNotice). Returns the
     seconds, reported apart from training time."""
     notice = CompileNotice(sys.stderr, live)
-    seconds = engine.warmup(data, on_compile=notice.start)
+    try:
+        seconds = engine.warmup(data, on_compile=notice.start)
+    except BaseException:
+        notice.finish(None)  # stop the ticking before the error (or Ctrl-C) is reported
+        raise
     notice.finish(seconds)
     return seconds
 

@@ -330,6 +330,21 @@ def test_compile_notice_counts_up_on_a_terminal():
     assert not notice._ticker.is_alive()
 
 
+def test_compile_notice_stops_when_the_compile_fails():
+    stream = _Terminal()
+    notice = CompileNotice(stream, live=True, interval=0.01)
+    notice.start()
+    time.sleep(0.05)
+    notice.finish(None)
+    assert not notice._ticker.is_alive()
+    assert stream.getvalue().endswith(f"\r{COMPILING}\n")
+    quiet = io.StringIO()
+    notice = CompileNotice(quiet, live=False)
+    notice.start()
+    notice.finish(None)
+    assert quiet.getvalue() == f"{COMPILING}\n"
+
+
 def test_compile_notice_says_nothing_when_nothing_compiled():
     stream = _Terminal()
     CompileNotice(stream, live=True).finish(0.2)
