@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numba
 import numba.core.event
 import numpy as np
-from numba import types
 
 from .constants import (INDEX_CLUSTERS, KIND_KMEANS, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT, PHASE_SELECT_SCORED, kinds_marker)
+from .borrow import chunk_list_type
 from .kernels import backward_sample, infer_batch, train_batch
 from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
@@ -545,15 +545,10 @@ def training_callees(engine: Engine) -> list[tuple]:
     scratch = next(iter(engine._scratch.values())) if engine._scratch else engine._get_scratch(True, 1)
     n, flag = np.int64(0), np.bool_(False)
     i32, f32, i64 = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64)
-    return [(backward_sample, (worker_list(engine.layers), engine.spec, worker_list(scratch), n, i32, f32, n, i64, n,
-                               flag, f32, i32, f32, i64, n))]
-
-
-def worker_list(items: tuple) -> types.ListType:
-    """The numba type of the typed List a parallel driver hands its per-sample workers for the
-    tuple `items` (borrow.borrow_for_chunks): an example argument for the compile helper, which
-    takes numba types as they are (precompile.signature), with no List made in this process."""
-    return types.ListType(numba.typeof(items[0]))
+    # the workers get the per-chunk Lists the driver makes (borrow.borrow_for_chunks): their numba
+    # types stand in for them (precompile.signature), so no List is made in this process
+    return [(backward_sample, (chunk_list_type(engine.layers), engine.spec, chunk_list_type(scratch), n, i32, f32, n,
+                               i64, n, flag, f32, i32, f32, i64, n))]
 
 
 def later_kernels(engine: Engine, data) -> list[tuple]:

@@ -11,8 +11,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Trains the quick start for a few steps (LSH training, table rebuilds, the exact evaluation and
-# the LSH recall diagnostic), then lists every njit function of slidepy compiled more than once.
 # Put first in the scripts below: `compiled` lists every function numba compiles in the process
 # from then on (not those loaded from the cache), numba's own included.
 _LISTENER = """
@@ -27,6 +25,8 @@ class Listener(event.Listener):
 event.register("numba:compile", Listener())
 """
 
+# Trains the quick start for a few steps (LSH training, table rebuilds, the exact evaluation and
+# the LSH recall diagnostic), then lists every njit function of slidepy compiled more than once.
 _SCRIPT = _LISTENER + """
 from numba.core.dispatcher import Dispatcher
 from slidepy import Trainer, load_config
