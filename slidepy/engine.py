@@ -21,7 +21,8 @@ import numpy as np
 from .constants import (INDEX_CLUSTERS, KIND_KMEANS, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN, PHASE_HIDDEN_BACKWARD,
                         PHASE_SELECT, PHASE_SELECT_SCORED, kinds_marker)
 from .borrow import chunk_list_type
-from .kernels import backward_sample, infer_batch, train_batch
+from .kernels import (backward_sample, chunk_worker, chunk_worker_types, infer_batch, infer_chunk, train_batch,
+                      train_chunk)
 from .lsh import LshIndex, LshOptions, empty_lsh_layer
 from .network import (
     LOSS_CODES,
@@ -64,6 +65,8 @@ _NO_RECORDS = make_output_records(1, 1, 1, 1)
 _NO_META = np.zeros((1, 1), np.int32)
 _NO_HIDDEN_GRADS = np.zeros((1, 1), np.float32)
 _NO_SCORES = np.zeros((1, 1), np.float32)
+# a driver's worker table (indirect.worker_table), as the compile helper's example argument
+_NO_WORKER = np.zeros(2, np.int64)
 
 # The stream of layer l's LSH index is derive_int_seed(seed, LSH_SEED_STREAM, l) ("LSH" in ASCII).
 LSH_SEED_STREAM = 0x4C5348
@@ -252,6 +255,33 @@ class Engine:
             return fits_first_step(batch, int(self.spec[last, SPEC_CAPACITY]), int(self.spec[last, SPEC_OUT_DIM]))
         return self.output_density >= UNION_MIN_DENSITY
 
+    def _step_args(self, data, rows: np.ndarray, pool: np.ndarray, records) -> tuple:
+        """train_batch's arguments up to its phase for a step on dataset rows `rows` (B,) with the
+        shared negatives `pool`, recording the output gradient into `records` (output_records;
+        None: not recorded), and, among them, loss_out (B,) and active_sum (T, layers)."""
+        batch = rows.shape[0]
+        n_chunks = max(1, min(numba.get_num_threads(), batch))
+        width = max(1, self.max_labels)
+        n_active = np.zeros((n_chunks, self.n_layers), np.int64)
+        active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
+        loss_out = np.zeros(batch, np.float64)
+        record = records is not None
+        out = records if record else _NO_RECORDS
+        kernel_args = (self.layers, self.spec, self._get_scratch(True, n_chunks), self.lsh_layers(), self.kinds(),
+                       data.x_indptr, data.x_indices, data.x_values, data.y_indptr, data.y_indices, rows,
+                       self.chunk_bounds(data.x_indptr, rows, n_chunks), np.uint64(self.seed), np.uint64(self.step),
+                       self.loss_code, np.float32(1.0 / batch), np.zeros(n_chunks, np.uint64), pool,
+                       np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
+                       active_sum, loss_out, np.bool_(record), out.hidden, out.rows, out.grads, out.counts)
+        return kernel_args, loss_out, active_sum
+
+    @staticmethod
+    def _train_batch(kernel_args: tuple, phase: int, meta: np.ndarray, hidden_grads: np.ndarray,
+                     scores: np.ndarray) -> None:
+        """kernels.train_batch for one phase of the step whose arguments are kernel_args."""
+        args = (*kernel_args, phase, meta, hidden_grads, scores)
+        train_batch(*args, chunk_worker(train_chunk, args))
+
     def _union_step(self, kernel_args: tuple, records, loss_out: np.ndarray, batch: int):
         """Forward and backward of a step whose output layer runs as batch products: the hidden
         layers and the output's selection per sample, the products, then the hidden layers'
@@ -268,12 +298,12 @@ class Engine:
         hidden, ids, counts = records.hidden[:batch], records.rows[:batch], records.counts[:batch]
         scores = self._centroid_scores(kernel_args, records, batch)
         if scores is None:
-            train_batch(*kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
+            self._train_batch(kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
         else:
-            train_batch(*kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
+            self._train_batch(kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
         result = union_output_step(self.layers[last], self.spec, hidden, ids, counts, meta, self.loss_code,
                                    1.0 / batch, buffers, loss_out)
-        train_batch(*kernel_args, PHASE_HIDDEN_BACKWARD, meta, result.hidden_grads, _NO_SCORES)
+        self._train_batch(kernel_args, PHASE_HIDDEN_BACKWARD, meta, result.hidden_grads, _NO_SCORES)
         self.output_density = union_density(int(counts.sum()), int(np.count_nonzero(counts)), result.union_rows)
         return result.rows, result.weight_grads
 
@@ -293,7 +323,7 @@ class Engine:
         index = self.lsh[last]
         if self.spec[last, SPEC_MODE] != MODE_LSH or index is None or index.kind != INDEX_CLUSTERS:
             return None
-        train_batch(*kernel_args, PHASE_HIDDEN, np.zeros((batch, 2), np.int32), _NO_HIDDEN_GRADS, _NO_SCORES)
+        self._train_batch(kernel_args, PHASE_HIDDEN, np.zeros((batch, 2), np.int32), _NO_HIDDEN_GRADS, _NO_SCORES)
         return score_centroids_batch(index.centroids_t, records.hidden[:batch])
 
     def negative_pool_size(self) -> int:
@@ -374,25 +404,9 @@ class Engine:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         batch = rows.shape[0]
         self.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
-        n_chunks = max(1, min(numba.get_num_threads(), batch))
-        scratch = self._get_scratch(True, n_chunks)
-        bounds = self.chunk_bounds(data.x_indptr, rows, n_chunks)
-        width = max(1, self.max_labels)
-        label_buf = np.zeros((n_chunks, width), np.int32)
-        position_buf = np.zeros((n_chunks, width), np.int32)
-        n_active = np.zeros((n_chunks, self.n_layers), np.int64)
-        active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
-        loss_out = np.zeros(batch, np.float64)
-        rng = np.zeros(n_chunks, np.uint64)
-        pool = self.negative_pool()
         record = self.records_output()
         records = output_records(self, batch) if record else None
-        out = records if record else _NO_RECORDS
-        kernel_args = (self.layers, self.spec, scratch, self.lsh_layers(), self.kinds(), data.x_indptr,
-                       data.x_indices, data.x_values, data.y_indptr, data.y_indices, rows, bounds,
-                       np.uint64(self.seed), np.uint64(self.step), self.loss_code, np.float32(1.0 / batch), rng, pool,
-                       label_buf, position_buf, n_active, active_sum, loss_out, np.bool_(record), out.hidden,
-                       out.rows, out.grads, out.counts)
+        kernel_args, loss_out, active_sum = self._step_args(data, rows, self.negative_pool(), records)
         started = time.perf_counter()
         gathered = None
         with temporaries_on_small_pages():  # pages.py: a step's large temporaries stay off huge pages
@@ -401,9 +415,9 @@ class Engine:
             else:
                 scores = self._centroid_scores(kernel_args, records, batch) if record else None
                 if scores is None:
-                    train_batch(*kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
+                    self._train_batch(kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
                 else:
-                    train_batch(*kernel_args, PHASE_FULL_SCORED, _NO_META, _NO_HIDDEN_GRADS, scores)
+                    self._train_batch(kernel_args, PHASE_FULL_SCORED, _NO_META, _NO_HIDDEN_GRADS, scores)
                 if record:
                     last = self.layers[-1]
                     self.output_density = union_density(int(active_sum[:, -1].sum()), batch,
@@ -512,7 +526,7 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             if on_compile is not None:
                 on_compile()
             if data.n_samples:
-                helper = compile_in_helper(training_callees(engine) + later_kernels(engine, data))
+                helper = compile_in_helper(training_jobs(engine, data) + later_kernels(engine, data))
 
     with numba.core.event.install_listener("numba:compile", _CompileListener(compiling)):
         rows = np.zeros(1, np.int64)
@@ -521,8 +535,8 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
             products = engine.records_output() and engine._takes_union(1)
             engine.train_step(data, rows, apply=False)
             engine.step, engine.output_density = step, density
-            if helper is not None:  # it has (nearly) finished what follows: load it, do not compile it twice
-                helper.wait()
+            if helper is not None:  # share its list's rest, and load what it compiled: nothing compiles twice
+                helper.share()
             # the optimizer of the path the first steps take (records or the products' gathered rows)
             records = output_records(engine, 1) if engine.records_output() and not products else None
             gathered = (np.zeros(0, np.int64), np.zeros((0, engine.sizes[-1][0]), np.float32)) if products else None
@@ -536,19 +550,23 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
     return time.perf_counter() - started
 
 
-def training_callees(engine: Engine) -> list[tuple]:
-    """(kernel, example arguments) for the per-sample backward (kernels.backward_sample), which
-    the training kernel's compile reaches last among its heavy workers, with the types train_batch
-    passes it. The helper compiles it first, while this process compiles what the training kernel
-    reaches before it, and this process then loads it from the cache."""
-    # every scratch tuple has one item type: the training step's, made before its kernel compiles, serves.
-    scratch = next(iter(engine._scratch.values())) if engine._scratch else engine._get_scratch(True, 1)
+def training_jobs(engine: Engine, data) -> list[tuple]:
+    """(kernel, example arguments) for the compile helper's first jobs: the per-sample backward
+    (kernels.backward_sample), which this process's compile of the training worker (train_chunk,
+    by far the largest) reaches last, with the types train_chunk passes it; then the training
+    driver (kernels.train_batch), which this process needs once that worker is compiled. This
+    process then loads both from the cache."""
+    records = _NO_RECORDS if engine.records_output() else None  # the records' types, not the step's own
+    kernel_args, _, _ = engine._step_args(data, np.zeros(1, np.int64), np.zeros(0, np.int32), records)
+    # every scratch tuple has one item type: the one just made serves
+    scratch = kernel_args[2]
     n, flag = np.int64(0), np.bool_(False)
     i32, f32, i64 = np.zeros(1, np.int32), np.zeros(1, np.float32), np.zeros(1, np.int64)
     # the workers get the per-chunk Lists the driver makes (borrow.borrow_for_chunks): their numba
     # types stand in for them (precompile.signature), so no List is made in this process
     return [(backward_sample, (chunk_list_type(engine.layers), engine.spec, chunk_list_type(scratch), n, i32, f32, n,
-                               i64, n, flag, f32, i32, f32, i64, n))]
+                               i64, n, flag, f32, i32, f32, i64, n)),
+            (train_batch, (*kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES, _NO_WORKER))]
 
 
 def later_kernels(engine: Engine, data) -> list[tuple]:
@@ -580,11 +598,14 @@ def later_kernels(engine: Engine, data) -> list[tuple]:
         jobs.append((sgd_update_rows, (out.weights, out.weight_grad, out.row_touched, i64, f32)))
     if last > 0:
         hidden = np.zeros((1, engine.sizes[last][0]), np.float32)
-        jobs.append((infer_batch, _last_hidden_args(engine, data, np.zeros(1, np.int64), hidden, engine.spec)[0]))
+        inference = _last_hidden_args(engine, data, np.zeros(1, np.int64), hidden, engine.spec)[0]
+        jobs.append((infer_batch, (*inference, _NO_WORKER)))
     jobs.append((topk_rows, (f32_2d, out.bias, i32_2d, f32_2d)))
     if any(index is not None and index.kind == INDEX_CLUSTERS for index in engine.lsh):
         jobs.append((mean_by_cluster, (out.weights, out.bias, i64, i32, f32_2d)))
     jobs.append((score_batch, (i32_2d, i64, i32, i64, 1, np.zeros((1, 1)), np.zeros((1, 1)))))
+    if last > 0:  # last: its callees, shared with train_chunk, are in the cache by then
+        jobs.append((infer_chunk, chunk_worker_types(inference)))
     return jobs
 
 
@@ -647,10 +668,11 @@ def predict_lsh_output(engine: Engine, data, rows: np.ndarray, k: int, spec: np.
         bounds = engine.chunk_bounds(data.x_indptr, part, n_chunks)
         n_active = np.zeros((n_chunks, engine.n_layers), np.int64)
         active_sum = np.zeros((n_chunks, engine.n_layers), np.int64)
-        infer_batch(engine.layers, spec, scratch, lsh_layers, engine.kinds(), data.x_indptr, data.x_indices,
-                    data.x_values, part, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64),
-                    n_active, active_sum, engine.n_layers, top_ids[start:start + part.shape[0]],
-                    top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
+        args = (engine.layers, spec, scratch, lsh_layers, engine.kinds(), data.x_indptr, data.x_indices,
+                data.x_values, part, bounds, np.uint64(engine.seed), np.zeros(n_chunks, np.uint64),
+                n_active, active_sum, engine.n_layers, top_ids[start:start + part.shape[0]],
+                top_scores[start:start + part.shape[0]], np.zeros((0, 0), np.float32))
+        infer_batch(*args, chunk_worker(infer_chunk, args))
         active_total += active_sum.sum(axis=0)
     return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
@@ -677,7 +699,7 @@ def last_hidden(engine: Engine, data, rows: np.ndarray, out: np.ndarray, spec: n
     inactive neurons; inference, so no dropout): exact scoring and ensembles multiply them with the
     output layer. Returns the active neurons summed over the samples, per hidden layer."""
     args, active_sum = _last_hidden_args(engine, data, rows, out, spec)
-    infer_batch(*args)
+    infer_batch(*args, chunk_worker(infer_chunk, args))
     return active_sum.sum(axis=0)
 
 

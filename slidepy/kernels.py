@@ -3,16 +3,18 @@
 Three tiers (see STYLE.md):
   * `engine.py` validates and allocates (Python);
   * `train_batch` / `infer_batch` are the parallel drivers: `prange` over T thread chunks, each
-    chunk a contiguous block of the batch with its own scratch row `t`;
+    chunk a contiguous block of the batch with its own scratch row `t`, run by the serial chunk
+    workers `train_chunk` / `infer_chunk`;
   * `train_sample` / `forward_sample` are the serial per-sample workers; each layer's active set
     comes from one call of `selection.select_active`.
 
-Compile cost. Every njit function called from a driver is compiled on its own and then optimised
-again inside each caller, so the drivers are few (one for training, one for inference) and each
-serial function has one signature: the prange index is cast to int64 (parfors type it unsigned,
-which would compile every callee twice), flags are passed as runtime values rather than literals,
-and `kinds` (constants.kinds_marker) keeps the index kinds a network does not query out of the
-compiled code.
+Compile cost. Every njit function called from another is compiled on its own and then optimised
+again inside each caller, so the drivers call their chunk workers through the workers' addresses
+(indirect.py), which links nothing: each driver compiles to its own few lines, and a second
+process can compile it while this one compiles the worker (precompile.py). Each serial function
+has one signature: the prange index is cast to int64 (parfors type it unsigned, which would
+compile every callee twice), flags are passed as runtime values rather than literals, and `kinds`
+(constants.kinds_marker) keeps the index kinds a network does not query out of the compiled code.
 
 Phases. Where a batch's output sets overlap, the engine runs the output layer as dense products
 over their union (union.py) and calls train_batch per phase: PHASE_HIDDEN / PHASE_SELECT(_SCORED)
@@ -46,11 +48,13 @@ T thread chunks, K top-k.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, typeof, types
+from numba._dispatcher import compute_fingerprint
 
 from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN,
                         PHASE_HIDDEN_BACKWARD, PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
-from .borrow import borrow, borrow_for_chunks
+from .borrow import borrow, borrow_for_chunks, chunk_list_type
+from .indirect import call_worker, worker_table
 from .prefetch import prefetch_row, rows_ahead
 from .rng import derive_seed, seed_state, uniform_of, xorshift_step
 from .scoring import push_topk
@@ -525,11 +529,56 @@ def backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x
 # ---------------------------------------------------------------------------------------------
 
 
+@njit(cache=True)
+def train_chunk(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
+                rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, pool, label_buf, position_buf, n_active,
+                active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count, phase, out_meta,
+                hidden_grads, scores, t):
+    """train_batch's serial worker: chunk t's samples, batch positions chunk_bounds[t]:chunk_bounds[t+1].
+    layers, scratch, lsh_layers: the chunk's borrowed Lists (borrow.borrow_for_chunks); the rest as
+    train_batch got them (borrowed)."""
+    labels = label_buf[t]
+    positions = position_buf[t]
+    counts = n_active[t]
+    for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
+        i = rows[b]
+        seed_state(rng, t, derive_seed(seed, step, b))
+        x0 = x_indptr[i]
+        x1 = x_indptr[i + 1]
+        y0 = y_indptr[i]
+        n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
+        r = b if record_output else 0  # not recording: one unused dummy row
+        if phase == PHASE_HIDDEN_BACKWARD:
+            backward_hidden_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1],
+                                   x1 - x0, labels, n_labels, rng, pool, counts, hidden_grads[b], record_output,
+                                   out_hidden[r], out_rows[r], out_grads[r], out_count, r)
+            continue
+        out_count[r] = 0
+        loss_out[b] = 0.0
+        if phase != PHASE_FULL and phase != PHASE_FULL_SCORED:  # PHASE_HIDDEN, PHASE_SELECT(_SCORED)
+            out_count[r] = select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+                                                x_values[x0:x1], x1 - x0, labels, n_labels, rng, pool, counts,
+                                                positions, out_hidden[r], out_rows[r], out_meta[b],
+                                                phase != PHASE_HIDDEN, scores,
+                                                b if phase == PHASE_SELECT_SCORED else np.int64(-1))
+            if phase == PHASE_HIDDEN:
+                continue
+        else:
+            loss_out[b] = train_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1],
+                                       x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
+                                       pool, counts, positions, record_output, out_hidden[r], out_rows[r],
+                                       out_grads[r], out_count, r, scores,
+                                       b if phase == PHASE_FULL_SCORED else np.int64(-1))
+        if n_labels > 0:
+            for l in range(spec.shape[0]):
+                active_sum[t, l] += counts[l]
+
+
 @njit(parallel=True, cache=True)
 def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, y_indptr, y_indices,
                 rows, chunk_bounds, seed, step, loss_kind, grad_scale, rng, pool, label_buf, position_buf, n_active,
                 active_sum, loss_out, record_output, out_hidden, out_rows, out_grads, out_count, phase, out_meta,
-                hidden_grads, scores):
+                hidden_grads, scores, worker):
     """Train on dataset rows `rows` (B,): chunk t handles batch positions
     chunk_bounds[t]:chunk_bounds[t+1]. Writes loss_out (B,) and adds active-set sizes into
     active_sum (T, n_layers). Gradients land in `layers`; the caller then runs the optimizer.
@@ -566,47 +615,52 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
                        out_count, out_meta, hidden_grads, scores))
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
-        chunk_layers, chunk_scratch, chunk_index = layers_by_chunk[t], scratch_by_chunk[t], index_by_chunk[t]
-        labels = label_buf[t]
-        positions = position_buf[t]
-        counts = n_active[t]
-        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
-            i = rows[b]
-            seed_state(rng, t, derive_seed(seed, step, b))
-            x0 = x_indptr[i]
-            x1 = x_indptr[i + 1]
-            y0 = y_indptr[i]
-            n_labels = unique_prefix(y_indices[y0:y_indptr[i + 1]], y_indptr[i + 1] - y0, labels)
-            r = b if record_output else 0  # not recording: one unused dummy row
-            if phase == PHASE_HIDDEN_BACKWARD:
-                backward_hidden_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1], x_values[x0:x1],
-                                       x1 - x0, labels, n_labels, rng, pool, counts, hidden_grads[b], record_output,
-                                       out_hidden[r], out_rows[r], out_grads[r], out_count, r)
-                continue
-            out_count[r] = 0
-            loss_out[b] = 0.0
-            if phase != PHASE_FULL and phase != PHASE_FULL_SCORED:  # PHASE_HIDDEN, PHASE_SELECT(_SCORED)
-                out_count[r] = select_output_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1],
-                                                    x_values[x0:x1], x1 - x0, labels, n_labels, rng, pool, counts,
-                                                    positions, out_hidden[r], out_rows[r], out_meta[b],
-                                                    phase != PHASE_HIDDEN, scores,
-                                                    b if phase == PHASE_SELECT_SCORED else np.int64(-1))
-                if phase == PHASE_HIDDEN:
-                    continue
-            else:
-                loss_out[b] = train_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1],
-                                           x_values[x0:x1], x1 - x0, labels, n_labels, loss_kind, grad_scale, rng,
-                                           pool, counts, positions, record_output, out_hidden[r], out_rows[r],
-                                           out_grads[r], out_count, r, scores,
-                                           b if phase == PHASE_FULL_SCORED else np.int64(-1))
-            if n_labels > 0:
-                for l in range(spec.shape[0]):
-                    active_sum[t, l] += counts[l]
+        call_worker(train_chunk, worker, (layers_by_chunk[t], spec, scratch_by_chunk[t], index_by_chunk[t], kinds,
+                                          x_indptr, x_indices, x_values, y_indptr, y_indices, rows, chunk_bounds, seed,
+                                          step, loss_kind, grad_scale, rng, pool, label_buf, position_buf, n_active,
+                                          active_sum, loss_out, record_output, out_hidden, out_rows, out_grads,
+                                          out_count, phase, out_meta, hidden_grads, scores, t))
+
+
+@njit(cache=True)
+def infer_chunk(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
+                rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out, t):
+    """infer_batch's serial worker: chunk t's samples, batch positions chunk_bounds[t]:chunk_bounds[t+1].
+    layers, scratch, lsh_layers: the chunk's borrowed Lists (borrow.borrow_for_chunks); the rest as
+    infer_batch got them (borrowed)."""
+    top = n_layers - 1
+    to_output = n_layers == spec.shape[0]
+    k = top_ids.shape[1]
+    no_labels = np.zeros(0, np.int32)
+    no_pool = no_labels  # inference draws no negatives
+    counts = n_active[t]
+    scr = scratch[top]
+    for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
+        i = rows[b]
+        seed_state(rng, t, derive_seed(seed, np.uint64(0), b))
+        x0 = x_indptr[i]
+        x1 = x_indptr[i + 1]
+        forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
+                       no_labels, np.int64(0), np.bool_(False), rng, no_pool, counts, n_layers, scr.hash_vals,
+                       np.int64(-1))
+        ids = scr.act_ids[t]
+        vals = scr.act_vals[t]
+        if to_output:
+            top_ids[b, :] = -1
+            top_scores[b, :] = -np.inf
+            for a in range(counts[top]):
+                push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
+        else:
+            hidden_out[b, :] = 0.0
+            for a in range(counts[top]):
+                hidden_out[b, ids[a]] = vals[a]
+        for l in range(n_layers):
+            active_sum[t, l] += counts[l]
 
 
 @njit(parallel=True, cache=True)
 def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x_values, rows, chunk_bounds, seed,
-                rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out):
+                rng, n_active, active_sum, n_layers, top_ids, top_scores, hidden_out, worker):
     """Inference on dataset rows `rows` (B,) through layers 0 .. n_layers-1 (SPEC_INFER_MODE).
 
     n_layers == all layers: top_ids/top_scores (B, K) get each sample's K best output neurons by
@@ -624,34 +678,40 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     (spec, x_indptr, x_indices, x_values, rows, chunk_bounds, rng, n_active, active_sum, top_ids, top_scores,
      hidden_out) = borrow((spec, x_indptr, x_indices, x_values, rows, chunk_bounds, rng, n_active, active_sum, top_ids,
                            top_scores, hidden_out))
-    top = n_layers - 1
-    to_output = n_layers == spec.shape[0]
-    k = top_ids.shape[1]
-    no_labels = np.zeros(0, np.int32)
-    no_pool = no_labels  # inference draws no negatives
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned: one int64 type for every callee
-        chunk_layers, chunk_scratch, chunk_index = layers_by_chunk[t], scratch_by_chunk[t], index_by_chunk[t]
-        counts = n_active[t]
-        scr = chunk_scratch[top]
-        for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
-            i = rows[b]
-            seed_state(rng, t, derive_seed(seed, np.uint64(0), b))
-            x0 = x_indptr[i]
-            x1 = x_indptr[i + 1]
-            forward_sample(chunk_layers, spec, chunk_scratch, chunk_index, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,
-                           no_labels, np.int64(0), np.bool_(False), rng, no_pool, counts, n_layers, scr.hash_vals,
-                           np.int64(-1))
-            ids = scr.act_ids[t]
-            vals = scr.act_vals[t]
-            if to_output:
-                top_ids[b, :] = -1
-                top_scores[b, :] = -np.inf
-                for a in range(counts[top]):
-                    push_topk(top_ids[b], top_scores[b], k, ids[a], vals[a])
-            else:
-                hidden_out[b, :] = 0.0
-                for a in range(counts[top]):
-                    hidden_out[b, ids[a]] = vals[a]
-            for l in range(n_layers):
-                active_sum[t, l] += counts[l]
+        call_worker(infer_chunk, worker, (layers_by_chunk[t], spec, scratch_by_chunk[t], index_by_chunk[t], kinds,
+                                          x_indptr, x_indices, x_values, rows, chunk_bounds, seed, rng, n_active,
+                                          active_sum, n_layers, top_ids, top_scores, hidden_out, t))
+
+
+def chunk_worker_types(driver_args: tuple) -> tuple:
+    """The numba types train_chunk / infer_chunk get from their driver called with `driver_args`
+    (its arguments but the last, `worker`): the layers, scratch and index tuples as the chunk
+    Lists the driver makes of them (borrow.borrow_for_chunks), the rest as they are (borrowing
+    keeps a type), and the chunk index."""
+    layers, spec, scratch, lsh_layers, *rest = driver_args
+    return (chunk_list_type(layers), typeof(spec), chunk_list_type(scratch), chunk_list_type(lsh_layers),
+            *(typeof(a) for a in rest), types.int64)
+
+
+# chunk_worker's tables, by worker and the type fingerprint of the driver's arguments
+_chunk_workers: dict = {}
+
+
+def chunk_worker(worker, driver_args: tuple) -> np.ndarray:
+    """The `worker` argument of a driver called with driver_args (all but `worker`): where the
+    chunk worker `worker` (train_chunk, infer_chunk), compiled for the types it will get, lives
+    (indirect.worker_table). Compiles or loads it on first use.
+
+    Typing every argument costs ~0.7 ms a call, a step's time on small sets; numba's own
+    fingerprint of the arguments' types (what its dispatchers look their compiled versions up by)
+    costs ~10 us and keys the tables made."""
+    try:
+        key = (worker, compute_fingerprint(driver_args))
+    except (TypeError, ValueError):  # a type numba does not fingerprint: no shortcut
+        return worker_table(worker, chunk_worker_types(driver_args))
+    table = _chunk_workers.get(key)
+    if table is None:
+        table = _chunk_workers[key] = worker_table(worker, chunk_worker_types(driver_args))
+    return table

@@ -9,8 +9,8 @@ Shape letters used across the engine:
 
 A network is `n_layers` fully connected layers: hidden layers (ReLU) then the output layer (one
 neuron per label). Each layer's arrays live in a `LayerParams` NamedTuple; the layers are held in a
-plain tuple. A parallel driver (kernels.train_batch) hands its workers typed Lists made from it
-(borrow.borrow_for_chunks), so the workers, most of the compile, serve networks of any depth,
+plain tuple. A parallel driver (kernels.train_batch) hands its chunk worker typed Lists made from
+it (borrow.borrow_for_chunks), so the workers, most of the compile, serve networks of any depth,
 and only the drivers compile once per depth. Why not a typed List from Python: numba compiles
 typed List's own methods (creation, append, item reads) in every process and never caches them,
 1.7 s of every warm quick start's 2.3 s; a cold start gained nothing, the drivers' own compile

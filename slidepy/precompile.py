@@ -5,9 +5,16 @@ most of it for the training kernels. The optimizer, evaluation and index-refresh
 only after them. So when the cache misses, a helper process compiles those, for the argument types
 this run will pass them, into numba's on-disk cache; when this process reaches them, numba finds
 them there and loads them instead of compiling (the quick start's compile time fell from ~21 to
-~14 s on 2 cores). It starts with the per-sample backward worker, which the training kernel's own
-compile reaches last (engine.training_callees): this process then loads that too (-1.5 s of a
-cold quick start, 25.7-26.7 against 27.3-28.2 s).
+~14 s on 2 cores). It starts with the training kernel's per-sample backward worker, which this
+process's compile of the training worker reaches last, and the training driver, compiled apart
+from that worker (engine.training_jobs): this process then loads both.
+
+The two processes share the list: the helper takes jobs from its start, and this process, once its
+own compile is done, takes them from its end (Helper.share) until they meet, each job claimed by
+creating a file in a folder both see, so that neither compiles one twice and neither idles while
+the other has work left. With the training driver compiled apart from its worker
+(indirect.py) this process's own compile is the shorter: waiting for the whole list left it
+idle ~8 s of a cold quick start.
 
 The helper shares no memory with this process: it gets each kernel's module and name and the numba
 types of its arguments (numba types pickle), and this process's sys.path behind the folder this
@@ -26,8 +33,10 @@ import importlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numba
 
@@ -37,6 +46,16 @@ WAIT_SECONDS = 120.0
 # The helper's first line: take this process's import path, then read the kernels to compile.
 _BOOT = ("import sys, json; sys.path[:0] = json.loads(sys.stdin.buffer.readline()); "
          "from slidepy.precompile import serve; serve(sys.stdin.buffer)")
+
+
+def claim(folder: str, job: int) -> bool:
+    """Take job number `job` of the shared list: True for the first process to ask (creating a
+    file is atomic), False for any other."""
+    try:
+        os.close(os.open(os.path.join(folder, str(job)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
 
 
 def spare_cpus() -> int:
@@ -50,9 +69,21 @@ def spare_cpus() -> int:
 class Helper:
     """A running helper process (compile_in_helper)."""
 
-    def __init__(self, process: subprocess.Popen, kernels: list[str]):
+    def __init__(self, process: subprocess.Popen, jobs: list[tuple], claims: str):
         self.process = process
-        self.kernels = kernels  # "module.qualname" of each job, in order
+        self.jobs = jobs  # (kernel, example arguments), in the helper's order
+        self.kernels = [f"{kernel.py_func.__module__}.{kernel.py_func.__qualname__}" for kernel, _ in jobs]
+        self.claims = claims  # the folder where each job is claimed (claim)
+
+    def share(self, timeout: float = WAIT_SECONDS) -> bool:
+        """Compile the helper's jobs here from the end of its list until one is claimed already
+        (the helper has reached it, and done those before), then wait for the helper (wait)."""
+        for job in reversed(range(len(self.jobs))):
+            if not claim(self.claims, job):
+                break
+            kernel, args = self.jobs[job]
+            kernel.compile(signature(args))
+        return self.wait(timeout)
 
     def wait(self, timeout: float = WAIT_SECONDS) -> bool:
         """Wait until the helper has finished; True if it exited cleanly in time. A helper still
@@ -63,6 +94,8 @@ class Helper:
             self.process.kill()
             self.process.wait()
             return False
+        finally:
+            shutil.rmtree(self.claims, ignore_errors=True)
 
 
 def signature(args: tuple) -> tuple:
@@ -79,21 +112,28 @@ def compile_in_helper(jobs: list[tuple]) -> Helper | None:
         return None
     specs = [(kernel.py_func.__module__, kernel.py_func.__qualname__, signature(args)) for kernel, args in jobs]
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    claims = tempfile.mkdtemp(prefix="slidepy-compile-")
     try:
         process = subprocess.Popen([sys.executable, "-c", _BOOT], stdin=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process.stdin.write(json.dumps([package_parent, *sys.path]).encode() + b"\n" + pickle.dumps(specs))
+        process.stdin.write(json.dumps([package_parent, *sys.path]).encode() + b"\n"
+                            + pickle.dumps((claims, specs)))
         process.stdin.close()
     except OSError:
+        shutil.rmtree(claims, ignore_errors=True)
         return None
-    return Helper(process, [f"{module}.{name}" for module, name, _ in specs])
+    return Helper(process, jobs, claims)
 
 
 def serve(stream) -> None:
-    """The helper's side: compile every (module, name, argument types) read from `stream`. One
-    that fails is skipped (the caller compiles it itself)."""
+    """The helper's side: compile each (module, name, argument types) read from `stream`, in
+    order, until one is claimed by the caller (Helper.share). One that fails is skipped (the
+    caller compiles it itself)."""
     failed = 0
-    for module, name, argtypes in pickle.load(stream):
+    claims, specs = pickle.load(stream)
+    for job, (module, name, argtypes) in enumerate(specs):
+        if not claim(claims, job):
+            break
         try:
             getattr(importlib.import_module(module), name).compile(argtypes)
         except Exception:  # noqa: BLE001 - any failure only means the caller compiles it

@@ -19,7 +19,7 @@ from slidepy.config import Lsh
 from slidepy.constants import PHASE_FULL
 from slidepy.data import Dataset
 from slidepy.engine import Engine, LayerSelection
-from slidepy.kernels import train_batch
+from slidepy.kernels import chunk_worker, train_batch, train_chunk
 from slidepy.model import lsh_options
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 engine against float64 references
@@ -139,14 +139,14 @@ def run_train_batch(eng, data, rows, bounds, records=None):
     width = max(1, eng.max_labels)
     n_active = np.zeros((n_chunks, eng.n_layers), np.int64)
     loss_out = np.zeros(rows.shape[0], np.float64)
-    train_batch(eng.layers, eng.spec, scratch, eng.lsh_layers(), eng.kinds(), data.x_indptr, data.x_indices,
-                data.x_values,
-                data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
-                eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64), eng.negative_pool(),
-                np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
-                np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),
-                *(engine_mod._NO_RECORDS if records is None else records)[:4], PHASE_FULL, engine_mod._NO_META,
-                engine_mod._NO_HIDDEN_GRADS, engine_mod._NO_SCORES)
+    args = (eng.layers, eng.spec, scratch, eng.lsh_layers(), eng.kinds(), data.x_indptr, data.x_indices, data.x_values,
+            data.y_indptr, data.y_indices, rows, bounds, np.uint64(eng.seed), np.uint64(eng.step),
+            eng.loss_code, np.float32(1.0 / rows.shape[0]), np.zeros(n_chunks, np.uint64), eng.negative_pool(),
+            np.zeros((n_chunks, width), np.int32), np.zeros((n_chunks, width), np.int32), n_active,
+            np.zeros((n_chunks, eng.n_layers), np.int64), loss_out, np.bool_(records is not None),
+            *(engine_mod._NO_RECORDS if records is None else records)[:4], PHASE_FULL, engine_mod._NO_META,
+            engine_mod._NO_HIDDEN_GRADS, engine_mod._NO_SCORES)
+    train_batch(*args, chunk_worker(train_chunk, args))
     return scratch, n_active, loss_out
 
 
@@ -829,3 +829,25 @@ def test_optimizer_arrays_are_resident_from_the_start(monkeypatch, resident):
         assert grown >= (2 + 4) * array_bytes * 0.9, grown / 2**20
     else:
         assert grown < (2 + 2) * array_bytes, grown / 2**20
+
+
+def test_the_chunk_worker_table_is_made_once_per_argument_types():
+    """Engine steps look the training worker's table up by the driver arguments' type fingerprint
+    (kernels.chunk_worker): the same types give the same table, without typing every argument
+    again; other types (here strided batch rows) another table, for a worker compiled for them."""
+    from numba import typeof
+
+    eng = make_engine([8], modes=[None, ("random", 4)])
+    data = make_data(0, 6)
+    rows = np.arange(6, dtype=np.int64)
+    eng.train_step(data, rows)
+    records = engine_mod.output_records(eng, 6) if eng.records_output() else None
+    args, _, _ = eng._step_args(data, rows, eng.negative_pool(), records)
+    args = (*args, PHASE_FULL, engine_mod._NO_META, engine_mod._NO_HIDDEN_GRADS, engine_mod._NO_SCORES)
+    table = chunk_worker(train_chunk, args)
+    assert chunk_worker(train_chunk, args) is table
+    other = list(args)
+    other[10] = np.repeat(rows, 2)[::2]  # the same rows, not contiguous
+    other_table = chunk_worker(train_chunk, tuple(other))
+    assert other_table[1] != table[1]
+    assert typeof(other[10]).layout == "A" and typeof(other[10]) in [sig[10] for sig in train_chunk.signatures]

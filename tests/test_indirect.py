@@ -1,0 +1,98 @@
+"""indirect.py: a driver calls its worker through the worker's address (call_worker) instead of
+linking its code in."""
+
+import numpy as np
+import pytest
+from numba import njit, prange, typeof, types
+
+from slidepy.indirect import call_worker, fingerprint, worker_table
+
+
+@njit
+def scale_rows(x, factor, out, row):
+    """out[row] = factor * x[row], and raises for a negative factor."""
+    if factor < 0:
+        raise ValueError("negative factor")
+    for j in range(x.shape[1]):
+        out[row, j] = factor * x[row, j]
+
+
+@njit
+def scale_serial(x, factor, out, worker):
+    for row in range(x.shape[0]):
+        call_worker(scale_rows, worker, (x, factor, out, np.int64(row)))
+
+
+@njit(parallel=True)
+def scale_parallel(x, factor, out, worker):
+    for row in prange(x.shape[0]):
+        call_worker(scale_rows, worker, (x, factor, out, np.int64(row)))
+
+
+@njit
+def returns_a_value(x):
+    return x + 1
+
+
+def _table(x, factor, out):
+    return worker_table(scale_rows, (typeof(x), typeof(factor), typeof(out), types.int64))
+
+
+@pytest.mark.parametrize("driver", [scale_serial, scale_parallel])
+def test_call_worker_runs_the_worker(driver):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    out = np.zeros_like(x)
+    factor = np.float32(1.5)
+    driver(x, factor, out, _table(x, factor, out))
+    np.testing.assert_array_equal(out, factor * x)  # the NumPy reference: one multiply per entry
+
+
+def test_a_worker_error_reaches_the_caller():
+    x = np.ones((2, 3), np.float32)
+    out = np.zeros_like(x)
+    with pytest.raises(ValueError, match="negative factor"):
+        scale_serial(x, np.float32(-1.0), out, _table(x, np.float32(-1.0), out))
+
+
+def test_a_table_for_other_types_raises_instead_of_calling():
+    x = np.ones((2, 3), np.float32)
+    out = np.zeros_like(x)
+    wrong = _table(x.astype(np.float64), np.float32(1.0), out)  # the worker compiled for float64 rows
+    with pytest.raises(ValueError, match="other argument types"):
+        scale_serial(x, np.float32(1.0), out, wrong)
+    assert not out.any()  # nothing ran
+
+
+def test_worker_table_holds_the_address_and_the_types_fingerprint():
+    x = np.ones((2, 3), np.float32)
+    out = np.zeros_like(x)
+    argtypes = (typeof(x), typeof(np.float32(1.0)), typeof(out), types.int64)
+    table = worker_table(scale_rows, argtypes)
+    compiled = scale_rows.overloads[argtypes]
+    assert table.dtype == np.int64 and table.shape == (2,)
+    assert table[0] == compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name) != 0
+    assert table[1] == fingerprint(argtypes) != fingerprint(argtypes[:3] + (types.int32,))
+
+
+def test_a_worker_must_return_nothing():
+    with pytest.raises(TypeError, match="must return nothing"):
+        worker_table(returns_a_value, (types.int64,))
+
+
+def test_a_driver_does_not_compile_its_worker():
+    """Typing the call compiles nothing of the worker: the two compile apart (precompile.py)."""
+
+    @njit
+    def lazy_worker(out):
+        out[0] = 1.0
+
+    @njit
+    def driver(out, worker):
+        call_worker(lazy_worker, worker, (out,))
+
+    driver.compile((types.float64[::1], types.int64[::1]))
+    assert lazy_worker.signatures == []
+    out = np.zeros(1)
+    driver(out, worker_table(lazy_worker, (typeof(out),)))
+    assert out[0] == 1.0
