@@ -601,7 +601,10 @@ def train_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     so that one product scores every sample's centroids: PHASE_SELECT_SCORED, PHASE_SELECT's
     twin, then reads sample b's from scores[b] ((>= B, L*C) float32). The whole-sample path takes
     them the same way: PHASE_HIDDEN, the product, then PHASE_FULL_SCORED (Engine.train_step).
-    Other phases take (1, 1) dummies for out_meta / hidden_grads / scores."""
+    Other phases take (1, 1) dummies for out_meta / hidden_grads / scores.
+
+    worker (2,) int64: where train_chunk, compiled for the types it gets here, lives
+    (chunk_worker(train_chunk, the other arguments))."""
     n_chunks = chunk_bounds.shape[0] - 1
     # Borrowed (borrow.py): no per-sample view or List read touches a reference count that the
     # other threads touch too. Each chunk gets Lists of its own.
@@ -669,6 +672,7 @@ def infer_batch(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     (zeros for inactive neurons), e.g. the last hidden layer for a BLAS product with the output
     layer when it is scored exactly; top_ids/top_scores are not touched (pass (0, 0) arrays).
     active_sum (T, n_layers) gets the active-set sizes of the layers run.
+    worker (2,) int64: where infer_chunk lives (chunk_worker(infer_chunk, the other arguments)).
     """
     n_chunks = chunk_bounds.shape[0] - 1
     # borrowed, as in train_batch
