@@ -126,6 +126,42 @@ def _helper_compiles_topk_rows(tmp_path, monkeypatch):
     return helper
 
 
+def test_claim_gives_each_job_to_one_process(tmp_path):
+    from slidepy.precompile import claim
+
+    assert claim(str(tmp_path), 3)
+    assert not claim(str(tmp_path), 3)
+    assert claim(str(tmp_path), 4)
+
+
+def test_the_run_takes_the_helpers_list_from_its_end(tmp_path):
+    """Helper.share compiles jobs from the end of the list until it meets one the helper has
+    claimed, skips one it cannot compile (the call that needs it compiles it, as in the helper),
+    then waits for the helper and removes the claims."""
+    import numpy as np
+    from numba import njit
+
+    from slidepy.precompile import Helper, claim
+
+    @njit
+    def twice(x):
+        return x * 2
+
+    @njit
+    def thrice(x):
+        return x * 3
+
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    jobs = [(twice, (np.float64(1),)), (thrice, (np.zeros(2), np.zeros(2))), (thrice, (np.int64(1),))]
+    assert claim(str(claims), 0)  # the helper's: it has reached job 0
+    helper = Helper(subprocess.Popen([sys.executable, "-c", "pass"]), jobs, str(claims))
+    assert helper.share(timeout=60)
+    assert [str(sig) for sig in thrice.signatures] == ["(int64,)"]  # job 2 here; job 1 failed, skipped
+    assert twice.signatures == []  # job 0 left to the helper
+    assert not claims.exists()
+
+
 def test_compile_helper_fills_the_cache(tmp_path, monkeypatch):
     """The helper process compiles a kernel into the JIT cache this process reads, and reports a
     kernel it could not compile."""
