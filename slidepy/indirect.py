@@ -32,6 +32,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+try:  # numba's own fingerprint of a value's type, what its dispatchers look their compiled versions up by
+    from numba._dispatcher import compute_fingerprint as type_fingerprint
+except ImportError:  # a private name: should a numba release move it, every lookup types its arguments in full
+    def type_fingerprint(value):
+        raise TypeError("no type fingerprint in this numba")
+
 # worker_table's layout: [address, fingerprint]
 _ADDRESS, _FINGERPRINT = 0, 1
 

@@ -49,12 +49,11 @@ T thread chunks, K top-k.
 
 import numpy as np
 from numba import njit, prange, typeof, types
-from numba._dispatcher import compute_fingerprint
 
 from .constants import (INTERNAL, LOSS_BCE, MODE_ALL, PHASE_FULL, PHASE_FULL_SCORED, PHASE_HIDDEN,
                         PHASE_HIDDEN_BACKWARD, PHASE_SELECT_SCORED, SPEC_DROPOUT_PPM, SPEC_INFER_MODE, SPEC_MODE)
 from .borrow import borrow, borrow_for_chunks, chunk_list_type
-from .indirect import call_worker, worker_table
+from .indirect import call_worker, type_fingerprint, worker_table
 from .prefetch import prefetch_row, rows_ahead
 from .rng import derive_seed, seed_state, uniform_of, xorshift_step
 from .scoring import push_topk
@@ -712,7 +711,7 @@ def chunk_worker(worker, driver_args: tuple) -> np.ndarray:
     fingerprint of the arguments' types (what its dispatchers look their compiled versions up by)
     costs ~10 us and keys the tables made."""
     try:
-        key = (worker, compute_fingerprint(driver_args))
+        key = (worker, type_fingerprint(driver_args))
     except (TypeError, ValueError):  # a type numba does not fingerprint: no shortcut
         return worker_table(worker, chunk_worker_types(driver_args))
     table = _chunk_workers.get(key)

@@ -851,3 +851,18 @@ def test_the_chunk_worker_table_is_made_once_per_argument_types():
     other_table = chunk_worker(train_chunk, tuple(other))
     assert other_table[1] != table[1]
     assert typeof(other[10]).layout == "A" and typeof(other[10]) in [sig[10] for sig in train_chunk.signatures]
+
+
+def test_the_chunk_worker_table_without_a_type_fingerprint(monkeypatch):
+    """Where numba gives no fingerprint of the arguments' types (a private name it may move), the
+    table is made from their full types on every call, and a step runs as before."""
+    from slidepy import kernels
+
+    def no_fingerprint(value):
+        raise TypeError("no type fingerprint in this numba")
+
+    monkeypatch.setattr(kernels, "type_fingerprint", no_fingerprint)
+    eng = make_engine([8], modes=[None, ("random", 4)])
+    data = make_data(0, 6)
+    stats = eng.train_step(data, np.arange(6, dtype=np.int64))
+    assert np.isfinite(stats.loss) and stats.loss > 0
