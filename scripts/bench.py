@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-throughput", action="store_true")
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--no-bandwidth", action="store_true")
+    p.add_argument("--no-cold-start", action="store_true",
+                   help="skip timing the quick start from a clean checkout with an empty JIT cache")
     p.add_argument("--worker", metavar="JSON_SPEC", help=argparse.SUPPRESS)
     return p
 

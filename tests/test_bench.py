@@ -18,7 +18,7 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 import benchkit  # noqa: E402  (importable once bench.py has put scripts/ on the path)
-from benchkit import curves, datasets, machine, matrix, processes, report, throughput, worker  # noqa: E402
+from benchkit import coldstart, curves, datasets, machine, matrix, processes, report, throughput, worker  # noqa: E402
 from benchkit.systems import has_module, shipped_config  # noqa: E402
 from benchkit.targets import compute_targets  # noqa: E402
 
@@ -135,6 +135,39 @@ def test_targets_not_run_when_nothing_ran():
     assert targets and all(t["status"] == "not run" and t["pass"] is None for t in targets)
     for t in targets:
         assert {"name", "measured", "target", "pass"} <= set(t)
+
+
+def test_the_quick_starts_printed_figures_are_read():
+    text = ("compiling kernels (first run only)... 3 s\ncompiling kernels (first run only)... 21 s\n"
+            "step 160  P@1 0.7430  P@3 0.3463\n")
+    assert coldstart.parse_quick_start_output(text) == {"compile_s": 21.0, "p1": 0.743}
+    assert coldstart.parse_quick_start_output("nothing") == {"compile_s": None, "p1": None}
+
+
+@pytest.mark.parametrize("cold, status", [({"wall_s": 24.4, "compile_s": 20.0, "p1": 0.74, "commit": "abc"}, "pass"),
+                                          ({"wall_s": 31.5, "compile_s": 26.0, "p1": 0.74, "commit": "abc"}, "fail"),
+                                          ({"error": "the quick start failed: boom", "commit": "abc"}, "fail"),
+                                          (None, "not run")])
+def test_targets_cold_start(cold, status):
+    results = {"datasets": {}, **({"cold_start": cold} if cold else {})}
+    t = _by_name(compute_targets(results), "Cold quick start")
+    assert t["status"] == status and t["goal"] == coldstart.GOAL_SECONDS
+    if cold and "wall_s" in cold:
+        assert t["measured"] == cold["wall_s"] and "compiling" in t["note"]
+
+
+@pytest.mark.slow
+def test_cold_quick_start_times_a_clean_checkout():
+    """The real thing: HEAD exported, the quick start run with an empty JIT cache (every kernel
+    compiles: ~25 s on 2 cores)."""
+    import subprocess
+
+    cold = coldstart.cold_quick_start()
+    assert "error" not in cold, cold
+    head = subprocess.run(["git", "-C", str(benchkit.REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert cold["commit"] == head
+    assert cold["wall_s"] > cold["compile_s"] > 1.0 and cold["p1"] > 0.5
 
 
 def test_targets_debian_deps():
@@ -383,7 +416,7 @@ def test_bench_tiny_end_to_end(tmp_path):
     opts = bench.build_parser().parse_args([
         "--out", str(tmp_path / "out"), "--datasets", "tiny", "--systems", ",".join(systems), "--n-train", "600",
         "--evals", "2", "--repeats", "2", "--segment-seconds", "0.2", "--threads", "1,2",
-        "--no-bandwidth", "--config", f"tiny={cfg}"])
+        "--no-bandwidth", "--no-cold-start", "--config", f"tiny={cfg}"])
     matrix.run_benchmark(opts)
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())

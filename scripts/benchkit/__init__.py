@@ -5,6 +5,7 @@ Imports flow one way, from the data up to the report:
     datasets    the benchmark's data sets: synthetic shapes, the real sets and their configs
     systems     the systems compared and the slidepy config each one runs
     machine     probes of the machine: copy bandwidth, thread scaling of vector and scalar work
+    coldstart   the quick start from a clean checkout with an empty JIT cache, timed
     worker      one system in a subprocess: an accuracy run, or timed segments on request
     processes   the parent's side of a worker: start it, read its answers
     throughput  interleaved segments per thread count, their medians and the fair scaling

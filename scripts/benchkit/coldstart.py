@@ -1,0 +1,54 @@
+"""The cold quick start as issue 10 times it: `slidepy train --config configs/quickstart.yaml`
+from a clean checkout of this repository's HEAD, with an empty JIT cache, so that every kernel
+compiles. Timed in a subprocess, before anything else of the bench runs (it uses both cores: the
+compile helper). `make install` (pip) is not part of it; it adds ~2.5 s where the dependencies
+are installed already."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import REPO, USER_ENV
+
+GOAL_SECONDS = 30.0
+_COMPILE = re.compile(r"compiling kernels \(first run only\)\.\.\. (\d+(?:\.\d+)?) s")
+_P1 = re.compile(r"P@1 (\d\.\d+)")
+
+
+def parse_quick_start_output(text: str) -> dict:
+    """The compile seconds the run printed (the last "compiling kernels" figure) and its final P@1;
+    None for a figure it did not print."""
+    compiles, p1s = _COMPILE.findall(text), _P1.findall(text)
+    return {"compile_s": float(compiles[-1]) if compiles else None, "p1": float(p1s[-1]) if p1s else None}
+
+
+def cold_quick_start(repo: Path = REPO, timeout: float = 600.0) -> dict:
+    """{wall_s, compile_s, p1, commit} of the quick start from a clean export of HEAD with an empty
+    NUMBA_CACHE_DIR, or {error} where it could not run (not a git checkout, a failed run)."""
+    with tempfile.TemporaryDirectory(prefix="slidepy-cold-") as tmp:
+        src, cache = Path(tmp) / "src", Path(tmp) / "cache"
+        src.mkdir()
+        try:
+            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, check=True).stdout.strip()
+            archive = subprocess.run(["git", "-C", str(repo), "archive", "HEAD"], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            return {"error": f"no clean checkout of HEAD: {e}"}
+        env = dict(USER_ENV, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(src))
+        cmd = [sys.executable, "-m", "slidepy.cli", "train", "--config", "configs/quickstart.yaml",
+               "--out", str(Path(tmp) / "run"), "--no-progress"]
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"the quick start ran past {timeout:.0f} s", "commit": commit}
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            return {"error": f"the quick start failed: {proc.stderr.strip()[-300:]}", "commit": commit}
+        return {"wall_s": wall, "commit": commit, **parse_quick_start_output(proc.stdout + proc.stderr)}
