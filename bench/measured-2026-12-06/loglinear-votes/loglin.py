@@ -2,10 +2,12 @@
 network: the shipped linear blend (1 - w) p + w v against a log-linear one (product of powers),
 (1 - w) log(p + e) + w log(v + e), and a blend of the two's ranks. Usage: python loglin.py CHECKPOINT"""
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from network_views import Views
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "prototypes-and-gates"))
+from network_views import Views  # noqa: E402 - the earlier probes' helper
 
 v = Views(sys.argv[1])
 n = v.te.n_samples
