@@ -1,6 +1,6 @@
 #!/bin/bash
 # cold `make quickstart` from fresh clones, interleaved: $1 (old commit) vs $2 (new commit)
-for i in 1 2 3; do
+for i in $(seq ${ROUNDS:-3}); do
   for c in $1 $2; do
     d=$(mktemp -d); git clone -q /work/main $d/r; cd $d/r; git checkout -q $c
     export NUMBA_CACHE_DIR=$d/cache
