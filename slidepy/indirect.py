@@ -7,7 +7,9 @@ was compiled three times over: on a cold start the training driver took 10.8 s o
 of its callees, the inference driver 7.0 s, of the ~28 s the quick start spent compiling.
 
 A call through an address links nothing: the driver compiles to its own few lines, and the worker
-compiles once, on its own, and is cached on its own like any kernel.
+compiles once, on its own, and is cached on its own like any kernel. The quick start's compile
+work fell from 45 to 34 s, its cold start from 31.5-33.7 to 24.4-25.9 s on 2 cores
+(bench/measured-2026-12-06/indirect-workers/).
 
 How. `worker_table(worker, argtypes)` compiles the worker for the argument types its driver will
 pass (or loads it from numba's cache) and returns the address of the compiled code beside a
@@ -32,7 +34,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-try:  # numba's own fingerprint of a value's type, what its dispatchers look their compiled versions up by
+# type_fingerprint(value): numba's own key for the type of a value (what its dispatchers look their
+# compiled versions up by), cheap to take; kernels.chunk_worker keys its tables by it. Not the
+# `fingerprint` of a list of numba types below, which a table carries.
+try:
     from numba._dispatcher import compute_fingerprint as type_fingerprint
 except ImportError:  # a private name: should a numba release move it, every lookup types its arguments in full
     def type_fingerprint(value):
