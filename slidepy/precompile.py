@@ -72,8 +72,12 @@ class Helper:
     def __init__(self, process: subprocess.Popen, jobs: list[tuple], claims: str):
         self.process = process
         self.jobs = jobs  # (kernel, example arguments), in the helper's order
-        self.kernels = [f"{kernel.py_func.__module__}.{kernel.py_func.__qualname__}" for kernel, _ in jobs]
         self.claims = claims  # the folder where each job is claimed (claim)
+
+    @property
+    def kernels(self) -> list[str]:
+        """"module.qualname" of each job's kernel, in order."""
+        return [f"{kernel.py_func.__module__}.{kernel.py_func.__qualname__}" for kernel, _ in self.jobs]
 
     def share(self, timeout: float = WAIT_SECONDS) -> bool:
         """Compile the helper's jobs here from the end of its list until one is claimed already

@@ -638,7 +638,7 @@ COMPILING = "compiling kernels (first run only)..."
 
 class CompileNotice:
     """Says on `stream` why the first run waits: COMPILING, then the seconds it took. On a terminal,
-    with `live`, the seconds count up while it waits (about 25 s on 2 cores), so the run is seen
+    with `live`, the seconds count up while it waits (about 20 s on 2 cores), so the run is seen
     to be alive; elsewhere (a log file, --no-progress) it is one line, written once."""
 
     def __init__(self, stream, live: bool, interval: float = 1.0):

@@ -137,11 +137,13 @@ def test_targets_not_run_when_nothing_ran():
         assert {"name", "measured", "target", "pass"} <= set(t)
 
 
-def test_the_quick_starts_printed_figures_are_read():
-    text = ("compiling kernels (first run only)... 3 s\ncompiling kernels (first run only)... 21 s\n"
-            "step 160  P@1 0.7430  P@3 0.3463\n")
-    assert coldstart.parse_quick_start_output(text) == {"compile_s": 21.0, "p1": 0.743}
-    assert coldstart.parse_quick_start_output("nothing") == {"compile_s": None, "p1": None}
+def test_the_quick_starts_recorded_figures_are_read(tmp_path):
+    records = [{"event": "start", "compile_seconds": 21.0}, {"event": "eval", "P@1": 0.70},
+               {"event": "train", "loss": 3.6}, {"event": "eval", "P@1": 0.743}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert coldstart.quick_start_figures(tmp_path) == {"compile_s": 21.0, "p1": 0.743}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"event": "train", "loss": 3.6}) + "\n")
+    assert coldstart.quick_start_figures(tmp_path) == {"compile_s": None, "p1": None}
 
 
 @pytest.mark.parametrize("cold, status", [({"wall_s": 24.4, "compile_s": 20.0, "p1": 0.74, "commit": "abc"}, "pass"),

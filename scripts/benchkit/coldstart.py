@@ -6,7 +6,6 @@ are installed already."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import tempfile
@@ -16,22 +15,25 @@ from pathlib import Path
 from . import REPO, USER_ENV
 
 GOAL_SECONDS = 30.0
-_COMPILE = re.compile(r"compiling kernels \(first run only\)\.\.\. (\d+(?:\.\d+)?) s")
-_P1 = re.compile(r"P@1 (\d\.\d+)")
 
 
-def parse_quick_start_output(text: str) -> dict:
-    """The compile seconds the run printed (the last "compiling kernels" figure) and its final P@1;
-    None for a figure it did not print."""
-    compiles, p1s = _COMPILE.findall(text), _P1.findall(text)
-    return {"compile_s": float(compiles[-1]) if compiles else None, "p1": float(p1s[-1]) if p1s else None}
+def quick_start_figures(run_dir) -> dict:
+    """The compile seconds and the final P@1 a run recorded in its metrics.jsonl (its "start" and
+    last "eval" events); None for one it did not record."""
+    from slidepy.plot import read_metrics
+
+    records = read_metrics(run_dir)
+    starts = [r for r in records if r.get("event") == "start"]
+    evals = [r for r in records if r.get("event") == "eval" and "P@1" in r]
+    return {"compile_s": starts[-1].get("compile_seconds") if starts else None,
+            "p1": evals[-1]["P@1"] if evals else None}
 
 
 def cold_quick_start(repo: Path = REPO, timeout: float = 600.0) -> dict:
     """{wall_s, compile_s, p1, commit} of the quick start from a clean export of HEAD with an empty
     NUMBA_CACHE_DIR, or {error} where it could not run (not a git checkout, a failed run)."""
     with tempfile.TemporaryDirectory(prefix="slidepy-cold-") as tmp:
-        src, cache = Path(tmp) / "src", Path(tmp) / "cache"
+        src, cache, run = Path(tmp) / "src", Path(tmp) / "cache", Path(tmp) / "run"
         src.mkdir()
         try:
             commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -42,7 +44,7 @@ def cold_quick_start(repo: Path = REPO, timeout: float = 600.0) -> dict:
             return {"error": f"no clean checkout of HEAD: {e}"}
         env = dict(USER_ENV, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(src))
         cmd = [sys.executable, "-m", "slidepy.cli", "train", "--config", "configs/quickstart.yaml",
-               "--out", str(Path(tmp) / "run"), "--no-progress"]
+               "--out", str(run), "--no-progress"]
         started = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=timeout)
@@ -51,4 +53,4 @@ def cold_quick_start(repo: Path = REPO, timeout: float = 600.0) -> dict:
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             return {"error": f"the quick start failed: {proc.stderr.strip()[-300:]}", "commit": commit}
-        return {"wall_s": wall, "commit": commit, **parse_quick_start_output(proc.stdout + proc.stderr)}
+        return {"wall_s": wall, "commit": commit, **quick_start_figures(run)}
