@@ -406,6 +406,25 @@ def test_config_overrides_keep_the_shipped_config():
     assert rnd.model.output.selection.budget == base.model.output.selection.budget
 
 
+def test_the_bench_scores_p_at_1_3_and_5_whatever_the_config_asks(tmp_path):
+    """configs/mnist.yaml evaluates P@1 alone (10 classes); the bench reports P@1 / P@3 / P@5 for
+    every system, so a shipped config's run must score all three (its runs once failed on P@3)."""
+    from slidepy import make_synthetic
+
+    mnist = shipped_config(str(benchkit.REPO / "configs" / "mnist.yaml"), "all", threads=1)
+    assert list(mnist.eval.k) == [1, 3, 5]
+    cfg = tmp_path / "k1.yaml"
+    cfg.write_text("model:\n  hidden: [16]\n  output:\n    selection:\n      mode: all\n"
+                   "training:\n  epochs: 1\n  batch_size: 32\n  lr: 0.01\n  log_every: 5\neval:\n  k: [1]\n")
+    train, test = make_synthetic(n_train=64, n_test=16, n_features=30, n_labels=12, nnz_per_sample=4,
+                                 labels_per_sample=(1, 2), seed=0)
+    out = worker._accuracy_slidepy("all", train, test, {"threads": 1, "config_path": str(cfg), "epochs": 1,
+                                                        "evals": 1})
+    assert [sorted(point) for point in out["curve"]][-1] == ["P@1", "P@3", "P@5", "epoch", "step", "train_seconds"]
+    # on 1-2 labels a sample, P@3 is at most 2/3 and P@5 at most 2/5
+    assert 0.0 < out["P@3"] <= 2 / 3 and 0.0 < out["P@5"] <= 2 / 5
+
+
 @pytest.mark.slow
 def test_bench_tiny_end_to_end(tmp_path):
     # lsh from a config file (the path a shipped config takes), random and all from the bench's
