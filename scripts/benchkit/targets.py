@@ -3,7 +3,7 @@ within one run; a goal whose systems did not run is "not run", never a pass."""
 
 from __future__ import annotations
 
-from .coldstart import GOAL_SECONDS
+from .coldstart import GOAL_SECONDS, INSTALL_SECONDS
 from .curves import p1_at_epoch, time_to_p1
 from .datasets import TREE_TARGET_DATASETS
 from .report import number_text
@@ -238,4 +238,4 @@ def _cold_start(results: dict) -> dict:
     return _target(name, "quickstart", goal_text, GOAL_SECONDS, measured=cold["wall_s"],
                    passed=cold["wall_s"] <= GOAL_SECONDS, fmt="{:.1f} s",
                    note=f"{cold['commit']}: compiling {compile_s} s, P@1 {number_text(cold.get('p1'), '{:.3f}', '?')}; "
-                        "without `make install` (~2.5 s)")
+                        f"without `make install` (~{INSTALL_SECONDS:g} s)")
