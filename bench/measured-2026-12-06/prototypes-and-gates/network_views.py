@@ -1,11 +1,14 @@
 """What the probes here share: a trained DebianDeps network's hidden vectors of both splits, its
 softmax, the neighbours' votes as slidepy's model.neighbours computes them, and P@1..5 counting."""
+import os
+
 import numpy as np
 
 from slidepy.data import load_dataset
 from slidepy.model import Model
 
-DATA = "/work/main/../shared/data/DebianDeps/"
+# another XC train/test pair (a directory ending in /) through the DATA variable
+DATA = os.environ.get("DATA", "/work/main/../shared/data/DebianDeps/")
 
 
 def unit(x):
