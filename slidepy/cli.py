@@ -129,6 +129,8 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         check_memory(estimate)                    # before any allocation
         if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
             raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
+        if auto_train is not None and budget_s is not None and not cfg.distributed.workers:
+            cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
         if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
             from .recipe import describe
 
@@ -176,6 +178,21 @@ def _auto_config(train_path, test_path, time_budget_s) -> tuple:
     validate_paths(config_from_dict({"data": {"train": train_path, "test": test_path}}), output=False)
     train = load_dataset(train_path)
     return train, auto_config(train, train_path, test_path, time_budget_s=time_budget_s)
+
+
+def _recipe_for_budget(cfg, train, train_path, test_path, budget_s: float, overrides: list, progress: bool):
+    """The automatic recipe again, for the passes over `train` that `budget_s` of training allows
+    at the rate a short trial of `cfg` measures (calibrate.py), with the same overrides."""
+    from .calibrate import trial_rate, trial_seconds
+    from .configfile import load_config
+    from .recipe import auto_config, passes_in_budget
+
+    seconds = trial_seconds(budget_s)
+    rate = trial_rate(cfg, train, seconds, progress=progress)
+    click.echo(f"a {seconds:.2g} s trial trained {rate:,.0f} samples/s: the budget allows about "
+               f"{passes_in_budget(budget_s, rate, train.n_samples):.1f} passes", err=True)
+    return load_config(auto_config(train, train_path, test_path, time_budget_s=budget_s, samples_per_second=rate),
+                       overrides)
 
 
 def _load_models(checkpoints: tuple, threads: int | None) -> list:

@@ -58,11 +58,21 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   many passes the larger steps over-fit the frequent labels instead. Measured (test P@1 / P@5):
   DebianNextWord, 2 passes, 0.161 / 0.058 at 2e-3 and 0.167 / 0.060 at 4e-3 (1 pass: 0.147 and
   0.156; 8e-3 gave 0.154; all without warm-up; 5e-3 with 5% warm-up: 0.166 / 0.061); DebianDeps,
-  15 passes, 0.749 / 0.404 at 2e-3 and 0.739 / 0.416 at 4e-3.
+  15 passes, 0.749 / 0.404 at 2e-3 and 0.739 / 0.416 at 4e-3; 8.1 passes (60 s) 0.760 / 0.400
+  at 2e-3 and 0.751 / 0.411 at 4e-3; 4.2-4.7 passes (30 s) 0.749 / 0.385 at 2e-3 and 0.758 /
+  0.397 at 4e-3 (dropout 0.3 instead of 0.5 changed neither). FEW_PASSES, 6, lies between
+  the 4.5 passes where the larger rate won both and the 8 where it lost P@1, with room for a
+  time budget's estimate of the passes to be off by a third (calibrate.py).
   (At 120 s on DebianDeps 2e-3 decayed matched a constant 1e-3: 0.7278 vs 0.7273.)
 * Length: without a time budget, TARGET_STEPS optimizer steps rounded up to whole epochs, within
   [1, MAX_EPOCHS] epochs. On DebianDeps P@1 peaked after ~3,000-5,000 steps and then slowly fell
-  (over-fitting) while P@5 still rose. With a time budget, training stops when it is spent.
+  (over-fitting) while P@5 still rose. With a time budget, training stops when it is spent, and
+  the passes that the rules above follow are the ones the budget allows: the CLI first trains a
+  throwaway copy of the network for a moment (calibrate.py) and the recipe counts the passes at
+  that rate, less REBUILD_SHARE for the rebuilds a short trial meets too seldom
+  (passes_in_budget). Planned from the steps instead, DebianDeps under 30 s trained 4.7 passes
+  with the settings for 15 (0.749 / 0.385) and DebianNextWord under 60 s one pass with those for
+  two.
 * Prediction: the network's softmax blended with the label votes of each sample's 25 nearest
   training samples in its last hidden space, each counting exp(cosine / 0.05) (`model.neighbours`,
   see neighbours.py), when the bank of training vectors holds at most NEIGHBOUR_BANK_FLOATS floats
@@ -99,8 +109,13 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   0.1681 / 0.0861 / 0.0605 at 3; the config's 2 epochs at lr 0.005: 0.1650 / 0.0873 / 0.0609 at
   1, 0.1619 / 0.0852 / 0.0600 at 3) and more passes lose P@1 with it (DebianDeps' 15: -0.9 at
   norm 2), so they keep the band.
-* Evaluation: 10 evaluations over the run on up to 2,000 test samples (cheap, for the curve),
-  then the whole test set at the end; LSH recall diagnostics on 256 samples.
+* Evaluation: EVALS_PER_RUN (10) evaluations over the run on up to 2,000 test samples (for the
+  curve), then the whole test set at the end; LSH recall diagnostics on 256 samples. Under a time
+  budget, fewer where they would take more than EVAL_SHARE (10%) of it (evals_in_budget): one
+  scores the subset against every label and, with the votes, recomputes the bank of training
+  vectors and compares the subset with it, in BLAS products (eval_seconds; DebianDeps' took 1.5
+  s against 2.1 s estimated, DebianNextWord's 0.8 against 1.5). Ten of DebianDeps' would be half
+  of a 30 s budget again.
 * Checkpoints: every CHECKPOINT_EVERY_S (10 minutes) of training, and at the end; Ctrl-C and
   SIGTERM save as well, so only a hard kill loses work, at most that much. A checkpoint holds the
   weights and both Adam moments, 12 bytes a parameter, so its cost grows with the input features
@@ -126,7 +141,7 @@ FULL_DROPOUT_EPOCHS = 5
 BATCH = 128
 LR = 0.002
 FEW_PASSES_LR = 0.004
-FEW_PASSES = 2
+FEW_PASSES = 6
 ONE_PASS_LR = 0.005
 ONE_PASS_MIN_NORM = 3.0  # least mean row norm a single-pass run trains on (input_scale)
 WARMUP_SHARE = 0.025  # of the planned steps, in a run of one pass
@@ -140,6 +155,7 @@ ASSIGN_MACS_PER_STEP = 1 << 33
 MAX_EPOCHS = 20
 EVALS_PER_RUN = 10
 EVAL_SUBSET = 2000
+EVAL_SHARE = 0.1  # of a time budget, at most, for the evaluations along the run
 NEIGHBOURS_K = 25
 NEIGHBOURS_TEMPERATURE = 0.05
 VOTES_SCALE = 2.2
@@ -183,27 +199,50 @@ def rebuild_max_interval(n_labels: int, budget: int, nnz_per_sample: float) -> i
     return int(min(REBUILD_INTERVAL_LIMIT, max(REBUILD_MAX_INTERVAL, interval)))
 
 
+def passes_in_budget(time_budget_s: float, samples_per_second: float, n_samples: int) -> float:
+    """Passes over `n_samples` that `time_budget_s` of training allows at `samples_per_second`
+    (a trial's rate), less REBUILD_SHARE of the time for rebuilds (see the module doc)."""
+    return time_budget_s * samples_per_second * (1.0 - REBUILD_SHARE) / max(1, n_samples)
+
+
+def eval_seconds(n_labels: int, nnz_per_sample: float, active: int, bank: int, samples_per_second: float) -> float:
+    """About how long one evaluation along the run takes (see the module doc): EVAL_SUBSET test
+    samples scored against all `n_labels` and, with a bank of `bank` training vectors (0: no
+    votes), the bank's hidden vectors and the subset's similarities to them, at BLAS_ADVANTAGE
+    times the multiply-adds a second of training steps that run `samples_per_second` with
+    `active` output neurons a sample."""
+    step_macs = samples_per_second * HIDDEN * (nnz_per_sample + active) * 3
+    macs = EVAL_SUBSET * HIDDEN * (n_labels + bank) + bank * HIDDEN * nnz_per_sample
+    return macs / (BLAS_ADVANTAGE * step_macs)
+
+
+def evals_in_budget(time_budget_s: float, seconds_each: float) -> int:
+    """Evaluations along a run with this time budget: EVALS_PER_RUN, or as many (at least one) as
+    take EVAL_SHARE of it at `seconds_each`."""
+    return int(max(1, min(EVALS_PER_RUN, EVAL_SHARE * time_budget_s // max(seconds_each, 1e-9))))
+
+
 def dropout_for(epochs: float) -> float:
     """Dropout for a run of `epochs` passes: 0 at one pass, MAX_DROPOUT from FULL_DROPOUT_EPOCHS."""
     share = (epochs - 1.0) / (FULL_DROPOUT_EPOCHS - 1.0)
     return round(MAX_DROPOUT * min(1.0, max(0.0, share)), 3)
 
 
-def learning_rate(passes: int) -> float:
+def learning_rate(passes: float) -> float:
     """Adam's peak learning rate for a run of `passes` passes over the data (see the module doc)."""
     if passes <= 1:
         return ONE_PASS_LR
     return FEW_PASSES_LR if passes <= FEW_PASSES else LR
 
 
-def input_scale(train: Dataset, passes: int) -> float:
+def input_scale(train: Dataset, passes: float) -> float:
     """model.input_scale for a run of `passes` passes over `train` (see the module doc): the
     band of model.INPUT_NORM_BAND, its lower edge raised to ONE_PASS_MIN_NORM for one pass."""
     lo, hi = INPUT_NORM_BAND
     return input_scale_for(train, (max(lo, ONE_PASS_MIN_NORM), hi) if passes <= 1 else INPUT_NORM_BAND)
 
 
-def warmup_steps(passes: int, planned_steps: int) -> int:
+def warmup_steps(passes: float, planned_steps: int) -> int:
     """Steps over which the learning rate ramps up: WARMUP_SHARE of the planned steps in a run of
     one pass, else none (see the module doc)."""
     return int(round(WARMUP_SHARE * planned_steps)) if passes <= 1 else 0
@@ -254,8 +293,9 @@ def describe(config, train: Dataset) -> str:
 
 
 def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_budget_s: float | None = None,
-                run_dir: str = "runs/auto") -> dict:
-    """A config dict for `train` (already loaded from `train_path`) under the rules above."""
+                samples_per_second: float | None = None, run_dir: str = "runs/auto") -> dict:
+    """A config dict for `train` (already loaded from `train_path`) under the rules above; with a
+    time budget, `samples_per_second` (calibrate.trial_rate) says how many passes it allows."""
     n, b = train.n_labels, train.n_samples
     if n <= EXACT_LABELS:
         output = {"mode": "all"}
@@ -267,22 +307,29 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
                                       "max_interval": rebuild_max_interval(n, budget, train.nnz / max(1, b)),
                                       "refresh_every": 20, "spread_steps": rebuild_spread(n, budget)}}}
     steps_per_epoch = max(1, math.ceil(b / BATCH))
-    # The passes the recipe plans; a time budget is likely to allow about as many, so dropout
-    # follows them either way.
     passes = int(min(MAX_EPOCHS, max(1, math.ceil(TARGET_STEPS / steps_per_epoch))))
     if time_budget_s is None:
         epochs, planned_steps = passes, passes * steps_per_epoch
-    else:
+    elif samples_per_second is None:  # no trial (a dry run): about the steps' plan, whatever the budget
         epochs, planned_steps = 1000, TARGET_STEPS  # the time budget ends the run
+    else:
+        passes = passes_in_budget(time_budget_s, samples_per_second, b)
+        epochs, planned_steps = 1000, max(1, round(passes * steps_per_epoch))
+    neighbours = neighbours_for(b, int(train.y_indices.shape[0]), n)
+    evals = EVALS_PER_RUN
+    if time_budget_s is not None and samples_per_second is not None:
+        bank = 0 if neighbours["weight"] == 0 else neighbours.get("bank_samples", b)
+        active = n if output["mode"] == "all" else output["budget"]
+        evals = evals_in_budget(time_budget_s, eval_seconds(n, train.nnz / max(1, b), active, bank, samples_per_second))
     return {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
-                  "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n)},
+                  "loss": "softmax", "neighbours": neighbours},
         "training": {"epochs": epochs, "batch_size": BATCH, "lr": learning_rate(passes), "lr_schedule": "linear",
                      "warmup_steps": warmup_steps(passes, planned_steps),
                      "optimizer": "adam", "time_budget_s": time_budget_s, "log_every": max(1, min(100, planned_steps // 50))},
-        "eval": {"every": max(1, planned_steps // EVALS_PER_RUN), "subset": EVAL_SUBSET, "k": [1, 3, 5],
+        "eval": {"every": max(1, planned_steps // evals), "subset": EVAL_SUBSET, "k": [1, 3, 5],
                  "recall_samples": 256 if output["mode"] == "lsh" else 0},
         "output": {"run_dir": run_dir, "checkpoint_every": 0, "checkpoint_every_s": CHECKPOINT_EVERY_S, "keep_last": 2},
     }

@@ -352,7 +352,7 @@ def _start(trainer: Trainer) -> None:
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     trainer.last_eval = {}
     trainer.window.reset()
-    trainer._record("start", compile_seconds=_compile(trainer.engine, trainer.train_data, trainer.progress),
+    trainer._record("start", compile_seconds=compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
                     threads=trainer.threads, n_train=n_train,
                     parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
                     **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))
@@ -671,7 +671,7 @@ class CompileNotice:
         print(f"\r{COMPILING}{said}" if self._ticker is not None else said, file=self.stream, flush=True)
 
 
-def _compile(engine: Engine, data: Dataset, live: bool) -> float:
+def compile_with_notice(engine: Engine, data: Dataset, live: bool) -> float:
     """Engine.warmup, saying on stderr why the first run waits (CompileNotice). Returns the
     seconds, reported apart from training time."""
     notice = CompileNotice(sys.stderr, live)

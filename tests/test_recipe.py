@@ -14,10 +14,12 @@ from slidepy.configfile import config_from_dict, load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EXACT_LABELS, HIDDEN, MIN_BANK_POSITIVES, MIN_VOTES,
-                            NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL,
-                            REBUILD_SHARE, auto_config, describe, dropout_for, input_scale, learning_rate, neighbours_for,
-                            output_budget, parse_duration, rebuild_max_interval, rebuild_spread, votes_weight)
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EVALS_PER_RUN, EXACT_LABELS, HIDDEN,
+                            MIN_BANK_POSITIVES, MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
+                            REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL, REBUILD_SHARE, TARGET_STEPS, auto_config,
+                            describe, dropout_for, eval_seconds, evals_in_budget, input_scale, learning_rate,
+                            neighbours_for, output_budget, parse_duration, passes_in_budget, rebuild_max_interval,
+                            rebuild_spread, votes_weight)
 
 
 def test_parse_duration():
@@ -146,6 +148,47 @@ def test_dropout_rises_with_the_passes():
     assert all(dropout_for(e) <= dropout_for(e + 1) for e in range(1, 30))
 
 
+def _shaped(n_samples, n_labels=50_000, nnz_per_sample=3, norm=1.0):
+    return SimpleNamespace(n_samples=n_samples, n_labels=n_labels, y_indices=np.zeros(n_samples),
+                           nnz=nnz_per_sample * n_samples, mean_row_norm=norm)
+
+
+def test_a_time_budget_sets_the_passes_it_allows_at_the_trials_rate():
+    """With a trial's rate the passes are the budget's, less the rebuilds' share, and every rule
+    that follows the passes (learning rate, warm-up, dropout, input scale) follows those."""
+    assert passes_in_budget(60.0, 5_000.0, 500_000) == pytest.approx(60 * 5_000 * (1 - REBUILD_SHARE) / 500_000)
+    # DebianNextWord's shape under a minute: under one pass, so the one-pass settings, where the
+    # steps' plan (two passes) would choose those for two
+    short = auto_config(_shaped(500_000), "tr.txt", None, time_budget_s=60.0, samples_per_second=5_000.0)
+    planned = auto_config(_shaped(500_000), "tr.txt", None, time_budget_s=60.0)
+    passes = passes_in_budget(60.0, 5_000.0, 500_000)
+    assert passes < 1 and short["training"]["lr"] == learning_rate(passes) == 0.005
+    assert short["training"]["warmup_steps"] == round(0.025 * round(passes * 3907)) > 0
+    assert short["model"]["dropout"] == 0.0 and short["model"]["input_scale"] == 3.0
+    assert planned["training"]["lr"] == learning_rate(2) and planned["model"]["dropout"] == dropout_for(2)
+    assert planned["training"]["warmup_steps"] == 0 and planned["model"]["input_scale"] == 1.0
+    # DebianDeps' shape under 30 s: about 5 passes, the larger rate; under 10 minutes, the smaller
+    deps = _shaped(44_606, 22_875, 44)
+    few = auto_config(deps, "tr.txt", None, time_budget_s=30.0, samples_per_second=8_000.0)
+    many = auto_config(deps, "tr.txt", None, time_budget_s=600.0, samples_per_second=8_000.0)
+    assert 4 < passes_in_budget(30.0, 8_000.0, 44_606) < 5
+    assert few["training"]["lr"] == 0.004 and many["training"]["lr"] == 0.002
+    assert few["model"]["dropout"] == dropout_for(passes_in_budget(30.0, 8_000.0, 44_606)) < many["model"]["dropout"] == 0.5
+    # the evaluations spread over the steps the budget allows, not over the steps' plan, and take
+    # at most a tenth of it: one of DebianDeps' (every label, and the votes' bank of 44,606) costs
+    # about 2 s, so a 30 s budget affords one, 10 minutes the usual ten
+    steps = round(passes_in_budget(30.0, 8_000.0, 44_606) * 349)
+    each = eval_seconds(22_875, 44, 640, 44_606, 8_000.0)
+    assert 1.5 < each < 3 and evals_in_budget(30.0, each) == 1 and evals_in_budget(600.0, each) == EVALS_PER_RUN
+    assert few["eval"]["every"] == steps and many["eval"]["every"] == round(passes_in_budget(600.0, 8_000.0, 44_606) * 349) // 10
+    assert planned["eval"]["every"] == TARGET_STEPS // 10  # no trial: the steps' plan
+    assert eval_seconds(22_875, 44, 640, 0, 8_000.0) < each < eval_seconds(45_750, 44, 640, 44_606, 8_000.0)
+    assert evals_in_budget(60.0, 1.5) == 4 and evals_in_budget(1.0, 5.0) == 1
+    for cfg in (short, few, many):
+        assert cfg["training"]["time_budget_s"] is not None and cfg["training"]["epochs"] == 1000
+        load_config(cfg)
+
+
 def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
     train, test = make_synthetic(1500, 300, 300, 120, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
     write_dataset(train, tmp_path / "train.txt")
@@ -164,6 +207,31 @@ def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
     assert ("automatic recipe for 1,500 samples x 300 features, 120 labels" in result.output
             and "every label scored (exact softmax)" in result.output and "until 4 s of training" in result.output
             and f"the config: {out / 'config.yaml'}" in result.output), result.output
+    # ... after a trial of a fraction of the budget, whose rate set the passes it plans for
+    assert "s trial trained" in result.output and "the budget allows about" in result.output
+
+
+def test_a_time_budget_without_a_config_plans_by_the_trials_rate(tmp_path, monkeypatch):
+    import slidepy.calibrate as calibrate
+
+    train, test = make_synthetic(1500, 300, 300, 120, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    write_dataset(train, tmp_path / "train.txt")
+    write_dataset(test, tmp_path / "test.txt")
+    asked = []
+    monkeypatch.setattr(calibrate, "trial_rate", lambda cfg, data, seconds, progress: asked.append((cfg, seconds)) or 300.0)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
+                                       str(tmp_path / "test.txt"), "--out", str(out), "--no-progress",
+                                       "--time-budget", "2s", "--threads", "1", "--set", "training.seed=7"])
+    assert result.exit_code == 0, result.output
+    # the trial ran the config as the run would (overrides applied) for its share of the budget
+    (trial_cfg, seconds), = asked
+    assert trial_cfg.training.threads == 1 and trial_cfg.training.seed == 7 and seconds == pytest.approx(0.1)
+    passes = passes_in_budget(2.0, 300.0, 1500)  # 0.36: one pass's settings, not the 20 passes' of the steps' plan
+    assert "the budget allows about 0.4 passes" in result.output
+    cfg = load_config(out / "config.yaml")
+    assert cfg.training.lr == learning_rate(passes) == 0.005 and cfg.model.dropout == 0.0
+    assert cfg.training.warmup_steps == round(0.025 * round(passes * 12)) and cfg.training.seed == 7
 
 
 def test_describe_names_the_shape_and_the_choices_as_resolved():
@@ -205,3 +273,4 @@ def test_the_recipe_says_what_it_chose_on_the_ray_path_too(tmp_path, monkeypatch
     assert len(handed) == 1 and handed[0].distributed.workers == 2
     assert ("automatic recipe for 600 samples x 200 features, 80 labels" in result.output
             and f"the config: {out / 'config.yaml'}" in result.output), result.output
+
