@@ -2,13 +2,15 @@
 so that the automatic recipe can count the passes a time budget allows (recipe.passes_in_budget)
 and choose the settings for that many.
 
-The trial runs the real kernels (Engine.train_step, and the index rebuilds its schedule asks
-for) on random batches of the training set with the threads the run will use, after compiling
-them, which the run then finds done. Its weights are thrown away and nothing is written. The
-rate of a fresh network is not the rate of a trained one (on DebianDeps the first steps ran 1.2x
-the mean of a 30 s run, on DebianNextWord 0.7x), which the passes' rules, with steps between
-settings of 2x or more, can stand.
-"""
+The trial runs the real training steps (Engine.train_step) on random batches of the training set
+with the threads the run will use, after compiling the kernels, which the run then finds done
+(its start record shows the compile seconds near 0). It leaves out the index rebuilds, which
+passes_in_budget charges as a share of the budget instead: in a trial of 1.5 s one rebuild more
+or less moved DebianDeps' rate 2x (3,402-7,727 samples/s). Its weights are thrown away and
+nothing is written. A fresh network's steps are not a trained one's: the trials' estimates were
+0.7-0.8x the passes the runs then trained (DebianDeps under 30 s 3.3-3.7 for 3.9-4.8,
+DebianNextWord under 60 s 0.64-0.74 for 0.90-1.00; bench/measured-2026-12-06/time-budget-passes/),
+which the rules they feed, changing at 1 and 2 passes, can stand."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .model import Model, max_labels
 from .rng import generator
 from .trainer import compile_with_notice, label_rate, set_threads
 
-TRIAL_SECONDS = 2.0  # at most: enough steps to average a step's cost and meet a rebuild or two
+TRIAL_SECONDS = 2.0  # at most: enough steps to average a step's cost over a few batches' draws
 TRIAL_SHARE = 0.05   # of the time budget at most, since the trial's time is the user's too
 MIN_STEPS = 5
 TRIAL_STREAM = 0x54524C  # "TRL": the random stream of the trial's batches (rng.py)
@@ -37,7 +39,7 @@ def trial_rate(config: Config, train: Dataset, seconds: float, *, progress: bool
     asks for: about `seconds` of steps (at least MIN_STEPS) of a throwaway model after the kernels
     compile (with the trainer's notice on stderr if that takes a while), timed over their later
     half: the first steps write the weights' and moments' pages for the first time, which the
-    run's later steps do not pay (the whole trial's rate was 0.87-0.94 of its later half's on
+    run's later steps do not pay (the whole trial's rate was 0.86-0.94 of its later half's on
     DebianDeps and DebianNextWord)."""
     set_threads(config)
     model = Model.build(config, train.n_features, train.n_labels, max_labels(train), label_rate=label_rate(train))
@@ -49,7 +51,6 @@ def trial_rate(config: Config, train: Dataset, seconds: float, *, progress: bool
     started, ends = time.perf_counter(), []  # ends: seconds from the start to the end of each step
     while len(ends) < MIN_STEPS or ends[-1] < seconds:
         engine.train_step(train, draw.choice(train.n_samples, batch, replace=False))
-        engine.maybe_rebuild()
         ends.append(time.perf_counter() - started)
     half = next(i for i, end in enumerate(ends) if end >= ends[-1] / 2)  # the first step ending in the later half
     if half == len(ends) - 1:  # one step took half the trial: the whole trial's rate

@@ -19,7 +19,7 @@ def test_trial_seconds_are_a_small_share_of_a_short_budget():
     assert all(trial_seconds(b) <= TRIAL_SHARE * b for b in (0.5, 1.0, 10.0, 40.0, 1e4))
 
 
-@pytest.mark.parametrize("n_labels", [80, 5000])  # exact softmax; lsh with the cluster index and its rebuilds
+@pytest.mark.parametrize("n_labels", [80, 5000])  # exact softmax; lsh with the cluster index
 def test_trial_rate_times_steps_of_the_recipes_network_and_leaves_no_trace(tmp_path, monkeypatch, n_labels):
     monkeypatch.chdir(tmp_path)
     train, _ = make_synthetic(600, 10, 200, n_labels, nnz_per_sample=8, labels_per_sample=(1, 2), seed=3)
@@ -45,8 +45,8 @@ def test_trial_rate_times_steps_of_the_recipes_network_and_leaves_no_trace(tmp_p
 
 
 def _fake_steps(monkeypatch, seconds_of_step):
-    """Engine steps that take seconds_of_step(n) of a fake clock (n: 1 for the first), no rebuilds,
-    nothing to compile: the trial's arithmetic alone."""
+    """Engine steps that take seconds_of_step(n) of a fake clock (n: 1 for the first), nothing to
+    compile: the trial's arithmetic alone."""
     import slidepy.calibrate as calibrate
 
     clock, taken = [0.0], []
@@ -58,7 +58,6 @@ def _fake_steps(monkeypatch, seconds_of_step):
     monkeypatch.setattr(calibrate, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(calibrate, "compile_with_notice", lambda *args: 0.0)
     monkeypatch.setattr(Engine, "train_step", step)
-    monkeypatch.setattr(Engine, "maybe_rebuild", lambda self, *args: 0.0)
     return taken
 
 

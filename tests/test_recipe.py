@@ -167,12 +167,14 @@ def test_a_time_budget_sets_the_passes_it_allows_at_the_trials_rate():
     assert short["model"]["dropout"] == 0.0 and short["model"]["input_scale"] == 3.0
     assert planned["training"]["lr"] == learning_rate(2) and planned["model"]["dropout"] == dropout_for(2)
     assert planned["training"]["warmup_steps"] == 0 and planned["model"]["input_scale"] == 1.0
-    # DebianDeps' shape under 30 s: about 5 passes, the larger rate; under 10 minutes, the smaller
+    # DebianDeps' shape: under 30 s about 5 passes, less dropout than the 15 of the steps' plan;
+    # under 10 s under 2 passes, the larger rate; under 10 minutes, the full dropout
     deps = _shaped(44_606, 22_875, 44)
     few = auto_config(deps, "tr.txt", None, time_budget_s=30.0, samples_per_second=8_000.0)
+    fewer = auto_config(deps, "tr.txt", None, time_budget_s=10.0, samples_per_second=8_000.0)
     many = auto_config(deps, "tr.txt", None, time_budget_s=600.0, samples_per_second=8_000.0)
-    assert 4 < passes_in_budget(30.0, 8_000.0, 44_606) < 5
-    assert few["training"]["lr"] == 0.004 and many["training"]["lr"] == 0.002
+    assert 4 < passes_in_budget(30.0, 8_000.0, 44_606) < 5 and 1 < passes_in_budget(10.0, 8_000.0, 44_606) < 2
+    assert fewer["training"]["lr"] == learning_rate(1.6) == 0.004 and few["training"]["lr"] == many["training"]["lr"] == 0.002
     assert few["model"]["dropout"] == dropout_for(passes_in_budget(30.0, 8_000.0, 44_606)) < many["model"]["dropout"] == 0.5
     # the evaluations spread over the steps the budget allows, not over the steps' plan, and take
     # at most a tenth of it: one of DebianDeps' (every label, and the votes' bank of 44,606) costs
