@@ -130,7 +130,11 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
             raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
         if auto_train is not None and budget_s is not None and not cfg.distributed.workers:
-            cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
+            earlier = Path(cfg.output.run_dir) / "config.yaml"
+            if resume and earlier.is_file():  # go on with the settings the run began with: a new trial's may differ
+                cfg = load_config(earlier, overrides)
+            else:
+                cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
         if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
             from .recipe import describe
 

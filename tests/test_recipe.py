@@ -234,6 +234,14 @@ def test_a_time_budget_without_a_config_plans_by_the_trials_rate(tmp_path, monke
     cfg = load_config(out / "config.yaml")
     assert cfg.training.lr == learning_rate(passes) == 0.005 and cfg.model.dropout == 0.0
     assert cfg.training.warmup_steps == round(0.025 * round(passes * 12)) and cfg.training.seed == 7
+    # --resume goes on with the settings the run began with, whatever a new trial would say
+    monkeypatch.setattr(calibrate, "trial_rate", lambda *args, **kwargs: asked.append(args) or 1e9)
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
+                                       str(tmp_path / "test.txt"), "--out", str(out), "--no-progress",
+                                       "--time-budget", "2s", "--threads", "1", "--set", "training.seed=7", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(asked) == 1 and "resumed from step" in result.output
+    assert load_config(out / "config.yaml").training.lr == 0.005
 
 
 def test_describe_names_the_shape_and_the_choices_as_resolved():
