@@ -297,6 +297,10 @@ class EvalConfig(_Section):
     k: tuple[Annotated[int, Field(ge=1, le=MAX_EVAL_K)], ...] = Field(
         (1, 3, 5), min_length=1, description=f"sorted list of unique ints in [1, {MAX_EVAL_K}]")
     recall_samples: _NonNegInt = 256                 # 0 = LSH diagnostics off
+    # An evaluation along the run is skipped while those so far have taken more than this share
+    # of the training seconds (steps + rebuilds; counted from the process's start or resume); the
+    # final one never is. null = every scheduled one.
+    max_share: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

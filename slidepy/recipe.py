@@ -111,12 +111,11 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   1, 0.1619 / 0.0852 / 0.0600 at 3) and more passes lose P@1 with it (DebianDeps' 15: -0.9 at
   norm 2), so they keep the band.
 * Evaluation: EVALS_PER_RUN (10) evaluations over the run on up to 2,000 test samples (for the
-  curve), then the whole test set at the end; LSH recall diagnostics on 256 samples. Under a time
-  budget, fewer where they would take more than EVAL_SHARE (10%) of it (evals_in_budget): one
-  scores the subset against every label and, with the votes, recomputes the bank of training
-  vectors and compares the subset with it, in BLAS products (eval_seconds; DebianDeps' took 1.5
-  s against 2.1 s estimated, DebianNextWord's 0.8 against 1.5). Ten of DebianDeps' would be half
-  of a 30 s budget again.
+  curve), then the whole test set at the end; LSH recall diagnostics on 256 samples. Those along
+  the run are skipped while they have taken more than EVAL_SHARE (10%) of the training seconds
+  (`eval.max_share`): with the votes an evaluation recomputes the bank of training vectors, and on
+  small sets or short budgets ten of them cost a large part of the run (Bibtex's recipe: 1.4 s of
+  evaluations for 3.1 s of training; DebianDeps under 30 s: 13 of 1.5 s each).
 * Checkpoints: every CHECKPOINT_EVERY_S (10 minutes) of training, and at the end; Ctrl-C and
   SIGTERM save as well, so only a hard kill loses work, at most that much. A checkpoint holds the
   weights and both Adam moments, 12 bytes a parameter, so its cost grows with the input features
@@ -156,7 +155,7 @@ ASSIGN_MACS_PER_STEP = 1 << 33
 MAX_EPOCHS = 20
 EVALS_PER_RUN = 10
 EVAL_SUBSET = 2000
-EVAL_SHARE = 0.1  # of a time budget, at most, for the evaluations along the run
+EVAL_SHARE = 0.1  # of the training seconds, at most, for the evaluations along the run
 NEIGHBOURS_K = 25
 NEIGHBOURS_TEMPERATURE = 0.05
 VOTES_SCALE = 2.2
@@ -204,23 +203,6 @@ def passes_in_budget(time_budget_s: float, samples_per_second: float, n_samples:
     """Passes over `n_samples` that `time_budget_s` of training allows at `samples_per_second`
     (a trial's rate), less REBUILD_SHARE of the time for rebuilds (see the module doc)."""
     return time_budget_s * samples_per_second * (1.0 - REBUILD_SHARE) / max(1, n_samples)
-
-
-def eval_seconds(n_labels: int, nnz_per_sample: float, active: int, bank: int, samples_per_second: float) -> float:
-    """About how long one evaluation along the run takes (see the module doc): EVAL_SUBSET test
-    samples scored against all `n_labels` and, with a bank of `bank` training vectors (0: no
-    votes), the bank's hidden vectors and the subset's similarities to them, at BLAS_ADVANTAGE
-    times the multiply-adds a second of training steps that run `samples_per_second` with
-    `active` output neurons a sample."""
-    step_macs = samples_per_second * HIDDEN * (nnz_per_sample + active) * 3
-    macs = EVAL_SUBSET * HIDDEN * (n_labels + bank) + bank * HIDDEN * nnz_per_sample
-    return macs / (BLAS_ADVANTAGE * step_macs)
-
-
-def evals_in_budget(time_budget_s: float, seconds_each: float) -> int:
-    """Evaluations along a run with this time budget: EVALS_PER_RUN, or as many (at least one) as
-    take EVAL_SHARE of it at `seconds_each`."""
-    return int(max(1, min(EVALS_PER_RUN, EVAL_SHARE * time_budget_s // max(seconds_each, 1e-9))))
 
 
 def dropout_for(epochs: float) -> float:
@@ -316,21 +298,15 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
     else:
         passes = passes_in_budget(time_budget_s, samples_per_second, b)
         epochs, planned_steps = 1000, max(1, round(passes * steps_per_epoch))
-    neighbours = neighbours_for(b, int(train.y_indices.shape[0]), n)
-    evals = EVALS_PER_RUN
-    if time_budget_s is not None and samples_per_second is not None:
-        bank = 0 if neighbours["weight"] == 0 else neighbours.get("bank_samples", b)
-        active = n if output["mode"] == "all" else output["budget"]
-        evals = evals_in_budget(time_budget_s, eval_seconds(n, train.nnz / max(1, b), active, bank, samples_per_second))
     return {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
-                  "loss": "softmax", "neighbours": neighbours},
+                  "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n)},
         "training": {"epochs": epochs, "batch_size": BATCH, "lr": learning_rate(passes), "lr_schedule": "linear",
                      "warmup_steps": warmup_steps(passes, planned_steps),
                      "optimizer": "adam", "time_budget_s": time_budget_s, "log_every": max(1, min(100, planned_steps // 50))},
-        "eval": {"every": max(1, planned_steps // evals), "subset": EVAL_SUBSET, "k": [1, 3, 5],
-                 "recall_samples": 256 if output["mode"] == "lsh" else 0},
+        "eval": {"every": max(1, planned_steps // EVALS_PER_RUN), "subset": EVAL_SUBSET, "k": [1, 3, 5],
+                 "recall_samples": 256 if output["mode"] == "lsh" else 0, "max_share": EVAL_SHARE},
         "output": {"run_dir": run_dir, "checkpoint_every": 0, "checkpoint_every_s": CHECKPOINT_EVERY_S, "keep_last": 2},
     }

@@ -125,6 +125,7 @@ class Trainer:
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
         self.last_eval: dict = {}  # the newest eval record of this fit()
+        self.eval_seconds_along = 0.0  # of this process's evaluations along the run (_eval_along)
         self.window, self.stop_request = LossWindow(), StopRequest()
         self.rollbacks = Rollbacks(self.config.training.on_nan)
         self._last_saved_step: int | None = None
@@ -216,7 +217,7 @@ class Trainer:
             self._record("log", loss=loss, samples_per_s=rate, active_mean=[float(a) for a in stats.active_mean])
             self.window.reset()
         if cfg.eval.every and self.step % cfg.eval.every == 0:
-            self.last_eval = self._eval_record()
+            self._eval_along()
         if (checkpoint_due or self.stop_request.signum is not None) and not self._finite():
             return step
         if checkpoint_due:
@@ -235,7 +236,16 @@ class Trainer:
     def _end_epoch(self) -> None:
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if not self.config.eval.every:
-            self.last_eval = self._eval_record()
+            self._eval_along()
+
+    def _eval_along(self) -> None:
+        """An evaluation along the run, unless those so far have taken more than eval.max_share of
+        the training seconds: on a small set one evaluation can cost as much as a pass."""
+        share = self.config.eval.max_share
+        if share is not None and self.eval_seconds_along > share * (self.train_seconds + self.rebuild_seconds):
+            return
+        self.last_eval = self._eval_record()
+        self.eval_seconds_along += self.last_eval["eval_seconds"]
 
     def _finite(self) -> bool:
         """True if every weight and bias is finite; else `_fault` (raise, or restore: False)."""

@@ -111,6 +111,29 @@ def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tin
     assert final["P@1"] == trainer.evaluate(subset=None)["P@1"]
 
 
+def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(tiny_config):
+    """eval.max_share skips an evaluation along the run while the earlier ones have taken more
+    than that share of the training seconds; without it every scheduled one runs; the final one
+    runs either way."""
+    tiny_config["training"].update({"epochs": 2})
+    tiny_config["eval"].update({"every": 1, "subset": 100})
+    every = Trainer(config_from_dict(tiny_config), progress=False)
+    every.fit()
+    along = [r for r in every.history if r["event"] == "eval" and not r["complete"]]
+    assert len(along) == every.step > 10  # one a step, then the final one on the whole test set
+    tiny_config["eval"]["max_share"] = 0.05
+    tiny_config["output"]["run_dir"] += "-shared"
+    shared = Trainer(config_from_dict(tiny_config), progress=False)
+    final = shared.fit()
+    along = [r for r in shared.history if r["event"] == "eval" and not r["complete"]]
+    assert 1 <= len(along) < shared.step and final["complete"] and final["step"] == shared.step
+    spent = 0.0
+    for r in along:  # each ran only while the ones before it were within the share
+        assert spent <= 0.05 * (r["train_seconds"] + r["rebuild_seconds"])
+        spent += r["eval_seconds"]
+    assert shared.eval_seconds_along == pytest.approx(spent)
+
+
 def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
     """Rebuild seconds are training time for the budget (metrics.jsonl still logs them apart):
     with every step's rebuild taking a (pretended) second, a 2.5 s budget ends after 3 steps."""
