@@ -192,6 +192,7 @@ def _recipe_for_budget(cfg, train, train_path, test_path, budget_s: float, overr
     from .recipe import auto_config, passes_in_budget
 
     seconds = trial_seconds(budget_s)
+    click.echo(f"timing a {seconds:.2g} s trial of the network, to plan for the passes the budget allows...", err=True)
     rate = trial_rate(cfg, train, seconds, progress=progress)
     click.echo(f"a {seconds:.2g} s trial trained {rate:,.0f} samples/s: the budget allows about "
                f"{passes_in_budget(budget_s, rate, train.n_samples):.1f} passes", err=True)
