@@ -608,9 +608,12 @@ def progress_bar(total_steps: int, time_budget_s: float | None, position: float,
     planned ones, or, under training.time_budget_s, seconds of the budget spent (the planned steps
     of a time-budgeted run are only a cap, so a bar over them would show a meaningless ETA).
     position: bar_position's."""
-    shown = dict(total=float(time_budget_s), unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time "
-                 "budget [{elapsed}<{remaining}{postfix}]") if time_budget_s else dict(total=total_steps, unit="step")
-    return tqdm(initial=position, dynamic_ncols=True, disable=not enabled, **shown)
+    if not time_budget_s:
+        return tqdm(initial=position, dynamic_ncols=True, disable=not enabled, total=total_steps, unit="step")
+    places = 1 if time_budget_s < 10 else 0  # tenths of a short budget: not "0/2 s" at 40%
+    counted = f"{{n:.{places}f}}/{{total:.{places}f}} s of the time budget"
+    return tqdm(initial=position, dynamic_ncols=True, disable=not enabled, total=float(time_budget_s), unit="s",
+                bar_format="{l_bar}{bar}| " + counted + " [{elapsed}<{remaining}{postfix}]")
 
 
 def bar_position(step: int, total_steps: int, time_budget_s: float | None, seconds: float) -> float:

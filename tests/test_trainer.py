@@ -178,6 +178,7 @@ def test_progress_bar_counts_the_time_budget_when_there_is_one(tiny_config, caps
     err = capsys.readouterr().err
     assert "s of the time budget" in err and "step=" in err and f"/{trainer._total_steps}" not in err
     assert trainer._bar_position() == 0.2 <= trainer.budget_seconds
+    assert "0.2/0.2 s of the time budget" in err  # a budget under 10 s counts tenths
 
 
 def test_linear_schedule_decays_the_learning_rate_to_zero(tiny_config):
