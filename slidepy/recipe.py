@@ -71,9 +71,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   the passes that the rules above follow are the ones the budget allows: the CLI first trains a
   throwaway copy of the network for a moment (calibrate.py) and the recipe counts the passes at
   that rate, less REBUILD_SHARE for the rebuilds, which the trial leaves out
-  (passes_in_budget). Planned from the steps instead, DebianDeps under 30 s trained 4.7 passes
-  with the settings for 15 (0.749 / 0.385) and DebianNextWord under 60 s one pass with those for
-  two.
+  (passes_in_budget). Planned from the steps instead, DebianNextWord under 60 s trained one pass
+  with the settings for two: 0.1549-0.1559 P@1 against 0.1596-0.1637 with those for one
+  (bench/measured-2026-12-06/time-budget-passes/).
 * Prediction: the network's softmax blended with the label votes of each sample's 25 nearest
   training samples in its last hidden space, each counting exp(cosine / 0.05) (`model.neighbours`,
   see neighbours.py), when the bank of training vectors holds at most NEIGHBOUR_BANK_FLOATS floats
