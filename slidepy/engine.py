@@ -42,6 +42,7 @@ from .network import (
     make_resident,
     make_scratch,
     make_spec,
+    scratch_capacities,
 )
 from .checkpoint import check_shapes
 from .clusters import mean_by_cluster, score_centroids_batch
@@ -222,15 +223,15 @@ class Engine:
                             for index in self.lsh if index is not None)
 
     def _get_scratch(self, training: bool, n_chunks: int, spec: np.ndarray | None = None):
+        """The per-chunk scratch for `spec` (self.spec, or an inference spec), cached. The key holds
+        the whole spec: the shapes follow each layer's modes as well as its capacity (a layer
+        that scores every neuron both in training and in inference needs no stamp row), and an
+        exact and an LSH inference spec can agree on every capacity."""
         spec = self.spec if spec is None else spec
-        if training:
-            capacities = spec[:, SPEC_CAPACITY]
-        else:  # exact inference needs room for every neuron of the layer
-            capacities = np.where(spec[:, SPEC_INFER_MODE] == MODE_ALL, spec[:, SPEC_OUT_DIM], spec[:, SPEC_CAPACITY])
-        key = (training, n_chunks, tuple(int(c) for c in capacities))
+        key = (training, n_chunks, spec.tobytes())
         if key not in self._scratch:
             shapes = [index.hash_shape() if index is not None else (0, 0, 0, 0) for index in self.lsh]
-            self._scratch[key] = make_scratch(spec, n_chunks, capacities, shapes)
+            self._scratch[key] = make_scratch(spec, n_chunks, scratch_capacities(spec, training), shapes)
         return self._scratch[key]
 
     def records_output(self) -> bool:

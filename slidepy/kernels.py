@@ -639,7 +639,9 @@ def infer_chunk(layers, spec, scratch, lsh_layers, kinds, x_indptr, x_indices, x
     scr = scratch[top]
     for b in range(chunk_bounds[t], chunk_bounds[t + 1]):
         i = rows[b]
-        seed_state(rng, t, derive_seed(seed, np.uint64(0), b))
+        # seeded by the dataset row, not its place in this call: a sample's draws (random top-ups
+        # of a thin LSH set) are then the same whichever rows it is predicted with
+        seed_state(rng, t, derive_seed(seed, np.uint64(0), np.int64(i)))
         x0 = x_indptr[i]
         x1 = x_indptr[i + 1]
         forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_indices[x0:x1], x_values[x0:x1], x1 - x0,

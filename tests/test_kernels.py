@@ -638,3 +638,34 @@ def test_lsh_predict_matches_numpy_forward_over_lsh_set(family):
     dense = np.stack([_hidden(eng, data, i) for i in rows]).astype(np.float64) @ eng.layers[1].weights.T.astype(
         np.float64) + eng.layers[1].bias
     np.testing.assert_array_equal(exact_ids, naive.naive_topk(dense, 5)[0])
+
+
+def test_lsh_predict_of_a_sample_does_not_depend_on_the_rows_beside_it():
+    """With thin LSH sets topped up by random draws (min_active), a sample's draws are seeded by
+    its dataset row, so predicting it alone, among others or in another order gives one answer."""
+    eng = _lsh_engine("srp", budget=80, min_active=80, bucket_capacity=2)
+    data = _lsh_data(8, n_samples=20)
+    rows = np.arange(20, dtype=np.int64)
+    ids, scores, active = eng.predict(data, rows, k=5, batch_size=7, use_lsh=True)
+    assert active[1] == 80  # every set was topped up: the index alone returns at most 6 x 2 rows
+    for part in (rows[5:10], rows[::-1].copy(), np.array([13], np.int64)):
+        part_ids, part_scores, _ = eng.predict(data, part, k=5, batch_size=3, use_lsh=True)
+        np.testing.assert_array_equal(part_ids, ids[part])
+        np.testing.assert_array_equal(part_scores, scores[part])
+
+
+def test_exact_then_lsh_predict_on_a_layer_the_budget_covers():
+    """A budget of the whole layer trains it exactly (no stamp row needed) while inference still
+    goes through the index, which marks candidates in a stamp row: the scratch of an exact
+    prediction must not be reused by a later LSH one (it wrote past a zero-width stamp)."""
+    eng = _lsh_engine("srp", budget=2 * N_OUT)
+    data = _lsh_data(8, n_samples=20)
+    rows = np.arange(20, dtype=np.int64)
+    exact_ids, _, _ = eng.predict(data, rows, k=5, use_lsh=False)
+    ids, scores, _ = eng.predict(data, rows, k=5, use_lsh=True)
+    # two scratch sets, the LSH one with a stamp row per chunk over the whole layer
+    assert sorted(scratch[1].stamp.shape[1] for scratch in eng._scratch.values()) == [0, N_OUT]
+    fresh_ids, fresh_scores, _ = _lsh_engine("srp", budget=2 * N_OUT).predict(data, rows, k=5, use_lsh=True)
+    np.testing.assert_array_equal(ids, fresh_ids)
+    np.testing.assert_array_equal(scores, fresh_scores)
+    np.testing.assert_array_equal(eng.predict(data, rows, k=5, use_lsh=False)[0], exact_ids)
