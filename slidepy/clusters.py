@@ -48,7 +48,8 @@ from numba import njit, prange
 
 from .constants import INTERNAL
 
-# Rows per block of the assignment product: (block x C) float32 scores stay a few tens of MB.
+# Rows per block of the assignment product, (block x C) float32 scores, and of the members'
+# projections, (block x D) gathered centroids: a few tens of MB each.
 ASSIGN_BLOCK_ROWS = 8192
 # Clusters ranked per round of a query's probe (probe_clusters); a budget is usually filled in one.
 PROBE_ROUND = 64
@@ -369,5 +370,11 @@ def centre_on_members(rows: np.ndarray, bias: np.ndarray, assign: np.ndarray, ce
     """Centre each centroid (C, D + 1, in place) on the rows `assign` gives it; returns the CSR
     member lists (indptr, members), each cluster's members by descending projection on it."""
     centre(rows, bias, assign, centroids)
-    proj = np.einsum("nd,nd->n", rows, centroids[assign, :-1]) + bias * centroids[assign, -1]
+    proj = np.empty(rows.shape[0], np.float32)
+    # in blocks: the gathered centroids of all rows at once would be another (N, D) array
+    # (1.4 GB at 670K x 512) for one dot product a row
+    for start in range(0, rows.shape[0], ASSIGN_BLOCK_ROWS):
+        part = slice(start, start + ASSIGN_BLOCK_ROWS)
+        mine = centroids[assign[part]]
+        proj[part] = np.einsum("nd,nd->n", rows[part], mine[:, :-1]) + bias[part] * mine[:, -1]
     return member_lists(assign, proj, centroids.shape[0])

@@ -162,6 +162,9 @@ class Engine:
     neighbours: object = field(default=None, repr=False)
 
     def __post_init__(self):
+        if len(self.hidden) == 0:  # as config.Model requires: the output layer's paths assume one
+            raise ValueError("hidden must name at least one layer: exact scoring, the output records "
+                             "and the neighbour bank all read the last hidden layer's vector")
         self.sizes = layer_sizes(self.n_features, list(self.hidden), self.n_labels)
         if len(self.selections) != len(self.sizes):
             raise ValueError(f"{len(self.selections)} selections given for {len(self.sizes)} layers")
@@ -266,6 +269,9 @@ class Engine:
         n_active = np.zeros((n_chunks, self.n_layers), np.int64)
         active_sum = np.zeros((n_chunks, self.n_layers), np.int64)
         loss_out = np.zeros(batch, np.float64)
+        # The gradient is the mean over the whole batch, unlabelled samples counting as zero terms
+        # (the dense references' convention), while StepStats reports the mean loss of the
+        # labelled ones; under Adam, the default, the step hardly depends on that scale.
         record = records is not None
         out = records if record else _NO_RECORDS
         kernel_args = (self.layers, self.spec, self._get_scratch(True, n_chunks), self.lsh_layers(), self.kinds(),
@@ -399,15 +405,27 @@ class Engine:
 
     # -- training and inference -----------------------------------------------------------------
 
+    def _check_shape(self, data, labels: bool) -> None:
+        """Refuse data whose ids could reach past this network's layers: the kernels index the
+        weights by feature and label id without bounds checks (Model checks this too, naming
+        the file; this guards the engine's own callers)."""
+        if data.n_features > self.n_features:
+            raise ValueError(f"the data has {data.n_features} features, the network {self.n_features}")
+        if labels and data.n_labels > self.n_labels:
+            raise ValueError(f"the data has {data.n_labels} labels, the network {self.n_labels}")
+
     def train_step(self, data, rows: np.ndarray, apply: bool = True) -> StepStats:
         """One optimizer step on dataset rows `rows`: sparse forward/backward, then the update
         (apply=False discards the gradients instead: used to compile the kernels)."""
+        self._check_shape(data, labels=True)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         batch = rows.shape[0]
         self.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
         record = self.records_output()
         records = output_records(self, batch) if record else None
         kernel_args, loss_out, active_sum = self._step_args(data, rows, self.negative_pool(), records)
+        labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
+        n_labelled = int(labelled.sum())
         started = time.perf_counter()
         gathered = None
         with temporaries_on_small_pages():  # pages.py: a step's large temporaries stay off huge pages
@@ -419,9 +437,9 @@ class Engine:
                     self._train_batch(kernel_args, PHASE_FULL, _NO_META, _NO_HIDDEN_GRADS, _NO_SCORES)
                 else:
                     self._train_batch(kernel_args, PHASE_FULL_SCORED, _NO_META, _NO_HIDDEN_GRADS, scores)
-                if record:
+                if record:  # measured as the products path measures it (labelled samples)
                     last = self.layers[-1]
-                    self.output_density = union_density(int(active_sum[:, -1].sum()), batch,
+                    self.output_density = union_density(int(active_sum[:, -1].sum()), n_labelled,
                                                         int(np.count_nonzero(last.row_touched)))
         self.timings["kernel"] += time.perf_counter() - started
         self.step += 1
@@ -442,8 +460,7 @@ class Engine:
                                     input_scale=self.input_scale,
                                     records=None if gathered is not None else records, gathered=gathered)
         self.timings["optimizer"] += time.perf_counter() - started
-        labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
-        n_lab = max(1, int(labelled.sum()))
+        n_lab = max(1, n_labelled)
         return StepStats(loss=float(loss_out[labelled].sum() / n_lab),
                          active_mean=active_sum.sum(axis=0) / n_lab, rows_updated=updated,
                          output_union_rows=0 if gathered is None else int(gathered[0].shape[0]))
@@ -454,6 +471,7 @@ class Engine:
         neurons per layer). Layers score exactly unless their selection says inference: lsh;
         use_lsh=True / False forces LSH / exact scoring in every LSH layer. Exact scoring blends in
         the attached neighbour bank's votes (engine.neighbours) unless votes=False."""
+        self._check_shape(data, labels=False)
         spec = self.spec
         if use_lsh is not None:
             spec = self.spec.copy()
@@ -482,7 +500,9 @@ class Engine:
         return state_arrays(self)
 
     def state_meta(self) -> dict:
-        """The step, learning rate and each LSH index's rebuild state, for a checkpoint's meta."""
+        """The step, learning rate, the last step's output density (it picks the next step's path, so
+    a resumed run takes the path the uninterrupted one would) and each LSH index's rebuild state,
+    for a checkpoint's meta."""
         return state_meta(self)
 
     def expected_shapes(self) -> dict:
@@ -758,8 +778,10 @@ def state_arrays(engine: Engine) -> dict:
 
 
 def state_meta(engine: Engine) -> dict:
-    """The step, learning rate and each LSH index's rebuild state, for a checkpoint's meta."""
-    return {"step": engine.step, "lr": engine.lr,
+    """The step, learning rate, the last step's output density (it picks the next step's path, so
+    a resumed run takes the path the uninterrupted one would) and each LSH index's rebuild state,
+    for a checkpoint's meta."""
+    return {"step": engine.step, "lr": engine.lr, "output_density": engine.output_density,
             "lsh": {str(l): index.state_meta() for l, index in enumerate(engine.lsh) if index is not None}}
 
 
@@ -788,3 +810,5 @@ def load_state(engine: Engine, arrays: dict, meta: dict) -> None:
             index.rebuild(engine.layers[l].weights, l == 0, bias=engine.layers[l].bias, fresh=True)
     engine.step = int(meta.get("step", engine.step))
     engine.lr = float(meta.get("lr", engine.lr))
+    density = meta.get("output_density")  # absent from checkpoints written before it was kept
+    engine.output_density = None if density is None else float(density)

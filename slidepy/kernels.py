@@ -158,7 +158,12 @@ def forward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, out):
 
 @njit(cache=True)
 def backward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, grads):
-    """Accumulate layer 0's gradients: dW[x_ids[j], ids[a]] += x_j * g[a], db[ids[a]] += g[a]."""
+    """Accumulate layer 0's gradients: dW[x_ids[j], ids[a]] += x_j * g[a], db[ids[a]] += g[a].
+
+    Unlike backward_layer, zero gradients are not skipped: this layer's rows are features, so a
+    row is touched (and takes its lazy Adam step) whenever its feature occurs, whatever each
+    unit's gradient, and the active units' biases are marked alike, so that a unit's bias ages
+    with its weights."""
     bias_grad = layer.bias_grad
     bias_touched = layer.bias_touched
     row_touched = layer.row_touched
@@ -468,6 +473,9 @@ def select_output_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_v
     last = spec.shape[0] - 1
     if n_labels == 0:
         meta_row[1] = 0
+        # its row of the products' G is zero, but G^T H still reads this row: a previous step's
+        # vector left here would turn 0 x NaN into NaN across the union after a NaN rollback
+        hidden_row[:] = 0.0
         return np.int64(0)
     forward_sample(layers, spec, scratch, lsh_layers, kinds, t, x_ids, x_vals, nx, labels, n_labels, np.bool_(True),
                    rng, pool, n_active, last, scores_in, np.int64(-1))

@@ -6,10 +6,12 @@ well as its row learned it, and a rare label's row learned from a handful of ste
 samples themselves remember more: a test sample whose hidden vector is close to some training
 samples' is likely to share their labels, whatever their rows learned. This is kNN-LM (Khandelwal
 et al. 2020) for labels: scores = (1 - weight) softmax(logits) + weight votes, where votes share
-out `weight` over the labels of the k most cosine-similar training samples, each of a neighbour's
-labels equally, and each neighbour in proportion to exp(similarity / temperature) (kNN-LM's
-softmax over neighbours: at temperature 0.05 a neighbour 0.1 less similar than the nearest counts
-e^-2 of it, so k can be generous without far neighbours blurring the votes).
+out `weight` over the label slots of the k most cosine-similar training samples, each slot in
+proportion to its sample's exp(similarity / temperature) (kNN-LM's softmax over neighbours: at
+temperature 0.05 a neighbour 0.1 less similar than the nearest counts e^-2 of it, so k can be
+generous without far neighbours blurring the votes). A neighbour's share of the votes is thus
+that weight times its number of labels: each label it carries is one vote of its own, not a
+fraction of one.
 
 Measured on the shipped configs' final networks (whole test split), P@1 / P@5, the network alone ->
 the first votes (k 10, each neighbour in proportion to its cosine, weight 0.3) -> these (k 25,
@@ -92,9 +94,9 @@ def bank_block(bank: NeighbourBank, n_labels: int, most: int = 1024) -> int:
 @njit(cache=True, **INTERNAL)
 def blend_row(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, near_ids, near_sims):
     """One sample, in place: logits (N,) becomes (1 - weight) softmax(logits + bias) + weight x
-    the votes of its k most similar bank samples, each counting exp(similarity / temperature)
-    (sims (S,) float32; near_ids (k,) int32 / near_sims (k,) float32 are scratch). Only neighbours
-    of positive similarity vote; a sample with none gets no votes."""
+    the votes of its k most similar bank samples, each label of each counting
+    exp(similarity / temperature) (sims (S,) float32; near_ids (k,) int32 / near_sims (k,) float32
+    are scratch). Only neighbours of positive similarity vote; a sample with none gets no votes."""
     peak = -np.inf
     for n in range(logits.shape[0]):
         z = logits[n] + bias[n]

@@ -866,3 +866,20 @@ def test_the_chunk_worker_table_without_a_type_fingerprint(monkeypatch):
     data = make_data(0, 6)
     stats = eng.train_step(data, np.arange(6, dtype=np.int64))
     assert np.isfinite(stats.loss) and stats.loss > 0
+
+
+def test_an_engine_needs_a_hidden_layer_and_data_that_fits_it():
+    """The output layer's paths read the last hidden vector, and the kernels index weights by id
+    without bounds checks: both are refused with a message rather than scored wrongly."""
+    with pytest.raises(ValueError, match="at least one layer"):
+        make_engine([], modes=[None])
+    eng = make_engine([8])
+    rows = np.arange(4, dtype=np.int64)
+    with pytest.raises(ValueError, match=f"{F + 1} features, the network {F}"):
+        eng.train_step(make_data(0, n_features=F + 1), rows)
+    with pytest.raises(ValueError, match=f"{L + 2} labels, the network {L}"):
+        eng.train_step(make_data(0, n_labels=L + 2), rows)
+    with pytest.raises(ValueError, match="features"):
+        eng.predict(make_data(0, n_features=F + 1), rows)
+    ids, _, _ = eng.predict(make_data(0, n_labels=L + 2), rows, k=2)  # labels are not read to predict
+    assert ids.shape == (4, 2)

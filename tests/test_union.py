@@ -234,3 +234,43 @@ def test_the_engine_takes_the_products_only_where_the_sets_overlap(monkeypatch):
     for _ in range(2):
         dense.train_step(data, np.arange(10, dtype=np.int64))
     assert calls == [1, 1, 1] and dense.output_density == pytest.approx(1.0)
+
+
+def test_an_unlabelled_sample_leaves_no_stale_hidden_row_in_the_products():
+    """G^T H reads every sample's hidden row, an unlabelled sample's against a zero row of G: its
+    row is cleared, so a non-finite vector left by an earlier step cannot spread over the union."""
+    data = make_data(6, n_samples=24, n_labels=24, no_labels=(3,))
+    eng = make_engine([8], ("random", 7))
+    eng.output_products = "always"
+    rows = np.arange(10, dtype=np.int64)
+    eng.train_step(data, rows)
+    eng._records.hidden[3] = np.nan  # what a rolled-back NaN step would have left there
+    eng.train_step(data, rows)
+    assert not eng._records.hidden[3].any()
+    for layer in eng.layers:
+        assert np.isfinite(layer.weights).all() and np.isfinite(layer.bias).all()
+
+
+def test_a_resumed_engine_takes_the_output_path_the_uninterrupted_one_would():
+    """The last step's density picks the next step's path (products or per sample), and the two
+    add floats in different orders: it travels with the checkpoint's meta, so a resumed engine
+    steps bit-identically. 0.1 stands for a late DebianDeps step, below UNION_MIN_DENSITY, where
+    a fresh engine would try the products first."""
+    data = make_data(6, n_samples=24, n_labels=24)
+    rows = np.arange(12, dtype=np.int64)
+    straight = make_engine([8], ("random", 7))
+    straight.train_step(data, rows)
+    straight.output_density = 0.1
+    resumed = make_engine([8], ("random", 7))
+    engine_mod.load_state(resumed, {k: v.copy() for k, v in engine_mod.state_arrays(straight).items()},
+                          engine_mod.state_meta(straight))
+    assert resumed.output_density == 0.1 and not resumed._takes_union(rows.shape[0])
+    for eng in (straight, resumed):
+        eng.train_step(data, rows[::-1].copy())
+    for a, b in zip(straight.layers, resumed.layers):
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(a.bias, b.bias)
+    meta = engine_mod.state_meta(straight)
+    del meta["output_density"]  # a checkpoint written before it was kept
+    engine_mod.load_state(resumed, engine_mod.state_arrays(straight), meta)
+    assert resumed.output_density is None
