@@ -11,6 +11,7 @@ corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -115,13 +116,13 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
 
             click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
             try:
-                validate_paths(cfg)
+                validate_paths(cfg, source=config_path)
             except SlidepyError as exc:  # a dry run may describe a config for another machine
                 click.echo(f"warning: {exc}", err=True)
             estimate = estimate_for_config(cfg)
             click.echo(estimate.report())
             return
-        validate_paths(cfg)                       # before any work: data files, run directory
+        validate_paths(cfg, source=config_path)   # before any work: data files, run directory
         estimate = estimate_for_config(cfg)
         if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
             estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
@@ -302,7 +303,7 @@ def _load_eval_data(path: str, model) -> object:
     try:
         data = load_dataset(path, n_features=n_features, n_labels=n_labels)
     except DataError as exc:
-        if "was requested" in str(exc) or "out of range: given" in str(exc):
+        if "requested" in str(exc) or "out of range: given" in str(exc):
             raise DataError(f"{exc} (the model has {n_features} features, {n_labels} labels)") from None
         raise
     if data.n_samples == 0:
@@ -326,9 +327,12 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
     from .metrics import evaluate_topk
 
     try:
-        k_list = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
+        try:
+            k_list = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
+        except ValueError:
+            k_list = ()
         if not k_list or k_list[0] < 1:
-            raise SlidepyError(f"--k must list positive integers, got {ks!r}")
+            raise SlidepyError(f"--k must list positive integers, e.g. 1,3,5; got {ks!r}")
         models = _load_models(checkpoint, threads)
         data = _load_eval_data(data_path, models[0])
         ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
@@ -343,7 +347,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 @main.command()
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Model file; repeat it to predict with an ensemble (names and vectorizer from the first).")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="Data file (labels ignored).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="Data file (XC or LIBSVM; its labels are not used, but must be well-formed).")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Raw text to predict for (repeatable; one output line each); needs a model saved with its "
                    "text vectorizer by slidepy.sklearn.save_model.")
@@ -362,6 +367,9 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
     try:
         if (data_path is None) == (not texts):
             raise SlidepyError("give either --data FILE or --text TEXT")
+        folder = os.path.dirname(os.path.abspath(out_path)) if out_path else None
+        if folder is not None and not os.path.isdir(folder):  # before the predictions, not after
+            raise SlidepyError(f"--out {out_path}: the directory {folder} does not exist")
         models = _load_models(checkpoint, None)
         model, meta = models[0], read_checkpoint_meta(checkpoint[0])
         data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model)

@@ -51,7 +51,7 @@ def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
         try:
             cfg = _build(raw)
         except ConfigError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+            raise ConfigError(f"{_where(name, exc.paths)}: {exc}") from None
     else:
         raise TypeError(f"load_config expects a path, a dict or a Config, got {type(path_or_dict).__name__}")
     if not overrides:
@@ -95,18 +95,26 @@ def dump_config(cfg: Config, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def validate_paths(cfg: Config, *, output: bool = True) -> None:
+def validate_paths(cfg: Config, *, output: bool = True, source: str | os.PathLike | None = None) -> None:
     """Check before any work that `data.train` / `data.test` / `data.labels` (when not null) are
     readable files and (with `output`) that `output.run_dir` is, or can be created as, a writable
-    directory. Raises ConfigError naming the key and the path. Kept out of `config_from_dict`,
-    which must accept configs whose files live elsewhere (a model file's stored config)."""
+    directory. Raises ConfigError naming the key and the path, where a relative one was looked
+    for, and, when `source` (the config file) set the value, the file and line. Kept out of
+    `config_from_dict`, which must accept configs whose files live elsewhere (a model file's
+    stored config)."""
     checks = [(f"data.{key}", getattr(cfg.data, key), "file") for key in ("train", "test", "labels")]
     if output:
         checks.append(("output.run_dir", cfg.output.run_dir, "dir"))
     for key, path, want in checks:
         problem = None if path is None else _path_problem(path, want)
-        if problem is not None:
-            raise ConfigError(f"{key}: {path} {problem}")
+        if problem is None:
+            continue
+        if not os.path.isabs(path) and "\0" not in path:
+            problem += f" (looked for {os.path.abspath(path)}: relative paths start from the working directory)"
+        prefix = ""
+        if source is not None and _file_value(source, key) == path:  # not a --set / --train override
+            prefix = f"{_where(os.fspath(source), [key])}: "
+        raise ConfigError(f"{prefix}{key}: {path} {problem}")
 
 
 def _path_problem(path: str, want: str) -> str | None:
@@ -149,8 +157,69 @@ def _read_file(name: str) -> Any:
         raise ConfigError(f"{name!r}: cannot read config file: {exc}") from None
     try:
         return _load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark, start = exc.problem_mark or exc.context_mark, exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        what = exc.problem or exc.context or "cannot parse"
+        if exc.problem and exc.context:  # e.g. an unclosed [ found only lines later
+            since = f" at line {start.line + 1}" if start is not None and start.line != mark.line else ""
+            what += f" ({exc.context}{since})"
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: invalid YAML: {exc}") from None
+
+
+def _key_lines(name: str) -> dict[str, int]:
+    """Dotted key path (list items by index) -> the 1-based line where the file sets it; empty
+    when the file cannot be read or parsed (the message then names the file alone)."""
+    try:
+        with open(name, encoding="utf-8") as f:
+            root = yaml.compose(f.read(), Loader=_Loader)
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
+        return {}
+    lines: dict[str, int] = {}
+    stack = [("", root)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = _join(path, key_node.value)
+                lines.setdefault(child, key_node.start_mark.line + 1)
+                stack.append((child, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = _join(path, i)
+                lines.setdefault(child, item.start_mark.line + 1)
+                stack.append((child, item))
+    return lines
+
+
+def _where(name: str, paths: list[str]) -> str:
+    """`name:line` of the first key path in `paths` the file sets (or of its nearest section that
+    it does: a missing key's), else `name`."""
+    lines = _key_lines(name)
+    for path in paths:
+        parts = path.split(".") if path else []
+        while parts:
+            line = lines.get(".".join(parts))
+            if line is not None:
+                return f"{name}:{line}"
+            parts.pop()
+    return name
+
+
+def _file_value(name: str | os.PathLike, key: str) -> Any:
+    """The value the config file sets at dotted `key`, or None."""
+    try:
+        with open(name, encoding="utf-8") as f:
+            node = _load_yaml(f.read())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
 # --- Error messages: pydantic's first error -> one line with the key path, value and what is allowed ---
@@ -375,6 +444,10 @@ def _apply_override(tree: dict, key_path: str, value: Any) -> None:
         else:
             raise ConfigError(f"{done!r} is a value, not a section (it holds {_short(node)})")
         if i == len(parts) - 1:
+            if isinstance(node[key], dict) and not isinstance(value, dict):
+                example = next(iter(node[key]), "KEY")
+                raise ConfigError(f"{key_path!r} is a section, not a value: set its keys, e.g. "
+                                  f"{key_path}.{example}=...")
             node[key] = value
             return
         node, done = node[key], _join(done, part)

@@ -17,9 +17,11 @@ One sample per line, `l1,l2,... f:v f:v ...` (syntax details in `slidepy.parse`)
 - **LIBSVM** multi-label: no header. Feature ids are 1-based by convention (`index_base=1`;
   pass `index_base=0` for 0-based files), label ids are taken as written (0-based). D and N are
   `max id + 1` over the file unless `n_features` / `n_labels` are given, in which case larger ids
-  are errors. Pass the training set's D and N when loading its test set.
-- `format="auto"`: XC if the first non-empty line is three integers and has no `:`, else LIBSVM
-  (two or more bare integers also count as XC, so that a damaged header is reported as such).
+  are errors. Pass the training set's D and N when loading its test set (an XC header may count
+  fewer; more is an error).
+- `format="auto"`: XC if the first non-empty line has two or more tokens and no `:` (three
+  integers; a damaged header is then reported as such), else LIBSVM. A leading UTF-8 byte-order
+  mark is skipped.
 - gzip is detected by its magic bytes, whatever the file is called.
 
 Semantics worth knowing:
@@ -366,12 +368,17 @@ def _line_text(buf, lo, hi) -> str:
     text = bytes(buf[lo : min(hi, lo + EXCERPT_CHARS + 1)]).decode("utf-8", "replace")
     if len(text) > EXCERPT_CHARS:
         text = text[:EXCERPT_CHARS] + "..."
-    return text
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters shown as '?': a message must not drive the terminal."""
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
 
 
 def _token_text(buf, lo, hi) -> str:
     text = bytes(buf[lo : min(hi, lo + 40 + 1)]).decode("utf-8", "replace")
-    return text[:40] + "..." if len(text) > 40 else text
+    return _printable(text[:40] + "..." if len(text) > 40 else text)
 
 
 def _reason(code, token, index_base, n_features, n_labels, dims_from) -> str:
@@ -381,7 +388,9 @@ def _reason(code, token, index_base, n_features, n_labels, dims_from) -> str:
     if code == parse.BAD_FEATURE:
         return f"malformed feature token {token!r} (expected id:value)"
     if code == parse.FEATURE_NEGATIVE:
-        return f"feature id in {token!r} is below the index base {index_base}"
+        hint = ("; LIBSVM feature ids start at 1, so a file of 0-based ids needs the XC header line "
+                "'n_samples n_features n_labels' first") if index_base == 1 else ""
+        return f"feature id in {token!r} is below the index base {index_base}{hint}"
     if code == parse.FEATURE_RANGE:
         return f"feature id in {token!r} is out of range: {dims_from} n_features is {n_features}"
     if code == parse.LABEL_NEGATIVE:
@@ -417,6 +426,12 @@ def _parse_text(
     skip_bad_lines: bool = False,
 ) -> Dataset:
     """Parse a whole file's text (already decompressed) into a Dataset; see `load_dataset`."""
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
+        data = data[3:]
+    nul = data.find(b"\x00", 0, 4096)
+    if nul >= 0:  # text never holds one; say so instead of echoing the bytes as a bad header
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{source}:{line}: a NUL byte at offset {nul}: a binary file, not XC or LIBSVM text")
     buf = np.frombuffer(data, dtype=np.uint8)
     line_lo, line_hi = parse.split_lines(buf)
     first = 0  # first non-blank line
@@ -429,7 +444,8 @@ def _parse_text(
         # Three integers and no ':' is an XC header. Two or four+ bare integers are no valid
         # LIBSVM line either; calling them a malformed header gives the more useful message.
         tokens = first_text.split()
-        is_xc = len(tokens) >= 2 and all(t.isascii() and t.isdigit() for t in tokens)
+        # several tokens and no id:value among them is no LIBSVM line ("forty 50 10", "-40 50 10")
+        is_xc = len(tokens) >= 2 and not any(":" in t for t in tokens)
         format = "xc" if is_xc else "libsvm"
     if index_base is None:
         index_base = 0 if format == "xc" else 1
@@ -447,9 +463,9 @@ def _parse_text(
             ("n_features", n_features, dim_x),
             ("n_labels", n_labels, dim_y),
         ):
-            if given is not None and given != found:
+            if given is not None and found > given:
                 raise DataError(
-                    f"{source}:{first + 1}: header has {name}={found} but {given} was requested"
+                    f"{source}:{first + 1}: header has {name}={found}, more than the {given} requested"
                 )
         first_data = first + 1
         n_data = line_lo.size - first_data
@@ -459,12 +475,21 @@ def _parse_text(
                 f"header says {n_rows} samples (truncated file?)"
             )
         if n_data > n_rows:
+            blank = np.flatnonzero(line_hi[first_data:] == line_lo[first_data:])
+            if blank.size:  # the likelier culprit than the last line
+                bad = first_data + int(blank[0])
+                raise DataError(f"{source}:{bad + 1}: blank line; the header says {n_rows} samples but the "
+                                f"file has {n_data} data lines ({blank.size} blank)")
             bad = first_data + n_rows
             raise DataError(
                 f"{source}:{bad + 1}: header says {n_rows} samples but the file has {n_data} data "
                 f"lines: {_line_text(buf, line_lo[bad], line_hi[bad])}"
             )
+        # ids are checked against the header's bounds; a set loaded for a wider model (a test set
+        # whose header counts only the features it uses) then takes the requested dimensions
         bound_x, bound_y, dims_from = dim_x, dim_y, "header"
+        dim_x = dim_x if n_features is None else int(n_features)
+        dim_y = dim_y if n_labels is None else int(n_labels)
     else:
         first_data = 0
         bound_x = -1 if n_features is None else int(n_features)

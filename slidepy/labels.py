@@ -49,9 +49,13 @@ def label_names_for(model, meta: dict | None = None, override=None) -> list[str]
             raise DataError(f"the checkpoint's stored label names do not match its {n_labels} labels")
         return [str(s) for s in stored]
     path = getattr(model.config.data, "labels", None)
-    if path:
-        return read_label_names(os.fspath(path), n_labels)
-    return None
+    if not path:
+        return None
+    path = os.fspath(path)
+    if not os.path.isabs(path) and not os.path.exists(path):  # the run started from another directory
+        raise DataError(f"{path}: cannot read label names: data.labels of the model's config is relative and not "
+                        f"found from {os.getcwd()}; pass --labels FILE (or --ids)")
+    return read_label_names(path, n_labels)
 
 
 def format_prediction(ids: np.ndarray, scores: np.ndarray, names: list[str] | None = None) -> str:

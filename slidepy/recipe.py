@@ -131,7 +131,7 @@ import re
 
 from .clusters import FULL_ASSIGN_MACS, auto_clusters
 from .data import Dataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .model import INPUT_NORM_BAND, input_scale_for
 
 EXACT_LABELS = 4096
@@ -167,12 +167,21 @@ MIN_BANK_POSITIVES = 5
 CHECKPOINT_EVERY_S = 600.0
 
 
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
 def parse_duration(text: str) -> float:
-    """Seconds from '90', '90s', '5m', '1.5h' (ConfigError otherwise)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise ConfigError(f"--time-budget: {text!r} is not a duration like 90s, 5m or 1.5h")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    """Seconds from '90', '90s', '5m', '1.5h', '1h30m', '5m30s' (ConfigError otherwise)."""
+    parts = re.findall(r"([0-9]*\.?[0-9]+)\s*([smh]?)", str(text))
+    units = [unit for _, unit in parts]
+    joined = re.sub(r"\s+", "", str(text))
+    if (not parts or "".join(a + u for a, u in parts) != joined or len(set(units)) < len(units)
+            or (len(parts) > 1 and "" in units)):
+        raise ConfigError(f"--time-budget: {text!r} is not a duration like 90s, 5m, 1.5h or 5m30s")
+    seconds = sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in parts)
+    if seconds <= 0:
+        raise ConfigError(f"--time-budget: {text!r} must be longer than 0 s")
+    return seconds
 
 
 def output_budget(n_labels: int) -> int:
@@ -280,6 +289,8 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
     """A config dict for `train` (already loaded from `train_path`) under the rules above; with a
     time budget, `samples_per_second` (calibrate.trial_rate) says how many passes it allows."""
     n, b = train.n_labels, train.n_samples
+    if n < 2:
+        raise DataError(f"{train_path}: {n} label{'s' if n != 1 else ''}: a classifier needs at least 2 to tell apart")
     if n <= EXACT_LABELS:
         output = {"mode": "all"}
     else:
@@ -303,7 +314,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
                   "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n)},
-        "training": {"epochs": epochs, "batch_size": BATCH, "lr": learning_rate(passes), "lr_schedule": "linear",
+        "training": {"epochs": epochs, "batch_size": min(BATCH, b), "lr": learning_rate(passes), "lr_schedule": "linear",
                      "warmup_steps": warmup_steps(passes, planned_steps),
                      "optimizer": "adam", "time_budget_s": time_budget_s, "log_every": max(1, min(100, planned_steps // 50))},
         "eval": {"every": max(1, planned_steps // EVALS_PER_RUN), "subset": EVAL_SUBSET, "k": [1, 3, 5],

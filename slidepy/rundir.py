@@ -222,13 +222,21 @@ class RunDir:
         return checkpoint_path(self.path, step)
 
     def refuse_earlier_run(self) -> None:
-        """A fresh run must not mix its checkpoints with an earlier run's: pruning keeps the
-        newest steps, so the new run's own checkpoints would be the ones deleted."""
+        """A fresh run must not mix its checkpoints with an earlier run's (pruning keeps the newest
+        steps, so the new run's own checkpoints would be the ones deleted), nor its log with the
+        log of a run killed before its first checkpoint (steps would run 0..n, then 0.. again)."""
         earlier = self.checkpoints()
+        options = "continue it with --resume, start over with --overwrite (deletes them), or use another --out"
         if earlier:
             raise ConfigError(f"output.run_dir: {self.path} already holds checkpoints of an earlier run (up to "
-                              f"step {earlier[-1][0]}); continue it with --resume, start over with --overwrite "
-                              "(deletes them), or use another --out")
+                              f"step {earlier[-1][0]}); {options}")
+        try:
+            logged = self.metrics.stat().st_size > 0
+        except OSError:
+            logged = False
+        if logged:
+            raise ConfigError(f"output.run_dir: {self.path} already holds the log of an earlier run ({self.metrics}, "
+                              f"no checkpoint); {options.replace('deletes them', 'deletes it')}")
 
     def save_checkpoint(self, step: int, arrays: dict, meta: dict, keep_last: int) -> str:
         """Write `checkpoints/step-N.npz` and prune to `keep_last`. A failed write (disk full,

@@ -63,6 +63,7 @@ from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
+from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
 from .rng import generator
@@ -355,6 +356,13 @@ def _start(trainer: Trainer) -> None:
     if trainer.step == 0:
         trainer.run.refuse_earlier_run()
     trainer.run.prepare(trainer.config)
+    data = trainer.train_data
+    for what, indptr, effect in (("labels", data.y_indptr, "they train nothing"),
+                                 ("features", data.x_indptr, "the network sees only its biases for them")):
+        empty = int(np.count_nonzero(np.diff(indptr) == 0))
+        if empty:
+            trainer._warn(f"{empty:,} of {n_train:,} training samples in {data.source} have no {what} ({effect})",
+                          stacklevel=4)
     if t.batch_size > n_train:
         trainer._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
                       f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
@@ -405,7 +413,7 @@ def _resume(trainer: Trainer) -> bool:
     trainer.run.lock()
     found = trainer.run.resume_point()
     if found is None:
-        trainer.run.trim_metrics(0)  # records of an attempt killed before its first checkpoint
+        trainer.run.trim_metrics(-1)  # every record of an attempt killed before its first checkpoint
         return False
     try:
         _apply_state(trainer, *found)
@@ -705,6 +713,9 @@ def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
     that does not exist, DataError (file:line: reason) for bad contents, an empty set, or a test
     set whose dimensions differ from the training set's."""
     d = cfg.data
+    if d.train is None and d.test is not None:  # else the test set would be dropped for synthetic data
+        raise ConfigError(f"data.test is {d.test} but data.train is null (which generates synthetic data "
+                          "instead of reading a file): give data.train (--train FILE) too")
     if d.train is None:
         s = d.synthetic
         return make_synthetic(s.n_train, s.n_test, s.n_features, s.n_labels, nnz_per_sample=s.nnz_per_sample,
@@ -714,12 +725,17 @@ def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
     opts = dict(format=d.format, cache=d.cache, cache_dir=d.cache_dir, skip_bad_lines=d.skip_bad_lines)
     train = load_dataset(d.train, **opts)
     _require_samples(train, "data.train")
+    if d.labels is not None:  # now, not when the trained model first predicts with them
+        try:
+            read_label_names(d.labels, train.n_labels)
+        except DataError as exc:
+            raise DataError(f"data.labels: {exc} ({d.train})") from None
     test = None
     if d.test is not None:
         try:
             test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **opts)
         except DataError as exc:
-            if "was requested" in str(exc) or "out of range: given" in str(exc):
+            if "requested" in str(exc) or "out of range: given" in str(exc):
                 raise DataError(f"{exc} (data.test must fit the model built from data.train: "
                                 f"{train.n_features} features, {train.n_labels} labels)") from None
             raise

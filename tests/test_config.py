@@ -491,17 +491,44 @@ def test_overrides_do_not_mutate_input():
 # --- files ----------------------------------------------------------------------------------------
 
 
-def test_file_errors_prefixed_with_file_name(tmp_path):
+def test_file_errors_name_the_file_and_the_line_of_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("training:\n  lr_rate: 0.1\n")
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
-    assert str(info.value) == (f"{path}: unknown key 'training.lr_rate'; "
+    assert str(info.value) == (f"{path}:2: unknown key 'training.lr_rate'; "
                                f"did you mean 'training.lr'?")
 
-    path.write_text("training:\n  epochs: 0\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: training\.epochs: 0 is out of range"):
+    path.write_text("# a comment\ntraining:\n  lr: 0.1\n\n  epochs: 0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:5: training\.epochs: 0 is out of range"):
         load_config(str(path))
+    path.write_text("model:\n  hidden:\n    - 64\n    - size: -3\n")  # a list item's key
+    with pytest.raises(ConfigError, match=r"bad\.yaml:4: model\.hidden\.1\.size: -3 is out of range"):
+        load_config(str(path))
+    path.write_text("training:\n  lr: 0.1\n")  # an error in an override names the --set, no line
+    with pytest.raises(ConfigError, match=r"^--set training\.epochs=0: training\.epochs"):
+        load_config(str(path), ["training.epochs=0"])
+
+
+def test_data_paths_name_the_config_line_and_where_a_relative_path_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "c.yaml"
+    (tmp_path / "configs" / "train.txt").write_text("1 2 2\n0 0:1\n")
+    path.write_text("data:\n  train: train.txt\n")  # beside the config, but paths start from the cwd
+    cfg = load_config(str(path))
+    with pytest.raises(ConfigError) as info:
+        validate_paths(cfg, source=str(path))
+    assert str(info.value) == (f"{path}:2: data.train: train.txt does not exist (looked for {tmp_path / 'train.txt'}: "
+                               "relative paths start from the working directory)")
+    overridden = load_config(str(path), ["data.train=elsewhere.txt"])  # not the file's value: no line
+    with pytest.raises(ConfigError, match=r"^data\.train: elsewhere\.txt does not exist"):
+        validate_paths(overridden, source=str(path))
+
+
+def test_a_set_that_puts_a_value_where_a_section_is_names_it():
+    with pytest.raises(ConfigError, match=r"^--set training=5: 'training' is a section, not a value"):
+        load_config({}, ["training=5", "training.threads=1"])
 
 
 def test_file_yaml_problems(tmp_path):
@@ -509,10 +536,15 @@ def test_file_yaml_problems(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
     path = tmp_path / "broken.yaml"
     path.write_text("training: [1,\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml:2:1: invalid YAML: expected the node content"):
         load_config(str(path))
+    path.write_text("training:\n  epochs: [1\n  lr: 0.1\n")  # found a line after the [ that is not closed
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == (f"{path}:3:5: invalid YAML: expected ',' or ']', but got ':' "
+                               "(while parsing a flow sequence at line 2)")
     path.write_text("training:\n  lr: 0.1\n  lr: 0.2\n")
-    with pytest.raises(ConfigError, match="duplicate key 'lr'"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml:3:3: invalid YAML: found duplicate key 'lr'"):
         load_config(str(path))
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):

@@ -302,8 +302,17 @@ def test_format_auto_detection_and_libsvm_defaults():
         parse_bytes("0 1:1\n2 4:1\n", n_labels=2)
     with pytest.raises(DataError, match=r"<mem>:1: malformed header"):
         parse_bytes("0 1:1\n", format="xc")
-    with pytest.raises(DataError, match=r"header has n_features=5 but 7 was requested"):
-        parse_bytes("2 5 3\n0 1:1\n2 4:1\n", n_features=7)
+    with pytest.raises(DataError, match=r"<mem>:1: header has n_features=5, more than the 4 requested"):
+        parse_bytes("2 5 3\n0 1:1\n2 4:1\n", n_features=4)
+    wider = parse_bytes("2 5 3\n0 1:1\n2 4:1\n", n_features=7, n_labels=9)  # a test set for a wider model
+    assert (wider.n_features, wider.n_labels) == (7, 9) and wider.x_indices.tolist() == [1, 4]
+    with pytest.raises(DataError, match=r"<mem>:2: feature id .* out of range: header n_features is 5"):
+        parse_bytes("1 5 3\n0 5:1\n", n_features=7)  # the header's bound still holds for its own ids
+    for header in ("forty 5 3", "-2 5 3"):  # no id:value anywhere: a damaged header, not a LIBSVM line
+        with pytest.raises(DataError, match=r"<mem>:1: malformed header"):
+            parse_bytes(f"{header}\n0 1:1\n")
+    with pytest.raises(DataError, match=r"<mem>:1: feature id .* index base 1; LIBSVM feature ids start at 1"):
+        parse_bytes("0 0:1\n")
     empty_rows = parse_bytes("0 5 3\n")
     assert empty_rows.n_samples == 0 and empty_rows.n_features == 5
 
@@ -714,3 +723,23 @@ def test_real_files_match_stats(dataset, name, tmp_path, monkeypatch):
     # Second load comes from the cache (cache_dir: the shared directory is read-only).
     monkeypatch.setattr(data, "_parse_text", no_parse)
     assert_same(load_dataset(path, cache_dir=tmp_path), ds)
+
+
+def test_a_byte_order_mark_is_skipped_and_a_binary_file_is_named_as_such():
+    plain = parse_bytes("2 5 3\n0 1:1\n2 4:1\n")
+    marked = parse_bytes(b"\xef\xbb\xbf2 5 3\n0 1:1\n2 4:1\n")
+    assert marked.x_indices.tolist() == plain.x_indices.tolist() and marked.n_features == 5
+    with pytest.raises(DataError, match=r"^<mem>:2: a NUL byte at offset 9: a binary file"):
+        parse_bytes(b"1 5 3\n\x7fEL\x00F\x01")
+
+
+def test_a_blank_line_that_breaks_the_sample_count_is_the_line_named():
+    with pytest.raises(DataError, match=r"^<mem>:3: blank line; the header says 2 samples but the file has 3 data "
+                                        r"lines \(1 blank\)"):
+        parse_bytes("2 5 3\n0 1:1\n\n2 4:1\n")
+    with pytest.raises(DataError, match=r"^<mem>:4: blank line"):
+        parse_bytes("2 5 3\n0 1:1\n2 4:1\n\r\n")  # a trailing blank line (CRLF)
+    with pytest.raises(DataError, match=r"^<mem>:4: header says 2 samples but the file has 3 data lines: 1 2:1"):
+        parse_bytes("2 5 3\n0 1:1\n2 4:1\n1 2:1\n")  # no blank line: the first extra one is named
+    kept = parse_bytes("2 5 3\n0 1:1\n\n")  # counted: a sample with neither labels nor features
+    assert kept.n_samples == 2 and kept.x_indptr.tolist() == [0, 1, 1]

@@ -188,10 +188,10 @@ DATA_CASES = {
     "truncated_gzip": (gzip.compress(GOOD_TRAIN.encode())[:25], None,
                        ["{train}: corrupt or truncated gzip data"]),
     "test_feature_count_differs": (GOOD_TRAIN, "2 6 4\n0 0:1\n1 5:1\n",
-                                   ["{test}:1: header has n_features=6 but 5 was requested",
+                                   ["{test}:1: header has n_features=6, more than the 5 requested",
                                     "data.test must fit the model built from data.train: 5 features, 4 labels"]),
     "test_label_count_differs": (GOOD_TRAIN, "2 5 7\n0 0:1\n1 4:1\n",
-                                 ["{test}:1: header has n_labels=7 but 4 was requested"]),
+                                 ["{test}:1: header has n_labels=7, more than the 4 requested"]),
     "libsvm_test_feature_beyond_model": (GOOD_TRAIN, "0 1:1\n1 6:1\n",
                                          ["{test}:2: feature id in '6:1' is out of range: given n_features is 5",
                                           "data.test must fit the model"]),
@@ -340,7 +340,7 @@ def test_evaluate_rejects_missing_checkpoint_and_mismatched_data(trained_run, tm
     wrong.write_text("1 401 150\n0 400:1\n")
     good = checkpoint_path(trained_run["run"], 12)
     result = runner.invoke(main, ["evaluate", "--checkpoint", good, "--data", str(wrong)])
-    _assert_one_line_error(result, f"{wrong}:1: header has n_features=401 but 400 was requested",
+    _assert_one_line_error(result, f"{wrong}:1: header has n_features=401, more than the 400 requested",
                            "the model has 400 features, 150 labels")
     ok = runner.invoke(main, ["evaluate", "--checkpoint", good, "--data", str(trained_run["test"]), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["P@1"] >= 0

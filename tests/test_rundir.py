@@ -83,6 +83,25 @@ def test_lock_is_released_when_fit_ends(tiny_config):
     other.unlock()
 
 
+def test_a_log_without_checkpoints_is_refused_to_a_fresh_run_and_cleared_by_resume(tiny_config):
+    """A run killed before its first checkpoint leaves metrics.jsonl alone: a fresh run there
+    would append its steps 0.. after the old ones, so it is refused like one with checkpoints;
+    --resume finds no checkpoint and starts over with a clean log (one start record)."""
+    tiny_config["training"]["max_steps"] = 3
+    tiny_config["output"]["checkpoint_every"] = 0
+    killed = RunDir(tiny_config["output"]["run_dir"])
+    for step in (0, 10, 20):  # what the killed attempt logged
+        killed.append_metrics({"event": "start" if step == 0 else "log", "step": step})
+    with pytest.raises(ConfigError, match=r"already holds the log of an earlier run \(.*metrics\.jsonl, no "
+                                          r"checkpoint\); continue it with --resume, start over with --overwrite"):
+        Trainer(config_from_dict(tiny_config), progress=False).fit()
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    assert not trainer.resume()
+    trainer.fit()
+    events = [json.loads(line)["event"] for line in killed.metrics.read_text().splitlines()]
+    assert events.count("start") == 1 and events[0] == "start"
+
+
 def test_trim_metrics_drops_later_steps_and_unreadable_lines(tmp_path):
     run = RunDir(tmp_path)
     for step in (0, 5, 10, 15):
