@@ -38,6 +38,34 @@ def test_names_from_config_data_labels(tmp_path):
     assert line == "c:0.5 a:0.25"
 
 
+def test_a_relative_data_labels_missing_from_here_says_what_to_pass(tmp_path, monkeypatch):
+    """A model's config keeps data.labels as written; predicting from another directory names the
+    directory it looked from and the option that fixes it, rather than a bare 'no such file'."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "labels.txt").write_text("a\nb\nc\n")
+    model = SimpleNamespace(engine=SimpleNamespace(n_labels=3),
+                            config=SimpleNamespace(data=SimpleNamespace(labels="labels.txt")))
+    monkeypatch.chdir(tmp_path / "run")
+    assert label_names_for(model) == ["a", "b", "c"]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"^labels\.txt: cannot read label names: data\.labels of the model's config "
+                                        rf"is relative and not found from {tmp_path}; pass --labels FILE"):
+        label_names_for(model)
+
+
+def test_label_names_of_the_wrong_count_are_refused_before_training(tiny_config, tmp_path):
+    from slidepy import Trainer, config_from_dict
+
+    data = tmp_path / "train.txt"
+    CliRunner().invoke(main, ["datagen", "--out", str(data), "--n-train", "20", "--features", "30", "--labels", "6"])
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\n")
+    tiny_config["data"] = {"train": str(data), "labels": str(names)}
+    with pytest.raises(DataError, match=rf"^data\.labels: {names}: has 2 label names but the model has 6 labels"):
+        Trainer(config_from_dict(tiny_config), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_writes_names(tiny_config, tmp_path):
     import yaml
 
