@@ -10,15 +10,17 @@ corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
-from .errors import SlidepyError
+from .errors import SlidepyError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 EXIT_OS_ERROR = 1
@@ -72,7 +74,7 @@ def main():
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Train data-parallel with N Ray workers (default distributed.workers; 0 = one process, "
-                   "no Ray). Needs `pip install slidepy[ray]`.")
+                   "no Ray). Needs `pip install -e '.[ray]'`.")
 @click.option("--ray-address", metavar="auto|HOST:PORT",
               help="Join this Ray cluster (default distributed.ray_address; unset = a local Ray on 127.0.0.1). "
                    "A Ray cluster has no authentication of its own: use one on a trusted network only.")
@@ -80,11 +82,6 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
           progress, workers, ray_address):
     """Train a model from a YAML config, or from data alone (--train/--test) with the automatic
     recipe; with --workers N, data-parallel on Ray."""
-    from .config import config_to_dict
-    from .configfile import load_config, validate_paths
-    from .memory import check_memory, estimate_for_config
-    from .trainer import Trainer, TrainingInterrupted
-
     overrides = list(overrides)
     for key, value in (("data.train", train_path), ("data.test", test_path)):
         if value is not None:
@@ -99,66 +96,69 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
         overrides.append(f"distributed.ray_address={json.dumps(ray_address)}")
     trainer = None
     try:
-        if resume and overwrite:
-            raise SlidepyError("--resume and --overwrite contradict each other: choose one")
-        budget_s = None
-        if time_budget is not None:
-            from .recipe import parse_duration
+        # Ctrl-C is held until the run is set up (a second one goes through at once): raised
+        # inside numba's loading of a cached kernel, it can leave a half-registered function that
+        # crashes the process instead of ending it (numba issue 2324); fit() handles its own
+        with _interrupts_held():
+            from .config import config_to_dict
+            from .configfile import load_config, validate_paths
+            from .memory import check_memory, estimate_for_config
 
-            budget_s = parse_duration(time_budget)
-            overrides.append(f"training.time_budget_s={budget_s}")
-        auto_train, source = None, config_path  # auto_train: the set the automatic recipe read, without a config
-        if config_path is None:
-            auto_train, source = _auto_config(train_path, test_path, budget_s)
-        cfg = load_config(source, overrides)
-        if dry_run:
-            import yaml
+            if resume and overwrite:
+                raise SlidepyError("--resume and --overwrite contradict each other: choose one")
+            budget_s = None
+            if time_budget is not None:
+                from .recipe import parse_duration
 
-            click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
-            try:
-                validate_paths(cfg, source=config_path)
-            except SlidepyError as exc:  # a dry run may describe a config for another machine
-                click.echo(f"warning: {exc}", err=True)
+                budget_s = parse_duration(time_budget)
+                overrides.append(f"training.time_budget_s={budget_s}")
+            auto_train, source = None, config_path  # auto_train: the set the automatic recipe read, without a config
+            if config_path is None:
+                auto_train, source = _auto_config(train_path, test_path, budget_s)
+            cfg = load_config(source, overrides)
+            if dry_run:
+                import yaml
+
+                click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+                try:
+                    validate_paths(cfg, source=config_path)
+                except SlidepyError as exc:  # a dry run may describe a config for another machine
+                    click.echo(f"warning: {exc}", err=True)
+                estimate = estimate_for_config(cfg)
+                click.echo(estimate.report())
+                return
+            validate_paths(cfg, source=config_path)   # before any work: data files, run directory
             estimate = estimate_for_config(cfg)
-            click.echo(estimate.report())
-            return
-        validate_paths(cfg, source=config_path)   # before any work: data files, run directory
-        estimate = estimate_for_config(cfg)
-        if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
-            estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
-                              for name, nbytes in estimate.parts.items()}
-        check_memory(estimate)                    # before any allocation
-        if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
-            raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N (distributed.workers) >= 1")
-        if auto_train is not None and budget_s is not None and not cfg.distributed.workers:
-            earlier = Path(cfg.output.run_dir) / "config.yaml"
-            if resume and earlier.is_file():  # go on with the settings the run began with: a new trial's may differ
-                cfg = load_config(earlier, overrides)
-            else:
-                cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
-        if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
-            from .recipe import describe
+            if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
+                estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
+                                  for name, nbytes in estimate.parts.items()}
+            check_memory(estimate)                    # before any allocation
+            if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
+                raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N "
+                                   "(distributed.workers) >= 1")
+            if auto_train is not None and budget_s is not None and not cfg.distributed.workers:
+                earlier = Path(cfg.output.run_dir) / "config.yaml"
+                if resume and earlier.is_file():  # go on with the settings the run began with, not a new trial's
+                    cfg = load_config(earlier, overrides)
+                else:
+                    cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
+            if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
+                from .recipe import describe
 
-            click.echo(f"{describe(cfg, auto_train)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
-                       "(edit it and pass --config to repeat the run)", err=True)
+                click.echo(f"{describe(cfg, auto_train)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
+                           "(edit it and pass --config to repeat the run)", err=True)
+            if not cfg.distributed.workers:
+                trainer = _trainer_for(cfg, resume, overwrite, progress)
         if cfg.distributed.workers:
             _train_distributed(cfg, resume, overwrite, progress)
             return
-        trainer = Trainer(cfg, progress=progress)
-        if overwrite and trainer.clear_run_dir():
-            click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
-        if resume:
-            if trainer.resume():
-                click.echo(f"resumed from step {trainer.step} (epoch {trainer.epoch}) in {trainer.run_dir}", err=True)
-            else:
-                click.echo(f"no checkpoint in {trainer.run_dir}: starting from scratch", err=True)
         result = trainer.fit()
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
-        where = ""
-        if trainer is not None:
+        where = " before training began"
+        if trainer is not None and trainer.step > 0:  # fit() saves on its own Ctrl-C: this is a second one
             where = f" at step {trainer.step}; not saved (the checkpoints in {trainer.run_dir} are intact)"
         click.echo(f"interrupted{where}", err=True)
         sys.exit(EXIT_SIGINT)
@@ -169,6 +169,47 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
     on_train = " on the training set (no test set: give --test FILE or data.test for held-out figures)"
     click.echo(f"step {trainer.step}  {_format_metrics(result)}{on_train if result.get('split') == 'train' else ''}"
                f"  (run dir {trainer.run_dir})")
+
+
+def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool):
+    """The Trainer of a one-process run, its directory cleared (--overwrite) or its newest
+    checkpoint loaded (--resume), saying which."""
+    from .trainer import Trainer
+
+    trainer = Trainer(cfg, progress=progress)
+    if overwrite and trainer.clear_run_dir():
+        click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
+    if resume:
+        if trainer.resume():
+            click.echo(f"resumed from step {trainer.step} (epoch {trainer.epoch}) in {trainer.run_dir}", err=True)
+        else:
+            click.echo(f"no checkpoint in {trainer.run_dir}: starting from scratch", err=True)
+    return trainer
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """SIGINT inside the block is held until the block ends, then raised as KeyboardInterrupt; a
+    second one is raised at once (the user really wants out). Where no handler can be set (not
+    the main thread), the block runs as it is."""
+    held = []
+
+    def hold(signum, frame):
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _auto_config(train_path, test_path, time_budget_s) -> tuple:
@@ -270,7 +311,6 @@ def _load_model(checkpoint: str, threads: int | None):
 def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> None:
     """`train --workers N`: slidepy.distributed drives N Ray actors (Ray is imported only there)."""
     from .distributed import WorkerLost, train_distributed
-    from .trainer import TrainingInterrupted
 
     try:
         result = train_distributed(cfg, resume=resume, overwrite=overwrite, progress=progress)
@@ -324,8 +364,6 @@ def _load_eval_data(path: str, model) -> object:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
     """P@k and nDCG@k of a trained model on a data file (exact scoring by default)."""
-    from .metrics import evaluate_topk
-
     try:
         try:
             k_list = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
@@ -333,10 +371,16 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
             k_list = ()
         if not k_list or k_list[0] < 1:
             raise SlidepyError(f"--k must list positive integers, e.g. 1,3,5; got {ks!r}")
-        models = _load_models(checkpoint, threads)
-        data = _load_eval_data(data_path, models[0])
-        ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
+        with _interrupts_held():  # see train
+            from .metrics import evaluate_topk
+
+            models = _load_models(checkpoint, threads)
+            data = _load_eval_data(data_path, models[0])
+            ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_SIGINT)
     except (SlidepyError, ValueError) as exc:
         _fail(exc)
     except OSError as exc:
@@ -361,20 +405,24 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only):
     """Write the top-k labels with scores for every sample: one line each, `label:score ...`
     (label names when the model knows them, see --labels; ids otherwise)."""
-    from .checkpoint import read_checkpoint_meta
-    from .labels import format_prediction, label_names_for
-
     try:
         if (data_path is None) == (not texts):
             raise SlidepyError("give either --data FILE or --text TEXT")
         folder = os.path.dirname(os.path.abspath(out_path)) if out_path else None
         if folder is not None and not os.path.isdir(folder):  # before the predictions, not after
             raise SlidepyError(f"--out {out_path}: the directory {folder} does not exist")
-        models = _load_models(checkpoint, None)
-        model, meta = models[0], read_checkpoint_meta(checkpoint[0])
-        data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model)
-        names = None if ids_only else label_names_for(model, meta, labels_path)
-        ids, scores = _predict(models, data, top_k, lsh)
+        with _interrupts_held():  # see train
+            from .checkpoint import read_checkpoint_meta
+            from .labels import format_prediction, label_names_for
+
+            models = _load_models(checkpoint, None)
+            model, meta = models[0], read_checkpoint_meta(checkpoint[0])
+            data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model)
+            names = None if ids_only else label_names_for(model, meta, labels_path)
+            ids, scores = _predict(models, data, top_k, lsh)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_SIGINT)
     except SlidepyError as exc:
         _fail(exc)
     except OSError as exc:
@@ -449,7 +497,7 @@ def import_(model_path, out_path, overrides, layout, labels_path):
               help="Image to write (PNG; other formats by suffix).")
 def plot(run_dirs, out_path):
     """Draw P@1/P@5 against training seconds and steps, loss, lsh_recall@10, samples/s and the time
-    split of one or more run directories on one figure (needs matplotlib: slidepy[plot])."""
+    split of one or more run directories on one figure (needs matplotlib: pip install -e '.[plot]')."""
     from .plot import plot_runs
 
     try:

@@ -457,7 +457,7 @@ def _import_ray(local: bool):
     try:
         import ray
     except ImportError as exc:
-        raise SlidepyError(f"--workers needs Ray: pip install 'slidepy[ray]' ({exc})") from None
+        raise SlidepyError(f"--workers needs Ray: pip install -e '.[ray]' ({exc})") from None
     if local:
         from ray._private import ray_constants  # read at call time; set in case ray was imported earlier
 

@@ -24,3 +24,12 @@ class CheckpointError(SlidepyError):
 
 class NumericalError(SlidepyError):
     """Loss or weights became NaN/inf: names the step and the layer."""
+
+
+class TrainingInterrupted(SlidepyError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, checkpoint: str | None, signum: int):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.signum = signum

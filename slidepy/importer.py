@@ -54,7 +54,7 @@ def _need_torch(path):
         import torch
     except ImportError:
         raise ImportErrorSlidepy(f"{path} is a PyTorch file: reading it needs PyTorch; install it with "
-                                 "pip install 'slidepy[torch]' (or pip install torch), or save the weights "
+                                 "pip install -e '.[torch]' (or pip install torch), or save the weights "
                                  "as an .npz of arrays") from None
     return torch
 

@@ -10,7 +10,7 @@ rebuilds or compilation (those are in the last panel).
     series = read_run(run_dir)                     # plain lists, straight from metrics.jsonl
     fig, data = plot_runs([run_a, run_b], out="curves.png")
 
-Needs matplotlib (the `plot` extra: pip install 'slidepy[plot]'); without it a SlidepyError says
+Needs matplotlib (the `plot` extra: pip install -e '.[plot]'); without it a SlidepyError says
 what to install. The figure is drawn without pyplot (no display, no global state).
 """
 
@@ -97,7 +97,7 @@ def plot_runs(run_dirs, out=None, names=None):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise SlidepyError("slidepy plot needs matplotlib: pip install 'slidepy[plot]' "
+        raise SlidepyError("slidepy plot needs matplotlib: pip install -e '.[plot]' "
                            "(or pip install matplotlib)") from None
     run_dirs = list(run_dirs)
     if not run_dirs:

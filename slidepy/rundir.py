@@ -226,7 +226,8 @@ class RunDir:
         steps, so the new run's own checkpoints would be the ones deleted), nor its log with the
         log of a run killed before its first checkpoint (steps would run 0..n, then 0.. again)."""
         earlier = self.checkpoints()
-        options = "continue it with --resume, start over with --overwrite (deletes them), or use another --out"
+        options = ("continue it with --resume (from Python: Trainer.resume()), start over with --overwrite "
+                   "(Trainer.clear_run_dir(); deletes them), or use another --out (output.run_dir)")
         if earlier:
             raise ConfigError(f"output.run_dir: {self.path} already holds checkpoints of an earlier run (up to "
                               f"step {earlier[-1][0]}); {options}")

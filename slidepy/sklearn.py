@@ -10,7 +10,7 @@
     ids, scores = pipe[-1].predict_topk(pipe[:-1].transform(test_texts), 5)  # labels: pipe[-1].classes_[ids]
     save_model(pipe, "model.npz")         # then: slidepy predict --checkpoint model.npz --text "..."
 
-Needs the `sklearn` extra (`pip install 'slidepy[sklearn]'`: scikit-learn and SciPy). Nothing in
+Needs the `sklearn` extra (`pip install -e '.[sklearn]'`: scikit-learn and SciPy). Nothing in
 slidepy's core imports this module.
 
 Targets. `fit(X, Y)` takes X as a SciPy sparse matrix (any format; CSR is used as is) or a dense

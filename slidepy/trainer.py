@@ -62,7 +62,7 @@ from .config import AUTO, Config, OutputConfig, TrainingConfig
 from .configfile import load_config, validate_paths
 from .data import Dataset, load_dataset
 from .engine import Engine, StepStats
-from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError
+from .errors import CheckpointError, ConfigError, DataError, NumericalError, TrainingInterrupted
 from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
@@ -75,15 +75,6 @@ from .threads import use_threads
 MAX_ROLLBACKS = 3
 # How many bad-line messages a skip_bad_lines load reports in the start record.
 MAX_BAD_REPORTED = 5
-
-
-class TrainingInterrupted(SlidepyError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
-
-    def __init__(self, message: str, checkpoint: str | None, signum: int):
-        super().__init__(message)
-        self.checkpoint = checkpoint
-        self.signum = signum
 
 
 class Step(NamedTuple):

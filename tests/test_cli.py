@@ -114,3 +114,28 @@ def test_signal_saves_checkpoint_and_resume_finishes(config_file, tmp_path, sign
     assert resume.returncode == 0, resume.stderr
     assert f"resumed from step {step}" in resume.stderr
     assert f"step {step + 3} " in resume.stdout
+
+
+def test_ctrl_c_while_a_run_is_set_up_is_held_to_the_end_of_the_setup():
+    """A first SIGINT while the CLI loads data and kernels waits for the block to end (raised
+    inside numba's loading of a cached kernel it could crash the process); a second goes through
+    at once; the previous handler comes back."""
+    import os
+
+    from slidepy.cli import _interrupts_held
+
+    before, done = signal.getsignal(signal.SIGINT), []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run by now
+            done.append("the block went on")
+    assert done == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("not reached")
+    assert done == ["the block went on"] and signal.getsignal(signal.SIGINT) is before

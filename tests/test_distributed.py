@@ -40,7 +40,7 @@ def _have_ray() -> bool:
         return False
 
 
-needs_ray = pytest.mark.skipif(not _have_ray(), reason="Ray is not installed (pip install slidepy[ray])")
+needs_ray = pytest.mark.skipif(not _have_ray(), reason="Ray is not installed (pip install -e '.[ray]')")
 
 # Sparse enough that a sync ships a fraction of the model: 3,000 features, 2,000 labels, global
 # batches of 24 (12 per worker), a sync every 4 steps; 50 steps per epoch.

@@ -107,7 +107,7 @@ def test_missing_torch_says_what_to_install(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
     path.write_bytes(b"not really")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    with pytest.raises(ImportErrorSlidepy, match=r"slidepy\[torch\]"):
+    with pytest.raises(ImportErrorSlidepy, match=r"pip install -e '\.\[torch\]'"):
         read_mlp(path)
 
 

@@ -83,5 +83,5 @@ def test_missing_run_and_missing_matplotlib(run_dirs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     from slidepy.plot import plot_runs
 
-    with pytest.raises(SlidepyError, match=r"pip install 'slidepy\[plot\]'"):
+    with pytest.raises(SlidepyError, match=r"pip install -e '\.\[plot\]'"):
         plot_runs(run_dirs)

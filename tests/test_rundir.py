@@ -93,7 +93,8 @@ def test_a_log_without_checkpoints_is_refused_to_a_fresh_run_and_cleared_by_resu
     for step in (0, 10, 20):  # what the killed attempt logged
         killed.append_metrics({"event": "start" if step == 0 else "log", "step": step})
     with pytest.raises(ConfigError, match=r"already holds the log of an earlier run \(.*metrics\.jsonl, no "
-                                          r"checkpoint\); continue it with --resume, start over with --overwrite"):
+                                          r"checkpoint\); continue it with --resume \(from Python: Trainer\.resume\(\)\), start "
+                                          r"over with --overwrite \(Trainer\.clear_run_dir\(\); deletes it\)"):
         Trainer(config_from_dict(tiny_config), progress=False).fit()
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
     assert not trainer.resume()
