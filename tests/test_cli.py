@@ -139,3 +139,28 @@ def test_ctrl_c_while_a_run_is_set_up_is_held_to_the_end_of_the_setup():
             time.sleep(0.05)
             done.append("not reached")
     assert done == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_arguments_are_checked_before_any_work(tmp_path):
+    """Junk in --k, a --out in a missing directory, a test set without a training set and a time
+    budget of nothing are refused up front, each in one line naming the option (exit 2)."""
+    runner = CliRunner()
+    model, data = tmp_path / "none.npz", tmp_path / "none.txt"  # never opened: the checks come first
+    cases = [
+        (["evaluate", "--checkpoint", str(model), "--data", str(data), "--k", "1,x"],
+         "error: --k must list positive integers, e.g. 1,3,5; got '1,x'"),
+        (["predict", "--checkpoint", str(model), "--data", str(data), "--out", str(tmp_path / "no" / "p.txt")],
+         f"error: --out {tmp_path / 'no' / 'p.txt'}: the directory {tmp_path / 'no'} does not exist"),
+        (["train", "--train", str(data), "--time-budget", "0s"], "error: --time-budget: '0s' must be longer than 0 s"),
+    ]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# the defaults\n")
+    test = tmp_path / "test.txt"
+    test.write_text("1 3 2\n0 1:1\n")
+    cases.append((["train", "--config", str(empty), "--test", str(test), "--out", str(tmp_path / "run")],
+                  f"error: data.test is {test} but data.train is null (which generates synthetic data instead of "
+                  "reading a file): give data.train (--train FILE) too"))
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == message, result.output
+    assert not (tmp_path / "run").exists()
