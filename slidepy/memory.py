@@ -84,10 +84,10 @@ def _text_size(path: str) -> int:
     return size * 4 if path.endswith(".gz") else size  # XC text compresses about 4x
 
 
-def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
-    """Estimate the peak resident memory of training `cfg` (data dimensions read from the train
-    file's header, or the synthetic spec). Array sizes come from the allocators' own shape
-    functions (network.param_shapes / scratch_shapes, lsh.index_layout),
+def estimate_for_config(cfg, threads: int | None = None, train=None) -> MemoryEstimate:
+    """Estimate the peak resident memory of training `cfg` (data dimensions from `train`, a loaded
+    Dataset, else read from the train file's header, or the synthetic spec). Array sizes come from
+    the allocators' own shape functions (network.param_shapes / scratch_shapes, lsh.index_layout),
     applied to the per-layer spec the engine would build; nothing is allocated."""
     from .config import layer_selections
     from .model import lsh_options
@@ -100,7 +100,7 @@ def estimate_for_config(cfg, threads: int | None = None) -> MemoryEstimate:
         max_labels = s.labels_per_sample[1]
         n_train = s.n_train
     else:
-        dims = _header_dims(d.train)
+        dims = _header_dims(d.train) if train is None else (train.n_samples, train.n_features, train.n_labels)
         if dims is None:
             return MemoryEstimate({"(dimensions unknown until the data is read)": 0}, available_memory())
         n_train, n_features, n_labels = dims

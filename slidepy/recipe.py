@@ -42,7 +42,10 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   dropout 0.5, 512 units beat 128 on every set measured (test P@1 / P@5, same epochs and lr):
   Bibtex 0.652 / 0.292 against 0.619 / 0.283, Delicious 0.672 / 0.579 against 0.662 / 0.561,
   DebianDeps 0.732 / 0.402 against 0.728 / 0.379. The cost is time: per sample the network does
-  about HIDDEN x (non-zeros + active outputs) multiply-adds.
+  about HIDDEN x (non-zeros + active outputs) multiply-adds. And memory: layer 0 keeps features x
+  HIDDEN weights with their gradient and Adam moments (16 bytes each; 16 GB at 2 x 10^6
+  features), so where the run's estimate (memory.py) would pass MEMORY_SHARE (75%) of the memory
+  available, the hidden layer is halved until it fits, down to MIN_HIDDEN (fit_width).
 * Optimiser: Adam, batch 128, decayed linearly to 0 over the run (over the time budget when one
   is given): a run that stops on a time budget then ends at a small step size. The learning rate
   is LR (2e-3), FEW_PASSES_LR (4e-3) when the run makes at most FEW_PASSES passes, and
@@ -131,7 +134,9 @@ import re
 
 from .clusters import FULL_ASSIGN_MACS, auto_clusters
 from .data import Dataset
+from .configfile import config_from_dict
 from .errors import ConfigError, DataError
+from .memory import estimate_for_config
 from .model import INPUT_NORM_BAND, input_scale_for
 
 EXACT_LABELS = 4096
@@ -165,6 +170,8 @@ NEIGHBOUR_BANK_FLOATS = 1 << 25
 # on average (see the module doc).
 MIN_BANK_POSITIVES = 5
 CHECKPOINT_EVERY_S = 600.0
+MEMORY_SHARE = 0.75  # of the memory available, at most, for the run's estimate (memory.py)
+MIN_HIDDEN = 64
 
 
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -278,7 +285,9 @@ def describe(config, train: Dataset) -> str:
     length = (f"until {training.time_budget_s:g} s of training" if training.time_budget_s
               else f"{training.epochs} epochs")
     votes = model.neighbours.weight
-    return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units at dropout "
+    narrow = " (narrowed to fit the memory available)" if model.hidden[0].size < HIDDEN else ""
+    return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units{narrow} "
+            f"at dropout "
             f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "
             f"{training.lr:g} ({training.lr_schedule}), {length}, "
             + (f"neighbours' votes at {votes:g}" if votes > 0 else "no neighbours' votes"))
@@ -309,7 +318,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
     else:
         passes = passes_in_budget(time_budget_s, samples_per_second, b)
         epochs, planned_steps = 1000, max(1, round(passes * steps_per_epoch))
-    return {
+    config = {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
@@ -321,3 +330,17 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
                  "recall_samples": 256 if output["mode"] == "lsh" else 0, "max_share": EVAL_SHARE},
         "output": {"run_dir": run_dir, "checkpoint_every": 0, "checkpoint_every_s": CHECKPOINT_EVERY_S, "keep_last": 2},
     }
+    return fit_width(config, train)
+
+
+def fit_width(config: dict, train: Dataset) -> dict:
+    """`config` with its hidden layer halved (down to MIN_HIDDEN) until the run's memory estimate
+    is within MEMORY_SHARE of the memory available now: layer 0 holds features x hidden weights
+    with their gradient and Adam moments, 16 bytes each, so a few million features at HIDDEN
+    units outgrow a small machine, where a narrower network still trains."""
+    while True:
+        estimate = estimate_for_config(config_from_dict(config), train=train)
+        width = config["model"]["hidden"][0]
+        if estimate.available is None or estimate.total <= MEMORY_SHARE * estimate.available or width <= MIN_HIDDEN:
+            return config
+        config["model"]["hidden"] = [max(MIN_HIDDEN, width // 2)]

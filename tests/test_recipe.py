@@ -25,9 +25,24 @@ from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EVAL_SHARE, EV
 def test_parse_duration():
     assert parse_duration("90") == 90 and parse_duration("90s") == 90
     assert parse_duration("5m") == 300 and parse_duration("1.5h") == 5400
-    for bad in ("", "5 minutes", "-3s", "0"):
-        with pytest.raises(ConfigError, match="--time-budget"):
+    assert parse_duration("5m30s") == 330 and parse_duration("1h 30m") == 5400
+    for bad in ("", "5 minutes", "-3s", "5m30", "5s5s", "1.5.5"):
+        with pytest.raises(ConfigError, match="is not a duration like 90s, 5m, 1.5h or 5m30s"):
             parse_duration(bad)
+    for zero in ("0", "0s", "0m0s"):
+        with pytest.raises(ConfigError, match=f"'{zero}' must be longer than 0 s"):
+            parse_duration(zero)
+
+
+def test_the_recipe_refuses_a_single_label_and_keeps_the_batch_within_the_set():
+    from slidepy.errors import DataError
+
+    one = make_synthetic(40, 5, 30, 2, nnz_per_sample=4, labels_per_sample=(1, 1), seed=0)[0]
+    one = one.__class__(one.x_indptr, one.x_indices, one.x_values, one.y_indptr, np.zeros_like(one.y_indices), 30, 1)
+    with pytest.raises(DataError, match=r"^one\.txt: 1 label: a classifier needs at least 2 to tell apart"):
+        auto_config(one, "one.txt", None)
+    few = make_synthetic(40, 5, 30, 6, nnz_per_sample=4, seed=0)[0]
+    assert auto_config(few, "few.txt", None)["training"]["batch_size"] == 40
 
 
 def test_output_budget_grows_as_sqrt_of_labels():
@@ -66,8 +81,9 @@ def test_rules_follow_the_shape():
     # ... and so does the warm-up: 2.5% of the planned steps of a single pass, else none
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
-    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000),
-                                           nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)  # DebianNextWord's
+    two_pass = auto_config(SimpleNamespace(n_samples=500_000, n_features=30_000, n_labels=50_000,
+                                           y_indices=np.zeros(500_000), nnz=1_500_000, mean_row_norm=1.0),
+                           "tr.txt", None)  # DebianNextWord's
     assert two_pass["training"]["epochs"] == 2 and two_pass["training"]["lr"] == learning_rate(2) == 0.004
     assert two_pass["training"]["warmup_steps"] == 0
     assert two_pass["model"]["output"]["selection"]["lsh"]["rebuild"]["spread_steps"] == rebuild_spread(50_000, 896)
@@ -86,7 +102,8 @@ def test_rules_follow_the_shape():
     assert input_scale(SimpleNamespace(mean_row_norm=0.5), 1) == 6.0
     assert input_scale(SimpleNamespace(mean_row_norm=0.5), 2) == 2.0
     for norm, scale in ((40.0, 0.2), (0.25, 4.0), (7.9, 1.0), (3.0, 1.0)):
-        shaped = SimpleNamespace(n_samples=3000, n_labels=200, y_indices=np.zeros(3000), nnz=30_000, mean_row_norm=norm)
+        shaped = SimpleNamespace(n_samples=3000, n_features=2000, n_labels=200, y_indices=np.zeros(3000), nnz=30_000,
+                                 mean_row_norm=norm)
         assert auto_config(shaped, "tr.txt", None)["model"]["input_scale"] == scale
 
 
@@ -124,8 +141,8 @@ def test_rebuild_cap_keeps_the_rebuilds_a_small_share_of_the_steps():
     assert rebuild_max_interval(670_091, output_budget(670_091), 76.0) == REBUILD_INTERVAL_LIMIT
     # more non-zeros make a step dearer, so a rebuild is worth fewer of them
     assert rebuild_max_interval(100_000, 1280, 100.0) < rebuild_max_interval(100_000, 1280, 3.0)
-    nw = auto_config(SimpleNamespace(n_samples=500_000, n_labels=50_000, y_indices=np.zeros(500_000),
-                                     nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)
+    nw = auto_config(SimpleNamespace(n_samples=500_000, n_features=30_000, n_labels=50_000,
+                                     y_indices=np.zeros(500_000), nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)
     assert nw["model"]["output"]["selection"]["lsh"]["rebuild"]["max_interval"] == rebuild_max_interval(50_000, 896, 3.0)
 
 
@@ -149,7 +166,7 @@ def test_dropout_rises_with_the_passes():
 
 
 def _shaped(n_samples, n_labels=50_000, nnz_per_sample=3, norm=1.0):
-    return SimpleNamespace(n_samples=n_samples, n_labels=n_labels, y_indices=np.zeros(n_samples),
+    return SimpleNamespace(n_samples=n_samples, n_features=30_000, n_labels=n_labels, y_indices=np.zeros(n_samples),
                            nnz=nnz_per_sample * n_samples, mean_row_norm=norm)
 
 
@@ -279,3 +296,28 @@ def test_the_recipe_says_what_it_chose_on_the_ray_path_too(tmp_path, monkeypatch
     assert ("automatic recipe for 600 samples x 200 features, 80 labels" in result.output
             and f"the config: {out / 'config.yaml'}" in result.output), result.output
 
+
+def test_the_hidden_layer_narrows_until_the_run_fits_the_memory_available(monkeypatch):
+    """Halved from 512 while the estimate passes 75% of the memory available, not below 64; with
+    no figure for the machine (no /proc/meminfo) the width stays."""
+    import slidepy.memory as memory
+    from slidepy.configfile import config_from_dict as build
+
+    train = make_synthetic(300, 10, 5000, 800, nnz_per_sample=8, seed=0)[0]
+    wide = auto_config(train, "train.txt", None)
+    assert wide["model"]["hidden"] == [512]
+
+    def needs(width):
+        cfg = dict(wide, model={**wide["model"], "hidden": [width]})
+        return memory.estimate_for_config(build(cfg), train=train).total
+
+    assert needs(128) < needs(256) < needs(512)
+    fits_128 = int(needs(128) / 0.75) + 1
+    monkeypatch.setattr(memory, "available_memory", lambda: fits_128)
+    narrowed = auto_config(train, "train.txt", None)
+    assert narrowed["model"]["hidden"] == [128]
+    assert "128 hidden units (narrowed to fit the memory available)" in describe(build(narrowed), train)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1)
+    assert auto_config(train, "train.txt", None)["model"]["hidden"] == [64]
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
+    assert auto_config(train, "train.txt", None)["model"]["hidden"] == [512]
