@@ -373,3 +373,28 @@ def test_compile_notice_says_nothing_when_nothing_compiled():
     stream = _Terminal()
     CompileNotice(stream, live=True).finish(0.2)
     assert stream.getvalue() == ""
+
+
+def test_training_samples_without_labels_or_features_are_counted_in_a_warning(tiny_config):
+    """They are kept (a blank XC line is a sample with neither), but a user should know: an
+    unlabelled sample trains nothing, a featureless one sees only the biases."""
+    from slidepy import make_synthetic
+    from slidepy.data import Dataset
+
+    train, test = make_synthetic(30, 10, 40, 12, nnz_per_sample=4, seed=0)
+    x_ptr, y_ptr = train.x_indptr.copy(), train.y_indptr.copy()
+    keep_x = np.ones(train.x_indices.size, bool)
+    keep_y = np.ones(train.y_indices.size, bool)
+    for i in (2, 5, 9):  # no labels
+        keep_y[y_ptr[i]:y_ptr[i + 1]] = False
+    keep_x[x_ptr[4]:x_ptr[5]] = False  # no features
+    x_counts, y_counts = np.add.reduceat(keep_x, x_ptr[:-1]), np.add.reduceat(keep_y, y_ptr[:-1])
+    holed = Dataset(np.concatenate([[0], np.cumsum(x_counts)]), train.x_indices[keep_x], train.x_values[keep_x],
+                    np.concatenate([[0], np.cumsum(y_counts)]), train.y_indices[keep_y], 40, 12, "holed.txt")
+    tiny_config["training"]["max_steps"] = 1
+    trainer = Trainer(config_from_dict(tiny_config), train=holed, test=test, progress=False)
+    with pytest.warns(UserWarning) as caught:
+        trainer.fit()
+    said = [str(w.message) for w in caught]
+    assert "3 of 30 training samples in holed.txt have no labels (they train nothing)" in said
+    assert "1 of 30 training samples in holed.txt have no features (the network sees only its biases for them)" in said
