@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 
 from slidepy import make_synthetic
-from slidepy.calibrate import MIN_STEPS, TRIAL_SECONDS, TRIAL_SHARE, trial_rate, trial_seconds
+from slidepy.calibrate import MIN_STEPS, trial_rate, trial_seconds
 from slidepy.configfile import config_from_dict
 from slidepy.engine import Engine
 from slidepy.recipe import auto_config
 
 
 def test_trial_seconds_are_a_small_share_of_a_short_budget():
-    assert trial_seconds(3600.0) == TRIAL_SECONDS
-    assert trial_seconds(4.0) == pytest.approx(TRIAL_SHARE * 4.0)
-    assert all(trial_seconds(b) <= TRIAL_SHARE * b for b in (0.5, 1.0, 10.0, 40.0, 1e4))
+    # 5% of a short budget, at most 2 s: the cap is reached at a 40 s budget
+    assert trial_seconds(4.0) == pytest.approx(0.2)
+    assert trial_seconds(30.0) == pytest.approx(1.5)
+    assert trial_seconds(40.0) == pytest.approx(2.0)
+    assert trial_seconds(600.0) == 2.0 and trial_seconds(3600.0) == 2.0
+    assert all(trial_seconds(b) <= 0.05 * b for b in (0.5, 1.0, 10.0, 40.0, 1e4))
 
 
 @pytest.mark.parametrize("n_labels", [80, 5000])  # exact softmax; lsh with the cluster index

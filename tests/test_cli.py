@@ -1,5 +1,7 @@
 """The command line, as a user runs it: train, interrupt with a signal, resume, evaluate, predict."""
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -25,18 +27,33 @@ def test_train_evaluate_predict(config_file, tmp_path):
     result = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
                                   "--set", "training.epochs=2", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert "P@1" in result.output
     assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
     checkpoint = sorted((out / "checkpoints").glob("step-*.npz"))[-1]
+    # the printed line is the API's evaluation of the last checkpoint on the config's test set
+    from slidepy import Trainer, load_dataset
+
+    printed = dict(re.findall(r"(P@\d|nDCG@\d) (\d\.\d{4})", result.output.splitlines()[-1]))
+    assert set(printed) == {"P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5"}, result.output
+    trained = Trainer.load(checkpoint, load_data_from_config=True)
+    final = trained.evaluate(subset=None)
+    assert printed == {key: f"{final[key]:.4f}" for key in printed}
+    assert final["P@1"] > 0.2  # a model that learnt something: a wrong checkpoint would score apart
 
     test_file = tmp_path / "test.txt"
     gen = runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(test_file),
                                "--n-train", "50", "--n-test", "40", "--features", "400", "--labels", "150"])
     assert gen.exit_code == 0, gen.output
 
-    ev = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file), "--json"])
+    # evaluate on the config's own test set, written out: the numbers of the API's evaluation
+    from slidepy import write_dataset
+
+    eval_file = tmp_path / "eval.txt"
+    write_dataset(trained.test_data, eval_file)
+    ev = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(eval_file), "--json"])
     assert ev.exit_code == 0, ev.output
-    assert '"P@1"' in ev.output and '"nDCG@5"' in ev.output
+    got = json.loads(ev.output)
+    assert set(got) == {"P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5"}
+    assert got == {key: final[key] for key in got}
 
     pred_file = tmp_path / "pred.txt"
     pr = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(test_file), "--top-k", "3",
@@ -44,7 +61,10 @@ def test_train_evaluate_predict(config_file, tmp_path):
     assert pr.exit_code == 0, pr.output
     lines = pred_file.read_text().splitlines()
     assert len(lines) == 40
-    assert all(len(line.split()) == 3 and ":" in line for line in lines)
+    # each line is the API's top-3 for that sample, best first, as id:score (6 significant digits)
+    ids, scores = trained.predict(load_dataset(test_file, n_features=400, n_labels=150, cache=False), k=3)
+    for line, row_ids, row_scores in zip(lines, ids, scores):
+        assert line.split() == [f"{i}:{s:.6g}" for i, s in zip(row_ids, row_scores)]
 
 
 def test_bad_config_is_one_clear_line(config_file, tmp_path):
@@ -68,15 +88,36 @@ def test_evaluate_rejects_data_of_another_shape(config_file, tmp_path):
 
 
 def test_dry_run_prints_memory_estimate(config_file):
+    from slidepy import load_config
+    from slidepy.memory import estimate_for_config
+
     result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "memory estimate" in result.output and "LSH tables" in result.output
+    # the printed parts and total are memory.estimate_for_config's for the same config, in MiB
+    printed = dict(re.findall(r"^  (\S.*?)\s+([\d,]+\.\d) MiB$", result.output, re.M))
+    estimate = estimate_for_config(load_config(config_file))
+    for name, size in {**estimate.parts, "total": estimate.total}.items():
+        assert printed[name] == f"{size / 2**20:,.1f}", name
+    # ... and the total is their sum (to the printed rounding)
+    parts = [float(printed[name].replace(",", "")) for name in estimate.parts]
+    assert abs(sum(parts) - float(printed["total"].replace(",", ""))) <= 0.05 * len(parts)
 
 
 def test_tune_lsh_suggests_k_and_l():
+    from slidepy.hashing import FAMILY_SRP, suggest_k_l
+
     result = CliRunner().invoke(main, ["tune-lsh", "--neurons", "670091", "--active-fraction", "0.005"])
     assert result.exit_code == 0, result.output
-    assert " k " in result.output and " l " in result.output
+    k, l, range_pow, capacity = (int(v) for v in re.search(
+        r"family srp: k (\d+)  l (\d+)  range_pow (\d+)  bucket_capacity (\d+)", result.output).groups())
+    assert (k, l) == suggest_k_l(670091, 0.005, 0.9, FAMILY_SRP, 8)
+    # by hand: SRP's collision at cosine 0.8 is p = 1 - acos(0.8) / pi = 0.7952 per hash; K = 13
+    # needs L = 45 tables for recall 0.9 and retrieves 45 / 2^13 = 0.55% > 0.5%; K = 14 needs 56,
+    # 56 / 2^14 = 0.34%; 56 tables of 2^14 buckets of 32 int32 ids and an int32 count: 115.5 MiB
+    assert (k, l, range_pow, capacity) == (14, 56, 14, 32)
+    assert 1 - (1 - 0.7952 ** 14) ** 56 >= 0.9 and 56 / 2**14 <= 0.005 < 45 / 2**13
+    assert "~0.0034 (~2,290 of 670,091); tables 115.5 MiB" in result.output
 
 
 def _wait_for(predicate, timeout):

@@ -1,11 +1,15 @@
 """indirect.py: a driver calls its worker through the worker's address (call_worker) instead of
 linking its code in."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from numba import njit, prange, typeof, types
 
-from slidepy.indirect import call_worker, fingerprint, worker_table
+from slidepy.indirect import call_worker, worker_table
 
 
 @njit
@@ -64,15 +68,25 @@ def test_a_table_for_other_types_raises_instead_of_calling():
     assert not out.any()  # nothing ran
 
 
-def test_worker_table_holds_the_address_and_the_types_fingerprint():
+def test_worker_tables_are_stable_and_tell_argument_types_apart():
+    """What drivers and kernels.chunk_worker rely on, beyond the calls above: a table is one
+    (2,) int64 array; asking again for the same types gives the same table (the compiled worker is
+    found, not rebuilt); other types get another address and another fingerprint; and the
+    fingerprint is the same number in another process, whatever its hash seed (drivers cached on
+    disk compare it with the tables of later processes)."""
     x = np.ones((2, 3), np.float32)
     out = np.zeros_like(x)
     argtypes = (typeof(x), typeof(np.float32(1.0)), typeof(out), types.int64)
     table = worker_table(scale_rows, argtypes)
-    compiled = scale_rows.overloads[argtypes]
     assert table.dtype == np.int64 and table.shape == (2,)
-    assert table[0] == compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name) != 0
-    assert table[1] == fingerprint(argtypes) != fingerprint(argtypes[:3] + (types.int32,))
+    np.testing.assert_array_equal(worker_table(scale_rows, argtypes), table)
+    other = worker_table(scale_rows, argtypes[:3] + (types.int32,))
+    assert other[0] != table[0] and other[1] != table[1]
+    script = ("from numba import types; from slidepy.indirect import fingerprint; "
+              "print(fingerprint((types.float32[:, ::1], types.float32, types.float32[:, ::1], types.int64)))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True).stdout
+    assert int(printed) == int(table[1])
 
 
 def test_a_worker_must_return_nothing():

@@ -6,8 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+import naive
 from slidepy import Trainer, config_from_dict, make_synthetic
 from slidepy.configfile import config_from_dict as make_config
+from slidepy.data import Dataset
+from slidepy.engine import Engine, LayerSelection
 from slidepy.lsh import LshIndex, RebuildSchedule, resolve_k_l
 from slidepy.model import lsh_options
 
@@ -269,23 +272,32 @@ def test_lsh_output_layer_matches_exact_training_at_5_percent_active(many_labels
         results[mode] = trainer.fit()
         results[mode]["active"] = [r for r in trainer.history if r["event"] == "log"][-1]["active_mean"][1]
     print({mode: round(r["P@1"], 3) for mode, r in results.items()}, results["lsh"]["lsh_recall@10"])
-    # Same epochs, ~150 of 3,000 output neurons computed: with the sampled-softmax correction
-    # (on by default) LSH and uniform sampling both track exact training (measured: all 0.247,
-    # lsh 0.251, random 0.240).
+    # Same epochs, ~150 of 3,000 output neurons computed. Measured here: all 0.2475, lsh 0.2537,
+    # random 0.2400, which is exactly always predicting the most frequent training label (in 4
+    # epochs uniform negatives learn nothing past popularity on this set). Over training seeds
+    # 0-2 x data seeds 7-9 (9 runs) lsh - random was +0.014 to +0.096 and lsh - all 0.0 to
+    # +0.07: LSH never fell below random (or popularity), so no slack is given there.
+    popular = np.bincount(train.y_indices, minlength=train.n_labels).argmax()
+    popularity = np.mean([popular in test.y_indices[test.y_indptr[i]:test.y_indptr[i + 1]]
+                          for i in range(test.n_samples)])
+    assert results["lsh"]["P@1"] >= results["random"]["P@1"]
+    assert results["lsh"]["P@1"] > popularity
     assert results["lsh"]["P@1"] >= results["all"]["P@1"] - 0.03
-    assert results["lsh"]["P@1"] >= results["random"]["P@1"] - 0.03
     assert results["lsh"]["active"] <= 0.06 * 3000
-    # Retrieval: the exact top-10 of the trained layer among the LSH candidates. Floor 0.15: three
-    # times the 0.05 that 150 random neurons of 3,000 would give.
-    assert results["lsh"]["lsh_recall@10"] > 0.15
+    # Retrieval: the exact top-10 of the trained layer among the LSH candidates. Measured 0.923
+    # here, 0.52-0.99 over the 9 runs above; 150 random neurons of 3,000 would give 0.05. The
+    # floor 0.4 is 8x that and below the least measured value.
+    assert results["lsh"]["lsh_recall@10"] > 0.4
 
 
 def test_lsh_on_a_hidden_layer_trains_close_to_dense(tmp_path):
     """MNIST-like: dense-ish inputs, 10 classes, LSH choosing 128 of 256 hidden neurons.
 
     Measured here after 3 epochs: dense 0.88, LSH 0.78, random choice of 128 neurons 0.74. Half
-    the hidden layer learns more slowly in few epochs whichever neurons are picked; LSH picks
-    better than chance. The floors leave room for thread and platform noise."""
+    the hidden layer learns more slowly in few epochs whichever neurons are picked. This index
+    (srp, k 4, l 20) does NOT reliably pick better than chance: over training seeds 0-2 x data
+    seeds 3-5 LSH - random ranged from -0.065 to +0.038 (mean about 0), so the test claims no
+    more than training close to dense. The floors leave room for thread and platform noise."""
     train, test = make_synthetic(3000, 600, 784, 10, nnz_per_sample=150, labels_per_sample=(1, 1),
                                  noise_fraction=0.9, seed=3)
     scores = {}
@@ -345,3 +357,70 @@ def test_kmeans_index_on_a_hidden_layer_queries_sparse_inputs(tmp_path):
     active = [r for r in trainer.history if r["event"] == "log"][-1]["active_mean"][0]
     assert active <= 64
     assert p1 > 0.3, p1  # chance is 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# engine.lsh_diagnostics against a slow NumPy reference: the exact top-10 of a dense forward, the
+# LSH set of naive.naive_lsh_fill, and the recall counted by hand.
+# ---------------------------------------------------------------------------------------------
+
+_D_FEATURES, _D_HIDDEN, _D_OUT, _D_BUDGET = 40, 16, 300, 30
+
+
+def _diagnosed_engine(family):
+    lsh = {"family": family, "rebuild": {"initial_interval": 1000}}
+    lsh.update({"clusters": 20} if family == "kmeans" else {"k": 4, "l": 6, "range_pow": 4, "bucket_capacity": 8})
+    options = lsh_options(make_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": lsh}}}})
+                          .model.output.selection.lsh)
+    # inference "exact": the diagnostic must force the index itself
+    out = LayerSelection(mode="lsh", budget=_D_BUDGET, inference="exact", lsh=options)
+    engine = Engine(_D_FEATURES, [_D_HIDDEN], _D_OUT, [LayerSelection(), out], seed=4, max_labels=3)
+    rng = np.random.default_rng(11)  # spread rows and biases, as training would, so the top-10 is clear-cut
+    engine.layers[1].weights[...] = rng.standard_normal(engine.layers[1].weights.shape).astype(np.float32)
+    engine.layers[1].bias[...] = rng.standard_normal(_D_OUT).astype(np.float32)
+    engine.lsh[1].rebuild(engine.layers[1].weights, False, bias=engine.layers[1].bias)
+    return engine
+
+
+def _diagnosed_data(n_samples=40):
+    rng = np.random.default_rng(12)
+    xp, xi, xv = [0], [], []
+    for _ in range(n_samples):
+        ids = np.sort(rng.choice(_D_FEATURES, int(rng.integers(3, 10)), replace=False))
+        xi += ids.tolist()
+        xv += rng.uniform(0.1, 1.0, ids.size).tolist()
+        xp.append(len(xi))
+    labels = rng.integers(0, _D_OUT, n_samples)
+    return Dataset(np.array(xp, np.int64), np.array(xi, np.int32), np.array(xv, np.float32),
+                   np.arange(n_samples + 1, dtype=np.int64), labels.astype(np.int32), _D_FEATURES, _D_OUT)
+
+
+@pytest.mark.parametrize("family", ["srp", "kmeans"])
+def test_lsh_diagnostics_match_a_numpy_reference(family):
+    engine = _diagnosed_engine(family)
+    data = _diagnosed_data()
+    rows = np.arange(3, 40, dtype=np.int64)  # not from row 0: rows are dataset rows
+    k = 10
+    w, b = engine.layers[1].weights.astype(np.float64), engine.layers[1].bias.astype(np.float64)
+    hits, sizes, ambiguous = 0, [], 0
+    for i in rows:
+        x0, x1 = data.x_indptr[i], data.x_indptr[i + 1]
+        h = naive.naive_hidden_float32(engine.layers[0].weights, engine.layers[0].bias, data.x_indices[x0:x1],
+                                       data.x_values[x0:x1])
+        logits = w @ h.astype(np.float64) + b
+        exact = naive.naive_topk(logits[None], k)[0][0]
+        chosen = naive.naive_lsh_fill(engine.lsh[1], h, [], _D_BUDGET)
+        sizes.append(len(chosen))
+        approx = np.array(chosen)[naive.naive_topk(logits[chosen][None], k)[0][0]]
+        hits += len(set(exact.tolist()) & set(approx.tolist()))
+        # a float32 kernel may order logits within ~1e-5 of each other otherwise
+        ordered = np.sort(logits)[::-1]
+        ambiguous += int(ordered[k - 1] - ordered[k] < 1e-4 * max(1.0, abs(ordered[k])))
+    want = hits / (k * rows.shape[0])
+    assert 0.0 < want < 1.0  # neither all nor nothing: the count is tested
+    got = engine.lsh_diagnostics(data, rows, k=k)
+    assert set(got) == {"lsh_recall@10", "lsh_active_mean", "lsh_drift"}
+    assert abs(got["lsh_recall@10"] - want) <= ambiguous / (k * rows.shape[0]), (got, want, ambiguous)
+    np.testing.assert_allclose(got["lsh_active_mean"], [_D_HIDDEN, np.mean(sizes)])
+    assert got["lsh_drift"] == [engine.lsh[1].last_drift]
+    assert engine.lsh_diagnostics(data, rows[:0]) == {}

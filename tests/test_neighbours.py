@@ -266,17 +266,25 @@ def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
 
 
 def test_memory_estimate_counts_the_bank(tiny_config):
+    """The estimate's bank is the real bank's vectors, whole or sampled, plus one block of
+    similarities (bank_block keeps a block's (B, S) float32 similarities within BLOCK_FLOATS)."""
     from slidepy.memory import estimate_for_config
+    from slidepy.neighbours import bank_block
     from slidepy.scoring import BLOCK_FLOATS
 
     off = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
+    assert off == 0
     tiny_config["model"]["neighbours"] = {"weight": 0.3}
-    on = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
-    n_train, width = tiny_config["data"]["synthetic"]["n_train"], tiny_config["model"]["hidden"][-1]
-    assert off == 0 and on == n_train * width * 4 + BLOCK_FLOATS * 4
-    tiny_config["model"]["neighbours"]["bank_samples"] = n_train // 4
-    sampled = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
-    assert sampled == (n_train // 4) * width * 4 + BLOCK_FLOATS * 4
+    trainer = Trainer(load_config(tiny_config), progress=False)  # built, not trained: the bank's size is its shape's
+    n_train = trainer.train_data.n_samples
+    for samples in (None, n_train // 4):
+        tiny_config["model"]["neighbours"]["bank_samples"] = samples
+        estimate = estimate_for_config(load_config(tiny_config), threads=1).parts["neighbour bank"]
+        bank = build_bank(trainer.engine, trainer.train_data, 25, 0.3, 0.05, samples=samples)
+        assert bank.vectors.shape[0] == (samples or n_train)
+        block = bank_block(bank, trainer.engine.n_labels) * bank.vectors.shape[0] * 4  # a block's similarities
+        assert block <= BLOCK_FLOATS * 4
+        assert estimate == bank.vectors.nbytes + BLOCK_FLOATS * 4
 
 
 def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from slidepy import make_synthetic
+from slidepy import Trainer, make_synthetic
 from slidepy.cli import main
 from slidepy.configfile import config_from_dict, load_config
 from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
+from slidepy.rundir import checkpoint_path
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
 from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN, EXACT_LABELS, HIDDEN,
-                            MIN_BANK_POSITIVES, MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
+                            MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
                             REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL, REBUILD_SHARE, TARGET_STEPS, auto_config,
                             describe, dropout_for, input_scale, learning_rate,
                             neighbours_for, output_budget, parse_duration, passes_in_budget, rebuild_max_interval,
@@ -118,8 +119,11 @@ def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     assert neighbours_for(thin, 10 * thin, thin)["weight"] == 0.0
     assert "bank_samples" not in neighbours_for(thin, 10 * thin, thin)
     assert neighbours_for(500_000, 500_000, 50_000)["weight"] == 0.0  # DebianNextWord: 1.3 a label
-    assert 10 / 2 >= MIN_BANK_POSITIVES  # twice the bank at 10 positives a label leaves 5: kept
-    assert neighbours_for(2 * largest, 20 * largest, 2 * largest)["bank_samples"] == largest
+    # the edge: twice the bank at 10 positives a label leaves 5 a label in it: kept, at the least
+    # share; a slot fewer (just under 5 a label in the bank) drops the votes
+    assert neighbours_for(2 * largest, 20 * largest, 2 * largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
+                                                                      "bank_samples": largest}
+    assert neighbours_for(2 * largest, 20 * largest - 1, 2 * largest)["weight"] == 0.0
     # rows fitted to few positives lean on the votes; well-fed rows on themselves
     shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
     assert shares == sorted(shares, reverse=True)
@@ -173,7 +177,8 @@ def _shaped(n_samples, n_labels=50_000, nnz_per_sample=3, norm=1.0):
 def test_a_time_budget_sets_the_passes_it_allows_at_the_trials_rate():
     """With a trial's rate the passes are the budget's, less the rebuilds' share, and every rule
     that follows the passes (learning rate, warm-up, dropout, input scale) follows those."""
-    assert passes_in_budget(60.0, 5_000.0, 500_000) == pytest.approx(60 * 5_000 * (1 - REBUILD_SHARE) / 500_000)
+    # 60 s x 5,000 samples/s = 300,000 samples, 90% of them (the rebuilds' 10% off) over 500,000
+    assert passes_in_budget(60.0, 5_000.0, 500_000) == pytest.approx(0.54)
     # DebianNextWord's shape under a minute: under one pass, so the one-pass settings, where the
     # steps' plan (two passes) would choose those for two
     short = auto_config(_shaped(500_000), "tr.txt", None, time_budget_s=60.0, samples_per_second=5_000.0)
@@ -208,18 +213,31 @@ def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
     write_dataset(train, tmp_path / "train.txt")
     write_dataset(test, tmp_path / "test.txt")
     out = tmp_path / "run"
+    # The run is capped at 96 steps (8 epochs), which any machine takes in far less than the 30 s
+    # budget (here 0.3 s), so what it learns does not depend on the machine's speed: the trial
+    # asks for >= 5 passes (the recipe's settings from there on are one) down to ~280 samples/s.
     result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
                                        str(tmp_path / "test.txt"), "--out", str(out), "--no-progress",
-                                       "--time-budget", "4s", "--threads", "1"])
+                                       "--time-budget", "30s", "--threads", "1", "--set", "training.max_steps=96"])
     assert result.exit_code == 0, result.output
     cfg = load_config(out / "config.yaml")
-    assert cfg.training.time_budget_s == 4.0 and cfg.data.train == str(tmp_path / "train.txt")
+    assert cfg.training.time_budget_s == 30.0 and cfg.data.train == str(tmp_path / "train.txt")
+    assert cfg.training.max_steps == 96
     final = [json.loads(line) for line in open(out / "metrics.jsonl") if '"eval"' in line][-1]
-    assert final["complete"] and final["P@1"] > 0.3  # popularity is below 0.1 here
-    assert final["train_seconds"] >= 4.0
+    assert final["complete"] and final["step"] == 96, final
+    # Always predicting the most frequent training label scores 0.273 here. The final P@1 blends in
+    # the neighbours' votes, which score 0.95 from an untrained network's hidden space on this set,
+    # so whether the network learnt is read from the network alone (a loaded checkpoint has no
+    # votes): measured 0.78-0.80 over training seeds 0-2 (0.47-0.55 after 36 steps).
+    popular = np.bincount(train.y_indices, minlength=train.n_labels).argmax()
+    popularity = np.mean([popular in test.y_indices[test.y_indptr[i]:test.y_indptr[i + 1]]
+                          for i in range(test.n_samples)])
+    alone = Trainer.load(checkpoint_path(out, 96)).evaluate(test, subset=None)
+    assert alone["P@1"] > max(0.6, popularity + 0.3), (alone, popularity)
+    assert final["P@1"] > 0.6, final
     # The console says what the recipe chose from the data's shape, and where its config is
     assert ("automatic recipe for 1,500 samples x 300 features, 120 labels" in result.output
-            and "every label scored (exact softmax)" in result.output and "until 4 s of training" in result.output
+            and "every label scored (exact softmax)" in result.output and "until 30 s of training" in result.output
             and f"the config: {out / 'config.yaml'}" in result.output), result.output
     # ... after a trial of a fraction of the budget, whose rate set the passes it plans for
     assert "s trial trained" in result.output and "the budget allows about" in result.output

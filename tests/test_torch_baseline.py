@@ -201,16 +201,35 @@ def test_cli_with_real_loader(tmp_path):
     pytest.importorskip("slidepy.data")
     text = "4 6 3\n0,2 0:1 3:0.5\n1 1:2\n 2:1 5:1\n2 0:1 4:1\n"
     (tmp_path / "train.txt").write_text(text)
-    out = tmp_path / "r.json"
+    out, model = tmp_path / "r.json", tmp_path / "m.pt"
     assert tb.main(["--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "train.txt"),
-                    "--epochs", "2", "--batch-size", "2", "--json", str(out)]) == 0
+                    "--epochs", "2", "--batch-size", "2", "--json", str(out), "--save-model", str(model)]) == 0
     res = json.loads(out.read_text())
-    assert res["steps"] == 4 and 0.0 <= res["P@1"] <= 1.0
+    assert res["steps"] == 4
+    # P@1 by hand from the saved weights, on the file's rows written out densely: the third sample
+    # has no labels and counts as a miss (XC convention), so P@1 is a multiple of 1/4, at most 3/4
+    x = np.zeros((4, 6), np.float32)
+    x[0, [0, 3]] = [1, 0.5]
+    x[1, 1] = 2
+    x[2, [2, 5]] = 1
+    x[3, [0, 4]] = 1
+    labels = [{0, 2}, {1}, set(), {2}]
+    w = {k: v.detach().numpy().astype(np.float64) for k, v in torch.load(model).items()}
+    logits = np.maximum(x @ w["w1"] + w["b1"], 0.0) @ w["w2"].T + w["b2"]
+    top = logits.argmax(axis=1)
+    assert np.all(np.sort(logits, axis=1)[:, -1] - np.sort(logits, axis=1)[:, -2] > 1e-6)  # no tie to break
+    assert res["P@1"] == sum(int(top[i]) in labels[i] for i in range(4)) / 4
 
 
 def test_runs_on_make_synthetic():
     synthetic = pytest.importorskip("slidepy.synthetic")
     train, test = synthetic.make_synthetic(256, 64, 50, 30, nnz_per_sample=6,
                                            labels_per_sample=(1, 3), seed=0)
-    res = tb.train_torch(train, test, hidden=16, batch_size=32, lr=1e-2, epochs=3, eval_subset=0)
-    assert res["steps"] == 24 and res["P@1"] > 1 / 30
+    res = tb.train_torch(train, test, hidden=16, batch_size=32, lr=1e-2, epochs=10, eval_subset=0)
+    # the floor a model must beat: always predicting the most frequent training label (0.469 here)
+    popular = np.bincount(train.y_indices, minlength=train.n_labels).argmax()
+    popularity = np.mean([popular in test.y_indices[test.y_indptr[i]:test.y_indptr[i + 1]]
+                          for i in range(test.n_samples)])
+    # measured 0.609 (torch seed 0); over data seeds 0-3 x torch seeds 0-2, 0.125 to 0.27 above
+    # popularity (after 3 epochs it was -0.3 to +0.1: not yet learning)
+    assert res["steps"] == 80 and res["P@1"] >= popularity + 0.06, (res["P@1"], popularity)

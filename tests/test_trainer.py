@@ -3,6 +3,7 @@
 import io
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ def test_lsh_training_learns_far_above_chance(tiny_config):
     assert logs[-1]["loss"] < logs[0]["loss"] * 0.8
     # 150 labels, Zipf popularity: always predicting the most frequent label scores well under 0.2
     assert result["P@1"] > 0.4
-    assert 0 < result["lsh_recall@10"] <= 1
+    # 40 random neurons of 150 would hold 40 / 150 = 0.27 of the exact top-10; measured 0.73 here,
+    # 0.47-0.73 over training seeds 0-2 x data seeds 3-5
+    assert result["lsh_recall@10"] > 0.4
     assert logs[-1]["active_mean"][1] <= 40 + 2  # budget (+ labels forced in)
     lines = [json.loads(line) for line in open(trainer.run_dir / "metrics.jsonl")]
     assert {"start", "log", "eval"} <= {line["event"] for line in lines}
@@ -97,12 +100,18 @@ def test_nan_loss_stops_with_step_and_layer(tiny_config):
         trainer.fit()
 
 
-def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tiny_config):
+def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tiny_config, monkeypatch):
     tiny_config["training"].update({"epochs": 1000, "time_budget_s": 0.3})
     tiny_config["eval"].update({"every": 5, "subset": 100})
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    spent_before_step = []  # the budget seconds counted when each step began
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda: spent_before_step.append(trainer.budget_seconds) or real_step())
     final = trainer.fit()
-    assert 0.3 <= trainer.budget_seconds < 30 and trainer.epoch < 1000
+    # it stopped because of the budget, at the first step that spent it: every step began within
+    # the budget, the last one ended past it, and the epochs had not run out
+    assert max(spent_before_step) == spent_before_step[-1] < 0.3 <= trainer.budget_seconds
+    assert len(spent_before_step) == trainer.step < trainer._total_steps and trainer.epoch < 1000
     evals = [r for r in trainer.history if r["event"] == "eval"]
     assert all(not r["complete"] for r in evals[:-1]) and final is evals[-1] and final["complete"]
     rss = [r["peak_rss_mb"] for r in evals]  # a peak: positive, never falling
@@ -111,27 +120,54 @@ def test_time_budget_stops_training_and_final_eval_scores_the_whole_test_set(tin
     assert final["P@1"] == trainer.evaluate(subset=None)["P@1"]
 
 
-def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(tiny_config):
+def _fake_clock(monkeypatch, trainer, step_seconds, eval_seconds):
+    """The trainer's clock made to advance by step_seconds over each training step and
+    eval_seconds over each evaluation, and not otherwise; rebuilds (timed by the engine) count 0 s.
+    The real steps and evaluations still run."""
+    import slidepy.trainer
+
+    clock = [0.0]
+    monkeypatch.setattr(slidepy.trainer, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def timed(function, seconds):
+        def call(*args, **kwargs):
+            clock[0] += seconds
+            return function(*args, **kwargs)
+        return call
+
+    real_rebuild = trainer.engine.maybe_rebuild
+
+    def rebuild(lr_share=1.0):
+        real_rebuild(lr_share)
+        return 0.0
+
+    monkeypatch.setattr(trainer.engine, "train_step", timed(trainer.engine.train_step, step_seconds))
+    monkeypatch.setattr(trainer.model, "eval_report", timed(trainer.model.eval_report, eval_seconds))
+    monkeypatch.setattr(trainer.engine, "maybe_rebuild", rebuild)
+
+
+def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(tiny_config, monkeypatch):
     """eval.max_share skips an evaluation along the run while the earlier ones have taken more
     than that share of the training seconds; without it every scheduled one runs; the final one
-    runs either way."""
+    runs either way. On a clock where a step takes 1 s and an evaluation 1 s, at a share of 1/8
+    an evaluation runs at step 1, then at the first step with 8 s of training per evaluation
+    before it: 8, 16, 24 and 32 of the 38 steps (2 epochs of 19)."""
     tiny_config["training"].update({"epochs": 2})
     tiny_config["eval"].update({"every": 1, "subset": 100})
     every = Trainer(config_from_dict(tiny_config), progress=False)
+    _fake_clock(monkeypatch, every, 1.0, 1.0)
     every.fit()
     along = [r for r in every.history if r["event"] == "eval" and not r["complete"]]
-    assert len(along) == every.step > 10  # one a step, then the final one on the whole test set
-    tiny_config["eval"]["max_share"] = 0.05
+    assert [r["step"] for r in along] == list(range(1, 39)) and every.step == 38  # then the final one
+    tiny_config["eval"]["max_share"] = 0.125
     tiny_config["output"]["run_dir"] += "-shared"
     shared = Trainer(config_from_dict(tiny_config), progress=False)
+    _fake_clock(monkeypatch, shared, 1.0, 1.0)
     final = shared.fit()
     along = [r for r in shared.history if r["event"] == "eval" and not r["complete"]]
-    assert 1 <= len(along) < shared.step and final["complete"] and final["step"] == shared.step
-    spent = 0.0
-    for r in along:  # each ran only while the ones before it were within the share
-        assert spent <= 0.05 * (r["train_seconds"] + r["rebuild_seconds"])
-        spent += r["eval_seconds"]
-    assert shared.eval_seconds_along == pytest.approx(spent)
+    assert [r["step"] for r in along] == [1, 8, 16, 24, 32]
+    assert [r["eval_seconds"] for r in along] == [1.0] * 5 and shared.eval_seconds_along == 5.0
+    assert final["complete"] and final["step"] == shared.step == 38
 
 
 def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):

@@ -1,0 +1,69 @@
+"""memory.estimate_for_config against the bytes a built model really holds: the estimate derives
+its sizes from shape functions (network.param_shapes, scratch_shapes, lsh.index_layout) without
+allocating anything; here the arrays are allocated (Model.build, a training step, a prediction)
+and their nbytes summed, so a shape function that drifts from its allocator shows."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from slidepy import load_config, make_synthetic
+from slidepy.memory import estimate_for_config
+from slidepy.model import Model
+
+_INDEX_ARRAYS = ("buckets", "counts", "codes", "centroids_t", "cluster_indptr", "cluster_members")
+
+
+def _built(optimizer, family, tmp_path):
+    raw = copy.deepcopy(TINY)
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    raw["training"]["optimizer"] = optimizer
+    lsh = raw["model"]["output"]["selection"]["lsh"]
+    if family == "kmeans":
+        for key in ("k", "l", "range_pow", "bucket_capacity"):
+            lsh.pop(key)
+        lsh.update(family="kmeans", clusters=12)
+    cfg = load_config(raw)
+    s = cfg.data.synthetic
+    train, test = make_synthetic(s.n_train, s.n_test, s.n_features, s.n_labels, nnz_per_sample=s.nnz_per_sample,
+                                 labels_per_sample=tuple(s.labels_per_sample), seed=s.seed)
+    model = Model.build(cfg, train.n_features, train.n_labels, max_labels=s.labels_per_sample[1])
+    return cfg, model.engine, train, test
+
+
+@pytest.mark.parametrize("optimizer,family", [("adam", "srp"), ("sgd", "srp"), ("adam", "kmeans")])
+def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, optimizer, family):
+    cfg, engine, train, test = _built(optimizer, family, tmp_path)
+    parts = estimate_for_config(cfg, threads=1).parts
+
+    # weights, biases, their gradients and the optimizer's moments (none under SGD), touched marks
+    held = sum(array.nbytes for layer in engine.layers for array in layer)
+    assert parts["parameters + gradients + optimizer"] == held
+    if optimizer == "adam":  # 4 float32 copies of every weight (value, gradient, 2 moments): 4 x 4 bytes
+        n_weights = sum(layer.weights.size for layer in engine.layers)
+        assert held > 16 * n_weights
+    else:
+        assert all(layer.weight_m.size == 0 for layer in engine.layers)
+
+    # a training step and a prediction allocate the per-chunk scratch (one set each) and, with Adam
+    # over a dense hidden layer, the batch's output gradient records
+    engine.train_step(train, np.arange(cfg.training.batch_size, dtype=np.int64))
+    engine.predict(test, np.arange(100, dtype=np.int64), k=5)
+    assert len(engine._scratch) == 2
+    scratch = sum(array.nbytes for chunks in engine._scratch.values() for layer in chunks for array in layer)
+    assert parts["per-thread scratch"] == scratch
+    records = 0 if engine._records is None else sum(array.nbytes for array in engine._records)
+    assert parts["output gradient records"] == records and (records > 0) == (optimizer == "adam")
+
+    # the output layer's index: its tables (or clusters) and codes, plus at most one more copy of
+    # the codes, which a rebuild makes
+    index = engine.lsh[1]
+    resident = sum(getattr(index, name).nbytes for name in _INDEX_ARRAYS)
+    assert resident <= parts["LSH tables + code buffers"] <= resident + index.codes.nbytes, (resident, parts)
+
+    # the parsed data: an upper bound (it counts every sample at the most labels)
+    data = sum(getattr(ds, name).nbytes for ds in (train, test)
+               for name in ("x_indptr", "x_indices", "x_values", "y_indptr", "y_indices"))
+    assert data <= parts["dataset (parsed)"] <= 1.5 * data
