@@ -61,6 +61,7 @@ from .hashing import (
     suggest_k_l,
     with_dense_projections,
 )
+from .errors import CheckpointError
 from .rng import derive_int_seed, generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
@@ -483,12 +484,21 @@ class LshIndex:
                 "pending_row": self.pending_row, "shortcut_backoff": self.shortcut_backoff}
 
     def load_state(self, arrays: dict, meta: dict, prefix: str) -> None:
-        self.buckets[...] = arrays[f"{prefix}.buckets"]
-        self.counts[...] = arrays[f"{prefix}.counts"]
-        for name in ("centroids_t", "cluster_indptr", "cluster_members", "codes", "pending_centroids"):
-            if f"{prefix}.{name}" in arrays and arrays[f"{prefix}.{name}"].shape == getattr(self, name).shape:
-                # older checkpoints hold hash tables only, or no spread rebuild's centroids
-                getattr(self, name)[...] = arrays[f"{prefix}.{name}"]
+        """The index as `state_arrays` / `state_meta` saved it; a CheckpointError names an array
+        whose shape this index does not have (its LSH settings differ from the checkpoint's)."""
+        pending = int(meta.get("pending_row", -1))
+        for name in ("buckets", "counts", "centroids_t", "cluster_indptr", "cluster_members", "codes",
+                     "pending_centroids"):
+            key = f"{prefix}.{name}"
+            if key not in arrays:  # older checkpoints hold hash tables only, or no spread rebuild's centroids
+                continue
+            have, want = arrays[key].shape, getattr(self, name).shape
+            if have != want:
+                if name == "pending_centroids" and pending < 0:  # no spread rebuild under way: nothing to carry
+                    continue
+                raise CheckpointError(f"{key} has shape {have} but this index needs {want}: the checkpoint was "
+                                      "written with other LSH settings (family, k, l, clusters, budget)")
+            getattr(self, name)[...] = arrays[key]
         # proj_dense is derived, not read: checkpoints from before it existed load alike
         self.params = with_dense_projections(HashParams(
             **{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields if name != "proj_dense"},
@@ -501,8 +511,10 @@ class LshIndex:
         self.schedule.clock = float(meta.get("clock", 0.0))
         self.schedule.last_step = meta.get("last_step")  # None in older checkpoints (see tick)
         self.max_norm = float(meta.get("max_norm", 1.0))
-        self.pending_row = int(meta.get("pending_row", -1))
+        self.pending_row = pending
         self.shortcut_backoff = int(meta.get("shortcut_backoff", 0))  # a resumed run assigns as the whole one
+        if self.rebuilds > 0:  # the drift sample: drawn from (seed, rebuilds), codes as of that rebuild
+            remember_drift_sample(self)
 
 
 # -- what a rebuild does besides hashing: k-means clustering, the drift sample -----------------

@@ -146,7 +146,7 @@ class Trainer:
                             break
                     elif self.batch_in_epoch < self.schedule.batches_per_epoch:
                         self.train_step()
-                    else:  # resumed from a checkpoint written at an epoch's last batch
+                    else:  # resumed from a checkpoint that an older version wrote before its epoch's end
                         self._end_epoch()
                 # the final weights' bank stays for predict: an evaluation at the last planned step
                 # keeps its own (_eval_record); any other ends with one more evaluation
@@ -210,6 +210,10 @@ class Trainer:
             self.window.reset()
         if cfg.eval.every and self.step % cfg.eval.every == 0:
             self._eval_along()
+        if self.batch_in_epoch >= self.schedule.batches_per_epoch:
+            # before this step's checkpoint: one written between an epoch-end evaluation and its
+            # own record would have the resumed run log that evaluation twice
+            self._end_epoch()
         if (checkpoint_due or self.stop_request.signum is not None) and not self._finite():
             return step
         if checkpoint_due:
@@ -221,8 +225,6 @@ class Trainer:
         if self.stop_request.signum is not None:  # save and raise TrainingInterrupted
             raise self.stop_request.interrupted(self.step, self.run, None if self._last_saved_step == self.step
                                                 else self.checkpoint)
-        if self.batch_in_epoch >= self.schedule.batches_per_epoch:
-            self._end_epoch()
         return step
 
     def _end_epoch(self) -> None:
@@ -547,8 +549,17 @@ class StopRequest:
 
     @contextlib.contextmanager
     def handling(self):
-        """SIGINT and SIGTERM come here inside the block; the previous handlers come back after."""
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        """SIGINT and SIGTERM come here inside the block; the previous handlers come back after.
+        Each block starts afresh (a fit after an interrupted one is not interrupted by the old
+        signal). Outside the main thread, where Python lets no handler be set (joblib's threads,
+        a web server's workers), the block runs without them."""
+        self.signum = None
+        previous = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                previous[s] = signal.signal(s, self._on_signal)
+        except ValueError:  # not the main thread
+            pass
         try:
             yield self
         finally:

@@ -424,3 +424,30 @@ def test_lsh_diagnostics_match_a_numpy_reference(family):
     np.testing.assert_allclose(got["lsh_active_mean"], [_D_HIDDEN, np.mean(sizes)])
     assert got["lsh_drift"] == [engine.lsh[1].last_drift]
     assert engine.lsh_diagnostics(data, rows[:0]) == {}
+
+
+def test_a_resumed_index_measures_drift_as_the_uninterrupted_one():
+    """With rebuild.drift_threshold the index rebuilds when the codes of a sample of its rows
+    change: a loaded index redraws that sample (from the seed and its rebuild count) and keeps its
+    codes, so it measures and rebuilds as the index it was saved from; a checkpoint of other
+    settings is a CheckpointError, not a silent empty index."""
+    from slidepy.errors import CheckpointError
+
+    options = lsh_options(make_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": {
+        "family": "srp", "k": 4, "l": 4, "range_pow": 4, "bucket_capacity": 8,
+        "rebuild": {"drift_threshold": 0.1, "drift_sample": 50, "drift_check_every": 1}}}}}})
+        .model.output.selection.lsh)
+    weights = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    saved = LshIndex(1, (8, 200), options, seed=3)
+    saved.rebuild(weights, False)
+    resumed = LshIndex(1, (8, 200), options, seed=3)
+    resumed.load_state(saved.state_arrays("x"), saved.state_meta(), "x")
+    moved = -weights
+    assert resumed.drift(moved, False) == saved.drift(moved, False) > 0.5
+    resumed.maybe_rebuild(5, moved, False)
+    saved.maybe_rebuild(5, moved, False)
+    assert resumed.rebuilds == saved.rebuilds == 2
+    np.testing.assert_array_equal(resumed.buckets, saved.buckets)
+    other = LshIndex(1, (8, 200), dataclasses.replace(options, l=6), seed=3)
+    with pytest.raises(CheckpointError, match=r"x\.buckets has shape .* other LSH settings"):
+        other.load_state(saved.state_arrays("x"), saved.state_meta(), "x")

@@ -321,7 +321,7 @@ def _broken_checkpoints(run, root, tmp_path):
     lsh = dict(arrays)
     lsh["lsh1.buckets"] = lsh["lsh1.buckets"][:3]
     save_checkpoint(tmp_path / "lsh.npz", lsh, meta)
-    out["lsh_tables_disagree"] = (tmp_path / "lsh.npz", "does not fit this model")
+    out["lsh_tables_disagree"] = (tmp_path / "lsh.npz", "lsh1.buckets has shape (3, 16, 32) but this index needs")
     return out
 
 

@@ -434,3 +434,74 @@ def test_training_samples_without_labels_or_features_are_counted_in_a_warning(ti
     said = [str(w.message) for w in caught]
     assert "3 of 30 training samples in holed.txt have no labels (they train nothing)" in said
     assert "1 of 30 training samples in holed.txt have no features (the network sees only its biases for them)" in said
+
+
+def _small_run(tmp_path, name, **training):
+    from slidepy import make_synthetic
+
+    train, test = make_synthetic(320, 50, 100, 20, seed=1)
+    cfg = {"model": {"hidden": [16], "output": {"selection": {"mode": "all"}}},
+           "training": {"epochs": 2, "batch_size": 32, "threads": 1, "log_every": 1, **training},
+           "output": {"run_dir": str(tmp_path / name), "checkpoint_every": 0}}
+    return cfg, train, test
+
+
+def test_a_fit_after_an_interrupted_one_starts_without_the_old_signal(tmp_path):
+    import os
+    import signal
+
+    cfg, train, test = _small_run(tmp_path, "run")
+    sent = []
+
+    def interrupt_once(trainer, record):
+        if record["event"] == "log" and not sent:
+            sent.append(record["step"])
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = Trainer(config_from_dict(cfg), train=train, test=test, progress=False, callbacks=[interrupt_once])
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGINT at step 1"):
+        trainer.fit()
+    trainer.fit()  # no signal this time: it runs to the end
+    assert trainer.step == 20 and sent == [1]
+
+
+def test_fit_runs_outside_the_main_thread(tmp_path):
+    """joblib's threads or a web server's workers: Python sets no signal handler there, so the run
+    goes without them instead of failing."""
+    import threading
+
+    cfg, train, test = _small_run(tmp_path, "run", epochs=1)
+    done = {}
+
+    def work():
+        try:
+            done["trainer"] = Trainer(config_from_dict(cfg), train=train, test=test, progress=False)
+            done["result"] = done["trainer"].fit()
+        except Exception as exc:  # reported below
+            done["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert "error" not in done, done.get("error")
+    assert done["trainer"].step == 10 and done["result"]["complete"]
+
+
+def test_an_epoch_end_evaluation_is_logged_once_across_a_resume(tmp_path):
+    """The checkpoint at an epoch's last step is written after that epoch's evaluation: a run
+    killed between them resumes from the checkpoint before, and logs each evaluation once."""
+    cfg, train, test = _small_run(tmp_path, "run")
+    cfg["output"]["checkpoint_every"] = 10
+
+    def killed_at_12(trainer, record):
+        if record["event"] == "log" and record["step"] == 12:
+            raise RuntimeError("simulated kill")
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        Trainer(config_from_dict(cfg), train=train, test=test, progress=False, callbacks=[killed_at_12]).fit()
+    resumed = Trainer(config_from_dict(cfg), train=train, test=test, progress=False)
+    assert resumed.resume() and resumed.step == 10
+    resumed.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["step"]) for r in records if r["event"] in ("eval", "resume")] == [
+        ("eval", 10), ("resume", 10), ("eval", 20)]
