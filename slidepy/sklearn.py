@@ -298,13 +298,18 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         trainer = state.pop("trainer_", None)
         if trainer is not None:  # the model file, not the trainer's working state (scratch, data, indexes)
             state["_trainer_bytes"] = trainer_to_bytes(trainer)
+            # the neighbour bank, which model files leave out (it is rebuilt from the training set,
+            # which a fitted estimator does not keep): without it the copy would score differently
+            state["_neighbour_bank"] = trainer.engine.neighbours
         return state
 
     def __setstate__(self, state):
         blob = state.pop("_trainer_bytes", None)
+        bank = state.pop("_neighbour_bank", None)
         self.__dict__.update(state)
         if blob is not None:
             self.trainer_ = trainer_from_bytes(blob)
+            self.trainer_.engine.neighbours = bank
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -198,11 +198,15 @@ def test_saved_pipeline_predicts_text_from_the_cli(text_data, tmp_path):
     assert res.exit_code == 2 and "holds no text vectorizer" in res.output and "save_model" in res.output
 
 
-def test_pickle_round_trip(text_data):
+@pytest.mark.parametrize("votes", [0.0, 0.5])
+def test_pickle_round_trip(text_data, votes):
+    """A pickled estimator scores as the original, the neighbours' votes included (model files
+    leave the bank out)."""
     import pickle
 
     (x_train, y_train), (x_test, _) = text_data
-    pipe = make_pipeline(TfidfVectorizer(), _small(epochs=2)).fit(x_train, y_train)
+    pipe = make_pipeline(TfidfVectorizer(), _small(epochs=2, neighbours_weight=votes)).fit(x_train, y_train)
+    assert (pipe[-1].trainer_.engine.neighbours is not None) == (votes > 0)
     again = pickle.loads(pickle.dumps(pipe))
     np.testing.assert_array_equal(again.decision_function(x_test), pipe.decision_function(x_test))
 
