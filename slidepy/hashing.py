@@ -730,6 +730,17 @@ def random_pair_collision(family, bin_size=8):
     return 0.5 if family == FAMILY_SRP else 1.0 / bin_size
 
 
+def tables_for_recall(p: float, target_recall: float) -> float:
+    """The L tables that retrieve a neuron sharing one table's code with probability p with
+    probability >= target_recall: ceil(log(1 - R) / log(1 - p)), through log1p so that a p below
+    float precision (WTA at K 32) stays finite; 1 for p >= 1, inf for p <= 0."""
+    if p >= 1.0:
+        return 1
+    if p <= 0.0:
+        return math.inf
+    return max(1, math.ceil(math.log(1.0 - target_recall) / math.log1p(-p)))
+
+
 def suggest_k_l(n_neurons, target_active_fraction, target_recall, family, bin_size=8, *,
                 near_similarity=0.8, max_k=32, max_l=1024):
     """Choose (K, L) so a near neuron is retrieved with probability >= target_recall while about
@@ -757,13 +768,7 @@ def suggest_k_l(n_neurons, target_active_fraction, target_recall, family, bin_si
     p_far = random_pair_collision(family, bin_size)
     best = None
     for k in range(1, max_k + 1):
-        pk = p_near ** k
-        if pk >= 1.0:
-            l = 1
-        elif pk <= 0.0:
-            break
-        else:
-            l = max(1, math.ceil(math.log(1.0 - target_recall) / math.log1p(-pk)))
+        l = tables_for_recall(p_near ** k, target_recall)
         if l > max_l:
             break
         frac = min(1.0, l * p_far ** k)

@@ -25,7 +25,6 @@ R = 2**range_pow buckets per table, C bucket capacity, S drift-sample size.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -196,12 +195,11 @@ def resolve_k_l(options: LshOptions, n_neurons: int) -> tuple[int, int]:
 
 
 def suggest_l_for_k(options: LshOptions, k: int) -> int:
-    from .hashing import collision_probability
+    """L for a user-fixed K: as suggest_k_l counts it (hashing.tables_for_recall), at most 512."""
+    from .hashing import collision_probability, tables_for_recall
 
     p = collision_probability(FAMILY_CODES[options.family], 0.8, k, options.bin_size)
-    if p >= 1.0:
-        return 1
-    return int(min(512, max(1, math.ceil(math.log(1 - options.target_recall) / math.log(1 - p)))))
+    return int(min(512, tables_for_recall(p, options.target_recall)))
 
 
 def n_clusters_for(options: LshOptions, n_neurons: int, budget: int) -> int:

@@ -2,6 +2,7 @@
 output layer and on a hidden layer against exact (`all`) training."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -451,3 +452,17 @@ def test_a_resumed_index_measures_drift_as_the_uninterrupted_one():
     other = LshIndex(1, (8, 200), dataclasses.replace(options, l=6), seed=3)
     with pytest.raises(CheckpointError, match=r"x\.buckets has shape .* other LSH settings"):
         other.load_state(saved.state_arrays("x"), saved.state_meta(), "x")
+
+
+def test_l_for_a_fixed_k_stays_finite_where_a_collision_is_below_float_precision():
+    """WTA at K 32 and bins of 256 collides with p ~ 1e-17 per table: 1 - p rounds to 1 and
+    log(1 - p) to 0, so L is counted through log1p (and capped at 512), as suggest_k_l counts it."""
+    from slidepy.hashing import tables_for_recall
+    from slidepy.lsh import suggest_l_for_k
+
+    options = lsh_options(make_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": {
+        "family": "wta", "k": 32, "l": "auto", "bin_size": 256}}}}}).model.output.selection.lsh)
+    assert suggest_l_for_k(options, 32) == 512
+    assert tables_for_recall(0.5, 0.9) == 4  # 1 - 0.5^4 = 0.9375 >= 0.9 > 1 - 0.5^3
+    assert tables_for_recall(1.0, 0.9) == 1 and tables_for_recall(0.0, 0.9) == float("inf")
+    assert tables_for_recall(1e-17, 0.9) == pytest.approx(math.log(0.1) / -1e-17, rel=1e-9)
