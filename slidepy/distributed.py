@@ -296,6 +296,9 @@ class Worker:
         if t.step == 0:
             t.run.refuse_earlier_run()
         t.run.prepare(t.config)
+        # the steps the run plans, as fit() counts them: evaluations along the run then drop the
+        # neighbour bank before training goes on (_eval_record)
+        t._total_steps = t.schedule.planned_steps
         self.set_position(t.epoch, t.batch_in_epoch)
         return {"resumed": resumed, **self.position()}
 
@@ -313,6 +316,7 @@ class Worker:
         t.engine.load_state(arrays, meta["engine"], source="worker 0")
         t.engine.seed = seed
         t.train_seconds, t.rebuild_seconds = meta["train_seconds"], meta["rebuild_seconds"]
+        t.lr_scale = float(meta.get("lr_scale", 1.0))
         self.set_position(meta["epoch"], meta["batch_in_epoch"])
         for rows_seen, biases_seen in t.engine.touched_log:
             rows_seen[...] = 0
@@ -332,7 +336,8 @@ class Worker:
     def position(self) -> dict:
         t = self.trainer
         return {"step": t.step, "epoch": t.epoch, "batch_in_epoch": t.batch_in_epoch,
-                "train_seconds": t.train_seconds, "rebuild_seconds": t.rebuild_seconds}
+                "train_seconds": t.train_seconds, "rebuild_seconds": t.rebuild_seconds,
+                "lr_scale": t.lr_scale}  # halved by rollbacks: every replica steps alike
 
     # -- training -------------------------------------------------------------------------------
 
@@ -409,8 +414,10 @@ class Worker:
         if where is not None:
             raise NumericalError(f"{where} at step {self.trainer.step}; lower training.lr")
 
-    def evaluate(self) -> dict:
-        return self.trainer._eval_record()
+    def evaluate(self, final: bool = False) -> dict:
+        """An evaluation record of rank 0's replica: on eval.subset test samples along the run, on
+        the whole test set at the end (final), as a single process scores them."""
+        return self.trainer._eval_record(final=final)
 
     def checkpoint(self) -> str:
         self.check_weights()  # no checkpoint ever holds NaN/inf
@@ -713,8 +720,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     if last_saved != step else str(list_checkpoints(run_dir)[-1][1])
                 raise TrainingInterrupted(f"stopped by {signame} at step {step} ({n_workers} workers); checkpoint "
                                           f"{path}; {hint}", path, stop_signal[0])
-            if not last_eval or last_eval.get("step") != step:
-                last_eval = group.get([lead.evaluate.remote()], [0], f"evaluating at step {step}")[0]
+            if not last_eval or last_eval.get("step") != step or not last_eval.get("complete", True):
+                last_eval = group.get([lead.evaluate.remote(True)], [0], f"evaluating at step {step}")[0]
             if last_saved != step:
                 group.get([lead.checkpoint.remote()], [0], f"writing the checkpoint of step {step}")
         finally:

@@ -328,13 +328,16 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
 
     raw = copy.deepcopy(TINY)
     raw["training"].update(deterministic=True, epochs=2, lr_schedule="linear", warmup_steps=5)
+    raw["eval"]["subset"] = 40  # the epoch-end evaluations score a subset; the final one all of it
     raw["output"]["run_dir"] = str(tmp_path / "single")
     single = Trainer(config_from_dict(raw), progress=False)
-    single.fit()
+    single_result = single.fit()
     raw["output"]["run_dir"] = str(tmp_path / "ray")
     raw["distributed"] = {"workers": 1, "sync_every": 7}
     result = train_distributed(load_config(raw), progress=False)
     assert result["step"] == single.step
+    assert result["complete"] and single_result["complete"]
+    assert {k: result[k] for k in ("P@1", "P@3", "P@5")} == {k: single_result[k] for k in ("P@1", "P@3", "P@5")}
     arrays, _ = load_checkpoint(list_checkpoints(tmp_path / "ray")[-1][1])
     for l, layer in enumerate(single.engine.layers):
         np.testing.assert_array_equal(arrays[f"layer{l}.weights"], layer.weights)
