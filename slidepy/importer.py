@@ -2,7 +2,7 @@
 inference (`slidepy evaluate/predict --lsh`).
 
     layers = read_mlp("model.pt")               # [(W (out, in) float32, b (out,) float32), ...]
-    import_mlp("model.pt", "model.npz", set_=["model.output.selection.lsh.l=64"])
+    import_mlp("model.pt", "model.npz", overrides=["model.output.selection.lsh.l=64"])
 
 Accepted files (sparse input -> Linear -> ReLU -> ... -> Linear, the last layer giving one logit
 per label; at least one hidden layer):
@@ -247,7 +247,7 @@ def import_config(layers, overrides=()):
 def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_names=None) -> dict:
     """Read an MLP (see `read_mlp`) and write it as a slidepy model file at `out_path`.
     Returns a summary {n_features, hidden, n_labels, family, budget}."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .labels import META_KEY as LABEL_NAMES_KEY
     from .model import Model
 
     layers = read_mlp(source, layout=layout)
@@ -264,14 +264,10 @@ def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_
         # slidepy layout (network.py): layer 0 input-major (F, N), the others neuron-major (N, D)
         arrays[f"layer{index}.weights"] = np.ascontiguousarray(w.T if index == 0 else w)
         arrays[f"layer{index}.bias"] = b
+    if label_names is not None and len(label_names) != n_labels:  # before any file is written
+        raise ImportErrorSlidepy(f"{len(label_names)} label names for {n_labels} output neurons")
     engine.load_state(arrays, {}, source=str(source))  # no LSH state given: tables built from the weights
-    model.save(out_path)
-    if label_names is not None:
-        if len(label_names) != n_labels:
-            raise ImportErrorSlidepy(f"{len(label_names)} label names for {n_labels} output neurons")
-        arrays_out, meta = load_checkpoint(out_path)
-        meta["label_names"] = [str(n) for n in label_names]
-        save_checkpoint(out_path, arrays_out, meta)
+    model.save(out_path, **({} if label_names is None else {LABEL_NAMES_KEY: [str(n) for n in label_names]}))
     sel = cfg.model.output.selection
     return {"n_features": n_features, "hidden": hidden, "n_labels": n_labels, "family": sel.lsh.family,
             "budget": sel.budget}

@@ -56,7 +56,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .configfile import load_config
 from .data import Dataset
 from .errors import SlidepyError
@@ -285,12 +284,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         `slidepy predict --text` works)."""
         check_is_fitted(self, "trainer_")
         path = os.fspath(path)
-        self.trainer_.save(path)
-        extra = model_file_meta(self.classes_, self.n_features_in_, vectorizer)
-        if extra:
-            arrays, meta = load_checkpoint(path)
-            meta.update(extra)
-            save_checkpoint(path, arrays, meta)
+        self.trainer_.save(path, extra=model_file_meta(self.classes_, self.n_features_in_, vectorizer))
         return path
 
     def __getstate__(self):

@@ -326,9 +326,10 @@ class Trainer:
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for every sample of `data`."""
         return self.model.predict(data, k)
 
-    def save(self, path) -> str:
-        """Write a self-contained model file (weights, optimizer, tables, config, progress) atomically."""
-        return self.model.save(path, **Progress.of(self))
+    def save(self, path, extra: dict | None = None) -> str:
+        """Write a self-contained model file (weights, optimizer, tables, config, progress) atomically;
+        `extra` joins its meta (label names, a text vectorizer: slidepy.sklearn)."""
+        return self.model.save(path, **Progress.of(self), **(extra or {}))
 
     @classmethod
     def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,

@@ -152,3 +152,17 @@ def test_cli_import_evaluate_predict_lsh(tmp_path, data):
     assert first and all(tok.startswith("label-") for tok in first)
     bad = runner.invoke(main, ["import", str(tmp_path / "missing.npz"), "--out", str(out)])
     assert bad.exit_code == 2 and "no such file" in bad.output and "Traceback" not in bad.output
+
+
+def test_label_names_are_checked_before_the_model_file_is_written(tmp_path):
+    from slidepy.checkpoint import read_checkpoint_meta
+
+    layers = _random_layers()
+    src = tmp_path / "mlp.npz"
+    np.savez(src, **{f"W{i}": w for i, (w, _) in enumerate(layers)}, **{f"b{i}": b for i, (_, b) in enumerate(layers)})
+    with pytest.raises(ImportErrorSlidepy, match=f"3 label names for {N} output neurons"):
+        import_mlp(src, tmp_path / "short.npz", label_names=["a", "b", "c"])
+    assert not (tmp_path / "short.npz").exists()
+    names = [f"label{i}" for i in range(N)]
+    import_mlp(src, tmp_path / "named.npz", label_names=names)
+    assert read_checkpoint_meta(tmp_path / "named.npz")["label_names"] == names
