@@ -47,12 +47,30 @@ if _openblas_loaded_first:
 
     reread_openblas_settings()
 
-from .config import Config  # noqa: E402
-from .configfile import config_from_dict, load_config  # noqa: E402
-from .data import Dataset, load_dataset, write_dataset  # noqa: E402
-from .errors import CheckpointError, ConfigError, DataError, NumericalError, SlidepyError  # noqa: E402
-from .synthetic import make_synthetic  # noqa: E402
-from .trainer import Trainer, TrainingInterrupted  # noqa: E402
+from .errors import (CheckpointError, ConfigError, DataError, NumericalError, SlidepyError,  # noqa: E402
+                     TrainingInterrupted)
+
+# The rest of the API loads on first use (PEP 562): `slidepy --help` or a bad argument then answers
+# without importing numba and the kernels (0.7 s), and the CLI imports them where a Ctrl-C is held
+# until they are loaded (cli._interrupts_held).
+_LAZY = {"Config": ".config", "config_from_dict": ".configfile", "load_config": ".configfile",
+         "Dataset": ".data", "load_dataset": ".data", "write_dataset": ".data",
+         "make_synthetic": ".synthetic", "Trainer": ".trainer"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'slidepy' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError",
