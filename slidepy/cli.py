@@ -141,11 +141,12 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
                 if resume and earlier.is_file():  # go on with the settings the run began with, not a new trial's
                     cfg = load_config(earlier, overrides)
                 else:
-                    cfg = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, overrides, progress)
+                    source = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, progress)
+                    cfg = load_config(source, overrides)
             if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
                 from .recipe import describe
 
-                click.echo(f"{describe(cfg, auto_train)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
+                click.echo(f"{describe(cfg, auto_train, recipe=source)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
                            "(edit it and pass --config to repeat the run)", err=True)
             if not cfg.distributed.workers:
                 trainer = _trainer_for(cfg, resume, overwrite, progress)
@@ -226,11 +227,10 @@ def _auto_config(train_path, test_path, time_budget_s) -> tuple:
     return train, auto_config(train, train_path, test_path, time_budget_s=time_budget_s)
 
 
-def _recipe_for_budget(cfg, train, train_path, test_path, budget_s: float, overrides: list, progress: bool):
-    """The automatic recipe again, for the passes over `train` that `budget_s` of training allows
-    at the rate a short trial of `cfg` measures (calibrate.py), with the same overrides."""
+def _recipe_for_budget(cfg, train, train_path, test_path, budget_s: float, progress: bool) -> dict:
+    """The automatic recipe's config again, for the passes over `train` that `budget_s` of
+    training allows at the rate a short trial of `cfg` measures (calibrate.py)."""
     from .calibrate import trial_rate, trial_seconds
-    from .configfile import load_config
     from .recipe import auto_config, passes_in_budget
 
     seconds = trial_seconds(budget_s)
@@ -238,8 +238,7 @@ def _recipe_for_budget(cfg, train, train_path, test_path, budget_s: float, overr
     rate = trial_rate(cfg, train, seconds, progress=progress)
     click.echo(f"a {seconds:.2g} s trial trained {rate:,.0f} samples/s: the budget allows about "
                f"{passes_in_budget(budget_s, rate, train.n_samples):.1f} passes", err=True)
-    return load_config(auto_config(train, train_path, test_path, time_budget_s=budget_s, samples_per_second=rate),
-                       overrides)
+    return auto_config(train, train_path, test_path, time_budget_s=budget_s, samples_per_second=rate)
 
 
 def _load_models(checkpoints: tuple, threads: int | None) -> list:

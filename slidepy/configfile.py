@@ -211,9 +211,8 @@ def _where(name: str, paths: list[str]) -> str:
 def _file_value(name: str | os.PathLike, key: str) -> Any:
     """The value the config file sets at dotted `key`, or None."""
     try:
-        with open(name, encoding="utf-8") as f:
-            node = _load_yaml(f.read())
-    except (OSError, ValueError, yaml.YAMLError):
+        node = _read_file(os.fspath(name))
+    except ConfigError:
         return None
     for part in key.split("."):
         if not isinstance(node, dict):

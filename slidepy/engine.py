@@ -500,9 +500,7 @@ class Engine:
         return state_arrays(self)
 
     def state_meta(self) -> dict:
-        """The step, learning rate, the last step's output density (it picks the next step's path, so
-    a resumed run takes the path the uninterrupted one would) and each LSH index's rebuild state,
-    for a checkpoint's meta."""
+        """This engine's part of a checkpoint's meta (see `state_meta`)."""
         return state_meta(self)
 
     def expected_shapes(self) -> dict:

@@ -272,9 +272,10 @@ def neighbours_for(n_samples: int, n_label_slots: int, n_labels: int) -> dict:
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD"}
 
 
-def describe(config, train: Dataset) -> str:
+def describe(config, train: Dataset, recipe: dict | None = None) -> str:
     """One line for the console: the training data's shape and what the resolved `config` (a
-    configfile.Config, --set overrides applied) trains on it."""
+    configfile.Config, --set overrides applied) trains on it; `recipe`, auto_config's dict it came
+    from, tells a width fit_width narrowed from one an override set."""
     b = max(1, train.n_samples)
     shape = (f"{train.n_samples:,} samples x {train.n_features:,} features, {train.n_labels:,} labels "
              f"({train.nnz / b:.1f} non-zeros and {train.y_indices.shape[0] / b:.2f} labels a sample)")
@@ -285,7 +286,9 @@ def describe(config, train: Dataset) -> str:
     length = (f"until {training.time_budget_s:g} s of training" if training.time_budget_s
               else f"{training.epochs} epochs")
     votes = model.neighbours.weight
-    narrow = " (narrowed to fit the memory available)" if model.hidden[0].size < HIDDEN else ""
+    width = None if recipe is None else recipe["model"]["hidden"][0]
+    narrowed = width is not None and width < HIDDEN and [h.size for h in model.hidden] == [width]
+    narrow = " (narrowed to fit the memory available)" if narrowed else ""
     return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units{narrow} "
             f"at dropout "
             f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "

@@ -334,7 +334,9 @@ def test_the_hidden_layer_narrows_until_the_run_fits_the_memory_available(monkey
     monkeypatch.setattr(memory, "available_memory", lambda: fits_128)
     narrowed = auto_config(train, "train.txt", None)
     assert narrowed["model"]["hidden"] == [128]
-    assert "128 hidden units (narrowed to fit the memory available)" in describe(build(narrowed), train)
+    assert "128 hidden units (narrowed to fit the memory available)" in describe(build(narrowed), train, narrowed)
+    chosen = build(dict(narrowed, model={**narrowed["model"], "hidden": [256]}))  # --set model.hidden=[256]
+    assert "256 hidden units at dropout" in describe(chosen, train, narrowed)
     monkeypatch.setattr(memory, "available_memory", lambda: 1)
     assert auto_config(train, "train.txt", None)["model"]["hidden"] == [64]
     monkeypatch.setattr(memory, "available_memory", lambda: None)
