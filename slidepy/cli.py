@@ -391,7 +391,7 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Model file; repeat it to predict with an ensemble (names and vectorizer from the first).")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help="Data file (XC or LIBSVM; its labels are not used, but must be well-formed).")
+              help="Data file (XC or LIBSVM; labels, where a line has them, are not used: a line may be features alone).")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Raw text to predict for (repeatable; one output line each); needs a model saved with its "
                    "text vectorizer by slidepy.sklearn.save_model.")

@@ -81,6 +81,27 @@ def same_samples(data: Dataset, train: Dataset) -> bool:
     return len(files) == 2 and os.path.samefile(files[0], files[1])
 
 
+def with_data_paths_from(config: Config, working_dir) -> Config:
+    """`config` with each relative data path (train, test, labels, cache_dir) that does not exist
+    from here but does from `working_dir` (the directory the model was trained and saved in) made
+    absolute there. Why: a model file keeps its config's paths as written, relative to where the
+    run started; `slidepy predict` run from elsewhere would otherwise lose the neighbours' votes
+    (built from the training data) and the label names without a word of why beyond "not found"."""
+    if not isinstance(working_dir, str) or not os.path.isdir(working_dir):
+        return config
+    data, moved = config.data, {}
+    for key in ("train", "test", "labels", "cache_dir"):
+        path = getattr(data, key)
+        if not path or os.path.isabs(path) or os.path.exists(path):
+            continue
+        there = os.path.join(working_dir, path)
+        if os.path.exists(there):
+            moved[key] = os.path.normpath(there)
+    if not moved:
+        return config
+    return config.model_copy(update={"data": data.model_copy(update=moved)})
+
+
 class Model:
     """`config` (a Config) and `engine` (the Engine it describes, of fixed dimensions)."""
 
@@ -130,7 +151,7 @@ class Model:
                 raise ValueError(f"n_features {n_features}, n_labels {n_labels}")
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path} has no valid model dimensions ({type(exc).__name__}: {exc})") from None
-        model = cls.build(config, n_features, n_labels)
+        model = cls.build(with_data_paths_from(config, meta.get("working_dir")), n_features, n_labels)
         model.restore(path, arrays, meta)
         return model, meta
 
@@ -149,7 +170,8 @@ class Model:
 
     def state(self, **progress) -> tuple[dict, dict]:
         """(arrays, meta) of a model file; `progress` (epoch, seconds, ...) joins the meta."""
-        meta = {"config": config_to_dict(self.config), "step": self.engine.step, **progress,
+        # working_dir: where the config's relative data paths were read from (with_data_paths_from)
+        meta = {"config": config_to_dict(self.config), "working_dir": os.getcwd(), "step": self.engine.step, **progress,
                 "engine": self.engine.state_meta(), "n_features": self.engine.n_features,
                 "n_labels": self.engine.n_labels}
         return self.engine.state_arrays(), meta

@@ -16,8 +16,10 @@ Line syntax (one sample per line)
     l1,l2,... f:v f:v ...
 
 - The label field is the first whitespace-delimited token, unless the line starts with
-  whitespace: then the label field is empty (a sample without labels). A line may hold labels
-  and no features, or nothing at all (a sample with neither).
+  whitespace or its first token is a feature (`id:value`; a label list holds no colon): then the
+  label field is empty (a sample without labels), so a file of features alone, the usual input
+  of `slidepy predict`, parses as it stands. A line may hold labels and no features, or nothing
+  at all (a sample with neither).
 - Labels: comma-separated non-negative decimal integers, no spaces, no empty items.
 - Features: `id:value`, `id` a non-negative decimal integer shifted down by `index_base`,
   `value` a decimal float (`1`, `1.0`, `1.`, `.5`, `-2e-3`, `1E5`, optional sign). `nan`/`inf`
@@ -267,11 +269,15 @@ def parse_line(
     max_feat = np.int64(-1)
     max_lab = np.int64(-1)
     i = lo
-    # Label field: first token, unless the line starts with whitespace (no labels).
-    if i < hi and not _is_space(buf[i]):
-        tok_end = i
-        while tok_end < hi and not _is_space(buf[tok_end]):
-            tok_end += 1
+    # Label field: first token, unless the line starts with whitespace or its first token is a
+    # feature (holds a colon, which no label list can): then the sample has no labels.
+    tok_end = i
+    first_is_feature = False
+    while tok_end < hi and not _is_space(buf[tok_end]):
+        if buf[tok_end] == _COLON:
+            first_is_feature = True
+        tok_end += 1
+    if tok_end > i and not first_is_feature:
         j = i
         while True:  # one comma-separated item per iteration
             k = j

@@ -62,6 +62,7 @@ from .errors import SlidepyError
 from .labels import META_KEY as LABELS_META_KEY
 from .text import META_KEY as TEXT_META_KEY
 from .text import TextFeatures
+from .threads import threads_for_call
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -213,8 +214,9 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         targets = encode_targets(y, X_checked.shape[0], type(self).__name__)
         self._target, self._sparse_output, self.classes_ = targets.kind, targets.sparse_output, targets.classes
         train = to_dataset(X_checked, len(self.classes_), y_indptr=targets.y_indptr, y_indices=targets.y_indices)
-        trainer = fit_trainer(lambda run_dir: self.config_dict(seed=self._seed(), run_dir=run_dir), train,
-                              self.run_dir, bool(self.verbose))
+        with threads_for_call():  # the trainer sets them from `threads`, for this call only
+            trainer = fit_trainer(lambda run_dir: self.config_dict(seed=self._seed(), run_dir=run_dir), train,
+                                  self.run_dir, bool(self.verbose))
         self.trainer_ = trainer
         self.history_ = list(trainer.history)
         return self
@@ -223,7 +225,8 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "trainer_")
         data = to_dataset(_validate_data(self, X, reset=False, accept_sparse="csr", dtype=np.float32),
                           len(self.classes_))
-        ids, scores = self.trainer_.predict(data, k=k)
+        with threads_for_call(self.threads):
+            ids, scores = self.trainer_.predict(data, k=k)
         return ids, scores
 
     def predict_topk(self, X, k: int = 5):

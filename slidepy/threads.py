@@ -24,6 +24,21 @@ def use_threads(n: int) -> None:
 
 
 @contextlib.contextmanager
+def threads_for_call(n: int | None = None):
+    """numba and BLAS on n threads for the block (None: as they are, or as the code inside sets
+    them), then both back as they were: a library call (scikit-learn's fit and predict) leaves its
+    caller's thread settings alone, where a training run sets them for the whole process."""
+    before = numba.get_num_threads()
+    with threadpool_limits(limits=None, user_api="blas"):  # restores BLAS's limits on leaving
+        try:
+            if n is not None:
+                use_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            yield
+        finally:
+            numba.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def blas_on_all_threads():
     """BLAS on as many threads as numba for the block: exact scoring's products are large
     (1,024 samples x width x every label), so they use every thread the run has."""

@@ -80,7 +80,7 @@ def naive_parse(text, *, format, index_base=None, n_features=None, n_labels=None
 
     `format` "xc" or "libsvm" (no auto). Every line after the XC header is a sample; a final
     newline does not start another. Labels: the first token unless the line starts with
-    whitespace (space, tab, CR). Raises NaiveParseError at the first bad line. Returns a dict
+    whitespace (space, tab, CR) or that token holds a colon (a feature). Raises NaiveParseError at the first bad line. Returns a dict
     of the Dataset fields (numpy arrays with the Dataset dtypes, n_features, n_labels).
     """
     np = _metrics_np
@@ -106,7 +106,7 @@ def naive_parse(text, *, format, index_base=None, n_features=None, n_labels=None
         line = lines[k]
         lineno = k + 1
         tokens = [t for t in _data_re.split(r"[ \t\r]+", line) if t]
-        if line and line[0] not in " \t\r":
+        if line and line[0] not in " \t\r" and ":" not in tokens[0]:
             label_tok, feature_toks = tokens[0], tokens[1:]
             if not _DATA_LABELS.fullmatch(label_tok):
                 raise NaiveParseError(lineno, f"bad labels {label_tok!r}")

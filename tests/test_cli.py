@@ -205,3 +205,34 @@ def test_arguments_are_checked_before_any_work(tmp_path):
         result = runner.invoke(main, args)
         assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == message, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_from_another_directory_keeps_the_votes_and_the_label_names(tiny_config, tmp_path, monkeypatch):
+    """A model file keeps its config's data paths as written, relative to where the run started;
+    predicting from elsewhere finds them through the directory the model was saved in, so the
+    neighbours' votes (built from the training data) and the label names are the same."""
+    runner = CliRunner()
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    gen = runner.invoke(main, ["datagen", "--out", str(project / "data" / "train.txt"), "--test-out",
+                               str(project / "data" / "test.txt"), "--n-train", "300", "--n-test", "20",
+                               "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+    (project / "data" / "labels.txt").write_text("".join(f"label-{i}\n" for i in range(150)))
+    cfg = dict(tiny_config, data={"train": "data/train.txt", "test": "data/test.txt", "labels": "data/labels.txt"})
+    cfg["model"] = dict(cfg["model"], neighbours={"k": 5, "weight": 0.5})
+    (project / "c.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(project)
+    trained = runner.invoke(main, ["train", "--config", "c.yaml", "--out", "run", "--no-progress", "--threads", "1",
+                                   "--set", "training.epochs=1"])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = str(sorted((project / "run" / "checkpoints").glob("step-*.npz"))[-1])
+    args = ["predict", "--checkpoint", checkpoint, "--data", str(project / "data" / "test.txt"), "--top-k", "3"]
+    here = runner.invoke(main, args)
+    assert here.exit_code == 0, here.output
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    there = runner.invoke(main, args)
+    assert there.exit_code == 0, there.output
+    assert "not at hand" not in there.stderr
+    assert there.stdout == here.stdout and there.stdout.count("label-") == 60

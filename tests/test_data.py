@@ -88,8 +88,8 @@ def random_text(rng, fmt, n_rows, n_features, n_labels, index_base, header_rows=
         line = ",".join(str(x) for x in labels)
         for tok in feats:
             line += rng.choice(seps) + tok
-        if not labels.size and feats and not line[0].isspace():
-            line = " " + line
+        if not labels.size and feats and rng.random() < 0.5:
+            line = line.lstrip(" \t")  # starting with its first feature: no labels either
         if rng.random() < 0.2:
             line += rng.choice(seps)  # trailing whitespace
         out.append(line + ("\r\n" if rng.random() < 0.1 else "\n"))
@@ -321,6 +321,18 @@ def test_empty_label_field_no_features_and_duplicates():
     stats = dataset_stats(ds)
     assert stats["samples_without_labels"] == 2 and stats["samples_without_features"] == 2
     assert ds.max_labels_per_sample == 2
+
+
+def test_a_line_of_features_alone_has_no_labels():
+    """A line whose first token is a feature (it holds a colon, which no label list can) is a
+    sample without labels, as if it started with a space: the input `slidepy predict` reads."""
+    bare = parse_bytes("2 10 5\n3:1 7:0.5\n1,2 4:2\n")
+    spaced = parse_bytes("2 10 5\n 3:1 7:0.5\n1,2 4:2\n")
+    assert_same(bare, spaced)
+    np.testing.assert_array_equal(bare.y_indptr, [0, 0, 2])
+    np.testing.assert_array_equal(bare.x_indices, [3, 7, 4])
+    with pytest.raises(DataError, match=r"<mem>:2: .*'3:x'"):  # a bad first feature is named as a feature
+        parse_bytes("1 10 5\n3:x 7:0.5\n")
 
 
 def test_mean_row_norm_skips_rows_without_features():

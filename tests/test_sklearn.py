@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 
@@ -235,3 +236,39 @@ def test_run_dir_is_kept_for_plots(text_data, tmp_path):
     assert sum('"event": "start"' in r for r in records) == 1
     evals = [r for r in est.history_ if r["event"] == "eval"]
     assert len(evals) in (2, 3) and evals[-1]["complete"]  # 2 epoch ends, then the whole set if they were subsets
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads to tell the settings apart")
+def test_fit_and_predict_leave_the_callers_thread_settings_alone(text_data, monkeypatch):
+    """A training run sets the process's thread counts; an estimator is a call inside someone
+    else's program: fit and predict run on `threads` and then leave numba and BLAS as they were."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from slidepy.trainer import Trainer
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    inside = []
+    for name in ("fit", "predict"):
+        def spy(self, *a, _original=getattr(Trainer, name), _name=name, **k):
+            inside.append((_name, numba.get_num_threads(), blas_threads()))
+            return _original(self, *a, **k)
+        monkeypatch.setattr(Trainer, name, spy)
+    (x_train, y_train), (x_test, _) = text_data
+    vec = TfidfVectorizer().fit(x_train)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            clf = SlideClassifier(hidden=16, epochs=1, batch_size=64, threads=2, budget=4)
+            clf.fit(vec.transform(x_train), y_train)
+            after_fit = numba.get_num_threads(), blas_threads()
+            clf.predict(vec.transform(x_test))
+            after_predict = numba.get_num_threads(), blas_threads()
+    finally:
+        numba.set_num_threads(before)
+    n_blas = len(blas_threads())
+    assert [(name, n) for name, n, _ in inside] == [("fit", 2), ("predict", 2)]
+    assert all(blas == [2] * n_blas for _, _, blas in inside)
+    assert after_fit == after_predict == (1, [1] * n_blas)
