@@ -82,6 +82,21 @@ def test_refreshes_count_plain_steps(monkeypatch):
     assert refreshed == {1.0: list(range(5, 41, 5)), 0.5: list(range(5, 41, 5))}
 
 
+def test_refreshes_come_under_the_drift_trigger_too(monkeypatch):
+    """With rebuild.drift_threshold, kmeans centroids are still re-centred every refresh_every
+    steps between the rebuilds that measured drift starts."""
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((300, 16)).astype(np.float32)
+    index = LshIndex(1, (16, 300), _lsh_cfg(family="kmeans", clusters=8, rebuild={
+        "drift_threshold": 0.5, "drift_sample": 100, "drift_check_every": 4, "refresh_every": 5}), seed=3, budget=40)
+    index.rebuild(weights, input_major=False)
+    steps = []
+    monkeypatch.setattr(index, "refresh", lambda *a, **k: steps.append(index.schedule.last_step) or 0.0)
+    for step in range(1, 21):
+        index.maybe_rebuild(step, weights, False)
+    assert steps == [5, 10, 15, 20] and index.rebuilds == 1  # unmoved weights: no drift, no rebuild
+
+
 def test_schedule_clock_survives_a_checkpoint_and_reads_old_ones_as_step_counts():
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((300, 16)).astype(np.float32)
