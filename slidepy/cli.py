@@ -332,15 +332,17 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
                f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
-def _load_eval_data(path: str, model) -> object:
+def _load_eval_data(path: str, model, index_base: int | None = None) -> object:
     from .data import load_dataset
 
     from .errors import DataError
 
     n_features = model.engine.n_features
     n_labels = model.engine.n_labels
+    if index_base is None:
+        _note_index_base(path, model)
     try:
-        data = load_dataset(path, n_features=n_features, n_labels=n_labels)
+        data = load_dataset(path, n_features=n_features, n_labels=n_labels, index_base=index_base)
     except DataError as exc:
         if "requested" in str(exc) or "out of range: given" in str(exc):
             raise DataError(f"{exc} (the model has {n_features} features, {n_labels} labels)") from None
@@ -353,6 +355,26 @@ def _load_eval_data(path: str, model) -> object:
     return data
 
 
+def _note_index_base(path: str, model) -> None:
+    """Say how a headerless file's feature ids are read when the model learnt from an XC file.
+
+    Why: a file without the XC header is LIBSVM, whose ids count from 1 by convention, while an
+    XC file's count from 0. A copy of XC data with its header left off (a common way to make a
+    file of new samples) then has every feature read as the one before it: no error unless some
+    line holds feature 0, and predictions that are quietly wrong."""
+    from .data import file_format
+
+    train = model.config.data.train
+    try:
+        if not train or not os.path.exists(train) or file_format(path) != "libsvm" or file_format(train) != "xc":
+            return
+    except (OSError, SlidepyError):
+        return  # the load that follows names what is wrong with the file
+    click.echo(f"note: {path} has no header line, so it is read as LIBSVM, whose feature ids count from 1; "
+               f"the model learnt from an XC file ({train}), whose ids count from 0. If {path}'s count from 0, "
+               "pass --index-base 0 (or add the XC header 'n_samples n_features n_labels').", err=True)
+
+
 @main.command()
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Model / checkpoint file; repeat it to score an ensemble (mean of the models' probabilities).")
@@ -361,7 +383,9 @@ def _load_eval_data(path: str, model) -> object:
 @click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
+@click.option("--index-base", type=click.IntRange(0, 1), default=None,
+              help="The data file's first feature id (default: 0 for XC files, 1 for LIBSVM ones).")
+def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
     """P@k and nDCG@k of a trained model on a data file (exact scoring by default)."""
     try:
         try:
@@ -374,7 +398,7 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
             from .metrics import evaluate_topk
 
             models = _load_models(checkpoint, threads)
-            data = _load_eval_data(data_path, models[0])
+            data = _load_eval_data(data_path, models[0], index_base)
             ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except KeyboardInterrupt:
@@ -401,7 +425,9 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json):
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Label names, one per line (default: names stored in the model, else data.labels).")
 @click.option("--ids", "ids_only", is_flag=True, help="Write label ids even when names are known.")
-def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only):
+@click.option("--index-base", type=click.IntRange(0, 1), default=None,
+              help="The data file's first feature id (default: 0 for XC files, 1 for LIBSVM ones).")
+def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only, index_base):
     """Write the top-k labels with scores for every sample: one line each, `label:score ...`
     (label names when the model knows them, see --labels; ids otherwise)."""
     try:
@@ -416,7 +442,7 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
 
             models = _load_models(checkpoint, None)
             model, meta = models[0], read_checkpoint_meta(checkpoint[0])
-            data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model)
+            data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model, index_base)
             names = None if ids_only else label_names_for(model, meta, labels_path)
             ids, scores = _predict(models, data, top_k, lsh)
     except KeyboardInterrupt:

@@ -389,7 +389,8 @@ def _reason(code, token, index_base, n_features, n_labels, dims_from) -> str:
         return f"malformed feature token {token!r} (expected id:value)"
     if code == parse.FEATURE_NEGATIVE:
         hint = ("; LIBSVM feature ids start at 1, so a file of 0-based ids needs the XC header line "
-                "'n_samples n_features n_labels' first") if index_base == 1 else ""
+                "'n_samples n_features n_labels' first, or to be read with index_base 0 (`--index-base 0` for "
+                "evaluate and predict)") if index_base == 1 else ""
         return f"feature id in {token!r} is below the index base {index_base}{hint}"
     if code == parse.FEATURE_RANGE:
         return f"feature id in {token!r} is out of range: {dims_from} n_features is {n_features}"
@@ -413,6 +414,32 @@ def _parse_header(text: str):
     if d > _INT32_MAX or n > _INT32_MAX:
         return None
     return b, d, n
+
+
+def format_of_first_line(text: str) -> str:
+    """"xc" or "libsvm" for a file whose first non-blank line is `text` (format "auto")."""
+    # Three integers and no ':' is an XC header. Two or four+ bare integers are no valid LIBSVM
+    # line either; calling them a malformed header gives the more useful message. Several tokens
+    # and no id:value among them is no LIBSVM line ("forty 50 10", "-40 50 10").
+    tokens = text.split()
+    return "xc" if len(tokens) >= 2 and not any(":" in t for t in tokens) else "libsvm"
+
+
+def file_format(path) -> str:
+    """"xc" or "libsvm": the format `load_dataset(path)` reads the file as, from its first
+    non-blank line (plain or gzip; reads no more than that line's block of the file)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f) if head == b"\x1f\x8b" else f
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").lstrip("\ufeff").strip()
+                if line:
+                    return format_of_first_line(line)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: corrupt or truncated gzip data: {exc}") from None
+    return "libsvm"
 
 
 def _parse_text(
@@ -441,12 +468,7 @@ def _parse_text(
         raise DataError(f"{source}:1: empty file")
     first_text = _line_text(buf, line_lo[first], line_hi[first])
     if format == "auto":
-        # Three integers and no ':' is an XC header. Two or four+ bare integers are no valid
-        # LIBSVM line either; calling them a malformed header gives the more useful message.
-        tokens = first_text.split()
-        # several tokens and no id:value among them is no LIBSVM line ("forty 50 10", "-40 50 10")
-        is_xc = len(tokens) >= 2 and not any(":" in t for t in tokens)
-        format = "xc" if is_xc else "libsvm"
+        format = format_of_first_line(first_text)
     if index_base is None:
         index_base = 0 if format == "xc" else 1
 

@@ -236,3 +236,39 @@ def test_predict_from_another_directory_keeps_the_votes_and_the_label_names(tiny
     assert there.exit_code == 0, there.output
     assert "not at hand" not in there.stderr
     assert there.stdout == here.stdout and there.stdout.count("label-") == 60
+
+
+def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_it(tiny_config, tmp_path):
+    """A copy of XC data with its header left off is LIBSVM, whose feature ids count from 1: the
+    CLI says so when the model learnt from an XC file, and --index-base 0 reads it as the XC file."""
+    runner = CliRunner()
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    gen = runner.invoke(main, ["datagen", "--out", str(train), "--test-out", str(test), "--n-train", "300",
+                               "--n-test", "20", "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+    cfg = dict(tiny_config, data={"train": str(train), "test": str(test)})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    trained = runner.invoke(main, ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"),
+                                   "--no-progress", "--threads", "1", "--set", "training.epochs=1"])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = str(sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1])
+    # without feature 0 the shift raises no error: the case where only the note tells
+    header, *lines = test.read_text().splitlines()
+    lines = [" ".join(t for t in line.split(" ") if not t.startswith("0:")) for line in lines]
+    test.write_text("\n".join([header, *lines]) + "\n")
+    headerless = tmp_path / "new.txt"
+    headerless.write_text("\n".join(lines) + "\n")
+
+    def predict(path, *extra):
+        result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(path), "--ids", *extra])
+        assert result.exit_code == 0, result.output
+        return result
+
+    as_xc, as_libsvm, as_zero_based = predict(test), predict(headerless), predict(headerless, "--index-base", "0")
+    assert "note:" not in as_xc.stderr and "note:" not in as_zero_based.stderr
+    assert "--index-base 0" in as_libsvm.stderr and str(headerless) in as_libsvm.stderr
+    assert as_zero_based.stdout == as_xc.stdout != as_libsvm.stdout
+    scored = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(headerless), "--json",
+                                  "--index-base", "0"])
+    direct = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json"])
+    assert scored.exit_code == direct.exit_code == 0 and json.loads(scored.stdout) == json.loads(direct.stdout)

@@ -801,3 +801,16 @@ def test_a_blank_line_that_breaks_the_sample_count_is_the_line_named():
         parse_bytes("2 5 3\n0 1:1\n2 4:1\n1 2:1\n")  # no blank line: the first extra one is named
     kept = parse_bytes("2 5 3\n0 1:1\n\n")  # counted: a sample with neither labels nor features
     assert kept.n_samples == 2 and kept.x_indptr.tolist() == [0, 1, 1]
+
+
+def test_file_format_is_the_format_load_dataset_reads(tmp_path):
+    """data.file_format answers from the first non-blank line, as format "auto" does, for plain
+    and gzip files, past a byte-order mark."""
+    cases = {"xc.txt": b"\n2 10 5\n0 1:1\n1 2:1\n", "libsvm.txt": b"0 1:1\n1 2:1\n",
+             "features.txt": b"1:1 3:0.5\n", "bom.txt": b"\xef\xbb\xbf2 10 5\n0 1:1\n1 2:1\n"}
+    for name, text in cases.items():
+        (tmp_path / name).write_bytes(text)
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress(text))
+        want = "xc" if load_dataset(tmp_path / name, cache=False).n_features == 10 else "libsvm"
+        assert data.file_format(tmp_path / name) == data.file_format(tmp_path / (name + ".gz")) == want, name
+    assert [data.file_format(tmp_path / n) for n in cases] == ["xc", "libsvm", "libsvm", "xc"]
