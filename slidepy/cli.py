@@ -278,11 +278,14 @@ def _attach_neighbours(model, scored=None) -> None:
 
     if model.config.model.neighbours.weight <= 0:
         return
+    data = model.config.data  # the training set alone: a missing test set or label list is no matter here
     try:
-        train, _ = load_data(model.config)
+        train, _ = load_data(model.config.model_copy(update={"data": data.model_copy(update={"test": None,
+                                                                                          "labels": None})}))
     except ConfigError as exc:
-        click.echo(f"model.neighbours: the training data is not at hand ({exc}); the neighbours' votes are "
-                   f"left out and the network scores alone", err=True)
+        where = f", nor from {model.working_dir}, where the model was saved" if model.working_dir else ""
+        click.echo(f"model.neighbours: the training data is not at hand ({exc}{where}); the neighbours' votes "
+                   f"are left out and the network scores alone", err=True)
         return
     if scored is not None and same_samples(scored, train):
         click.echo(f"{scored.source} is the training set of the neighbours' votes: each sample would vote for "
@@ -366,7 +369,8 @@ def _note_index_base(path: str, model) -> None:
 
     train = model.config.data.train
     try:
-        if not train or not os.path.exists(train) or file_format(path) != "libsvm" or file_format(train) != "xc":
+        learnt_from = model.train_format or (file_format(train) if train and os.path.exists(train) else None)
+        if learnt_from != "xc" or file_format(path) != "libsvm":
             return
     except (OSError, SlidepyError):
         return  # the load that follows names what is wrong with the file
@@ -399,6 +403,9 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
 
             models = _load_models(checkpoint, threads)
             data = _load_eval_data(data_path, models[0], index_base)
+            if data.y_indices.size == 0:
+                raise SlidepyError(f"{data_path}: no sample has a label, so there is nothing to score "
+                                   "(slidepy predict writes the predictions of unlabelled data)")
             ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except KeyboardInterrupt:

@@ -386,11 +386,14 @@ def _reason(code, token, index_base, n_features, n_labels, dims_from) -> str:
     if code == parse.BAD_LABEL:
         return f"malformed label list {token!r} (expected comma-separated non-negative integers)"
     if code == parse.BAD_FEATURE:
-        return f"malformed feature token {token!r} (expected id:value)"
+        # a first token with ':' is read as a feature (a line without labels); "1,2:3" is neither
+        also = "; a label list, first on its line, holds no ':'" if "," in token else ""
+        return f"malformed feature token {token!r} (expected id:value{also})"
     if code == parse.FEATURE_NEGATIVE:
+        zero = index_base == 1 and token.split(":", 1)[0].strip("0") == ""  # id 0 (or 00), not -3
         hint = ("; LIBSVM feature ids start at 1, so a file of 0-based ids needs the XC header line "
                 "'n_samples n_features n_labels' first, or to be read with index_base 0 (`--index-base 0` for "
-                "evaluate and predict)") if index_base == 1 else ""
+                "evaluate and predict)") if zero else ""
         return f"feature id in {token!r} is below the index base {index_base}{hint}"
     if code == parse.FEATURE_RANGE:
         return f"feature id in {token!r} is out of range: {dims_from} n_features is {n_features}"
@@ -459,6 +462,9 @@ def _parse_text(
     if nul >= 0:  # text never holds one; say so instead of echoing the bytes as a bad header
         line = data.count(b"\n", 0, nul) + 1
         raise DataError(f"{source}:{line}: a NUL byte at offset {nul}: a binary file, not XC or LIBSVM text")
+    if b"\r" in data and b"\n" not in data and data.count(b"\r") > 1:
+        # Classic Mac OS line ends: the parser reads CR as a space, so every line would run into one
+        raise DataError(f"{source}: lines end in a carriage return (CR) alone; convert them to LF (or CRLF)")
     buf = np.frombuffer(data, dtype=np.uint8)
     line_lo, line_hi = parse.split_lines(buf)
     first = 0  # first non-blank line

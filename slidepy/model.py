@@ -82,21 +82,22 @@ def same_samples(data: Dataset, train: Dataset) -> bool:
 
 
 def with_data_paths_from(config: Config, working_dir) -> Config:
-    """`config` with each relative data path (train, test, labels, cache_dir) that does not exist
-    from here but does from `working_dir` (the directory the model was trained and saved in) made
-    absolute there. Why: a model file keeps its config's paths as written, relative to where the
-    run started; `slidepy predict` run from elsewhere would otherwise lose the neighbours' votes
-    (built from the training data) and the label names without a word of why beyond "not found"."""
+    """`config` with each relative data path (train, test, labels, cache_dir) that exists from
+    `working_dir` (the directory the model was trained and saved in) made absolute there, and the
+    cache directory there in any case; the others as they are (read from the current directory). Why: a model file keeps its config's
+    paths as written, relative to where the run started, and they mean that directory's files:
+    `slidepy predict` run from elsewhere would otherwise lose the neighbours' votes (built from the
+    training data) and the label names, or read another directory's files of the same names."""
     if not isinstance(working_dir, str) or not os.path.isdir(working_dir):
         return config
     data, moved = config.data, {}
     for key in ("train", "test", "labels", "cache_dir"):
         path = getattr(data, key)
-        if not path or os.path.isabs(path) or os.path.exists(path):
+        if not path or os.path.isabs(path):
             continue
-        there = os.path.join(working_dir, path)
-        if os.path.exists(there):
-            moved[key] = os.path.normpath(there)
+        there = os.path.join(working_dir, path)  # not normalised: "link/.." must follow the link
+        if os.path.exists(there) or key == "cache_dir":  # the run's cache, made anew there if gone
+            moved[key] = there
     if not moved:
         return config
     return config.model_copy(update={"data": data.model_copy(update=moved)})
@@ -109,6 +110,8 @@ class Model:
         self.config = config
         self.engine = engine
         self.bank_source: Dataset | None = None  # the training set the neighbour bank holds
+        self.working_dir: str | None = None  # where a loaded model was saved (with_data_paths_from)
+        self.train_format: str | None = None  # "xc" / "libsvm": its training file's (data.file_format)
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -153,6 +156,7 @@ class Model:
             raise CheckpointError(f"{path} has no valid model dimensions ({type(exc).__name__}: {exc})") from None
         model = cls.build(with_data_paths_from(config, meta.get("working_dir")), n_features, n_labels)
         model.restore(path, arrays, meta)
+        model.working_dir, model.train_format = meta.get("working_dir"), meta.get("train_format")
         return model, meta
 
     def restore(self, path, arrays: dict, meta: dict) -> None:
@@ -174,6 +178,8 @@ class Model:
         meta = {"config": config_to_dict(self.config), "working_dir": os.getcwd(), "step": self.engine.step, **progress,
                 "engine": self.engine.state_meta(), "n_features": self.engine.n_features,
                 "n_labels": self.engine.n_labels}
+        if self.train_format is not None:  # how a headerless file's ids compare (cli._note_index_base)
+            meta["train_format"] = self.train_format
         return self.engine.state_arrays(), meta
 
     def save(self, path, **progress) -> str:

@@ -511,7 +511,8 @@ def trainer_from_bytes(blob: bytes):
         path = os.path.join(tmp, "model.npz")
         with open(path, "wb") as f:
             f.write(blob)
-        return Trainer.load(path)
+        with threads_for_call():  # unpickling (joblib.load, deepcopy) is no training run either
+            return Trainer.load(path)
 
 
 def text_features_from_vectorizer(vectorizer) -> TextFeatures:

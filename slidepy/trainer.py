@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint
 from .config import AUTO, Config, OutputConfig, TrainingConfig
 from .configfile import load_config, validate_paths
-from .data import Dataset, load_dataset
+from .data import Dataset, file_format, load_dataset
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, TrainingInterrupted
 from .labels import read_label_names
@@ -114,6 +114,8 @@ class Trainer:
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
         self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
                                            label_rate=label_rate(train))
+        if _model is None and self.config.data.train is not None:
+            self.model.train_format = file_format(self.config.data.train)
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
         self.last_eval: dict = {}  # the newest eval record of this fit()
@@ -136,6 +138,9 @@ class Trainer:
         if self.train_data is None:
             raise DataError("no training data: give Trainer.load(..., train=...) a dataset to train further")
         _require_samples(self.train_data, "the training set")
+        if self.train_data.y_indices.size == 0:  # a model of 0 labels would be saved and never load
+            raise DataError(f"{self.train_data.source}: no training sample has a label: nothing to learn from "
+                            "(a line's first token is its comma-separated label list: 'l1,l2 f:v f:v')")
         self.run.lock()
         try:
             _start(self)

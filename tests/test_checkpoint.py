@@ -499,3 +499,25 @@ def test_prune_never_counts_corrupt_as_kept(tmp_path):
     assert [s for s, _ in list_checkpoints(run_dir)] == [3, 4]
     with pytest.warns(RuntimeWarning):
         assert latest_checkpoint(run_dir) == checkpoint_path(run_dir, 3)
+
+
+def test_data_paths_resolve_in_the_directory_the_model_was_saved_in(tmp_path, monkeypatch):
+    """with_data_paths_from: a relative path that exists from the model's working directory means
+    that file (followed through links as the OS does), before one of the same name from here."""
+    from slidepy.configfile import config_from_dict
+    from slidepy.model import with_data_paths_from
+
+    (tmp_path / "project" / "data" / "inner").mkdir(parents=True)
+    (tmp_path / "project" / "data" / "train.txt").write_text("1 2 2\n0 1:1\n")
+    (tmp_path / "project" / "link").symlink_to(tmp_path / "project" / "data" / "inner")
+    (tmp_path / "here" / "data").mkdir(parents=True)
+    (tmp_path / "here" / "data" / "train.txt").write_text("another file of the same name")
+    monkeypatch.chdir(tmp_path / "here")
+    cfg = config_from_dict({"data": {"train": "data/train.txt", "test": "link/../train.txt", "labels": "gone.txt",
+                                     "cache_dir": ".cache/data"}})
+    got = with_data_paths_from(cfg, str(tmp_path / "project")).data
+    assert got.train == str(tmp_path / "project" / "data" / "train.txt")
+    assert got.test == str(tmp_path / "project" / "link" / "../train.txt")  # link/.. is data/, not project/
+    assert got.labels == "gone.txt"  # found nowhere: as written, for the error to name
+    assert got.cache_dir == str(tmp_path / "project" / ".cache/data")  # the run's cache, not one here
+    assert with_data_paths_from(cfg, str(tmp_path / "missing")) is cfg

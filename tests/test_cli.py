@@ -227,15 +227,25 @@ def test_predict_from_another_directory_keeps_the_votes_and_the_label_names(tiny
                                    "--set", "training.epochs=1"])
     assert trained.exit_code == 0, trained.output
     checkpoint = str(sorted((project / "run" / "checkpoints").glob("step-*.npz"))[-1])
-    args = ["predict", "--checkpoint", checkpoint, "--data", str(project / "data" / "test.txt"), "--top-k", "3"]
+    new_data = tmp_path / "new.txt"
+    new_data.write_bytes((project / "data" / "test.txt").read_bytes())
+    args = ["predict", "--checkpoint", checkpoint, "--data", str(new_data), "--top-k", "3"]
     here = runner.invoke(main, args)
     assert here.exit_code == 0, here.output
-    (tmp_path / "elsewhere").mkdir()
+    # elsewhere holds files of the same relative names: the model's own directory comes first
+    (tmp_path / "elsewhere" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "data" / "labels.txt").write_text("".join(f"other-{i}\n" for i in range(150)))
+    (tmp_path / "elsewhere" / "data" / "train.txt").write_bytes((project / "data" / "test.txt").read_bytes())
     monkeypatch.chdir(tmp_path / "elsewhere")
     there = runner.invoke(main, args)
     assert there.exit_code == 0, there.output
     assert "not at hand" not in there.stderr
     assert there.stdout == here.stdout and there.stdout.count("label-") == 60
+    # the votes need the training set alone: a test set gone since is no matter
+    (project / "data" / "test.txt").unlink()
+    without_test = runner.invoke(main, args)
+    assert without_test.exit_code == 0 and "not at hand" not in without_test.stderr, without_test.output
+    assert without_test.stdout == here.stdout
 
 
 def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_it(tiny_config, tmp_path):
@@ -268,6 +278,13 @@ def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_
     assert "note:" not in as_xc.stderr and "note:" not in as_zero_based.stderr
     assert "--index-base 0" in as_libsvm.stderr and str(headerless) in as_libsvm.stderr
     assert as_zero_based.stdout == as_xc.stdout != as_libsvm.stdout
+    train.rename(tmp_path / "moved.txt")  # the model file knows its training file's format
+    assert "--index-base 0" in predict(headerless).stderr
+    unlabelled = tmp_path / "unlabelled.txt"  # features alone: predict's input, nothing for evaluate
+    unlabelled.write_text(header + "\n" + "".join(" ".join(line.split(" ")[1:]) + "\n" for line in lines))
+    assert predict(unlabelled).stdout == as_xc.stdout
+    nothing = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(unlabelled)])
+    assert nothing.exit_code == 2 and "no sample has a label" in nothing.stderr
     scored = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(headerless), "--json",
                                   "--index-base", "0"])
     direct = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json"])

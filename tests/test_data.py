@@ -399,6 +399,7 @@ BAD_LINES = [
     ("0 3:1:2", "malformed feature token"),
     ("0 10:1", "feature id in '10:1' is out of range: header n_features is 10"),
     ("0 -1:1", "below the index base 0"),
+    ("1,2:3 1:1", "malformed feature token '1,2:3' (expected id:value; a label list, first on its line, holds no ':')"),
     ("0 -0:1", "below the index base 0"),
     ("0 99999999999999999999:1", "out of range"),
     ("5 1:1", "label id 5 is out of range: header n_labels is 5"),
@@ -814,3 +815,24 @@ def test_file_format_is_the_format_load_dataset_reads(tmp_path):
         want = "xc" if load_dataset(tmp_path / name, cache=False).n_features == 10 else "libsvm"
         assert data.file_format(tmp_path / name) == data.file_format(tmp_path / (name + ".gz")) == want, name
     assert [data.file_format(tmp_path / n) for n in cases] == ["xc", "libsvm", "libsvm", "xc"]
+
+
+def test_the_zero_based_hint_names_feature_0_only(tmp_path):
+    """A LIBSVM line holding feature 0 is the sign of a 0-based file (the hint says what to do);
+    a negative id is just wrong."""
+    for line, hinted in (("0 0:1", True), ("0 00:1", True), ("0 -3:1", False), ("0 -0:1", False)):
+        path = tmp_path / "f.svm"
+        path.write_text(f"1 2:1\n{line}\n")
+        with pytest.raises(DataError, match="below the index base 1") as e:
+            load_dataset(path, cache=False)
+        assert ("--index-base 0" in str(e.value)) == hinted, line
+
+
+def test_lines_ended_by_a_carriage_return_alone_are_refused(tmp_path):
+    """The parser reads CR as a space, so a file of classic Mac line ends would be one sample."""
+    path = tmp_path / "mac.svm"
+    path.write_bytes(b"6:1 22:1\r9:1 25:1\r")
+    with pytest.raises(DataError, match="carriage return"):
+        load_dataset(path, cache=False)
+    path.write_bytes(b"6:1 22:1\r\n9:1 25:1\r\n")
+    assert load_dataset(path, cache=False).n_samples == 2

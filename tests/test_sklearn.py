@@ -2,6 +2,7 @@
 GridSearchCV, the target formats, and a pipeline saved for `slidepy predict --text`."""
 
 import pathlib
+import pickle
 import re
 import subprocess
 import sys
@@ -266,9 +267,11 @@ def test_fit_and_predict_leave_the_callers_thread_settings_alone(text_data, monk
             after_fit = numba.get_num_threads(), blas_threads()
             clf.predict(vec.transform(x_test))
             after_predict = numba.get_num_threads(), blas_threads()
+            pickle.loads(pickle.dumps(clf))  # as joblib.load of a fitted pipeline does
+            after_unpickling = numba.get_num_threads(), blas_threads()
     finally:
         numba.set_num_threads(before)
     n_blas = len(blas_threads())
     assert [(name, n) for name, n, _ in inside] == [("fit", 2), ("predict", 2)]
     assert all(blas == [2] * n_blas for _, _, blas in inside)
-    assert after_fit == after_predict == (1, [1] * n_blas)
+    assert after_fit == after_predict == after_unpickling == (1, [1] * n_blas)

@@ -505,3 +505,18 @@ def test_an_epoch_end_evaluation_is_logged_once_across_a_resume(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["event"], r["step"]) for r in records if r["event"] in ("eval", "resume")] == [
         ("eval", 10), ("resume", 10), ("eval", 20)]
+
+
+def test_a_training_set_without_any_label_is_refused(tiny_config, tmp_path):
+    """Nothing to learn, and the model of 0 labels it would save could never be loaded."""
+    import dataclasses
+
+    from slidepy import make_synthetic
+    from slidepy.errors import DataError
+
+    train, _ = make_synthetic(50, 10, 40, 12, nnz_per_sample=4, seed=0)
+    bare = dataclasses.replace(train, y_indptr=np.zeros_like(train.y_indptr), y_indices=train.y_indices[:0])
+    trainer = Trainer(config_from_dict(tiny_config), train=bare, run_dir=tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match="no training sample has a label"):
+        trainer.fit()
+    assert not list((tmp_path / "run").glob("checkpoints/*.npz"))
