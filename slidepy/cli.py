@@ -422,7 +422,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="Model file; repeat it to predict with an ensemble (names and vectorizer from the first).")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help="Data file (XC or LIBSVM; labels, where a line has them, are not used: a line may be features alone).")
+              help="Data file (XC or LIBSVM); labels, where a line has them, are not used: a line may be "
+                   "features alone.")
 @click.option("--text", "texts", multiple=True, metavar="TEXT",
               help="Raw text to predict for (repeatable; one output line each); needs a model saved with its "
                    "text vectorizer by slidepy.sklearn.save_model.")
@@ -449,7 +450,10 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
 
             models = _load_models(checkpoint, None)
             model, meta = models[0], read_checkpoint_meta(checkpoint[0])
-            data = _text_dataset(texts, meta, model, checkpoint[0]) if texts else _load_eval_data(data_path, model, index_base)
+            if texts:
+                data = _text_dataset(texts, meta, model, checkpoint[0])
+            else:
+                data = _load_eval_data(data_path, model, index_base)
             names = None if ids_only else label_names_for(model, meta, labels_path)
             ids, scores = _predict(models, data, top_k, lsh)
     except KeyboardInterrupt:

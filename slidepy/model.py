@@ -84,10 +84,12 @@ def same_samples(data: Dataset, train: Dataset) -> bool:
 def with_data_paths_from(config: Config, working_dir) -> Config:
     """`config` with each relative data path (train, test, labels, cache_dir) that exists from
     `working_dir` (the directory the model was trained and saved in) made absolute there, and the
-    cache directory there in any case; the others as they are (read from the current directory). Why: a model file keeps its config's
-    paths as written, relative to where the run started, and they mean that directory's files:
-    `slidepy predict` run from elsewhere would otherwise lose the neighbours' votes (built from the
-    training data) and the label names, or read another directory's files of the same names."""
+    cache directory there in any case; the others as they are (read from the current directory).
+
+    Why: a model file keeps its config's paths as written, relative to where the run started, and
+    they mean that directory's files: `slidepy predict` run from elsewhere would otherwise lose the
+    neighbours' votes (built from the training data) and the label names, or read another
+    directory's files of the same names."""
     if not isinstance(working_dir, str) or not os.path.isdir(working_dir):
         return config
     data, moved = config.data, {}

@@ -114,8 +114,8 @@ class Trainer:
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
         self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
                                            label_rate=label_rate(train))
-        if _model is None and self.config.data.train is not None:
-            self.model.train_format = file_format(self.config.data.train)
+        if _model is None and self.config.data.train is not None and os.path.isfile(self.config.data.train):
+            self.model.train_format = file_format(self.config.data.train)  # its model files record it
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
         self.last_eval: dict = {}  # the newest eval record of this fit()
