@@ -191,9 +191,9 @@ class Engine:
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
             for l, s in enumerate(self.selections)
         ]
-        for l, index in enumerate(self.lsh):
-            if index is not None:
-                index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
+        # seconds of the first build: the trainer counts them with the rebuilds (a run's cost)
+        self.index_build_seconds = sum(index.rebuild(self.layers[l].weights, l == 0, bias=self.layers[l].bias)
+                                       for l, index in enumerate(self.lsh) if index is not None)
         self.loss_code = LOSS_CODES[self.loss]
         last = self.n_layers - 1
         # Pages the optimizer writes, written now rather than faulted in by the training threads

@@ -344,7 +344,7 @@ def test_mean_row_norm_skips_rows_without_features():
     assert parse_bytes("2 4 3\n0\n1\n").mean_row_norm == 0.0
     rng = np.random.default_rng(0)
     dense = rng.uniform(0.1, 2.0, (40, 6)) * (rng.random((40, 6)) < 0.5)
-    text = "40 6 2\n" + "".join("0 " + " ".join(f"{j}:{v!r}" for j, v in enumerate(row) if v) + "\n" for row in dense)
+    text = "40 6 2\n" + "".join("0 " + " ".join(f"{j}:{float(v)!r}" for j, v in enumerate(row) if v) + "\n" for row in dense)
     norms = np.linalg.norm(dense.astype(np.float32).astype(np.float64), axis=1)
     assert parse_bytes(text).mean_row_norm == pytest.approx(norms[norms > 0].mean(), rel=1e-6)
 

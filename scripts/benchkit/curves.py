@@ -4,25 +4,14 @@ from __future__ import annotations
 
 
 def time_to_p1(curve: list[dict], target: float, single_point: bool = False) -> float | None:
-    """Training seconds at which the eval curve first reaches P@1 >= target (linear interpolation
-    between eval points, from (0 s, P@1 0)); None if never. `single_point` (a tree: ready only
-    when its training ends): its training seconds if its P@1 reaches the target, else None."""
-    if target is None:
+    """Training seconds of the first eval point whose P@1 >= target; None if none does. Measured
+    points only: a line drawn between two evals would claim a time at which nothing was measured
+    (and favour the system whose evals are sparser). `single_point` (a tree: ready only when its
+    training ends) reads the same way. A target of 0 or less (nothing learnt) is never met."""
+    if target is None or target <= 0:
         return None
-    if single_point:
-        hit = [float(p["train_seconds"]) for p in curve if p.get("P@1") is not None and p["P@1"] >= target]
-        return min(hit) if hit else None
-    prev_t, prev_p = 0.0, 0.0
-    for p in curve:
-        t, v = float(p["train_seconds"]), p.get("P@1")
-        if v is None:
-            continue
-        if v >= target:
-            if v == prev_p:
-                return t
-            return prev_t + (t - prev_t) * (target - prev_p) / (v - prev_p)
-        prev_t, prev_p = t, v
-    return None
+    hit = [float(p["train_seconds"]) for p in curve if p.get("P@1") is not None and p["P@1"] >= target]
+    return min(hit) if hit else None
 
 
 def p1_at_epoch(result: dict, epoch: float) -> tuple[float | None, str | None]:

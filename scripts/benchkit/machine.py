@@ -4,6 +4,7 @@ bandwidth, and how vector and scalar work scale with threads."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -83,18 +84,30 @@ def machine_ceiling(threads: list[int], seconds: float = 0.5) -> dict:
     return result
 
 
-def memory_bandwidth(nbytes: int, repeats: int = 5) -> dict:
-    """Copy bandwidth: bytes read + written per second by np.copyto of `nbytes`, median of `repeats`."""
+def memory_bandwidth(nbytes: int, repeats: int = 5, threads: tuple = (1,)) -> dict:
+    """Copy bandwidth: bytes read + written per second by np.copyto of `nbytes`, median of
+    `repeats`, on one thread (copy_GBps) and on each count in `threads` (copy_GBps_by_threads:
+    that many Python threads each copying its own contiguous slice; np.copyto releases the GIL).
+    The lsh traffic it is set against is measured at the run's largest thread count, so the
+    comparison takes the copy at that count: one thread's copy understates what two can move."""
     n = nbytes // 4
     src = np.ones(n, np.float32)
     dst = np.empty_like(src)
     np.copyto(dst, src)  # fault the pages in
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - t0)
-    med = float(np.median(times))
-    del src, dst
+
+    def timed(t: int) -> float:
+        bounds = np.linspace(0, n, t + 1).astype(np.int64)
+        parts = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        times = []
+        with ThreadPoolExecutor(max_workers=t) as pool:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                list(pool.map(lambda pair: np.copyto(*pair), parts))
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    med = timed(1)
+    by_threads = {str(t): 2 * n * 4 / timed(t) / 1e9 for t in sorted({int(t) for t in threads})}
     return {"bytes": n * 4, "repeats": repeats, "median_seconds": med, "copy_GBps": 2 * n * 4 / med / 1e9,
-            "note": "read + write bytes per second of a NumPy copy (one thread)"}
+            "copy_GBps_by_threads": by_threads,
+            "note": "read + write bytes per second of a NumPy copy (one thread; by_threads: slices on T threads)"}

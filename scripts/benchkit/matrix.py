@@ -141,7 +141,8 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
         log_line("memory bandwidth ...", log)
         # in a subprocess, so the 2 x 1 GiB of buffers never count toward any peak RSS
         results["memory_bandwidth"] = run_accuracy({"system": "bandwidth", "mode": "bandwidth",
-                                                    "bytes": (256 if opts.quick else 1024) * 2**20},
+                                                    "bytes": (256 if opts.quick else 1024) * 2**20,
+                                                    "threads": [min(t, cores) for t in threads_list]},
                                                    spec_dir, 600, log)
         log_line(f"  {results['memory_bandwidth']}", log)
         if len(threads_list) > 1:

@@ -130,7 +130,8 @@ def render_markdown(results: dict) -> str:
         if tp.get("systems"):
             L.append("")
             L.append("Thread scaling (median samples/s per thread count; efficiency = (sps_n / sps_1) / n, where "
-                     "sps_n charges the index rebuilds at the run's rate: `amortised_scaling`):")
+                     "sps_n charges the index rebuilds at the run's rate (`amortised_scaling`), so it is not the "
+                     "ratio of the columns, whose segments hold rebuilds wherever they fell):")
             L.append("")
             L.append("| system | " + " | ".join(f"{t} thr" for t in s["threads"]) + " | efficiency | peak RSS MiB |")
             L.append("|---|" + "---|" * (len(s["threads"]) + 2))

@@ -384,7 +384,7 @@ def worker_main(spec_text: str) -> int:
     sys.path.insert(0, str(REPO))
     system = spec["system"]
     if spec["mode"] == "bandwidth":
-        _emit({"result": memory_bandwidth(int(spec["bytes"]))})
+        _emit({"result": memory_bandwidth(int(spec["bytes"]), threads=tuple(spec.get("threads", (1,))))})
         return 0
     if spec["mode"] == "ceiling":
         _emit({"result": machine_ceiling([int(t) for t in spec["threads"]])})
