@@ -44,6 +44,10 @@ def main(argv: list[str]) -> int:
     pyproject = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "pyproject.toml"
     try:
         missing = unmet(pyproject)
+    except ImportError as exc:  # a fresh venv: nothing wrong, pip just installs as usual
+        print(f"deps_satisfied: pip installs the dependencies (no {exc.name or 'checker'} module to check them first)",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # any doubt means a full install, never a wrong answer
         print(f"deps_satisfied: cannot tell ({type(exc).__name__}: {exc}); pip will resolve", file=sys.stderr)
         return 1

@@ -50,6 +50,15 @@ def test_doubt_means_a_full_install(tmp_path, capsys):
     assert "cannot tell" in capsys.readouterr().err
 
 
+def test_a_venv_without_packaging_is_told_plainly(tmp_path, capsys, monkeypatch):
+    """A fresh virtual environment has no `packaging`: pip installs as usual, and the line says
+    so instead of reading like an error."""
+    monkeypatch.setitem(sys.modules, "packaging.requirements", None)  # import raises ImportError
+    assert deps_satisfied.main([str(write_pyproject(tmp_path, ["click>=1"]))]) == 1
+    err = capsys.readouterr().err
+    assert "pip installs the dependencies" in err and "packaging" in err and "cannot tell" not in err
+
+
 def test_the_repository_pyproject_is_read():
     # the suite runs with slidepy's dependencies installed, so the repository's own list is met
     done = subprocess.run([sys.executable, str(_SCRIPT)], capture_output=True, text=True)
