@@ -43,9 +43,13 @@ class MemoryEstimate:
 
     def report(self) -> str:
         lines = ["memory estimate:"]
+        if not self.parts:  # no dimensions to count from: say so rather than print a total of 0
+            lines.append("  unknown: a dry run reads the data's dimensions from an XC header alone, and the "
+                         "training file has none or is not at hand")
         for name, size in self.parts.items():
             lines.append(f"  {name:<34} {size / 2**20:>10,.1f} MiB")
-        lines.append(f"  {'total':<34} {self.total / 2**20:>10,.1f} MiB")
+        if self.parts:
+            lines.append(f"  {'total':<34} {self.total / 2**20:>10,.1f} MiB")
         if self.available is not None:
             lines.append(f"  {'available on this machine':<34} {self.available / 2**20:>10,.1f} MiB")
         return "\n".join(lines)
@@ -102,7 +106,7 @@ def estimate_for_config(cfg, threads: int | None = None, train=None) -> MemoryEs
     else:
         dims = _header_dims(d.train) if train is None else (train.n_samples, train.n_features, train.n_labels)
         if dims is None:
-            return MemoryEstimate({"(dimensions unknown until the data is read)": 0}, available_memory())
+            return MemoryEstimate({}, available_memory())
         n_train, n_features, n_labels = dims
         data_bytes = int((_text_size(d.train) + (_text_size(d.test) if d.test else 0)) * PARSED_BYTES_PER_TEXT_BYTE)
         max_labels = 256

@@ -67,3 +67,14 @@ def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, optimize
     data = sum(getattr(ds, name).nbytes for ds in (train, test)
                for name in ("x_indptr", "x_indices", "x_values", "y_indptr", "y_indices"))
     assert data <= parts["dataset (parsed)"] <= 1.5 * data
+
+
+def test_an_estimate_without_dimensions_says_unknown_instead_of_a_total_of_0(tmp_path):
+    from slidepy.configfile import config_from_dict
+    from slidepy.memory import estimate_for_config
+
+    headerless = tmp_path / "train.svm"
+    headerless.write_text("0 1:1\n1 2:1\n")
+    cfg = config_from_dict({"data": {"train": str(headerless)}})
+    report = estimate_for_config(cfg).report()
+    assert "unknown" in report and "total" not in report
