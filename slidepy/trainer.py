@@ -118,8 +118,6 @@ class Trainer:
             self.model.train_format = file_format(self.config.data.train)  # its model files record it
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
-        if _model is None:  # the first index build is the run's work too (a resumed run reads its own)
-            self.rebuild_seconds = self.engine.index_build_seconds
         self.last_eval: dict = {}  # the newest eval record of this fit()
         self.eval_seconds_along = 0.0  # of this process's evaluations along the run (_eval_along)
         self.window, self.stop_request = LossWindow(), StopRequest()
@@ -372,6 +370,7 @@ def _start(trainer: Trainer) -> None:
     trainer.last_eval = {}
     trainer.window.reset()
     trainer._record("start", compile_seconds=compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
+                    index_build_seconds=round(trainer.engine.index_build_seconds, 4),  # the first, outside the budget
                     threads=trainer.threads, n_train=n_train,
                     parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
                     **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))

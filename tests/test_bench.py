@@ -547,3 +547,18 @@ def test_memory_bandwidth_copies_on_each_thread_count():
     bw = machine.memory_bandwidth(8 * 2**20, repeats=2, threads=(1, 2))
     assert set(bw["copy_GBps_by_threads"]) == {"1", "2"} and all(v > 0 for v in bw["copy_GBps_by_threads"].values())
     assert bw["copy_GBps"] > 0 and bw["bytes"] == 8 * 2**20
+
+
+def test_slidepy_training_seconds_hold_its_first_index_build():
+    """The trees' timings hold their index builds; slidepy's hold the index's first build too."""
+    from slidepy import make_synthetic
+
+    train, test = make_synthetic(200, 50, 100, 300, nnz_per_sample=5, seed=0)
+    runner = worker.SlidepyRunner("lsh", train, test, {"threads": 1, "lr": 0.001, "batch_size": 32, "hidden": [16]})
+    try:
+        assert runner.engine.index_build_seconds > 0
+        assert runner.train_seconds == runner.engine.index_build_seconds  # before any step
+        runner.step()
+        assert runner.train_seconds > runner.engine.index_build_seconds
+    finally:
+        runner.close()

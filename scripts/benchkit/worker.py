@@ -93,8 +93,10 @@ class SlidepyRunner:
 
     @property
     def train_seconds(self) -> float:
-        """Training seconds so far: steps plus table rebuilds (what a time budget counts)."""
-        return self.trainer.budget_seconds
+        """Training seconds so far: steps plus table rebuilds (what a time budget counts) plus the
+        index's first build, when the engine was made: the trees' timings hold their own index
+        builds (PECOS' clustering, Omikuji's tree), so slidepy's must hold its own."""
+        return self.trainer.budget_seconds + self.engine.index_build_seconds
 
     def step(self, traffic: dict | None = None) -> float:
         """One training step + scheduled rebuild; returns its seconds (step + rebuild)."""
