@@ -114,7 +114,7 @@ def render_markdown(results: dict) -> str:
         if mat:
             cols = list(mat)
             L.append("Training seconds each system (row) takes to reach each system's final P@1 (column); "
-                     "linear between eval points, trees only at their end; \"never\": not within its run.")
+                     "the first eval point that reached it, trees only at their end; \"never\": not within its run.")
             L.append("")
             L.append("| system | " + " | ".join(f"→ {c} {e['systems'][c]['P@1']:.4f}" for c in cols) + " |")
             L.append("|---|" + "---|" * len(cols))
