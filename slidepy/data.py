@@ -349,13 +349,16 @@ def load_dataset(
     return ds
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # how a gzip stream starts, whatever the file's name
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's contents, gunzipped if it starts with the gzip magic bytes."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if raw[:2] == b"\x1f\x8b":
+    if raw[:2] == GZIP_MAGIC:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
@@ -434,13 +437,13 @@ def file_format(path) -> str:
     with open(path, "rb") as f:
         head = f.read(2)
         f.seek(0)
-        stream = gzip.GzipFile(fileobj=f) if head == b"\x1f\x8b" else f
+        stream = gzip.GzipFile(fileobj=f) if head == GZIP_MAGIC else f
         try:
             for raw in stream:
                 line = raw.decode("utf-8", "replace").lstrip("\ufeff").strip()
                 if line:
                     return format_of_first_line(line)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt or truncated gzip data: {exc}") from None
     return "libsvm"
 

@@ -83,9 +83,8 @@ def test_workers_start_with_the_users_environment_plus_slidepys_defaults_for_sli
 def test_time_to_p1_single_point():
     # a tree is ready only at the end of its training: no interpolation from zero
     curve = [{"train_seconds": 4.0, "P@1": 0.6}]
-    assert curves.time_to_p1(curve, 0.3, single_point=True) == 4.0
-    assert curves.time_to_p1(curve, 0.7, single_point=True) is None
     assert curves.time_to_p1(curve, 0.3) == 4.0
+    assert curves.time_to_p1(curve, 0.7) is None
 
 
 def test_p1_at_epoch():

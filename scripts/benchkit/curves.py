@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 
-def time_to_p1(curve: list[dict], target: float, single_point: bool = False) -> float | None:
+def time_to_p1(curve: list[dict], target: float) -> float | None:
     """Training seconds of the first eval point whose P@1 >= target; None if none does. Measured
     points only: a line drawn between two evals would claim a time at which nothing was measured
-    (and favour the system whose evals are sparser). `single_point` (a tree: ready only when its
-    training ends) reads the same way. A target of 0 or less (nothing learnt) is never met."""
+    (and favour the system whose evals are sparser); a tree's one point, at the end of its
+    training, reads the same way. A target of 0 or less (nothing learnt) is never met."""
     if target is None or target <= 0:
         return None
     hit = [float(p["train_seconds"]) for p in curve if p.get("P@1") is not None and p["P@1"] >= target]
@@ -35,5 +35,5 @@ def time_to_matrix(systems: dict) -> dict:
     """{A: {B: training seconds A takes to reach B's final P@1, or None}} over the systems that
     ran (the diagonal: when A first reached its own final P@1)."""
     ok = {s: r for s, r in systems.items() if "error" not in r and r.get("curve")}
-    return {a: {b: time_to_p1(ra["curve"], rb["P@1"], bool(ra.get("single_point"))) for b, rb in ok.items()}
+    return {a: {b: time_to_p1(ra["curve"], rb["P@1"]) for b, rb in ok.items()}
             for a, ra in ok.items()}

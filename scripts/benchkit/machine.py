@@ -106,8 +106,9 @@ def memory_bandwidth(nbytes: int, repeats: int = 5, threads: tuple = (1,)) -> di
                 times.append(time.perf_counter() - t0)
         return float(np.median(times))
 
-    med = timed(1)
-    by_threads = {str(t): 2 * n * 4 / timed(t) / 1e9 for t in sorted({int(t) for t in threads})}
+    seconds = {t: timed(t) for t in sorted({1, *(int(t) for t in threads)})}
+    med = seconds[1]
+    by_threads = {str(t): 2 * n * 4 / seconds[t] / 1e9 for t in sorted({int(t) for t in threads})}
     return {"bytes": n * 4, "repeats": repeats, "median_seconds": med, "copy_GBps": 2 * n * 4 / med / 1e9,
             "copy_GBps_by_threads": by_threads,
             "note": "read + write bytes per second of a NumPy copy (one thread; by_threads: slices on T threads)"}

@@ -65,7 +65,7 @@ def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict
     if how:
         notes.append(how)
     t_torch = time_to_p1(tr["curve"], ref)
-    t_sp = time_to_p1(sp["curve"], ref, bool(sp.get("single_point")))
+    t_sp = time_to_p1(sp["curve"], ref)
     if t_sp is None:
         best = max((p["P@1"] for p in sp["curve"] if p.get("P@1") is not None), default=float("nan"))
         notes.append(f"{sp_name} never reached torch's {ref:.4f} (best {best:.4f} after {sp.get('epochs') or 0:.2f} "
