@@ -60,6 +60,8 @@ def main():
               help="Training data (XC or LIBSVM). Alone, it asks for the automatic recipe (slidepy/recipe.py); "
                    "with --config, it replaces data.train.")
 @click.option("--test", "test_path", type=click.Path(dir_okay=False), help="Test data (replaces data.test).")
+@click.option("--index-base", type=click.IntRange(0, 1), default=None,
+              help="The data files' first feature id (data.index_base; default 0 for XC files, 1 for LIBSVM ones).")
 @click.option("--time-budget", "time_budget", metavar="DURATION",
               help="Stop training after this much training time, e.g. 90s, 5m, 1.5h (training.time_budget_s).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -78,14 +80,16 @@ def main():
 @click.option("--ray-address", metavar="auto|HOST:PORT",
               help="Join this Ray cluster (default distributed.ray_address; unset = a local Ray on 127.0.0.1). "
                    "A Ray cluster has no authentication of its own: use one on a trusted network only.")
-def train(config_path, train_path, test_path, time_budget, overrides, run_dir, threads, resume, overwrite, dry_run,
-          progress, workers, ray_address):
+def train(config_path, train_path, test_path, index_base, time_budget, overrides, run_dir, threads, resume, overwrite,
+          dry_run, progress, workers, ray_address):
     """Train a model from a YAML config, or from data alone (--train/--test) with the automatic
     recipe; with --workers N, data-parallel on Ray."""
     overrides = list(overrides)
     for key, value in (("data.train", train_path), ("data.test", test_path)):
         if value is not None:
             overrides.insert(0, f"{key}={json.dumps(value)}")
+    if index_base is not None:
+        overrides.append(f"data.index_base={index_base}")
     if run_dir is not None:
         overrides.append(f"output.run_dir={run_dir}")
     if threads is not None:
@@ -114,7 +118,7 @@ def train(config_path, train_path, test_path, time_budget, overrides, run_dir, t
                 overrides.append(f"training.time_budget_s={budget_s}")
             auto_train, source = None, config_path  # auto_train: the set the automatic recipe read, without a config
             if config_path is None:
-                auto_train, source = _auto_config(train_path, test_path, budget_s)
+                auto_train, source = _auto_config(train_path, test_path, budget_s, index_base)
             cfg = load_config(source, overrides)
             if dry_run:
                 import yaml
@@ -213,7 +217,7 @@ def _interrupts_held():
         raise KeyboardInterrupt
 
 
-def _auto_config(train_path, test_path, time_budget_s) -> tuple:
+def _auto_config(train_path, test_path, time_budget_s, index_base=None) -> tuple:
     """(the training set, the automatic recipe's config for it): the file is loaded so that the
     recipe sees its shape."""
     from .configfile import config_from_dict, validate_paths
@@ -223,7 +227,7 @@ def _auto_config(train_path, test_path, time_budget_s) -> tuple:
     if train_path is None:
         raise SlidepyError("give --config FILE, or --train FILE [--test FILE] for the automatic recipe")
     validate_paths(config_from_dict({"data": {"train": train_path, "test": test_path}}), output=False)
-    train = load_dataset(train_path)
+    train = load_dataset(train_path, index_base=index_base)
     return train, auto_config(train, train_path, test_path, time_budget_s=time_budget_s)
 
 
@@ -342,6 +346,8 @@ def _load_eval_data(path: str, model, index_base: int | None = None) -> object:
 
     n_features = model.engine.n_features
     n_labels = model.engine.n_labels
+    if index_base is None:  # the model's own files' (data.index_base), else the format's
+        index_base = model.config.data.index_base
     if index_base is None:
         _note_index_base(path, model)
     try:
@@ -388,7 +394,8 @@ def _note_index_base(path: str, model) -> None:
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
-              help="The data file's first feature id (default: 0 for XC files, 1 for LIBSVM ones).")
+              help="The data file's first feature id (default: the model's data.index_base, else 0 for XC files "
+                   "and 1 for LIBSVM ones).")
 def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
     """P@k and nDCG@k of a trained model on a data file (exact scoring by default)."""
     try:
@@ -434,7 +441,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
               help="Label names, one per line (default: names stored in the model, else data.labels).")
 @click.option("--ids", "ids_only", is_flag=True, help="Write label ids even when names are known.")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
-              help="The data file's first feature id (default: 0 for XC files, 1 for LIBSVM ones).")
+              help="The data file's first feature id (default: the model's data.index_base, else 0 for XC files "
+                   "and 1 for LIBSVM ones).")
 def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only, index_base):
     """Write the top-k labels with scores for every sample: one line each, `label:score ...`
     (label names when the model knows them, see --labels; ids otherwise)."""

@@ -117,6 +117,9 @@ class DataConfig(_Section):
     test: str | None = None
     labels: str | None = None                     # one label name per line, for predictions
     format: Literal["auto", "xc", "libsvm"] = "auto"
+    # The first feature id of the files (train, test, and what evaluate/predict read for this
+    # model); null = the format's own: 0 for XC, 1 for LIBSVM. Set 0 for a LIBSVM file of 0-based ids.
+    index_base: Literal[0, 1] | None = None
     cache: bool = True
     cache_dir: str | None = None
     skip_bad_lines: bool = False

@@ -731,7 +731,8 @@ def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
                               labels_per_sample=tuple(s.labels_per_sample), noise_fraction=s.noise_fraction,
                               zipf_exponent=s.zipf_exponent, seed=s.seed)
     validate_paths(cfg, output=False)
-    opts = dict(format=d.format, cache=d.cache, cache_dir=d.cache_dir, skip_bad_lines=d.skip_bad_lines)
+    opts = dict(format=d.format, index_base=d.index_base, cache=d.cache, cache_dir=d.cache_dir,
+                skip_bad_lines=d.skip_bad_lines)
     train = load_dataset(d.train, **opts)
     _require_samples(train, "data.train")
     if d.labels is not None:  # now, not when the trained model first predicts with them

@@ -289,3 +289,42 @@ def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_
                                   "--index-base", "0"])
     direct = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json"])
     assert scored.exit_code == direct.exit_code == 0 and json.loads(scored.stdout) == json.loads(direct.stdout)
+
+
+def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tiny_config, tmp_path):
+    """LIBSVM ids count from 1, so a 0-based LIBSVM training file stops at its first feature 0 with
+    a message naming --index-base 0; with it, train reads the files as they are, and evaluate and
+    predict read the model's files the same way without being told again (data.index_base)."""
+    runner = CliRunner()
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    gen = runner.invoke(main, ["datagen", "--out", str(train), "--test-out", str(test), "--n-train", "300",
+                               "--n-test", "30", "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+    for path in (train, test):  # the same data, its XC header left off, ids as they were (0-based)
+        lines = path.read_text().splitlines()[1:]
+        path.write_text("\n".join(lines + ["0 0:1"]) + "\n")  # feature 0 at least once, as the refusal needs
+    cfg = dict(tiny_config, data={"train": str(train), "test": str(test)})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--no-progress",
+            "--threads", "1", "--set", "training.epochs=1"]
+    refused = runner.invoke(main, args)
+    first_zero = next(i for i, line in enumerate(train.read_text().splitlines(), 1) if " 0:" in f" {line}")
+    assert refused.exit_code != 0 and f"{train}:{first_zero}: feature id in '0:" in refused.stderr, refused.output
+    assert "--index-base 0" in refused.stderr and "data.index_base: 0" in refused.stderr
+    trained = runner.invoke(main, [*args, "--index-base", "0"])
+    assert trained.exit_code == 0, trained.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["index_base"] == 0
+    checkpoint = str(sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1])
+    told = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json",
+                                "--index-base", "0"])
+    untold = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json"])
+    assert told.exit_code == untold.exit_code == 0, untold.output
+    assert json.loads(untold.stdout) == json.loads(told.stdout) and "note:" not in untold.stderr
+    # the model's default is no more than a default: --index-base 1 still reads 1-based ids
+    as_one_based = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--index-base", "1"])
+    assert as_one_based.exit_code != 0 and "below the index base 1" in as_one_based.stderr
+    auto = runner.invoke(main, ["train", "--train", str(train), "--test", str(test), "--index-base", "0",
+                                "--out", str(tmp_path / "auto"), "--no-progress", "--threads", "1",
+                                "--set", "training.epochs=1"])  # the automatic recipe reads them the same way
+    assert auto.exit_code == 0, auto.output
+    assert yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["data"]["index_base"] == 0
