@@ -3,7 +3,8 @@
 A config that cannot fit (a 670K-label layer with a wide hidden layer, L = 512 tables of 2^20
 buckets, ...) should be refused in a second with numbers, not die an hour in with the OOM killer.
 The estimate adds the resident parts: parameters with their gradients and Adam moments, LSH
-tables with the per-neuron code buffer, per-thread scratch, and the parsed dataset. The array
+tables with the per-neuron code buffer, per-thread scratch, the output layer's gradient records and
+batch products (at their largest union), the neighbours' bank, and the parsed dataset. The array
 sizes are not re-derived here: they come from the shape functions the allocators themselves use.
 """
 
@@ -18,6 +19,7 @@ import numba
 from .errors import ConfigError
 from .lsh import index_layout
 from .scoring import BLOCK_FLOATS
+from .union import union_step_shapes
 from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_CAPACITY, SPEC_INFER_MODE, SPEC_MODE, layer_sizes,
                       make_spec, nbytes, output_record_shapes, param_shapes, scratch_capacities, scratch_shapes)
 
@@ -46,12 +48,13 @@ class MemoryEstimate:
         if not self.parts:  # no dimensions to count from: say so rather than print a total of 0
             lines.append("  unknown: a dry run reads the data's dimensions from an XC header alone, and the "
                          "training file has none or is not at hand")
+        width = max(len(name) for name in [*self.parts, "available on this machine"])
         for name, size in self.parts.items():
-            lines.append(f"  {name:<34} {size / 2**20:>10,.1f} MiB")
+            lines.append(f"  {name:<{width}} {size / 2**20:>10,.1f} MiB")
         if self.parts:
-            lines.append(f"  {'total':<34} {self.total / 2**20:>10,.1f} MiB")
+            lines.append(f"  {'total':<{width}} {self.total / 2**20:>10,.1f} MiB")
         if self.available is not None:
-            lines.append(f"  {'available on this machine':<34} {self.available / 2**20:>10,.1f} MiB")
+            lines.append(f"  {'available on this machine':<{width}} {self.available / 2**20:>10,.1f} MiB")
         return "\n".join(lines)
 
 
@@ -132,13 +135,18 @@ def estimate_for_config(cfg, threads: int | None = None, train=None) -> MemoryEs
     # Engine.records_output: with Adam over a dense last hidden layer, the output layer's gradient
     # of a batch is held as records (network.OutputRecords).
     last = len(sizes) - 1
-    records = 0
+    # Steps whose batch shares its output neurons run that layer as products over their union
+    # (union.py; the same condition), whose matrices are the step's largest temporaries.
+    records = products = 0
     if cfg.training.optimizer == "adam" and last >= 1 and spec[last - 1, SPEC_MODE] == MODE_ALL:
-        records = nbytes(output_record_shapes(cfg.training.batch_size, spec[last, SPEC_CAPACITY], *sizes[last]))
+        batch, capacity = cfg.training.batch_size, spec[last, SPEC_CAPACITY]
+        records = nbytes(output_record_shapes(batch, capacity, *sizes[last]))
+        products = nbytes(union_step_shapes(batch, capacity, max_labels, sizes[last][1], sizes[last][0]))
     parts = {"parameters + gradients + optimizer": sum(nbytes(s) for s in param_shapes(sizes, cfg.training.optimizer)),
              "LSH tables + code buffers": tables,
              "per-thread scratch": scratch,
              "output gradient records": records,
+             "output products (a step's union)": products,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
              # model.neighbours: every training sample's last-hidden vector, and a block's similarities
              "neighbour bank": (min(n_train, cfg.model.neighbours.bank_samples or n_train) * sizes[last][0] * 4

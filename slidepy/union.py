@@ -67,13 +67,34 @@ class UnionBuffers(NamedTuple):
     slot: np.ndarray  # (N,) int32 a row's column in U during union_columns, else -1
 
 
-def make_union_buffers(batch: int, capacity: int, width: int, n: int) -> UnionBuffers:
-    """UnionBuffers for `batch` samples of up to `capacity` active neurons and `width` labels of
-    an output layer of `n` neurons."""
+def union_buffer_shapes(batch: int, capacity: int, width: int, n: int) -> dict:
+    """UnionBuffers field -> (shape, dtype) for `batch` samples of up to `capacity` active neurons
+    and `width` labels of an output layer of `n` neurons: what make_union_buffers allocates."""
     b, a, w, n = int(batch), int(capacity), max(1, int(width)), int(n)
-    return UnionBuffers(cols=np.zeros((b, a), np.int32), logits=np.zeros((b, a), np.float32),
-                        grads=np.zeros((b, a), np.float32), positions=np.zeros((b, w), np.int32),
-                        union=np.zeros(min(n, b * a), np.int32), slot=np.full(n, -1, np.int32))
+    return {"cols": ((b, a), np.int32), "logits": ((b, a), np.float32), "grads": ((b, a), np.float32),
+            "positions": ((b, w), np.int32), "union": ((min(n, b * a),), np.int32), "slot": ((n,), np.int32)}
+
+
+def make_union_buffers(batch: int, capacity: int, width: int, n: int) -> UnionBuffers:
+    """UnionBuffers shaped as union_buffer_shapes says (slot all -1: no row in the union yet)."""
+    shapes = union_buffer_shapes(batch, capacity, width, n)
+    buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
+    buffers["slot"].fill(-1)
+    return UnionBuffers(**buffers)
+
+
+def union_step_shapes(batch: int, capacity: int, width: int, n: int, d: int) -> dict:
+    """The buffers and union_output_step's temporaries at the largest union a step of the engine's
+    choice (Engine._takes_union) can meet, for the memory estimate: every (sample, neuron) pair on
+    its own row on a first step whose products fit (fits_first_step), and later at most
+    capacity / UNION_MIN_DENSITY rows, since the products run only above that density."""
+    b = int(batch)
+    u = min(int(n), b * int(capacity))
+    if not fits_first_step(b, capacity, n):
+        u = min(u, int(np.ceil(capacity / UNION_MIN_DENSITY)))
+    return {**union_buffer_shapes(batch, capacity, width, n),
+            "w_union": ((u, d), np.float32), "weight_grads": ((u, d), np.float32), "z": ((b, u), np.float32),
+            "g": ((b, u), np.float32), "hidden_grads": ((b, d), np.float32), "rows": ((u,), np.int64)}
 
 
 def union_density(pairs: int, samples: int, union_rows: int) -> float:

@@ -11,7 +11,9 @@ import pytest
 from conftest import TINY
 from slidepy import load_config, make_synthetic
 from slidepy.memory import estimate_for_config
+from slidepy import engine as engine_module
 from slidepy.model import Model
+from slidepy.union import union_output_step
 
 _INDEX_ARRAYS = ("buckets", "counts", "codes", "centroids_t", "cluster_indptr", "cluster_members")
 
@@ -34,7 +36,7 @@ def _built(optimizer, family, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer,family", [("adam", "srp"), ("sgd", "srp"), ("adam", "kmeans")])
-def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, optimizer, family):
+def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, monkeypatch, optimizer, family):
     cfg, engine, train, test = _built(optimizer, family, tmp_path)
     parts = estimate_for_config(cfg, threads=1).parts
 
@@ -48,7 +50,16 @@ def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, optimize
         assert all(layer.weight_m.size == 0 for layer in engine.layers)
 
     # a training step and a prediction allocate the per-chunk scratch (one set each) and, with Adam
-    # over a dense hidden layer, the batch's output gradient records
+    # over a dense hidden layer, the batch's output gradient records and, on a step whose samples
+    # share their output neurons, the union's buffers and products (union.py)
+    unions = []
+
+    def measured(*args, **kwargs):
+        result = union_output_step(*args, **kwargs)
+        unions.append(result.union_rows)
+        return result
+
+    monkeypatch.setattr(engine_module, "union_output_step", measured)
     engine.train_step(train, np.arange(cfg.training.batch_size, dtype=np.int64))
     engine.predict(test, np.arange(100, dtype=np.int64), k=5)
     assert len(engine._scratch) == 2
@@ -56,6 +67,11 @@ def test_estimate_counts_what_a_built_model_holds(one_thread, tmp_path, optimize
     assert parts["per-thread scratch"] == scratch
     records = 0 if engine._records is None else sum(array.nbytes for array in engine._records)
     assert parts["output gradient records"] == records and (records > 0) == (optimizer == "adam")
+    assert (parts["output products (a step's union)"] > 0) == (optimizer == "adam") == bool(unions)
+    if unions:  # the step's products: W_U and dW (U, D), Z and G (B, U), dH (B, D), the rows (U,) int64
+        b, (n, d) = cfg.training.batch_size, engine.layers[1].weights.shape
+        step = sum(a.nbytes for a in engine._union) + 4 * (2 * unions[0] * d + 2 * b * unions[0] + b * d) + 8 * unions[0]
+        assert step <= parts["output products (a step's union)"] <= step + 12 * (b + d) * n, (step, parts)
 
     # the output layer's index: its tables (or clusters) and codes, plus at most one more copy of
     # the codes, which a rebuild makes
