@@ -446,7 +446,7 @@ def fit_trainer(config_for, train: Dataset, run_dir, progress: bool):
     try:
         try:
             cfg = load_config(config_for(run_dir))
-            trainer = Trainer(cfg, train=train, run_dir=run_dir, progress=progress)
+            trainer = Trainer(cfg, train=train, run_dir=run_dir, progress=progress, save_final=temp_dir is None)
             if temp_dir is None:
                 trainer.clear_run_dir()
             trainer.fit()

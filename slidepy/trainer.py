@@ -91,13 +91,15 @@ class Trainer:
 
     `config` may be a Config, a dict, or a YAML path. `train`/`test` datasets override the
     config's data section (handy from Python). `callbacks` are called as cb(trainer, record) for
-    every record written to metrics.jsonl.
+    every record written to metrics.jsonl. `save_final`: write a checkpoint of the final weights
+    (False for a run directory that is thrown away, as scikit-learn's temporary one is).
     """
 
     def __init__(self, config, *, train: Dataset | None = None, test: Dataset | None = None,
                  run_dir: str | os.PathLike | None = None, callbacks: tuple[Callable] = (),
-                 progress: bool = True, _model: Model | None = None):
+                 progress: bool = True, save_final: bool = True, _model: Model | None = None):
         self.config = config if isinstance(config, Config) else load_config(config)
+        self.save_final = save_final
         self.threads = set_threads(self.config)
         if train is None and _model is None:
             train, loaded_test = load_data(self.config)
@@ -159,7 +161,7 @@ class Trainer:
                 if (self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True)
                         or bank_missing):
                     self.last_eval = self._eval_record(final=True)
-                if self._last_saved_step != self.step:
+                if self.save_final and self._last_saved_step != self.step:
                     self.checkpoint()
         finally:
             self._bar = tqdm(disable=True)

@@ -237,6 +237,21 @@ def test_run_dir_is_kept_for_plots(text_data, tmp_path):
     assert sum('"event": "start"' in r for r in records) == 1
     evals = [r for r in est.history_ if r["event"] == "eval"]
     assert len(evals) in (2, 3) and evals[-1]["complete"]  # 2 epoch ends, then the whole set if they were subsets
+    assert len(list((tmp_path / "est" / "checkpoints").glob("step-*.npz"))) == 1  # the final weights, kept
+
+
+def test_a_fit_without_run_dir_writes_no_checkpoint_it_would_throw_away(text_data, monkeypatch):
+    """Without run_dir the run lives in a temporary directory deleted after fit: saving the final
+    weights there (a model's whole size) would be time for nothing."""
+    from slidepy.trainer import Trainer
+
+    saved = []
+    checkpoint = Trainer.checkpoint
+    monkeypatch.setattr(Trainer, "checkpoint", lambda self: saved.append(self.step) or checkpoint(self))
+    (x_train, y_train), (x_test, _) = text_data
+    vectorizer = TfidfVectorizer().fit(x_train)
+    est = _small(epochs=1).fit(vectorizer.transform(x_train), y_train)
+    assert saved == [] and est.predict(vectorizer.transform(x_test)).shape[0] == len(x_test)
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads to tell the settings apart")
