@@ -118,6 +118,15 @@ def local_sum(start, n):
 
 
 @njit(cache=True)
+def store_sum(out, acc, n):
+    """out[:n] = acc[:n] (local_sum's write-back), element by element: a slice assignment between
+    arrays checks their shapes and so compiles numba's string formatting for the error message it
+    could raise, about 2 s of every cold start."""
+    for j in range(n):
+        out[j] = acc[j]
+
+
+@njit(cache=True)
 def forward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, out):
     """Layer 0 (weights (F, N), input-major): out[a] = bias[ids[a]] + sum_j x_j * W[x_ids[j], ids[a]]."""
     bias = layer.bias
@@ -137,7 +146,7 @@ def forward_input_layer(layer, x_ids, x_vals, nx, ids, n_act, dense_out, out):
         else:
             for a in range(n_act):
                 acc[a] += v * row[ids[a]]
-    out[:n_act] = acc
+    store_sum(out, acc, n_act)
 
 
 @njit(cache=True)
@@ -218,7 +227,7 @@ def backward_layer(layer, in_ids, in_vals, n_in, dense_in, ids, n_act, grads, in
                 for j in range(n_in):
                     acc[j] += g * w[in_ids[j]]
     if need_in_grads:
-        in_grads[:n_in] = acc
+        store_sum(in_grads, acc, n_in)
 
 
 @njit(cache=True)
@@ -246,7 +255,7 @@ def backward_output_recorded(layer, in_vals, n_in, ids, n_act, grads, in_grads, 
         w = weights[n]
         for j in range(n_in):
             acc[j] += g * w[j]
-    in_grads[:n_in] = acc
+    store_sum(in_grads, acc, n_in)
     return count
 
 
