@@ -18,10 +18,10 @@ import numba
 
 from .errors import ConfigError
 from .lsh import index_layout
-from .scoring import BLOCK_FLOATS
-from .union import union_step_shapes
 from .network import (MODE_ALL, MODE_CODES, MODE_LSH, SPEC_BUDGET, SPEC_CAPACITY, SPEC_INFER_MODE, SPEC_MODE, layer_sizes,
                       make_spec, nbytes, output_record_shapes, param_shapes, scratch_capacities, scratch_shapes)
+from .scoring import BLOCK_FLOATS
+from .union import union_step_shapes
 
 # Parsed CSR bytes per byte of XC text: a token "12345:0.5 " (~10 bytes) becomes 8 bytes of
 # index + value; .gz files are estimated from their uncompressed size.
