@@ -6,6 +6,7 @@
     print(trainer.evaluate())
 
 Layout (imports flow one way, top to bottom):
+    __main__     the `slidepy` command's entry point (imports cli; a Ctrl-C while it loads is an interruption)
     cli          command line
     distributed  data-parallel training on Ray (optional extra; imported only with --workers)
     trainer      epochs, rebuild schedule, eval, logging, checkpoints, signals

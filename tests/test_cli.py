@@ -328,3 +328,32 @@ def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tin
                                 "--set", "training.epochs=1"])  # the automatic recipe reads them the same way
     assert auto.exit_code == 0, auto.output
     assert yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["data"]["index_base"] == 0
+
+
+def test_ctrl_c_while_the_command_loads_is_an_interruption_not_a_traceback(monkeypatch, capsys):
+    """The console script (slidepy.__main__:run) imports the CLI inside a function: a Ctrl-C while
+    click and the CLI load ends with exit status 130 and one line, as an interrupted run does."""
+    import builtins
+
+    from slidepy.__main__ import run
+
+    real_import = builtins.__import__
+
+    def interrupted(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "cli" and level == 1:
+            raise KeyboardInterrupt
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_the_console_script_is_the_guarded_entry_point():
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert re.search(r'^\[project\.scripts\]\nslidepy = "slidepy\.__main__:run"$', pyproject, re.M)
+    help_text = subprocess.run([sys.executable, "-m", "slidepy", "--help"], capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "train" in help_text.stdout
