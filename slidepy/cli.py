@@ -269,6 +269,9 @@ def _predict(models: list, data, k: int, lsh: bool, scoring: bool = False):
         raise SlidepyError("--lsh scores one model; an ensemble (several --checkpoint) is scored exactly")
     from .ensemble import ensemble_topk
 
+    for model in models:  # each member predicts as it would alone: with its own neighbours' votes
+        _attach_neighbours(model, scored=data if scoring else None)
+
     return ensemble_topk([m.engine for m in models], data, k=k)
 
 
@@ -387,7 +390,8 @@ def _note_index_base(path: str, model) -> None:
 
 @main.command()
 @click.option("--checkpoint", required=True, multiple=True, type=click.Path(dir_okay=False),
-              help="Model / checkpoint file; repeat it to score an ensemble (mean of the models' probabilities).")
+              help="Model / checkpoint file; repeat it to score an ensemble (mean of the models' probabilities, "
+                   "each with its neighbours' votes where it has them).")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="Labelled data file.")
 @click.option("--k", "ks", default="1,3,5", show_default=True, help="Comma-separated k for P@k and nDCG@k.")
 @click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")

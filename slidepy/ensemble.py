@@ -10,13 +10,17 @@ steps.
 
 Scoring is exact: per block of samples, each member's last hidden layer (the kernel), one BLAS
 product with its output layer, its loss's probabilities (softmax over all labels, or per-label
-sigmoids for bce), summed into one (B, N) block; then the parallel partial top-k.
+sigmoids for bce), summed into one (B, N) block; then the parallel partial top-k. A member with
+the neighbours' votes attached (engine.neighbours, model.neighbours) adds its blended scores, its
+softmax mixed with the votes of its own bank, as it would predict alone: without them an ensemble
+of DebianDeps networks ranked below one network with them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .neighbours import bank_block, blended_scores
 from .scoring import block_rows, tiled_logits, topk_rows
 from .threads import blas_on_all_threads
 
@@ -37,8 +41,8 @@ def _add_probabilities(logits: np.ndarray, loss: str, into: np.ndarray) -> None:
 
 def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Top-k label ids (B, k) int32 and mean probabilities (B, k) float32 of the engines' averaged
-    predictions on dataset rows `rows` (default all). The engines must share the label count and
-    loss; each scores exactly."""
+    predictions on dataset rows `rows` (default all), each blended with its neighbours' votes where
+    it has a bank attached. The engines must share the label count and loss; each scores exactly."""
     first = engines[0]
     if any(e.n_labels != first.n_labels or e.loss != first.loss for e in engines):
         raise ValueError("ensemble members must have the same labels and loss")
@@ -46,7 +50,7 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
     n = first.n_labels
     top_ids = np.full((rows.shape[0], k), -1, np.int32)
     top_vals = np.full((rows.shape[0], k), -np.inf, np.float32)
-    block = block_rows(n, most=512)
+    block = min([block_rows(n, most=512)] + [bank_block(e.neighbours, n) for e in engines if e.neighbours is not None])
     total = np.zeros((block, n), np.float32)
     hidden = [np.zeros((block, e.sizes[-1][0]), np.float32) for e in engines]
     zero_bias = np.zeros(n, np.float32)
@@ -58,6 +62,9 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
             for e, h in zip(engines, hidden):
                 e.last_hidden(data, part, h[:b])
                 out = e.layers[-1]
+                if e.neighbours is not None:
+                    total[:b] += blended_scores(h[:b], out.weights, out.bias, e.neighbours)
+                    continue
                 logits = tiled_logits(h[:b], out.weights)
                 logits += out.bias
                 _add_probabilities(logits, first.loss, total[:b])

@@ -29,8 +29,9 @@ prediction adds S x D multiply-adds (a BLAS product) to the N x D of exact scori
 only. The bank is built from the weights of the moment (Model.attach_neighbours: the trainer does
 it at each evaluation and keeps the last one's), never kept in checkpoints.
 
-Tiers: `build_bank` / `blend_topk` (Python and BLAS) -> `blend_rows` (parallel over samples) ->
-`blend_row` (one sample: softmax, neighbours, votes).
+Tiers: `build_bank` / `blended_scores` (Python and BLAS; `blend_topk` ranks them, an ensemble
+averages its members', ensemble.py) -> `blend_rows` (parallel over samples) -> `blend_row` (one
+sample: softmax, neighbours, votes).
 """
 
 from __future__ import annotations
@@ -142,15 +143,21 @@ def blend_rows(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, 
         blend_row(logits[i], bias, sims[i], k, y_indptr, y_indices, weight, temperature, near_ids[i], near_sims[i])
 
 
-def blend_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank,
-               top_ids: np.ndarray, top_vals: np.ndarray) -> None:
-    """Top-K of the blended scores (module doc) for a block of last-hidden rows hidden (B, D),
-    into top_ids (B, K) int32 and top_vals (B, K) float32 (the blended scores, in [0, 1])."""
+def blended_scores(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank) -> np.ndarray:
+    """The blended scores (module doc) of a block of last-hidden rows hidden (B, D): (B, N)
+    float32, each row a distribution over the labels."""
     b = hidden.shape[0]
-    logits = tiled_logits(hidden, weights)
+    scores = tiled_logits(hidden, weights)
     sims = tiled_logits(unit_rows(hidden.copy()), bank.vectors)
     near_ids = np.empty((b, bank.k), np.int32)
     near_sims = np.empty((b, bank.k), np.float32)
-    blend_rows(logits, bias, sims, np.int64(bank.k), bank.y_indptr, bank.y_indices, np.float64(bank.weight),
+    blend_rows(scores, bias, sims, np.int64(bank.k), bank.y_indptr, bank.y_indices, np.float64(bank.weight),
                np.float64(bank.temperature), near_ids, near_sims)
-    topk_rows(logits, np.zeros(weights.shape[0], np.float32), top_ids, top_vals)
+    return scores
+
+
+def blend_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank,
+               top_ids: np.ndarray, top_vals: np.ndarray) -> None:
+    """Top-K of the blended scores for a block of last-hidden rows hidden (B, D), into top_ids
+    (B, K) int32 and top_vals (B, K) float32 (the blended scores, in [0, 1])."""
+    topk_rows(blended_scores(hidden, weights, bias, bank), np.zeros(weights.shape[0], np.float32), top_ids, top_vals)

@@ -875,3 +875,30 @@ def naive_union_output(weights, bias, hidden, ids, counts, meta, n_neurons, loss
         d_w[act] += _mlp_np.outer(g, h[s])
         d_b[act] += g
     return losses, d_hidden, d_w, d_b
+
+
+# ======================================================================================
+# Neighbours' votes: the blended scores of slidepy/neighbours.py.
+# ======================================================================================
+
+import numpy as _blend_np
+
+
+def naive_blend(hidden, weights, bias, bank):
+    """(B, N) float64 blended scores of slidepy/neighbours.py (softmax and the bank's votes: a
+    neighbours.NeighbourBank), written out the slow way."""
+    z = hidden.astype(_blend_np.float64) @ weights.T.astype(_blend_np.float64) + bias
+    p = _blend_np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    out = (1 - bank.weight) * p
+    units = hidden / _blend_np.maximum(_blend_np.linalg.norm(hidden, axis=1, keepdims=True), 1e-30)
+    sims = units @ bank.vectors.T
+    for i in range(hidden.shape[0]):
+        near = _blend_np.argsort(-sims[i], kind="stable")[:bank.k]
+        near = [s for s in near if sims[i, s] > 0]
+        count = {s: _blend_np.exp((sims[i, s] - sims[i, near[0]]) / bank.temperature) for s in near}
+        mass = sum(count[s] * (bank.y_indptr[s + 1] - bank.y_indptr[s]) for s in near)
+        for s in near:
+            for label in bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]]:
+                out[i, label] += bank.weight * count[s] / mass
+    return out

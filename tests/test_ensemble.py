@@ -1,6 +1,8 @@
 """Ensembles (slidepy/ensemble.py, `evaluate`/`predict` with several --checkpoint): the mean of the
 members' probabilities, ranked, against a NumPy reference."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -10,6 +12,7 @@ import naive
 from slidepy.cli import main
 from slidepy.engine import Engine, LayerSelection
 from slidepy.ensemble import ensemble_topk
+from slidepy.neighbours import build_bank
 from slidepy.synthetic import make_synthetic
 
 
@@ -71,6 +74,39 @@ def test_a_samples_scores_do_not_depend_on_the_samples_scored_beside_it():
         np.testing.assert_array_equal(vals, full_vals[rows])
 
 
+def test_members_with_neighbours_votes_add_their_blended_scores():
+    """A member with a bank attached contributes what it predicts alone, its softmax blended with
+    its own neighbours' votes; the mean over members against the NumPy references."""
+    data = make_synthetic(70, 0, 40, 30, nnz_per_sample=6, seed=6)[0]
+    bank_data = make_synthetic(25, 0, 40, 30, nnz_per_sample=6, seed=7)[0]
+    engines = [_engine(s) for s in range(3)]
+    for e, weight in zip(engines[:2], (0.3, 0.7)):  # the third member scores without votes
+        e.neighbours = build_bank(e, bank_data, k=5, weight=weight, temperature=0.05)
+    ids, vals = ensemble_topk(engines, data, k=5)
+    x = naive.naive_dense_rows(data.x_indptr, data.x_indices, data.x_values, data.n_features,
+                               np.arange(data.n_samples))
+    total = 0.0
+    for e in engines:
+        params = [(l.weights.astype(np.float64), l.bias.astype(np.float64)) for l in e.layers]
+        hidden = naive.naive_forward(params, x)[1][-2].astype(np.float32)  # the last hidden activations
+        if e.neighbours is None:
+            logits = hidden.astype(np.float64) @ params[-1][0].T + params[-1][1]
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            total = total + p / p.sum(axis=1, keepdims=True)
+        else:
+            total = total + naive.naive_blend(hidden, e.layers[-1].weights, e.layers[-1].bias, e.neighbours)
+    want_ids, want_vals = naive.naive_topk(total / 3, 5)
+    np.testing.assert_allclose(vals, want_vals, rtol=1e-4, atol=1e-6)
+    clear = np.abs(np.diff(want_vals, axis=1)).min(axis=1) > 1e-5
+    assert clear.sum() > data.n_samples // 2
+    np.testing.assert_array_equal(ids[clear], want_ids[clear])
+    # and one member alone ranks as its own prediction with the votes does
+    alone_ids, alone_vals = ensemble_topk(engines[:1], data, k=5)
+    own_ids, own_vals, _ = engines[0].predict(data, k=5)
+    np.testing.assert_array_equal(alone_ids, own_ids)
+    np.testing.assert_allclose(alone_vals, own_vals, rtol=1e-6)
+
+
 def test_members_must_agree_on_labels():
     data = make_synthetic(10, 0, 40, 30, nnz_per_sample=6, seed=4)[0]
     with pytest.raises(ValueError, match="same labels"):
@@ -105,3 +141,36 @@ def test_cli_scores_an_ensemble_of_checkpoints(tiny_config, tmp_path):
     assert all(0.0 < s <= 1.0 for s in scores)  # mean probabilities, not logits
     refused = runner.invoke(main, ["evaluate", *both, "--data", str(test_file), "--lsh"])
     assert refused.exit_code == 2 and "scored exactly" in refused.output
+
+
+def test_cli_ensemble_members_keep_their_neighbours_votes(tiny_config, tmp_path):
+    """`evaluate` with one model named twice is that model: with model.neighbours on, the mean of
+    two equal blended distributions, as the model scores alone (the votes were dropped before)."""
+    runner = CliRunner()
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_config))
+    out = tmp_path / "voted"
+    result = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                  "--threads", "1", "--set", "model.neighbours.weight=0.7"])
+    assert result.exit_code == 0, result.output
+    checkpoint = str(sorted((out / "checkpoints").glob("step-*.npz"))[-1])
+    test_file = tmp_path / "test.txt"
+    gen = runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(test_file),
+                               "--n-train", "20", "--n-test", "60", "--features", "400", "--labels", "150"])
+    assert gen.exit_code == 0, gen.output
+    scores = {}
+    for name, args in (("alone", ["--checkpoint", checkpoint]),
+                       ("twice", ["--checkpoint", checkpoint, "--checkpoint", checkpoint])):
+        ev = runner.invoke(main, ["evaluate", *args, "--data", str(test_file), "--json"])
+        assert ev.exit_code == 0 and "votes are left out" not in ev.output, ev.output
+        scores[name] = json.loads(ev.stdout)
+    assert scores["twice"] == pytest.approx(scores["alone"], abs=1e-12)
+    from slidepy import Trainer, load_dataset
+
+    trained = Trainer.load(checkpoint)
+    network_alone = trained.model.engine.predict(load_dataset(test_file, n_features=400, n_labels=150), k=5)[0]
+    assert trained.model.engine.neighbours is None  # so the network's own ranking, without votes
+    twice = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--checkpoint", checkpoint, "--data",
+                                 str(test_file), "--top-k", "5", "--ids"])
+    voted = [[int(tok.split(":")[0]) for tok in line.split()] for line in twice.stdout.splitlines()]
+    assert voted != network_alone.tolist()  # the votes moved some ranking

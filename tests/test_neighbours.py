@@ -13,26 +13,8 @@ from slidepy import Trainer, load_config
 from slidepy.cli import main
 from slidepy.configfile import config_from_dict
 from slidepy.errors import ConfigError
+from naive import naive_blend
 from slidepy.neighbours import NeighbourBank, blend_topk, build_bank, unit_rows
-
-
-def naive_blend(hidden, weights, bias, bank: NeighbourBank):
-    """(B, N) float64 blended scores, written out the slow way."""
-    z = hidden.astype(np.float64) @ weights.T.astype(np.float64) + bias
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    out = (1 - bank.weight) * p
-    units = hidden / np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-30)
-    sims = units @ bank.vectors.T
-    for i in range(hidden.shape[0]):
-        near = np.argsort(-sims[i], kind="stable")[:bank.k]
-        near = [s for s in near if sims[i, s] > 0]
-        count = {s: np.exp((sims[i, s] - sims[i, near[0]]) / bank.temperature) for s in near}
-        mass = sum(count[s] * (bank.y_indptr[s + 1] - bank.y_indptr[s]) for s in near)
-        for s in near:
-            for label in bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]]:
-                out[i, label] += bank.weight * count[s] / mass
-    return out
 
 
 def random_bank(rng, n_samples, width, n_labels, k, weight, temperature=0.05):
