@@ -149,16 +149,18 @@ def _fake_clock(monkeypatch, trainer, step_seconds, eval_seconds):
 def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(tiny_config, monkeypatch):
     """eval.max_share skips an evaluation along the run while the earlier ones have taken more
     than that share of the training seconds; without it every scheduled one runs; the final one
-    runs either way. On a clock where a step takes 1 s and an evaluation 1 s, at a share of 1/8
-    an evaluation runs at step 1, then at the first step with 8 s of training per evaluation
-    before it: 8, 16, 24 and 32 of the 38 steps (2 epochs of 19)."""
+    runs either way, and one scheduled for the last step is the final one (no subset of the test
+    set scored just before the whole of it). On a clock where a step takes 1 s and an evaluation
+    1 s, at a share of 1/8 an evaluation runs at step 1, then at the first step with 8 s of
+    training per evaluation before it: 8, 16, 24 and 32 of the 38 steps (2 epochs of 19)."""
     tiny_config["training"].update({"epochs": 2})
     tiny_config["eval"].update({"every": 1, "subset": 100})
     every = Trainer(config_from_dict(tiny_config), progress=False)
     _fake_clock(monkeypatch, every, 1.0, 1.0)
     every.fit()
     along = [r for r in every.history if r["event"] == "eval" and not r["complete"]]
-    assert [r["step"] for r in along] == list(range(1, 39)) and every.step == 38  # then the final one
+    assert [r["step"] for r in along] == list(range(1, 38)) and every.step == 38  # step 38's is the final one
+    assert [r["step"] for r in every.history if r["event"] == "eval" and r["complete"]] == [38]
     tiny_config["eval"]["max_share"] = 0.125
     tiny_config["output"]["run_dir"] += "-shared"
     shared = Trainer(config_from_dict(tiny_config), progress=False)
