@@ -357,3 +357,10 @@ def test_the_console_script_is_the_guarded_entry_point():
     assert re.search(r'^\[project\.scripts\]\nslidepy = "slidepy\.__main__:run"$', pyproject, re.M)
     help_text = subprocess.run([sys.executable, "-m", "slidepy", "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "train" in help_text.stdout
+    import shutil
+
+    installed = shutil.which("slidepy")  # the script pip wrote (CI installs the package first)
+    if installed is not None:
+        script = subprocess.run([installed, "--help"], capture_output=True, text=True, timeout=60)
+        assert script.returncode == 0 and script.stdout.startswith("Usage: slidepy ") and "train" in script.stdout, \
+            script.stderr
