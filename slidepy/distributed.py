@@ -705,7 +705,10 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
                     last_log = step
                 if (ev and step % ev == 0) or (not ev and b == 0):
-                    last_eval = group.get([lead.evaluate.remote()], [0], f"evaluating at step {step}")[0]
+                    # where the run ends it is the final, whole-set one (Trainer._eval_along)
+                    ends = step >= total_steps or (t.time_budget_s is not None
+                                                   and seconds_before + loop_seconds >= t.time_budget_s)
+                    last_eval = group.get([lead.evaluate.remote(ends)], [0], f"evaluating at step {step}")[0]
                     for cb in callbacks:
                         cb(last_eval)
                 if checkpoints.due(step, seconds_before + loop_seconds):

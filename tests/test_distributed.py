@@ -337,6 +337,10 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
     result = train_distributed(load_config(raw), progress=False)
     assert result["step"] == single.step
     assert result["complete"] and single_result["complete"]
+    # the same evaluations: a subset at the first epoch's end, the whole set once at the last step
+    evals = [(r["step"], r["complete"]) for r in _records(tmp_path / "ray") if r["event"] == "eval"]
+    assert evals == [(r["step"], r["complete"]) for r in single.history if r["event"] == "eval"]
+    assert evals == [(single.step // 2, False), (single.step, True)]
     assert {k: result[k] for k in ("P@1", "P@3", "P@5")} == {k: single_result[k] for k in ("P@1", "P@3", "P@5")}
     arrays, _ = load_checkpoint(list_checkpoints(tmp_path / "ray")[-1][1])
     for l, layer in enumerate(single.engine.layers):
