@@ -20,11 +20,10 @@ from pathlib import Path
 
 import click
 
-from .errors import SlidepyError, TrainingInterrupted
+from .errors import EXIT_SIGINT, SlidepyError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 EXIT_OS_ERROR = 1
-EXIT_SIGINT = 130
 
 
 def _fail(exc: Exception) -> None:

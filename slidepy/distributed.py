@@ -638,9 +638,13 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         last_log = step
         ev, ck = cfg.eval.every, cfg.output.checkpoint_every
         checkpoints = CheckpointClock(cfg.output, seconds_before)
+
+        def over() -> bool:  # the steps or the time budget are spent
+            return step >= total_steps or (t.time_budget_s is not None
+                                           and seconds_before + loop_seconds >= t.time_budget_s)
+
         try:
-            while step < total_steps and not (t.time_budget_s is not None
-                                                and seconds_before + loop_seconds >= t.time_budget_s):
+            while not over():
                 # A round ends at the next sync point, epoch end, eval, checkpoint or the last step.
                 n = min(d.sync_every - step % d.sync_every, local_batches - b, total_steps - step)
                 if ev:
@@ -706,9 +710,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     last_log = step
                 if (ev and step % ev == 0) or (not ev and b == 0):
                     # where the run ends it is the final, whole-set one (Trainer._eval_along)
-                    ends = step >= total_steps or (t.time_budget_s is not None
-                                                   and seconds_before + loop_seconds >= t.time_budget_s)
-                    last_eval = group.get([lead.evaluate.remote(ends)], [0], f"evaluating at step {step}")[0]
+                    last_eval = group.get([lead.evaluate.remote(over())], [0], f"evaluating at step {step}")[0]
                     for cb in callbacks:
                         cb(last_eval)
                 if checkpoints.due(step, seconds_before + loop_seconds):

@@ -6,6 +6,11 @@ it without a traceback and exits non-zero.
 """
 
 
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it; the entry
+# point (__main__) gives it before the CLI has loaded, the CLI after.
+EXIT_SIGINT = 130
+
+
 class SlidepyError(Exception):
     """Base class of every error slidepy raises on purpose."""
 
