@@ -46,8 +46,6 @@ from .network import (
 )
 from .checkpoint import check_shapes
 from .clusters import mean_by_cluster, score_centroids_batch
-from .grouped import (GROUPED_MIN_SHARING, drop_zero_pairs, group_pairs, grouped_backward, grouped_logits, grouped_loss,
-                      grouped_output_step)
 from .metrics import score_batch
 from .neighbours import bank_block, blend_topk
 from .pages import temporaries_on_small_pages
@@ -93,8 +91,7 @@ class StepStats:
     loss: float
     active_mean: np.ndarray  # (n_layers,) mean active neurons per labelled sample
     rows_updated: int
-    # Rows of the output layer's union with a gradient when the step ran it over the union
-    # (union.py, grouped.py), else 0.
+    # Rows of the output layer's union when the step ran it as batch products (union.py), else 0.
     output_union_rows: int = 0
 
 
@@ -150,12 +147,11 @@ class Engine:
     _union: object = field(default=None, repr=False)  # union.UnionBuffers, see _union_step
     _lsh_list: tuple = field(default=(None, None), repr=False)  # (views, their tuple), see lsh_layers
     # Share of the batch x union cells the last step's output (sample, neuron) pairs filled
-    # (union.density); None before the first step. It picks the next step's path (_output_path).
+    # (union.density); None before the first step. It picks the next step's path (_takes_union).
     output_density: float | None = field(default=None, repr=False)
-    # How a step runs the output layer: "auto" chooses per step by output_density; "products"
-    # (union.py), "grouped" (grouped.py) and "per-sample" force one path (tests and measurements
-    # compare them).
-    output_path: str = "auto"
+    # "auto": choose per step by output_density; "always" / "never": force the batch products /
+    # the per-sample output layer (tests and measurements compare the two).
+    output_products: str = "auto"
     # Seconds spent per phase of train_step, for profiles: the parallel kernel (selection, hashing,
     # forward, backward) and the row-sparse optimizer.
     timings: dict = field(default_factory=lambda: {"kernel": 0.0, "optimizer": 0.0})
@@ -251,22 +247,17 @@ class Engine:
         last = self.n_layers - 1
         return self.optimizer == "adam" and last >= 1 and self.spec[last - 1, SPEC_MODE] == MODE_ALL
 
-    def _output_path(self, batch: int) -> str:
-        """How this step of `batch` samples runs the output layer over a recorded (dense) last
-        hidden layer: "products", dense batch products over the union of its active sets (union.py),
-        when the last step's (sample, neuron) pairs filled at least UNION_MIN_DENSITY of the batch x
-        union cells, or, before any step, when the products' worst-case matrices are small enough
-        to try; else "grouped", row by row over the union (grouped.py), when a row of the union is
-        shared by GROUPED_MIN_SHARING samples on average (density x batch); else "per-sample"."""
-        if self.output_path != "auto":
-            return self.output_path
+    def _takes_union(self, batch: int) -> bool:
+        """Whether this step runs the output layer as batch products over the union of its active
+        sets (union.py): when the last step's (sample, neuron) pairs filled at least
+        UNION_MIN_DENSITY of the batch x union cells, or, before any step, when the products'
+        worst-case matrices are small enough to try."""
+        if self.output_products != "auto":
+            return self.output_products == "always"
         if self.output_density is None:
             last = self.n_layers - 1
-            fits = fits_first_step(batch, int(self.spec[last, SPEC_CAPACITY]), int(self.spec[last, SPEC_OUT_DIM]))
-            return "products" if fits else "per-sample"
-        if self.output_density >= UNION_MIN_DENSITY:
-            return "products"
-        return "grouped" if self.output_density * batch >= GROUPED_MIN_SHARING else "per-sample"
+            return fits_first_step(batch, int(self.spec[last, SPEC_CAPACITY]), int(self.spec[last, SPEC_OUT_DIM]))
+        return self.output_density >= UNION_MIN_DENSITY
 
     def _step_args(self, data, rows: np.ndarray, pool: np.ndarray, records) -> tuple:
         """train_batch's arguments up to its phase for a step on dataset rows `rows` (B,) with the
@@ -298,13 +289,11 @@ class Engine:
         args = (*kernel_args, phase, meta, hidden_grads, scores)
         train_batch(*args, chunk_worker(train_chunk, args))
 
-    def _union_step(self, kernel_args: tuple, records, loss_out: np.ndarray, batch: int, path: str):
-        """Forward and backward of a step whose output layer runs over the union of its active sets
-        (path "products": union.py; "grouped": grouped.py): the hidden layers and the output's
-        selection per sample, the output layer, then the hidden layers' backward per sample.
-        Returns the optimizer's keyword for the output layer's gradient (`gathered` rows or
-        `grouped` records) and the rows it updates; records the measured density for the next
-        step's choice."""
+    def _union_step(self, kernel_args: tuple, records, loss_out: np.ndarray, batch: int):
+        """Forward and backward of a step whose output layer runs as batch products: the hidden
+        layers and the output's selection per sample, the products, then the hidden layers'
+        backward per sample. Returns the output layer's (rows, weight gradients) for the
+        optimizer; records the measured density for the next step's choice."""
         last = self.n_layers - 1
         width = max(1, self.max_labels)
         capacity = int(self.spec[last, SPEC_CAPACITY])
@@ -319,14 +308,11 @@ class Engine:
             self._train_batch(kernel_args, PHASE_SELECT, meta, _NO_HIDDEN_GRADS, _NO_SCORES)
         else:
             self._train_batch(kernel_args, PHASE_SELECT_SCORED, meta, _NO_HIDDEN_GRADS, scores)
-        step_of = union_output_step if path == "products" else grouped_output_step
-        result = step_of(self.layers[last], self.spec, hidden, ids, counts, meta, self.loss_code, 1.0 / batch,
-                         buffers, loss_out)
+        result = union_output_step(self.layers[last], self.spec, hidden, ids, counts, meta, self.loss_code,
+                                   1.0 / batch, buffers, loss_out)
         self._train_batch(kernel_args, PHASE_HIDDEN_BACKWARD, meta, result.hidden_grads, _NO_SCORES)
         self.output_density = union_density(int(counts.sum()), int(np.count_nonzero(counts)), result.union_rows)
-        if path == "products":
-            return {"gathered": (result.rows, result.weight_grads)}, result.rows.shape[0]
-        return {"grouped": (result, hidden)}, result.rows.shape[0]
+        return result.rows, result.weight_grads
 
     def _centroid_scores(self, kernel_args: tuple, records, batch: int) -> np.ndarray | None:
         """The output's centroid scores for the step, from one product over the batch's last hidden
@@ -441,11 +427,10 @@ class Engine:
         labelled = (data.y_indptr[rows + 1] - data.y_indptr[rows]) > 0
         n_labelled = int(labelled.sum())
         started = time.perf_counter()
-        output_grads, union_rows = {"records": records}, 0  # the optimizer's keyword for the output layer
-        path = self._output_path(batch) if record else "per-sample"
+        gathered = None
         with temporaries_on_small_pages():  # pages.py: a step's large temporaries stay off huge pages
-            if path != "per-sample":
-                output_grads, union_rows = self._union_step(kernel_args, records, loss_out, batch, path)
+            if record and self._takes_union(batch):
+                gathered = self._union_step(kernel_args, records, loss_out, batch)
             else:
                 scores = self._centroid_scores(kernel_args, records, batch) if record else None
                 if scores is None:
@@ -473,12 +458,12 @@ class Engine:
             updated = apply_updates(self.layers, optimizer=self.optimizer, lr=self.lr, beta1=self.beta1,
                                     beta2=self.beta2, eps=self.eps, step=self.step, weight_decay=self.weight_decay,
                                     input_scale=self.input_scale,
-                                    **output_grads)
+                                    records=None if gathered is not None else records, gathered=gathered)
         self.timings["optimizer"] += time.perf_counter() - started
         n_lab = max(1, n_labelled)
         return StepStats(loss=float(loss_out[labelled].sum() / n_lab),
                          active_mean=active_sum.sum(axis=0) / n_lab, rows_updated=updated,
-                         output_union_rows=union_rows)
+                         output_union_rows=0 if gathered is None else int(gathered[0].shape[0]))
 
     def predict(self, data, rows: np.ndarray | None = None, k: int = 5, batch_size: int = 512,
                 use_lsh: bool | None = None, votes: bool = True):
@@ -566,21 +551,18 @@ def compile_kernels(engine: Engine, data, on_compile=None) -> float:
         rows = np.zeros(1, np.int64)
         if data.n_samples:
             step, density = engine.step, engine.output_density
-            path = engine._output_path(1) if engine.records_output() else None
+            products = engine.records_output() and engine._takes_union(1)
             engine.train_step(data, rows, apply=False)
             engine.step, engine.output_density = step, density
             if helper is not None:  # share its list's rest, and load what it compiled: nothing compiles twice
                 helper.share()
-            # the optimizer of the path the first steps take (records, or the products' gathered rows)
-            output_grads = {}
-            if path == "products":
-                output_grads = {"gathered": (np.zeros(0, np.int64), np.zeros((0, engine.sizes[-1][0]), np.float32))}
-            elif path is not None:  # the grouped path's records are the per-sample path's, sorted
-                output_grads = {"records": output_records(engine, 1)}
+            # the optimizer of the path the first steps take (records or the products' gathered rows)
+            records = output_records(engine, 1) if engine.records_output() and not products else None
+            gathered = (np.zeros(0, np.int64), np.zeros((0, engine.sizes[-1][0]), np.float32)) if products else None
             apply_updates(engine.layers, optimizer=engine.optimizer, lr=engine.lr, beta1=engine.beta1,
                           beta2=engine.beta2, eps=engine.eps,
                           step=max(1, step),  # nothing is touched: compiles, changes nothing
-                          **output_grads)
+                          records=records, gathered=gathered)
             engine.predict(data, rows, k=1)
     for key in engine.timings:
         engine.timings[key] = 0.0
@@ -621,12 +603,6 @@ def later_kernels(engine: Engine, data) -> list[tuple]:
         jobs += [(union_columns, (i32_2d, i64, i32, i32, i32_2d)),
                  (union_loss, (f32_2d, i32_2d, i64, i32_2d, engine.spec, np.int64(0), f32, f32_2d, f32_2d, i32_2d,
                                f32_2d, np.zeros(1, np.uint8), np.zeros(1))),
-                 (group_pairs, (i32_2d, i64, np.int64(0), i64, i64, i32, i32)),
-                 (grouped_logits, (out.weights, out.bias, f32_2d, i32, i64, i32, i32, i64, f32_2d)),
-                 (grouped_loss, (f32_2d, i64, i32_2d, engine.spec, np.int64(0), f32, f32_2d, i32_2d, np.zeros(1))),
-                 (grouped_backward, (out.weights, i32, i64, i32, i32, f32_2d, i64, np.zeros((1, 1, 1), np.float32),
-                                     np.zeros(1, np.float32))),
-                 (drop_zero_pairs, (i32, i64, i32, np.zeros(1, np.float32), i64)),
                  (adam_update_gathered, (out.weights, out.weight_m, out.weight_v, out.row_touched, i64, f32_2d,
                                          f32, f32, f32, f32, f32)),
                  (group_records, (i64, i64, i32_2d, f32_2d, i64, i64, i32, np.zeros(1, np.float32))),

@@ -83,23 +83,6 @@ def dot_gather(w, ids, x, n):
     return s
 
 
-@njit(fastmath=True, cache=True, **INTERNAL)
-def dot_dense4(w, x0, x1, x2, x3, n):
-    """(w . x0, w . x1, w . x2, w . x3) over j < n, reading each w[j] once: where one weight row
-    meets several inputs (grouped.py) its loads, not the multiply-adds, bound the products."""
-    s0 = np.float32(0.0)
-    s1 = np.float32(0.0)
-    s2 = np.float32(0.0)
-    s3 = np.float32(0.0)
-    for j in range(n):
-        wj = w[j]
-        s0 += wj * x0[j]
-        s1 += wj * x1[j]
-        s2 += wj * x2[j]
-        s3 += wj * x3[j]
-    return s0, s1, s2, s3
-
-
 @njit(cache=True, **INTERNAL)
 def mark_touched(touched, r):
     """Set touched[r] = 1, reading first: most marks are already set after the first samples of a

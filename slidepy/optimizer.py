@@ -226,25 +226,14 @@ def adam_update_rows_recorded(param, m, v, bias, bias_m, bias_v, touched, bias_t
 
 def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, eps, decay) -> None:
     """Adam on the touched rows and biases of an output layer whose gradient is held as records
-    (network.OutputRecords): group them by row, then adam_update_grouped, and clear the records.
-    layer.weight_grad and layer.bias_grad are neither read nor written."""
+    (network.OutputRecords): group them by row, split the rows into thread chunks of about equal
+    cost (records plus a few for the update itself), run adam_update_rows_recorded, and clear the
+    records. layer.weight_grad and layer.bias_grad are neither read nor written."""
     row_start = np.empty(rows.shape[0] + 1, np.int64)
     placed = group_records(rows, records.counts, records.rows, records.grads, records.cursor, row_start,
                            records.sorted_pos, records.sorted_g)
     if placed < 0:
         raise RuntimeError("output gradient records name rows that are not marked touched")
-    adam_update_grouped(layer, rows, row_start, records.sorted_pos, records.sorted_g, records.hidden, lr_t, beta1,
-                        beta2, eps, decay)
-    records.counts[:] = 0
-
-
-def adam_update_grouped(layer, rows: np.ndarray, row_start: np.ndarray, sorted_pos: np.ndarray,
-                        sorted_g: np.ndarray, hidden: np.ndarray, lr_t, beta1, beta2, eps, decay) -> None:
-    """Adam on rows `rows` (R,) of an output layer and on their biases, row r's gradient being the
-    sum of sorted_g[k] * hidden[sorted_pos[k]] over k in [row_start[r], row_start[r + 1]) (its
-    bias's the sum of those g): records grouped by row, by group_records or by the batch path that
-    computed them grouped (grouped.grouped_output_step). The rows are split into thread chunks of
-    about equal cost (records plus a few for the update itself) for adam_update_rows_recorded."""
     n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     cost = row_start + RECORDED_ROW_COST * np.arange(rows.shape[0] + 1)
     bounds = np.searchsorted(cost, cost[-1] * np.arange(n_chunks + 1) / n_chunks, side="left").astype(np.int64)
@@ -252,7 +241,9 @@ def adam_update_grouped(layer, rows: np.ndarray, row_start: np.ndarray, sorted_p
     acc = np.empty((n_chunks, layer.weights.shape[1]), np.float32)
     adam_update_rows_recorded(layer.weights, layer.weight_m, layer.weight_v, layer.bias, layer.bias_m, layer.bias_v,
                               layer.row_touched, layer.bias_touched, rows, row_start, np.maximum.accumulate(bounds),
-                              sorted_pos, sorted_g, hidden, acc, lr_t, beta1, beta2, eps, decay)
+                              records.sorted_pos, records.sorted_g, records.hidden, acc, lr_t, beta1, beta2, eps,
+                              decay)
+    records.counts[:] = 0
 
 
 def recorded_weight_grad(records, shape) -> np.ndarray:
@@ -393,8 +384,7 @@ def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progres
 
 
 def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, step: int,
-                  weight_decay: float = 0.0, input_scale: float = 1.0, records=None, gathered=None,
-                  grouped=None) -> int:
+                  weight_decay: float = 0.0, input_scale: float = 1.0, records=None, gathered=None) -> int:
     """One optimizer step over every layer's touched rows and biases. Returns rows updated.
     Adam's weight_decay applies to weight rows, never to biases.
 
@@ -406,11 +396,8 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
     records (network.OutputRecords, Adam only): the output layer's weight gradient of this batch,
     held as records instead of in its weight_grad (kernels.train_batch with record_output).
     gathered ((rows (R,) int64, grads (R, D) float32), Adam only): the output layer's weight
-    gradient as rows of their own (union.union_output_step); records are then not read.
-    grouped ((grouped.GroupedStep, hidden (B, D) float32), Adam only): the output layer's weight
-    and bias gradients as records already grouped by row, and the step's last hidden activations
-    they multiply (grouped.grouped_output_step); records are then not read."""
-    if (records is not None or gathered is not None or grouped is not None) and optimizer != "adam":
+    gradient as rows of their own (union.union_output_step); records are then not read."""
+    if (records is not None or gathered is not None) and optimizer != "adam":
         raise ValueError("output gradient records are applied by Adam only")
     updated = 0
     lr_t = adam_lr(lr, beta1, beta2, step) if optimizer == "adam" else np.float32(lr)
@@ -432,12 +419,6 @@ def apply_updates(layers, *, optimizer: str, lr: float, beta1: float, beta2: flo
                 rows, grads = gathered
                 adam_update_gathered(layer.weights, layer.weight_m, layer.weight_v, layer.row_touched, rows, grads,
                                      lr_t, b1, b2, e, decay)
-            elif grouped is not None and index == last:  # the biases are updated beside their rows
-                step, hidden = grouped
-                adam_update_grouped(layer, step.rows, step.row_start, step.pair_b, step.pair_g, hidden, lr_t, b1, b2,
-                                    e, decay)
-                updated += step.rows.shape[0]
-                continue
             elif records is not None and index == last:  # the biases are updated beside their rows
                 apply_recorded_adam(layer, records, rows, lr_t, b1, b2, e, decay)
                 updated += rows.shape[0]

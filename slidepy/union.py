@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .constants import INTERNAL, LOSS_BCE
+from .constants import LOSS_BCE
 from .kernels import sigmoid_xent, softmax_xent
 from .selection import correction_weight
 
@@ -85,7 +85,7 @@ def make_union_buffers(batch: int, capacity: int, width: int, n: int) -> UnionBu
 
 def union_step_shapes(batch: int, capacity: int, width: int, n: int, d: int) -> dict:
     """The buffers and union_output_step's temporaries at the largest union a step of the engine's
-    choice (Engine._output_path) can meet, for the memory estimate: every (sample, neuron) pair on
+    choice (Engine._takes_union) can meet, for the memory estimate: every (sample, neuron) pair on
     its own row on a first step whose products fit (fits_first_step), and later at most
     capacity / UNION_MIN_DENSITY rows, since the products run only above that density."""
     b = int(batch)
@@ -129,21 +129,6 @@ def union_columns(ids, counts, slot, union, cols):
     return u
 
 
-@njit(cache=True, **INTERNAL)
-def sample_loss(row_logits, n, meta, b, spec, last, loss_kind, grad_scale, row_pos, row_grads):
-    """Sample b's loss over its n active logits row_logits (n,) float32, with the sampled-softmax
-    correction of train_sample: its labels' positions from meta[b] (kernels.select_output_sample's
-    [uniform_from, n_labels, label positions]) into row_pos, d loss / d logit into row_grads.
-    Shared by the two batch paths of the output layer (union_loss here, grouped.grouped_loss)."""
-    n_labels = np.int64(meta[b, 1])
-    for j in range(n_labels):
-        row_pos[j] = meta[b, 2 + j]
-    uniform_from, log_weight = correction_weight(spec, last, np.int64(meta[b, 0]), n)
-    if loss_kind == LOSS_BCE:
-        return sigmoid_xent(row_logits, n, row_pos, n_labels, grad_scale, row_grads, uniform_from, log_weight)
-    return softmax_xent(row_logits, n, row_pos, n_labels, grad_scale, row_grads, uniform_from, log_weight)
-
-
 @njit(parallel=True, cache=True)
 def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads, positions, g_out, nonzero, loss_out):
     """Each sample's loss over its own active neurons, read from the batch's logits z (B, U): the
@@ -166,7 +151,15 @@ def union_loss(z, cols, counts, meta, spec, loss_kind, grad_scale, logits, grads
         row_pos = positions[b]
         for a in range(n):
             row_logits[a] = z[b, cols[b, a]]
-        loss_out[b] = sample_loss(row_logits, n, meta, b, spec, last, loss_kind, grad_scale, row_pos, row_grads)
+        for j in range(n_labels):
+            row_pos[j] = meta[b, 2 + j]
+        uniform_from, log_weight = correction_weight(spec, last, np.int64(meta[b, 0]), n)
+        if loss_kind == LOSS_BCE:
+            loss_out[b] = sigmoid_xent(row_logits, n, row_pos, n_labels, grad_scale, row_grads, uniform_from,
+                                       log_weight)
+        else:
+            loss_out[b] = softmax_xent(row_logits, n, row_pos, n_labels, grad_scale, row_grads, uniform_from,
+                                       log_weight)
         for a in range(n):
             v = row_grads[a]
             if v != 0.0:

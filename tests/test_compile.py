@@ -62,8 +62,8 @@ cfg = load_config(sys.argv[1], ["training.max_steps=3", "output.run_dir=" + sys.
 trainer = Trainer(cfg, progress=False)
 trainer.fit()
 engine, data = trainer.engine, trainer.train_data
-for path in ("products", "grouped", "per-sample"):
-    engine.output_path = path
+for products in ("always", "never"):
+    engine.output_products = products
     engine.train_step(data, data.n_samples - 1 - __import__("numpy").arange(64))
 for index in engine.lsh:
     if index is not None:

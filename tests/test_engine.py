@@ -109,18 +109,6 @@ def step_and_capture(monkeypatch, eng, data, rows):
             assert not out.bias_grad.any()
             seen["grads"][-1] = (optimizer_mod.recorded_weight_grad(kw["records"], out.weights.shape),
                                  optimizer_mod.recorded_bias_grad(kw["records"], out.bias.shape[0]))
-        if kw.get("grouped") is not None:  # grouped.GroupedStep's sorted records and the hidden rows
-            out = layers[len(layers) - 1]
-            assert not out.weight_grad.any()
-            assert not out.bias_grad.any()
-            step, hidden = kw["grouped"]
-            grad = np.zeros(out.weights.shape, np.float64)
-            bias_grad = np.zeros(out.bias.shape, np.float64)
-            for r, row in enumerate(step.rows):
-                for k in range(step.row_start[r], step.row_start[r + 1]):
-                    grad[row] += step.pair_g[k] * hidden[step.pair_b[k]].astype(np.float64)
-                    bias_grad[row] += step.pair_g[k]
-            seen["grads"][-1] = (grad, bias_grad)
         if kw.get("gathered") is not None:
             out = layers[len(layers) - 1]
             assert not out.weight_grad.any()
@@ -208,18 +196,15 @@ ROWS = [5, 0, 1, 9, 3, 7, 11, 2, 12, 4]  # B = 10, sample 1 unlabelled: gradient
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["auto", "grouped", "per-sample"])  # auto: the products, at density 1
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
 @pytest.mark.parametrize("hidden", [[8], [8, 6]])
-def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss, path):
+def test_all_active_gradients_equal_dense_mlp(monkeypatch, hidden, loss):
     data = make_data(1)
     eng = make_engine(hidden, loss=loss)
-    eng.output_path = path
     ref = reference(eng, data, ROWS)
     stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, ROWS)
     # Adam over a dense last hidden layer: the output's gradient is recorded, or gathered by the batch product
-    assert any(kw.get(key) is not None for key in ("records", "gathered", "grouped"))
-    assert (kw.get("grouped") is not None) == (path == "grouped")
+    assert kw["records"] is not None or kw["gathered"] is not None
     assert_grads(grads, ref["grads"])
     assert_touched(touched, data, ROWS, ref)
     np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)  # mean over the 9 labelled samples
@@ -376,9 +361,8 @@ SPARSE_MODES = {
 
 @pytest.mark.parametrize("negatives", ["sample", "batch"])
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
-@pytest.mark.parametrize("layout, path", [(layout, "auto") for layout in sorted(SPARSE_MODES)]
-                         + [("output", "grouped")])
-def test_random_active_sets_match_restricted_reference(monkeypatch, layout, path, loss, negatives):
+@pytest.mark.parametrize("layout", sorted(SPARSE_MODES))
+def test_random_active_sets_match_restricted_reference(monkeypatch, layout, loss, negatives):
     """Gradients with random selection equal the reference restricted to the same active sets
     (softmax / BCE over the active logits only, inactive hidden neurons output 0), the active
     sets being redrawn in Python from derive_seed(seed, step, position) and xorshift64*, the
@@ -387,15 +371,13 @@ def test_random_active_sets_match_restricted_reference(monkeypatch, layout, path
     hidden = [8] if len(modes) == 2 else [8, 6]
     data = make_data(4, n_labels=20, y_rows={4: [3, 3, 17]})  # duplicate label: forced once
     eng = make_engine(hidden, modes=modes, n_labels=20, loss=loss, seed=7, negatives=negatives)
-    eng.output_path = path
     assert (eng.negative_pool_size() > 0) == (negatives == "batch")
     for step, rows in enumerate([ROWS, [13, 4, 6, 8, 10]]):
         masks = active_masks(eng, modes, data, rows, step)
         ref = reference(eng, data, rows, masks=masks)
         stats, grads, touched, kw = step_and_capture(monkeypatch, eng, data, rows)
         # only over a dense last hidden layer
-        assert any(kw.get(key) is not None for key in ("records", "gathered", "grouped")) == (layout == "output")
-        assert (kw.get("grouped") is not None) == (path == "grouped")
+        assert (kw["records"] is not None or kw["gathered"] is not None) == (layout == "output")
         assert_grads(grads, ref["grads"])
         assert_touched(touched, data, rows, ref, masks)
         np.testing.assert_allclose(stats.loss, ref["loss"], rtol=1e-5)
@@ -742,7 +724,7 @@ def test_recorded_output_gradient_is_bit_identical_to_accumulated(monkeypatch, m
     def train(record):
         monkeypatch.setattr(Engine, "records_output", lambda self: record)
         eng = make_engine([8], modes=modes, n_labels=20, seed=3, dropout=0.25, weight_decay=0.1)
-        eng.output_path = "per-sample"  # the per-sample records; tests/test_union.py holds the products to them
+        eng.output_products = "never"  # the per-sample records; tests/test_union.py holds the products to them
         for rows in batches:
             eng.train_step(data, np.array(rows, np.int64))
         return eng

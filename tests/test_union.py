@@ -1,6 +1,6 @@
 """Tests for slidepy/union.py: the output layer of a step as dense products over the union of
 the batch's active sets. Its kernels against NumPy references (tests/naive.py), and the whole
-step against the per-sample path it replaces (Engine.output_path "products" vs "per-sample"): the
+step against the per-sample path it replaces (Engine.output_products "always" vs "never"): the
 same active sets, so the same weights up to the order of float additions. Also the per-sample
 path's centroid scores from one product (Engine._centroid_scores).
 
@@ -131,9 +131,9 @@ def test_products_train_as_the_per_sample_path(output, loss, hidden):
     data = make_data(6, n_samples=24, n_labels=24)
     batches = [list(range(0, 10)), list(range(8, 18)), [20, 3, 14, 22, 1, 9]]
     runs = []
-    for products in ("per-sample", "products"):
+    for products in ("never", "always"):
         eng = make_engine(hidden, output, loss=loss)
-        eng.output_path = products
+        eng.output_products = products
         losses = []
         for rows in batches:
             losses.append(eng.train_step(data, np.array(rows, np.int64)).loss)
@@ -186,7 +186,7 @@ def test_the_whole_sample_path_reads_the_products_centroid_scores(monkeypatch):
     runs = []
     for product in (False, True):
         eng = make_engine([8], ("lsh", 8, "kmeans"))
-        eng.output_path = "per-sample"
+        eng.output_products = "never"
         if not product:
             eng._centroid_scores = lambda *args: None  # each query scores its centroids itself
         runs.append((eng, steps(eng)))
@@ -199,12 +199,12 @@ def test_the_whole_sample_path_reads_the_products_centroid_scores(monkeypatch):
     # the queries do read them: reversed scores pick other clusters, so other active sets
     monkeypatch.setattr(engine_mod, "score_centroids_batch", lambda c, h: -scores_as_each_query_would(c, h))
     eng = make_engine([8], ("lsh", 8, "kmeans"))
-    eng.output_path = "per-sample"
+    eng.output_products = "never"
     assert not np.allclose(steps(eng), loss_a, rtol=1e-3)
     # and with the real product, the same steps to float32 rounding of the scores
     monkeypatch.undo()
     eng = make_engine([8], ("lsh", 8, "kmeans"))
-    eng.output_path = "per-sample"
+    eng.output_products = "never"
     np.testing.assert_allclose(steps(eng), loss_a, rtol=1e-5)
 
 
@@ -241,7 +241,7 @@ def test_an_unlabelled_sample_leaves_no_stale_hidden_row_in_the_products():
     row is cleared, so a non-finite vector left by an earlier step cannot spread over the union."""
     data = make_data(6, n_samples=24, n_labels=24, no_labels=(3,))
     eng = make_engine([8], ("random", 7))
-    eng.output_path = "products"
+    eng.output_products = "always"
     rows = np.arange(10, dtype=np.int64)
     eng.train_step(data, rows)
     eng._records.hidden[3] = np.nan  # what a rolled-back NaN step would have left there
@@ -264,7 +264,7 @@ def test_a_resumed_engine_takes_the_output_path_the_uninterrupted_one_would():
     resumed = make_engine([8], ("random", 7))
     engine_mod.load_state(resumed, {k: v.copy() for k, v in engine_mod.state_arrays(straight).items()},
                           engine_mod.state_meta(straight))
-    assert resumed.output_density == 0.1 and resumed._output_path(rows.shape[0]) != "products"
+    assert resumed.output_density == 0.1 and not resumed._takes_union(rows.shape[0])
     for eng in (straight, resumed):
         eng.train_step(data, rows[::-1].copy())
     for a, b in zip(straight.layers, resumed.layers):
