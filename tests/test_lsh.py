@@ -276,7 +276,7 @@ def _output_config(mode, run_dir):
             "lsh": {"family": "srp", "k": 7, "l": 16, "range_pow": 7, "bucket_capacity": 64,
                     "rebuild": {"initial_interval": 20, "decay": 1.2}}}}},
         "training": {"epochs": 4, "batch_size": 128, "lr": 0.003, "log_every": 10, "threads": 1},
-        "eval": {"subset": None, "recall_samples": 400},
+        "eval": {"subset": None, "recall_samples": 400, "max_share": None},  # recall at every epoch end
         "output": {"checkpoint_every": 0, "run_dir": str(run_dir)}})
 
 

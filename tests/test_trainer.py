@@ -148,13 +148,13 @@ def _fake_clock(monkeypatch, trainer, step_seconds, eval_seconds):
 
 def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(tiny_config, monkeypatch):
     """eval.max_share skips an evaluation along the run while the earlier ones have taken more
-    than that share of the training seconds; without it every scheduled one runs; the final one
+    than that share of the training seconds; at null every scheduled one runs; the final one
     runs either way, and one scheduled for the last step is the final one (no subset of the test
     set scored just before the whole of it). On a clock where a step takes 1 s and an evaluation
     1 s, at a share of 1/8 an evaluation runs at step 1, then at the first step with 8 s of
     training per evaluation before it: 8, 16, 24 and 32 of the 38 steps (2 epochs of 19)."""
     tiny_config["training"].update({"epochs": 2})
-    tiny_config["eval"].update({"every": 1, "subset": 100})
+    tiny_config["eval"].update({"every": 1, "subset": 100, "max_share": None})
     every = Trainer(config_from_dict(tiny_config), progress=False)
     _fake_clock(monkeypatch, every, 1.0, 1.0)
     every.fit()
@@ -170,6 +170,15 @@ def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(t
     assert [r["step"] for r in along] == [1, 8, 16, 24, 32]
     assert [r["eval_seconds"] for r in along] == [1.0] * 5 and shared.eval_seconds_along == 5.0
     assert final["complete"] and final["step"] == shared.step == 38
+    # by default (eval.max_share 0.1) all evaluations, the final one included, stay under a fifth
+    # of the wall time: 5 s of 43 here, where every scheduled one would take 38 s of 76
+    del tiny_config["eval"]["max_share"]
+    tiny_config["output"]["run_dir"] += "-default"
+    default = Trainer(config_from_dict(tiny_config), progress=False)
+    _fake_clock(monkeypatch, default, 1.0, 1.0)
+    default.fit()
+    evals = [r for r in default.history if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [1, 10, 20, 30, 38] and evals[-1]["complete"]
 
 
 def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
