@@ -71,8 +71,8 @@ from .config import Config, config_to_dict
 from .configfile import load_config
 from .errors import ConfigError, NumericalError, SlidepyError
 from .rng import derive_int_seed
-from .trainer import (CheckpointClock, Trainer, TrainingInterrupted, advance_bar, bar_position, load_data,
-                      progress_bar, show_rate)
+from .trainer import (CheckpointClock, Trainer, TrainingInterrupted, advance_bar, bar_position, eval_along_due,
+                      load_data, progress_bar, show_rate)
 
 # Test hook: "RANK:STEP" makes worker RANK SIGKILL itself right after finishing step STEP (the
 # kill-a-worker test; an OOM kill looks the same to the driver).
@@ -634,6 +634,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         loop_seconds, samples_done = 0.0, 0  # rounds' wall time (steps + sync), samples in them
         window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
         last_eval: dict = {}
+        eval_along = 0.0  # seconds of this process's evaluations along the run (eval.max_share)
         last_saved = step if position["resumed"] else None
         last_log = step
         ev, ck = cfg.eval.every, cfg.output.checkpoint_every
@@ -708,9 +709,11 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                         cb(record)
                     window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
                     last_log = step
-                if (ev and step % ev == 0) or (not ev and b == 0):
-                    # where the run ends it is the final, whole-set one (Trainer._eval_along)
-                    last_eval = group.get([lead.evaluate.remote(over())], [0], f"evaluating at step {step}")[0]
+                final = over()  # where the run ends it is the final, whole-set one (Trainer._eval_along)
+                if ((ev and step % ev == 0) or (not ev and b == 0)) and (
+                        final or eval_along_due(cfg.eval.max_share, eval_along, seconds_before + loop_seconds)):
+                    last_eval = group.get([lead.evaluate.remote(final)], [0], f"evaluating at step {step}")[0]
+                    eval_along += 0.0 if final else last_eval["eval_seconds"]
                     for cb in callbacks:
                         cb(last_eval)
                 if checkpoints.due(step, seconds_before + loop_seconds):

@@ -248,8 +248,8 @@ class Trainer:
         if self.schedule.over(self.epoch, self.step, self._total_steps, self.budget_seconds):
             self.last_eval = self._eval_record(final=True)
             return
-        share = self.config.eval.max_share
-        if share is not None and self.eval_seconds_along > share * (self.train_seconds + self.rebuild_seconds):
+        if not eval_along_due(self.config.eval.max_share, self.eval_seconds_along,
+                              self.train_seconds + self.rebuild_seconds):
             return
         self.last_eval = self._eval_record()
         self.eval_seconds_along += self.last_eval["eval_seconds"]
@@ -626,6 +626,13 @@ class Rollbacks:
     def saved(self) -> None:
         """A checkpoint was written: the count starts over."""
         self.in_a_row = 0
+
+
+def eval_along_due(max_share: float | None, eval_seconds: float, training_seconds: float) -> bool:
+    """Whether a scheduled evaluation along the run goes ahead: unless the ones before it took
+    more than max_share (eval.max_share; None: no limit) of the training seconds. The final
+    evaluation is never asked. Shared by Trainer._eval_along and the Ray driver (distributed.py)."""
+    return max_share is None or eval_seconds <= max_share * training_seconds
 
 
 def progress_bar(total_steps: int, time_budget_s: float | None, position: float, enabled: bool) -> tqdm:

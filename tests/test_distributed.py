@@ -348,6 +348,23 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
 
 
 @needs_ray
+@pytest.mark.slow
+def test_the_group_skips_evaluations_past_their_share_as_the_trainer_does(tmp_path):
+    """eval.max_share on Ray workers: at a share no evaluation fits in, the first one along the run
+    (none before it) and the final one run, every other scheduled one is skipped, as in one process."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(TINY)
+    raw["training"].update(epochs=2)
+    raw["eval"].update(every=1, subset=40, max_share=1e-9)
+    raw["output"]["run_dir"] = str(tmp_path / "ray")
+    raw["distributed"] = {"workers": 1, "sync_every": 1}
+    result = train_distributed(load_config(raw), progress=False)
+    evals = [(r["step"], r["complete"]) for r in _records(tmp_path / "ray") if r["event"] == "eval"]
+    assert evals == [(1, False), (result["step"], True)]
+
+
+@needs_ray
 def test_a_time_budget_stops_the_group_after_the_round_that_spent_it(tmp_path, capsys):
     """training.time_budget_s ends a distributed run as it ends a single process: the round in
     which the budget ran out is the last, then the final evaluation and checkpoint. Its progress

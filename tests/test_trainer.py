@@ -12,7 +12,7 @@ from slidepy import Trainer, config_from_dict
 from slidepy.config import OutputConfig
 from slidepy.errors import CheckpointError, NumericalError
 from slidepy.rundir import list_checkpoints
-from slidepy.trainer import COMPILING, CheckpointClock, CompileNotice, TrainingInterrupted
+from slidepy.trainer import COMPILING, CheckpointClock, CompileNotice, TrainingInterrupted, eval_along_due
 
 
 def _weights(trainer):
@@ -179,6 +179,12 @@ def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(t
     default.fit()
     evals = [r for r in default.history if r["event"] == "eval"]
     assert [r["step"] for r in evals] == [1, 10, 20, 30, 38] and evals[-1]["complete"]
+
+
+def test_eval_along_due_compares_the_evaluations_so_far_with_the_share():
+    assert eval_along_due(None, 100.0, 1.0)  # no limit
+    assert eval_along_due(0.1, 0.0, 0.0)  # none so far: the first one always runs
+    assert eval_along_due(0.1, 1.0, 10.0) and not eval_along_due(0.1, 1.01, 10.0)
 
 
 def test_time_budget_counts_index_rebuilds(tiny_config, monkeypatch):
