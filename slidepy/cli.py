@@ -117,21 +117,32 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
                 overrides.append(f"training.time_budget_s={budget_s}")
             auto_train, source = None, config_path  # auto_train: the set the automatic recipe read, without a config
             if config_path is None:
-                auto_train, source = _auto_config(train_path, test_path, budget_s, index_base)
+                auto_train, source = _auto_config(train_path, test_path, budget_s, overrides)
             cfg = load_config(source, overrides)
+            # a resumed recipe run goes on with the settings it began with, not the recipe's of now
+            # (a new trial's rate, or no budget, would change dropout, learning rate, input scale)
+            earlier = Path(cfg.output.run_dir) / "config.yaml"
+            own_config = auto_train is not None and resume and earlier.is_file()
+            if own_config:
+                cfg, source = load_config(earlier, overrides), None
+            planned = auto_train is not None and budget_s is not None and not own_config
             if dry_run:
                 import yaml
 
                 click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+                if planned and not cfg.distributed.workers:
+                    click.echo("note: with --time-budget the run first times a short trial of this network and "
+                               "plans dropout, learning rate, warm-up and the evaluations for the passes the budget "
+                               "then allows: those may differ from the above", err=True)
                 try:
                     validate_paths(cfg, source=config_path)
                 except SlidepyError as exc:  # a dry run may describe a config for another machine
                     click.echo(f"warning: {exc}", err=True)
-                estimate = estimate_for_config(cfg)
+                estimate = estimate_for_config(cfg, train=auto_train)
                 click.echo(estimate.report())
                 return
             validate_paths(cfg, source=config_path)   # before any work: data files, run directory
-            estimate = estimate_for_config(cfg)
+            estimate = estimate_for_config(cfg, train=auto_train)  # a LIBSVM file's dimensions come from its load
             if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
                 estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
                                   for name, nbytes in estimate.parts.items()}
@@ -139,20 +150,18 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
             if cfg.distributed.ray_address is not None and not cfg.distributed.workers:
                 raise SlidepyError("--ray-address (distributed.ray_address) needs --workers N "
                                    "(distributed.workers) >= 1")
-            if auto_train is not None and budget_s is not None and not cfg.distributed.workers:
-                earlier = Path(cfg.output.run_dir) / "config.yaml"
-                if resume and earlier.is_file():  # go on with the settings the run began with, not a new trial's
-                    cfg = load_config(earlier, overrides)
-                else:
-                    source = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, progress)
-                    cfg = load_config(source, overrides)
+            if planned and not cfg.distributed.workers:
+                source = _recipe_for_budget(cfg, auto_train, train_path, test_path, budget_s, progress)
+                cfg = load_config(source, overrides)
             if auto_train is not None:  # say what the automatic recipe chose, and where to edit it
                 from .recipe import describe
 
                 click.echo(f"{describe(cfg, auto_train, recipe=source)}; the config: {Path(cfg.output.run_dir) / 'config.yaml'} "
                            "(edit it and pass --config to repeat the run)", err=True)
             if not cfg.distributed.workers:
-                trainer = _trainer_for(cfg, resume, overwrite, progress)
+                # the recipe's training set, loaded as the config says, is the run's: not a second copy
+                trainer = _trainer_for(cfg, resume, overwrite, progress, train=None if own_config else auto_train)
+            auto_train = None
         if cfg.distributed.workers:
             _train_distributed(cfg, resume, overwrite, progress)
             return
@@ -175,12 +184,14 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
                f"  (run dir {trainer.run_dir})")
 
 
-def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool):
+def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None):
     """The Trainer of a one-process run, its directory cleared (--overwrite) or its newest
-    checkpoint loaded (--resume), saying which."""
-    from .trainer import Trainer
+    checkpoint loaded (--resume), saying which. `train`: the config's training set, loaded already
+    (its test set is loaded here)."""
+    from .trainer import Trainer, load_test
 
-    trainer = Trainer(cfg, progress=progress)
+    trainer = Trainer(cfg, progress=progress) if train is None else \
+        Trainer(cfg, train=train, test=load_test(cfg, train), progress=progress)
     if overwrite and trainer.clear_run_dir():
         click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
     if resume:
@@ -216,17 +227,19 @@ def _interrupts_held():
         raise KeyboardInterrupt
 
 
-def _auto_config(train_path, test_path, time_budget_s, index_base=None) -> tuple:
+def _auto_config(train_path, test_path, time_budget_s, overrides=()) -> tuple:
     """(the training set, the automatic recipe's config for it): the file is loaded so that the
-    recipe sees its shape."""
-    from .configfile import config_from_dict, validate_paths
-    from .data import load_dataset
+    recipe sees its shape, as the run will load it: with the `data.*` overrides (--set, and
+    --index-base) for its format, index base, bad lines and cache."""
+    from .configfile import load_config
     from .recipe import auto_config
+    from .trainer import load_data
 
     if train_path is None:
         raise SlidepyError("give --config FILE, or --train FILE [--test FILE] for the automatic recipe")
-    validate_paths(config_from_dict({"data": {"train": train_path, "test": test_path}}), output=False)
-    train = load_dataset(train_path, index_base=index_base)
+    data_overrides = [o for o in overrides if o.startswith("data.")]
+    cfg = load_config({"data": {"train": train_path, "test": test_path}}, data_overrides)
+    train, _ = load_data(cfg.model_copy(update={"data": cfg.data.model_copy(update={"test": None, "labels": None})}))
     return train, auto_config(train, train_path, test_path, time_budget_s=time_budget_s)
 
 
@@ -278,7 +291,7 @@ def _attach_neighbours(model, scored=None) -> None:
     """With model.neighbours on, build its bank from the config's training data (as `train` does
     at its evaluations); where that data is gone, say so and score with the network alone. So too
     where `scored` (the set `evaluate` scores) holds those very samples (model.same_samples)."""
-    from .errors import ConfigError
+    from .errors import ConfigError, DataError
     from .model import same_samples
     from .trainer import load_data
 
@@ -297,7 +310,11 @@ def _attach_neighbours(model, scored=None) -> None:
         click.echo(f"{scored.source} is the training set of the neighbours' votes: each sample would vote for "
                    "its own labels, so the network scores alone", err=True)
         return
-    model.attach_neighbours(train)
+    try:
+        model.attach_neighbours(train)
+    except DataError as exc:  # a file of that name, but not the one the model was trained on
+        click.echo(f"model.neighbours: {exc}; the neighbours' votes are left out and the network scores alone",
+                   err=True)
 
 
 def _load_model(checkpoint: str, threads: int | None):

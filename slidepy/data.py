@@ -476,8 +476,8 @@ def _parse_text(
     if first == line_lo.size:
         raise DataError(f"{source}:1: empty file")
     first_text = _line_text(buf, line_lo[first], line_hi[first])
-    if format == "auto":
-        format = format_of_first_line(first_text)
+    if format == "auto":  # from the whole line: its excerpt may cut the first id:value off
+        format = format_of_first_line(bytes(buf[line_lo[first] : line_hi[first]]).decode("utf-8", "replace"))
     if index_base is None:
         index_base = 0 if format == "xc" else 1
 

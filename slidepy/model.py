@@ -224,6 +224,9 @@ class Model:
         if opts.weight <= 0 or train is None or train.n_samples == 0:
             return False
         self.check_input_dims(train)
+        if train.n_labels > self.engine.n_labels:  # its votes would index past the output layer
+            raise DataError(f"{train.source} has {train.n_labels} labels but the model scores "
+                            f"{self.engine.n_labels}: not the training set of its neighbours' votes")
         self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature,
                                             samples=opts.bank_samples, seed=self.config.training.seed)
         self.bank_source = train

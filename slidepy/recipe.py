@@ -133,8 +133,9 @@ import math
 import re
 
 from .clusters import FULL_ASSIGN_MACS, auto_clusters
-from .data import Dataset
 from .configfile import config_from_dict
+from .constants import MAX_INT
+from .data import Dataset
 from .errors import ConfigError, DataError
 from .memory import estimate_for_config
 from .model import INPUT_NORM_BAND, input_scale_for
@@ -321,6 +322,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
     else:
         passes = passes_in_budget(time_budget_s, samples_per_second, b)
         epochs, planned_steps = 1000, max(1, round(passes * steps_per_epoch))
+    planned_steps = min(planned_steps, MAX_INT)  # a step count the config can hold, however long the budget
     config = {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),

@@ -746,29 +746,40 @@ def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
                               labels_per_sample=tuple(s.labels_per_sample), noise_fraction=s.noise_fraction,
                               zipf_exponent=s.zipf_exponent, seed=s.seed)
     validate_paths(cfg, output=False)
-    opts = dict(format=d.format, index_base=d.index_base, cache=d.cache, cache_dir=d.cache_dir,
-                skip_bad_lines=d.skip_bad_lines)
-    train = load_dataset(d.train, **opts)
+    train = load_dataset(d.train, **_load_options(d))
     _require_samples(train, "data.train")
     if d.labels is not None:  # now, not when the trained model first predicts with them
         try:
             read_label_names(d.labels, train.n_labels)
         except DataError as exc:
             raise DataError(f"data.labels: {exc} ({d.train})") from None
-    test = None
-    if d.test is not None:
-        try:
-            test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **opts)
-        except DataError as exc:
-            if "requested" in str(exc) or "out of range: given" in str(exc):
-                raise DataError(f"{exc} (data.test must fit the model built from data.train: "
-                                f"{train.n_features} features, {train.n_labels} labels)") from None
-            raise
-        _require_samples(test, "data.test")
-        if test.n_features != train.n_features or test.n_labels != train.n_labels:
-            raise ConfigError(f"data.test {d.test} has {test.n_features} features / {test.n_labels} labels but "
-                              f"data.train has {train.n_features} / {train.n_labels}")
-    return train, test
+    return train, load_test(cfg, train)
+
+
+def load_test(cfg: Config, train: Dataset) -> Dataset | None:
+    """The test set a config names (None if none), read to the dimensions of its training set
+    `train`; errors as load_data's."""
+    d = cfg.data
+    if d.test is None:
+        return None
+    try:
+        test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **_load_options(d))
+    except DataError as exc:
+        if "requested" in str(exc) or "out of range: given" in str(exc):
+            raise DataError(f"{exc} (data.test must fit the model built from data.train: "
+                            f"{train.n_features} features, {train.n_labels} labels)") from None
+        raise
+    _require_samples(test, "data.test")
+    if test.n_features != train.n_features or test.n_labels != train.n_labels:
+        raise ConfigError(f"data.test {d.test} has {test.n_features} features / {test.n_labels} labels but "
+                          f"data.train has {train.n_features} / {train.n_labels}")
+    return test
+
+
+def _load_options(d) -> dict:
+    """load_dataset's options from a config's data section."""
+    return dict(format=d.format, index_base=d.index_base, cache=d.cache, cache_dir=d.cache_dir,
+                skip_bad_lines=d.skip_bad_lines)
 
 
 def _require_samples(ds: Dataset, what: str) -> None:

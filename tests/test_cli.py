@@ -328,6 +328,12 @@ def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tin
                                 "--set", "training.epochs=1"])  # the automatic recipe reads them the same way
     assert auto.exit_code == 0, auto.output
     assert yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())["data"]["index_base"] == 0
+    # and so does --set data.index_base=0, which the recipe's own first reading follows too
+    by_set = runner.invoke(main, ["train", "--train", str(train), "--test", str(test), "--set", "data.index_base=0",
+                                  "--out", str(tmp_path / "by-set"), "--no-progress", "--threads", "1",
+                                  "--set", "training.epochs=1"])
+    assert by_set.exit_code == 0, by_set.output
+    assert yaml.safe_load((tmp_path / "by-set" / "config.yaml").read_text())["data"]["index_base"] == 0
 
 
 def test_ctrl_c_while_the_command_loads_is_an_interruption_not_a_traceback(monkeypatch, capsys):

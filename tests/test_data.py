@@ -815,6 +815,14 @@ def test_file_format_is_the_format_load_dataset_reads(tmp_path):
         want = "xc" if load_dataset(tmp_path / name, cache=False).n_features == 10 else "libsvm"
         assert data.file_format(tmp_path / name) == data.file_format(tmp_path / (name + ".gz")) == want, name
     assert [data.file_format(tmp_path / n) for n in cases] == ["xc", "libsvm", "libsvm", "xc"]
+    # a first line longer than a message's excerpt (120 characters), cut just before its first
+    # id:value: still LIBSVM (the excerpt alone looked like a malformed XC header)
+    for n_labels in range(26, 34):
+        labels = ",".join(["111"] * n_labels)
+        path = tmp_path / f"long{n_labels}.svm"
+        path.write_text(f"{labels} 12:1 5:2\n3 2:1\n")
+        loaded = load_dataset(path, cache=False)
+        assert loaded.n_samples == 2 and data.file_format(path) == "libsvm", len(labels)
 
 
 def test_the_zero_based_hint_names_feature_0_only(tmp_path):

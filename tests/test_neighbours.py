@@ -247,6 +247,32 @@ def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
     assert "neighbours' votes are left out" in result.output
 
 
+def test_evaluate_with_another_training_file_of_more_labels_leaves_the_votes_out(tiny_config, tmp_path):
+    """The votes' training file replaced by one with more labels than the model scores: its votes
+    would index past the output layer (a segfault before), so the network scores alone, saying so."""
+    train = tmp_path / "train.txt"
+    from slidepy.data import write_dataset
+    from slidepy.synthetic import make_synthetic
+
+    data, test = make_synthetic(300, 60, 50, 20, seed=1)
+    write_dataset(data, train)
+    write_dataset(test, tmp_path / "test.txt")
+    tiny_config["data"] = {"train": str(train)}
+    tiny_config["model"]["neighbours"] = {"weight": 0.3}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", "--config", str(path), "--no-progress", "--threads", "1",
+                                "--set", "training.max_steps=2"]).exit_code == 0
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
+    wider, _ = make_synthetic(300, 10, 50, 5000, seed=2)  # label ids up to 4,999, the model has 20
+    write_dataset(wider, train)
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt")])
+    assert result.exit_code == 0, result.output
+    assert "5000 labels but the model scores 20" in result.output
+    assert "neighbours' votes are left out" in result.output
+
+
 def test_memory_estimate_counts_the_bank(tiny_config):
     """The estimate's bank is the real bank's vectors, whole or sampled, plus one block of
     similarities (bank_block keeps a block's (B, S) float32 similarities within BLOCK_FLOATS)."""

@@ -272,6 +272,51 @@ def test_a_time_budget_without_a_config_plans_by_the_trials_rate(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert len(asked) == 1 and "resumed from step" in result.output
     assert load_config(out / "config.yaml").training.lr == 0.005
+    # ... and so without --time-budget: not the settings the recipe would choose for no budget
+    before = (out / "config.yaml").read_text()
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
+                                       str(tmp_path / "test.txt"), "--out", str(out), "--no-progress",
+                                       "--threads", "1", "--set", "training.seed=7", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(asked) == 1 and "resumed from step" in result.output
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_a_recipe_run_reads_its_training_file_once(tmp_path, monkeypatch):
+    """The set the recipe read to plan is the one the run trains on (a second parsed copy would
+    double the dataset's memory, which the estimate counts once)."""
+    import slidepy.data as data_mod
+    import slidepy.trainer as trainer_mod
+
+    train, test = make_synthetic(300, 60, 300, 40, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    write_dataset(train, tmp_path / "train.txt")
+    write_dataset(test, tmp_path / "test.txt")
+    read = []
+    real = data_mod.load_dataset
+
+    def counted(path, *args, **kwargs):
+        read.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "load_dataset", counted)
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
+                                       str(tmp_path / "test.txt"), "--out", str(tmp_path / "run"), "--no-progress",
+                                       "--threads", "1", "--set", "training.max_steps=3"])
+    assert result.exit_code == 0, result.output
+    assert read == [str(tmp_path / "train.txt"), str(tmp_path / "test.txt")]
+
+
+def test_the_recipe_on_an_empty_or_headerless_training_file(tmp_path):
+    """An empty set is named as such (not as the batch size it would give); a LIBSVM file, whose
+    dimensions no header gives, still gets the memory estimate of its loaded shape."""
+    (tmp_path / "empty.txt").write_text("0 50 10\n")
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "empty.txt"), "--no-progress"])
+    assert result.exit_code == 2 and "empty.txt: no samples" in result.output, result.output
+    train, _ = make_synthetic(300, 10, 300, 40, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    write_dataset(train, tmp_path / "train.svm", format="libsvm")
+    result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.svm"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "parameters + gradients + optimizer" in result.output, result.output
 
 
 def test_describe_names_the_shape_and_the_choices_as_resolved():
