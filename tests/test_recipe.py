@@ -298,7 +298,8 @@ def test_a_recipe_run_reads_its_training_file_once(tmp_path, monkeypatch):
         read.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "load_dataset", counted)
+    for module in (data_mod, trainer_mod):
+        monkeypatch.setattr(module, "load_dataset", counted)
     result = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "train.txt"), "--test",
                                        str(tmp_path / "test.txt"), "--out", str(tmp_path / "run"), "--no-progress",
                                        "--threads", "1", "--set", "training.max_steps=3"])
