@@ -358,7 +358,7 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
                f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
-def _load_eval_data(path: str, model, index_base: int | None = None) -> object:
+def _load_eval_data(path: str, model, index_base: int | None = None, labels_used: bool = True) -> object:
     from .data import load_dataset
 
     from .errors import DataError
@@ -369,15 +369,16 @@ def _load_eval_data(path: str, model, index_base: int | None = None) -> object:
         index_base = model.config.data.index_base
     if index_base is None:
         _note_index_base(path, model)
-    try:
-        data = load_dataset(path, n_features=n_features, n_labels=n_labels, index_base=index_base)
+    try:  # predict reads no labels: any label ids a file holds are no matter
+        data = load_dataset(path, n_features=n_features, n_labels=n_labels if labels_used else None,
+                            index_base=index_base)
     except DataError as exc:
         if "requested" in str(exc) or "out of range: given" in str(exc):
             raise DataError(f"{exc} (the model has {n_features} features, {n_labels} labels)") from None
         raise
     if data.n_samples == 0:
         raise DataError(f"{path}: no samples")
-    if data.n_features != n_features or data.n_labels != n_labels:
+    if data.n_features != n_features or (labels_used and data.n_labels != n_labels):
         raise SlidepyError(f"{path} has {data.n_features} features / {data.n_labels} labels but the model was "
                            f"trained on {n_features} / {n_labels}")
     return data
@@ -426,6 +427,8 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
         if not k_list or k_list[0] < 1:
             raise SlidepyError(f"--k must list positive integers, e.g. 1,3,5; got {ks!r}")
         with _interrupts_held():  # see train
+            import numpy as np
+
             from .metrics import evaluate_topk
 
             models = _load_models(checkpoint, threads)
@@ -433,6 +436,10 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
             if data.y_indices.size == 0:
                 raise SlidepyError(f"{data_path}: no sample has a label, so there is nothing to score "
                                    "(slidepy predict writes the predictions of unlabelled data)")
+            unlabelled = int(np.count_nonzero(np.diff(data.y_indptr) == 0))
+            if unlabelled:  # blank lines in a headerless file are such samples
+                click.echo(f"note: {unlabelled:,} of the {data.n_samples:,} samples in {data_path} have no labels; "
+                           "they count as 0 in every P@k and nDCG@k", err=True)
             ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except KeyboardInterrupt:
@@ -481,7 +488,7 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
             if texts:
                 data = _text_dataset(texts, meta, model, checkpoint[0])
             else:
-                data = _load_eval_data(data_path, model, index_base)
+                data = _load_eval_data(data_path, model, index_base, labels_used=False)
             names = None if ids_only else label_names_for(model, meta, labels_path)
             ids, scores = _predict(models, data, top_k, lsh)
     except KeyboardInterrupt:

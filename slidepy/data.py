@@ -312,6 +312,10 @@ def load_dataset(
         "version": CACHE_VERSION,
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        # a copy that keeps the mtime (cp -p, rsync -t, tar x) onto the same size still changes
+        # these two; at worst (a chmod, a rename) they cost a parse
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
         "format": format,
         "index_base": index_base,
         "n_features": None if n_features is None else int(n_features),

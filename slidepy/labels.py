@@ -23,7 +23,7 @@ def read_label_names(path, n_labels: int | None = None) -> list[str]:
     lines count, so ids stay aligned). With `n_labels`, the file must name exactly that many
     labels (a final empty line is tolerated): a DataError says which file and how many."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is no part of label 0's name
             names = f.read().split("\n")
     except OSError as exc:
         raise DataError(f"{path}: cannot read label names: {exc.strerror or exc}") from None

@@ -65,6 +65,20 @@ def test_train_evaluate_predict(config_file, tmp_path):
     ids, scores = trained.predict(load_dataset(test_file, n_features=400, n_labels=150, cache=False), k=3)
     for line, row_ids, row_scores in zip(lines, ids, scores):
         assert line.split() == [f"{i}:{s:.6g}" for i, s in zip(row_ids, row_scores)]
+    # predict reads no labels: a file whose header counts more labels than the model predicts too
+    wider = tmp_path / "wider.txt"
+    wider.write_text("2 400 1000\n999 3:0.5 17:1.2\n4:1\n")
+    pr = runner.invoke(main, ["predict", "--checkpoint", str(checkpoint), "--data", str(wider), "--top-k", "3"])
+    assert pr.exit_code == 0, pr.output
+    assert len(pr.stdout.splitlines()) == 2
+    # evaluate says how many samples have no labels (a headerless file's blank lines are such
+    # samples), since they count as zeros in its means
+    blank = tmp_path / "blank.svm"
+    write_dataset(trained.test_data.subset([0, 1, 2]), blank, format="libsvm")
+    blank.write_text(blank.read_text() + "\n\n")
+    ev = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(blank)])
+    assert ev.exit_code == 0, ev.output
+    assert "note: 2 of the 5 samples" in ev.stderr and "have no labels" in ev.stderr
 
 
 def test_bad_config_is_one_clear_line(config_file, tmp_path):

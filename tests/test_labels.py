@@ -21,6 +21,8 @@ def test_read_label_names(tmp_path):
         read_label_names(path, 5)
     with pytest.raises(DataError, match="cannot read"):
         read_label_names(tmp_path / "missing.txt")
+    path.write_bytes(b"\xef\xbb\xbfalpha\r\nbeta\r\n")  # a byte-order mark, as some editors write
+    assert read_label_names(path, 2) == ["alpha", "beta"]
 
 
 def test_names_from_config_data_labels(tmp_path):
