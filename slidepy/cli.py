@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_SIGINT, SlidepyError, TrainingInterrupted
+from .errors import EXIT_SIGINT, CheckpointWriteError, SlidepyError, TrainingInterrupted
 
 EXIT_USER_ERROR = 2
 EXIT_OS_ERROR = 1
@@ -172,9 +172,14 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
     except KeyboardInterrupt:
         where = " before training began"
         if trainer is not None and trainer.step > 0:  # fit() saves on its own Ctrl-C: this is a second one
-            where = f" at step {trainer.step}; not saved (the checkpoints in {trainer.run_dir} are intact)"
+            saved = trainer.run.checkpoints()
+            kept = f"the checkpoints in {trainer.run_dir} are intact" if saved else "no checkpoint was written yet"
+            where = f" at step {trainer.step}; not saved ({kept})"
         click.echo(f"interrupted{where}", err=True)
         sys.exit(EXIT_SIGINT)
+    except CheckpointWriteError as exc:  # the disk's failure, not the user's input
+        click.echo(f"error: {exc}; free some space (or fix the permissions) and go on with --resume", err=True)
+        sys.exit(EXIT_OS_ERROR)
     except SlidepyError as exc:
         _fail(exc)
     except OSError as exc:

@@ -27,6 +27,11 @@ class CheckpointError(SlidepyError):
     """A checkpoint is missing, truncated, foreign, or does not match the config."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions): the machine's failure, not the
+    user's input (the CLI exits 1 for it, as for any OS error)."""
+
+
 class NumericalError(SlidepyError):
     """Loss or weights became NaN/inf: names the step and the layer."""
 

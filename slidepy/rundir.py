@@ -33,7 +33,7 @@ import numpy as np
 from .atomic import atomic_write, remove_stale_temps
 from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .configfile import dump_config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, CheckpointWriteError, ConfigError
 
 try:
     import fcntl
@@ -212,6 +212,24 @@ class RunDir:
             return 0
         return len(lines) - len(kept)
 
+    def complete_eval_at(self, step: int) -> dict:
+        """The last whole-test-set evaluation record of `step` in metrics.jsonl, or {} (a resumed
+        run that had finished has its final evaluation already)."""
+        found = {}
+        try:
+            lines = self.metrics.read_bytes().splitlines()
+        except OSError:
+            return found
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(record, dict) and record.get("event") == "eval" and record.get("step") == step
+                    and record.get("complete")):
+                found = record
+        return found
+
     # -- checkpoints ----------------------------------------------------------------------------
 
     def checkpoints(self) -> list:
@@ -247,7 +265,9 @@ class RunDir:
         try:
             save_checkpoint(path, arrays, meta)
         except OSError as exc:
-            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+            newest = self.checkpoints()
+            kept = f"; the newest one kept is {newest[-1][1]}" if newest else "; no earlier checkpoint is kept"
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: {exc.strerror or exc}{kept}") from None
         try:
             prune_checkpoints(self.path, keep_last)
         except OSError as exc:

@@ -58,7 +58,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
-from .config import AUTO, Config, OutputConfig, TrainingConfig
+from .config import AUTO, Config, OutputConfig, TrainingConfig, config_to_dict
 from .configfile import load_config, validate_paths
 from .data import Dataset, file_format, load_dataset
 from .engine import Engine, StepStats
@@ -119,9 +119,9 @@ class Trainer:
         if _model is None and self.config.data.train is not None and os.path.isfile(self.config.data.train):
             self.model.train_format = file_format(self.config.data.train)  # its model files record it
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
-        self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale = Progress()
+        (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale,
+         self.eval_seconds_along) = Progress()  # eval_seconds_along: of the evaluations along the run (_eval_along)
         self.last_eval: dict = {}  # the newest eval record of this fit()
-        self.eval_seconds_along = 0.0  # of this process's evaluations along the run (_eval_along)
         self.window, self.stop_request = LossWindow(), StopRequest()
         self.rollbacks = Rollbacks(self.config.training.on_nan)
         self._last_saved_step: int | None = None
@@ -155,14 +155,17 @@ class Trainer:
                         self.train_step()
                     else:  # resumed from a checkpoint that an older version wrote before its epoch's end
                         self._end_epoch()
-                # the final weights' bank stays for predict: an evaluation at the last planned step
-                # keeps its own (_eval_record); any other ends with one more evaluation
-                bank_missing = self.config.model.neighbours.weight > 0 and self.engine.neighbours is None
-                if (self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True)
-                        or bank_missing):
-                    self.last_eval = self._eval_record(final=True)
+                # saved before the final evaluation (17 s on DebianNextWord), which a scheduler's
+                # SIGTERM and SIGKILL may cut short: the training is kept whatever happens to it
                 if self.save_final and self._last_saved_step != self.step:
                     self.checkpoint()
+                # the final weights' bank stays for predict: an evaluation at the last planned step
+                # keeps its own (_eval_record); any other ends with one more evaluation, and one
+                # already made (a finished run resumed) only needs its bank again
+                if self.last_eval.get("step") != self.step or not self.last_eval.get("complete", True):
+                    self.last_eval = self._eval_record(final=True)
+                elif self.engine.neighbours is None:
+                    self.model.attach_neighbours(self.train_data)
         finally:
             self._bar = tqdm(disable=True)
             self.run.unlock()
@@ -375,7 +378,8 @@ def _start(trainer: Trainer) -> None:
                       f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
     trainer._total_steps = trainer.schedule.planned_steps
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
-    trainer.last_eval = {}
+    # a finished run resumed keeps its final evaluation: fit() then neither repeats nor relogs it
+    trainer.last_eval = trainer.run.complete_eval_at(trainer.step) if trainer.step else {}
     trainer.window.reset()
     trainer._record("start", compile_seconds=compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
                     index_build_seconds=round(trainer.engine.index_build_seconds, 4),  # the first, outside the budget
@@ -409,7 +413,8 @@ def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded:
     progress = Progress.from_meta(path, meta)
     if not model_loaded:
         trainer.model.restore(path, arrays, meta)
-    trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale = progress
+    (trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale,
+     trainer.eval_seconds_along) = progress
     trainer._last_saved_step = trainer.step
     trainer.checkpoint_clock.saved(trainer.budget_seconds)
 
@@ -428,8 +433,39 @@ def _resume(trainer: Trainer) -> bool:
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (was {trainer.run_dir} written with another config? use another --out)") \
             from None
-    trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step))
+    changed = config_changes(found[2].get("config"), config_to_dict(trainer.config))
+    if changed:
+        trainer._warn(f"resuming from {found[0]} with settings that differ from those it was trained with: "
+                      f"{'; '.join(changed)}", stacklevel=4)
+    trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step),
+                    **({"changed": changed} if changed else {}))
     return True
+
+
+# What a resumed run may change without a word: how long it goes on, where and how it runs, what
+# it logs and evaluates (dotted key prefixes of the config).
+RESUMABLE_KEYS = ("training.epochs", "training.max_steps", "training.time_budget_s", "training.threads",
+                  "training.log_every", "training.on_nan", "eval.", "output.", "distributed.", "data.cache")
+
+
+def config_changes(before: dict | None, after: dict) -> list[str]:
+    """'key old -> new' for each setting of `after` (a config dict) that differs from `before`
+    (the one a checkpoint was trained with), save RESUMABLE_KEYS."""
+    if not isinstance(before, dict):
+        return []
+
+    def flat(d, prefix=""):
+        out = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    old, new = flat(before), flat(after)
+    return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_KEYS)]
 
 
 def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset | None = None,
@@ -458,6 +494,7 @@ class Progress(NamedTuple):
     train_seconds: float = 0.0
     rebuild_seconds: float = 0.0
     lr_scale: float = 1.0         # halved by each NaN rollback; the schedule scales training.lr by it
+    eval_seconds_along: float = 0.0  # of the evaluations along the run, for eval.max_share
 
     @classmethod
     def of(cls, trainer: Trainer) -> dict:
@@ -471,7 +508,7 @@ class Progress(NamedTuple):
         try:
             progress = cls(int(meta.get("epoch", 0)), int(meta.get("batch_in_epoch", 0)),
                            float(meta.get("train_seconds", 0.0)), float(meta.get("rebuild_seconds", 0.0)),
-                           float(meta.get("lr_scale", 1.0)))
+                           float(meta.get("lr_scale", 1.0)), float(meta.get("eval_seconds_along", 0.0)))
             if progress.epoch < 0 or progress.batch_in_epoch < 0:
                 raise ValueError("negative epoch / batch")
         except (KeyError, ValueError, TypeError) as exc:

@@ -405,6 +405,63 @@ def test_resume_with_checkpoints_of_another_config_is_an_error(trained_run, tmp_
                            "layer0.weights has shape (400, 32) but the config needs (400, 16)", "use another --out")
 
 
+def test_resume_says_which_settings_changed_and_a_finished_run_is_not_evaluated_again(trained_run, tmp_path):
+    """--resume with another learning rate trains on, warning with the key and both values (the
+    resume record keeps them); a longer run is no change. Resuming the finished run (its final
+    checkpoint and evaluation written) logs no second final evaluation and prints the same line."""
+    run = _copy_run(trained_run, tmp_path)
+    records = lambda: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    evals = [r for r in records() if r["event"] == "eval"]
+    finished = _train(trained_run["config"], "--out", str(run), "--resume")
+    assert finished.exit_code == 0, finished.output
+    assert [r for r in records() if r["event"] == "eval"] == evals and "differ" not in finished.output
+    assert f"P@1 {evals[-1]['P@1']:.4f}" in finished.output.splitlines()[-1]
+    result = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "training.max_steps=14",
+                    "--set", "training.lr=0.05")
+    assert result.exit_code == 0, result.output
+    assert "settings that differ from those it was trained with: training.lr 0.005 -> 0.05" in result.output
+    assert "max_steps" not in result.output.split("differ")[1].splitlines()[0]
+    resumed = [r for r in records() if r["event"] == "resume"][-1]
+    assert resumed["changed"] == ["training.lr 0.005 -> 0.05"]
+
+
+def test_the_final_checkpoint_is_written_before_the_final_evaluation(tiny_config, monkeypatch):
+    """A run killed during its final evaluation (a scheduler's SIGTERM, then SIGKILL) keeps its
+    training: the last step's checkpoint is on disk before that evaluation starts."""
+    tiny_config["training"]["max_steps"] = 7
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    real = trainer._eval_record
+
+    def killed_in_the_final_one(final=False):
+        if final:
+            assert [s for s, _ in list_checkpoints(trainer.run_dir)][-1] == 7
+            raise KeyboardInterrupt
+        return real(final)
+
+    monkeypatch.setattr(trainer, "_eval_record", killed_in_the_final_one)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert [s for s, _ in list_checkpoints(trainer.run_dir)][-1] == 7
+
+
+def test_a_checkpoint_that_cannot_be_written_at_the_end_exits_1_naming_the_newest_kept(trained_run, tmp_path,
+                                                                                       monkeypatch):
+    import errno
+
+    import slidepy.rundir as rundir_mod
+
+    run = _copy_run(trained_run, tmp_path)
+
+    def full(path, arrays, meta):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", full)
+    result = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "training.max_steps=13")
+    line = _assert_one_line_error(result, "cannot write checkpoint", "No space left on device",
+                                  f"the newest one kept is {checkpoint_path(run, 12)}", "--resume", code=1)
+    assert "step-000000013" in line
+
+
 def test_fresh_run_refuses_a_run_dir_with_an_earlier_run(trained_run, tmp_path):
     """Without --resume, an earlier run's higher-step checkpoints would outlive pruning and the
     new run's own checkpoints would be deleted: refused, unless --overwrite says start over."""

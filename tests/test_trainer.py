@@ -179,6 +179,9 @@ def test_evaluations_along_the_run_keep_to_their_share_of_the_training_seconds(t
     default.fit()
     evals = [r for r in default.history if r["event"] == "eval"]
     assert [r["step"] for r in evals] == [1, 10, 20, 30, 38] and evals[-1]["complete"]
+    # the checkpoints keep those seconds, so a resumed run skips what the whole one would
+    assert default.eval_seconds_along == 4.0
+    assert Trainer.load(default.run.checkpoints()[-1][1]).eval_seconds_along == 4.0
 
 
 def test_eval_along_due_compares_the_evaluations_so_far_with_the_share():
