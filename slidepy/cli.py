@@ -89,8 +89,8 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
             overrides.insert(0, f"{key}={json.dumps(value)}")
     if index_base is not None:
         overrides.append(f"data.index_base={index_base}")
-    if run_dir is not None:
-        overrides.append(f"output.run_dir={run_dir}")
+    if run_dir is not None:  # quoted: "2024" or "runs #1" is a directory's name, not YAML
+        overrides.append(f"output.run_dir={json.dumps(run_dir)}")
     if threads is not None:
         overrides.append(f"training.threads={threads}")
     if workers is not None:
@@ -161,6 +161,7 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
             if not cfg.distributed.workers:
                 # the recipe's training set, loaded as the config says, is the run's: not a second copy
                 trainer = _trainer_for(cfg, resume, overwrite, progress, train=None if own_config else auto_train)
+                trainer.compile()  # here, where a Ctrl-C waits for the set-up to end
             auto_train = None
         if cfg.distributed.workers:
             _train_distributed(cfg, resume, overwrite, progress)
@@ -431,6 +432,10 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
             k_list = ()
         if not k_list or k_list[0] < 1:
             raise SlidepyError(f"--k must list positive integers, e.g. 1,3,5; got {ks!r}")
+        from .config import MAX_EVAL_K
+
+        if k_list[-1] > MAX_EVAL_K:  # as eval.k in a config
+            raise SlidepyError(f"--k: {k_list[-1]} is larger than {MAX_EVAL_K}, the largest k slidepy scores")
         with _interrupts_held():  # see train
             import numpy as np
 
@@ -495,7 +500,7 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
             else:
                 data = _load_eval_data(data_path, model, index_base, labels_used=False)
             names = None if ids_only else label_names_for(model, meta, labels_path)
-            ids, scores = _predict(models, data, top_k, lsh)
+            ids, scores = _predict(models, data, min(top_k, model.engine.n_labels), lsh)  # no more than there are
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_SIGINT)
@@ -511,6 +516,9 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
         finally:
             if out_path:
                 out.close()
+    except BrokenPipeError:  # `slidepy predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        sys.exit(EXIT_OS_ERROR)
     except OSError as exc:
         _os_fail(exc)
 
@@ -633,13 +641,17 @@ def datagen(out_path, test_out, shape, n_train, n_test, features, labels, nnz, s
 @click.option("--capacity", default=32, show_default=True, type=click.IntRange(min=1), help="Bucket capacity C.")
 def tune_lsh(neurons, active_fraction, recall, family, bin_size, capacity):
     """Suggest K (hashes per table) and L (tables) for a target active fraction and recall,
-    from L = log(1 - P) / log(1 - p^K)."""
+    from L = log(1 - P) / log(1 - p^K), within the limits a config accepts."""
+    from .constants import MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_K, MAX_L
     from .hashing import random_pair_collision, suggest_k_l
     from .lsh import FAMILY_CODES
     from .tables import table_bytes
 
+    for name, value, most in (("--bin-size", bin_size, MAX_BIN_SIZE), ("--capacity", capacity, MAX_BUCKET_CAPACITY)):
+        if value & (value - 1) or value > most:  # as a config's lsh.bin_size / lsh.bucket_capacity
+            raise click.BadParameter(f"{value} is not a power of two up to {most}", param_hint=name)
     code = FAMILY_CODES[family]
-    k, l = suggest_k_l(neurons, active_fraction, recall, code, bin_size)
+    k, l = suggest_k_l(neurons, active_fraction, recall, code, bin_size, max_k=MAX_K, max_l=MAX_L)
     bits = 1 if family == "srp" else max(1, (bin_size - 1).bit_length())
     range_pow = min(24, k * bits)
     expected = min(1.0, l * random_pair_collision(code, bin_size) ** k)
@@ -647,6 +659,9 @@ def tune_lsh(neurons, active_fraction, recall, family, bin_size, capacity):
     click.echo(f"family {family}: k {k}  l {l}  range_pow {range_pow}  bucket_capacity {capacity}")
     click.echo(f"expected active fraction of unrelated neurons ~{expected:.4f} (~{expected * neurons:,.0f} of "
                f"{neurons:,}); tables {table_mb:,.1f} MiB")
+    if expected > max(active_fraction, 1.0 / neurons):
+        click.echo(f"note: within lsh.l <= {MAX_L} tables, recall {recall:g} of near neurons retrieves more than "
+                   f"--active-fraction {active_fraction:g}; a lower --recall gets closer to it", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,8 +37,9 @@ def load_config(path_or_dict: str | os.PathLike | Mapping | Config,
     """Load a config from a YAML file, a dict or a Config, then apply `--set` style overrides.
 
     overrides: strings "dotted.key.path=VALUE", VALUE parsed as YAML ("0.01", "[256, 256]",
-    "null", "lsh"); list items by index ("model.hidden.0.size=256"). Applied in order, then the
-    whole config is validated once, so overrides may change related keys together.
+    "null", "lsh"); list items by index ("model.hidden.0.size=256"). A file must be valid on its
+    own (its errors name its lines); the overrides are applied to it in order, then the whole
+    config is validated once, so overrides may change related keys together.
     """
     overrides = [overrides] if isinstance(overrides, str) else overrides
     if isinstance(path_or_dict, Config):
@@ -178,9 +179,12 @@ def _key_lines(name: str) -> dict[str, int]:
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return {}
     lines: dict[str, int] = {}
-    stack = [("", root)]
+    stack, seen = [("", root)], set()
     while stack:
         path, node = stack.pop()
+        if id(node) in seen:  # an alias: its node is walked once (one that holds itself would loop)
+            continue
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 child = _join(path, key_node.value)
@@ -198,6 +202,9 @@ def _where(name: str, paths: list[str]) -> str:
     """`name:line` of the first key path in `paths` the file sets (or of its nearest section that
     it does: a missing key's), else `name`."""
     lines = _key_lines(name)
+    for path in paths:  # a key the file sets, before any section of another
+        if path in lines:
+            return f"{name}:{lines[path]}"
     for path in paths:
         parts = path.split(".") if path else []
         while parts:

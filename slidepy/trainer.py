@@ -124,6 +124,7 @@ class Trainer:
         self.last_eval: dict = {}  # the newest eval record of this fit()
         self.window, self.stop_request = LossWindow(), StopRequest()
         self.rollbacks = Rollbacks(self.config.training.on_nan)
+        self._compile_seconds: float | None = None  # compile()'s, for the next fit's start record
         self._last_saved_step: int | None = None
         self.checkpoint_clock = CheckpointClock(self.config.output)
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
@@ -170,6 +171,13 @@ class Trainer:
             self._bar = tqdm(disable=True)
             self.run.unlock()
         return self.last_eval
+
+    def compile(self) -> float:
+        """Compile the kernels for this network and data now rather than at the start of fit():
+        the CLI does it while Ctrl-C is held, since an interrupt inside numba's compiler or cache
+        loader can crash the process (numba issue 2324). Returns the seconds."""
+        self._compile_seconds = compile_with_notice(self.engine, self.train_data, self.progress)
+        return self._compile_seconds
 
     def _progress_bar(self) -> tqdm:
         return progress_bar(self._total_steps, self.config.training.time_budget_s, self._bar_position(), self.progress)
@@ -381,7 +389,10 @@ def _start(trainer: Trainer) -> None:
     # a finished run resumed keeps its final evaluation: fit() then neither repeats nor relogs it
     trainer.last_eval = trainer.run.complete_eval_at(trainer.step) if trainer.step else {}
     trainer.window.reset()
-    trainer._record("start", compile_seconds=compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
+    compiled = trainer._compile_seconds
+    trainer._compile_seconds = None
+    trainer._record("start", compile_seconds=compiled if compiled is not None else
+                    compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
                     index_build_seconds=round(trainer.engine.index_build_seconds, 4),  # the first, outside the budget
                     threads=trainer.threads, n_train=n_train,
                     parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),

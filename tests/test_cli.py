@@ -132,6 +132,19 @@ def test_tune_lsh_suggests_k_and_l():
     assert (k, l, range_pow, capacity) == (14, 56, 14, 32)
     assert 1 - (1 - 0.7952 ** 14) ** 56 >= 0.9 and 56 / 2**14 <= 0.005 < 45 / 2**13
     assert "~0.0034 (~2,290 of 670,091); tables 115.5 MiB" in result.output
+    # what it suggests, a config takes: at most MAX_L tables (saying what recall that leaves), and
+    # bucket capacities and bin sizes that are powers of two
+    from slidepy.config import Lsh
+
+    result = CliRunner().invoke(main, ["tune-lsh", "--neurons", "670091", "--active-fraction", "0.0001",
+                                       "--recall", "0.9999"])
+    assert result.exit_code == 0, result.output
+    k, l = (int(v) for v in re.search(r"k (\d+)  l (\d+)", result.output).groups())
+    Lsh(family="srp", k=k, l=l)  # valid
+    assert "note: within lsh.l <= 512 tables, recall 0.9999 of near neurons retrieves more" in result.output
+    for option in (["--capacity", "3"], ["--family", "wta", "--bin-size", "3"]):
+        result = CliRunner().invoke(main, ["tune-lsh", "--neurons", "1000", *option])
+        assert result.exit_code == 2 and "is not a power of two" in result.output
 
 
 def _wait_for(predicate, timeout):
@@ -194,6 +207,62 @@ def test_ctrl_c_while_a_run_is_set_up_is_held_to_the_end_of_the_setup():
             time.sleep(0.05)
             done.append("not reached")
     assert done == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_while_the_kernels_compile_ends_the_run_once_they_have(config_file, tmp_path, monkeypatch):
+    """The kernels compile inside the held block, before fit(): a Ctrl-C then waits for the
+    compile (inside numba's compiler it printed a traceback and could crash), and the run ends
+    before its first step."""
+    import os
+
+    from slidepy.trainer import Trainer
+
+    real, compiled = Trainer.compile, []
+
+    def interrupted(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run by now
+        compiled.append(real(self))
+        return compiled[-1]
+
+    monkeypatch.setattr(Trainer, "compile", interrupted)
+    result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--out", str(tmp_path / "run"),
+                                       "--no-progress", "--set", "training.max_steps=2"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted before training began" in result.output and "Traceback" not in result.output
+    assert len(compiled) == 1 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_out_names_a_directory_as_given_and_k_stays_within_what_is_scored(config_file, tmp_path, monkeypatch):
+    """--out is a name, not YAML ('2024' is no int, '#' starts no comment); evaluate's k stops
+    where eval.k does; predict's --top-k stops at the label count; a reader that closes the pipe
+    early (| head) ends predict without an error line."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for name in ("2024", "runs #1"):
+        result = runner.invoke(main, ["train", "--config", str(config_file), "--out", name, "--no-progress",
+                                      "--set", "training.max_steps=2"])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / name / "checkpoints").is_dir() and f"(run dir {name})" in result.output
+    checkpoint = str(sorted((tmp_path / "2024" / "checkpoints").glob("step-*.npz"))[-1])
+    data = tmp_path / "test.txt"
+    assert runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(data),
+                                "--n-train", "5", "--n-test", "1000", "--features", "400",
+                                "--labels", "150"]).exit_code == 0
+    result = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--k", "1,1000"])
+    assert result.exit_code == 2 and "--k: 1000 is larger than 100" in result.output
+    result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(data), "--top-k", "10**12"])
+    assert result.exit_code == 2  # not an int
+    result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(data),
+                                  "--top-k", "1000000000000", "--ids"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()[0].split()) == 150  # every label, once
+    # 1,000 lines of 20 predictions: past a pipe's 64 KB buffer, so the write meets the closed pipe
+    piped = subprocess.run(f"{sys.executable} -m slidepy predict --checkpoint {checkpoint} --data {data} --top-k 20 "
+                           "| head -1", shell=True, capture_output=True, text=True)
+    assert len(piped.stdout.splitlines()) == 1 and "error" not in piped.stderr, piped.stderr
 
 
 def test_arguments_are_checked_before_any_work(tmp_path):

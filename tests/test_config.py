@@ -508,6 +508,14 @@ def test_file_errors_name_the_file_and_the_line_of_the_key(tmp_path):
     path.write_text("training:\n  lr: 0.1\n")  # an error in an override names the --set, no line
     with pytest.raises(ConfigError, match=r"^--set training\.epochs=0: training\.epochs"):
         load_config(str(path), ["training.epochs=0"])
+    # of two keys a rule names, the line of the one the file sets, not the section of the other
+    path.write_text("data:\n  synthetic:\n    n_train: 100\n\n    n_labels: 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:5: data\.synthetic\.labels_per_sample: max 3 is larger"):
+        load_config(str(path))
+    # an alias that holds itself is an unknown key's line, not a walk without end
+    path.write_text("a: &x [*x]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:1: unknown key 'a'"):
+        load_config(str(path))
 
 
 def test_data_paths_name_the_config_line_and_where_a_relative_path_was_looked_for(tmp_path, monkeypatch):
