@@ -101,6 +101,8 @@ class Trainer:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.save_final = save_final
         self.threads = set_threads(self.config)
+        # whether the config names the data (files, or its synthetic spec): then the CLI can resume the run
+        self._data_named = train is None and _model is None
         if train is None and _model is None:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
@@ -241,7 +243,8 @@ class Trainer:
                 self._warn(f"{exc}; training goes on, the previous checkpoint is kept", RuntimeWarning)
                 self._record("checkpoint_failed", error=str(exc))
         if self.stop_request.signum is not None:  # save and raise TrainingInterrupted
-            raise self.stop_request.interrupted(self.step, self.run, None if self._last_saved_step == self.step
+            raise self.stop_request.interrupted(self.step, self.run, self._data_named,
+                                                None if self._last_saved_step == self.step
                                                 else self.checkpoint)
         return step
 
@@ -485,11 +488,13 @@ def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset
     prediction, or further training if datasets are given or `load_data_from_config`. Any problem
     with the file is a CheckpointError naming it (`Trainer.load`)."""
     model, meta = Model.load(path)
-    if train is None and load_data_from_config:
+    named = train is None and load_data_from_config
+    if named:
         train, loaded_test = load_data(model.config)
         test = test if test is not None else loaded_test
     model.accept_training_data(train, test, source=path)
     trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
+    trainer._data_named = named
     _apply_state(trainer, path, {}, meta, model_loaded=True)
     return trainer
 
@@ -634,12 +639,18 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def interrupted(self, step: int, run: RunDir, save: Callable[[], str] | None) -> TrainingInterrupted:
+    def interrupted(self, step: int, run: RunDir, data_named: bool,
+                    save: Callable[[], str] | None) -> TrainingInterrupted:
         """The error that ends the run at `step`, after `save()` writes its checkpoint (None: the
-        step's checkpoint is written already), naming it and the command that resumes. If the write
-        fails it names the newest checkpoint there is."""
+        step's checkpoint is written already), naming it and how to resume: the command, where the
+        config names the data (`data_named`), else the Python calls (the run's config.yaml would
+        train on other data). If the write fails it names the newest checkpoint there is."""
         signame = signal.Signals(self.signum).name
-        hint = f"resume with: slidepy train --config {run.path / 'config.yaml'} --out {run.path} --resume"
+        if data_named:
+            hint = f"resume with: slidepy train --config {run.path / 'config.yaml'} --out {run.path} --resume"
+        else:
+            hint = (f"resume with the same datasets: Trainer(config, train=..., test=..., run_dir='{run.path}'), "
+                    "then .resume() and .fit()")
         try:
             path = save() if save is not None else run.checkpoint_path(step)
         except CheckpointError as exc:

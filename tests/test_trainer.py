@@ -67,6 +67,14 @@ def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
     assert resumed.step == straight.step
     for a, b in zip(_weights(straight), _weights(resumed)):
         assert np.array_equal(a, b)
+    # datasets handed in from Python are no file the config names: its config.yaml would train on
+    # other data, so the hint is the Python calls
+    given = Trainer(config_from_dict(tiny_config), train=straight.train_data, test=straight.test_data,
+                    run_dir=tmp_path / "given", progress=False, callbacks=[stop_at_step_13])
+    with pytest.raises(TrainingInterrupted) as stopped:
+        given.fit()
+    assert "slidepy train" not in str(stopped.value)
+    assert f"Trainer(config, train=..., test=..., run_dir='{tmp_path / 'given'}'), then .resume()" in str(stopped.value)
 
 
 def test_save_load_predict_roundtrip(tiny_config, tmp_path):
