@@ -304,6 +304,11 @@ def _attach_neighbours(model, scored=None) -> None:
     if model.config.model.neighbours.weight <= 0:
         return
     data = model.config.data  # the training set alone: a missing test set or label list is no matter here
+    if data.train is None and model.data_named is False:  # its config's synthetic spec is not what it learnt
+        click.echo("model.neighbours: the model was trained on data handed in from Python (scikit-learn, "
+                   "Trainer(train=...)), which its config names no file of; the neighbours' votes are left out and "
+                   "the network scores alone", err=True)
+        return
     try:
         train, _ = load_data(model.config.model_copy(update={"data": data.model_copy(update={"test": None,
                                                                                           "labels": None})}))

@@ -53,7 +53,7 @@ from .optimizer import (adam_update_gathered, adam_update_rows, adam_update_rows
                         sgd_update_rows)
 from .precompile import compile_in_helper
 from .rng import derive_int_seed
-from .scoring import block_rows, score_topk, topk_rows
+from .scoring import block_rows, check_k, score_topk, topk_rows
 from .selection import draw_negative_pool
 from .threads import blas_on_all_threads
 from .union import (UNION_MIN_DENSITY, fits_first_step, make_union_buffers, union_columns, union_density, union_loss,
@@ -472,6 +472,7 @@ class Engine:
         use_lsh=True / False forces LSH / exact scoring in every LSH layer. Exact scoring blends in
         the attached neighbour bank's votes (engine.neighbours) unless votes=False."""
         self._check_shape(data, labels=False)
+        check_k(k)
         spec = self.spec
         if use_lsh is not None:
             spec = self.spec.copy()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .neighbours import bank_block, blended_scores
-from .scoring import block_rows, tiled_logits, topk_rows
+from .scoring import block_rows, check_k, tiled_logits, topk_rows
 from .threads import blas_on_all_threads
 
 
@@ -43,9 +43,14 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
     """Top-k label ids (B, k) int32 and mean probabilities (B, k) float32 of the engines' averaged
     predictions on dataset rows `rows` (default all), each blended with its neighbours' votes where
     it has a bank attached. The engines must share the label count and loss; each scores exactly."""
+    if not engines:
+        raise ValueError("an ensemble needs at least one engine")
+    check_k(k)
     first = engines[0]
     if any(e.n_labels != first.n_labels or e.loss != first.loss for e in engines):
         raise ValueError("ensemble members must have the same labels and loss")
+    for engine in engines:  # each reads the features up to its own input layer's width, unchecked
+        engine._check_shape(data, labels=False)
     rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, np.int64)
     n = first.n_labels
     top_ids = np.full((rows.shape[0], k), -1, np.int32)

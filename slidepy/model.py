@@ -114,6 +114,9 @@ class Model:
         self.bank_source: Dataset | None = None  # the training set the neighbour bank holds
         self.working_dir: str | None = None  # where a loaded model was saved (with_data_paths_from)
         self.train_format: str | None = None  # "xc" / "libsvm": its training file's (data.file_format)
+        # whether the config names the data it trained on (files or its synthetic spec), not sets
+        # handed in from Python; None: not recorded (files written before it was)
+        self.data_named: bool | None = None
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -159,6 +162,7 @@ class Model:
         model = cls.build(with_data_paths_from(config, meta.get("working_dir")), n_features, n_labels)
         model.restore(path, arrays, meta)
         model.working_dir, model.train_format = meta.get("working_dir"), meta.get("train_format")
+        model.data_named = meta.get("data_named")
         return model, meta
 
     def restore(self, path, arrays: dict, meta: dict) -> None:
@@ -182,6 +186,8 @@ class Model:
                 "n_labels": self.engine.n_labels}
         if self.train_format is not None:  # how a headerless file's ids compare (cli._note_index_base)
             meta["train_format"] = self.train_format
+        if self.data_named is not None:  # whether the CLI may rebuild the votes' bank from the config's data
+            meta["data_named"] = self.data_named
         return self.engine.state_arrays(), meta
 
     def save(self, path, **progress) -> str:

@@ -18,6 +18,13 @@ from .constants import INTERNAL
 BLOCK_FLOATS = 1 << 24
 
 
+def check_k(k) -> None:
+    """Refuse a top-k that is no int >= 1: the top-k kernels index slot k - 1 unchecked (k = 0
+    wrote before its buffer and corrupted the heap)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
 @njit(cache=True)
 def push_topk(top_ids, top_vals, k, n_id, val):
     """Insert (n_id, val) into the descending top-k lists if it beats the current k-th (so ties

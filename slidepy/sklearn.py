@@ -58,7 +58,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, column
 
 from .configfile import load_config
 from .data import Dataset
-from .errors import SlidepyError
+from .errors import SlidepyError, TrainingInterrupted
 from .labels import META_KEY as LABELS_META_KEY
 from .text import META_KEY as TEXT_META_KEY
 from .text import TextFeatures
@@ -135,6 +135,8 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         How many labels `predict` marks per sample (multi-label targets).
     threads : int or None                          [training.threads] (None: every core)
     random_state : int, RandomState or None        [training.seed]
+        Reproducible fits also need threads=1 (or config {"training.deterministic": True}): threads
+        add their gradients lock-free, in an order that varies from run to run.
     run_dir : str or None
         Keep the run directory (metrics.jsonl for `slidepy plot`, the final checkpoint) there;
         each fit clears it first. None: a temporary directory, deleted after fit.
@@ -402,6 +404,8 @@ def label_sets(Y, classes: np.ndarray) -> list:
     kind = target_kind(Y)
     if kind == _INDICATOR:
         Ym = sp.csr_matrix(Y)
+        if Ym.shape[1] != classes.shape[0]:  # its columns are the classes: another count is other labels
+            raise ValueError(f"y has {Ym.shape[1]} label columns but the model was fitted with {classes.shape[0]}")
         Ym.eliminate_zeros()
         return [set(Ym.indices[Ym.indptr[i]:Ym.indptr[i + 1]].tolist()) for i in range(Ym.shape[0])]
     index = {label: i for i, label in enumerate(classes.tolist())}
@@ -450,6 +454,8 @@ def fit_trainer(config_for, train: Dataset, run_dir, progress: bool):
             if temp_dir is None:
                 trainer.clear_run_dir()
             trainer.fit()
+        except TrainingInterrupted:  # Ctrl-C: for the caller to stop on (a search would go on past a
+            raise KeyboardInterrupt from None  # ValueError), naming no checkpoint of a deleted directory
         except SlidepyError as exc:
             raise ValueError(str(exc)) from exc
     finally:

@@ -120,6 +120,8 @@ class Trainer:
                                            label_rate=label_rate(train))
         if _model is None and self.config.data.train is not None and os.path.isfile(self.config.data.train):
             self.model.train_format = file_format(self.config.data.train)  # its model files record it
+        if _model is None:
+            self.model.data_named = self._data_named
         self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
         (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale,
          self.eval_seconds_along) = Progress()  # eval_seconds_along: of the evaluations along the run (_eval_along)
@@ -127,6 +129,7 @@ class Trainer:
         self.window, self.stop_request = LossWindow(), StopRequest()
         self.rollbacks = Rollbacks(self.config.training.on_nan)
         self._compile_seconds: float | None = None  # compile()'s, for the next fit's start record
+        self._resumed_eval: dict = {}  # _resume's: the final evaluation of a finished run, for fit()
         self._last_saved_step: int | None = None
         self.checkpoint_clock = CheckpointClock(self.config.output)
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
@@ -360,11 +363,12 @@ class Trainer:
 
     @classmethod
     def load(cls, path, *, train: Dataset | None = None, test: Dataset | None = None, progress: bool = False,
-             load_data_from_config: bool = False) -> "Trainer":
+             load_data_from_config: bool = False, run_dir: str | os.PathLike | None = None) -> "Trainer":
         """A Trainer from a checkpoint, for evaluation / prediction, or further training if datasets
-        are given or `load_data_from_config` (see `load_trainer`)."""
+        are given or `load_data_from_config`, into `run_dir` (default: the saved config's
+        output.run_dir; see `load_trainer`)."""
         return load_trainer(cls, path, train=train, test=test, progress=progress,
-                            load_data_from_config=load_data_from_config)
+                            load_data_from_config=load_data_from_config, run_dir=run_dir)
 
 
 # -- the Trainer's rarer paths: starting a fit, rolling back, resuming, loading ----------------
@@ -390,7 +394,7 @@ def _start(trainer: Trainer) -> None:
     trainer._total_steps = trainer.schedule.planned_steps
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     # a finished run resumed keeps its final evaluation: fit() then neither repeats nor relogs it
-    trainer.last_eval = trainer.run.complete_eval_at(trainer.step) if trainer.step else {}
+    trainer.last_eval, trainer._resumed_eval = trainer._resumed_eval, {}
     trainer.window.reset()
     compiled = trainer._compile_seconds
     trainer._compile_seconds = None
@@ -453,6 +457,7 @@ def _resume(trainer: Trainer) -> bool:
                       f"{'; '.join(changed)}", stacklevel=4)
     trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step),
                     **({"changed": changed} if changed else {}))
+    trainer._resumed_eval = trainer.run.complete_eval_at(trainer.step)  # its own run's, on its own test set
     return True
 
 
@@ -483,7 +488,8 @@ def config_changes(before: dict | None, after: dict) -> list[str]:
 
 
 def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset | None = None,
-                 progress: bool = False, load_data_from_config: bool = False) -> Trainer:
+                 progress: bool = False, load_data_from_config: bool = False,
+                 run_dir: str | os.PathLike | None = None) -> Trainer:
     """A `cls` (Trainer or a subclass) from a checkpoint (`Model.load`), for evaluation /
     prediction, or further training if datasets are given or `load_data_from_config`. Any problem
     with the file is a CheckpointError naming it (`Trainer.load`)."""
@@ -493,8 +499,10 @@ def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset
         train, loaded_test = load_data(model.config)
         test = test if test is not None else loaded_test
     model.accept_training_data(train, test, source=path)
-    trainer = cls(model.config, train=train, test=test, progress=progress, _model=model)
+    trainer = cls(model.config, train=train, test=test, progress=progress, _model=model, run_dir=run_dir)
     trainer._data_named = named
+    if train is not None:  # it trains on from here: on these sets
+        model.data_named = named
     _apply_state(trainer, path, {}, meta, model_loaded=True)
     return trainer
 

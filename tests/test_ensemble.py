@@ -111,6 +111,17 @@ def test_members_must_agree_on_labels():
     data = make_synthetic(10, 0, 40, 30, nnz_per_sample=6, seed=4)[0]
     with pytest.raises(ValueError, match="same labels"):
         ensemble_topk([_engine(0), _engine(1, n_labels=31)], data)
+    # ... take the data's features (a narrower member read past its input layer: ids of -1), be
+    # at least one, and rank at least one label (k 0 wrote before the top-k buffer)
+    with pytest.raises(ValueError, match="40 features, the network 32"):
+        ensemble_topk([_engine(0), _engine(1, n_features=32)], data)
+    with pytest.raises(ValueError, match="at least one engine"):
+        ensemble_topk([], data)
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            ensemble_topk([_engine(0)], data, k=k)
+        with pytest.raises(ValueError, match="k must be an int >= 1"):
+            _engine(0).predict(data, k=k)
 
 
 def test_cli_scores_an_ensemble_of_checkpoints(tiny_config, tmp_path):

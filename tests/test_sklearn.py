@@ -167,6 +167,52 @@ def test_bad_params_are_value_errors(text_data):
         _small(lr=-1.0).fit(X, y_train)
     with pytest.raises(ValueError, match="selection"):
         _small(selection="magic").fit(X, y_train)
+    fitted = _small(predict_k=0).fit(X, y_train)
+    with pytest.raises(ValueError, match="k must be an int >= 1"):  # it corrupted the heap
+        fitted.predict(X)
+    # score's indicator columns are the fitted classes: another count is another label set
+    Y = MultiLabelBinarizer(classes=fitted.classes_).fit_transform(y_train)
+    assert 0 <= fitted.score(X, Y) <= 1
+    with pytest.raises(ValueError, match=f"y has {2 * Y.shape[1]} label columns but the model was fitted with "
+                                         f"{Y.shape[1]}"):
+        fitted.score(X, np.hstack([Y, Y]))
+
+
+def test_ctrl_c_in_fit_is_a_keyboard_interrupt(text_data, monkeypatch):
+    """Not the ValueError of slidepy's other errors, which GridSearchCV would score as nan and go
+    on past; and naming no checkpoint of the temporary run directory it deletes."""
+    from slidepy.trainer import Trainer
+
+    (x_train, y_train), _ = text_data
+    X = TfidfVectorizer().fit_transform(x_train)
+    real = Trainer.train_step
+
+    def stop_at_the_third(self):
+        if self.step == 2:
+            self.stop_request.signum = 2  # what the SIGINT handler sets
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        GridSearchCV(_small(), {"lr": [0.01, 0.02]}, cv=2).fit(X, MultiLabelBinarizer().fit_transform(y_train))
+
+
+def test_a_saved_model_with_votes_is_scored_by_the_cli_without_a_bank_from_other_data(text_data, tmp_path):
+    """Its config names no data file (scikit-learn handed the sets in): the CLI leaves the votes
+    out, saying so, where it built their bank from the config's default generated data."""
+    (x_train, y_train), (x_test, y_test) = text_data
+    vectorizer = TfidfVectorizer().fit(x_train)
+    clf = _small(neighbours_weight=0.5).fit(vectorizer.transform(x_train), y_train)
+    model = tmp_path / "model.npz"
+    clf.save(model, vectorizer=vectorizer)
+    res = CliRunner().invoke(main, ["predict", "--checkpoint", str(model), "--text", x_test[0], "--ids", "--top-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert "trained on data handed in from Python" in res.stderr and "the network scores alone" in res.stderr
+    from slidepy.sklearn import to_dataset
+
+    data = to_dataset(vectorizer.transform(x_test[:1]).astype(np.float32).tocsr(), len(clf.classes_))
+    ids, _, _ = clf.trainer_.engine.predict(data, k=3, votes=False)
+    assert [int(t.split(":")[0]) for t in res.stdout.split()] == ids[0].tolist()
 
 
 def test_saved_pipeline_predicts_text_from_the_cli(text_data, tmp_path):

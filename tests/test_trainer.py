@@ -77,6 +77,23 @@ def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
     assert f"Trainer(config, train=..., test=..., run_dir='{tmp_path / 'given'}'), then .resume()" in str(stopped.value)
 
 
+def test_a_loaded_finished_model_fit_on_other_sets_scores_them_in_its_own_run_dir(tiny_config, tmp_path):
+    """Trainer.load(..., train=, test=, run_dir=).fit() of a model with nothing left to train
+    scores the test set it was given (not the saved run's last record) and writes into run_dir."""
+    from slidepy.synthetic import make_synthetic
+
+    tiny_config["training"]["max_steps"] = 6
+    first = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "orig", progress=False)
+    first.fit()
+    path = first.save(tmp_path / "model.npz")
+    other_train, other_test = make_synthetic(100, 60, first.train_data.n_features, first.train_data.n_labels, seed=9)
+    again = Trainer.load(path, train=other_train, test=other_test, run_dir=tmp_path / "again")
+    result = again.fit()
+    assert result["P@1"] == again.evaluate(other_test, subset=None)["P@1"]
+    assert again.run_dir == tmp_path / "again" and (tmp_path / "again" / "metrics.jsonl").is_file()
+    assert [json.loads(line)["event"] for line in open(tmp_path / "orig" / "metrics.jsonl")].count("start") == 1
+
+
 def test_save_load_predict_roundtrip(tiny_config, tmp_path):
     tiny_config["training"]["epochs"] = 1
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
