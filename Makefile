@@ -18,7 +18,7 @@ install-test:
 
 # Install, then train on built-in synthetic data (no download) and print P@1/P@3/P@5.
 quickstart: install
-	slidepy train --config configs/quickstart.yaml --overwrite
+	$(PYTHON) -m slidepy train --config configs/quickstart.yaml --overwrite
 
 # Install with the test extra and run the suite (a few minutes on 2 cores; long end-to-end runs
 # are marked slow and left to test-all).
@@ -31,7 +31,8 @@ test-all: install-test
 # Benchmarks: slidepy (the shipped configs) beside dense PyTorch, Omikuji and PECOS, on the
 # synthetic 670K shape and every dataset in ../shared/data; writes bench/results.md (the targets
 # table), bench/results.json and bench/curve-<dataset>.png. The bench extra brings Omikuji, PECOS
-# and matplotlib; the PyTorch baseline wants `pip install torch==2.13.0` (the torch extra).
+# and matplotlib, and the PyTorch baseline's torch 2.13.0 (PyPI's wheel carries CUDA; for the CPU one first
+# `pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`).
 # BENCH_ARGS caps each neural run's training seconds, e.g. make bench BENCH_ARGS="--datasets debian-deps --threads 2".
 BENCH_ARGS ?= --max-seconds 1200
 bench: install
@@ -48,14 +49,15 @@ bench-quick: install
 # threads, 1 Ray worker x 2 threads and 2 Ray workers x 1 thread; compare P@1 and samples/s.
 bench-ray: install
 	$(PIP) install -q -e ".[ray]"
-	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/single --threads 2 --overwrite --no-progress
-	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w1t2 --workers 1 --threads 2 --overwrite --no-progress
-	slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w2t1 --workers 2 --threads 1 --overwrite --no-progress
+	$(PYTHON) -m slidepy train --config configs/quickstart.yaml --out runs/bench-ray/single --threads 2 --overwrite --no-progress
+	$(PYTHON) -m slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w1t2 --workers 1 --threads 2 --overwrite --no-progress
+	$(PYTHON) -m slidepy train --config configs/quickstart.yaml --out runs/bench-ray/w2t1 --workers 2 --threads 1 --overwrite --no-progress
 
 # Thread scaling (issue 10) on a many-core machine: slidepy and dense PyTorch at 1-16 threads,
 # interleaved, on the 670K shape and DebianNextWord; about 5 minutes on 16 cores.
 SCALING_ARGS ?= --threads 1,2,4,8,16 --repeats 2 --segment-seconds 5
 scaling: install
+	$(PIP) install -q -e ".[bench]" || true
 	$(PYTHON) scripts/bench.py --out bench/scaling --datasets amazon670k,debian-nextword --systems lsh,torch \
 		--no-accuracy $(SCALING_ARGS)
 

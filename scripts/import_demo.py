@@ -66,7 +66,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     import numba
-    import torch
+    try:
+        import torch
+    except ImportError:
+        sys.exit("this script needs PyTorch: pip install torch==2.13.0 --index-url "
+                 "https://download.pytorch.org/whl/cpu (or the '.[torch]' extra)")
 
     from slidepy.data import load_dataset
     from slidepy.importer import import_mlp

@@ -503,6 +503,15 @@ def _import_slidepy():
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def require_torch() -> None:
+    """Exit with the install line when PyTorch is missing (an optional extra, not a dependency)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("this script needs PyTorch: pip install torch==2.13.0 --index-url "
+                 "https://download.pytorch.org/whl/cpu (or the '.[torch]' extra)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -534,6 +543,7 @@ def main(argv=None) -> int:
     p.add_argument("--save-model", metavar="OUT.pt",
                    help="save the trained weights (a state_dict: w1, b1, w2, b2) for `slidepy import`")
     a = p.parse_args(argv)
+    require_torch()
 
     _import_slidepy()
     if a.synthetic_amazon:

@@ -51,8 +51,12 @@ import tempfile
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin
+
+try:
+    import scipy.sparse as sp
+    from sklearn.base import BaseEstimator, ClassifierMixin
+except ImportError as exc:  # an optional extra, as plot.py's matplotlib
+    raise ImportError(f"slidepy.sklearn needs scikit-learn and scipy ({exc}): pip install -e '.[sklearn]'") from exc
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 

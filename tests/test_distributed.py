@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +206,8 @@ def test_two_workers_train_sync_checkpoint_and_resume_with_other_worker_counts(t
         if not listeners:
             try:
                 listeners.append(_loopback_only_listeners())
-            except ImportError:  # psutil is not a dependency: skip that check
+            except ImportError:  # psutil is not a dependency: that check is skipped, visibly
+                warnings.warn("psutil is not installed: the loopback-only check of Ray's sockets was not made")
                 listeners.append(([], 3))
 
     switch_before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")

@@ -274,6 +274,13 @@ def test_core_does_not_import_sklearn_or_scipy():
         assert not re.search(r"^\s*(import|from)\s+(scipy|sklearn)\b", text, re.M), path.name
 
 
+def test_without_the_extra_the_import_names_it():
+    code = ("import sys\nsys.modules['scipy'] = sys.modules['scipy.sparse'] = None\n"
+            "try:\n    import slidepy.sklearn\nexcept ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "slidepy.sklearn needs scikit-learn and scipy" in out and "pip install -e '.[sklearn]'" in out
+
+
 def test_run_dir_is_kept_for_plots(text_data, tmp_path):
     (x_train, y_train), _ = text_data
     X = TfidfVectorizer().fit_transform(x_train)
