@@ -224,25 +224,31 @@ def test_a_run_with_a_sampled_bank_votes_from_that_many_samples(tiny_config, one
     assert np.all((scores >= 0) & (scores <= 1))
 
 
-def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
-    train = tmp_path / "train.txt"
+def _trained_with_votes(tiny_config, tmp_path):
+    """(checkpoint, training file, test file) of a 2-step CLI run with the neighbours' votes on a
+    generated set (50 features, 20 labels) written to files."""
     from slidepy.data import write_dataset
     from slidepy.synthetic import make_synthetic
 
-    data, _ = make_synthetic(300, 10, 50, 20, seed=1)
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    data, held_out = make_synthetic(300, 60, 50, 20, seed=1)
     write_dataset(data, train)
+    write_dataset(held_out, test)
     tiny_config["data"] = {"train": str(train)}
     tiny_config["model"]["neighbours"] = {"weight": 0.3}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
-    runner = CliRunner()
-    assert runner.invoke(main, ["train", "--config", str(path), "--no-progress", "--threads", "1",
-                                "--set", "training.max_steps=2"]).exit_code == 0
-    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
+    assert CliRunner().invoke(main, ["train", "--config", str(path), "--no-progress", "--threads", "1",
+                                     "--set", "training.max_steps=2"]).exit_code == 0
+    return sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1], train, test
+
+
+def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
+    checkpoint, train, _ = _trained_with_votes(tiny_config, tmp_path)
     copy = tmp_path / "again.txt"
     copy.write_bytes(train.read_bytes())
     train.unlink()
-    result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(copy)])
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(copy)])
     assert result.exit_code == 0, result.output
     assert "neighbours' votes are left out" in result.output
 
@@ -250,24 +256,13 @@ def test_evaluate_without_the_training_data_says_so(tiny_config, tmp_path):
 def test_evaluate_with_another_training_file_of_more_labels_leaves_the_votes_out(tiny_config, tmp_path):
     """The votes' training file replaced by one with more labels than the model scores: its votes
     would index past the output layer (a segfault before), so the network scores alone, saying so."""
-    train = tmp_path / "train.txt"
     from slidepy.data import write_dataset
     from slidepy.synthetic import make_synthetic
 
-    data, test = make_synthetic(300, 60, 50, 20, seed=1)
-    write_dataset(data, train)
-    write_dataset(test, tmp_path / "test.txt")
-    tiny_config["data"] = {"train": str(train)}
-    tiny_config["model"]["neighbours"] = {"weight": 0.3}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(tiny_config))
-    runner = CliRunner()
-    assert runner.invoke(main, ["train", "--config", str(path), "--no-progress", "--threads", "1",
-                                "--set", "training.max_steps=2"]).exit_code == 0
-    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
+    checkpoint, train, test = _trained_with_votes(tiny_config, tmp_path)
     wider, _ = make_synthetic(300, 10, 50, 5000, seed=2)  # label ids up to 4,999, the model has 20
     write_dataset(wider, train)
-    result = runner.invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt")])
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test)])
     assert result.exit_code == 0, result.output
     assert "5000 labels but the model scores 20" in result.output
     assert "neighbours' votes are left out" in result.output
