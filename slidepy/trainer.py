@@ -101,8 +101,11 @@ class Trainer:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.save_final = save_final
         self.threads = set_threads(self.config)
-        # whether the config names the data (files, or its synthetic spec): then the CLI can resume the run
-        self._data_named = train is None and _model is None
+        # whether the config names the data (its files, or its synthetic spec): then the CLI can
+        # resume the run. A set handed in counts when it is the config's training file (the CLI's
+        # automatic recipe loads it first).
+        d = self.config.data
+        self._data_named = train is None or (d.train is not None and train.source == os.fspath(d.train))
         if train is None and _model is None:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
@@ -494,15 +497,13 @@ def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset
     prediction, or further training if datasets are given or `load_data_from_config`. Any problem
     with the file is a CheckpointError naming it (`Trainer.load`)."""
     model, meta = Model.load(path)
-    named = train is None and load_data_from_config
-    if named:
+    if train is None and load_data_from_config:
         train, loaded_test = load_data(model.config)
         test = test if test is not None else loaded_test
     model.accept_training_data(train, test, source=path)
     trainer = cls(model.config, train=train, test=test, progress=progress, _model=model, run_dir=run_dir)
-    trainer._data_named = named
     if train is not None:  # it trains on from here: on these sets
-        model.data_named = named
+        model.data_named = trainer._data_named
     _apply_state(trainer, path, {}, meta, model_loaded=True)
     return trainer
 

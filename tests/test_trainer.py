@@ -75,6 +75,16 @@ def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
         given.fit()
     assert "slidepy train" not in str(stopped.value)
     assert f"Trainer(config, train=..., test=..., run_dir='{tmp_path / 'given'}'), then .resume()" in str(stopped.value)
+    # ... unless the set handed in is the config's own training file (the CLI's automatic recipe
+    # loads it before the trainer): then the command resumes it
+    from slidepy import load_dataset, write_dataset
+
+    write_dataset(straight.train_data, tmp_path / "train.txt")
+    tiny_config["data"] = {"train": str(tmp_path / "train.txt")}
+    own = Trainer(config_from_dict(tiny_config), train=load_dataset(tmp_path / "train.txt"),
+                  run_dir=tmp_path / "own", progress=False, callbacks=[stop_at_step_13])
+    with pytest.raises(TrainingInterrupted, match="resume with: slidepy train --config"):
+        own.fit()
 
 
 def test_a_loaded_finished_model_fit_on_other_sets_scores_them_in_its_own_run_dir(tiny_config, tmp_path):
