@@ -211,26 +211,35 @@ def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None)
 @contextlib.contextmanager
 def _interrupts_held():
     """SIGINT inside the block is held until the block ends, then raised as KeyboardInterrupt; a
-    second one is raised at once (the user really wants out). Where no handler can be set (not
-    the main thread), the block runs as it is."""
+    second one is raised at once (the user really wants out). SIGTERM (a batch scheduler's stop)
+    is held alike, then ends the process with a line and status 143, as a stopped run does; nothing
+    has been written then. Where no handler can be set (not the main thread), the block runs as it
+    is."""
     held = []
+
+    def stop(signum):
+        if signum == signal.SIGTERM:
+            click.echo("stopped by SIGTERM while setting up, before any work was written", err=True)
+            sys.exit(128 + signal.SIGTERM)
+        raise KeyboardInterrupt
 
     def hold(signum, frame):
         if held:
-            raise KeyboardInterrupt
+            stop(signum)
         held.append(signum)
 
     try:
-        previous = signal.signal(signal.SIGINT, hold)
+        previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if held:
-        raise KeyboardInterrupt
+        stop(held[0])
 
 
 def _auto_config(train_path, test_path, time_budget_s, overrides=()) -> tuple:

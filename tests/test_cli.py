@@ -207,6 +207,16 @@ def test_ctrl_c_while_a_run_is_set_up_is_held_to_the_end_of_the_setup():
             time.sleep(0.05)
             done.append("not reached")
     assert done == ["the block went on"] and signal.getsignal(signal.SIGINT) is before
+    # a scheduler's SIGTERM waits the same way, then ends with status 143 (it killed the process
+    # mid-compile, without a word)
+    term_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            done.append("the block went on again")
+    assert stopped.value.code == 143 and done[-1] == "the block went on again"
+    assert signal.getsignal(signal.SIGTERM) is term_before
 
 
 def test_ctrl_c_while_the_kernels_compile_ends_the_run_once_they_have(config_file, tmp_path, monkeypatch):
