@@ -40,6 +40,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {message}", err=True)
 
 
+def _sets_nothing(config_path: str) -> bool:
+    """Whether a config file holds no setting (empty, or comments alone)."""
+    import yaml
+
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            return yaml.safe_load(f) is None
+    except (OSError, ValueError, yaml.YAMLError):
+        return False  # load_config has read it already; any doubt means no note
+
+
+def _check_out_folder(out_path: str) -> None:
+    """Refuse an --out file whose directory does not exist."""
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):
+        raise SlidepyError(f"--out {out_path}: the directory {folder} does not exist")
+
+
 def _format_metrics(metrics: dict) -> str:
     keys = [k for k in metrics if k.startswith(("P@", "nDCG@"))]
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
@@ -119,6 +137,9 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
             if config_path is None:
                 auto_train, source = _auto_config(train_path, test_path, budget_s, overrides)
             cfg = load_config(source, overrides)
+            if config_path is not None and cfg.data.train is None and _sets_nothing(config_path):
+                click.echo(f"note: {config_path} sets nothing, so every setting is a default: the run trains on "
+                           "generated data (data.synthetic)", err=True)
             # a resumed recipe run goes on with the settings it began with, not the recipe's of now
             # (a new trial's rate, or no budget, would change dropout, learning rate, input scale)
             earlier = Path(cfg.output.run_dir) / "config.yaml"
@@ -500,9 +521,8 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
     try:
         if (data_path is None) == (not texts):
             raise SlidepyError("give either --data FILE or --text TEXT")
-        folder = os.path.dirname(os.path.abspath(out_path)) if out_path else None
-        if folder is not None and not os.path.isdir(folder):  # before the predictions, not after
-            raise SlidepyError(f"--out {out_path}: the directory {folder} does not exist")
+        if out_path:  # before the predictions, not after
+            _check_out_folder(out_path)
         with _interrupts_held():  # see train
             from .checkpoint import read_checkpoint_meta
             from .labels import format_prediction, label_names_for
@@ -578,6 +598,7 @@ def import_(model_path, out_path, overrides, layout, labels_path):
     from .labels import read_label_names
 
     try:
+        _check_out_folder(out_path)  # as predict, datagen and plot: a typo is not a new directory
         names = read_label_names(labels_path) if labels_path else None
         summary = import_mlp(model_path, out_path, overrides=list(overrides), layout=layout, label_names=names)
     except SlidepyError as exc:

@@ -81,6 +81,15 @@ def test_train_evaluate_predict(config_file, tmp_path):
     assert "note: 2 of the 5 samples" in ev.stderr and "have no labels" in ev.stderr
 
 
+def test_a_config_file_that_sets_nothing_says_so(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    result = CliRunner().invoke(main, ["train", "--config", str(empty), "--out", str(tmp_path / "run"),
+                                       "--no-progress", "--set", "training.max_steps=2"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {empty} sets nothing" in result.output and "generated data" in result.output
+
+
 def test_bad_config_is_one_clear_line(config_file, tmp_path):
     result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--set", "training.lr_rate=0.1"])
     assert result.exit_code == 2

@@ -152,6 +152,10 @@ def test_cli_import_evaluate_predict_lsh(tmp_path, data):
     assert first and all(tok.startswith("label-") for tok in first)
     bad = runner.invoke(main, ["import", str(tmp_path / "missing.npz"), "--out", str(out)])
     assert bad.exit_code == 2 and "no such file" in bad.output and "Traceback" not in bad.output
+    # an --out in a directory that does not exist is refused, as predict's is (it was created)
+    typo = tmp_path / "no-such-dir" / "model.npz"
+    bad = runner.invoke(main, ["import", str(src), "--out", str(typo)])
+    assert bad.exit_code == 2 and "does not exist" in bad.output and not typo.parent.exists()
 
 
 def test_label_names_are_checked_before_the_model_file_is_written(tmp_path):
