@@ -450,6 +450,13 @@ def _apply_override(tree: dict, key_path: str, value: Any) -> None:
         else:
             raise ConfigError(f"{done!r} is a value, not a section (it holds {_short(node)})")
         if i == len(parts) - 1:
+            if done == "model.hidden" and isinstance(value, int) and not isinstance(value, bool):
+                # a hidden layer's shorthand is its size: set that, keeping the layer's other settings
+                if isinstance(node[key], dict):
+                    node[key]["size"] = value
+                else:
+                    node[key] = value
+                return
             if isinstance(node[key], dict) and not isinstance(value, dict):
                 example = next(iter(node[key]), "KEY")
                 raise ConfigError(f"{key_path!r} is a section, not a value: set its keys, e.g. "

@@ -422,6 +422,10 @@ def test_override_nested_and_list_index():
     assert cfg.eval.k == (1, 10)
     assert cfg.training.threads is None
     assert cfg.training.eps == 1e-6
+    # an int for a hidden layer is its size (the shorthand), its other settings kept
+    cfg = load_config({"model": {"hidden": [{"size": 64, "selection": {"mode": "random", "budget": 16}}]}},
+                      ["model.hidden.0=128"])
+    assert cfg.model.hidden[0].size == 128 and cfg.model.hidden[0].selection.mode == "random"
 
 
 def test_override_replaces_whole_list_then_indexes_it():
