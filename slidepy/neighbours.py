@@ -83,8 +83,21 @@ def build_bank(engine, train, k: int, weight: float, temperature: float, block: 
     for start in range(0, train.n_samples, block):
         rows = np.arange(start, min(train.n_samples, start + block), dtype=np.int64)
         engine.last_hidden(train, rows, vectors[start:start + rows.shape[0]])
-    return NeighbourBank(unit_rows(vectors), np.ascontiguousarray(train.y_indptr, np.int64),
-                         np.ascontiguousarray(train.y_indices, np.int32), int(k), float(weight), float(temperature))
+    y_indptr, y_indices = unique_labels(train.y_indptr, train.y_indices)
+    return NeighbourBank(unit_rows(vectors), y_indptr, y_indices, int(k), float(weight), float(temperature))
+
+
+def unique_labels(y_indptr: np.ndarray, y_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's labels as a set (a label repeated in a line votes once, as it trains once):
+    (indptr (B + 1,) int64, indices int32), each row's labels sorted."""
+    rows = np.repeat(np.arange(y_indptr.shape[0] - 1, dtype=np.int64), np.diff(y_indptr))
+    order = np.lexsort((y_indices, rows))
+    rows, labels = rows[order], np.asarray(y_indices, np.int32)[order]
+    keep = np.ones(labels.shape[0], bool)
+    keep[1:] = (rows[1:] != rows[:-1]) | (labels[1:] != labels[:-1])
+    indptr = np.zeros(y_indptr.shape[0], np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=y_indptr.shape[0] - 1), out=indptr[1:])
+    return indptr, np.ascontiguousarray(labels[keep])
 
 
 def bank_block(bank: NeighbourBank, n_labels: int, most: int = 1024) -> int:

@@ -460,7 +460,10 @@ def _resume(trainer: Trainer) -> bool:
                       f"{'; '.join(changed)}", stacklevel=4)
     trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step),
                     **({"changed": changed} if changed else {}))
-    trainer._resumed_eval = trainer.run.complete_eval_at(trainer.step)  # its own run's, on its own test set
+    # a finished run's final evaluation stands for this one only if nothing that scores differs:
+    # another test set, k or votes would go unreported
+    same = not config_changes(found[2].get("config"), config_to_dict(trainer.config), SAME_SCORES_KEYS)
+    trainer._resumed_eval = trainer.run.complete_eval_at(trainer.step) if same else {}
     return True
 
 
@@ -470,9 +473,15 @@ RESUMABLE_KEYS = ("training.epochs", "training.max_steps", "training.time_budget
                   "training.log_every", "training.on_nan", "eval.", "output.", "distributed.", "data.cache")
 
 
-def config_changes(before: dict | None, after: dict) -> list[str]:
+# What may differ for a finished run's final evaluation to stand for the resumed one: nothing that
+# changes its scores (where and how the run goes on, but not its test set, k or votes).
+SAME_SCORES_KEYS = ("training.threads", "training.log_every", "training.on_nan", "output.", "distributed.",
+                    "data.cache")
+
+
+def config_changes(before: dict | None, after: dict, exempt: tuple = RESUMABLE_KEYS) -> list[str]:
     """'key old -> new' for each setting of `after` (a config dict) that differs from `before`
-    (the one a checkpoint was trained with), save RESUMABLE_KEYS."""
+    (the one a checkpoint was trained with), save the `exempt` key prefixes."""
     if not isinstance(before, dict):
         return []
 
@@ -487,7 +496,7 @@ def config_changes(before: dict | None, after: dict) -> list[str]:
 
     old, new = flat(before), flat(after)
     return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_KEYS)]
+            if old.get(key) != new.get(key) and not key.startswith(exempt)]
 
 
 def load_trainer(cls: type, path, *, train: Dataset | None = None, test: Dataset | None = None,

@@ -104,7 +104,21 @@ def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
     np.testing.assert_allclose(bank.vectors, unit_rows(hidden), rtol=1e-6)
     norms = np.linalg.norm(bank.vectors, axis=1)
     assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
-    np.testing.assert_array_equal(bank.y_indices, trainer.train_data.y_indices)
+    data = trainer.train_data
+    for i in range(data.n_samples):  # each sample's labels, as a set
+        assert bank.y_indices[bank.y_indptr[i]:bank.y_indptr[i + 1]].tolist() == \
+            sorted(set(data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]].tolist()))
+    # a label written twice in a line votes once, as it trains once
+    import dataclasses
+
+    starts = data.y_indptr[:-1][np.diff(data.y_indptr) > 0]
+    doubled = dataclasses.replace(
+        data, y_indices=np.insert(data.y_indices, starts, data.y_indices[starts]).astype(np.int32),
+        y_indptr=data.y_indptr + np.concatenate(([0], np.cumsum(np.diff(data.y_indptr) > 0))))
+    twice = build_bank(trainer.engine, doubled, 4, 0.2, 0.05)
+    assert doubled.y_indices.shape[0] > bank.y_indices.shape[0]
+    np.testing.assert_array_equal(twice.y_indptr, bank.y_indptr)
+    np.testing.assert_array_equal(twice.y_indices, bank.y_indices)
     with pytest.raises(ValueError):
         build_bank(trainer.engine, trainer.train_data, 0, 0.2, 0.05)
     with pytest.raises(ValueError):

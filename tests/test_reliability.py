@@ -416,6 +416,12 @@ def test_resume_says_which_settings_changed_and_a_finished_run_is_not_evaluated_
     assert finished.exit_code == 0, finished.output
     assert [r for r in records() if r["event"] == "eval"] == evals and "differ" not in finished.output
     assert f"P@1 {evals[-1]['P@1']:.4f}" in finished.output.splitlines()[-1]
+    # ... unless what scores it differs (here k): then it is evaluated again, as asked
+    other_k = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "eval.k=[1, 10]")
+    assert other_k.exit_code == 0, other_k.output
+    again = [r for r in records() if r["event"] == "eval"]
+    assert len(again) == len(evals) + 1 and "P@10" in again[-1] and "P@10" in other_k.output
+    evals = again
     result = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "training.max_steps=14",
                     "--set", "training.lr=0.05")
     assert result.exit_code == 0, result.output
