@@ -35,11 +35,14 @@ from .clusters import (SHORTCUT_BACKOFF, assign_rows, auto_clusters, centre_on_m
                        initial_centroids, refresh_centroids)
 from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re-exported for callers)
     FAMILY_CODES,
+    FAMILY_DWTA,
     FAMILY_SRP,
+    FAMILY_WTA,
     INDEX_CLUSTERS,
     INDEX_HASH,
     INSERT_CODES,
     INSERT_FIFO,
+    MAX_INT,
     POLICY_CODES,
     SET_BIAS_DIM,
     SET_KIND,
@@ -60,7 +63,7 @@ from .hashing import (
     suggest_k_l,
     with_dense_projections,
 )
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .rng import derive_int_seed, generator
 from .tables import build_tables, query_scratch_size, table_bytes
 
@@ -142,7 +145,7 @@ class RebuildSchedule:
         self.interval *= self.decay
         if self.max_interval is not None:
             self.interval = min(self.interval, float(self.max_interval))
-        self.next_step = self.clock + max(1, int(round(self.interval)))
+        self.next_step = self.clock + max(1, int(round(min(self.interval, MAX_INT))))  # decay 1e307 gives inf
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,9 @@ class LshIndex:
         self.kind = INDEX_CLUSTERS if s.family == "kmeans" else INDEX_HASH
         self.family = FAMILY_CODES.get(s.family, -1)  # hash family code (-1 for kmeans)
         self.k, self.l = resolve_k_l(s, self.n_neurons)
+        if s.policy == "threshold" and s.threshold > self.l:  # l "auto" is checked here, once resolved
+            raise ConfigError(f"lsh.threshold {s.threshold} is larger than lsh.l ({self.l} for layer {layer}): no "
+                              "neuron could be hit by that many tables")
         self.range_pow = int(s.range_pow)
         self.capacity = int(s.bucket_capacity)
         self.seed = int(seed)
@@ -354,7 +360,7 @@ class LshIndex:
         n = self.n_neurons
         bias = np.zeros(n, np.float32) if bias is None else bias
         lo = self.pending_row
-        hi = min(n, lo + -(-n // self.options.spread_steps))
+        hi = min(n, lo + -(-n // max(1, self.options.spread_steps)))  # 0 on a resume: the rest at once
         rows = weights[:, lo:hi].T if input_major else weights[lo:hi]
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if self.kind == INDEX_CLUSTERS:
@@ -386,10 +392,16 @@ class LshIndex:
         return time.perf_counter() - started
 
     def transformed_rows(self, rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """[w, b, sqrt(M^2 - |w|^2 - b^2)] for each row: (n, D + 2) float32."""
+        """[w, b, sqrt(M^2 - |w|^2 - b^2)] for each row: (n, D + 2) float32. The rank-order families
+        (WTA, DWTA) get 0 for the slack, as queries ([h, 1, 0]) have: the slack is usually a row's
+        largest coordinate, so it won every bin it fell in, and a table with such a bin held codes no
+        query produces (18-19 of 50 DWTA/WTA tables answered no query at all)."""
         out = np.empty((rows.shape[0], self.dim + 2), np.float32)
         out[:, :self.dim] = rows
         out[:, self.dim] = bias
+        if self.family in (FAMILY_WTA, FAMILY_DWTA):
+            out[:, self.dim + 1] = 0.0
+            return out
         slack = self.max_norm ** 2 - np.einsum("nd,nd->n", rows, rows) - bias * bias
         out[:, self.dim + 1] = np.sqrt(np.maximum(slack, 0.0))
         return out
@@ -501,6 +513,10 @@ class LshIndex:
                 raise CheckpointError(f"{key} has shape {have} but this index needs {want}: the checkpoint was "
                                       "written with other LSH settings (family, k, l, clusters, budget)")
             getattr(self, name)[...] = arrays[key]
+        spec = arrays.get(f"{prefix}.params.spec")
+        if spec is not None and self.kind == INDEX_HASH and int(spec[0]) != self.family:
+            raise CheckpointError(f"{prefix} was hashed with family {spec[0]} (constants.FAMILY_CODES), this index "
+                                  f"with {self.family}: the checkpoint was written with other LSH settings")
         # proj_dense is derived, not read: checkpoints from before it existed load alike
         self.params = with_dense_projections(HashParams(
             **{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields if name != "proj_dense"},
