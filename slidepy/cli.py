@@ -671,7 +671,7 @@ def datagen(out_path, test_out, shape, n_train, n_test, features, labels, nnz, s
 @click.option("--neurons", required=True, type=click.IntRange(min=1), help="Neurons in the layer (N).")
 @click.option("--active-fraction", default=0.01, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--recall", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@click.option("--family", default="srp", show_default=True, type=click.Choice(["srp", "wta", "dwta", "minhash"]))
+@click.option("--family", default="srp", show_default=True, type=click.Choice(["srp", "wta", "dwta"]))
 @click.option("--bin-size", default=8, show_default=True, type=click.IntRange(min=2))
 @click.option("--capacity", default=32, show_default=True, type=click.IntRange(min=1), help="Bucket capacity C.")
 def tune_lsh(neurons, active_fraction, recall, family, bin_size, capacity):

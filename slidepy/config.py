@@ -180,6 +180,14 @@ class Lsh(_Section):
     target_active_fraction: float = Field(0.01, gt=0, le=1)
     rebuild: RebuildConfig = RebuildConfig()
 
+    @model_validator(mode="after")
+    def _check(self) -> Lsh:
+        if self.family == "minhash":  # hashing.py keeps it, for the hashing tests and sparse sets
+            raise CrossCheck(("family",), "{0}: minhash hashes which coordinates are non-zero, and a layer's "
+                                          "weight rows are dense, so every neuron would get one code: use kmeans, "
+                                          "srp or dwta")
+        return self
+
 
 class Selection(_Section):
     """How one layer picks its active neurons per sample, in training and in eval."""

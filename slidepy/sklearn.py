@@ -123,7 +123,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     budget : int, default 1024                     [model.output.selection.budget]
         Most active output neurons per sample (a layer no larger than that is dense).
     inference : "exact" or "lsh"                   [model.output.selection.inference]
-    lsh_family : "kmeans" (default), "srp", "dwta", "wta", "minhash"   [...selection.lsh.family]
+    lsh_family : "kmeans" (default), "srp", "dwta", "wta"   [...selection.lsh.family]
         kmeans is the cluster index that keeps retrieving the neurons that fire as training goes
         on (README, "How it works"); the hash families are kept for comparison.
     lsh_k, lsh_l : int, default 6, 16              [...selection.lsh.k / l]; range_pow follows k.

@@ -428,6 +428,13 @@ def test_override_nested_and_list_index():
     assert cfg.model.hidden[0].size == 128 and cfg.model.hidden[0].selection.mode == "random"
 
 
+def test_minhash_is_refused_for_a_layer():
+    """It hashes which coordinates are non-zero; weight rows are dense, so every neuron of a layer
+    would share one code (a review found every table holding one bucket)."""
+    with pytest.raises(ConfigError, match="lsh.family: minhash hashes which coordinates are non-zero"):
+        load_config({"model": {"output": {"selection": {"mode": "lsh", "lsh": {"family": "minhash"}}}}})
+
+
 def test_override_replaces_whole_list_then_indexes_it():
     cfg = load_config({}, ["model.hidden=[512, 256]", "model.hidden.1.size=64"])
     assert [h.size for h in cfg.model.hidden] == [512, 64]
