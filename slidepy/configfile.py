@@ -431,6 +431,19 @@ def _load_yaml(text: str) -> Any:
 # --- Overrides: --set dotted.key=VALUE, applied to the full config dict before validation ---------
 
 
+def flat_keys(tree: Mapping, prefix: str = "") -> dict:
+    """A nested config dict as dotted keys: {"training": {"lr": 0.1}} and {"training.lr": 0.1}
+    both give {"training.lr": 0.1} (lists are values)."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_keys(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
 def _apply_override(tree: dict, key_path: str, value: Any) -> None:
     """Set `key_path` (dots, list indices) in the full config dict `tree`, in place."""
     parts = key_path.split(".")

@@ -16,11 +16,11 @@ what to install. The figure is drawn without pyplot (no display, no global state
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .errors import SlidepyError
+from .rundir import parse_records
 
 FIGSIZE = (15.0, 8.0)  # inches
 DPI = 100  # so the PNG is 1500 x 800 pixels
@@ -42,14 +42,7 @@ def read_metrics(run_dir) -> list[dict]:
     except OSError as exc:
         raise SlidepyError(f"{path}: cannot read ({exc.strerror or exc}); is {run_dir} a slidepy run directory?") \
             from None
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "event" in record:
-            records.append(record)
+    records = parse_records(text)
     if not records:
         raise SlidepyError(f"{path}: no records")
     return records

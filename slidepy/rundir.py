@@ -98,6 +98,19 @@ def prune_checkpoints(run_dir, keep_last: int) -> list:
     return removed
 
 
+def parse_records(text: str) -> list[dict]:
+    """The records of a metrics.jsonl text, in order; a line a kill cut short is skipped."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event" in record:
+            records.append(record)
+    return records
+
+
 class RunDir:
     """The files of one run directory. `warn(message, category)` reports what training survives
     (a metrics file that cannot be appended to, old checkpoints that cannot be deleted, a corrupt
@@ -215,20 +228,12 @@ class RunDir:
     def complete_eval_at(self, step: int) -> dict:
         """The last whole-test-set evaluation record of `step` in metrics.jsonl, or {} (a resumed
         run that had finished has its final evaluation already)."""
-        found = {}
         try:
-            lines = self.metrics.read_bytes().splitlines()
+            text = self.metrics.read_text(encoding="utf-8")
         except OSError:
-            return found
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if (isinstance(record, dict) and record.get("event") == "eval" and record.get("step") == step
-                    and record.get("complete")):
-                found = record
-        return found
+            return {}
+        found = [r for r in parse_records(text) if r["event"] == "eval" and r.get("step") == step and r.get("complete")]
+        return found[-1] if found else {}
 
     # -- checkpoints ----------------------------------------------------------------------------
 

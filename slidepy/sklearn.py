@@ -60,7 +60,7 @@ except ImportError as exc:  # an optional extra, as plot.py's matplotlib
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
-from .configfile import load_config
+from .configfile import flat_keys, load_config
 from .data import Dataset
 from .errors import SlidepyError, TrainingInterrupted
 from .labels import META_KEY as LABELS_META_KEY
@@ -81,18 +81,6 @@ _MULTICLASS, _INDICATOR, _LABEL_LISTS = "multiclass", "indicator", "label-lists"
 
 def _lsh_bits(family: str, bin_size: int = 8) -> int:
     return 1 if family == "srp" else max(1, (bin_size - 1).bit_length())
-
-
-def _flatten(d, prefix: str = "") -> dict:
-    """{"training": {"lr": 0.1}} and {"training.lr": 0.1} both give {"training.lr": 0.1}."""
-    out = {}
-    for key, value in d.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
 
 
 def _set_path(tree: dict, path: str, value) -> None:
@@ -203,7 +191,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             "eval": {"subset": 1000},
             "output": {"run_dir": run_dir or "runs/sklearn", "checkpoint_every": 0, "keep_last": 1},
         }
-        for path, value in _flatten(self.config or {}).items():
+        for path, value in flat_keys(self.config or {}).items():
             _set_path(tree, path, value)
         return tree
 

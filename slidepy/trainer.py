@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
 from .config import AUTO, Config, OutputConfig, TrainingConfig, config_to_dict
-from .configfile import load_config, validate_paths
+from .configfile import flat_keys, load_config, validate_paths
 from .data import Dataset, file_format, load_dataset
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, TrainingInterrupted
@@ -484,17 +484,7 @@ def config_changes(before: dict | None, after: dict, exempt: tuple = RESUMABLE_K
     (the one a checkpoint was trained with), save the `exempt` key prefixes."""
     if not isinstance(before, dict):
         return []
-
-    def flat(d, prefix=""):
-        out = {}
-        for key, value in d.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    old, new = flat(before), flat(after)
+    old, new = flat_keys(before), flat_keys(after)
     return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key) and not key.startswith(exempt)]
 
