@@ -651,6 +651,11 @@ def datagen(out_path, test_out, shape, n_train, n_test, features, labels, nnz, s
 
     labels_per_sample = (1, 3)
     if shape:
+        ctx = click.get_current_context()
+        given = [f"--{name}" for name in ("features", "labels", "nnz")
+                 if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:  # the preset sets them: a value given beside it would be dropped without a word
+            _fail(SlidepyError(f"--shape {shape} sets {', '.join(given)} itself; give one or the other"))
         preset = SHAPES[shape]
         features, labels, nnz, labels_per_sample = (preset["n_features"], preset["n_labels"], preset["nnz"],
                                                     preset["labels"])

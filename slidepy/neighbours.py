@@ -110,19 +110,24 @@ def blend_row(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, n
     """One sample, in place: logits (N,) becomes (1 - weight) softmax(logits + bias) + weight x
     the votes of its k most similar bank samples, each label of each counting
     exp(similarity / temperature) (sims (S,) float32; near_ids (k,) int32 / near_sims (k,) float32
-    are scratch). Only neighbours of positive similarity vote; a sample with none gets no votes."""
+    are scratch). Only neighbours of positive similarity vote; a sample with none gets no votes.
+    A NaN logit counts as -inf, as in topk_row: one diverged label row must not turn the whole
+    softmax, and with it every blended score, into NaN. A row without a finite logit keeps the
+    votes alone."""
     peak = -np.inf
     for n in range(logits.shape[0]):
         z = logits[n] + bias[n]
+        if not z > -np.inf:  # NaN
+            z = -np.inf
         logits[n] = z
         if z > peak:
             peak = z
     total = 0.0
     for n in range(logits.shape[0]):
-        e = np.exp(logits[n] - peak)
+        e = np.exp(logits[n] - peak) if peak > -np.inf else 0.0
         logits[n] = e
         total += e
-    keep = np.float32((1.0 - weight) / total)
+    keep = np.float32((1.0 - weight) / total) if total > 0.0 else np.float32(0.0)
     for n in range(logits.shape[0]):
         logits[n] *= keep
     for j in range(k):

@@ -295,6 +295,8 @@ def test_arguments_are_checked_before_any_work(tmp_path):
         (["predict", "--checkpoint", str(model), "--data", str(data), "--out", str(tmp_path / "no" / "p.txt")],
          f"error: --out {tmp_path / 'no' / 'p.txt'}: the directory {tmp_path / 'no'} does not exist"),
         (["train", "--train", str(data), "--time-budget", "0s"], "error: --time-budget: '0s' must be longer than 0 s"),
+        (["datagen", "--out", str(data), "--shape", "amazon670k", "--labels", "500"],
+         "error: --shape amazon670k sets --labels itself; give one or the other"),
     ]
     empty = tmp_path / "empty.yaml"
     empty.write_text("# the defaults\n")

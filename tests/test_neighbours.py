@@ -55,6 +55,32 @@ def test_no_similar_neighbour_leaves_the_network_ranking():
     assert np.all(vals <= 0.5 + 1e-6)  # half the softmax mass at most
 
 
+def test_a_nan_logit_scores_as_no_score_and_leaves_the_others_ranked():
+    """A diverged label row (NaN logit) drops out of the blend as topk_row drops it, instead of
+    making every blended score NaN (an empty top-k)."""
+    rng = np.random.default_rng(3)
+    n_labels, width = 12, 5
+    hidden = rng.standard_normal((3, width)).astype(np.float32)
+    weights = rng.standard_normal((n_labels, width)).astype(np.float32)
+    bias = rng.standard_normal(n_labels).astype(np.float32)
+    bank = random_bank(rng, 20, width, n_labels, 4, 0.4)
+    nan_bias = bias.copy()
+    nan_bias[2] = np.nan
+    ids = np.empty((3, 4), np.int32)
+    vals = np.empty((3, 4), np.float32)
+    blend_topk(hidden, weights, nan_bias, bank, ids, vals)
+    minus_inf = bias.copy()
+    minus_inf[2] = -np.inf
+    expect = naive_blend(hidden, weights, minus_inf, bank)
+    assert np.all(ids >= 0) and np.all(np.isfinite(vals))
+    np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-7)
+    # every logit NaN: the votes alone rank the labels
+    blend_topk(hidden, weights, np.full(n_labels, np.nan, np.float32), bank, ids, vals)
+    votes = naive_blend(hidden, weights, np.zeros(n_labels), bank) - (1 - bank.weight) * naive_blend(
+        hidden, weights, np.zeros(n_labels), bank._replace(weight=0.0))
+    np.testing.assert_allclose(vals, np.sort(votes, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-7)
+
+
 def test_temperature_sets_how_far_the_votes_reach():
     """Cold, the nearest neighbour's vote is all there is (k 1's blend); hot, the k neighbours
     count alike (each label slot of the k the same share)."""
