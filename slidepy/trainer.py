@@ -24,7 +24,8 @@ Reliability rules (each has a test in tests/test_reliability.py or tests/test_ki
   every `training.log_every` steps. The loss is checked every step. A fault goes to one place,
   `Trainer._fault`: it raises NumericalError naming the step and the layer, or with
   `training.on_nan: rollback` restores the newest good checkpoint with half the learning rate and
-  the loop continues from there; after MAX_ROLLBACKS rollbacks in a row (no checkpoint written in
+  the loop continues from there (the abandoned steps' records leave metrics.jsonl, as on resume,
+  and the rollback record counts them); after MAX_ROLLBACKS rollbacks in a row (no checkpoint written in
   between) it gives up with NumericalError (`Rollbacks` keeps that count).
 * `resume()` loads the newest checkpoint that reads cleanly, falling back past corrupt ones with
   a warning; a checkpoint whose shapes disagree with the config is an error, not skipped. It
@@ -422,7 +423,11 @@ def _roll_back(trainer: Trainer, what: str) -> None:
     trainer._warn(f"{what}: rolled back to {found[0]} (step {trainer.step}) with learning rate {lr:g} "
                   f"(rollback {n} of at most {MAX_ROLLBACKS} in a row)", RuntimeWarning,
                   stacklevel=4)  # past _fault, to its caller in the loop
-    trainer._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n)
+    # the abandoned steps' records go, as on resume: the run's metrics are one timeline, the one
+    # its checkpoints continue (plots and eval seconds would count the redone steps twice)
+    trainer.history[:] = [r for r in trainer.history if r["step"] <= trainer.step]
+    trainer._record("rollback", reason=what, checkpoint=str(found[0]), lr=lr, rollbacks_in_a_row=n,
+                    dropped_records=trainer.run.trim_metrics(trainer.step))
     trainer.window.reset()
     trainer._bar.n = trainer._bar_position()
     trainer._bar.refresh()

@@ -26,6 +26,7 @@ from slidepy.checkpoint import load_checkpoint, save_checkpoint
 from slidepy.cli import main
 from slidepy.configfile import validate_paths
 from slidepy.errors import ConfigError, DataError, NumericalError
+from slidepy.plot import read_metrics
 from slidepy.rundir import checkpoint_path, list_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -579,6 +580,11 @@ def test_rollback_restores_checkpoint_halves_lr_and_finishes(tiny_config):
     final, meta = load_checkpoint(checkpoint_path(trainer.run_dir, trainer.step))
     assert meta["engine"]["lr"] == pytest.approx(0.0025)  # a resumed run keeps the halved rate
     assert [r["step"] for r in trainer.history if r["event"] == "log"][-1] == 38
+    # one timeline: the abandoned steps' records (the log of step 12) are gone from history and the file
+    for records in (trainer.history, read_metrics(trainer.run_dir)):
+        steps = [r["step"] for r in records if r["event"] == "log"]
+        assert steps == sorted(set(steps)) == list(range(2, 39, 2))
+    assert rollbacks[0]["dropped_records"] >= 1
 
 
 def test_rollback_gives_up_after_three_in_a_row(tiny_config):
