@@ -337,10 +337,12 @@ def test_a_line_of_features_alone_has_no_labels():
 
 def test_mean_row_norm_skips_rows_without_features():
     """Rows 1, 2 and 5 (the last) have no features and count for nothing; row 3 repeats feature 4,
-    whose values count apart (a rare case, where the norm only sets a scale)."""
-    ds = parse_bytes("6 10 5\n0 3:3 7:4\n1\n2\n2 4:1 4:2\n0 1:0.5\n1\n")
-    want = np.mean([5.0, np.sqrt(1 + 4), 0.5])
-    assert ds.mean_row_norm == pytest.approx(want, rel=1e-12)
+    whose values add up (1 + 2: the dot products see 3 x the row), and row 4 lists its ids out of
+    order."""
+    ds = parse_bytes("6 10 5\n0 3:3 7:4\n1\n2\n2 4:1 6:4 4:2\n0 9:0.5 1:1.2\n1\n")
+    want = np.mean([5.0, 5.0, 1.3])
+    assert ds.mean_row_norm == pytest.approx(want, rel=1e-7)  # 1.2 is a float32
+    assert parse_bytes("1 10 5\n0 9:0.5 1:1.2\n").mean_row_norm == pytest.approx(1.3, rel=1e-7)
     assert parse_bytes("2 4 3\n0\n1\n").mean_row_norm == 0.0
     rng = np.random.default_rng(0)
     dense = rng.uniform(0.1, 2.0, (40, 6)) * (rng.random((40, 6)) < 0.5)
