@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """PyTorch (CPU, dense) baseline for slidepy's benchmarks.
 
-The same network as slidepy trains: sparse input -> EmbeddingBag(n_features, hidden, mode="sum",
-per_sample_weights) + bias -> ReLU -> Linear(hidden, n_labels) -> full softmax cross-entropy
-against the sample's labels taken as a uniform target distribution (1/|labels| on each label;
-samples with no labels contribute nothing to the loss). Glorot (Xavier-uniform) weights, zero
-biases, dense Adam over every parameter, every output computed for every sample (no sampling):
-this is the "dense" baseline the SLIDE paper compares against.
+The same network as slidepy trains: sparse input -> EmbeddingBag(n_features, hidden[0],
+mode="sum", per_sample_weights) + bias -> ReLU [-> Linear(hidden[i-1], hidden[i]) -> ReLU ...] ->
+Linear(hidden[-1], n_labels) -> full softmax cross-entropy against the sample's labels taken as a
+uniform target distribution (1/|labels| on each label; samples with no labels contribute nothing
+to the loss). Glorot (Xavier-uniform) or He-normal weights (slidepy's model.init), zero biases,
+inverted dropout on every hidden layer's outputs, dense Adam over every parameter (decoupled
+weight decay on the weights alone where asked, as slidepy's), every output computed for every
+sample (no sampling): this is the "dense" baseline the SLIDE paper compares against. slidepy's
+model.input_scale c is training on c x (slidepy's Engine), so the inputs are multiplied by c here;
+its warm-up and linear decay are the learning rate's here too (`lr_warmup_steps`, `lr_schedule`).
 
 First layer: three implementations are available (`first_layer=`):
   "embbag"        F.embedding_bag(..., mode="sum", per_sample_weights)   (the default)
@@ -113,24 +117,43 @@ def _peak_rss_mb() -> float:
 # Model
 # --------------------------------------------------------------------------------------------
 
-def _build_model(n_features: int, n_labels: int, hidden: int, seed: int):
+def hidden_sizes(hidden) -> list[int]:
+    """The hidden layers' sizes: an int is one hidden layer."""
+    sizes = [int(hidden)] if isinstance(hidden, (int, np.integer)) else [int(h) for h in hidden]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"hidden must be a size or a list of sizes >= 1, got {hidden!r}")
+    return sizes
+
+
+def _build_model(n_features: int, n_labels: int, hidden, seed: int, init: str = "glorot"):
+    """{"w1", "b1", ..., "w<L+1>", "b<L+1>"} for L hidden layers: w1 (n_features, hidden[0]) (row f
+    is the embedding of feature f), the others (out, in) as in nn.Linear, the last the output
+    layer (n_labels, hidden[-1]). Weights Glorot-uniform or He-normal (std sqrt(2 / fan_in)), as
+    slidepy's network.init_params; biases zero."""
     import torch
 
+    if init not in ("glorot", "he"):
+        raise ValueError(f"unknown init {init!r}")
     g = torch.Generator().manual_seed(seed)
 
-    def glorot(fan_in: int, fan_out: int, shape):
+    def weight(fan_in: int, fan_out: int, shape):
+        if init == "he":
+            return torch.nn.Parameter(torch.empty(shape).normal_(0.0, math.sqrt(2.0 / fan_in), generator=g))
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         return torch.nn.Parameter(torch.empty(shape).uniform_(-bound, bound, generator=g))
 
-    params = {
-        # W1 stored (n_features, hidden): row f is the embedding of feature f
-        "w1": glorot(n_features, hidden, (n_features, hidden)),
-        "b1": torch.nn.Parameter(torch.zeros(hidden)),
-        # W2 stored (n_labels, hidden) as in nn.Linear
-        "w2": glorot(hidden, n_labels, (n_labels, hidden)),
-        "b2": torch.nn.Parameter(torch.zeros(n_labels)),
-    }
+    sizes = hidden_sizes(hidden)
+    params = {"w1": weight(n_features, sizes[0], (n_features, sizes[0])),
+              "b1": torch.nn.Parameter(torch.zeros(sizes[0]))}
+    for i, (d, n) in enumerate(zip(sizes, sizes[1:] + [n_labels]), start=2):
+        params[f"w{i}"] = weight(d, n, (n, d))
+        params[f"b{i}"] = torch.nn.Parameter(torch.zeros(n))
     return params
+
+
+def _output_key(params) -> int:
+    """The number of the output layer's parameters (w<L+1>, b<L+1>)."""
+    return len(params) // 2
 
 
 def _to_torch_batch(ds, rows: np.ndarray, first_layer: str):
@@ -172,6 +195,22 @@ def _first_layer(params, xin, first_layer: str):
     else:
         h = torch.sparse.mm(xin, params["w1"])
     return torch.relu(h + params["b1"])
+
+
+def _hidden(params, xin, first_layer: str, dropout: float = 0.0):
+    """The last hidden layer's outputs; in training (dropout > 0) each hidden layer's outputs
+    dropped as slidepy's model.dropout drops them."""
+    import torch
+    import torch.nn.functional as F
+
+    h = _first_layer(params, xin, first_layer)
+    for i in range(2, _output_key(params)):
+        if dropout:
+            h = F.dropout(h, p=dropout, training=True)
+        h = torch.relu(F.linear(h, params[f"w{i}"], params[f"b{i}"]))
+    if dropout:
+        h = F.dropout(h, p=dropout, training=True)
+    return h
 
 
 def _loss(logits, yp: np.ndarray, yi: np.ndarray):
@@ -263,8 +302,8 @@ class _FusedOutputCE:
 def _forward_logits(params, xin, first_layer: str):
     import torch.nn.functional as F
 
-    h = _first_layer(params, xin, first_layer)
-    return F.linear(h, params["w2"], params["b2"])
+    out = _output_key(params)
+    return F.linear(_hidden(params, xin, first_layer), params[f"w{out}"], params[f"b{out}"])
 
 
 def evaluate_torch(params, test, *, eval_subset: int | None = 2000, chunk: int = 128,
@@ -294,22 +333,29 @@ def evaluate_torch(params, test, *, eval_subset: int | None = 2000, chunk: int =
 # Training
 # --------------------------------------------------------------------------------------------
 
-def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, lr: float = 1e-3,
+def train_torch(train, test=None, *, hidden: int | list[int] = 128, batch_size: int = 128, lr: float = 1e-3,
                 epochs: int = 1, max_steps: int | None = None, threads: int = 1, seed: int = 0,
                 eval_every_steps: int | None = None, eval_subset: int | None = 2000,
                 time_budget_s: float | None = None,
                 callback: Callable[[dict], Any] | None = None,
                 first_layer: str = "embbag", output_impl: str = "fused", warmup_steps: int = 3,
                 log_every_steps: int | None = None, keep_params: bool = False, dropout: float = 0.0,
-                lr_schedule: str = "constant") -> dict:
+                lr_schedule: str = "constant", lr_warmup_steps: int = 0, input_scale: float = 1.0,
+                init: str = "glorot", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                weight_decay: float = 0.0) -> dict:
     """Train the dense PyTorch baseline; see the module docstring for the conventions.
 
-    dropout: inverted dropout on the hidden outputs in training (slidepy's model.dropout);
-    lr_schedule "linear" decays the learning rate to 0 over the planned steps (epochs, or max_steps
-    if fewer), as slidepy's training.lr_schedule does.
+    hidden: the hidden layers' sizes (an int: one layer). dropout: inverted dropout on every hidden
+    layer's outputs in training (slidepy's model.dropout); lr_schedule "linear" decays the
+    learning rate to 0 over the planned steps (epochs, or max_steps if fewer), after
+    lr_warmup_steps of linear ramp-up, as slidepy's training.lr_schedule / warmup_steps do
+    (`warmup_steps` is the timing's: steps left out of samples_per_s). input_scale: slidepy's
+    model.input_scale, resolved (the inputs are multiplied by it). init, betas, eps, weight_decay:
+    slidepy's model.init, training.beta1/beta2, eps and weight_decay (decoupled, weights only).
 
-    keep_params: also return the trained tensors under "params" (w1 (n_features, hidden), b1,
-    w2 (n_labels, hidden), b2), e.g. to save them for `slidepy import`.
+    keep_params: also return the trained tensors under "params" (w1 (n_features, hidden[0]), b1,
+    ..., the output layer's last), e.g. to save them for `slidepy import`; w1 holds input_scale,
+    so that they score raw inputs.
 
     callback, if given, is called with each curve entry (a dict) right after it is recorded.
     Training stops at the first of: `epochs` epochs, `max_steps` steps, `time_budget_s` seconds of
@@ -326,29 +372,40 @@ def train_torch(train, test=None, *, hidden: int = 128, batch_size: int = 128, l
                       time_budget_s=time_budget_s, callback=callback, first_layer=first_layer,
                       output_impl=output_impl, warmup_steps=warmup_steps,
                       log_every_steps=log_every_steps, keep_params=keep_params, dropout=dropout,
-                      lr_schedule=lr_schedule)
+                      lr_schedule=lr_schedule, lr_warmup_steps=lr_warmup_steps, input_scale=input_scale,
+                      init=init, betas=betas, eps=eps, weight_decay=weight_decay)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, seed,
            eval_every_steps, eval_subset, time_budget_s, callback, first_layer, output_impl,
-           warmup_steps, log_every_steps, keep_params=False, dropout=0.0, lr_schedule="constant") -> dict:
+           warmup_steps, log_every_steps, keep_params=False, dropout=0.0, lr_schedule="constant",
+           lr_warmup_steps=0, input_scale=1.0, init="glorot", betas=(0.9, 0.999), eps=1e-8,
+           weight_decay=0.0) -> dict:
     import torch
 
     torch.manual_seed(seed)
     n = len(train.x_indptr) - 1
-    params = _build_model(int(train.n_features), int(train.n_labels), hidden, seed)
+    if input_scale != 1.0:
+        train = _scaled_inputs(train, input_scale)
+        test = None if test is None else _scaled_inputs(test, input_scale)
+    params = _build_model(int(train.n_features), int(train.n_labels), hidden, seed, init=init)
+    out = _output_key(params)
+    # slidepy decays weight rows, never biases (AdamW's decoupled form); without decay plain Adam
+    groups = [{"params": [p for k, p in params.items() if k.startswith("w")], "weight_decay": weight_decay},
+              {"params": [p for k, p in params.items() if k.startswith("b")], "weight_decay": 0.0}]
+    adam = torch.optim.AdamW if weight_decay else torch.optim.Adam
     opt_kwargs = {}
     try:  # fused CPU Adam (torch >= 2.4) is the fastest dense Adam available
-        opt = torch.optim.Adam(params.values(), lr=lr, fused=True)
+        opt = adam(groups, lr=lr, betas=tuple(betas), eps=eps, fused=True)
         opt_kwargs["fused"] = True
     except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(params.values(), lr=lr, foreach=True)
+        opt = adam(groups, lr=lr, betas=tuple(betas), eps=eps, foreach=True)
         opt_kwargs["foreach"] = True
 
     if output_impl == "fused":
-        fused = _FusedOutputCE(params["w2"], params["b2"], batch_size)
+        fused = _FusedOutputCE(params[f"w{out}"], params[f"b{out}"], batch_size)
     elif output_impl == "autograd":
         fused = None
     else:
@@ -388,19 +445,18 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
             c0 = time.process_time()
             rows = perm[s:s + batch_size]
             xin, yp, yi = _to_torch_batch(train, rows, first_layer)
-            if lr_schedule == "linear":
+            if lr_schedule == "linear" or lr_warmup_steps:
                 for group in opt.param_groups:
-                    group["lr"] = lr * max(0.0, 1.0 - step / max(1, planned))
-            hidden_out = _first_layer(params, xin, first_layer)
-            if dropout:
-                hidden_out = torch.nn.functional.dropout(hidden_out, p=dropout, training=True)
+                    group["lr"] = scheduled_lr(lr, lr_schedule, lr_warmup_steps, step, step / max(1, planned))
+            hidden_out = _hidden(params, xin, first_layer, dropout)
             if fused is not None:
                 loss = fused.loss(hidden_out, yp, yi)
             else:
-                loss = _loss(torch.nn.functional.linear(hidden_out, params["w2"], params["b2"]), yp, yi)
+                loss = _loss(torch.nn.functional.linear(hidden_out, params[f"w{out}"], params[f"b{out}"]), yp, yi)
             if loss is not None:
-                if fused is not None:  # W2/b2 grads are overwritten in place by the backward
-                    params["w1"].grad = params["b1"].grad = None
+                if fused is not None:  # the output layer's grads are overwritten in place by the backward
+                    for k in range(1, out):
+                        params[f"w{k}"].grad = params[f"b{k}"].grad = None
                 else:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -441,9 +497,12 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
         "threads": int(threads),
         "batch_size": int(batch_size),
         "lr": float(lr),
-        "hidden": int(hidden),
+        "hidden": hidden_sizes(hidden),
         "dropout": float(dropout),
         "lr_schedule": lr_schedule,
+        "lr_warmup_steps": int(lr_warmup_steps),
+        "input_scale": float(input_scale),
+        "init": init,
         "samples_per_s": timed_samples / timed_seconds if timed_seconds > 0 else float("nan"),
         # robust to a busy machine: batch_size / median step time (steps after warm-up)
         "samples_per_s_median_step": (batch_size / float(np.median(step_times))
@@ -462,7 +521,27 @@ def _train(train, test, *, hidden, batch_size, lr, epochs, max_steps, threads, s
     }
     if keep_params:
         result["params"] = {name: p.detach() for name, p in params.items()}
+        if input_scale != 1.0:  # trained on c x: the same network on raw inputs has c w1
+            result["params"]["w1"] = result["params"]["w1"] * float(input_scale)
     return result
+
+
+def scheduled_lr(lr: float, schedule: str, warmup_steps: int, step: int, progress: float) -> float:
+    """slidepy.optimizer.scheduled_lr (this script imports no slidepy for training): `lr` ramped up
+    linearly over `warmup_steps`, and for "linear" scaled by (1 - progress)."""
+    factor = (step + 1) / warmup_steps if warmup_steps and step < warmup_steps else 1.0
+    if schedule == "linear":
+        factor *= max(0.0, 1.0 - min(1.0, progress))
+    return lr * factor
+
+
+def _scaled_inputs(ds, scale: float):
+    """`ds` with its feature values multiplied by `scale` (the fields the baseline reads)."""
+    from types import SimpleNamespace
+
+    fields = {k: getattr(ds, k) for k in ("x_indptr", "x_indices", "y_indptr", "y_indices", "n_features", "n_labels")}
+    return SimpleNamespace(x_values=np.asarray(ds.x_values, np.float32) * np.float32(scale),
+                           n_samples=len(ds.x_indptr) - 1, **fields)
 
 
 def compare_first_layer(ds, *, hidden=128, batch_size=128, steps=30, threads=1, seed=0) -> dict:
@@ -524,7 +603,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--hidden", type=int, nargs="+", default=[128], metavar="SIZE", help="hidden layers' sizes")
+    p.add_argument("--dropout", type=float, default=0.0, help="of every hidden layer's outputs (model.dropout)")
+    p.add_argument("--lr-schedule", choices=["constant", "linear"], default="constant")
+    p.add_argument("--lr-warmup-steps", type=int, default=0, help="training.warmup_steps")
+    p.add_argument("--input-scale", type=float, default=1.0, help="model.input_scale (resolved): inputs x this")
+    p.add_argument("--init", choices=["glorot", "he"], default="glorot")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None)
@@ -560,7 +644,7 @@ def main(argv=None) -> int:
         test = load_dataset(a.test) if a.test else None
 
     if a.compare_first_layer:
-        res = compare_first_layer(train, hidden=a.hidden, batch_size=a.batch_size,
+        res = compare_first_layer(train, hidden=a.hidden[0], batch_size=a.batch_size,
                                   threads=a.threads, seed=a.seed)
         res = {"first_layer_ms_per_step": res, "threads": a.threads, "batch_size": a.batch_size}
     else:
@@ -569,7 +653,9 @@ def main(argv=None) -> int:
                           eval_every_steps=a.eval_every_steps, eval_subset=a.eval_subset or None,
                           time_budget_s=a.time_budget, first_layer=a.first_layer,
                           output_impl=a.output_impl,
-                          log_every_steps=a.log_every_steps, keep_params=bool(a.save_model))
+                          log_every_steps=a.log_every_steps, keep_params=bool(a.save_model),
+                          dropout=a.dropout, lr_schedule=a.lr_schedule, lr_warmup_steps=a.lr_warmup_steps,
+                          input_scale=a.input_scale, init=a.init)
         if a.save_model:
             import torch
 

@@ -6,7 +6,9 @@ where it imports. About a minute on 2 cores (JIT-cached kernels), hence `slow`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import json
 from pathlib import Path
 
@@ -239,6 +241,109 @@ def test_targets_debian_nextword():
     capped = compute_targets(results)
     for row in (_by_name(capped, "DebianNextWord: slidepy reaches"), _by_name(capped, "1-epoch P@1 > dense")):
         assert row["status"] == "not run" and "not measured" in row["note"], row
+
+
+def test_tree_targets_need_both_trees_and_slidepys_whole_run():
+    """"The better tree" and "the faster tree" are not measured against one tree alone, nor is a
+    slidepy run cut at --max-seconds its whole run: not run, never a pass."""
+    lsh = _run("lsh", [(1, 2.0, 0.60), (2, 5.0, 0.64)])
+    systems = {"lsh": lsh, "omikuji": _tree("omikuji", 6.0, 0.62, 0.30), "pecos": _tree("pecos", 1.0, 0.66, 0.31)}
+    results = {"datasets": {"bibtex": {"primary": "lsh", "systems": systems}}}
+    rows = [_by_name(compute_targets(results), f, "bibtex") for f in ("P@1 >= max", "P@5 >= max", "training time")]
+    assert [r["status"] for r in rows] == ["fail", "fail", "fail"]  # 0.64 < 0.66, 5 s > 3 x 1 s
+    for gone in ({"system": "pecos", "error": "worker exit 1"}, None):
+        if gone is None:
+            del systems["pecos"]
+        else:
+            systems["pecos"] = gone
+        rows = [_by_name(compute_targets(results), f, "bibtex") for f in ("P@1 >= max", "P@5 >= max", "training time")]
+        assert [r["status"] for r in rows] == ["not run"] * 3 and all("pecos" in r["note"] for r in rows), rows
+    systems["pecos"] = _tree("pecos", 1.0, 0.66, 0.31)
+    systems["lsh"] = dict(lsh, stopped="stopped at 5 training seconds (step 10 of 40)")
+    rows = [_by_name(compute_targets(results), f, "bibtex") for f in ("P@1 >= max", "P@5 >= max", "training time")]
+    assert [r["status"] for r in rows] == ["not run"] * 3 and all("stopped at 5" in r["note"] for r in rows)
+
+
+def test_a_slidepy_run_cut_short_that_never_got_there_is_not_measured():
+    torch = _run("torch", [(0.5, 300.0, 0.10), (1.0, 600.0, 0.15)], sps=700.0)
+    cut = _run("lsh", [(0.25, 20.0, 0.08), (0.5, 40.0, 0.12)], stopped="stopped at 40 training seconds (step 5 of 20)")
+    results = {"datasets": {"debian-nextword": {"primary": "lsh", "systems": {"lsh": cut, "torch": torch}}}}
+    targets = compute_targets(results)
+    for fragment in ("DebianNextWord: slidepy reaches", "1-epoch P@1 > dense"):
+        row = _by_name(targets, fragment)
+        assert row["status"] == "not run" and "stopped at 40" in row["note"], row
+    # reached before the cut: measured all the same
+    results["datasets"]["debian-nextword"]["systems"]["lsh"] = _run(
+        "lsh", [(0.5, 20.0, 0.12), (1.0, 40.0, 0.16)], stopped="stopped at 40 training seconds (step 20 of 40)")
+    row = _by_name(compute_targets(results), "DebianNextWord: slidepy reaches")
+    assert row["status"] == "pass" and row["measured"] == pytest.approx(600.0 / 40.0)
+
+
+def test_figures_that_are_not_numbers_are_not_run_and_null_in_results_json():
+    torch = _run("torch", [(5, 50.0, float("nan")), (10, 100.0, float("nan"))], sps=float("nan"))
+    lsh = _run("lsh", [(5, 5.0, 0.5), (10, 10.0, 0.7)])
+    results = {"datasets": {"debian-deps": {"primary": "lsh", "systems": {"lsh": lsh, "torch": torch}},
+                            "debian-nextword": {"primary": "lsh", "systems": {"lsh": lsh, "torch": torch}}}}
+    targets = compute_targets(results)
+    assert _by_name(targets, "DebianDeps: slidepy reaches")["status"] == "not run"
+    assert _by_name(targets, "samples/s >= 15x")["status"] == "not run"
+    results["targets"] = targets
+    results["datasets"]["debian-deps"]["systems"]["lsh"]["rss"] = np.float32("inf")
+    text = report.results_json(results)
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text)
+    assert back["datasets"]["debian-deps"]["systems"]["torch"]["P@1"] is None
+
+
+def test_the_torch_baseline_trains_the_configs_network(tmp_path):
+    """The dense baseline gets every hidden layer, dropout, init, the resolved input scale, Adam's
+    settings and the learning rate's warm-up and schedule of the config it stands beside."""
+    from slidepy import load_config, make_synthetic
+    from slidepy.model import input_scale_for
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model:\n  hidden: [32, 16]\n  dropout: 0.2\n  init: he\n  input_scale: auto\n"
+                        "training:\n  lr: 0.004\n  warmup_steps: 7\n  lr_schedule: linear\n  beta2: 0.99\n"
+                        "  weight_decay: 0.01\n")
+    cfg = load_config(str(cfg_file))
+    train, _ = make_synthetic(50, 5, 30, 20, nnz_per_sample=4, seed=0)
+    train = dataclasses.replace(train, x_values=train.x_values * np.float32(0.05))  # rows of norm 0.05
+    runner = worker.TorchRunner.__new__(worker.TorchRunner)
+    runner.train = train
+    runner.params = set(inspect.signature(_torch_baseline_signature()).parameters)
+    runner.spec = {"batch_size": 16, "lr": 0.004, "hidden": [32, 16], "dropout": 0.2, "lr_schedule": "linear",
+                   "network": matrix.network_settings(cfg)}
+    kw = runner._kwargs(epochs=1)
+    assert kw["hidden"] == [32, 16] and kw["dropout"] == 0.2 and kw["init"] == "he"
+    assert kw["lr_warmup_steps"] == 7 and kw["lr_schedule"] == "linear" and kw["betas"] == [0.9, 0.99]
+    assert kw["weight_decay"] == 0.01 and kw["input_scale"] == input_scale_for(train) != 1.0
+    json.dumps(runner.spec)  # the spec travels to the worker as JSON
+
+
+def _torch_baseline_signature():
+    spec = importlib.util.spec_from_file_location("torch_baseline", benchkit.REPO / "scripts" / "torch_baseline.py")
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    return tb.train_torch
+
+
+def test_throughput_segments_keep_the_learning_rate_of_the_runs_start(tmp_path):
+    """A throughput worker's runner plans no end: past the config's planned steps a linear
+    schedule would otherwise have decayed to 0."""
+    from slidepy import make_synthetic
+
+    train, test = make_synthetic(64, 8, 50, 40, nnz_per_sample=4, seed=0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  hidden: [8]\ntraining:\n  epochs: 1\n  batch_size: 32\n  lr: 0.002\n"
+                   "  lr_schedule: linear\n")
+    runner = worker.serve_runner("lsh", train, test, {"threads": 1, "config_path": str(cfg)})
+    try:
+        assert runner.trainer.schedule.planned_steps == 2
+        for _ in range(6):
+            runner.step()
+        assert runner.trainer.engine.lr == pytest.approx(0.002, rel=1e-6)
+    finally:
+        runner.close()
 
 
 def test_torch_segment_skips_the_cold_steps():
@@ -561,3 +666,8 @@ def test_slidepy_training_seconds_hold_its_first_index_build():
         assert runner.train_seconds > runner.engine.index_build_seconds
     finally:
         runner.close()
+    # the result's seconds are the curve's clock: the last point is the run's end
+    out = worker._accuracy_slidepy("lsh", train, test, {"threads": 1, "lr": 0.001, "batch_size": 32, "hidden": [16],
+                                                        "epochs": 1, "evals": 1})
+    assert out["train_seconds"] == out["curve"][-1]["train_seconds"]
+    assert out["time_share"]["index_build"] > 0 and sum(out["time_share"].values()) == pytest.approx(1.0)

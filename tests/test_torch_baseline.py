@@ -145,6 +145,75 @@ def test_dropout_and_linear_schedule_like_slidepys():
         tb.train_torch(train, None, max_steps=1, lr_schedule="cosine")
 
 
+def test_deeper_networks_forward_as_a_numpy_mlp():
+    """hidden [a, b]: EmbeddingBag + ReLU, Linear + ReLU, then the output layer, as slidepy's
+    network of two hidden layers computes it."""
+    ds = _toy(10, seed=7)
+    params = tb._build_model(ds.n_features, ds.n_labels, [6, 5], seed=1)
+    assert [tuple(params[k].shape) for k in ("w1", "w2", "w3")] == [(40, 6), (5, 6), (12, 5)]
+    xin, _, _ = tb._to_torch_batch(ds, np.arange(10), "embbag")
+    got = tb._forward_logits(params, xin, "embbag").detach().numpy()
+    p = {k: v.detach().numpy().astype(np.float64) for k, v in params.items()}
+    x = np.zeros((10, ds.n_features))
+    for i in range(10):
+        lo, hi = ds.x_indptr[i], ds.x_indptr[i + 1]
+        np.add.at(x[i], ds.x_indices[lo:hi], ds.x_values[lo:hi])
+    h = np.maximum(x @ p["w1"] + p["b1"], 0)
+    h = np.maximum(h @ p["w2"].T + p["b2"], 0)
+    np.testing.assert_allclose(got, h @ p["w3"].T + p["b3"], rtol=1e-5, atol=1e-6)
+    res = tb.train_torch(ds, ds, hidden=[6, 5], batch_size=5, epochs=1, dropout=0.3, eval_subset=None)
+    assert res["hidden"] == [6, 5] and res["steps"] == 2 and np.isfinite(res["final_loss"])
+
+
+def test_the_learning_rate_follows_slidepys_warm_up_and_decay():
+    from slidepy.optimizer import scheduled_lr
+
+    for schedule in ("constant", "linear"):
+        for step in (0, 1, 4, 9, 10, 50, 99, 100):
+            assert tb.scheduled_lr(0.01, schedule, 10, step, step / 100) == pytest.approx(
+                scheduled_lr(0.01, schedule, 10, step, step / 100), rel=1e-12)
+    seen = []
+
+    class Spy(torch.optim.Adam):
+        def step(self, *a, **kw):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(*a, **kw)
+
+    train = _toy(64, seed=8)
+    real = torch.optim.Adam
+    torch.optim.Adam = Spy
+    try:
+        tb.train_torch(train, None, hidden=4, batch_size=16, epochs=2, lr=0.01, lr_warmup_steps=3,
+                       lr_schedule="linear")
+    finally:
+        torch.optim.Adam = real
+    assert seen == pytest.approx([scheduled_lr(0.01, "linear", 3, s, s / 8) for s in range(8)])
+
+
+def test_input_scale_is_training_on_scaled_inputs_and_saves_raw_input_weights():
+    """slidepy's model.input_scale c trains W on c x; the baseline multiplies the inputs by c, and
+    its saved first layer holds c, so that it scores raw inputs."""
+    train = _toy(64, seed=9)
+    scaled = StandIn(train.x_indptr, train.x_indices, train.x_values * np.float32(3.0), train.y_indptr,
+                     train.y_indices, train.n_features, train.n_labels)
+    kw = dict(hidden=8, batch_size=16, epochs=1, lr=0.01, keep_params=True)
+    a = tb.train_torch(train, None, input_scale=3.0, **kw)["params"]
+    b = tb.train_torch(scaled, None, **kw)["params"]
+    np.testing.assert_allclose(a["w2"].numpy(), b["w2"].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a["w1"].numpy(), 3.0 * b["w1"].numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_he_init_is_normal_with_slidepys_spread():
+    params = tb._build_model(2000, 300, [400], seed=0, init="he")
+    assert params["w1"].std().item() == pytest.approx(np.sqrt(2.0 / 2000), rel=0.02)
+    assert params["w2"].std().item() == pytest.approx(np.sqrt(2.0 / 400), rel=0.02)
+    assert abs(params["w2"].mean().item()) < 0.01 * np.sqrt(2.0 / 400) * 10
+    glorot = tb._build_model(2000, 300, [400], seed=0)["w2"]
+    assert glorot.abs().max().item() <= np.sqrt(6.0 / 700) + 1e-7
+    with pytest.raises(ValueError, match="init"):
+        tb._build_model(20, 3, 4, seed=0, init="lecun")
+
+
 def test_max_steps_and_time_budget_and_no_test():
     train = _toy(200, seed=5)
     res = tb.train_torch(train, None, hidden=8, batch_size=16, max_steps=5)

@@ -73,7 +73,7 @@ def plan_dataset(name: str, opts: argparse.Namespace) -> dict:
 
         cfg = load_config(config_file(cfg_path))
         run.update(hidden=[int(h.size) for h in cfg.model.hidden], lr=opts.lr or cfg.training.lr,
-                   dropout=cfg.model.dropout, lr_schedule=cfg.training.lr_schedule,
+                   dropout=cfg.model.dropout, lr_schedule=cfg.training.lr_schedule, network=network_settings(cfg),
                    batch_size=opts.batch_size or cfg.training.batch_size, config_epochs=cfg.training.epochs,
                    primary=cfg.model.output.selection.mode)
     else:
@@ -84,6 +84,15 @@ def plan_dataset(name: str, opts: argparse.Namespace) -> dict:
     if name in ("amazon670k", "delicious200k") and quick and not opts.max_steps:
         run["max_steps"] = 8
     return {"dataset": d, "run": run}
+
+
+def network_settings(cfg) -> dict:
+    """What else of a slidepy config the dense PyTorch baseline trains by (train_torch's
+    arguments): init, input scale ("auto" is resolved on the training set by the worker), Adam's
+    settings and the learning rate's warm-up, so that it is the same network trained the same way."""
+    t = cfg.training
+    return {"init": cfg.model.init, "input_scale": cfg.model.input_scale, "lr_warmup_steps": int(t.warmup_steps),
+            "betas": [float(t.beta1), float(t.beta2)], "eps": float(t.eps), "weight_decay": float(t.weight_decay)}
 
 
 def n_labels_big(run: dict) -> bool:
@@ -161,6 +170,7 @@ def run_benchmark(opts: argparse.Namespace) -> dict:
         dspec, run = plan["dataset"], plan["run"]
         common = {"batch_size": run["batch_size"], "lr": run["lr"], "hidden": run["hidden"], "seed": 0,
                   "dropout": run.get("dropout", 0.0), "lr_schedule": run.get("lr_schedule", "constant"),
+                  "network": run.get("network", {}),
                   "config_path": run["config_path"], "lr_override": run["lr_override"],
                   "batch_size_override": run["batch_size_override"]}
         entry = {"spec": dspec, "run": run, "primary": run["primary"], "n_labels": run["n_labels"], "systems": {},

@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from . import json_default
 from .datasets import REAL_PATHS, SYNTHETIC_SHAPES
 from .systems import describe_system
@@ -84,7 +86,7 @@ def render_markdown(results: dict) -> str:
         tmax = str(max(s["threads"]))
         L.append(f"| system | config | P@1 | P@3 | P@5 | train s | epochs | samples/s (training run) "
                  f"| samples/s @{tmax}t (interleaved median) | lsh / system | JIT compile s | peak RSS MiB "
-                 f"| active neurons per layer | kernel / optimizer / rebuild / other % |")
+                 f"| active neurons per layer | kernel / optimizer / rebuild / index build / other % |")
         L.append("|" + "---|" * 14)
         names = list(dict.fromkeys(list(e["systems"]) + list(tp.get("systems", {}))))
         lsh_sps = tp.get("systems", {}).get("lsh", {}).get("median_samples_per_s", {}).get(tmax)
@@ -95,7 +97,7 @@ def render_markdown(results: dict) -> str:
             ratio = lsh_sps / sps if lsh_sps and sps and sys_name != "lsh" else None
             err = a.get("error") or t.get("error")
             share = a.get("time_share") or {}
-            share_txt = (" / ".join(number_text(share.get(k, 0) * 100, "{:.0f}") for k in ("kernel", "optimizer", "rebuild", "other"))
+            share_txt = (" / ".join(number_text(share.get(k, 0) * 100, "{:.0f}") for k in ("kernel", "optimizer", "rebuild", "index_build", "other"))
                          if share else "—")
             comp = a.get("compile_seconds", t.get("compile_seconds"))
             active = a.get("active_mean")
@@ -214,8 +216,25 @@ def plot_dataset_curve(name: str, entry: dict, path: Path) -> str | None:
     return None
 
 
+def json_nulls(o):
+    """`o` with every NaN or infinity as None: results.json is strict JSON (a bare NaN token is
+    not, and stops most readers); a figure not measured reads null."""
+    if isinstance(o, dict):
+        return {k: json_nulls(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_nulls(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not math.isfinite(o):
+        return None
+    return o
+
+
+def results_json(results: dict) -> str:
+    """results.json's text: strict JSON, NumPy numbers as Python's, NaN and infinities as null."""
+    return json.dumps(json_nulls(results), indent=1, default=json_default, allow_nan=False)
+
+
 def write_outputs(results: dict, out: Path) -> None:
     tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=json_default))
+    tmp.write_text(results_json(results))
     os.replace(tmp, out / "results.json")
     (out / "results.md").write_text(render_markdown(results) + "\n")

@@ -134,9 +134,14 @@ def describe_system(system: str, n_labels: int, run: dict | None = None) -> str:
         return "exact (every label)"
     if system == "torch":
         h = run.get("hidden", [HIDDEN])
-        return (f"dense full softmax (scripts/torch_baseline.py), hidden {h[0]}, dropout {run.get('dropout', 0.0):g}, "
-                f"lr {run.get('lr', 1e-3):g} {run.get('lr_schedule', 'constant')}, batch {run.get('batch_size', 128)}"
-                + (" (first hidden layer only)" if len(h) > 1 else ""))
+        net = run.get("network") or {}
+        extra = [f"{net['lr_warmup_steps']} warm-up steps" if net.get("lr_warmup_steps") else "",
+                 f"init {net['init']}" if net.get("init", "glorot") != "glorot" else "",
+                 f"input scale {net['input_scale']}" if net.get("input_scale", 1.0) != 1.0 else "",
+                 f"weight decay {net['weight_decay']:g}" if net.get("weight_decay") else ""]
+        return (f"dense full softmax (scripts/torch_baseline.py), hidden {h if len(h) > 1 else h[0]}, "
+                f"dropout {run.get('dropout', 0.0):g}, lr {run.get('lr', 1e-3):g} {run.get('lr_schedule', 'constant')}, "
+                f"batch {run.get('batch_size', 128)}" + "".join(f", {e}" for e in extra if e))
     if system == "omikuji":
         return "omikuji defaults (Parabel-like trees)"
     if system == "pecos":

@@ -3,6 +3,8 @@ within one run; a goal whose systems did not run is "not run", never a pass."""
 
 from __future__ import annotations
 
+import math
+
 from .coldstart import GOAL_SECONDS, INSTALL_SECONDS
 from .curves import p1_at_epoch, time_to_p1
 from .datasets import TREE_TARGET_DATASETS
@@ -48,6 +50,12 @@ def _not_run(name, dataset, goal_text, goal, *whys) -> dict:
     return _target(name, dataset, goal_text, goal, note="; ".join(dict.fromkeys(w for w in whys if w)))
 
 
+def _cut_short(result: dict, name: str) -> str | None:
+    """Why a run's figures do not stand for its whole run (stopped at --max-seconds), or None."""
+    return f"{name} {result['stopped']}: its whole run was not measured (raise --max-seconds)" \
+        if result.get("stopped") else None
+
+
 def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict:
     """slidepy (the shipped config) against dense PyTorch's P@1 after `ref_epochs` epochs:
     (torch's time to that P@1) / (slidepy's time to it) >= goal."""
@@ -59,6 +67,8 @@ def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict
         return _not_run(name, dataset, goal_text, goal, why1, why2)
     notes = []
     ref, how = p1_at_epoch(tr, ref_epochs)
+    if ref is not None and not math.isfinite(ref):
+        return _not_run(name, dataset, goal_text, goal, f"torch's {ref_label} P@1 is {ref} (no finite figure)")
     if ref is None:  # torch stopped early (--max-seconds / --torch-epochs): the reference was never measured
         return _not_run(name, dataset, goal_text, goal, f"torch {how}: its {ref_label} P@1 was not measured "
                         "(raise --max-seconds or --torch-epochs)")
@@ -66,6 +76,8 @@ def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict
         notes.append(how)
     t_torch = time_to_p1(tr["curve"], ref)
     t_sp = time_to_p1(sp["curve"], ref)
+    if t_sp is None and _cut_short(sp, sp_name):  # it might have got there in its whole run
+        return _not_run(name, dataset, goal_text, goal, _cut_short(sp, sp_name))
     if t_sp is None:
         best = max((p["P@1"] for p in sp["curve"] if p.get("P@1") is not None), default=float("nan"))
         notes.append(f"{sp_name} never reached torch's {ref:.4f} (best {best:.4f} after {sp.get('epochs') or 0:.2f} "
@@ -99,7 +111,7 @@ def _sps_ratio(results, dataset, name, goal, a: str, b: str, threads: str | None
         if ra is None or rb is None:
             return _not_run(name, dataset, goal_text, goal, why1, why2)
         (va, vb), src = runs, "accuracy runs' training samples/s"
-    if not va or not vb:
+    if not va or not vb or not (math.isfinite(va) and math.isfinite(vb)):
         return _not_run(name, dataset, goal_text, goal,
                         f"no samples/s for {a} and {b} on {dataset}" + (f" at {threads} thread(s)" if threads else ""))
     ratio = va / vb
@@ -109,30 +121,30 @@ def _sps_ratio(results, dataset, name, goal, a: str, b: str, threads: str | None
 
 def _vs_trees(results, dataset) -> list[dict]:
     """Issue 9: the shipped config's P@1 and P@5 >= the better tree's, training time <= 3x the
-    faster tree's."""
+    faster tree's. Both trees must have run (against one alone "the better" and "the faster" are
+    not measured), and slidepy's whole run (one cut at --max-seconds is not)."""
     sp_name = _primary(results, dataset)
     sp, why = _get(results, dataset, sp_name)
     trees = {t: _get(results, dataset, t) for t in TREES}
     ran = {t: r for t, (r, _) in trees.items() if r is not None}
-    whys = [w for _, w in trees.values() if w]
+    whys = [w for _, w in trees.values() if w] + ([_cut_short(sp, sp_name)] if sp and _cut_short(sp, sp_name) else [])
+    measured = sp is not None and not whys
     rows = []
     for k in ("P@1", "P@5"):
         name = f"{dataset}: slidepy {k} >= max(Omikuji, PECOS)"
         goal_text = f">= best tree {k}"
-        if sp is None or not ran:
-            rows.append(_not_run(name, dataset, goal_text, None, why, *(whys if not ran else [])))
+        if not measured:
+            rows.append(_not_run(name, dataset, goal_text, None, why, *whys))
             continue
         best_t = max(ran, key=lambda t: ran[t][k])
         best = ran[best_t][k]
         note = f"{sp_name} {sp[k]:.4f} vs {best_t} {best:.4f}" + "".join(
             f", {t} {r[k]:.4f}" for t, r in ran.items() if t != best_t)
-        if whys:
-            note += "; " + "; ".join(whys)
         rows.append(_target(name, dataset, f">= {best:.4f} ({best_t})", best, measured=sp[k],
                             passed=sp[k] >= best, fmt="{:.4f}", note=note))
     name = f"{dataset}: slidepy training time <= 3x the faster tree's"
-    if sp is None or not ran:
-        rows.append(_not_run(name, dataset, "<= 3x", 3.0, why, *(whys if not ran else [])))
+    if not measured:
+        rows.append(_not_run(name, dataset, "<= 3x", 3.0, why, *whys))
     else:
         fast_t = min(ran, key=lambda t: ran[t]["train_seconds"])
         ratio = sp["train_seconds"] / ran[fast_t]["train_seconds"]
@@ -165,9 +177,9 @@ def _nextword_one_epoch(results) -> list[dict]:
                 continue
             if how2:
                 notes.append(f"torch: {how2}")
-        if v is None:
-            rows.append(_target(name, ds, f"> {ref:.4f}", ref, passed=False,
-                                note=f"{sp_name} {how}: no 1-epoch P@1"))
+        if v is None:  # a run cut short at --max-seconds never got to it; a whole run of < 1 epoch fails
+            rows.append(_not_run(name, ds, f"> {ref:.4f}", ref, _cut_short(sp, sp_name)) if _cut_short(sp, sp_name)
+                        else _target(name, ds, f"> {ref:.4f}", ref, passed=False, note=f"{sp_name} {how}: no 1-epoch P@1"))
             continue
         notes.insert(0, f"{sp_name} {v:.4f} vs {other} {ref:.4f}")
         rows.append(_target(name, ds, f"> {ref:.4f} ({other})", ref, measured=v, passed=v > ref, fmt="{:.4f}",

@@ -167,6 +167,10 @@ def row_traffic_bytes(active_rows: float, optimizer_rows: float, width: int = HI
 # took the same 0.8 s from the second on.
 TORCH_COLD_STEPS = 4
 
+# The steps a throughput run (serve mode) plans for: more than any run of segments takes, so its
+# learning rate stays at the warm-up's end (a linear decay over 2^31 steps moves it < 0.01%).
+SERVE_PLANNED_STEPS = 2**31 - 1
+
 
 class TorchRunner:
     def __init__(self, train, test, spec: dict):
@@ -176,10 +180,19 @@ class TorchRunner:
         self.step_time: dict = {}
 
     def _kwargs(self, **kw) -> dict:
+        """train_torch's arguments for the network and training of slidepy's config (the spec's
+        `network`, matrix.network_settings): every hidden layer, dropout, init, input scale (its
+        "auto" resolved on this training set as slidepy resolves it), Adam's settings and the
+        learning rate's warm-up and schedule."""
         s = self.spec
-        base = dict(hidden=int(s.get("hidden", [HIDDEN])[0]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
-                    seed=int(s.get("seed", 0)), dropout=float(s.get("dropout", 0.0)),
-                    lr_schedule=s.get("lr_schedule", "constant"))
+        net = dict(s.get("network") or {})
+        if net.get("input_scale") == "auto":
+            from slidepy.model import input_scale_for
+
+            net["input_scale"] = input_scale_for(self.train)
+        base = dict(hidden=[int(h) for h in s.get("hidden", [HIDDEN])], batch_size=int(s["batch_size"]),
+                    lr=float(s["lr"]), seed=int(s.get("seed", 0)), dropout=float(s.get("dropout", 0.0)),
+                    lr_schedule=s.get("lr_schedule", "constant"), **net)
         base.update(kw)
         return {k: v for k, v in base.items() if k in self.params}
 
@@ -203,6 +216,18 @@ class TorchRunner:
             self.step_time[threads] = self.step_time["any"] = int(self.spec["batch_size"]) / sps
         return {"samples_per_s": sps, "steps": res["steps"] - TORCH_COLD_STEPS,
                 "samples_per_s_median_step": res.get("samples_per_s_median_step")}
+
+
+def serve_runner(system: str, train, test, spec: dict):
+    """The runner a throughput worker steps through its segments. slidepy's plans a run with no end
+    in sight (SERVE_PLANNED_STEPS), so the segments measure the pace of its start and keep it: with
+    the config's own planned steps a linear schedule would decay to 0 within the segments and, under
+    rebuild.pace: lr, stop the rebuilds, flattering the later (more-thread) segments."""
+    if system == "torch":
+        return TorchRunner(train, test, spec)
+    runner = SlidepyRunner(system, train, test, spec)
+    runner.plan(SERVE_PLANNED_STEPS)
+    return runner
 
 
 def eval_every_steps(steps_per_epoch: int, epochs: float, evals: int) -> int:
@@ -240,13 +265,17 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
             stopped = f"stopped at {max_seconds:g} training seconds (step {s} of {total})"
             break
     tm = runner.timings()
-    train_s = tm["step"] + tm["rebuild"]
+    # the curve's clock (steps + rebuilds + the first index build): the trees' seconds hold their
+    # own index builds, and a time to accuracy read off the curve must not exceed the run's time
+    train_s = runner.train_seconds
+    tm["index_build"] = train_s - tm["step"] - tm["rebuild"]
     out = {"system": system, "steps": runner.steps, "epochs": runner.steps / spe, "steps_per_epoch": spe,
            "train_seconds": train_s, "samples_per_s": runner.samples / train_s if train_s else float("nan"),
            "compile_seconds": runner.compile_seconds, "build_seconds": runner.build_seconds,
            "eval_seconds": eval_seconds, "curve": curve, "stopped": stopped,
            "active_mean": (runner.active_sum / max(1, runner.steps)).tolist(),
-           "time_share": {k: tm[k] / train_s for k in ("kernel", "optimizer", "rebuild")} if train_s else {},
+           "time_share": {k: tm[k] / train_s for k in ("kernel", "optimizer", "rebuild", "index_build")}
+           if train_s else {},
            **{k: curve[-1][k] for k in ("P@1", "P@3", "P@5")}}
     out["time_share"]["other"] = max(0.0, 1.0 - sum(out["time_share"].values()))
     runner.close()
@@ -413,7 +442,7 @@ def worker_main(spec_text: str) -> int:
         _emit({"result": out})
         return 0
     # serve: answer segment requests on stdin until "exit"
-    runner = TorchRunner(train, test, spec) if system == "torch" else SlidepyRunner(system, train, test, spec)
+    runner = serve_runner(system, train, test, spec)
     threads_now = None
     _emit({"ready": True, "compile_seconds": getattr(runner, "compile_seconds", None), "load_seconds": load_seconds,
            "n_labels": train.n_labels})
