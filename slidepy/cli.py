@@ -608,6 +608,9 @@ def import_(model_path, out_path, overrides, layout, labels_path):
     click.echo(f"{out_path}: {summary['n_features']} features -> hidden {summary['hidden']} -> {summary['n_labels']} "
                f"labels; output index: {summary['family']}, budget {summary['budget']} "
                f"(exact by default; --lsh to use it)")
+    if summary["relu_assumed"]:
+        click.echo(f"note: {model_path} holds weights alone, no activations: read as Linear, ReLU, ..., Linear "
+                   "(a model saved whole, torch.save(model), has its layers checked)", err=True)
 
 
 @main.command()
@@ -617,13 +620,13 @@ def import_(model_path, out_path, overrides, layout, labels_path):
 def plot(run_dirs, out_path):
     """Draw P@1/P@5 against training seconds and steps, loss, lsh_recall@10, samples/s and the time
     split of one or more run directories on one figure (needs matplotlib: pip install -e '.[plot]')."""
-    from .plot import plot_runs
+    from .plot import figure_path, plot_runs
 
     try:
         _, data = plot_runs(run_dirs, out=out_path)
     except SlidepyError as exc:
         _fail(exc)
-    click.echo(f"{out_path}: {len(data)} run(s): " + ", ".join(
+    click.echo(f"{figure_path(out_path)}: {len(data)} run(s): " + ", ".join(
         f"{name} ({len(s['eval_step'])} evals, {len(s['log_step'])} logs)" for name, s in data.items()))
 
 

@@ -5,7 +5,9 @@ inference (`slidepy evaluate/predict --lsh`).
     import_mlp("model.pt", "model.npz", overrides=["model.output.selection.lsh.l=64"])
 
 Accepted files (sparse input -> Linear -> ReLU -> ... -> Linear, the last layer giving one logit
-per label; at least one hidden layer):
+per label; at least one hidden layer). A state_dict or an array file holds no activations: its
+layers are read as Linear, ReLU, ..., Linear, and `slidepy import` says so (a network with tanh
+or GELU between them would score differently here; save it whole to have it checked):
   * a PyTorch `state_dict` (`torch.save(model.state_dict(), f)`): keys `<name>.weight` /
     `<name>.bias` in layer order, or flat names `w1, b1, w2, b2` (scripts/torch_baseline.py);
   * a whole `nn.Sequential` of Linear and ReLU layers (Dropout and Identity are skipped)
@@ -59,23 +61,38 @@ def _need_torch(path):
     return torch
 
 
-def _is_torch_file(path: str) -> bool:
-    if path.endswith(".npz"):
-        return False
-    if path.endswith((".pt", ".pth", ".bin", ".ckpt")):
-        return True
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(name.endswith("data.pkl") for name in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return True  # legacy (non-zip) torch.save files; torch.load will say if it is not one
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"  # pickle protocol 2 and later: a legacy (non-zip) torch.save file
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def _file_kind(path: str) -> str:
+    """"torch" or "npz", from the file's first bytes (a name can mislead: a torch.save file named
+    .npz, an .npy named .npz); a file of neither kind is refused here, saying what it is not."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_NPY_MAGIC):
+        raise ImportErrorSlidepy(f"{path}: a single .npy array, not an .npz of weights and biases "
+                                 "(np.savez(path, W0=..., b0=..., W1=..., ...))")
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return "torch" if any(name.endswith("data.pkl") for name in zf.namelist()) else "npz"
+        except zipfile.BadZipFile:
+            raise ImportErrorSlidepy(f"{path}: a damaged zip archive (.npz or PyTorch file)") from None
+    if head.startswith(_PICKLE_MAGIC) or path.endswith(TORCH_SUFFIXES):
+        return "torch"  # torch.load says if it is not one
+    what = "empty" if not head else "neither a PyTorch file (.pt) nor a NumPy archive (.npz)"
+    raise ImportErrorSlidepy(f"{path}: {what}")
 
 
 def _load_npz(path: str) -> dict:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ImportErrorSlidepy(f"{path}: a single .npy array, not an .npz of weights and biases")
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):  # _file_kind sends no .npy here; a loader's answer is checked all the same
+            raise ImportErrorSlidepy(f"{path}: a single .npy array, not an .npz of weights and biases")
+        with z:
             return {name: z[name] for name in z.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
@@ -97,12 +114,16 @@ def _load_torch(path: str):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-        culprit = [line for line in lines if "Unsupported global" in line or "Unsupported operand" in line]
-        first = (culprit or [line for line in lines if line] or [type(exc).__name__])[0].split(". Please")[0]
+        culprit = [line for line in lines if "Unsupported global" in line]
+        if not culprit:  # an opcode the safe unpickler does not know: bytes that are no pickle at all
+            raise ImportErrorSlidepy(f"{path}: not a PyTorch file, or a damaged one (torch.load: "
+                                     f"{next((line for line in lines if line), type(exc).__name__)})") from None
+        first = culprit[0].split(". Please")[0]
         raise ImportErrorSlidepy(f"{path}: refused: loading it would run code or build objects other than "
                                  f"tensors and Linear/ReLU layers (torch.load weights_only=True: {first})") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ImportErrorSlidepy(f"{path}: cannot read as a PyTorch file ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a foreign file: torch's unpickler raises KeyError, IndexError, ...
+        raise ImportErrorSlidepy(f"{path}: not a PyTorch file, or a damaged one (torch.load: "
+                                 f"{type(exc).__name__}: {exc})") from None
 
 
 def _to_numpy(value, name: str) -> np.ndarray:
@@ -143,10 +164,16 @@ def _pairs_from_mapping(state: dict) -> list[tuple]:
     numbered: dict[int, dict] = {}
     dotted: dict[str, dict] = {}
     for name, value in state.items():
+        if isinstance(value, dict) or hasattr(value, "keys"):
+            raise ImportErrorSlidepy(f"{name!r} holds a mapping, not an array (a training checkpoint?): save the "
+                                     "model's own state_dict (torch.save(model.state_dict(), path))")
         m = _NUMBERED.match(name)
         if m:
             kind = "weight" if m["kind"].lower().startswith("w") else "bias"
-            numbered.setdefault(int(m["num"]), {})[kind] = (value, name)
+            layer = numbered.setdefault(int(m["num"]), {})
+            if kind in layer:
+                raise ImportErrorSlidepy(f"{layer[kind][1]!r} and {name!r} both name the {kind} of layer {m['num']}")
+            layer[kind] = (value, name)
             continue
         m = _DOTTED.match(name)
         if m:
@@ -174,7 +201,10 @@ def _orient(pairs: list[tuple], layout: str) -> list[tuple[np.ndarray, np.ndarra
         w = _to_numpy(weight, name)
         if w.ndim != 2:
             raise ImportErrorSlidepy(f"weight {name!r} has shape {w.shape}, not a matrix")
-        b = None if bias is None else _to_numpy(bias, name.replace("weight", "bias")).reshape(-1)
+        b = None if bias is None else _to_numpy(bias, name.replace("weight", "bias"))
+        if b is not None and sum(d > 1 for d in b.shape) > 1:  # (n,), (1, n) and (n, 1) are a vector
+            raise ImportErrorSlidepy(f"layer {index} ({name!r}): bias of shape {b.shape}, not a vector")
+        b = None if b is None else b.reshape(-1)
         prev_out = layers[-1][0].shape[0] if layers else None
         fits_out_in = (b is None or b.shape[0] == w.shape[0]) and (prev_out is None or w.shape[1] == prev_out)
         fits_in_out = (b is None or b.shape[0] == w.shape[1]) and (prev_out is None or w.shape[0] == prev_out)
@@ -199,31 +229,38 @@ def read_mlp(source, layout: str = "out_in") -> list[tuple[np.ndarray, np.ndarra
 
     `source`: a path (.pt/.pth/.bin PyTorch file, or .npz), an `nn.Sequential`, or a mapping
     name -> array/tensor (a state_dict). See the module docstring for the accepted forms."""
+    return _read(source, layout)[0]
+
+
+def _read(source, layout: str) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """(read_mlp's layers, whether the source held its activations): an nn.Sequential names them
+    (and is checked to be Linear/ReLU), a state_dict or an array file holds weights alone, read as
+    Linear, ReLU, ..., Linear."""
     if layout not in ("out_in", "in_out"):
         raise ValueError(f"layout must be 'out_in' or 'in_out', got {layout!r}")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ImportErrorSlidepy(f"{path}: no such file")
-        obj = _load_torch(path) if _is_torch_file(path) else _load_npz(path)
+        obj = _load_torch(path) if _file_kind(path) == "torch" else _load_npz(path)
         where = path
     else:
         obj, where = source, type(source).__name__
-    if hasattr(obj, "state_dict") and hasattr(obj, "__iter__") and type(obj).__name__ == "Sequential":
-        pairs = _pairs_from_sequential(obj)
-    elif isinstance(obj, dict) or hasattr(obj, "items"):
-        pairs = _pairs_from_mapping(dict(obj.items()))
-    else:
-        raise ImportErrorSlidepy(f"{where}: holds a {type(obj).__name__}, not a state_dict, nn.Sequential or "
-                                 "arrays of weights and biases")
     try:
+        if hasattr(obj, "state_dict") and hasattr(obj, "__iter__") and type(obj).__name__ == "Sequential":
+            pairs = _pairs_from_sequential(obj)
+        elif isinstance(obj, dict) or hasattr(obj, "items"):  # weights alone: ReLU between them is assumed
+            pairs = _pairs_from_mapping(dict(obj.items()))
+        else:
+            raise ImportErrorSlidepy(f"holds a {type(obj).__name__}, not a state_dict, nn.Sequential or "
+                                     "arrays of weights and biases")
         layers = _orient(pairs, layout)
     except ImportErrorSlidepy as exc:
         raise ImportErrorSlidepy(f"{where}: {exc}") from None
     if len(layers) < 2:
         raise ImportErrorSlidepy(f"{where}: {len(layers)} linear layer(s); slidepy needs at least one hidden "
                                  "layer (Linear, ReLU, Linear)")
-    return layers
+    return layers, type(obj).__name__ == "Sequential"
 
 
 def import_config(layers, overrides=()):
@@ -246,11 +283,12 @@ def import_config(layers, overrides=()):
 
 def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_names=None) -> dict:
     """Read an MLP (see `read_mlp`) and write it as a slidepy model file at `out_path`.
-    Returns a summary {n_features, hidden, n_labels, family, budget}."""
+    Returns a summary {n_features, hidden, n_labels, family, budget, relu_assumed} (relu_assumed:
+    the source held weights alone, so the activations between them were taken to be ReLU)."""
     from .labels import META_KEY as LABEL_NAMES_KEY
     from .model import Model
 
-    layers = read_mlp(source, layout=layout)
+    layers, named_activations = _read(source, layout)
     cfg = import_config(layers, overrides)
     hidden = [h.size for h in cfg.model.hidden]
     if hidden != [int(w.shape[0]) for w, _ in layers[:-1]]:
@@ -270,4 +308,4 @@ def import_mlp(source, out_path, *, overrides=(), layout: str = "out_in", label_
     model.save(out_path, **({} if label_names is None else {LABEL_NAMES_KEY: [str(n) for n in label_names]}))
     sel = cfg.model.output.selection
     return {"n_features": n_features, "hidden": hidden, "n_labels": n_labels, "family": sel.lsh.family,
-            "budget": sel.budget}
+            "budget": sel.budget, "relu_assumed": not named_activations}

@@ -82,6 +82,13 @@ def _points(xs, ys):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def figure_path(out) -> str:
+    """The file plot_runs writes for `out`: as given, or with .png where it has no suffix (as
+    matplotlib saves it), so that what is reported is what was written."""
+    out = os.fspath(out)
+    return out if Path(out).suffix else out + ".png"
+
+
 def plot_runs(run_dirs, out=None, names=None):
     """Draw the runs on one figure; write it to `out` (PNG, or any format matplotlib knows by the
     suffix) if given. Returns (figure, {name: read_run(dir)}): every line on the figure is drawn
@@ -129,6 +136,11 @@ def plot_runs(run_dirs, out=None, names=None):
         axes[3].text(0.5, 0.5, "no LSH recall recorded\n(no LSH layer, or eval.recall_samples: 0)",
                      ha="center", va="center", transform=axes[3].transAxes)
     if out is not None:
+        out = figure_path(out)
+        kinds = fig.canvas.get_supported_filetypes()
+        if Path(out).suffix[1:].lower() not in kinds:
+            raise SlidepyError(f"{out}: matplotlib writes no {Path(out).suffix} images; use one of "
+                               f"{', '.join('.' + k for k in sorted(kinds))}")
         try:
             fig.savefig(out, dpi=DPI)
         except OSError as exc:

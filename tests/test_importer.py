@@ -1,6 +1,7 @@
 """`slidepy import`: a dense MLP from PyTorch or an .npz becomes a slidepy model whose exact
 scores equal the dense forward pass; files that would unpickle code are refused."""
 
+import json
 import sys
 
 import numpy as np
@@ -127,6 +128,70 @@ def test_bad_architectures(tmp_path):
         read_mlp(odd)
 
 
+def test_files_of_other_kinds_are_one_line_saying_what_they_are_not(tmp_path):
+    """No traceback and no "would run code" for a file that is only of another kind or damaged."""
+    rng = np.random.default_rng(1)
+    text = tmp_path / "model.pt"
+    text.write_text("hello, this is text\n")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"abc")
+    npy_as_npz = tmp_path / "arr.npz"
+    with open(npy_as_npz, "wb") as f:
+        np.save(f, rng.normal(size=(3, 4)))
+    csv_npz = tmp_path / "csv.npz"
+    csv_npz.write_text("1,2,3\n")
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    cases = [(text, "not a PyTorch file, or a damaged one"), (onnx, "neither a PyTorch file (.pt) nor a NumPy"),
+             (npy_as_npz, "a single .npy array, not an .npz"), (csv_npz, "neither a PyTorch file"),
+             (empty, "empty")]
+    runner = CliRunner()
+    for path, message in cases:
+        res = runner.invoke(main, ["import", str(path), "--out", str(tmp_path / "out.npz")])
+        assert res.exit_code == 2 and "Traceback" not in res.output, (path, res.output)
+        assert res.output.startswith(f"error: {path}: ") and message in res.output, (path, res.output)
+        assert "run code" not in res.output
+    torch = pytest.importorskip("torch")
+    layers = _random_layers(5)
+    named = tmp_path / "torch-named.npz"  # a torch.save file with an .npz name is read as what it is
+    torch.save({f"{i}.weight": torch.from_numpy(w) for i, (w, _) in enumerate(layers)}, named)
+    assert len(read_mlp(named)) == 3
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"0.weight": torch.zeros(2, 2)}, "epoch": 3}, checkpoint)
+    with pytest.raises(ImportErrorSlidepy, match=rf"^{checkpoint}: 'model' holds a mapping.*model.state_dict\(\)"):
+        read_mlp(checkpoint)
+
+
+def test_malformed_arrays_are_refused_naming_the_file(tmp_path):
+    layers = _random_layers(6)
+    arrays = {f"W{i}": w for i, (w, _) in enumerate(layers)} | {f"b{i}": b for i, (_, b) in enumerate(layers)}
+    square_bias = tmp_path / "bias2d.npz"
+    np.savez(square_bias, **(arrays | {"b0": np.zeros((4, 6), np.float32)}))  # 24 values for H1 = 24 neurons
+    with pytest.raises(ImportErrorSlidepy, match=rf"^{square_bias}: layer 0 .*bias of shape \(4, 6\), not a vector"):
+        read_mlp(square_bias)
+    row_bias = tmp_path / "bias-row.npz"
+    np.savez(row_bias, **(arrays | {"b0": layers[0][1][None, :]}))  # (1, n) is a vector
+    np.testing.assert_array_equal(read_mlp(row_bias)[0][1], layers[0][1])
+    twice = tmp_path / "twice.npz"
+    np.savez(twice, **arrays, weight0=layers[0][0])
+    with pytest.raises(ImportErrorSlidepy, match=rf"^{twice}: 'W0' and 'weight0' both name the weight of layer 0"):
+        read_mlp(twice)
+
+
+def test_weights_alone_are_read_with_relu_and_the_import_says_so(tmp_path):
+    layers = _random_layers(7)
+    src = tmp_path / "mlp.npz"
+    np.savez(src, **{f"W{i}": w for i, (w, _) in enumerate(layers)}, **{f"b{i}": b for i, (_, b) in enumerate(layers)})
+    res = CliRunner().invoke(main, ["import", str(src), "--out", str(tmp_path / "m.npz")])
+    assert res.exit_code == 0 and f"note: {src} holds weights alone, no activations: read as Linear, ReLU" in res.output
+    torch = pytest.importorskip("torch")
+    whole = tmp_path / "whole.pt"
+    model = torch.nn.Sequential(torch.nn.Linear(F, H1), torch.nn.ReLU(), torch.nn.Linear(H1, N))
+    torch.save(model, whole)
+    assert import_mlp(whole, tmp_path / "w.npz")["relu_assumed"] is False
+    assert import_mlp(src, tmp_path / "m2.npz")["relu_assumed"] is True
+
+
 def test_cli_import_evaluate_predict_lsh(tmp_path, data):
     train, test = data
     layers = _random_layers(3)
@@ -145,7 +210,23 @@ def test_cli_import_evaluate_predict_lsh(tmp_path, data):
     for flags in ([], ["--lsh"]):
         ev = runner.invoke(main, ["evaluate", "--checkpoint", str(out), "--data", str(test_file), "--json", *flags])
         assert ev.exit_code == 0, ev.output
-        assert '"P@1"' in ev.output
+        assert 0.0 <= json.loads(ev.output[ev.output.index("{"):])["P@1"] <= 1.0
+    # the index over the imported rows finds the dense network's top label far more often than a
+    # uniform choice of as many neurons would (budget / N), and with every label in budget, always
+    top1 = _dense_logits(layers, test).argmax(axis=1)
+
+    def lsh_top1(model):
+        res = runner.invoke(main, ["predict", "--checkpoint", str(model), "--data", str(test_file), "--lsh", "--ids",
+                                   "--top-k", "1"])
+        assert res.exit_code == 0, res.output
+        return np.array([int(line.split()[0].split(":")[0]) for line in res.output.splitlines() if line.strip()])
+
+    half = tmp_path / "half.npz"
+    assert runner.invoke(main, ["import", str(src), "--out", str(half), "--set", "model.output.selection.budget=20"]).exit_code == 0
+    assert np.mean(lsh_top1(half) == top1) >= 2 * 20 / N  # 0.96 when written, against 0.22 by chance
+    full = tmp_path / "full.npz"
+    assert runner.invoke(main, ["import", str(src), "--out", str(full), "--set", f"model.output.selection.budget={N}"]).exit_code == 0
+    np.testing.assert_array_equal(lsh_top1(full), top1)
     pr = runner.invoke(main, ["predict", "--checkpoint", str(out), "--data", str(test_file), "--top-k", "2", "--lsh"])
     assert pr.exit_code == 0, pr.output
     first = pr.output.splitlines()[0].split()

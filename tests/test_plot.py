@@ -75,6 +75,18 @@ def test_cli_writes_png(run_dirs, tmp_path):
         assert img.format == "PNG" and img.size == (1500, 800)
 
 
+def test_an_out_of_no_suffix_names_the_png_written_and_an_unknown_format_is_one_line(run_dirs, tmp_path):
+    pytest.importorskip("matplotlib")
+    runner = CliRunner()
+    res = runner.invoke(main, ["plot", str(run_dirs[0]), "--out", str(tmp_path / "curves")])
+    assert res.exit_code == 0 and res.output.startswith(f"{tmp_path / 'curves.png'}: 1 run(s)"), res.output
+    assert (tmp_path / "curves.png").is_file()
+    res = runner.invoke(main, ["plot", str(run_dirs[0]), "--out", str(tmp_path / "c.xyz")])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.output.startswith(f"error: {tmp_path / 'c.xyz'}: matplotlib writes no .xyz images; use one of ")
+    assert ".png" in res.output and not (tmp_path / "c.xyz").exists()
+
+
 def test_missing_run_and_missing_matplotlib(run_dirs, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and "no such run directory" in res.output and "Traceback" not in res.output
