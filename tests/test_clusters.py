@@ -219,6 +219,23 @@ def _moved_layer(shift: float, seed: int = 11):
     return moved, bias, centroids, previous
 
 
+def test_nearest_centroids_are_those_of_least_distance_self_first():
+    """Against the whole float64 distance matrix: each centroid's m nearest, in order of distance,
+    itself first (its distance 0)."""
+    from slidepy.clusters import nearest_centroids
+
+    rng = np.random.default_rng(4)
+    centroids = rng.standard_normal((40, 9)).astype(np.float32)
+    c64 = centroids.astype(np.float64)
+    dist = ((c64[:, None, :] - c64[None, :, :]) ** 2).sum(axis=2)
+    for m in (1, 5, 40, 60):
+        got = nearest_centroids(centroids, m)
+        want = np.argsort(dist, axis=1, kind="stable")[:, :min(m, 40)]
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[:, 0], np.arange(40))
+
+
 def _dist(rows, bias, centroids, assign):
     aug = np.hstack([rows, bias[:, None]]).astype(np.float64)
     return ((aug - centroids[assign].astype(np.float64)) ** 2).sum(axis=1)

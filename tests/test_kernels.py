@@ -293,9 +293,15 @@ def _opt_arrays(rng, rows, width):
 @pytest.mark.parametrize("rows", [[], [3], [0, 2, 5, 9], list(range(10))])
 @pytest.mark.parametrize("width", [1, 6])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
+@pytest.mark.parametrize("scale", [1.0, 1e-8])
+def test_adam_update_rows_matches_numpy(rows, width, weight_decay, scale):
+    """scale 1e-8: gradients and moments where sqrt(v) is eps' size, so that eps' place in the
+    step (sqrt(v) + eps, not sqrt(v + eps)) shows."""
     rng = np.random.default_rng(len(rows) * 7 + width)
     param, grad, m, v, touched = _opt_arrays(rng, 10, width)
+    grad *= np.float32(scale)
+    m *= np.float32(scale)
+    v *= np.float32(scale * scale)
     before = [a.copy() for a in (param, grad, m, v, touched)]
     rows = np.array(rows, np.int64)
     step = 3
@@ -306,8 +312,8 @@ def test_adam_update_rows_matches_numpy(rows, width, weight_decay):
                                                    0.01, 0.9, 0.999, 1e-8, step, weight_decay)
     # the kernel takes beta1/beta2 as float32 (1 - float32(0.999) is 1.3e-5 off 1e-3 relative): rtol 1e-4
     np.testing.assert_allclose(param, want_p, rtol=RTOL, atol=1e-6)
-    np.testing.assert_allclose(m, want_m, rtol=RTOL, atol=1e-7)
-    np.testing.assert_allclose(v, want_v, rtol=RTOL, atol=1e-9)
+    np.testing.assert_allclose(m, want_m, rtol=RTOL, atol=1e-7 * scale)
+    np.testing.assert_allclose(v, want_v, rtol=RTOL, atol=1e-9 * scale * scale)
     other = np.setdiff1d(np.arange(10), rows)
     for got, old in zip((param, grad, m, v), before):
         np.testing.assert_array_equal(got[other], old[other])  # bit-identical off the row list

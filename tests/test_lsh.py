@@ -138,6 +138,30 @@ def test_rebuild_puts_every_neuron_in_every_table_once():
             assert n in index.buckets[t, index.codes[n, t]]
 
 
+def test_srp_rows_are_hashed_through_the_mips_transform():
+    """Each neuron's codes are the SRP codes of [w, b, sqrt(M^2 - |w|^2 - b^2)] (M: the largest
+    norm of a row [w, b]), the simple-LSH transform that makes the angle to a query [h, 1, 0]
+    rank the inner products, computed here from scratch in float64. Biases of the rows' own size,
+    so that each term of the slack moves codes."""
+    rng = np.random.default_rng(11)
+    n, d = 300, 12
+    weights = (rng.standard_normal((n, d)) * rng.uniform(0.2, 1.5, (n, 1))).astype(np.float32)
+    bias = (rng.standard_normal(n) * 0.8).astype(np.float32)
+    index = LshIndex(1, (d, n), _lsh_cfg(k=4, l=6, range_pow=12, bucket_capacity=256), seed=11)
+    index.rebuild(weights, input_major=False, bias=bias)
+    w64, b64 = weights.astype(np.float64), bias.astype(np.float64)
+    norms = (w64 * w64).sum(axis=1) + b64 * b64
+    slack = np.sqrt(np.maximum(norms.max() - norms, 0.0))
+    want_rows = np.column_stack([w64, b64, slack])
+    # atol: the largest row's slack is sqrt of a float32 difference of equals (~1e-7 -> ~1e-3)
+    np.testing.assert_allclose(index.transformed_rows(weights, bias), want_rows, rtol=1e-5, atol=5e-3)
+    rows = rng.choice(n, 60, replace=False)
+    want = np.array([naive.naive_hash_codes(index.params, np.arange(d + 2), want_rows[r], index.range_pow)
+                     for r in rows])
+    # the BLAS product and the reference's sums may round a near-zero projection apart: >= 99%
+    assert np.mean(index.codes[rows] == want) >= 0.99
+
+
 @pytest.mark.parametrize("family", ["wta", "dwta"])
 def test_rank_order_tables_meet_the_queries(family):
     """WTA/DWTA rank coordinates, so the transform's slack (a row's largest coordinate, which the
