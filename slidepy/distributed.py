@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import read_checkpoint_meta
 from .rundir import list_checkpoints
 from .config import Config, config_to_dict
 from .configfile import load_config
@@ -198,6 +199,15 @@ class _ReplicaTrainer(Trainer):
     worker_lr_factor = 1.0  # the workers' learning rate is training.lr times this (see Worker)
     sync_seconds = 0.0
     sync_bytes = 0  # bytes of the last sync, all workers together
+    # the driver's clock of the run (rounds' wall time: steps, rebuilds and syncs), which the time
+    # budget counts; checkpoints keep it, so that a resumed run goes on from it
+    round_seconds: float | None = None
+
+    def _progress(self) -> dict:
+        progress = super()._progress()
+        if self.round_seconds is not None:
+            progress["round_seconds"] = self.round_seconds
+        return progress
 
     def checkpoint(self) -> str:
         scaled = self.engine.lr
@@ -248,6 +258,14 @@ class Worker:
             pass
         self.rank, self.n_workers = rank, n_workers
         self.kill_at_step = kill_at_step
+        self._setup_error: SlidepyError | None = None
+        try:
+            self._set_up(config, threads, run_dir)
+        except SlidepyError as exc:  # bad data or config: info() raises it, and the driver re-raises it
+            self._setup_error = exc  # (raised here, Ray would report a dead actor without it)
+
+    def _set_up(self, config: dict, threads: int, run_dir: str) -> None:
+        rank, n_workers = self.rank, self.n_workers
         cfg = load_config(config, [f"training.threads={threads}"])
         train, test = load_data(cfg)
         cls = _ReplicaTrainer if rank == 0 else Trainer
@@ -274,6 +292,8 @@ class Worker:
     # -- set-up ---------------------------------------------------------------------------------
 
     def info(self) -> dict:
+        if self._setup_error is not None:
+            raise self._setup_error
         t = self.trainer
         return {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(), "threads": t.threads,
                 "lr_scale": self.lr_scale,
@@ -288,10 +308,12 @@ class Worker:
         resumed = False
         if overwrite:
             t.clear_run_dir()
+        round_seconds = None
         if resume:
             resumed = t.resume()
             if resumed:  # checkpoints hold the configured learning rate
                 t.engine.lr *= self.lr_scale
+                round_seconds = read_checkpoint_meta(t.history[-1]["checkpoint"]).get("round_seconds")
         t.run.lock()
         if t.step == 0:
             t.run.refuse_earlier_run()
@@ -300,7 +322,10 @@ class Worker:
         # neighbour bank before training goes on (_eval_record)
         t._total_steps = t.schedule.planned_steps
         self.set_position(t.epoch, t.batch_in_epoch)
-        return {"resumed": resumed, **self.position()}
+        # a finished run resumed keeps its final evaluation (as Trainer.fit): not repeated, not relogged
+        finished, t._resumed_eval = t._resumed_eval, {}
+        return {"resumed": resumed, **self.position(), "round_seconds": round_seconds,
+                "eval_seconds_along": t.eval_seconds_along, "resumed_eval": finished}
 
     def state(self) -> tuple[dict, dict]:
         """Everything a replica needs to become this one: engine arrays (LSH tables included) and
@@ -419,9 +444,15 @@ class Worker:
         the whole test set at the end (final), as a single process scores them."""
         return self.trainer._eval_record(final=final)
 
-    def checkpoint(self) -> str:
+    def checkpoint(self, round_seconds: float | None = None, eval_seconds_along: float | None = None) -> str:
+        """Save rank 0's replica with the driver's clock of the run and its evaluations' seconds."""
         self.check_weights()  # no checkpoint ever holds NaN/inf
-        return str(self.trainer.checkpoint())
+        t = self.trainer
+        if round_seconds is not None:
+            t.round_seconds = round_seconds
+        if eval_seconds_along is not None:
+            t.eval_seconds_along = eval_seconds_along
+        return str(t.checkpoint())
 
     def ping(self) -> int:
         return os.getpid()
@@ -496,20 +527,42 @@ def init_ray(address: str | None, num_cpus: int | None = None):
     return ray, True
 
 
-class _Group:
-    """The driver's view of the actors: calls, waits, and naming a worker that died."""
+# Seconds the driver waits for the workers' answer after a stop signal (a round's steps and sync
+# take far less): then it stops without them, a stalled or never-placed worker does not hold a
+# scheduler's SIGTERM off until its SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+# Seconds of waiting for the workers to start before the driver says what it waits for.
+START_NOTE_SECONDS = 30.0
 
-    def __init__(self, ray, actors: list, run_dir: Path, resume_hint: str):
+
+class _Group:
+    """The driver's view of the actors: calls, waits, and naming a worker that died. `stop` is the
+    driver's list of stop signals received (on_signal appends to it)."""
+
+    def __init__(self, ray, actors: list, run_dir: Path, resume_hint: str, stop: list):
         self.ray, self.actors = ray, actors
-        self.run_dir, self.resume_hint = run_dir, resume_hint
+        self.run_dir, self.resume_hint, self.stop = run_dir, resume_hint, stop
         self.pids: dict[int, str] = {}
 
-    def get(self, refs: list, ranks: list[int], what: str):
+    def get(self, refs: list, ranks: list[int], what: str, waiting: str | None = None):
         """ray.get of refs (refs[i] from worker ranks[i]); a dead worker becomes WorkerLost naming
-        it and `what` (the step), an exception raised in a worker is re-raised here."""
+        it and `what` (the step), an exception raised in a worker is re-raised here. A stop signal
+        gets STOP_GRACE_SECONDS of the wait, then TrainingInterrupted; `waiting` is printed once
+        the wait passes START_NOTE_SECONDS."""
         ray = self.ray
-        if refs:
-            ray.wait(refs, num_returns=len(refs))
+        started, stopped_at, noted = time.monotonic(), None, False
+        while refs:
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+            if not pending:
+                break
+            now = time.monotonic()
+            if self.stop:
+                stopped_at = stopped_at or now
+                if now - stopped_at >= STOP_GRACE_SECONDS:
+                    self._unanswered(what)
+            if waiting and not noted and now - started >= START_NOTE_SECONDS:
+                print(f"still waiting, {now - started:.0f} s: {waiting}", file=sys.stderr, flush=True)
+                noted = True
         out = []
         for ref, rank in zip(refs, ranks):
             try:
@@ -536,10 +589,21 @@ class _Group:
                 pass
         return default
 
-    def _lost(self, rank: int, what: str, exc: Exception):
+    def _saved(self) -> tuple[str, str | None]:
+        """(what the run directory keeps, in words; the newest checkpoint's path or None)."""
         found = list_checkpoints(self.run_dir)
-        saved = f"the last checkpoint {found[-1][1]} (step {found[-1][0]}) is intact" if found else \
-            "no checkpoint was written yet"
+        if not found:
+            return "no checkpoint was written yet", None
+        return f"the last checkpoint {found[-1][1]} (step {found[-1][0]}) is intact", str(found[-1][1])
+
+    def _unanswered(self, what: str):
+        signame = signal.Signals(self.stop[0]).name
+        saved, path = self._saved()
+        raise TrainingInterrupted(f"stopped by {signame} {what}: the workers did not answer within "
+                                  f"{STOP_GRACE_SECONDS:g} s; {saved}; {self.resume_hint}", path, self.stop[0])
+
+    def _lost(self, rank: int, what: str, exc: Exception):
+        saved, _ = self._saved()
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if len(cause) > 160:
             cause = cause[:157] + "..."
@@ -583,6 +647,10 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 pass
         cpus = local_cpus if local else int(ray.cluster_resources().get("CPU", n_workers))
         threads = threads_asked or max(1, cpus // n_workers)
+        if not local and n_workers * threads > cpus:  # the actors would wait for CPUs forever
+            raise ConfigError(f"distributed.workers: {n_workers} workers of {threads} CPU(s) each need "
+                              f"{n_workers * threads} CPUs; the Ray cluster at {d.ray_address} has {cpus}: "
+                              "fewer workers, or training.threads lower")
         remote = ray.remote(Worker)
         here = ray.get_runtime_context().get_node_id()
         config = config_to_dict(cfg)
@@ -596,9 +664,11 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             actors.append(remote.options(**options).remote(
                 config, rank, n_workers, threads, str(run_dir), os.getcwd(),
                 kill_step if kill_rank == rank else None))
-        group = _Group(ray, actors, run_dir, hint)
+        group = _Group(ray, actors, run_dir, hint, stop_signal)
         ranks = list(range(n_workers))
-        infos = group.get([a.info.remote() for a in actors], ranks, "while starting")
+        infos = group.get([a.info.remote() for a in actors], ranks, "while starting",
+                          waiting=f"{n_workers} workers of {threads} CPU(s) each to start (loading the data, "
+                                  "compiling; on a cluster, `ray status` shows what waits to be placed)")
         group.pids = {i["rank"]: f"pid {i['pid']} on {i['host']}" for i in infos}
         if not local and infos[0]["host"] != socket.gethostname():
             import warnings
@@ -620,8 +690,10 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
         # training.time_budget_s counts the rounds' wall time (steps, rebuilds, syncs); what came
-        # before a resume, by worker 0's step and rebuild seconds.
-        seconds_before = position["train_seconds"] + position["rebuild_seconds"]
+        # before a resume, by the checkpoint's clock of it (worker 0's step and rebuild seconds in
+        # one written before the clock was kept).
+        seconds_before = position["round_seconds"] if position.get("round_seconds") is not None else \
+            position["train_seconds"] + position["rebuild_seconds"]
         group.get([lead.record.remote("start", dict(
             compile_seconds=max(i["compile_seconds"] for i in infos), threads=threads, n_train=infos[0]["n_train"],
             parameters=infos[0]["parameters"],
@@ -633,8 +705,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         sync_seconds, syncs = 0.0, 0
         loop_seconds, samples_done = 0.0, 0  # rounds' wall time (steps + sync), samples in them
         window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
-        last_eval: dict = {}
-        eval_along = 0.0  # seconds of this process's evaluations along the run (eval.max_share)
+        last_eval: dict = position.get("resumed_eval") or {}  # a finished run's, when resumed
+        eval_along = float(position.get("eval_seconds_along") or 0.0)  # evaluations along the run (eval.max_share)
         last_saved = step if position["resumed"] else None
         last_log = step
         ev, ck = cfg.eval.every, cfg.output.checkpoint_every
@@ -643,6 +715,13 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         def over() -> bool:  # the steps or the time budget are spent
             return step >= total_steps or (t.time_budget_s is not None
                                            and seconds_before + loop_seconds >= t.time_budget_s)
+
+        def save(what: str) -> str:
+            nonlocal last_saved
+            path = group.get([lead.checkpoint.remote(seconds_before + loop_seconds, eval_along)], [0], what)[0]
+            last_saved = step
+            checkpoints.saved(seconds_before + loop_seconds)
+            return path
 
         try:
             while not over():
@@ -710,28 +789,27 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     window = dict(loss=0.0, samples=0, seconds=0.0, active=None, sync_bytes=0, syncs=0)
                     last_log = step
                 final = over()  # where the run ends it is the final, whole-set one (Trainer._eval_along)
+                if final and last_saved != step:  # saved before the final evaluation, as Trainer.fit saves
+                    save(f"writing the checkpoint of step {step}")
                 if ((ev and step % ev == 0) or (not ev and b == 0)) and (
                         final or eval_along_due(cfg.eval.max_share, eval_along, seconds_before + loop_seconds)):
                     last_eval = group.get([lead.evaluate.remote(final)], [0], f"evaluating at step {step}")[0]
                     eval_along += 0.0 if final else last_eval["eval_seconds"]
                     for cb in callbacks:
                         cb(last_eval)
-                if checkpoints.due(step, seconds_before + loop_seconds):
-                    group.get([lead.checkpoint.remote()], [0], f"writing the checkpoint of step {step}")
-                    last_saved = step
-                    checkpoints.saved(seconds_before + loop_seconds)
+                if last_saved != step and checkpoints.due(step, seconds_before + loop_seconds):
+                    save(f"writing the checkpoint of step {step}")
                 if stop_signal:
                     break
             if stop_signal:
                 signame = signal.Signals(stop_signal[0]).name
-                path = group.get([lead.checkpoint.remote()], [0], f"saving at step {step}")[0] \
-                    if last_saved != step else str(list_checkpoints(run_dir)[-1][1])
+                path = save(f"saving at step {step}") if last_saved != step else str(list_checkpoints(run_dir)[-1][1])
                 raise TrainingInterrupted(f"stopped by {signame} at step {step} ({n_workers} workers); checkpoint "
                                           f"{path}; {hint}", path, stop_signal[0])
+            if last_saved != step:  # before the final evaluation (a scheduler's SIGKILL may cut it short)
+                save(f"writing the checkpoint of step {step}")
             if not last_eval or last_eval.get("step") != step or not last_eval.get("complete", True):
                 last_eval = group.get([lead.evaluate.remote(True)], [0], f"evaluating at step {step}")[0]
-            if last_saved != step:
-                group.get([lead.checkpoint.remote()], [0], f"writing the checkpoint of step {step}")
         finally:
             bar.close()
         return {**last_eval, "step": step, "run_dir": str(run_dir), "workers": n_workers,

@@ -324,12 +324,16 @@ class Trainer:
     def checkpoint(self) -> str:
         """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,
         permissions) raises CheckpointError; the previous checkpoints are untouched."""
-        path = self.run.save_checkpoint(self.step, *self.model.state(**Progress.of(self)),
+        path = self.run.save_checkpoint(self.step, *self.model.state(**self._progress()),
                                         keep_last=self.config.output.keep_last)
         self._last_saved_step = self.step
         self.checkpoint_clock.saved(self.budget_seconds)
         self.rollbacks.saved()  # progress made and saved
         return path
+
+    def _progress(self) -> dict:
+        """What a checkpoint's meta keeps of the run's progress (Progress)."""
+        return Progress.of(self)
 
     def restore(self, path) -> None:
         """Load a checkpoint's state into this trainer (shapes must match its config)."""

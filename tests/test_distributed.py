@@ -397,3 +397,101 @@ def test_checkpoints_by_training_seconds_at_round_ends(tmp_path):
     raw["output"].update(run_dir=str(tmp_path / "run"), checkpoint_every=0, checkpoint_every_s=1e-9, keep_last=10)
     train_distributed(load_config(raw), progress=False)
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [4, 8, 12]
+
+
+def test_a_stop_signal_gets_the_workers_a_grace_then_stops_without_them(tmp_path, monkeypatch):
+    """A worker that never answers (a stall, or actors a cluster cannot place) does not hold a
+    scheduler's SIGTERM off: after STOP_GRACE_SECONDS the driver stops, naming what the run
+    directory keeps; without a signal it waits, and says what for once START_NOTE_SECONDS pass."""
+    import slidepy.distributed as dist
+    from slidepy.errors import TrainingInterrupted
+
+    class NeverReady:
+        calls = 0
+
+        @classmethod
+        def wait(cls, refs, num_returns, timeout):
+            cls.calls += 1
+            if cls.calls == 3:
+                stop.append(signal.SIGTERM)
+            return [], list(refs)
+
+    monkeypatch.setattr(dist, "STOP_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(dist, "START_NOTE_SECONDS", 0.0)
+    stop: list = []
+    group = dist._Group(NeverReady, [], tmp_path, "resume with: ...", stop)
+    with pytest.raises(TrainingInterrupted, match=r"^stopped by SIGTERM while starting: the workers did not answer "
+                                                  r"within 0 s; no checkpoint was written yet; resume with") as info:
+        group.get(["ref"], [0], "while starting", waiting="2 workers to start")
+    assert info.value.signum == signal.SIGTERM and info.value.checkpoint is None and NeverReady.calls == 3
+
+
+@needs_ray
+def test_a_cluster_without_the_cpus_for_the_workers_is_refused_before_any_waits(tmp_path):
+    from slidepy.distributed import init_ray, train_distributed
+
+    raw = copy.deepcopy(SPARSE)
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    raw["distributed"] = {"workers": 3, "sync_every": 4, "ray_address": "127.0.0.1:1"}  # never dialled: Ray is up
+    raw["training"]["threads"] = 1
+    ray, started = init_ray(None, num_cpus=2)
+    try:
+        with pytest.raises(ConfigError, match=r"3 workers of 1 CPU\(s\) each need 3 CPUs; the Ray cluster at "
+                                              r"127.0.0.1:1 has 2"):
+            train_distributed(load_config(raw), progress=False)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@needs_ray
+def test_a_workers_bad_data_is_the_data_error_not_a_dead_worker(tmp_path):
+    from slidepy.distributed import train_distributed
+    from slidepy.errors import DataError
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2 5 3\n0 1:1.0\n1 7:1.0\n")  # feature 7 of 5
+    raw = copy.deepcopy(SPARSE)
+    raw["data"] = {"train": str(bad), "cache": False}
+    raw["distributed"] = {"workers": 1, "sync_every": 4}
+    raw["output"]["run_dir"] = str(tmp_path / "run")
+    with pytest.raises(DataError, match=rf"^{bad}:3: "):
+        train_distributed(load_config(raw), progress=False)
+
+
+@needs_ray
+def test_a_budgeted_run_keeps_its_clocks_and_is_saved_before_its_final_evaluation(tmp_path):
+    """The checkpoint holds the driver's clock (rounds' wall time) and the evaluations' seconds,
+    so a finished budgeted run resumed trains nothing and does not evaluate again; and a run's
+    last checkpoint exists when its final evaluation is reported."""
+    from slidepy.distributed import train_distributed
+
+    raw = copy.deepcopy(SPARSE)
+    raw["training"].update(epochs=500, time_budget_s=2.0, batch_size=240)  # epochs of 5 steps
+    raw["distributed"] = {"workers": 1, "sync_every": 5}
+    raw["output"].update(run_dir=str(tmp_path / "run"), checkpoint_every=0)
+    raw["eval"].update(every=0, max_share=None, subset=100)  # at every epoch end, on 100 test samples
+    first = train_distributed(load_config(raw), progress=False)
+    step, path = list_checkpoints(tmp_path / "run")[-1]
+    assert step == first["step"]
+    meta = load_checkpoint(path)[1]
+    assert meta["round_seconds"] >= 2.0  # the budget's clock: spent, which is why the run stopped
+    evals_along = [r for r in _records(tmp_path / "run") if r["event"] == "eval" and not r.get("complete")]
+    assert evals_along and meta["eval_seconds_along"] == pytest.approx(
+        sum(r["eval_seconds"] for r in evals_along), abs=1e-3)
+    before = _records(tmp_path / "run")
+    again = train_distributed(load_config(raw), resume=True, progress=False)
+    assert again["step"] == first["step"] and again["P@1"] == first["P@1"]
+    after = _records(tmp_path / "run")[len(before):]
+    assert [r["event"] for r in after] == ["resume", "start"]  # no step trained, no evaluation again
+
+    raw["training"].update(epochs=1, time_budget_s=None)  # ends at an epoch end: its final evaluation there
+    raw["output"]["run_dir"] = str(tmp_path / "whole")
+    saved_at_eval = []
+
+    def on_record(record):
+        if record.get("event") == "eval" and record.get("complete"):
+            saved_at_eval.append((record["step"], [s for s, _ in list_checkpoints(tmp_path / "whole")]))
+
+    train_distributed(load_config(raw), progress=False, callbacks=(on_record,))
+    assert saved_at_eval == [(5, [5])]
