@@ -64,7 +64,7 @@ def _need_torch(path):
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"  # pickle protocol 2 and later: a legacy (non-zip) torch.save file
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # torch.load reads safetensors too
 
 
 def _file_kind(path: str) -> str:

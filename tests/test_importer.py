@@ -156,6 +156,14 @@ def test_files_of_other_kinds_are_one_line_saying_what_they_are_not(tmp_path):
     named = tmp_path / "torch-named.npz"  # a torch.save file with an .npz name is read as what it is
     torch.save({f"{i}.weight": torch.from_numpy(w) for i, (w, _) in enumerate(layers)}, named)
     assert len(read_mlp(named)) == 3
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        save_file = None
+    if save_file is not None:  # neither zip nor pickle: known by its name, and torch.load reads it
+        st = tmp_path / "model.safetensors"
+        save_file({f"{i}.weight": torch.from_numpy(w) for i, (w, _) in enumerate(layers)}, st)
+        assert len(read_mlp(st)) == 3
     checkpoint = tmp_path / "checkpoint.pt"
     torch.save({"model": {"0.weight": torch.zeros(2, 2)}, "epoch": 3}, checkpoint)
     with pytest.raises(ImportErrorSlidepy, match=rf"^{checkpoint}: 'model' holds a mapping.*model.state_dict\(\)"):
