@@ -346,6 +346,23 @@ def test_throughput_segments_keep_the_learning_rate_of_the_runs_start(tmp_path):
         runner.close()
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+def test_a_workers_peak_rss_is_its_own_not_its_parents():
+    """On Linux ru_maxrss survives fork+exec: a worker started by a process that had grown larger
+    would report the parent's peak. peak_rss_mb reads the worker's own high-water mark."""
+    import subprocess
+    import sys
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    assert worker.peak_rss_mb() >= 400
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from benchkit.worker import peak_rss_mb; "
+            "print(peak_rss_mb())")
+    out = subprocess.run([sys.executable, "-c", code, str(benchkit.REPO / "scripts")], capture_output=True,
+                         text=True, check=True)
+    assert float(out.stdout.strip()) < 300, out.stdout
+    del ballast
+
+
 def test_torch_segment_skips_the_cold_steps():
     # A fresh dense model per segment: its first TORCH_COLD_STEPS steps are untimed, and the
     # segment's size comes from a calibration run that skips them too.
