@@ -15,7 +15,10 @@ How. `worker_table(worker, argtypes)` compiles the worker for the argument types
 pass (or loads it from numba's cache) and returns the address of the compiled code beside a
 fingerprint of those types. The driver takes the table as an argument and calls
 `call_worker(worker, table, args)`, which lowers as a call of the address with the tuple `args`, in
-numba's own calling convention (so the worker's exceptions reach the driver as from a direct call).
+numba's own calling convention (so the worker's exceptions reach the driver as from a direct call;
+inside a prange body, as numba's parallel regions pass exceptions on: wrapped in a SystemError,
+and one raised on another thread than the caller's may be lost, so slidepy's chunk workers raise
+none, and their drivers get their tables from kernels.chunk_worker for the very arguments).
 The address is an argument, never a constant of the compiled driver, so the driver caches like any
 kernel; the fingerprint guards it: a table made for other types raises instead of running code that
 would read its arguments wrongly.

@@ -54,14 +54,13 @@ from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re
 from .hashing import (
     HASH_BLOCK_ROWS,
     SPEC_LEN,
-    NO_DENSE_PROJECTIONS,
     HashParams,
+    hash_params_from_arrays,
     hash_rows,
     hash_rows_srp_blas,
     make_hash_params,
     srp_dense_projections,
     suggest_k_l,
-    with_dense_projections,
 )
 from .errors import CheckpointError, ConfigError
 from .rng import derive_int_seed, generator
@@ -517,11 +516,9 @@ class LshIndex:
         if spec is not None and self.kind == INDEX_HASH and int(spec[0]) != self.family:
             raise CheckpointError(f"{prefix} was hashed with family {spec[0]} (constants.FAMILY_CODES), this index "
                                   f"with {self.family}: the checkpoint was written with other LSH settings")
-        # proj_dense is derived, not read: checkpoints from before it existed load alike
-        self.params = with_dense_projections(HashParams(
-            **{name: arrays[f"{prefix}.params.{name}"] for name in HashParams._fields if name != "proj_dense"},
-            proj_dense=NO_DENSE_PROJECTIONS.copy()))
+        self.params = self._checked_params(arrays, prefix)
         self._dense_proj = None
+        self._check_ids(prefix)
         self.draws = int(meta["draws"])
         self.rebuilds = int(meta["rebuilds"])
         self.schedule.next_step = float(meta["next_step"])
@@ -533,6 +530,39 @@ class LshIndex:
         self.shortcut_backoff = int(meta.get("shortcut_backoff", 0))  # a resumed run assigns as the whole one
         if self.rebuilds > 0:  # the drift sample: drawn from (seed, rebuilds), codes as of that rebuild
             remember_drift_sample(self)
+
+
+    def _checked_params(self, arrays: dict, prefix: str) -> HashParams:
+        """The checkpoint's hash functions, validated (hashing.hash_params_from_arrays) and of this
+        index's shape: the kernels size their scratch by the config's K and L and index by the
+        params' own, unchecked, so a file of other K, L or input width would write past it. A
+        cluster index has none (its file holds the placeholder)."""
+        if self.kind == INDEX_CLUSTERS:
+            return _no_params()
+        try:
+            params = hash_params_from_arrays(arrays, f"{prefix}.params.")
+        except ValueError as exc:
+            raise CheckpointError(f"{prefix}: {exc}") from None
+        if not np.array_equal(params.spec, self.params.spec):
+            raise CheckpointError(f"{prefix}.params.spec is {params.spec.tolist()} but this index's is "
+                                  f"{self.params.spec.tolist()} (family, input width, k, l, bin size, ...): the "
+                                  "checkpoint was written with other LSH settings")
+        return params
+
+    def _check_ids(self, prefix: str) -> None:
+        """Neuron ids, clusters and codes loaded from a file lie where the kernels index by them
+        without bounds checks."""
+        n_codes = self.n_clusters if self.kind == INDEX_CLUSTERS else 1 << self.range_pow
+        checks = [("buckets", self.buckets, -1, self.n_neurons), ("cluster_members", self.cluster_members, 0,
+                                                                  self.n_neurons),
+                  ("codes", self.codes, 0, n_codes), ("cluster_indptr", self.cluster_indptr, 0,
+                                                      self.cluster_members.shape[0] + 1)]
+        for name, values, lo, hi in checks:
+            if values.size and (values.min() < lo or values.max() >= hi):
+                raise CheckpointError(f"{prefix}.{name} holds values outside [{lo}, {hi}): the file is damaged or "
+                                      "was written for another layer")
+        if self.cluster_indptr.size and np.any(np.diff(self.cluster_indptr) < 0):
+            raise CheckpointError(f"{prefix}.cluster_indptr decreases: the file is damaged")
 
 
 # -- what a rebuild does besides hashing: k-means clustering, the drift sample -----------------

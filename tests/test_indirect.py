@@ -68,6 +68,19 @@ def test_a_table_for_other_types_raises_instead_of_calling():
     assert not out.any()  # nothing ran
 
 
+def test_a_table_for_other_types_stops_a_parallel_driver_too():
+    """Inside a prange body the mismatch reaches the caller wrapped by numba's parallel region
+    (a SystemError whose cause is the ValueError), and no row is computed with misread arguments."""
+    x = np.ones((64, 3), np.float32)
+    out = np.zeros_like(x)
+    wrong = _table(x.astype(np.float64), np.float32(1.0), out)
+    with pytest.raises(Exception) as info:
+        scale_parallel(x, np.float32(1.0), out, wrong)
+    chain = [info.value] + [e for e in (info.value.__cause__, info.value.__context__) if e is not None]
+    assert any("other argument types" in str(e) for e in chain), chain
+    assert not out.any()
+
+
 def test_worker_tables_are_stable_and_tell_argument_types_apart():
     """What drivers and kernels.chunk_worker rely on, beyond the calls above: a table is one
     (2,) int64 array; asking again for the same types gives the same table (the compiled worker is

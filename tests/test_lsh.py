@@ -551,6 +551,36 @@ def test_a_resumed_index_measures_drift_as_the_uninterrupted_one():
         other.load_state(saved.state_arrays("x"), saved.state_meta(), "x")
 
 
+def test_a_checkpoint_whose_index_would_misdirect_the_kernels_is_refused():
+    """Tables of one shape but hash functions of another K (the kernels' scratch is sized by the
+    config's K, their loops run to the file's), and ids beyond the layer (read without bounds
+    checks): CheckpointErrors, not memory written past its end."""
+    from slidepy.errors import CheckpointError
+
+    weights = np.random.default_rng(1).standard_normal((200, 8)).astype(np.float32)
+    k4 = LshIndex(1, (8, 200), _lsh_cfg(k=4, l=4, range_pow=6), seed=3)
+    k4.rebuild(weights, False)
+    k6 = LshIndex(1, (8, 200), _lsh_cfg(k=6, l=4, range_pow=6), seed=3)  # buckets (4, 64, cap) alike
+    with pytest.raises(CheckpointError, match=r"x\.params\.spec is .* other LSH settings"):
+        k6.load_state(k4.state_arrays("x"), k4.state_meta(), "x")
+    arrays = k4.state_arrays("x")
+    arrays["x.buckets"] = arrays["x.buckets"].copy()
+    arrays["x.buckets"][0, 0, 0] = 200  # neuron 200 of 200
+    with pytest.raises(CheckpointError, match=r"x\.buckets holds values outside \[-1, 200\)"):
+        LshIndex(1, (8, 200), _lsh_cfg(k=4, l=4, range_pow=6), seed=3).load_state(arrays, k4.state_meta(), "x")
+    km_options = _lsh_cfg(family="kmeans", l=2)
+    km = LshIndex(1, (8, 200), km_options, seed=3, budget=20)
+    km.rebuild(weights, False)
+    arrays = km.state_arrays("x")
+    arrays["x.cluster_members"] = arrays["x.cluster_members"].copy()
+    arrays["x.cluster_members"][5] = -3
+    with pytest.raises(CheckpointError, match=r"x\.cluster_members holds values outside \[0, 200\)"):
+        LshIndex(1, (8, 200), km_options, seed=3, budget=20).load_state(arrays, km.state_meta(), "x")
+    fine = LshIndex(1, (8, 200), km_options, seed=3, budget=20)
+    fine.load_state(km.state_arrays("x"), km.state_meta(), "x")  # an intact one loads
+    np.testing.assert_array_equal(fine.cluster_members, km.cluster_members)
+
+
 def test_l_for_a_fixed_k_stays_finite_where_a_collision_is_below_float_precision():
     """WTA at K 32 and bins of 256 collides with p ~ 1e-17 per table: 1 - p rounds to 1 and
     log(1 - p) to 0, so L is counted through log1p (and capped at 512), as suggest_k_l counts it."""
