@@ -95,6 +95,17 @@ class StepStats:
     output_union_rows: int = 0
 
 
+def checked_rows(rows, n_samples: int) -> np.ndarray:
+    """`rows` as contiguous int64 dataset row ids, refused unless each lies in [0, n_samples): the
+    kernels read a sample's CSR slice by its id without bounds checks (a negative id wraps)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if rows.ndim != 1:
+        raise ValueError(f"rows must be a 1-d array of sample ids, got shape {rows.shape}")
+    if rows.size and (rows.min() < 0 or rows.max() >= n_samples):
+        raise IndexError(f"rows must lie in [0, {n_samples}), got ids from {rows.min()} to {rows.max()}")
+    return rows
+
+
 def chunk_bounds(x_indptr: np.ndarray, rows: np.ndarray, n_chunks: int) -> np.ndarray:
     """Split batch positions into n_chunks contiguous blocks of roughly equal cost (also
     `Engine.chunk_bounds`).
@@ -418,7 +429,7 @@ class Engine:
         """One optimizer step on dataset rows `rows`: sparse forward/backward, then the update
         (apply=False discards the gradients instead: used to compile the kernels)."""
         self._check_shape(data, labels=True)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        rows = checked_rows(rows, data.n_samples)
         batch = rows.shape[0]
         self.ensure_label_capacity(int(np.max(data.y_indptr[rows + 1] - data.y_indptr[rows], initial=0)))
         record = self.records_output()
@@ -479,9 +490,7 @@ class Engine:
             for l, index in enumerate(self.lsh):
                 if index is not None:
                     spec[l, SPEC_INFER_MODE] = MODE_LSH if use_lsh else MODE_ALL
-        if rows is None:
-            rows = np.arange(data.n_samples, dtype=np.int64)
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else checked_rows(rows, data.n_samples)
         if spec[-1, SPEC_INFER_MODE] == MODE_ALL:
             return predict_exact_output(self, data, rows, k, spec, self.neighbours if votes else None)
         return predict_lsh_output(self, data, rows, k, spec, batch_size)

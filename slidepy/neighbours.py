@@ -43,7 +43,7 @@ from numba import njit, prange
 
 from .constants import INTERNAL
 from .rng import generator
-from .scoring import BLOCK_FLOATS, push_topk, tiled_logits, topk_rows
+from .scoring import BLOCK_FLOATS, check_topk_out, push_topk, tiled_logits, topk_rows
 
 BANK_SAMPLE_STREAM = 0x424E4B  # "BNK": the random stream that picks a sampled bank's rows (rng.py)
 
@@ -178,4 +178,5 @@ def blend_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: 
                top_ids: np.ndarray, top_vals: np.ndarray) -> None:
     """Top-K of the blended scores for a block of last-hidden rows hidden (B, D), into top_ids
     (B, K) int32 and top_vals (B, K) float32 (the blended scores, in [0, 1])."""
+    check_topk_out(hidden.shape[0], top_ids, top_vals)
     topk_rows(blended_scores(hidden, weights, bias, bank), np.zeros(weights.shape[0], np.float32), top_ids, top_vals)

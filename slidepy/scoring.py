@@ -25,6 +25,16 @@ def check_k(k) -> None:
         raise ValueError(f"k must be an int >= 1, got {k!r}")
 
 
+def check_topk_out(n_rows: int, top_ids: np.ndarray, top_vals: np.ndarray) -> None:
+    """Refuse top-k outputs the kernels would write past: (B, K) int32 ids and float32 values,
+    K >= 1 (check_k), one row per scored row."""
+    if (top_ids.ndim != 2 or top_ids.shape != top_vals.shape or top_ids.shape[0] != n_rows
+            or top_ids.dtype != np.int32 or top_vals.dtype != np.float32):
+        raise ValueError(f"top-k outputs must be ({n_rows}, K) int32 ids and float32 values, got "
+                         f"{top_ids.shape} {top_ids.dtype} and {top_vals.shape} {top_vals.dtype}")
+    check_k(top_ids.shape[1])
+
+
 @njit(cache=True)
 def push_topk(top_ids, top_vals, k, n_id, val):
     """Insert (n_id, val) into the descending top-k lists if it beats the current k-th (so ties
@@ -109,4 +119,5 @@ def score_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, top_id
                top_vals: np.ndarray) -> None:
     """Exact top-K of hidden (B, D) @ weights (N, D).T + bias for a block, into top_ids (B, K) int32
     and top_vals (B, K) float32."""
+    check_topk_out(hidden.shape[0], top_ids, top_vals)
     topk_rows(tiled_logits(hidden, weights), bias, top_ids, top_vals)

@@ -874,6 +874,17 @@ def test_the_chunk_worker_table_without_a_type_fingerprint(monkeypatch, one_thre
         np.testing.assert_array_equal(a.bias, b.bias)
 
 
+def test_rows_outside_the_dataset_are_refused_before_the_kernels_read_them():
+    eng = make_engine([8])
+    data = make_data(0, 6)
+    for rows in ([0, -1], [2, 6], [[0, 1]]):
+        with pytest.raises((IndexError, ValueError), match="rows must"):
+            eng.train_step(data, np.array(rows, dtype=np.int64))
+        with pytest.raises((IndexError, ValueError), match="rows must"):
+            eng.predict(data, rows=np.array(rows, dtype=np.int64))
+    assert eng.step == 0  # nothing trained
+
+
 def test_an_engine_needs_a_hidden_layer_and_data_that_fits_it():
     """The output layer's paths read the last hidden vector, and the kernels index weights by id
     without bounds checks: both are refused with a message rather than scored wrongly."""

@@ -96,3 +96,22 @@ def test_score_topk_gives_a_sample_the_same_scores_whatever_is_scored_beside_it(
         np.testing.assert_array_equal(vals, full_vals[start:start + subset.shape[0]])
     want = np.argsort(-(hidden[:1].astype(np.float64) @ weights.T.astype(np.float64) + bias), axis=1)[:, :k]
     np.testing.assert_array_equal(full_ids[:1], want)
+
+
+def test_top_k_outputs_the_kernels_would_write_past_are_refused():
+    """score_topk / blend_topk are called with output blocks; one of K = 0 (the kernels write slot
+    K - 1) or of another shape or dtype is refused before any kernel runs."""
+    from slidepy.neighbours import NeighbourBank, blend_topk
+
+    hidden, weights, bias = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), np.zeros(4, np.float32)
+    bank = NeighbourBank(np.ones((2, 3), np.float32) / np.sqrt(3), np.array([0, 1, 2]), np.array([0, 1], np.int32),
+                         1, 0.5, 0.05)
+    bad = [(np.empty((2, 0), np.int32), np.empty((2, 0), np.float32), "k must be an int >= 1, got 0"),
+           (np.empty((3, 2), np.int32), np.empty((3, 2), np.float32), "top-k outputs must be \\(2, K\\)"),
+           (np.empty((2, 2), np.int64), np.empty((2, 2), np.float32), "int32 ids"),
+           (np.empty((2, 2), np.int32), np.empty((2, 3), np.float32), "top-k outputs")]
+    for ids, vals, message in bad:
+        with pytest.raises(ValueError, match=message):
+            score_topk(hidden, weights, bias, ids, vals)
+        with pytest.raises(ValueError, match=message):
+            blend_topk(hidden, weights, bias, bank, ids, vals)
