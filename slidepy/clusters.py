@@ -207,24 +207,30 @@ def refresh_centroids(rows, bias, cluster_indptr, cluster_members, centroids_t):
     centroids_t[...] = means.T
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(fastmath=True, cache=True)
+def augmented_dot(r, b, cen):
+    """[r, b] . cen for a row r (D,), its bias b and a centroid cen (D + 1,): fastmath here only
+    (STYLE.md), where reordering the sum is what lets it vectorise."""
+    d = r.shape[0]
+    dot = b * cen[d]
+    for j in range(d):
+        dot += r[j] * cen[j]
+    return dot
+
+
+@njit(parallel=True, cache=True)
 def assign_near(rows, bias, centroids, half_sq, neighbours, assign_in, assign_out):
-    """Re-assign each row among neighbours[assign_in[i]] (the centroids nearest its current one):
-    assign_out[i] = argmax_c (x.c - |c|^2 / 2) over those. Parallel over rows; each writes only
-    its own output."""
-    d = rows.shape[1]
+    """Re-assign each row among neighbours[assign_in[i]] (the centroids nearest its current one,
+    itself first): assign_out[i] = argmax_c (x.c - |c|^2 / 2) over those, ties to the earlier.
+    Parallel over rows; each writes only its own output."""
     for i in prange(rows.shape[0]):
         r = rows[i]
         near = neighbours[assign_in[i]]
-        best = assign_in[i]
-        best_score = -np.inf
-        for m in range(near.shape[0]):
+        best = near[0]
+        best_score = augmented_dot(r, bias[i], centroids[best]) - half_sq[best]
+        for m in range(1, near.shape[0]):
             c = near[m]
-            cen = centroids[c]
-            dot = bias[i] * cen[d]
-            for j in range(d):
-                dot += r[j] * cen[j]
-            score = dot - half_sq[c]
+            score = augmented_dot(r, bias[i], centroids[c]) - half_sq[c]
             if score > best_score:
                 best_score = score
                 best = c
