@@ -32,6 +32,9 @@ it at each evaluation and keeps the last one's), never kept in checkpoints.
 Tiers: `build_bank` / `blended_scores` (Python and BLAS; `blend_topk` ranks them, an ensemble
 averages its members', ensemble.py) -> `blend_rows` (parallel over samples) -> `blend_row` (one
 sample: softmax, neighbours, votes).
+
+Shapes: B samples scored in a block, D last-hidden width, N labels (output neurons), S samples in
+the bank, k neighbours voting, K labels kept per sample.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ kernel's read-modify-write of a 2 KB gradient row per active neuron and the opti
 zeroing of it, for a float32 sum in cache.
 
 No fastmath here: the optimizer decides the weights, and reassociation bought NaNs in UMAP's SGD.
+
+Shapes: N rows of a layer (neurons, or input features for layer 0), D its row width, R the rows
+touched in a batch, B samples of the batch, T threads.
 """
 
 import numba
