@@ -38,6 +38,9 @@ def test_train_evaluate_predict(config_file, tmp_path):
     final = trained.evaluate(subset=None)
     assert printed == {key: f"{final[key]:.4f}" for key in printed}
     assert final["P@1"] > 0.2  # a model that learnt something: a wrong checkpoint would score apart
+    losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if r["event"] == "log"]
+    assert len(losses) >= 2 and losses[-1] < 0.9 * losses[0], losses  # and the loss fell while it did
 
     test_file = tmp_path / "test.txt"
     gen = runner.invoke(main, ["datagen", "--out", str(tmp_path / "train.txt"), "--test-out", str(test_file),
