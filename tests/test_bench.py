@@ -600,7 +600,7 @@ def test_bench_tiny_end_to_end(tmp_path):
         # slidepy's systems time their kernels' compile (torch and the trees have none): in the table
         assert isinstance(r["compile_seconds"], float) and len(r["active_mean"]) == 2
         assert in_table(s, f"{r['compile_seconds']:.1f}")
-        assert set(r["time_share"]) == {"kernel", "optimizer", "rebuild", "other"}
+        assert set(r["time_share"]) == {"kernel", "optimizer", "rebuild", "index_build", "other"}
         assert r["epochs"] == pytest.approx(2.0) and r["curve"][-1]["epoch"] == pytest.approx(2.0)
         assert any(abs(p["epoch"] - 1.0) < 1e-9 for p in r["curve"])  # every epoch end is evaluated
     assert entry["systems"]["lsh"]["active_mean"][1] <= 128  # the config's budget, not the bench's
