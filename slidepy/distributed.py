@@ -510,20 +510,29 @@ def _package_root() -> str:
 def init_ray(address: str | None, num_cpus: int | None = None):
     """Start a local Ray (address None: loopback only, no dashboard) or join `address`. Returns
     (ray, started): started is True when this call started Ray and must shut it down."""
-    ray = _import_ray(local=address is None)
-    if ray.is_initialized():
+    local = address is None
+    ray = _import_ray(local=local)
+    if ray.is_initialized():  # nothing started here, so nothing undoes the local switches later
+        if local:
+            _restore_local_switches(ray)
         return ray, False
     import logging
 
-    if address is None:
-        # Workers import slidepy from where the driver does (a source checkout works too).
-        path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", logging_level=logging.ERROR,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}, "worker_process_setup_hook": _guard_broken_pyarrow})
-    else:
-        ray.init(address=address, logging_level=logging.ERROR,
-                 runtime_env={"worker_process_setup_hook": _guard_broken_pyarrow})
+    try:
+        if local:
+            # Workers import slidepy from where the driver does (a source checkout works too).
+            path = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                     _node_ip_address="127.0.0.1", logging_level=logging.ERROR,
+                     runtime_env={"env_vars": {"PYTHONPATH": path},
+                                  "worker_process_setup_hook": _guard_broken_pyarrow})
+        else:
+            ray.init(address=address, logging_level=logging.ERROR,
+                     runtime_env={"worker_process_setup_hook": _guard_broken_pyarrow})
+    except BaseException:  # no Ray to shut down: the process' environment as it was
+        if local:
+            _restore_local_switches(ray)
+        raise
     return ray, True
 
 

@@ -495,3 +495,20 @@ def test_a_budgeted_run_keeps_its_clocks_and_is_saved_before_its_final_evaluatio
 
     train_distributed(load_config(raw), progress=False, callbacks=(on_record,))
     assert saved_at_eval == [(5, [5])]
+
+
+@needs_ray
+def test_a_local_ray_that_fails_to_start_leaves_the_environment_as_it_was(monkeypatch):
+    import ray
+
+    from slidepy.distributed import init_ray
+
+    before = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
+
+    def no_start(*args, **kwargs):
+        raise RuntimeError("no room for Ray here")
+
+    monkeypatch.setattr(ray, "init", no_start)
+    with pytest.raises(RuntimeError, match="no room"):
+        init_ray(None, num_cpus=1)
+    assert {k: os.environ.get(k) for k in before} == before
