@@ -76,8 +76,9 @@ def _time_to_target(results, dataset, name, goal, ref_epochs, ref_label) -> dict
         notes.append(how)
     t_torch = time_to_p1(tr["curve"], ref)
     t_sp = time_to_p1(sp["curve"], ref)
-    if t_sp is None and _cut_short(sp, sp_name):  # it might have got there in its whole run
-        return _not_run(name, dataset, goal_text, goal, _cut_short(sp, sp_name))
+    cut = _cut_short(sp, sp_name)
+    if t_sp is None and cut:  # it might have got there in its whole run
+        return _not_run(name, dataset, goal_text, goal, cut)
     if t_sp is None:
         best = max((p["P@1"] for p in sp["curve"] if p.get("P@1") is not None), default=float("nan"))
         notes.append(f"{sp_name} never reached torch's {ref:.4f} (best {best:.4f} after {sp.get('epochs') or 0:.2f} "
@@ -127,7 +128,8 @@ def _vs_trees(results, dataset) -> list[dict]:
     sp, why = _get(results, dataset, sp_name)
     trees = {t: _get(results, dataset, t) for t in TREES}
     ran = {t: r for t, (r, _) in trees.items() if r is not None}
-    whys = [w for _, w in trees.values() if w] + ([_cut_short(sp, sp_name)] if sp and _cut_short(sp, sp_name) else [])
+    cut = _cut_short(sp, sp_name) if sp else None
+    whys = [w for _, w in trees.values() if w] + ([cut] if cut else [])
     measured = sp is not None and not whys
     rows = []
     for k in ("P@1", "P@5"):
@@ -178,8 +180,9 @@ def _nextword_one_epoch(results) -> list[dict]:
             if how2:
                 notes.append(f"torch: {how2}")
         if v is None:  # a run cut short at --max-seconds never got to it; a whole run of < 1 epoch fails
-            rows.append(_not_run(name, ds, f"> {ref:.4f}", ref, _cut_short(sp, sp_name)) if _cut_short(sp, sp_name)
-                        else _target(name, ds, f"> {ref:.4f}", ref, passed=False, note=f"{sp_name} {how}: no 1-epoch P@1"))
+            cut = _cut_short(sp, sp_name)
+            rows.append(_not_run(name, ds, f"> {ref:.4f}", ref, cut) if cut else
+                        _target(name, ds, f"> {ref:.4f}", ref, passed=False, note=f"{sp_name} {how}: no 1-epoch P@1"))
             continue
         notes.insert(0, f"{sp_name} {v:.4f} vs {other} {ref:.4f}")
         rows.append(_target(name, ds, f"> {ref:.4f} ({other})", ref, measured=v, passed=v > ref, fmt="{:.4f}",
