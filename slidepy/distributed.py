@@ -530,6 +530,7 @@ def init_ray(address: str | None, num_cpus: int | None = None):
             ray.init(address=address, logging_level=logging.ERROR,
                      runtime_env={"worker_process_setup_hook": _guard_broken_pyarrow})
     except BaseException:  # no Ray to shut down: the process' environment as it was
+        _unguard_pyarrow()
         if local:
             _restore_local_switches(ray)
         raise
