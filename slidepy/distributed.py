@@ -537,6 +537,15 @@ def init_ray(address: str | None, num_cpus: int | None = None):
     return ray, True
 
 
+def stop_ray(ray, local: bool) -> None:
+    """Shut down the Ray that init_ray started (local: the one it started on this machine) and
+    undo what it set in this process: the broken-pyarrow guard and the local switches."""
+    ray.shutdown()
+    _unguard_pyarrow()
+    if local:
+        _restore_local_switches(ray)
+
+
 # Seconds the driver waits for the workers' answer after a stop signal (a round's steps and sync
 # take far less): then it stops without them, a stalled or never-placed worker does not hold a
 # scheduler's SIGTERM off until its SIGKILL.
@@ -834,7 +843,4 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             except Exception:
                 pass
         if started:
-            ray.shutdown()
-            _unguard_pyarrow()
-            if local:
-                _restore_local_switches(ray)
+            stop_ray(ray, local)

@@ -428,7 +428,7 @@ def test_a_stop_signal_gets_the_workers_a_grace_then_stops_without_them(tmp_path
 
 @needs_ray
 def test_a_cluster_without_the_cpus_for_the_workers_is_refused_before_any_waits(tmp_path):
-    from slidepy.distributed import init_ray, train_distributed
+    from slidepy.distributed import init_ray, stop_ray, train_distributed
 
     raw = copy.deepcopy(SPARSE)
     raw["output"]["run_dir"] = str(tmp_path / "run")
@@ -441,7 +441,7 @@ def test_a_cluster_without_the_cpus_for_the_workers_is_refused_before_any_waits(
             train_distributed(load_config(raw), progress=False)
     finally:
         if started:
-            ray.shutdown()
+            stop_ray(ray, local=True)
 
 
 @needs_ray
