@@ -351,7 +351,9 @@ def train_torch(train, test=None, *, hidden: int | list[int] = 128, batch_size: 
     lr_warmup_steps of linear ramp-up, as slidepy's training.lr_schedule / warmup_steps do
     (`warmup_steps` is the timing's: steps left out of samples_per_s). input_scale: slidepy's
     model.input_scale, resolved (the inputs are multiplied by it). init, betas, eps, weight_decay:
-    slidepy's model.init, training.beta1/beta2, eps and weight_decay (decoupled, weights only).
+    slidepy's model.init, training.beta1/beta2, eps and weight_decay (decoupled, weights only; a
+    dense optimizer shrinks every row each step, where slidepy's lazy one shrinks the rows a batch
+    touched).
 
     keep_params: also return the trained tensors under "params" (w1 (n_features, hidden[0]), b1,
     ..., the output layer's last), e.g. to save them for `slidepy import`; w1 holds input_scale,

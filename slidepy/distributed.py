@@ -467,7 +467,7 @@ _LOCAL_ENV = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
 _SAVED_ENV: dict = {}  # their values before a local run, restored after it
 
 
-def _restore_local_switches(ray) -> None:
+def _restore_local_switches() -> None:
     """Undo _import_ray(local=True), so a later run in this process may join a cluster."""
     for key, value in _SAVED_ENV.items():
         if value is None:
@@ -475,7 +475,10 @@ def _restore_local_switches(ray) -> None:
         else:
             os.environ[key] = value
     _SAVED_ENV.clear()
-    from ray._private import ray_constants
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # Ray is not installed: only the environment was switched
+        return
 
     ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR,
                                                              not ray_constants.IS_WINDOWS_OR_OSX)
@@ -511,10 +514,16 @@ def init_ray(address: str | None, num_cpus: int | None = None):
     """Start a local Ray (address None: loopback only, no dashboard) or join `address`. Returns
     (ray, started): started is True when this call started Ray and must shut it down."""
     local = address is None
-    ray = _import_ray(local=local)
+    try:
+        ray = _import_ray(local=local)
+    except BaseException:  # Ray missing: the process' environment as it was
+        _unguard_pyarrow()
+        if local:
+            _restore_local_switches()
+        raise
     if ray.is_initialized():  # nothing started here, so nothing undoes the local switches later
         if local:
-            _restore_local_switches(ray)
+            _restore_local_switches()
         return ray, False
     import logging
 
@@ -532,7 +541,7 @@ def init_ray(address: str | None, num_cpus: int | None = None):
     except BaseException:  # no Ray to shut down: the process' environment as it was
         _unguard_pyarrow()
         if local:
-            _restore_local_switches(ray)
+            _restore_local_switches()
         raise
     return ray, True
 
@@ -543,7 +552,7 @@ def stop_ray(ray, local: bool) -> None:
     ray.shutdown()
     _unguard_pyarrow()
     if local:
-        _restore_local_switches(ray)
+        _restore_local_switches()
 
 
 # Seconds the driver waits for the workers' answer after a stop signal (a round's steps and sync
@@ -563,11 +572,12 @@ class _Group:
         self.run_dir, self.resume_hint, self.stop = run_dir, resume_hint, stop
         self.pids: dict[int, str] = {}
 
-    def get(self, refs: list, ranks: list[int], what: str, waiting: str | None = None):
+    def get(self, refs: list, ranks: list[int], what: str, waiting: str | None = None, grace: bool = True):
         """ray.get of refs (refs[i] from worker ranks[i]); a dead worker becomes WorkerLost naming
         it and `what` (the step), an exception raised in a worker is re-raised here. A stop signal
-        gets STOP_GRACE_SECONDS of the wait, then TrainingInterrupted; `waiting` is printed once
-        the wait passes START_NOTE_SECONDS."""
+        gets STOP_GRACE_SECONDS of the wait, then TrainingInterrupted (grace False: the wait goes
+        on, for a checkpoint being written or an evaluation, which take the time they take);
+        `waiting` is printed once the wait passes START_NOTE_SECONDS."""
         ray = self.ray
         started, stopped_at, noted = time.monotonic(), None, False
         while refs:
@@ -575,7 +585,7 @@ class _Group:
             if not pending:
                 break
             now = time.monotonic()
-            if self.stop:
+            if self.stop and grace:
                 stopped_at = stopped_at or now
                 if now - stopped_at >= STOP_GRACE_SECONDS:
                     self._unanswered(what)
@@ -668,8 +678,9 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
         threads = threads_asked or max(1, cpus // n_workers)
         if not local and n_workers * threads > cpus:  # the actors would wait for CPUs forever
             raise ConfigError(f"distributed.workers: {n_workers} workers of {threads} CPU(s) each need "
-                              f"{n_workers * threads} CPUs; the Ray cluster at {d.ray_address} has {cpus}: "
-                              "fewer workers, or training.threads lower")
+                              f"{n_workers * threads} CPUs; the Ray cluster at {d.ray_address} has {cpus} on the "
+                              "nodes up now: fewer workers, training.threads lower, or (an autoscaling "
+                              "cluster) its nodes started first")
         remote = ray.remote(Worker)
         here = ray.get_runtime_context().get_node_id()
         config = config_to_dict(cfg)
@@ -737,7 +748,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
 
         def save(what: str) -> str:
             nonlocal last_saved
-            path = group.get([lead.checkpoint.remote(seconds_before + loop_seconds, eval_along)], [0], what)[0]
+            path = group.get([lead.checkpoint.remote(seconds_before + loop_seconds, eval_along)], [0], what,
+                             grace=False)[0]
             last_saved = step
             checkpoints.saved(seconds_before + loop_seconds)
             return path
@@ -812,7 +824,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                     save(f"writing the checkpoint of step {step}")
                 if ((ev and step % ev == 0) or (not ev and b == 0)) and (
                         final or eval_along_due(cfg.eval.max_share, eval_along, seconds_before + loop_seconds)):
-                    last_eval = group.get([lead.evaluate.remote(final)], [0], f"evaluating at step {step}")[0]
+                    last_eval = group.get([lead.evaluate.remote(final)], [0], f"evaluating at step {step}",
+                                          grace=False)[0]
                     eval_along += 0.0 if final else last_eval["eval_seconds"]
                     for cb in callbacks:
                         cb(last_eval)
@@ -828,7 +841,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             if last_saved != step:  # before the final evaluation (a scheduler's SIGKILL may cut it short)
                 save(f"writing the checkpoint of step {step}")
             if not last_eval or last_eval.get("step") != step or not last_eval.get("complete", True):
-                last_eval = group.get([lead.evaluate.remote(True)], [0], f"evaluating at step {step}")[0]
+                last_eval = group.get([lead.evaluate.remote(True)], [0], f"evaluating at step {step}",
+                                      grace=False)[0]
         finally:
             bar.close()
         return {**last_eval, "step": step, "run_dir": str(run_dir), "workers": n_workers,

@@ -70,8 +70,13 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # torch.load 
 def _file_kind(path: str) -> str:
     """"torch" or "npz", from the file's first bytes (a name can mislead: a torch.save file named
     .npz, an .npy named .npz); a file of neither kind is refused here, saying what it is not."""
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ImportErrorSlidepy(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise ImportErrorSlidepy(f"{path}: empty")
     if head.startswith(_NPY_MAGIC):
         raise ImportErrorSlidepy(f"{path}: a single .npy array, not an .npz of weights and biases "
                                  "(np.savez(path, W0=..., b0=..., W1=..., ...))")
@@ -83,8 +88,7 @@ def _file_kind(path: str) -> str:
             raise ImportErrorSlidepy(f"{path}: a damaged zip archive (.npz or PyTorch file)") from None
     if head.startswith(_PICKLE_MAGIC) or path.endswith(TORCH_SUFFIXES):
         return "torch"  # torch.load says if it is not one
-    what = "empty" if not head else "neither a PyTorch file (.pt) nor a NumPy archive (.npz)"
-    raise ImportErrorSlidepy(f"{path}: {what}")
+    raise ImportErrorSlidepy(f"{path}: neither a PyTorch file (.pt) nor a NumPy archive (.npz)")
 
 
 def _load_npz(path: str) -> dict:
@@ -114,7 +118,9 @@ def _load_torch(path: str):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
-        culprit = [line for line in lines if "Unsupported global" in line]
+        # what torch's safe unpickler names when a file asks for a class or function it does not
+        # allow ("Unsupported global: ...", "unsupported GLOBAL posix.system whose module ... is blocked")
+        culprit = [line for line in lines if "unsupported global" in line.lower()]
         if not culprit:  # an opcode the safe unpickler does not know: bytes that are no pickle at all
             raise ImportErrorSlidepy(f"{path}: not a PyTorch file, or a damaged one (torch.load: "
                                      f"{next((line for line in lines if line), type(exc).__name__)})") from None

@@ -114,13 +114,13 @@ def blend_row(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, n
     the votes of its k most similar bank samples, each label of each counting
     exp(similarity / temperature) (sims (S,) float32; near_ids (k,) int32 / near_sims (k,) float32
     are scratch). Only neighbours of positive similarity vote; a sample with none gets no votes.
-    A NaN logit counts as -inf, as in topk_row: one diverged label row must not turn the whole
-    softmax, and with it every blended score, into NaN. A row without a finite logit keeps the
-    votes alone."""
+    A logit that is not finite (NaN, or +-inf from a diverged label row) counts as -inf: one such
+    row must not turn the whole softmax, and with it every blended score, into NaN. A row without
+    a finite logit keeps the votes alone."""
     peak = -np.inf
     for n in range(logits.shape[0]):
         z = logits[n] + bias[n]
-        if not z > -np.inf:  # NaN
+        if not -np.inf < z < np.inf:  # NaN or +-inf
             z = -np.inf
         logits[n] = z
         if z > peak:

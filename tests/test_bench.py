@@ -289,10 +289,12 @@ def test_figures_that_are_not_numbers_are_not_run_and_null_in_results_json():
     assert _by_name(targets, "samples/s >= 15x")["status"] == "not run"
     results["targets"] = targets
     results["datasets"]["debian-deps"]["systems"]["lsh"]["rss"] = np.float32("inf")
+    results["datasets"]["debian-deps"]["systems"]["lsh"]["series"] = np.array([1.0, np.nan])
     text = report.results_json(results)
     assert "NaN" not in text and "Infinity" not in text
     back = json.loads(text)
     assert back["datasets"]["debian-deps"]["systems"]["torch"]["P@1"] is None
+    assert back["datasets"]["debian-deps"]["systems"]["lsh"]["series"] == [1.0, None]
 
 
 def test_the_torch_baseline_trains_the_configs_network(tmp_path):

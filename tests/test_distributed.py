@@ -425,6 +425,21 @@ def test_a_stop_signal_gets_the_workers_a_grace_then_stops_without_them(tmp_path
         group.get(["ref"], [0], "while starting", waiting="2 workers to start")
     assert info.value.signum == signal.SIGTERM and info.value.checkpoint is None and NeverReady.calls == 3
 
+    class ReadyOnTheFifth:  # a checkpoint being written: it takes what it takes, stop or no stop
+        calls = 0
+
+        @classmethod
+        def wait(cls, refs, num_returns, timeout):
+            cls.calls += 1
+            return (list(refs), []) if cls.calls >= 5 else ([], list(refs))
+
+        @staticmethod
+        def get(ref):
+            return "checkpoints/step-000000040.npz"
+
+    group = dist._Group(ReadyOnTheFifth, [], tmp_path, "resume with: ...", [signal.SIGTERM])
+    assert group.get(["ref"], [0], "saving at step 40", grace=False) == ["checkpoints/step-000000040.npz"]
+
 
 @needs_ray
 def test_a_cluster_without_the_cpus_for_the_workers_is_refused_before_any_waits(tmp_path):
@@ -514,4 +529,18 @@ def test_a_local_ray_that_fails_to_start_leaves_the_environment_as_it_was(monkey
         init_ray(None, num_cpus=1)
     assert {k: os.environ.get(k) for k in before} == before
     # nor does the broken-pyarrow guard stay: scikit-learn reads sys.modules["pyarrow"] as a module
+    assert sys.modules.get("pyarrow", "absent") is had_pyarrow or sys.modules.get("pyarrow") is not None
+
+
+def test_a_local_start_without_ray_installed_leaves_the_environment_as_it_was(monkeypatch):
+    from slidepy.distributed import init_ray
+    from slidepy.errors import SlidepyError
+
+    keys = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
+    before = {k: os.environ.get(k) for k in keys}
+    had_pyarrow = sys.modules.get("pyarrow", "absent")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(SlidepyError, match=r"--workers needs Ray: pip install -e '\.\[ray\]'"):
+        init_ray(None)
+    assert {k: os.environ.get(k) for k in keys} == before
     assert sys.modules.get("pyarrow", "absent") is had_pyarrow or sys.modules.get("pyarrow") is not None

@@ -91,6 +91,26 @@ class _Payload:
         return (print, ("this must never run",))
 
 
+class _RunsAShell:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+def test_a_pickle_that_calls_a_blocked_function_is_refused_not_called_damaged(tmp_path, capfd):
+    """torch names a blocked module's function "unsupported GLOBAL posix.system ... is blocked",
+    not "Unsupported global": still a refusal, in both file formats."""
+    torch = pytest.importorskip("torch")
+    for zip_format in (True, False):
+        path = tmp_path / f"shell-{zip_format}.pt"
+        torch.save({"0.weight": torch.zeros(2, 2), "x": _RunsAShell()}, path,
+                   _use_new_zipfile_serialization=zip_format)
+        with pytest.raises(ImportErrorSlidepy, match=r"refused: loading it would run code"):
+            read_mlp(path)
+    assert "this must never run" not in capfd.readouterr().out
+
+
 def test_pickled_payload_is_refused(tmp_path, capsys):
     npz = tmp_path / "evil.npz"
     np.savez(npz, W0=np.array([_Payload()], dtype=object), b0=np.zeros(1))
@@ -138,7 +158,7 @@ def test_files_of_other_kinds_are_one_line_saying_what_they_are_not(tmp_path):
         np.save(f, rng.normal(size=(3, 4)))
     csv_npz = tmp_path / "csv.npz"
     csv_npz.write_text("1,2,3\n")
-    empty = tmp_path / "empty.npz"
+    empty = tmp_path / "empty.pt"  # a torch name: still "empty", before torch is asked
     empty.write_bytes(b"")
     cases = [(onnx, "neither a PyTorch file (.pt) nor a NumPy"),
              (npy_as_npz, "a single .npy array, not an .npz"), (csv_npz, "neither a PyTorch file"),

@@ -74,6 +74,10 @@ def test_a_nan_logit_scores_as_no_score_and_leaves_the_others_ranked():
     expect = naive_blend(hidden, weights, minus_inf, bank)
     assert np.all(ids >= 0) and np.all(np.isfinite(vals))
     np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-7)
+    inf_bias = bias.copy()
+    inf_bias[2] = np.inf  # a diverged row's overflow counts as no score too
+    blend_topk(hidden, weights, inf_bias, bank, ids, vals)
+    np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-7)
     # every logit NaN: the votes alone rank the labels
     blend_topk(hidden, weights, np.full(n_labels, np.nan, np.float32), bank, ids, vals)
     votes = naive_blend(hidden, weights, np.zeros(n_labels), bank) - (1 - bank.weight) * naive_blend(

@@ -223,6 +223,8 @@ def json_nulls(o):
         return {k: json_nulls(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [json_nulls(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return json_nulls(o.tolist())
     if isinstance(o, (float, np.floating)) and not math.isfinite(o):
         return None
     return o
