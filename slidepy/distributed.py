@@ -66,7 +66,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import read_checkpoint_meta
 from .rundir import list_checkpoints
 from .config import Config, config_to_dict
 from .configfile import load_config
@@ -209,6 +208,9 @@ class _ReplicaTrainer(Trainer):
             progress["round_seconds"] = self.round_seconds
         return progress
 
+    def _restored(self, meta: dict) -> None:
+        self.round_seconds = meta.get("round_seconds")  # None in a checkpoint written before it was kept
+
     def checkpoint(self) -> str:
         scaled = self.engine.lr
         self.engine.lr = scaled / self.worker_lr_factor
@@ -308,12 +310,10 @@ class Worker:
         resumed = False
         if overwrite:
             t.clear_run_dir()
-        round_seconds = None
         if resume:
             resumed = t.resume()
             if resumed:  # checkpoints hold the configured learning rate
                 t.engine.lr *= self.lr_scale
-                round_seconds = read_checkpoint_meta(t.history[-1]["checkpoint"]).get("round_seconds")
         t.run.lock()
         if t.step == 0:
             t.run.refuse_earlier_run()
@@ -324,7 +324,7 @@ class Worker:
         self.set_position(t.epoch, t.batch_in_epoch)
         # a finished run resumed keeps its final evaluation (as Trainer.fit): not repeated, not relogged
         finished, t._resumed_eval = t._resumed_eval, {}
-        return {"resumed": resumed, **self.position(), "round_seconds": round_seconds,
+        return {"resumed": resumed, **self.position(), "round_seconds": t.round_seconds,
                 "eval_seconds_along": t.eval_seconds_along, "resumed_eval": finished}
 
     def state(self) -> tuple[dict, dict]:

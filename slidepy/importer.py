@@ -93,10 +93,7 @@ def _file_kind(path: str) -> str:
 
 def _load_npz(path: str) -> dict:
     try:
-        z = np.load(path, allow_pickle=False)
-        if not hasattr(z, "files"):  # _file_kind sends no .npy here; a loader's answer is checked all the same
-            raise ImportErrorSlidepy(f"{path}: a single .npy array, not an .npz of weights and biases")
-        with z:
+        with np.load(path, allow_pickle=False) as z:  # a zip archive (_file_kind): an NpzFile
             return {name: z[name] for name in z.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():

@@ -335,6 +335,9 @@ class Trainer:
         """What a checkpoint's meta keeps of the run's progress (Progress)."""
         return Progress.of(self)
 
+    def _restored(self, meta: dict) -> None:
+        """Take what a subclass's `_progress` added to a checkpoint's meta back (nothing here)."""
+
     def restore(self, path) -> None:
         """Load a checkpoint's state into this trainer (shapes must match its config)."""
         _apply_state(self, path, *load_checkpoint(path))
@@ -445,6 +448,7 @@ def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded:
         trainer.model.restore(path, arrays, meta)
     (trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale,
      trainer.eval_seconds_along) = progress
+    trainer._restored(meta)
     trainer._last_saved_step = trainer.step
     trainer.checkpoint_clock.saved(trainer.budget_seconds)
 
