@@ -2,8 +2,8 @@
 
 Every error a user can cause is a SlidepyError: printed as one line, exit status 2, no traceback.
 An interrupted `train` (Ctrl-C, SIGTERM from a batch scheduler) saves a checkpoint and exits 130
-(SIGINT) or 143 (SIGTERM) with the command that resumes it; a second Ctrl-C while it finishes the
-batch and saves exits 130 at once (the previous checkpoint stays intact). An operating-system
+(SIGINT) or 143 (SIGTERM) with the command that resumes it; a second signal while it finishes the
+batch and saves exits at once, 130 or 143 as the signal was (the previous checkpoint stays intact). An operating-system
 failure (disk full, permissions) is one line and exit status 1. Warnings (bad lines skipped, a
 corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines on stderr.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_SIGINT, CheckpointWriteError, SlidepyError, TrainingInterrupted
+from .errors import EXIT_SIGINT, CheckpointWriteError, SlidepyError, TrainingInterrupted, interrupt_status
 
 EXIT_USER_ERROR = 2
 EXIT_OS_ERROR = 1
@@ -191,14 +191,14 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         where = " before training began"
         if trainer is not None and trainer.step > 0:  # fit() saves on its own Ctrl-C: this is a second one
             saved = trainer.run.checkpoints()
             kept = f"the checkpoints in {trainer.run_dir} are intact" if saved else "no checkpoint was written yet"
             where = f" at step {trainer.step}; not saved ({kept})"
         click.echo(f"interrupted{where}", err=True)
-        sys.exit(EXIT_SIGINT)
+        sys.exit(interrupt_status(exc))
     except CheckpointWriteError as exc:  # the disk's failure, not the user's input
         click.echo(f"error: {exc}; free some space (or fix the permissions) and go on with --resume", err=True)
         sys.exit(EXIT_OS_ERROR)
@@ -383,10 +383,10 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("interrupted; the workers were stopped, not saved (the checkpoints in "
                    f"{cfg.output.run_dir} are intact)", err=True)
-        sys.exit(EXIT_SIGINT)
+        sys.exit(interrupt_status(exc))
     except WorkerLost as exc:  # not the user's doing: like an OS failure
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_OS_ERROR)

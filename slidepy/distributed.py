@@ -69,7 +69,7 @@ import numpy as np
 from .rundir import list_checkpoints
 from .config import Config, config_to_dict
 from .configfile import load_config
-from .errors import ConfigError, NumericalError, SlidepyError
+from .errors import ConfigError, NumericalError, SlidepyError, StopNow
 from .rng import derive_int_seed
 from .trainer import (CheckpointClock, Trainer, TrainingInterrupted, advance_bar, bar_position, eval_along_due,
                       load_data, progress_bar, show_rate)
@@ -664,8 +664,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
     previous = {}
 
     def on_signal(signum, frame):
-        if stop_signal:  # a second Ctrl-C: out now
-            raise KeyboardInterrupt
+        if stop_signal:  # a second signal: out now
+            raise StopNow(signum)
         stop_signal.append(signum)
 
     try:

@@ -11,6 +11,21 @@ it without a traceback and exits non-zero.
 EXIT_SIGINT = 130
 
 
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM while a stop is under way: out at once, unsaved. It carries the
+    signal so that the exit status names it (130 after Ctrl-C, 143 after a scheduler's SIGTERM);
+    as a KeyboardInterrupt it passes every handler that lets a Ctrl-C through."""
+
+    def __init__(self, signum: int):
+        super().__init__()
+        self.signum = signum
+
+
+def interrupt_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a process ended by `exc`: 128 + its signal, SIGINT's for a plain one."""
+    return 128 + exc.signum if isinstance(exc, StopNow) else EXIT_SIGINT
+
+
 class SlidepyError(Exception):
     """Base class of every error slidepy raises on purpose."""
 

@@ -63,7 +63,7 @@ from .config import AUTO, Config, OutputConfig, TrainingConfig, config_to_dict
 from .configfile import flat_keys, load_config, validate_paths
 from .data import Dataset, file_format, load_dataset
 from .engine import Engine, StepStats
-from .errors import CheckpointError, ConfigError, DataError, NumericalError, TrainingInterrupted
+from .errors import CheckpointError, ConfigError, DataError, NumericalError, StopNow, TrainingInterrupted
 from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
@@ -631,7 +631,7 @@ class LossWindow:
 
 class StopRequest:
     """SIGINT and SIGTERM during `fit`: the first sets `signum`, and the loop saves and stops after
-    the current batch; a second raises KeyboardInterrupt (the user really wants out now)."""
+    the current batch; a second raises StopNow, a KeyboardInterrupt (the user really wants out now)."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -656,8 +656,8 @@ class StopRequest:
                 signal.signal(s, old)
 
     def _on_signal(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: the user really wants out now
-            raise KeyboardInterrupt
+        if self.signum is not None:  # a second signal: the user (or the scheduler) wants out now
+            raise StopNow(signum)
         self.signum = signum
 
     def interrupted(self, step: int, run: RunDir, data_named: bool,

@@ -255,6 +255,35 @@ def test_ctrl_c_while_the_kernels_compile_ends_the_run_once_they_have(config_fil
     assert len(compiled) == 1 and not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_second_signal_stops_at_once_with_its_own_exit_status(config_file, tmp_path, monkeypatch):
+    """The first SIGTERM asks the run to save and stop; a second one while it does (a scheduler
+    that sends it again) stops it at once. The status names SIGTERM (143), as the first would have,
+    and a second Ctrl-C still gives 130."""
+    import os
+
+    from slidepy.errors import StopNow
+    from slidepy.trainer import StopRequest, Trainer
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        request = StopRequest()
+        with pytest.raises(StopNow) as stopped, request.handling():
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+            assert request.signum == signum  # the first: noted, the run goes on to save
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+        assert stopped.value.signum == signum
+
+        def stopped_twice(self, signum=signum):
+            raise StopNow(signum)
+
+        monkeypatch.setattr(Trainer, "fit", stopped_twice)
+        result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--out", str(tmp_path / f"run{signum}"),
+                                           "--no-progress", "--set", "training.max_steps=2"])
+        assert result.exit_code == 128 + signum, result.output
+        assert "interrupted before training began" in result.output and "Traceback" not in result.output
+
+
 def test_out_names_a_directory_as_given_and_k_stays_within_what_is_scored(config_file, tmp_path, monkeypatch):
     """--out is a name, not YAML ('2024' is no int, '#' starts no comment); evaluate's k stops
     where eval.k does; predict's --top-k stops at the label count; a reader that closes the pipe
