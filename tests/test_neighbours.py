@@ -240,6 +240,13 @@ def test_a_run_without_a_test_set_scores_the_training_set_without_its_own_votes(
     assert "train.txt is the training set of the neighbours' votes" in result.output
     scored = json.loads(result.output.strip().splitlines()[-1])["P@1"]
     assert scored == pytest.approx(trained["P@1"]) and scored < 1.0
+    # a copy of the training file under another name holds the same samples: no votes either
+    (tmp_path / "copy.txt").write_bytes((tmp_path / "train.txt").read_bytes())
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "copy.txt"),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "copy.txt is the training set of the neighbours' votes" in result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(trained["P@1"])
 
 
 def test_each_evaluation_builds_a_bank_and_only_the_last_keeps_it(tiny_config, one_thread):
