@@ -34,6 +34,9 @@ but have no fixed zero, so `predict` returns the `predict_k` best labels of each
 the order of the labels in a row is the order of the logits; for multi-class targets the raw
 logits (n_samples, n_classes), and for two classes the logit difference (n_samples,).
 `predict_topk(X, k)` gives ids (into `classes_`, -1 where fewer than k) and scores, best first.
+Under LSH inference (`inference="lsh"`) a sample scores the labels its index picks (a sample it
+finds none for is scored exactly); in `decision_function` the others score 1 below its lowest
+picked one, finite and last.
 `score(X, Y)` is P@1: the fraction of samples whose best label is one of theirs (for multi-class
 targets, the accuracy).
 
@@ -221,6 +224,11 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
                           len(self.classes_))
         with threads_for_call(self.threads):
             ids, scores = self.trainer_.predict(data, k=k)
+            # Under LSH inference a sample whose buckets are all empty has no candidate at all: it
+            # is scored exactly instead (else predict would read id -1 as the last class).
+            bare = np.flatnonzero(ids[:, 0] < 0)
+            if bare.size:
+                ids[bare], scores[bare] = self.trainer_.model.predict(data, k=k, rows=bare, use_lsh=False)
         return ids, scores
 
     def predict_topk(self, X, k: int = 5):
@@ -232,11 +240,15 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         return self._predict_ids(X, int(k))
 
     def _scores(self, X) -> np.ndarray:
-        """Logits (n_samples, n_labels) float32; -inf for labels LSH inference did not select."""
+        """Logits (n_samples, n_labels) float32. The labels LSH inference did not select score 1
+        below their sample's lowest selected one: ranked last, and finite, so that differences and
+        the ranking metrics (roc_auc) stay defined."""
         n_labels = len(self.classes_)
         ids, scores = self._predict_ids(X, n_labels)
-        out = np.full((ids.shape[0], n_labels), -np.inf, np.float32)
-        rows, cols = np.nonzero(ids >= 0)
+        picked = ids >= 0
+        floor = np.where(picked, scores, np.inf).min(axis=1) - 1.0  # every row has one (_predict_ids)
+        out = np.repeat(floor[:, None].astype(np.float32), n_labels, axis=1)
+        rows, cols = np.nonzero(picked)
         out[rows, ids[rows, cols]] = scores[rows, cols]
         return out
 

@@ -343,3 +343,37 @@ def test_fit_and_predict_leave_the_callers_thread_settings_alone(text_data, monk
     assert [(name, n) for name, n, _ in inside] == [("fit", 2), ("predict", 2)]
     assert all(blas == [2] * n_blas for _, _, blas in inside)
     assert after_fit == after_predict == after_unpickling == (1, [1] * n_blas)
+
+
+def test_lsh_inference_scores_a_sample_its_index_finds_nothing_for_exactly_and_keeps_decisions_finite():
+    """Narrow SRP tables (budget 4, 2 tables of 6 bits) leave many samples with no candidate at
+    all: predict read id -1 as the last class, and decision_function held -inf, NaN and +inf."""
+    from sklearn.datasets import make_classification, make_multilabel_classification
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from slidepy.sklearn import to_dataset
+    from slidepy.threads import threads_for_call
+
+    lsh = dict(hidden=16, epochs=3, batch_size=32, lr=0.01, threads=1, budget=4, inference="lsh",
+               lsh_family="srp", lsh_k=6, lsh_l=2)
+    X, y = make_classification(n_samples=400, n_features=30, n_informative=20, n_classes=40, n_clusters_per_class=1,
+                               random_state=0)
+    clf = SlideClassifier(**lsh).fit(X, y)
+    with threads_for_call(1):
+        raw, _ = clf.trainer_.predict(to_dataset(X.astype(np.float32), 40), k=1)
+    bare = np.flatnonzero(raw[:, 0] < 0)
+    assert bare.size >= 20  # the case exists here (about 190 of the 400 samples when written)
+    exact, _ = clf.trainer_.model.predict(to_dataset(X[bare].astype(np.float32), 40), k=1, use_lsh=False)
+    predicted, decision = clf.predict(X), clf.decision_function(X)
+    np.testing.assert_array_equal(predicted[bare], clf.classes_[exact[:, 0]])
+    assert np.isfinite(decision).all()
+    np.testing.assert_array_equal(predicted, clf.classes_[decision.argmax(axis=1)])
+    assert clf.score(X, y) == accuracy_score(y, predicted)
+    Xm, Ym = make_multilabel_classification(n_samples=300, n_features=30, n_classes=40, random_state=0)
+    multi = SlideClassifier(**lsh, predict_k=3).fit(Xm, Ym)
+    decision = multi.decision_function(Xm)
+    assert np.isfinite(decision).all() and np.array_equal(multi.predict(Xm).astype(bool), decision > 0)
+    binary = SlideClassifier(**{**lsh, "budget": 1, "lsh_l": 1}).fit(X, y % 2)
+    decision = binary.decision_function(X)
+    assert decision.shape == (400,) and np.isfinite(decision).all()
+    roc_auc_score(y % 2, decision)  # a ranking metric takes it
