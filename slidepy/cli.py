@@ -310,6 +310,10 @@ def _predict(models: list, data, k: int, lsh: bool, scoring: bool = False):
     """Top-k (ids, scores) of one model, or of an ensemble's mean probabilities (slidepy.ensemble).
     `scoring` (evaluate): on the neighbours' own training samples the network predicts alone."""
     if len(models) == 1:
+        if lsh and all(index is None for index in models[0].engine.lsh):
+            click.echo("note: --lsh: this model's layers have no index (selection all or random, or a budget of "
+                       "every neuron), so it scores every neuron, as without --lsh", err=True)
+            lsh = False
         if not lsh:
             _attach_neighbours(models[0], scored=data if scoring else None)
         return models[0].predict(data, k=k, use_lsh=lsh)
@@ -408,15 +412,18 @@ def _load_eval_data(path: str, model, index_base: int | None = None, labels_used
     n_labels = model.engine.n_labels
     if index_base is None:  # the model's own files' (data.index_base), else the format's
         index_base = model.config.data.index_base
-    if index_base is None:
-        _note_index_base(path, model)
+    note = _index_base_note(path, model) if index_base is None else None
     try:  # predict reads no labels: any label ids a file holds are no matter
         data = load_dataset(path, n_features=n_features, n_labels=n_labels if labels_used else None,
                             index_base=index_base)
     except DataError as exc:
+        if note and "binary file" not in str(exc):  # the ids' base may be what went wrong
+            click.echo(f"note: {note}", err=True)
         if "requested" in str(exc) or "out of range: given" in str(exc):
             raise DataError(f"{exc} (the model has {n_features} features, {n_labels} labels)") from None
         raise
+    if note:
+        click.echo(f"note: {note}", err=True)
     if data.n_samples == 0:
         raise DataError(f"{path}: no samples")
     if data.n_features != n_features or (labels_used and data.n_labels != n_labels):
@@ -425,25 +432,17 @@ def _load_eval_data(path: str, model, index_base: int | None = None, labels_used
     return data
 
 
-def _note_index_base(path: str, model) -> None:
-    """Say how a headerless file's feature ids are read when the model learnt from an XC file.
-
-    Why: a file without the XC header is LIBSVM, whose ids count from 1 by convention, while an
-    XC file's count from 0. A copy of XC data with its header left off (a common way to make a
-    file of new samples) then has every feature read as the one before it: no error unless some
-    line holds feature 0, and predictions that are quietly wrong."""
-    from .data import file_format
+def _index_base_note(path: str, model) -> str | None:
+    """How a headerless file's feature ids are read when the model learnt from an XC file
+    (data.index_base_note), or None."""
+    from .data import file_format, index_base_note
 
     train = model.config.data.train
     try:
         learnt_from = model.train_format or (file_format(train) if train and os.path.exists(train) else None)
-        if learnt_from != "xc" or file_format(path) != "libsvm":
-            return
+        return index_base_note(path, train, learnt_from)
     except (OSError, SlidepyError):
-        return  # the load that follows names what is wrong with the file
-    click.echo(f"note: {path} has no header line, so it is read as LIBSVM, whose feature ids count from 1; "
-               f"the model learnt from an XC file ({train}), whose ids count from 0. If {path}'s count from 0, "
-               "pass --index-base 0 (or add the XC header 'n_samples n_features n_labels').", err=True)
+        return None  # the load that follows names what is wrong with the file
 
 
 @main.command()
@@ -452,7 +451,9 @@ def _note_index_base(path: str, model) -> None:
                    "each with its neighbours' votes where it has them).")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="Labelled data file.")
 @click.option("--k", "ks", default="1,3,5", show_default=True, help="Comma-separated k for P@k and nDCG@k.")
-@click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")
+@click.option("--lsh", is_flag=True, help="Score only the neurons the model's index picks (its k-means clusters or "
+                                           "LSH tables) instead of every output neuron; the neighbours' votes are "
+                                           "left out.")
 @click.option("--threads", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
@@ -508,7 +509,9 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
                    "text vectorizer by slidepy.sklearn.save_model.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
-@click.option("--lsh", is_flag=True, help="Score with the LSH tables instead of every output neuron.")
+@click.option("--lsh", is_flag=True, help="Score only the neurons the model's index picks (its k-means clusters or "
+                                           "LSH tables) instead of every output neuron; the neighbours' votes are "
+                                           "left out.")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Label names, one per line (default: names stored in the model, else data.labels).")
 @click.option("--ids", "ids_only", is_flag=True, help="Write label ids even when names are known.")

@@ -190,7 +190,7 @@ class Model:
         meta = {"config": config_to_dict(self.config), "working_dir": os.getcwd(), "step": self.engine.step, **progress,
                 "engine": self.engine.state_meta(), "n_features": self.engine.n_features,
                 "n_labels": self.engine.n_labels}
-        if self.train_format is not None:  # how a headerless file's ids compare (cli._note_index_base)
+        if self.train_format is not None:  # how a headerless file's ids compare (data.index_base_note)
             meta["train_format"] = self.train_format
         if self.data_named is not None:  # whether the CLI may rebuild the votes' bank from the config's data
             meta["data_named"] = self.data_named

@@ -425,6 +425,20 @@ def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_
                                   "--index-base", "0"])
     direct = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(test), "--json"])
     assert scored.exit_code == direct.exit_code == 0 and json.loads(scored.stdout) == json.loads(direct.stdout)
+    binary = tmp_path / "binary.txt"  # its error is the only line: no note on the ids of a file that has none
+    binary.write_bytes(b"\x00\x01\x02 not text")
+    refused = runner.invoke(main, ["evaluate", "--checkpoint", checkpoint, "--data", str(binary)])
+    assert refused.exit_code == 2 and "binary file" in refused.stderr and "note:" not in refused.stderr
+    # train says it too, for a headerless test file beside an XC training file
+    cfg["data"] = {"train": str(tmp_path / "moved.txt"), "test": str(headerless)}
+    (tmp_path / "c2.yaml").write_text(yaml.safe_dump(cfg))
+    told = runner.invoke(main, ["train", "--config", str(tmp_path / "c2.yaml"), "--out", str(tmp_path / "run2"),
+                                "--no-progress", "--threads", "1", "--set", "training.max_steps=1"])
+    assert told.exit_code == 0 and f"{headerless} has no header line" in told.stderr, told.output
+    untold = runner.invoke(main, ["train", "--config", str(tmp_path / "c2.yaml"), "--out", str(tmp_path / "run3"),
+                                  "--no-progress", "--threads", "1", "--set", "training.max_steps=1",
+                                  "--set", "data.test=" + str(test)])
+    assert untold.exit_code == 0 and "no header line" not in untold.stderr, untold.output
 
 
 def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tiny_config, tmp_path):

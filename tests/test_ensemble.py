@@ -152,6 +152,20 @@ def test_cli_scores_an_ensemble_of_checkpoints(tiny_config, tmp_path):
     assert all(0.0 < s <= 1.0 for s in scores)  # mean probabilities, not logits
     refused = runner.invoke(main, ["evaluate", *both, "--data", str(test_file), "--lsh"])
     assert refused.exit_code == 2 and "scored exactly" in refused.output
+    # one model: --lsh scores its index's picks; a model without an index scores as it does
+    # without --lsh (its votes were left out before, as if --lsh meant something), and says so
+    assert runner.invoke(main, ["evaluate", *both[:2], "--data", str(test_file), "--lsh"]).exit_code == 0
+    out = tmp_path / "no-index"
+    result = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                  "--set", "model.output.selection.mode=all", "--threads", "1", "--set", "training.max_steps=1",
+                                  "--set", "model.neighbours.k=3", "--set", "model.neighbours.weight=0.5"])
+    assert result.exit_code == 0, result.output
+    no_index = str(sorted((out / "checkpoints").glob("step-*.npz"))[-1])
+    for command in ("evaluate", "predict"):
+        plain = runner.invoke(main, [command, "--checkpoint", no_index, "--data", str(test_file)])
+        noted = runner.invoke(main, [command, "--checkpoint", no_index, "--data", str(test_file), "--lsh"])
+        assert plain.exit_code == noted.exit_code == 0 and "have no index" in noted.stderr
+        assert noted.stdout == plain.stdout
 
 
 def test_cli_ensemble_members_keep_their_neighbours_votes(tiny_config, tmp_path):

@@ -250,7 +250,7 @@ def test_cli_import_evaluate_predict_lsh(tmp_path, data):
         res = runner.invoke(main, ["predict", "--checkpoint", str(model), "--data", str(test_file), "--lsh", "--ids",
                                    "--top-k", "1"])
         assert res.exit_code == 0, res.output
-        return np.array([int(line.split()[0].split(":")[0]) for line in res.output.splitlines() if line.strip()])
+        return np.array([int(line.split()[0].split(":")[0]) for line in res.stdout.splitlines() if line.strip()])
 
     half = tmp_path / "half.npz"
     assert runner.invoke(main, ["import", str(src), "--out", str(half), "--set", "model.output.selection.budget=20"]).exit_code == 0

@@ -180,10 +180,12 @@ def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, 
     # rank first (unless its hidden vector is zero or shared with another sample's)
     hidden = trainer.engine.neighbours.vectors
     distinct = np.unique(hidden, axis=0).shape[0] == hidden.shape[0] and np.all(np.abs(hidden).sum(axis=1) > 0)
-    copy = dataclasses.replace(trainer.train_data, source="another set of the same samples")
-    assert distinct and trainer.evaluate(copy, subset=None)["P@1"] == pytest.approx(1.0)
-    # ... which is why the very set the bank holds is scored by the network alone
+    most = trainer.train_data.subset(np.arange(1, trainer.train_data.n_samples))  # not the bank's set: votes
+    assert distinct and trainer.evaluate(most, subset=None)["P@1"] == pytest.approx(1.0)
+    # ... which is why the very set the bank holds, or a copy of it, is scored by the network alone
     on_train = trainer.evaluate(trainer.train_data, subset=None)
+    copy = dataclasses.replace(trainer.train_data, source="another set of the same samples")
+    assert trainer.evaluate(copy, subset=None) == on_train
     assert trainer.engine.neighbours is not None  # and the bank stays for predictions
     trainer.model.detach_neighbours()
     alone = trainer.evaluate(trainer.train_data, subset=None)

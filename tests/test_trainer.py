@@ -10,7 +10,7 @@ import pytest
 
 from slidepy import Trainer, config_from_dict
 from slidepy.config import OutputConfig
-from slidepy.errors import CheckpointError, NumericalError
+from slidepy.errors import CheckpointError, DataError, NumericalError
 from slidepy.rundir import list_checkpoints
 from slidepy.trainer import COMPILING, CheckpointClock, CompileNotice, TrainingInterrupted, eval_along_due
 
@@ -489,6 +489,20 @@ def test_training_samples_without_labels_or_features_are_counted_in_a_warning(ti
     said = [str(w.message) for w in caught]
     assert "3 of 30 training samples in holed.txt have no labels (they train nothing)" in said
     assert "1 of 30 training samples in holed.txt have no features (the network sees only its biases for them)" in said
+    # a test set's unlabelled samples count as 0 in every P@k: said; a test set of none is refused
+    unlabelled = Dataset(test.x_indptr, test.x_indices, test.x_values, np.r_[0, np.cumsum(np.diff(test.y_indptr) * (
+        np.arange(10) >= 4))], np.concatenate([test.y_indices[test.y_indptr[i]:test.y_indptr[i + 1]]
+                                               for i in range(4, 10)]), 40, 12, "unlab.txt")
+    trainer = Trainer(config_from_dict(tiny_config), train=train, test=unlabelled, progress=False,
+                      run_dir=tiny_config["output"]["run_dir"] + "-unlabelled-test")
+    with pytest.warns(UserWarning) as caught:
+        trainer.fit()
+    assert "4 of 10 test samples in unlab.txt have no labels; they count as 0 in every P@k and nDCG@k" in [
+        str(w.message) for w in caught]
+    none = Dataset(test.x_indptr, test.x_indices, test.x_values, np.zeros(11, np.int64), np.zeros(0, np.int32), 40,
+                   12, "none.txt")
+    with pytest.raises(DataError, match=r"^none.txt: no sample has a label \(the test set\), so there is nothing"):
+        Trainer(config_from_dict(tiny_config), train=train, test=none, progress=False)
 
 
 def _small_run(tmp_path, name, **training):
@@ -567,7 +581,6 @@ def test_a_training_set_without_any_label_is_refused(tiny_config, tmp_path):
     import dataclasses
 
     from slidepy import make_synthetic
-    from slidepy.errors import DataError
 
     train, _ = make_synthetic(50, 10, 40, 12, nnz_per_sample=4, seed=0)
     bare = dataclasses.replace(train, y_indptr=np.zeros_like(train.y_indptr), y_indices=train.y_indices[:0])
