@@ -83,7 +83,7 @@ def main():
               help="Stop training after this much training time, e.g. 90s, 5m, 1.5h (training.time_budget_s).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set training.lr=0.01 (repeatable).")
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (default output.run_dir).")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (default: the config's output.run_dir; runs/auto without a config).")
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default training.threads, else all cores).")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run directory.")
 @click.option("--overwrite", is_flag=True,
@@ -454,7 +454,7 @@ def _index_base_note(path: str, model) -> str | None:
 @click.option("--lsh", is_flag=True, help="Score only the neurons the model's index picks (its k-means clusters or "
                                            "LSH tables) instead of every output neuron; the neighbours' votes are "
                                            "left out.")
-@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), help="Scoring threads (default: the model's training.threads; every core where that is null).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
               help="The data file's first feature id (default: the model's data.index_base, else 0 for XC files "
@@ -656,6 +656,8 @@ def datagen(out_path, test_out, shape, n_train, n_test, features, labels, nnz, s
     from .synthetic import make_synthetic
 
     labels_per_sample = (1, 3)
+    if test_out and os.path.abspath(test_out) == os.path.abspath(out_path):
+        _fail(SlidepyError(f"--test-out {test_out} is --out too: the test set would overwrite the training set"))
     if shape:
         ctx = click.get_current_context()
         given = [f"--{name}" for name in ("features", "labels", "nnz")

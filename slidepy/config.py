@@ -20,10 +20,11 @@ them. Models are frozen; to change one in code, `cfg.model_copy(update={...})` t
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from slidepy.constants import (MAX_BIN_SIZE, MAX_BUCKET_CAPACITY, MAX_INT, MAX_K, MAX_L, MAX_RANGE_POW,
@@ -124,6 +125,12 @@ class DataConfig(_Section):
     cache_dir: str | None = None
     skip_bad_lines: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("train", "test", "labels", "cache_dir")
+    @classmethod
+    def _home(cls, path: str | None) -> str | None:
+        """~/data/train.txt means the home directory's, as in a shell (a config file is no shell)."""
+        return os.path.expanduser(path) if path else path
 
 
 class RebuildConfig(_Section):
@@ -323,7 +330,12 @@ class EvalConfig(_Section):
 
 
 class OutputConfig(_Section):
-    run_dir: str = "runs/default"
+    run_dir: str = Field("runs/default", min_length=1)  # "" (an empty --out "$RUN") would be the current directory
+
+    @field_validator("run_dir")
+    @classmethod
+    def _home(cls, path: str) -> str:
+        return os.path.expanduser(path)  # as data paths are
     checkpoint_every: _NonNegInt = 1000              # steps; 0 = only at end/interrupt
     # Also (or, with checkpoint_every 0, only) after this many seconds of training since the last
     # checkpoint (steps + index rebuilds, as training.time_budget_s counts them); null = by steps

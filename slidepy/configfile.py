@@ -368,6 +368,8 @@ def _problem(err: dict, errors: list[dict], path: str, tp: Any, meta: tuple, inf
         return f"{_short(value)} is out of range; expected {expected}"
     if kind == "finite_number" or (kind == "float_type" and type(value) is int):   # 10**400
         return f"{_short(value)} is not finite; expected {expected}"
+    if kind == "string_too_short":  # an empty path
+        return f"must not be empty, got {value!r}"
     if kind in ("too_short", "too_long"):
         n = ctx["actual_length"]
         return f"must not be empty; expected {expected}" if n == 0 else f"expected {expected}, got {n} items"

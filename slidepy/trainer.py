@@ -111,6 +111,10 @@ class Trainer:
             train, loaded_test = load_data(self.config)
             test = test if test is not None else loaded_test
         _check_data(train, test)
+        if train is not None and train.n_labels < 2 and self.config.model.loss == "softmax":
+            raise DataError(f"{train.source}: {train.n_labels} label{'s' if train.n_labels != 1 else ''}: a softmax "
+                            "over fewer than 2 labels learns nothing (its loss is 0 whatever the weights); for a "
+                            "yes/no label set model.loss: bce")
         # "auto" becomes the number this model trains with: a loaded model's own, or the data's
         if self.config.model.input_scale == AUTO and (_model is not None or train is not None):
             scale = _model.engine.input_scale if _model is not None else input_scale_for(train)

@@ -329,6 +329,8 @@ def test_arguments_are_checked_before_any_work(tmp_path):
         (["train", "--train", str(data), "--time-budget", "0s"], "error: --time-budget: '0s' must be longer than 0 s"),
         (["datagen", "--out", str(data), "--shape", "amazon670k", "--labels", "500"],
          "error: --shape amazon670k sets --labels itself; give one or the other"),
+        (["datagen", "--out", str(data), "--test-out", str(data)],
+         f"error: --test-out {data} is --out too: the test set would overwrite the training set"),
     ]
     empty = tmp_path / "empty.yaml"
     empty.write_text("# the defaults\n")
@@ -337,6 +339,8 @@ def test_arguments_are_checked_before_any_work(tmp_path):
     cases.append((["train", "--config", str(empty), "--test", str(test), "--out", str(tmp_path / "run")],
                   f"error: data.test is {test} but data.train is null (which generates synthetic data instead of "
                   "reading a file): give data.train (--train FILE) too"))
+    cases.append((["train", "--config", str(empty), "--out", ""],  # an empty "$RUN": not the current directory
+                  "error: --set output.run_dir=\"\": output.run_dir: must not be empty, got ''"))
     for args, message in cases:
         result = runner.invoke(main, args)
         assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == message, result.output

@@ -246,6 +246,7 @@ OUT_OF_RANGE = [
     ("eval.every", -1, ">= 0"),
     ("eval.subset", 0, ">= 1 or null"),
     ("eval.k", [], "must not be empty"),
+    ("output.run_dir", "", "must not be empty"),  # an empty --out "$RUN" would write into the current directory
     ("eval.k", [0, 1], "[1, 100]"),
     ("eval.k", [1, MAX_EVAL_K + 1], f"[1, {MAX_EVAL_K}]"),
     ("eval.k", [3, 1], "sorted"),
@@ -664,3 +665,13 @@ def test_limits_come_from_constants():
     tree = ast.parse((REPO / "slidepy" / "constants.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], \
         "constants.py imports nothing, so every module can use it"
+
+
+def test_a_home_directory_in_a_path_is_expanded_as_a_shell_would(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config({"data": {"train": "~/train.txt", "test": "~/test.txt", "labels": "~/labels.txt",
+                                "cache_dir": "~/cache"}, "output": {"run_dir": "~/runs/a"}})
+    d = cfg.data
+    assert (d.train, d.test, d.labels, d.cache_dir, cfg.output.run_dir) == tuple(
+        str(tmp_path / name) for name in ("train.txt", "test.txt", "labels.txt", "cache", "runs/a"))
+    assert load_config({"data": {"train": "data/~x.txt"}}).data.train == "data/~x.txt"  # only a leading ~

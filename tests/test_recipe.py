@@ -42,6 +42,15 @@ def test_the_recipe_refuses_a_single_label_and_keeps_the_batch_within_the_set():
     one = one.__class__(one.x_indptr, one.x_indices, one.x_values, one.y_indptr, np.zeros_like(one.y_indices), 30, 1)
     with pytest.raises(DataError, match=r"^one\.txt: 1 label: a classifier needs at least 2 to tell apart"):
         auto_config(one, "one.txt", None)
+    # a config's softmax over it is refused too (P@1 read 1.0 for a loss of 0); bce trains a yes/no label
+    from slidepy import Trainer, config_from_dict
+
+    cfg = {"model": {"hidden": [8], "output": {"selection": {"mode": "all"}}}, "training": {"max_steps": 1},
+           "output": {"run_dir": "unused"}}
+    with pytest.raises(DataError, match=r"^<memory>: 1 label: a softmax over fewer than 2 labels learns nothing"):
+        Trainer(config_from_dict(cfg), train=one, progress=False)
+    cfg["model"]["loss"] = "bce"
+    assert Trainer(config_from_dict(cfg), train=one, progress=False).model.engine.n_labels == 1
     few = make_synthetic(40, 5, 30, 6, nnz_per_sample=4, seed=0)[0]
     assert auto_config(few, "few.txt", None)["training"]["batch_size"] == 40
 
