@@ -2,6 +2,7 @@
 scores equal the dense forward pass; files that would unpickle code are refused."""
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -109,6 +110,19 @@ def test_a_pickle_that_calls_a_blocked_function_is_refused_not_called_damaged(tm
         with pytest.raises(ImportErrorSlidepy, match=r"refused: loading it would run code"):
             read_mlp(path)
     assert "this must never run" not in capfd.readouterr().out
+
+
+def test_a_whole_sequential_with_another_layer_names_the_layer(tmp_path):
+    """torch's safe unpickler stops at a Tanh or LayerNorm class before slidepy sees the layers:
+    the message names the layer, as for a Sequential in memory, not a security refusal."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    for layer, name in ((nn.Tanh(), "Tanh"), (nn.LayerNorm(16), "LayerNorm")):
+        path = tmp_path / f"{name}.pt"
+        torch.save(nn.Sequential(nn.Linear(50, 16), layer, nn.Linear(16, 30)), path)
+        with pytest.raises(ImportErrorSlidepy, match=rf"^{re.escape(str(path))}: the model holds a {name} layer, "
+                                                     r"which is not supported \(only Linear and ReLU"):
+            read_mlp(path)
 
 
 def test_pickled_payload_is_refused(tmp_path, capsys):
