@@ -439,8 +439,14 @@ def _index_base_note(path: str, model) -> str | None:
 
     train = model.config.data.train
     try:
-        learnt_from = model.train_format or (file_format(train) if train and os.path.exists(train) else None)
-        return index_base_note(path, train, learnt_from)
+        train_format = model.train_format or (file_format(train) if train and os.path.exists(train) else None)
+        if train_format == "xc":
+            learnt_from = f"an XC file ({train})"
+        elif train is None and model.data_named is not None:  # trained here, on arrays (an imported model: None)
+            learnt_from = "data generated or handed in from Python" if model.data_named is False else "generated data"
+        else:
+            learnt_from = None
+        return index_base_note(path, learnt_from)
     except (OSError, SlidepyError):
         return None  # the load that follows names what is wrong with the file
 

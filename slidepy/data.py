@@ -444,18 +444,18 @@ def format_of_first_line(text: str) -> str:
     return "xc" if len(tokens) >= 2 and not any(":" in t for t in tokens) else "libsvm"
 
 
-def index_base_note(path, train_path, learnt_from: str | None) -> str | None:
-    """What to tell a user whose headerless file `path` meets a model learnt from an XC file
-    (`learnt_from` "xc", from `train_path`), else None.
+def index_base_note(path, learnt_from: str | None) -> str | None:
+    """What to tell a user whose headerless file `path` meets a model that learnt 0-based feature
+    ids, `learnt_from` naming where they came from ("an XC file (train.txt)"); None where it did not.
 
     Why: a file without the XC header is LIBSVM, whose ids count from 1 by convention, while an
     XC file's count from 0. A copy of XC data with its header left off (a common way to make a
     file of new samples) then has every feature read as the one before it: no error unless some
     line holds feature 0, and predictions that are quietly wrong."""
-    if learnt_from != "xc" or file_format(path) != "libsvm":
+    if learnt_from is None or file_format(path) != "libsvm":
         return None
     return (f"{path} has no header line, so it is read as LIBSVM, whose feature ids count from 1; the model learnt "
-            f"from an XC file ({train_path}), whose ids count from 0. If {path}'s count from 0, pass --index-base 0 "
+            f"from {learnt_from}, whose ids count from 0. If {path}'s count from 0, pass --index-base 0 "
             "(data.index_base: 0), or add the XC header 'n_samples n_features n_labels'.")
 
 

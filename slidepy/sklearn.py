@@ -207,6 +207,9 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and y (see the module docstring). Returns self."""
+        k = self.predict_k  # prediction's own parameter: checked now, not after the training
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"predict_k: expected an int >= 1, got {k!r}")
         X_checked = _validate_data(self, X, reset=True, accept_sparse="csr", dtype=np.float32)
         targets = encode_targets(y, X_checked.shape[0], type(self).__name__)
         self._target, self._sparse_output, self.classes_ = targets.kind, targets.sparse_output, targets.classes
@@ -339,10 +342,20 @@ class Targets(NamedTuple):
     y_indices: np.ndarray
 
 
+def _label_list_rows(Y):
+    """Y as a list where it is a 1-d object array or pandas Series of label lists (a DataFrame
+    column of tags: scikit-learn's type_of_target calls it a legacy format and stops); else Y."""
+    if (not isinstance(Y, (list, tuple)) and getattr(Y, "ndim", None) == 1 and getattr(Y, "dtype", None) == object
+            and len(Y) and all(isinstance(row, (list, tuple, set, frozenset, np.ndarray)) for row in Y)):
+        return list(Y)
+    return Y
+
+
 def target_kind(Y) -> str:
     """Which of the accepted target formats Y is (see the module docstring)."""
     if sp.issparse(Y):
         return _INDICATOR
+    Y = _label_list_rows(Y)
     try:
         kind = type_of_target(Y)
     except ValueError:  # ragged sequences of sequences
@@ -360,6 +373,7 @@ def encode_targets(Y, n_samples: int, owner: str = "SlideClassifier") -> Targets
     estimator in the errors."""
     if Y is None:
         raise ValueError(f"{owner} requires y to be passed, but the target y is None")
+    Y = _label_list_rows(Y)
     kind = target_kind(Y)
     if kind == _INDICATOR:
         Ym = sp.csr_matrix(Y) if not sp.issparse(Y) else Y.tocsr()
@@ -405,6 +419,7 @@ def encode_targets(Y, n_samples: int, owner: str = "SlideClassifier") -> Targets
 
 def label_sets(Y, classes: np.ndarray) -> list:
     """Y (any accepted format) as one set of indices into `classes` per sample, for `score`."""
+    Y = _label_list_rows(Y)
     kind = target_kind(Y)
     if kind == _INDICATOR:
         Ym = sp.csr_matrix(Y)

@@ -410,7 +410,7 @@ def _start(trainer: Trainer) -> None:
                       "count as 0 in every P@k and nDCG@k", stacklevel=4)
     d = trainer.config.data
     if test is not None and d.index_base is None and d.test is not None and test.source == os.fspath(d.test):
-        note = index_base_note(d.test, d.train, trainer.model.train_format)
+        note = index_base_note(d.test, f"an XC file ({d.train})" if trainer.model.train_format == "xc" else None)
         if note:
             trainer._warn(note, stacklevel=4)
     if t.batch_size > n_train:

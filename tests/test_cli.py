@@ -445,6 +445,22 @@ def test_a_headerless_file_for_a_model_of_xc_data_is_noted_and_index_base_reads_
     assert untold.exit_code == 0 and "no header line" not in untold.stderr, untold.output
 
 
+def test_a_headerless_file_for_a_model_of_generated_data_is_noted_too(config_file, tmp_path):
+    """Generated data (and arrays handed in from Python) count feature ids from 0 as XC files do."""
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", "--config", str(config_file), "--out", str(tmp_path / "run"),
+                                   "--no-progress", "--threads", "1", "--set", "training.max_steps=1"])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = str(sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1])
+    headerless = tmp_path / "new.txt"
+    headerless.write_text("3 1:1 7:0.5\n")
+    result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(headerless), "--ids"])
+    assert result.exit_code == 0 and "the model learnt from generated data" in result.stderr, result.output
+    result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(headerless), "--ids",
+                                  "--index-base", "0"])
+    assert result.exit_code == 0 and "note:" not in result.stderr, result.output
+
+
 def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tiny_config, tmp_path):
     """LIBSVM ids count from 1, so a 0-based LIBSVM training file stops at its first feature 0 with
     a message naming --index-base 0; with it, train reads the files as they are, and evaluate and

@@ -124,6 +124,11 @@ def test_target_formats_give_the_same_model(text_data):
     by_dense = _small(predict_k=2).fit(X.toarray(), Y.toarray())
     np.testing.assert_array_equal(by_lists.predict_topk(Xt, 4)[0], by_matrix.predict_topk(Xt, 4)[0])
     np.testing.assert_array_equal(by_dense.predict_topk(Xt.toarray(), 4)[0], by_matrix.predict_topk(Xt, 4)[0])
+    as_objects = np.empty(len(y_train), dtype=object)  # a pandas Series of tag lists is such an array
+    as_objects[:] = [list(row) for row in y_train]
+    by_objects = _small(predict_k=2).fit(X, as_objects)
+    np.testing.assert_array_equal(by_objects.predict_topk(Xt, 4)[0], by_lists.predict_topk(Xt, 4)[0])
+    assert by_objects.score(X, as_objects) == by_lists.score(X, y_train)
     assert sp.issparse(by_matrix.predict(Xt)) and isinstance(by_dense.predict(Xt.toarray()), np.ndarray)
     decision = by_matrix.decision_function(Xt)
     np.testing.assert_array_equal((decision > 0).astype(int), by_matrix.predict(Xt).toarray())
@@ -167,7 +172,10 @@ def test_bad_params_are_value_errors(text_data):
         _small(lr=-1.0).fit(X, y_train)
     with pytest.raises(ValueError, match="selection"):
         _small(selection="magic").fit(X, y_train)
-    fitted = _small(predict_k=0).fit(X, y_train)
+    for k in (0, 2.5, True):  # refused before the training, naming the parameter
+        with pytest.raises(ValueError, match=rf"^predict_k: expected an int >= 1, got {k!r}$"):
+            _small(predict_k=k).fit(X, y_train)
+    fitted = _small().fit(X, y_train).set_params(predict_k=0)
     with pytest.raises(ValueError, match="k must be an int >= 1"):  # it corrupted the heap
         fitted.predict(X)
     # score's indicator columns are the fitted classes: another count is another label set
