@@ -144,6 +144,10 @@ class RunDir:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             f.close()
+            if holder == str(os.getpid()):  # a Trainer of this very process holds it (resumed, not yet fit)
+                raise ConfigError(f"output.run_dir: {self.path} is held by another Trainer in this process (one that "
+                                  "resumed or cleared it and has not trained yet): fit() that one, or delete it "
+                                  "first") from None
             raise ConfigError(f"output.run_dir: {self.path} is in use by another live run (pid {holder}); wait "
                               "for it to finish or use another --out") from None
         f.seek(0)
@@ -261,6 +265,20 @@ class RunDir:
         if logged:
             raise ConfigError(f"output.run_dir: {self.path} already holds the log of an earlier run ({self.metrics}, "
                               f"no checkpoint); {options.replace('deletes them', 'deletes it')}")
+
+    def refuse_later_steps(self, step: int) -> None:
+        """A model loaded from step `step` (Trainer.load) and trained on here must not write over
+        the later checkpoints of the run it came from, nor log its steps a second time."""
+        later = [s for s, _ in self.checkpoints() if s > step]
+        try:
+            logged = [r["step"] for r in parse_records(self.metrics.read_text(encoding="utf-8"))]
+        except OSError:
+            logged = []
+        last = max(later + [s for s in logged if isinstance(s, int) and s > step], default=None)
+        if last is not None:
+            raise ConfigError(f"output.run_dir: {self.path} holds a run that went on past step {step}, where this "
+                              f"model was saved (to step {last}): train it on in another run_dir "
+                              "(Trainer.load(..., run_dir=...)), or continue the run with Trainer.resume()")
 
     def save_checkpoint(self, step: int, arrays: dict, meta: dict, keep_last: int) -> str:
         """Write `checkpoints/step-N.npz` and prune to `keep_last`. A failed write (disk full,

@@ -138,6 +138,7 @@ class Trainer:
         self.rollbacks = Rollbacks(self.config.training.on_nan)
         self._compile_seconds: float | None = None  # compile()'s, for the next fit's start record
         self._resumed_eval: dict = {}  # _resume's: the final evaluation of a finished run, for fit()
+        self._resumed = False  # whether _resume took this run dir's own newest checkpoint
         self._last_saved_step: int | None = None
         self.checkpoint_clock = CheckpointClock(self.config.output)
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
@@ -169,10 +170,7 @@ class Trainer:
                         self.train_step()
                     else:  # resumed from a checkpoint that an older version wrote before its epoch's end
                         self._end_epoch()
-                # saved before the final evaluation (17 s on DebianNextWord), which a scheduler's
-                # SIGTERM and SIGKILL may cut short: the training is kept whatever happens to it
-                if self.save_final and self._last_saved_step != self.step:
-                    self.checkpoint()
+                self._save_final()
                 # the final weights' bank stays for predict: an evaluation at the last planned step
                 # keeps its own (_eval_record); any other ends with one more evaluation, and one
                 # already made (a finished run resumed) only needs its bank again
@@ -247,7 +245,7 @@ class Trainer:
             self._end_epoch()
         if (checkpoint_due or self.stop_request.signum is not None) and not self._finite():
             return step
-        if checkpoint_due:
+        if checkpoint_due and self._last_saved_step != self.step:  # not the final one again
             try:
                 self.checkpoint()
             except CheckpointError as exc:  # disk full: the previous checkpoint stays
@@ -271,6 +269,9 @@ class Trainer:
         otherwise score the subset and then the whole set at the same step (DebianNextWord's one
         epoch: 3.5 s of a subset before the 17 s of the whole set)."""
         if self.schedule.over(self.epoch, self.step, self._total_steps, self.budget_seconds):
+            if not self._finite():  # rolled back: the run goes on from the restored step
+                return
+            self._save_final()  # as fit() saves before its final evaluation: the training is kept first
             self.last_eval = self._eval_record(final=True)
             return
         if not eval_along_due(self.config.eval.max_share, self.eval_seconds_along,
@@ -324,6 +325,13 @@ class Trainer:
                             split="train" if data is self.train_data else "test", **report)
 
     # -- checkpoints and resuming ---------------------------------------------------------------
+
+    def _save_final(self) -> None:
+        """The final weights' checkpoint, written before the final evaluation (17 s on
+        DebianNextWord), which a scheduler's SIGTERM and SIGKILL may cut short: the training is
+        kept whatever happens to it."""
+        if self.save_final and self._last_saved_step != self.step:
+            self.checkpoint()
 
     def checkpoint(self) -> str:
         """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,
@@ -395,6 +403,8 @@ def _start(trainer: Trainer) -> None:
     t, n_train = trainer.config.training, trainer.train_data.n_samples
     if trainer.step == 0:
         trainer.run.refuse_earlier_run()
+    elif not trainer._resumed:  # Trainer.load: a checkpoint from wherever, trained on into this run dir
+        trainer.run.refuse_later_steps(trainer.step)
     trainer.run.prepare(trainer.config)
     data = trainer.train_data
     for what, indptr, effect in (("labels", data.y_indptr, "they train nothing"),
@@ -472,21 +482,34 @@ def _resume(trainer: Trainer) -> bool:
     newer ones are skipped with a warning); False if there is none. A checkpoint that does not
     match the config raises CheckpointError rather than silently starting over."""
     trainer.run.lock()
-    found = trainer.run.resume_point()
-    if found is None:
-        trainer.run.trim_metrics(-1)  # every record of an attempt killed before its first checkpoint
-        return False
     try:
-        _apply_state(trainer, *found)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc} (was {trainer.run_dir} written with another config? use another --out)") \
-            from None
+        found = trainer.run.resume_point()
+        if found is None:
+            trainer.run.trim_metrics(-1)  # every record of an attempt killed before its first checkpoint
+            return False
+        try:
+            _apply_state(trainer, *found)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (was {trainer.run_dir} written with another config? use another --out)") \
+                from None
+    except BaseException:  # a Trainer with the right config may try again in this process
+        trainer.run.unlock()
+        raise
+    trainer._resumed = True
     changed = config_changes(found[2].get("config"), config_to_dict(trainer.config))
     if changed:
         trainer._warn(f"resuming from {found[0]} with settings that differ from those it was trained with: "
                       f"{'; '.join(changed)}", stacklevel=4)
     trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step),
                     **({"changed": changed} if changed else {}))
+    length = config_changes(found[2].get("config"), config_to_dict(trainer.config), exempt=_NOT_LENGTH_KEYS)
+    if length and trainer.schedule.over(trainer.epoch, trainer.step, trainer.schedule.planned_steps,
+                                        trainer.budget_seconds):
+        # a run stopped past the end its config now gives (an original --set or --time-budget left
+        # off the resume command) would end at once without a word
+        trainer._warn(f"resumed at step {trainer.step} (epoch {trainer.epoch}), past where this config ends the run "
+                      f"({'; '.join(length)} since it was trained): it ends here; give the length it was trained "
+                      "with to go on", stacklevel=4)
     # a finished run's final evaluation stands for this one only if nothing that scores differs:
     # another test set, k or votes would go unreported
     same = not config_changes(found[2].get("config"), config_to_dict(trainer.config), SAME_SCORES_KEYS)
@@ -498,6 +521,12 @@ def _resume(trainer: Trainer) -> bool:
 # it logs and evaluates (dotted key prefixes of the config).
 RESUMABLE_KEYS = ("training.epochs", "training.max_steps", "training.time_budget_s", "training.threads",
                   "training.log_every", "training.on_nan", "eval.", "output.", "distributed.", "data.cache")
+
+
+# Everything but the run's length: what a resume that ends at once names (_resume).
+_NOT_LENGTH_KEYS = ("data.", "model.", "eval.", "output.", "distributed.") + tuple(
+    f"training.{key}" for key in TrainingConfig.model_fields
+    if key not in ("epochs", "max_steps", "time_budget_s"))
 
 
 # What may differ for a finished run's final evaluation to stand for the resumed one: nothing that

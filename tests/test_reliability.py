@@ -432,23 +432,30 @@ def test_resume_says_which_settings_changed_and_a_finished_run_is_not_evaluated_
     assert resumed["changed"] == ["training.lr 0.005 -> 0.05"]
 
 
-def test_the_final_checkpoint_is_written_before_the_final_evaluation(tiny_config, monkeypatch):
+@pytest.mark.parametrize("end", ["max_steps", "epoch end"])
+def test_the_final_checkpoint_is_written_before_the_final_evaluation(tiny_config, monkeypatch, end):
     """A run killed during its final evaluation (a scheduler's SIGTERM, then SIGKILL) keeps its
-    training: the last step's checkpoint is on disk before that evaluation starts."""
-    tiny_config["training"]["max_steps"] = 7
+    training: the last step's checkpoint is on disk before that evaluation starts; also where the
+    run ends at an epoch's end, whose evaluation (eval.every 0) is the final one."""
+    if end == "max_steps":
+        tiny_config["training"]["max_steps"] = 7
+    else:
+        tiny_config["training"]["epochs"] = 2
+    tiny_config["output"]["checkpoint_every"] = 1000
     trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    last = 7 if end == "max_steps" else trainer.schedule.planned_steps
     real = trainer._eval_record
 
     def killed_in_the_final_one(final=False):
         if final:
-            assert [s for s, _ in list_checkpoints(trainer.run_dir)][-1] == 7
+            assert [s for s, _ in list_checkpoints(trainer.run_dir)] == [last]
             raise KeyboardInterrupt
         return real(final)
 
     monkeypatch.setattr(trainer, "_eval_record", killed_in_the_final_one)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert [s for s, _ in list_checkpoints(trainer.run_dir)][-1] == 7
+    assert [s for s, _ in list_checkpoints(trainer.run_dir)] == [last]
 
 
 def test_a_checkpoint_that_cannot_be_written_at_the_end_exits_1_naming_the_newest_kept(trained_run, tmp_path,

@@ -1,5 +1,6 @@
 """End-to-end training through the Python API: learning, resume, save/load, callbacks."""
 
+import copy
 import io
 import json
 import time
@@ -125,6 +126,68 @@ def test_load_rejects_mismatched_checkpoint(tiny_config, tmp_path):
     other = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "other", progress=False)
     with pytest.raises(CheckpointError, match="layer0.weights"):
         other.restore(path)
+
+
+def test_a_model_loaded_from_a_runs_earlier_checkpoint_does_not_train_on_over_that_run(tiny_config, tmp_path):
+    """Trainer.load(step 10 of a run that went on to 20).fit() in that run's directory would write
+    over its step-20 checkpoint and log steps 11-20 twice: refused; in a directory of its own it
+    trains on."""
+    from slidepy.errors import ConfigError
+
+    tiny_config["training"]["max_steps"] = 20
+    tiny_config["output"].update(checkpoint_every=10, keep_last=5)
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    trainer.fit()
+    earlier = dict(trainer.run.checkpoints())[10]
+    before = (trainer.run.metrics.read_bytes(), open(dict(trainer.run.checkpoints())[20], "rb").read())
+    loaded = Trainer.load(earlier, load_data_from_config=True)
+    assert loaded.run_dir == trainer.run_dir and loaded.step == 10
+    with pytest.raises(ConfigError, match=r"holds a run that went on past step 10, where this model was saved \(to "
+                                          r"step 20\)"):
+        loaded.fit()
+    assert (trainer.run.metrics.read_bytes(), open(dict(trainer.run.checkpoints())[20], "rb").read()) == before
+    elsewhere = Trainer.load(earlier, load_data_from_config=True, run_dir=tmp_path / "on")
+    assert elsewhere.fit()["step"] == 20
+
+
+def test_a_failed_resume_lets_go_of_the_run_dir(tiny_config):
+    """resume() with the wrong network raises; the right Trainer, in the same process, then resumes
+    (the lock was held until the failed one was collected, and named this process as another run)."""
+    from slidepy.errors import ConfigError
+
+    tiny_config["training"]["max_steps"] = 5
+    Trainer(config_from_dict(tiny_config), progress=False).fit()
+    wrong = copy.deepcopy(tiny_config)
+    wrong["model"]["hidden"] = [16]
+    bad = Trainer(config_from_dict(wrong), progress=False)
+    with pytest.raises(CheckpointError):
+        bad.resume()
+    tiny_config["training"]["max_steps"] = 8
+    right = Trainer(config_from_dict(tiny_config), progress=False)
+    assert right.resume() and right.fit()["step"] == 8
+    waiting = Trainer(config_from_dict(tiny_config), progress=False)
+    right.run.lock()  # held (as after a resume() not yet followed by fit())
+    with pytest.raises(ConfigError, match="held by another Trainer in this process"):
+        waiting.resume()
+    right.run.unlock()
+
+
+def test_a_resume_past_the_end_its_config_now_gives_says_so(tiny_config):
+    """A run trained to step 12, resumed with a shorter length (an original --set left off the
+    resume command): it would end at once without a word; the warning says why. Resumed to go on,
+    no such word."""
+    tiny_config["training"].update(max_steps=12, epochs=100)
+    Trainer(config_from_dict(tiny_config), progress=False).fit()
+    tiny_config["training"].update(max_steps=5, epochs=100)
+    short = Trainer(config_from_dict(tiny_config), progress=False)
+    with pytest.warns(UserWarning, match=r"resumed at step 12 \(epoch \d+\), past where this config ends the run "
+                                         r"\(training.max_steps 12 -> 5 since it was trained\): it ends here"):
+        assert short.resume()
+    short.run.unlock()
+    tiny_config["training"].update(max_steps=20)
+    longer = Trainer(config_from_dict(tiny_config), progress=False)
+    assert longer.resume() and not any("past where" in w for w in longer.warnings)
+    assert longer.fit()["step"] == 20
 
 
 def test_nan_loss_stops_with_step_and_layer(tiny_config):
