@@ -163,6 +163,15 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
                 click.echo(estimate.report())
                 return
             validate_paths(cfg, source=config_path)   # before any work: data files, run directory
+            if not resume and not overwrite:  # a run directory in use: refused now, not after the set-up
+                from .rundir import RunDir
+
+                RunDir(cfg.output.run_dir).refuse_earlier_run()
+            auto_test = None
+            if auto_train is not None and not own_config and not cfg.distributed.workers:
+                from .trainer import load_test
+
+                auto_test = load_test(cfg, auto_train)  # its errors before the trial, not after it
             estimate = estimate_for_config(cfg, train=auto_train)  # a LIBSVM file's dimensions come from its load
             if cfg.distributed.workers and cfg.distributed.ray_address is None:  # N local replicas
                 estimate.parts = {f"{name} x {cfg.distributed.workers} workers": nbytes * cfg.distributed.workers
@@ -181,7 +190,8 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
                            "(edit it and pass --config to repeat the run)", err=True)
             if not cfg.distributed.workers:
                 # the recipe's training set, loaded as the config says, is the run's: not a second copy
-                trainer = _trainer_for(cfg, resume, overwrite, progress, train=None if own_config else auto_train)
+                trainer = _trainer_for(cfg, resume, overwrite, progress, train=None if own_config else auto_train,
+                                       test=auto_test)
                 trainer.compile()  # here, where a Ctrl-C waits for the set-up to end
             auto_train = None
         if cfg.distributed.workers:
@@ -211,19 +221,22 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
                f"  (run dir {trainer.run_dir})")
 
 
-def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None):
+def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None, test=None):
     """The Trainer of a one-process run, its directory cleared (--overwrite) or its newest
     checkpoint loaded (--resume), saying which. `train`: the config's training set, loaded already
-    (its test set is loaded here)."""
+    (with its test set `test`, or that is loaded here)."""
     from .trainer import Trainer, load_test
 
     trainer = Trainer(cfg, progress=progress) if train is None else \
-        Trainer(cfg, train=train, test=load_test(cfg, train), progress=progress)
+        Trainer(cfg, train=train, test=test if test is not None else load_test(cfg, train), progress=progress)
     if overwrite and trainer.clear_run_dir():
         click.echo(f"deleted the earlier run's checkpoints and metrics in {trainer.run_dir}", err=True)
     if resume:
         if trainer.resume():
-            click.echo(f"resumed from step {trainer.step} (epoch {trainer.epoch}) in {trainer.run_dir}", err=True)
+            done = trainer.schedule.over(trainer.epoch, trainer.step, trainer.schedule.planned_steps,
+                                         trainer.budget_seconds)
+            click.echo(f"resumed from step {trainer.step} (epoch {trainer.epoch}) in {trainer.run_dir}"
+                       + (": the run had ended there, nothing is left to train" if done else ""), err=True)
         else:
             click.echo(f"no checkpoint in {trainer.run_dir}: starting from scratch", err=True)
     return trainer

@@ -540,3 +540,32 @@ def test_the_console_script_is_the_guarded_entry_point():
         script = subprocess.run([installed, "--help"], capture_output=True, text=True, timeout=60)
         assert script.returncode == 0 and script.stdout.startswith("Usage: slidepy ") and "train" in script.stdout, \
             script.stderr
+
+
+def test_a_used_run_dir_and_a_bad_test_file_are_refused_before_the_set_up(config_file, tmp_path, monkeypatch):
+    """A fresh run into a directory holding a run is refused before the data, the index and the
+    kernels are set up (minutes on large data); the automatic recipe's test file is read before
+    its timing trial, so its errors come first too."""
+    import slidepy.calibrate
+    from slidepy.trainer import Trainer
+
+    runner = CliRunner()
+    out = str(tmp_path / "run")
+    args = ["train", "--config", str(config_file), "--out", out, "--no-progress", "--threads", "1",
+            "--set", "training.max_steps=1"]
+    assert runner.invoke(main, args).exit_code == 0
+
+    def no_set_up(*args, **kwargs):
+        raise AssertionError("set up before the refusal")
+
+    monkeypatch.setattr(Trainer, "__init__", no_set_up)
+    monkeypatch.setattr(slidepy.calibrate, "trial_rate", no_set_up)
+    again = runner.invoke(main, args)
+    assert again.exit_code == 2 and "already holds checkpoints of an earlier run" in again.stderr, again.output
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    train.write_text("3 6 3\n0 1:1\n1 2:1\n2 3:1\n")
+    test.write_text("1 9 3\n0 8:1\n")  # wider than the training set
+    auto = runner.invoke(main, ["train", "--train", str(train), "--test", str(test), "--time-budget", "5s",
+                                "--out", str(tmp_path / "auto"), "--no-progress", "--threads", "1"])
+    assert auto.exit_code == 2 and f"{test}:1: header has n_features=9" in auto.stderr, auto.output
+    assert "timing a" not in auto.stderr

@@ -239,7 +239,7 @@ def test_skip_bad_lines_reports_count_and_first_lines(tmp_path):
     assert [line.split(": ")[0] for line in start["first_bad"]] == [f"{train}:3", f"{train}:4", f"{train}:5"]
     # Every line bad: an empty training set is an error, with the first reason.
     train.write_text("2 5 4\n0 0:x\n1 1:x\n")
-    result = _train(config, "--set", "data.skip_bad_lines=true")
+    result = _train(config, "--set", "data.skip_bad_lines=true", "--out", str(tmp_path / "run2"))
     _assert_one_line_error(result, f"{train}: no samples", "all 2 data lines were bad and skipped",
                            f"{train}:2: malformed feature token '0:x'")
 
@@ -417,6 +417,7 @@ def test_resume_says_which_settings_changed_and_a_finished_run_is_not_evaluated_
     assert finished.exit_code == 0, finished.output
     assert [r for r in records() if r["event"] == "eval"] == evals and "differ" not in finished.output
     assert f"P@1 {evals[-1]['P@1']:.4f}" in finished.output.splitlines()[-1]
+    assert "the run had ended there, nothing is left to train" in finished.output
     # ... unless what scores it differs (here k): then it is evaluated again, as asked
     other_k = _train(trained_run["config"], "--out", str(run), "--resume", "--set", "eval.k=[1, 10]")
     assert other_k.exit_code == 0, other_k.output
@@ -427,6 +428,7 @@ def test_resume_says_which_settings_changed_and_a_finished_run_is_not_evaluated_
                     "--set", "training.lr=0.05")
     assert result.exit_code == 0, result.output
     assert "settings that differ from those it was trained with: training.lr 0.005 -> 0.05" in result.output
+    assert "the run had ended there" not in result.output  # it goes on to step 14
     assert "max_steps" not in result.output.split("differ")[1].splitlines()[0]
     resumed = [r for r in records() if r["event"] == "resume"][-1]
     assert resumed["changed"] == ["training.lr 0.005 -> 0.05"]
