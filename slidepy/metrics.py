@@ -172,12 +172,19 @@ def score_topk_per_sample(top_ids, y_indptr, y_indices, ks=(1, 3, 5)):
     return prec, ndcg
 
 
-def _means(per_sample: np.ndarray, ks: np.ndarray, y_indptr, ignore_empty: bool) -> dict:
+def _means(per_sample: np.ndarray, ks: np.ndarray, y_indptr, ignore_empty: bool, hits: bool = False) -> dict:
+    """Each column's mean over the samples (those with labels, with `ignore_empty`). `hits`: the
+    columns are precisions hits / k, and the mean is taken as total hits / (samples x k), the
+    float nearest the exact figure (a mean of the rounded 1/k steps printed 0.11239999999999943)."""
     if ignore_empty:
         indptr = np.asarray(y_indptr, dtype=np.int64)
         per_sample = per_sample[np.diff(indptr) > 0]
-    if per_sample.shape[0] == 0:
+    n = per_sample.shape[0]
+    if n == 0:
         return {int(k): 0.0 for k in ks}
+    if hits:
+        counts = np.rint(per_sample * ks.astype(np.float64)).sum(axis=0)  # whole numbers, exact in float64
+        return {int(k): float(counts[s] / (n * int(k))) for s, k in enumerate(ks)}
     means = per_sample.mean(axis=0)
     return {int(k): float(means[s]) for s, k in enumerate(ks)}
 
@@ -190,7 +197,7 @@ def precision_at_k(top_ids, y_indptr, y_indices, ks=(1, 3, 5), ignore_empty=Fals
     `ignore_empty=True`.
     """
     prec, _ = score_topk_per_sample(top_ids, y_indptr, y_indices, ks)
-    return _means(prec, _check_ks(ks), y_indptr, ignore_empty)
+    return _means(prec, _check_ks(ks), y_indptr, ignore_empty, hits=True)
 
 
 def ndcg_at_k(top_ids, y_indptr, y_indices, ks=(1, 3, 5), ignore_empty=False) -> dict:
@@ -205,7 +212,7 @@ def evaluate_topk(top_ids, y_indptr, y_indices, ks=(1, 3, 5), ignore_empty=False
     prec, ndcg = score_topk_per_sample(top_ids, y_indptr, y_indices, ks)
     ks_arr = _check_ks(ks)
     out = {}
-    for k, v in _means(prec, ks_arr, y_indptr, ignore_empty).items():
+    for k, v in _means(prec, ks_arr, y_indptr, ignore_empty, hits=True).items():
         out[f"P@{k}"] = v
     for k, v in _means(ndcg, ks_arr, y_indptr, ignore_empty).items():
         out[f"nDCG@{k}"] = v

@@ -227,3 +227,18 @@ def test_topk_feeds_evaluate():
     indices = ids[:, 0].copy()  # the argmax is the single true label
     res = evaluate_topk(ids, indptr, indices, ks=(1, 5))
     assert res["P@1"] == 1.0 and res["P@5"] == pytest.approx(0.2) and res["nDCG@5"] == 1.0
+
+
+def test_precision_is_the_float_nearest_hits_over_samples_times_k():
+    """P@10 of 1,124 hits in 1,000 samples is 0.1124 exactly as printed, not a mean of rounded
+    tenths (0.11239999999999943, as evaluate --json showed)."""
+    rng = np.random.default_rng(0)
+    n, k = 1000, 10
+    hits = np.zeros(n, np.int64)
+    hits[rng.choice(n, 1124 // 2, replace=False)] = 2  # 562 samples with 2 hits each
+    top = np.tile(np.arange(k, dtype=np.int32), (n, 1))
+    y_indices = np.concatenate([np.arange(h, dtype=np.int32) for h in hits] + [np.zeros(0, np.int32)])
+    y_indptr = np.concatenate([[0], np.cumsum(hits)]).astype(np.int64)
+    assert precision_at_k(top, y_indptr, y_indices, ks=(10,))[10] == 1124 / 10000
+    assert evaluate_topk(top, y_indptr, y_indices, ks=(1, 10))["P@10"] == 0.1124
+    assert repr(evaluate_topk(top, y_indptr, y_indices, ks=(1, 10))["P@1"]) == "0.562"
