@@ -53,6 +53,9 @@ def test_the_recipe_refuses_a_single_label_and_keeps_the_batch_within_the_set():
     assert Trainer(config_from_dict(cfg), train=one, progress=False).model.engine.n_labels == 1
     few = make_synthetic(40, 5, 30, 6, nnz_per_sample=4, seed=0)[0]
     assert auto_config(few, "few.txt", None)["training"]["batch_size"] == 40
+    assert auto_config(few, "few.txt", None)["eval"]["k"] == [1, 3, 5]
+    two = make_synthetic(40, 5, 30, 2, nnz_per_sample=4, labels_per_sample=(1, 1), seed=0)[0]
+    assert auto_config(two, "two.txt", None)["eval"]["k"] == [1]  # P@3 of 2 labels could never pass 2/3
 
 
 def test_output_budget_grows_as_sqrt_of_labels():
