@@ -167,7 +167,7 @@ def _read_file(name: str) -> Any:
             what += f" ({exc.context}{since})"
         raise ConfigError(f"{where}: invalid YAML: {what}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{name}: invalid YAML: {_one_line(exc)}") from None
 
 
 def _key_lines(name: str) -> dict[str, int]:
@@ -491,4 +491,12 @@ def _parse_override(text: Any) -> tuple[str, Any]:
     try:
         return key_path, _load_yaml(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {exc}") from None
+        raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's message without its second line (where in "<unicode string>" it was)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and (exc.problem or exc.context):
+        return "; ".join(part for part in (exc.problem, exc.context) if part)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if "<unicode string>" not in line) or lines[0]

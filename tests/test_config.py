@@ -566,6 +566,14 @@ def test_file_yaml_problems(tmp_path):
     path.write_text("training:\n  lr: 0.1\n  lr: 0.2\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:3:3: invalid YAML: found duplicate key 'lr'"):
         load_config(str(path))
+    path.write_bytes(b"a: 1\n\x00\n")  # one line, without PyYAML's second (a position in "<unicode string>")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == f"{path}: invalid YAML: unacceptable character #x0000: special characters are not allowed"
+    with pytest.raises(ConfigError) as info:
+        load_config({}, ["model.hidden=[128"])
+    assert str(info.value) == ("--set model.hidden=[128: cannot parse value '[128': expected ',' or ']', but got "
+                               "'<stream end>'; while parsing a flow sequence")
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(str(path))
