@@ -407,9 +407,15 @@ def _reason(code, token, index_base, n_features, n_labels, dims_from) -> str:
         return f"malformed feature token {token!r} (expected id:value{also})"
     if code == parse.FEATURE_NEGATIVE:
         zero = index_base == 1 and token.split(":", 1)[0].strip("0") == ""  # id 0 (or 00), not -3
-        hint = ("; LIBSVM feature ids start at 1, so a file of 0-based ids needs the XC header line "
-                "'n_samples n_features n_labels' first, or to be read with index base 0 (`--index-base 0` "
-                "for train, evaluate and predict; `data.index_base: 0` in a config)") if zero else ""
+        if zero and dims_from == "header":  # an XC file, told to count from 1
+            hint = ("; the file has the XC header, whose ids count from 0: leave out --index-base 1 (or "
+                    "data.index_base: 1 in the config)")
+        elif zero:
+            hint = ("; LIBSVM feature ids start at 1, so a file of 0-based ids needs the XC header line "
+                    "'n_samples n_features n_labels' first, or to be read with index base 0 (`--index-base 0` "
+                    "for train, evaluate and predict; `data.index_base: 0` in a config)")
+        else:
+            hint = ""
         return f"feature id in {token!r} is below the index base {index_base}{hint}"
     if code == parse.FEATURE_RANGE:
         return f"feature id in {token!r} is out of range: {dims_from} n_features is {n_features}"

@@ -845,6 +845,11 @@ def test_the_zero_based_hint_names_feature_0_only(tmp_path):
         with pytest.raises(DataError, match="below the index base 1") as e:
             load_dataset(path, cache=False)
         assert ("--index-base 0" in str(e.value)) == hinted, line
+    xc = tmp_path / "f.txt"  # an XC file told to count from 1: the way out is to leave that out
+    xc.write_text("2 3 2\n0 2:1\n1 0:1\n")
+    with pytest.raises(DataError, match=r"f.txt:3: feature id in '0:1' is below the index base 1; the file has the XC "
+                                        r"header, whose ids count from 0: leave out --index-base 1"):
+        load_dataset(xc, cache=False, index_base=1)
 
 
 def test_lines_ended_by_a_carriage_return_alone_are_refused(tmp_path):
