@@ -207,6 +207,10 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
             saved = trainer.run.checkpoints()
             kept = f"the checkpoints in {trainer.run_dir} are intact" if saved else "no checkpoint was written yet"
             where = f" at step {trainer.step}; not saved ({kept})"
+            if saved:  # the CLI's runs name their data: the run's own config.yaml resumes them
+                run = Path(trainer.run_dir)
+                where += f"; resume from step {saved[-1][0]} with: slidepy train --config {run / 'config.yaml'} " \
+                         f"--out {run} --resume"
         click.echo(f"interrupted{where}", err=True)
         sys.exit(interrupt_status(exc))
     except CheckpointWriteError as exc:  # the disk's failure, not the user's input

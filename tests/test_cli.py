@@ -282,6 +282,20 @@ def test_a_second_signal_stops_at_once_with_its_own_exit_status(config_file, tmp
                                            "--no-progress", "--set", "training.max_steps=2"])
         assert result.exit_code == 128 + signum, result.output
         assert "interrupted before training began" in result.output and "Traceback" not in result.output
+    # the second signal after steps were saved: the line says from where and how to go on
+    monkeypatch.undo()
+
+    def saved_then_stopped(self, real=Trainer.fit):
+        real(self)
+        raise StopNow(signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "fit", saved_then_stopped)
+    out = tmp_path / "saved"
+    result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--out", str(out), "--no-progress",
+                                       "--set", "training.max_steps=2", "--threads", "1"])
+    assert result.exit_code == 130, result.output
+    assert (f"interrupted at step 2; not saved (the checkpoints in {out} are intact); resume from step 2 with: "
+            f"slidepy train --config {out / 'config.yaml'} --out {out} --resume") in result.output
 
 
 def test_out_names_a_directory_as_given_and_k_stays_within_what_is_scored(config_file, tmp_path, monkeypatch):
