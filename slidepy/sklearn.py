@@ -101,8 +101,10 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     scikit-learn classifier for multi-label (and multi-class) data. See the module docstring for
     the target formats and the prediction rule.
 
-    Parameters (config key in brackets)
+    Parameters
     ----------
+    (each with the config key it sets in brackets)
+
     hidden : int or tuple of int, default 128      [model.hidden]
     epochs : int, default 5                        [training.epochs]
     batch_size : int, default 128                  [training.batch_size]
@@ -594,7 +596,13 @@ def save_model(model, path) -> str:
         if len(steps) == 1:
             return steps[-1].save(path)
         if len(steps) == 2:
-            return steps[-1].save(path, vectorizer=steps[0])
+            try:
+                return steps[-1].save(path, vectorizer=steps[0])
+            except ValueError as exc:
+                if "can be stored" not in str(exc):
+                    raise
+                raise ValueError(f"{exc}: slidepy predict --text reads raw text through a word vectorizer alone; save "
+                                 "pipeline[-1] (the SlideClassifier) and feed it the transformed features") from None
         names = ", ".join(type(s).__name__ for s in steps[:-1])
         raise ValueError(f"only a pipeline of one text vectorizer and a SlideClassifier can be saved with its "
                          f"vectorizer; this one has {names} before it (save pipeline[-1] alone)")

@@ -247,6 +247,12 @@ def test_saved_pipeline_predicts_text_from_the_cli(text_data, tmp_path):
     want = [" ".join(f"{pipe[-1].classes_[i]}:{s:.6g}" for i, s in zip(r_ids, r_sc))
             for r_ids, r_sc in zip(ids, scores)]
     assert res.output.splitlines() == want
+    # a pipeline whose first step is no word vectorizer: saved without it, the message says how
+    from sklearn.preprocessing import MaxAbsScaler
+
+    scaled = make_pipeline(MaxAbsScaler(), pipe[-1])
+    with pytest.raises(ValueError, match=r"not MaxAbsScaler: .* save pipeline\[-1\] \(the SlideClassifier\)"):
+        save_model(scaled, tmp_path / "scaled.npz")
 
     bare = tmp_path / "bare.npz"
     pipe[-1].trainer_.save(bare)  # no vectorizer, no names
@@ -385,3 +391,13 @@ def test_lsh_inference_scores_a_sample_its_index_finds_nothing_for_exactly_and_k
     decision = binary.decision_function(X)
     assert decision.shape == (400,) and np.isfinite(decision).all()
     roc_auc_score(y % 2, decision)  # a ranking metric takes it
+
+
+def test_the_docstring_renders_in_a_notebook_without_a_warning():
+    """Jupyter shows an estimator through _repr_html_, which parses the docstring as numpydoc: a
+    section title over an underline of another length warned there."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "SlideClassifier" in SlideClassifier(threads=1)._repr_html_()
