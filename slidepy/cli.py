@@ -538,10 +538,12 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False),
               help="Label names, one per line (default: names stored in the model, else data.labels).")
 @click.option("--ids", "ids_only", is_flag=True, help="Write label ids even when names are known.")
+@click.option("--threads", type=click.IntRange(min=1), help="Scoring threads (default: the model's training.threads; "
+                                                          "every core where that is null).")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
               help="The data file's first feature id (default: the model's data.index_base, else 0 for XC files "
                    "and 1 for LIBSVM ones).")
-def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only, index_base):
+def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids_only, threads, index_base):
     """Write the top-k labels with scores for every sample: one line each, `label:score ...`
     (label names when the model knows them, see --labels; ids otherwise)."""
     try:
@@ -553,7 +555,7 @@ def predict(checkpoint, data_path, texts, top_k, out_path, lsh, labels_path, ids
             from .checkpoint import read_checkpoint_meta
             from .labels import format_prediction, label_names_for
 
-            models = _load_models(checkpoint, None)
+            models = _load_models(checkpoint, threads)
             model, meta = models[0], read_checkpoint_meta(checkpoint[0])
             if texts:
                 data = _text_dataset(texts, meta, model, checkpoint[0])

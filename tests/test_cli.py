@@ -473,6 +473,9 @@ def test_a_headerless_file_for_a_model_of_generated_data_is_noted_too(config_fil
     result = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(headerless), "--ids",
                                   "--index-base", "0"])
     assert result.exit_code == 0 and "note:" not in result.stderr, result.output
+    one_thread = runner.invoke(main, ["predict", "--checkpoint", checkpoint, "--data", str(headerless), "--ids",
+                                      "--index-base", "0", "--threads", "1"])  # as evaluate takes it
+    assert one_thread.exit_code == 0 and one_thread.stdout == result.stdout, one_thread.output
 
 
 def test_a_zero_based_libsvm_training_set_is_refused_with_the_way_to_read_it(tiny_config, tmp_path):
