@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 
 import numpy as np
@@ -111,7 +112,8 @@ def _load_torch(path: str):
     nn = torch.nn
     allowed = [nn.Sequential, nn.Linear, nn.ReLU, nn.Dropout, nn.Identity]
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")  # refused below, in one line
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
@@ -129,6 +131,9 @@ def _load_torch(path: str):
         raise ImportErrorSlidepy(f"{path}: refused: loading it would run code or build objects other than "
                                  f"tensors and Linear/ReLU layers (torch.load weights_only=True: {first})") from None
     except Exception as exc:  # noqa: BLE001 - a foreign file: torch's unpickler raises KeyError, IndexError, ...
+        if "TorchScript" in str(exc):  # compiled code, not weights: torch's advice (weights_only=False) would run it
+            raise ImportErrorSlidepy(f"{path}: a TorchScript archive, which slidepy does not load (it holds code); "
+                                     "save the model's weights instead: torch.save(model.state_dict(), path)") from None
         raise ImportErrorSlidepy(f"{path}: not a PyTorch file, or a damaged one (torch.load: "
                                  f"{type(exc).__name__}: {exc})") from None
 

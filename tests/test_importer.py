@@ -125,6 +125,17 @@ def test_a_whole_sequential_with_another_layer_names_the_layer(tmp_path):
             read_mlp(path)
 
 
+def test_a_torchscript_archive_is_refused_without_torchs_advice_to_run_it(tmp_path, capfd):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))).save(str(path))
+    with pytest.raises(ImportErrorSlidepy, match=r"a TorchScript archive, which slidepy does not load .*"
+                                                 r"torch.save\(model.state_dict\(\), path\)$") as info:
+        read_mlp(path)
+    assert "weights_only" not in str(info.value) and "TorchScript" not in capfd.readouterr().err
+
+
 def test_pickled_payload_is_refused(tmp_path, capsys):
     npz = tmp_path / "evil.npz"
     np.savez(npz, W0=np.array([_Payload()], dtype=object), b0=np.zeros(1))
