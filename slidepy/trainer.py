@@ -155,9 +155,7 @@ class Trainer:
         if self.train_data is None:
             raise DataError("no training data: give Trainer.load(..., train=...) a dataset to train further")
         _require_samples(self.train_data, "the training set")
-        if self.train_data.y_indices.size == 0:  # a model of 0 labels would be saved and never load
-            raise DataError(f"{self.train_data.source}: no training sample has a label: nothing to learn from "
-                            "(a line's first token is its comma-separated label list: 'l1,l2 f:v f:v')")
+        _require_labelled(self.train_data)
         self.run.lock()
         try:
             _start(self)
@@ -871,6 +869,7 @@ def load_data(cfg: Config) -> tuple[Dataset, Dataset | None]:
     validate_paths(cfg, output=False)
     train = load_dataset(d.train, **_load_options(d))
     _require_samples(train, "data.train")
+    _require_labelled(train)  # before the test set, which would be blamed for labels beyond none
     if d.labels is not None:  # now, not when the trained model first predicts with them
         try:
             read_label_names(d.labels, train.n_labels)
@@ -913,6 +912,13 @@ def _require_samples(ds: Dataset, what: str) -> None:
     if ds.skipped_lines:
         msg += f": all {ds.skipped_lines} data lines were bad and skipped; first: {ds.first_bad[0]}"
     raise DataError(msg + ")")
+
+
+def _require_labelled(train: Dataset) -> None:
+    """A model of 0 labels would be saved and never load."""
+    if train.y_indices.size == 0:
+        raise DataError(f"{train.source}: no training sample has a label: nothing to learn from "
+                        "(a line's first token is its comma-separated label list: 'l1,l2 f:v f:v')")
 
 
 def _require_labels(test: Dataset, what: str) -> None:

@@ -651,6 +651,12 @@ def test_a_training_set_without_any_label_is_refused(tiny_config, tmp_path):
     with pytest.raises(DataError, match="no training sample has a label"):
         trainer.fit()
     assert not list((tmp_path / "run").glob("checkpoints/*.npz"))
+    # from files: the training file is named, not the test file its labels would be measured against
+    (tmp_path / "train.txt").write_text("2 6 0\n 0:1\n 1:1\n")
+    (tmp_path / "test.txt").write_text("1 6 3\n2 0:1\n")
+    files = {**tiny_config, "data": {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}}
+    with pytest.raises(DataError, match=r"train.txt: no training sample has a label"):
+        Trainer(config_from_dict(files), progress=False)
 
 
 def test_the_first_index_build_is_logged_apart(tiny_config, tmp_path):
