@@ -29,7 +29,8 @@ Semantics worth knowing:
 - An empty label field (the line starts with whitespace) is a sample without labels; a line with
   labels and no features is a sample without features; an empty line is a sample with neither.
   Every line after the XC header is a sample (a file's final newline does not start one), so
-  stray blank lines show up as a line-count mismatch rather than being dropped.
+  stray blank lines show up as a line-count mismatch rather than being dropped, except blank (or
+  space-only) lines at the end, past the samples the header counts, which are no samples.
 - Duplicate feature ids within a line are kept as separate entries, in file order. As CSR this
   means "summed" (a dot product adds both); nothing here merges them.
 - Duplicate labels within a line are kept too; the engine deduplicates label sets.
@@ -540,16 +541,24 @@ def _parse_text(
                 f"header says {n_rows} samples (truncated file?)"
             )
         if n_data > n_rows:
-            blank = np.flatnonzero(line_hi[first_data:] == line_lo[first_data:])
-            if blank.size:  # the likelier culprit than the last line
+            lo_d, hi_d = line_lo[first_data:], line_hi[first_data:]
+            short = np.flatnonzero(hi_d - lo_d <= 64)  # (only on this error path) blank, or spaces alone
+            blank = short[[not bytes(buf[lo_d[i]:hi_d[i]]).strip() for i in short]] if short.size else short
+            if blank.size >= n_data - n_rows and np.array_equal(blank[blank.size - (n_data - n_rows):],
+                                                              np.arange(n_rows, n_data)):
+                # blank lines after the samples the header counts (an editor's or a script's extra
+                # newline at the end): not samples
+                line_lo, line_hi = line_lo[:first_data + n_rows], line_hi[:first_data + n_rows]
+            elif blank.size:  # the likelier culprit than the last line
                 bad = first_data + int(blank[0])
                 raise DataError(f"{source}:{bad + 1}: blank line; the header says {n_rows} samples but the "
                                 f"file has {n_data} data lines ({blank.size} blank)")
-            bad = first_data + n_rows
-            raise DataError(
-                f"{source}:{bad + 1}: header says {n_rows} samples but the file has {n_data} data "
-                f"lines: {_line_text(buf, line_lo[bad], line_hi[bad])}"
-            )
+            if line_lo.size - first_data > n_rows:
+                bad = first_data + n_rows
+                raise DataError(
+                    f"{source}:{bad + 1}: header says {n_rows} samples but the file has {n_data} data "
+                    f"lines: {_line_text(buf, line_lo[bad], line_hi[bad])}"
+                )
         # ids are checked against the header's bounds; a set loaded for a wider model (a test set
         # whose header counts only the features it uses) then takes the requested dimensions
         bound_x, bound_y, dims_from = dim_x, dim_y, "header"

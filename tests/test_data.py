@@ -439,7 +439,7 @@ def test_bad_line_names_file_and_line(tmp_path, bad, reason):
         ("3 10 5\n0 1:1\n1 2:1\n", 4, "file ends after 2 data lines but the header says 3 samples"),
         ("3 10 5\n0 1:1\n1 2:1\n1 2:", 4, "malformed feature token"),  # cut mid-line
         ("2 10 5\n0 1:1\n1 2:1\n2 3:1\n", 4, "header says 2 samples but the file has 3 data lines"),
-        ("2 10 5\n0 1:1\n1 2:1\n\n", 4, "header says 2 samples but the file has 3 data lines"),
+        ("2 10 5\n0 1:1\n\n1 2:1\n", 3, "blank line; the header says 2 samples but the file has 3 data lines"),
     ],
 )
 def test_file_level_errors(tmp_path, text, line, reason):
@@ -807,8 +807,13 @@ def test_a_blank_line_that_breaks_the_sample_count_is_the_line_named():
     with pytest.raises(DataError, match=r"^<mem>:3: blank line; the header says 2 samples but the file has 3 data "
                                         r"lines \(1 blank\)"):
         parse_bytes("2 5 3\n0 1:1\n\n2 4:1\n")
-    with pytest.raises(DataError, match=r"^<mem>:4: blank line"):
-        parse_bytes("2 5 3\n0 1:1\n2 4:1\n\r\n")  # a trailing blank line (CRLF)
+    # blank (or space-only) lines past the samples the header counts are no samples: dropped
+    plain = parse_bytes("2 5 3\n0 1:1\n2 4:1\n")
+    for tail in ("\r\n", "\n\n", "   \n", "\n \t\n"):
+        trailed = parse_bytes("2 5 3\n0 1:1\n2 4:1\n" + tail)
+        assert trailed.n_samples == 2 and trailed.x_indices.tolist() == plain.x_indices.tolist(), repr(tail)
+    with pytest.raises(DataError, match=r"^<mem>:3: blank line"):  # inside the samples: still named
+        parse_bytes("2 5 3\n0 1:1\n  \n2 4:1\n")
     with pytest.raises(DataError, match=r"^<mem>:4: header says 2 samples but the file has 3 data lines: 1 2:1"):
         parse_bytes("2 5 3\n0 1:1\n2 4:1\n1 2:1\n")  # no blank line: the first extra one is named
     kept = parse_bytes("2 5 3\n0 1:1\n\n")  # counted: a sample with neither labels nor features
