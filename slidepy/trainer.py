@@ -431,8 +431,15 @@ def _start(trainer: Trainer) -> None:
     trainer.window.reset()
     compiled = trainer._compile_seconds
     trainer._compile_seconds = None
-    trainer._record("start", compile_seconds=compiled if compiled is not None else
-                    compile_with_notice(trainer.engine, trainer.train_data, trainer.progress),
+    if compiled is None:
+        # Ctrl-C is held while numba compiles or loads its cache (an interrupt in there can leave
+        # a half-made function: "no compiled object yet", numba issue 2324), then raised: no step
+        # has run, nothing is lost. A second one goes through at once.
+        with trainer.stop_request.handling():
+            compiled = compile_with_notice(trainer.engine, trainer.train_data, trainer.progress)
+            if trainer.stop_request.signum is not None:
+                raise StopNow(trainer.stop_request.signum)
+    trainer._record("start", compile_seconds=compiled,
                     index_build_seconds=round(trainer.engine.index_build_seconds, 4),  # the first, outside the budget
                     threads=trainer.threads, n_train=n_train,
                     parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),

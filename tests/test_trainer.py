@@ -671,3 +671,29 @@ def test_the_first_index_build_is_logged_apart(tiny_config, tmp_path):
     tiny_config["model"]["output"]["selection"] = {"mode": "random", "budget": 40}
     plain = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "plain", progress=False)
     assert plain.engine.index_build_seconds == 0
+
+
+def test_ctrl_c_while_fit_compiles_waits_for_the_compiler_then_stops_before_any_step(tiny_config, monkeypatch):
+    """From Python, fit() compiles the kernels itself: a Ctrl-C inside numba's compiler could leave
+    a half-made function ("no compiled object yet"). It is held until the compile ends, then raised
+    as a KeyboardInterrupt, before the first step; nothing is saved, and the handlers are restored."""
+    import os
+    import signal
+
+    import slidepy.trainer as trainer_mod
+
+    real, finished = trainer_mod.compile_with_notice, []
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run by now, and the compile goes on
+        finished.append(real(*args, **kwargs))
+        return finished[-1]
+
+    monkeypatch.setattr(trainer_mod, "compile_with_notice", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    trainer = Trainer(config_from_dict(tiny_config), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert len(finished) == 1 and trainer.step == 0 and not trainer.run.checkpoints()
+    assert signal.getsignal(signal.SIGINT) is before
