@@ -342,8 +342,10 @@ class Trainer:
         return path
 
     def _progress(self) -> dict:
-        """What a checkpoint's meta keeps of the run's progress (Progress)."""
-        return Progress.of(self)
+        """What a checkpoint's meta keeps of the run's progress (Progress), and the loss and
+        samples/s of the steps since the last log record, which the next record averages (so a
+        resumed run logs what one never stopped does)."""
+        return {**Progress.of(self), "loss_window": list(self.window.state())}
 
     def _restored(self, meta: dict) -> None:
         """Take what a subclass's `_progress` added to a checkpoint's meta back (nothing here)."""
@@ -428,7 +430,6 @@ def _start(trainer: Trainer) -> None:
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     # a finished run resumed keeps its final evaluation: fit() then neither repeats nor relogs it
     trainer.last_eval, trainer._resumed_eval = trainer._resumed_eval, {}
-    trainer.window.reset()
     compiled = trainer._compile_seconds
     trainer._compile_seconds = None
     if compiled is None:
@@ -477,6 +478,7 @@ def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded:
         trainer.model.restore(path, arrays, meta)
     (trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale,
      trainer.eval_seconds_along) = progress
+    trainer.window.restore(meta.get("loss_window"))
     trainer._restored(meta)
     trainer._last_saved_step = trainer.step
     trainer.checkpoint_clock.saved(trainer.budget_seconds)
@@ -667,6 +669,17 @@ class LossWindow:
 
     def reset(self) -> None:
         self.loss_sum, self.samples, self.seconds = 0.0, 0, 0.0
+
+    def state(self) -> tuple[float, int, float]:
+        return self.loss_sum, self.samples, self.seconds
+
+    def restore(self, state) -> None:
+        """The sums a checkpoint kept (`state()`); none (an older checkpoint, a model file): empty."""
+        try:
+            loss_sum, samples, seconds = state
+            self.loss_sum, self.samples, self.seconds = float(loss_sum), int(samples), float(seconds)
+        except (TypeError, ValueError):
+            self.reset()
 
     def add(self, loss: float, samples: int, seconds: float) -> None:
         self.loss_sum, self.samples, self.seconds = (self.loss_sum + loss * samples, self.samples + samples,

@@ -68,6 +68,27 @@ def test_interrupt_and_resume_is_bit_identical(tiny_config, tmp_path):
     assert resumed.step == straight.step
     for a, b in zip(_weights(straight), _weights(resumed)):
         assert np.array_equal(a, b)
+    # and the log: stopped at step 13, between log records (log_every 5), the record after the
+    # resume averages steps 11-15 as the straight run's does, not 14-15 alone
+    cut13 = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "cut13", progress=False)
+    step_once = cut13.train_step
+
+    def stopping_at_13():
+        if cut13.step == 12:  # as a SIGINT during step 13 would: that step ends, saves and stops
+            cut13.stop_request.signum = 2
+        return step_once()
+
+    cut13.train_step = stopping_at_13
+    with pytest.raises(TrainingInterrupted):
+        cut13.fit()
+    again = Trainer(config_from_dict(tiny_config), run_dir=tmp_path / "cut13", progress=False)
+    assert again.resume() and again.step == 13
+    again.fit()
+
+    def losses(run):
+        return {r["step"]: r["loss"] for r in map(json.loads, open(run / "metrics.jsonl")) if r["event"] == "log"}
+
+    assert 15 in losses(tmp_path / "cut13") and losses(tmp_path / "cut13") == losses(tmp_path / "straight")
     # datasets handed in from Python are no file the config names: its config.yaml would train on
     # other data, so the hint is the Python calls
     given = Trainer(config_from_dict(tiny_config), train=straight.train_data, test=straight.test_data,
