@@ -586,3 +586,12 @@ def test_a_used_run_dir_and_a_bad_test_file_are_refused_before_the_set_up(config
                                 "--out", str(tmp_path / "auto"), "--no-progress", "--threads", "1"])
     assert auto.exit_code == 2 and f"{test}:1: header has n_features=9" in auto.stderr, auto.output
     assert "timing a" not in auto.stderr
+
+
+def test_a_budgeted_run_that_ends_at_its_epochs_first_says_so(config_file, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(config_file), "--out", str(tmp_path / "run"),
+                                       "--no-progress", "--threads", "1", "--set", "training.epochs=1",
+                                       "--set", "training.time_budget_s=600"])
+    assert result.exit_code == 0, result.output
+    assert "note: the run ended at its 1 epochs (training.epochs), after " in result.stderr
+    assert "s of its 600 s budget" in result.stderr
