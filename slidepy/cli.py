@@ -222,7 +222,7 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
         _os_fail(exc)
     t = cfg.training
     if t.time_budget_s is not None and trainer.budget_seconds < 0.9 * t.time_budget_s and trainer.epoch >= t.epochs:
-        click.echo(f"note: the run ended at its {t.epochs} epochs (training.epochs), after {trainer.budget_seconds:.3g} s "
+        click.echo(f"note: the run ended at training.epochs ({t.epochs}), after {trainer.budget_seconds:.3g} s "
                    f"of its {t.time_budget_s:g} s budget", err=True)
     on_train = " on the training set (no test set: give --test FILE or data.test for held-out figures)"
     click.echo(f"step {trainer.step}  {_format_metrics(result)}{on_train if result.get('split') == 'train' else ''}"

@@ -593,5 +593,5 @@ def test_a_budgeted_run_that_ends_at_its_epochs_first_says_so(config_file, tmp_p
                                        "--no-progress", "--threads", "1", "--set", "training.epochs=1",
                                        "--set", "training.time_budget_s=600"])
     assert result.exit_code == 0, result.output
-    assert "note: the run ended at its 1 epochs (training.epochs), after " in result.stderr
+    assert "note: the run ended at training.epochs (1), after " in result.stderr
     assert "s of its 600 s budget" in result.stderr
