@@ -908,8 +908,12 @@ def load_test(cfg: Config, train: Dataset) -> Dataset | None:
         test = load_dataset(d.test, n_features=train.n_features, n_labels=train.n_labels, **_load_options(d))
     except DataError as exc:
         if "requested" in str(exc) or "out of range: given" in str(exc):
+            headerless = os.path.isfile(train.source) and file_format(train.source) == "libsvm"
+            how = ("; the training file has no XC header, so its dimensions are the largest ids it holds: give both "
+                   "files the XC header 'n_samples n_features n_labels', with the same n_features and n_labels "
+                   "covering every id of both") if headerless else ""
             raise DataError(f"{exc} (data.test must fit the model built from data.train: "
-                            f"{train.n_features} features, {train.n_labels} labels)") from None
+                            f"{train.n_features} features, {train.n_labels} labels{how})") from None
         raise
     _require_samples(test, "data.test")
     _require_labels(test, "data.test")

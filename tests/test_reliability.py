@@ -203,6 +203,9 @@ DATA_CASES = {
     "libsvm_test_feature_beyond_model": (GOOD_TRAIN, "0 1:1\n1 6:1\n",
                                          ["{test}:2: feature id in '6:1' is out of range: given n_features is 5",
                                           "data.test must fit the model"]),
+    "libsvm_test_label_beyond_a_libsvm_training_file": ("0 1:1 2:1\n1 3:1\n", "2 2:1\n",
+                                                       ["{test}:1: label id 2 is out of range",
+                                                        "the training file has no XC header", "give both files"]),
     "test_empty": (GOOD_TRAIN, "0 5 4\n", ["{test}: no samples (data.test is empty)"]),
     "test_nan": (GOOD_TRAIN, "2 5 4\n0 0:1\n1 2:NaN\n", ["{test}:3: non-finite feature value in '2:NaN'"]),
 }
