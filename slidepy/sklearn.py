@@ -51,6 +51,7 @@ import numbers
 import os
 import shutil
 import tempfile
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -209,6 +210,10 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and y (see the module docstring). Returns self."""
+        if self.lsh_family == "kmeans" and (self.lsh_k, self.lsh_l) != (6, 16):
+            warnings.warn(f"lsh_k={self.lsh_k!r}, lsh_l={self.lsh_l!r} apply to the hash families (lsh_family "
+                          "'srp', 'wta', 'dwta'); the k-means index (lsh_family 'kmeans') does not use them",
+                          UserWarning, stacklevel=2)
         k = self.predict_k  # prediction's own parameter: checked now, not after the training
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"predict_k: expected an int >= 1, got {k!r}")

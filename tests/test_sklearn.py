@@ -140,6 +140,21 @@ def test_target_formats_give_the_same_model(text_data):
     assert cfg["model"]["hidden"] == [8, 4] and cfg["training"]["lr"] == 0.5
 
 
+def test_hash_parameters_beside_the_kmeans_index_are_warned_about(text_data):
+    """lsh_k / lsh_l size the hash families' tables; set beside the default k-means index they did
+    nothing without a word (the README's own example did so)."""
+    (x_train, y_train), _ = text_data
+    X = TfidfVectorizer().fit_transform(x_train)
+    with pytest.warns(UserWarning, match=r"lsh_k=8, lsh_l=32 apply to the hash families"):
+        _small(lsh_k=8, lsh_l=32).fit(X, y_train)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*apply to the hash families")
+        _small(lsh_family="srp", lsh_k=8, lsh_l=32).fit(X, y_train)
+        _small().fit(X, y_train)
+
+
 def test_params_map_to_the_config():
     """The default index is the k-means one (hash settings do not apply to it); a hash family
     keeps k, l and a range_pow that follows k; dropout reaches model.dropout."""
