@@ -20,7 +20,7 @@ from .config import Config
 from .data import Dataset
 from .model import Model, max_labels
 from .rng import generator
-from .trainer import compile_with_notice, label_rate, set_threads
+from .trainer import compile_with_notice, label_rate, said_if_slow, set_threads
 
 TRIAL_SECONDS = 2.0  # at most: enough steps to average a step's cost over a few batches' draws
 TRIAL_SHARE = 0.05   # of the time budget at most, since the trial's time is the user's too
@@ -42,7 +42,8 @@ def trial_rate(config: Config, train: Dataset, seconds: float, *, progress: bool
     run's later steps do not pay (the whole trial's rate was 0.86-0.94 of its later half's on
     DebianDeps and DebianNextWord)."""
     set_threads(config)
-    model = Model.build(config, train.n_features, train.n_labels, max_labels(train), label_rate=label_rate(train))
+    with said_if_slow("building the trial's network and its index", progress):
+        model = Model.build(config, train.n_features, train.n_labels, max_labels(train), label_rate=label_rate(train))
     engine = model.engine
     engine.lr = config.training.lr
     compile_with_notice(engine, train, progress)

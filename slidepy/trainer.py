@@ -124,8 +124,12 @@ class Trainer:
         self.history: list[dict] = []  # every record written to metrics.jsonl
         self.warnings: list[str] = []  # every warning this trainer issued, in order
         self.run = RunDir(run_dir if run_dir is not None else self.config.output.run_dir, warn=self._warn)
-        self.model = _model or Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
-                                           label_rate=label_rate(train))
+        if _model is None:
+            with said_if_slow("building the network and its index", progress):
+                self.model = Model.build(self.config, train.n_features, train.n_labels, max_labels(train, test),
+                                         label_rate=label_rate(train))
+        else:
+            self.model = _model
         if _model is None and self.config.data.train is not None and os.path.isfile(self.config.data.train):
             self.model.train_format = file_format(self.config.data.train)  # its model files record it
         if _model is None:
@@ -312,10 +316,16 @@ class Trainer:
         started = time.perf_counter()
         data = self.test_data if self.test_data is not None else self.train_data
         subset = None if final else self.config.eval.subset
-        # model.neighbours (a no-op when off): every evaluation scores the model as it would predict
-        # now, so its bank comes from this moment's weights; the final one keeps it for predictions
-        self.model.attach_neighbours(self.train_data)
-        report = self.model.eval_report(data, subset)
+        n = data.n_samples if subset is None else min(subset, data.n_samples)
+        # the bar says why it stands still (a final evaluation of 10^5 labels takes a minute)
+        self._bar.set_description_str(f"scoring {n:,} {'test' if data is self.test_data else 'training'} samples")
+        try:
+            # model.neighbours (a no-op when off): every evaluation scores the model as it would
+            # predict now, so its bank comes from this moment's weights; the final one keeps it
+            self.model.attach_neighbours(self.train_data)
+            report = self.model.eval_report(data, subset)
+        finally:
+            self._bar.set_description_str("")
         if not final and self.step < self._total_steps:
             self.model.detach_neighbours()  # the next steps move the weights away from the bank
         return self._record("eval", eval_seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
@@ -855,6 +865,33 @@ class CompileNotice:
             self._ticker.join()
         said = "" if seconds is None else f" {seconds:.0f} s"
         print(f"\r{COMPILING}{said}" if self._ticker is not None else said, file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def said_if_slow(what: str, live: bool, after: float = 2.0, stream=None):
+    """`what...` on stderr once the block has run `after` seconds, and its seconds when it ends:
+    work that is quick here says nothing, and work that is long (a k-means index over 10^5 rows,
+    20-40 s on 2 cores) is not a silent wait. Nothing at all unless `live` (the run's progress)."""
+    if not live:
+        yield
+        return
+    stream = stream or sys.stderr
+    started, said = time.perf_counter(), threading.Event()
+
+    def say():
+        print(f"{what}...", end="", file=stream, flush=True)
+        said.set()
+
+    timer = threading.Timer(after, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        if said.is_set():
+            print(f" {time.perf_counter() - started:.0f} s", file=stream, flush=True)
 
 
 def compile_with_notice(engine: Engine, data: Dataset, live: bool) -> float:

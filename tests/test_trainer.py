@@ -718,3 +718,25 @@ def test_ctrl_c_while_fit_compiles_waits_for_the_compiler_then_stops_before_any_
         trainer.fit()
     assert len(finished) == 1 and trainer.step == 0 and not trainer.run.checkpoints()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_bar_says_when_it_waits_for_an_evaluation(tiny_config, capsys):
+    """A final evaluation over 10^5 labels stood a minute behind a bar at 100% that said nothing."""
+    tiny_config["training"]["max_steps"] = 3
+    trainer = Trainer(config_from_dict(tiny_config), progress=True)
+    trainer.fit()
+    n = trainer.test_data.n_samples
+    assert f"scoring {n:,} test samples" in capsys.readouterr().err
+
+
+def test_slow_work_is_said_and_quick_work_is_not():
+    import io
+
+    from slidepy.trainer import said_if_slow
+
+    for live, after, work, said in ((True, 0.05, 0.3, True), (True, 5.0, 0.0, False), (False, 0.0, 0.2, False)):
+        out = io.StringIO()
+        with said_if_slow("building the index", live, after=after, stream=out):
+            time.sleep(work)
+        text = out.getvalue()
+        assert (text.startswith("building the index... ") and text.endswith(" s\n")) if said else text == "", text
