@@ -34,7 +34,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   650, 100,000 of its samples (7 passes) 0.1481 / 0.0540 against 0.1473 / 0.0540 at 300, in 60.9 +
   11.0 against 69.5 + 15.9 s; the 10^5-label generated set under a 120 s budget, at the rule's
   1,302, 0.7068 / 0.1999 against 0.7054 / 0.1983 (7,348 steps and 27.7 s of rebuilds against
-  6,582 and 41.7 s).
+  6,582 and 41.7 s). The cap leaves the ramp's early rebuilds, as dear as the later ones: where
+  they would take more than RAMP_SHARE_LIMIT of a short run's steps' time, the first interval
+  grows instead (first_rebuild_interval).
 * Hidden layer: HIDDEN units with inverted dropout on their outputs. Dropout grows with the passes
   the run makes over the data, because over-fitting does: none for a single pass, rising linearly
   to MAX_DROPOUT at FULL_DROPOUT_EPOCHS passes and more. Without dropout, width over-fitted: on
@@ -152,7 +154,12 @@ ONE_PASS_LR = 0.005
 ONE_PASS_MIN_NORM = 3.0  # least mean row norm a single-pass run trains on (input_scale)
 WARMUP_SHARE = 0.025  # of the planned steps, in a run of one pass
 TARGET_STEPS = 5000
-REBUILD_INTERVAL = 50  # steps to the first rebuild; then x 1.3 per rebuild, up to rebuild_max_interval
+REBUILD_INTERVAL = 50  # steps to the first rebuild; then x REBUILD_DECAY per rebuild, up to rebuild_max_interval
+REBUILD_DECAY = 1.3
+# The rebuilds' share of a run's steps above which the first interval grows (first_rebuild_interval);
+# the sets measured stay below it: DebianDeps 0.11-0.15, DebianNextWord's 2 passes 0.15-0.17, the
+# 10^5-label generated set under 120 s 0.23 (the model's figures; measured 0.08-0.23).
+RAMP_SHARE_LIMIT = 0.3
 REBUILD_MAX_INTERVAL = 300
 REBUILD_SHARE = 0.1
 BLAS_ADVANTAGE = 4.0
@@ -206,14 +213,53 @@ def rebuild_spread(n_labels: int, budget: int) -> int:
     return 0 if steps <= 1 or macs > FULL_ASSIGN_MACS else min(REBUILD_INTERVAL, steps)
 
 
-def rebuild_max_interval(n_labels: int, budget: int, nnz_per_sample: float) -> int:
-    """The cap on the steps between two rebuilds of the output layer's index: REBUILD_MAX_INTERVAL,
-    or as many steps as keep a rebuild to REBUILD_SHARE of their time (its assignment's
-    multiply-adds at BLAS_ADVANTAGE times a step's rate), at most REBUILD_INTERVAL_LIMIT."""
+def rebuild_cost_in_steps(n_labels: int, budget: int, nnz_per_sample: float) -> float:
+    """How many training steps' time one rebuild of the output layer's index takes: its
+    assignment's multiply-adds at BLAS_ADVANTAGE times a step's rate (module doc)."""
     rebuild = n_labels * auto_clusters(n_labels, budget) * (HIDDEN + 1) / BLAS_ADVANTAGE
     step = BATCH * HIDDEN * (nnz_per_sample + budget) * 3  # forward, backward, weight gradient
-    interval = math.ceil(rebuild / step / REBUILD_SHARE)
+    return rebuild / step
+
+
+def rebuild_max_interval(n_labels: int, budget: int, nnz_per_sample: float) -> int:
+    """The cap on the steps between two rebuilds of the output layer's index: REBUILD_MAX_INTERVAL,
+    or as many steps as keep a rebuild to REBUILD_SHARE of their time, at most
+    REBUILD_INTERVAL_LIMIT."""
+    interval = math.ceil(rebuild_cost_in_steps(n_labels, budget, nnz_per_sample) / REBUILD_SHARE)
     return int(min(REBUILD_INTERVAL_LIMIT, max(REBUILD_MAX_INTERVAL, interval)))
+
+
+def rebuilds_in(steps: int, first: int, max_interval: int) -> int:
+    """Rebuilds a run of `steps` makes: the first after `first` steps, each interval REBUILD_DECAY
+    times the one before, at most `max_interval` (the trainer's schedule)."""
+    count, at, interval = 0, 0.0, float(first)
+    while at + interval <= steps:
+        at, count = at + interval, count + 1
+        interval = min(interval * REBUILD_DECAY, max_interval)
+    return count
+
+
+def first_rebuild_interval(planned_steps: int, cost_in_steps: float, max_interval: int) -> int:
+    """REBUILD_INTERVAL, unless the rebuilds that ramp makes in a short run would take more than
+    RAMP_SHARE_LIMIT of its steps' time (each costs `cost_in_steps`): then the least first
+    interval whose rebuilds keep to REBUILD_SHARE, at most the cap `max_interval`, and at least
+    one rebuild, halfway. Below the
+    limit the early rebuilds stay: the index goes stale fastest while the weights move most.
+
+    Why: the cap (rebuild_max_interval) keeps a long run's rebuilds to their share, but the early
+    ones, at 50, 115, 200, ... steps, cost the same each; a run of 825 steps over 10^5 labels (a
+    90 s budget) spent 51% of it rebuilding (46 of 90 s, 6 rebuilds), and trained 1,671 steps to
+    P@1 0.376 against 0.287 with its first rebuild at 400 (a generated long-tail set, 1.2
+    positives a label; bench/measured-2026-12-07/rebuild-ramp/)."""
+    def share(first: int) -> float:
+        return rebuilds_in(planned_steps, first, max_interval) * cost_in_steps / max(1, planned_steps)
+
+    if share(REBUILD_INTERVAL) <= RAMP_SHARE_LIMIT:
+        return REBUILD_INTERVAL
+    first, most = REBUILD_INTERVAL, min(planned_steps // 2, max_interval)  # from the cap on, every interval is the cap
+    while first < most and share(first) > REBUILD_SHARE:
+        first = math.ceil(first * 1.25)
+    return max(REBUILD_INTERVAL, min(first, most))
 
 
 def passes_in_budget(time_budget_s: float, samples_per_second: float, n_samples: int) -> float:
@@ -310,7 +356,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         budget = output_budget(n)
         output = {"mode": "lsh", "budget": budget, "inference": "exact",
                   "lsh": {"family": "kmeans", "clusters": "auto",
-                          "rebuild": {"initial_interval": REBUILD_INTERVAL, "decay": 1.3,
+                          "rebuild": {"initial_interval": REBUILD_INTERVAL, "decay": REBUILD_DECAY,
                                       "max_interval": rebuild_max_interval(n, budget, train.nnz / max(1, b)),
                                       "refresh_every": 20, "spread_steps": rebuild_spread(n, budget)}}}
     steps_per_epoch = max(1, math.ceil(b / BATCH))
@@ -323,6 +369,10 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         passes = passes_in_budget(time_budget_s, samples_per_second, b)
         epochs, planned_steps = 1000, max(1, round(passes * steps_per_epoch))
     planned_steps = min(planned_steps, MAX_INT)  # a step count the config can hold, however long the budget
+    if output["mode"] == "lsh":
+        rebuild = output["lsh"]["rebuild"]
+        rebuild["initial_interval"] = first_rebuild_interval(
+            planned_steps, rebuild_cost_in_steps(n, budget, train.nnz / max(1, b)), rebuild["max_interval"])
     config = {
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),

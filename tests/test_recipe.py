@@ -20,7 +20,8 @@ from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EVAL_SHARE, EV
                             REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL, REBUILD_SHARE, TARGET_STEPS, auto_config,
                             describe, dropout_for, input_scale, learning_rate,
                             neighbours_for, output_budget, parse_duration, passes_in_budget, rebuild_max_interval,
-                            rebuild_spread, votes_weight)
+                            rebuild_spread, votes_weight, RAMP_SHARE_LIMIT, first_rebuild_interval,
+                            rebuild_cost_in_steps, rebuilds_in)
 
 
 def test_parse_duration():
@@ -160,6 +161,36 @@ def test_rebuild_cap_keeps_the_rebuilds_a_small_share_of_the_steps():
     nw = auto_config(SimpleNamespace(n_samples=500_000, n_features=30_000, n_labels=50_000,
                                      y_indices=np.zeros(500_000), nnz=1_500_000, mean_row_norm=1.0), "tr.txt", None)
     assert nw["model"]["output"]["selection"]["lsh"]["rebuild"]["max_interval"] == rebuild_max_interval(50_000, 896, 3.0)
+
+
+def test_a_short_run_over_many_labels_starts_its_rebuilds_later():
+    """The ramp's early rebuilds (50, 115, 200, ... steps) cost as much each as the later ones: in a
+    90 s run of 825 steps over 10^5 labels they took half the budget. Where they would take more
+    than RAMP_SHARE_LIMIT of a run's steps' time, the first interval grows until they keep to
+    REBUILD_SHARE (at least one rebuild, halfway); the shipped sets' runs keep REBUILD_INTERVAL."""
+    assert rebuilds_in(1000, 50, 300) == 7 and rebuilds_in(825, 50, 1273) == 6 and rebuilds_in(100, 50, 300) == 1 and rebuilds_in(49, 50, 300) == 0
+    for n, nnz, steps in ((22_875, 44.0, 5_230), (22_875, 44.0, 1_600), (50_000, 3.0, 7_800), (100_000, 20.0, 7_000)):
+        budget = output_budget(n)
+        cost, cap = rebuild_cost_in_steps(n, budget, nnz), rebuild_max_interval(n, budget, nnz)
+        assert rebuilds_in(steps, REBUILD_INTERVAL, cap) * cost / steps <= RAMP_SHARE_LIMIT
+        assert first_rebuild_interval(steps, cost, cap) == REBUILD_INTERVAL
+    budget = output_budget(100_000)
+    cost, cap = rebuild_cost_in_steps(100_000, budget, 32.0), rebuild_max_interval(100_000, budget, 32.0)
+    for steps in (825, 5_000):
+        assert rebuilds_in(steps, REBUILD_INTERVAL, cap) * cost / steps > RAMP_SHARE_LIMIT
+        first = first_rebuild_interval(steps, cost, cap)
+        made = rebuilds_in(steps, first, cap)
+        assert REBUILD_INTERVAL < first <= min(steps // 2, cap) and made >= 1
+        assert made * cost / steps <= REBUILD_SHARE or first in (steps // 2, cap)
+    # the recipe writes it into the config it plans
+    shape = SimpleNamespace(n_samples=60_000, n_features=50_000, n_labels=100_000, y_indices=np.zeros(118_000),
+                            nnz=60_000 * 32, mean_row_norm=1.0)
+    rebuild = auto_config(shape, "tr.txt", None)["model"]["output"]["selection"]["lsh"]["rebuild"]
+    planned = 11 * 469  # TARGET_STEPS in whole epochs of ceil(60,000 / 128) steps
+    assert rebuild["initial_interval"] == first_rebuild_interval(planned, cost, cap) > REBUILD_INTERVAL
+    assert rebuild["initial_interval"] <= rebuild["max_interval"]  # as the config requires
+    for budgeted in (dict(time_budget_s=90.0), dict(time_budget_s=90.0, samples_per_second=1_300.0)):
+        config_from_dict(auto_config(shape, "tr.txt", None, **budgeted))  # valid, before and after the trial
 
 
 def test_rebuild_spread_keeps_each_steps_share_of_a_rebuild_small():
