@@ -3,9 +3,10 @@
 Every error a user can cause is a SlidepyError: printed as one line, exit status 2, no traceback.
 An interrupted `train` (Ctrl-C, SIGTERM from a batch scheduler) saves a checkpoint and exits 130
 (SIGINT) or 143 (SIGTERM) with the command that resumes it; a second signal while it finishes the
-batch and saves exits at once, 130 or 143 as the signal was (the previous checkpoint stays intact). An operating-system
-failure (disk full, permissions) is one line and exit status 1. Warnings (bad lines skipped, a
-corrupt checkpoint passed over, a rollback) are printed as `warning: ...` lines on stderr.
+batch and saves exits at once, 130 or 143 as the signal was (the previous checkpoint stays
+intact). An operating-system failure (disk full, permissions) is one line and exit status 1.
+Warnings (bad lines skipped, a corrupt checkpoint passed over, a rollback) are printed as
+`warning: ...` lines on stderr.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def main():
               help="Stop training after this much training time, e.g. 90s, 5m, 1.5h (training.time_budget_s).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set training.lr=0.01 (repeatable).")
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (default: the config's output.run_dir; runs/auto without a config).")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False),
+              help="Run directory (default: the config's output.run_dir; runs/auto without a config).")
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads (default training.threads, else all cores).")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the run directory.")
 @click.option("--overwrite", is_flag=True,
@@ -481,7 +483,8 @@ def _index_base_note(path: str, model) -> str | None:
 @click.option("--lsh", is_flag=True, help="Score only the neurons the model's index picks (its k-means clusters or "
                                            "LSH tables) instead of every output neuron; the neighbours' votes are "
                                            "left out.")
-@click.option("--threads", type=click.IntRange(min=1), help="Scoring threads (default: the model's training.threads; every core where that is null).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Scoring threads (default: the model's training.threads; every core where that is null).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--index-base", type=click.IntRange(0, 1), default=None,
               help="The data file's first feature id (default: the model's data.index_base, else 0 for XC files "

@@ -126,8 +126,9 @@ def _load_torch(path: str):
         first = culprit[0].split(". Please")[0]
         layer = re.search(r"torch\.nn\.modules\.[\w.]+\.(\w+)", first)
         if layer:  # a harmless layer class, only not one slidepy's network has
-            raise ImportErrorSlidepy(f"{path}: the model holds a {layer.group(1)} layer, which is not supported (only "
-                                     f"Linear and ReLU, plus {', '.join(_SKIPPED_MODULES)} which are skipped)") from None
+            raise ImportErrorSlidepy(f"{path}: the model holds a {layer.group(1)} layer, which is not supported "
+                                     f"(only Linear and ReLU, plus {', '.join(_SKIPPED_MODULES)} which are "
+                                     "skipped)") from None
         raise ImportErrorSlidepy(f"{path}: refused: loading it would run code or build objects other than "
                                  f"tensors and Linear/ReLU layers (torch.load weights_only=True: {first})") from None
     except Exception as exc:  # noqa: BLE001 - a foreign file: torch's unpickler raises KeyError, IndexError, ...
