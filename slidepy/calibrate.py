@@ -42,8 +42,12 @@ def trial_rate(config: Config, train: Dataset, seconds: float, *, progress: bool
     run's later steps do not pay (the whole trial's rate was 0.86-0.94 of its later half's on
     DebianDeps and DebianNextWord)."""
     set_threads(config)
+    # its cluster index from one Lloyd iteration, not INITIAL_KMEANS_ITERS: a step's cost is its
+    # budget of rows, however good the clusters, and the run builds its own index again (15 s at
+    # 10^5 labels on 2 cores for the four)
     with said_if_slow("building the trial's network and its index", progress):
-        model = Model.build(config, train.n_features, train.n_labels, max_labels(train), label_rate=label_rate(train))
+        model = Model.build(config, train.n_features, train.n_labels, max_labels(train), label_rate=label_rate(train),
+                            index_first_iters=1)
     engine = model.engine
     engine.lr = config.training.lr
     compile_with_notice(engine, train, progress)

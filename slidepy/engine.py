@@ -152,6 +152,9 @@ class Engine:
     # they would on the scaled inputs (optimizer.apply_updates). The trained network then predicts
     # from the inputs as given.
     input_scale: float = 1.0
+    # Lloyd iterations of a cluster index's first build (lsh.INITIAL_KMEANS_ITERS when None): a
+    # network built only to time its steps (calibrate.py) needs clusters, not good ones
+    index_first_iters: int | None = None
     step: int = 0  # optimizer steps taken so far
     _scratch: dict = field(default_factory=dict, repr=False)
     _records: object = field(default=None, repr=False)  # network.OutputRecords, see records_output
@@ -198,6 +201,7 @@ class Engine:
                               [s.correction for s in self.selections], [self.dropout] * len(self.sizes))
         self.lsh = [
             LshIndex(l, self.sizes[l], s.lsh, seed=derive_int_seed(self.seed, LSH_SEED_STREAM, l),
+                     first_iters=self.index_first_iters,
                      budget=int(self.spec[l, SPEC_BUDGET]))
             if MODE_LSH in (self.spec[l, SPEC_MODE], self.spec[l, SPEC_INFER_MODE]) else None
             for l, s in enumerate(self.selections)

@@ -234,8 +234,11 @@ def neuron_rows(weights: np.ndarray, input_major: bool) -> np.ndarray:
 class LshIndex:
     """The hash functions (or cluster centroids), tables and rebuild state of one layer."""
 
-    def __init__(self, layer: int, size: tuple[int, int], options: LshOptions, *, seed: int, budget: int = 0):
+    def __init__(self, layer: int, size: tuple[int, int], options: LshOptions, *, seed: int, budget: int = 0,
+                 first_iters: int | None = None):
         self.layer = layer
+        # kmeans: Lloyd iterations of the first build (recluster)
+        self.first_iters = INITIAL_KMEANS_ITERS if first_iters is None else int(first_iters)
         self.dim, self.n_neurons = size
         self.options = s = options
         self.kind = INDEX_CLUSTERS if s.family == "kmeans" else INDEX_HASH
@@ -581,7 +584,7 @@ def recluster(index: LshIndex, rows: np.ndarray, bias: np.ndarray, fresh: bool =
         else:
             centroids = np.ascontiguousarray(index.centroids_t[:, t * n_c:(t + 1) * n_c].T)
             previous = index.codes[:, t]
-        assign, indptr, members, kept = cluster_rows(rows, bias, centroids, INITIAL_KMEANS_ITERS, rng, previous,
+        assign, indptr, members, kept = cluster_rows(rows, bias, centroids, index.first_iters, rng, previous,
                                                      try_shortcut)
         failed |= previous is not None and try_shortcut and not kept
         index.codes[:, t] = assign

@@ -126,13 +126,13 @@ class Model:
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
-              label_rate: float = 0.0) -> "Model":
+              label_rate: float = 0.0, index_first_iters: int | None = None) -> "Model":
         """A freshly initialised model for data of these dimensions; `max_labels` (most labels of
         one sample) sizes the output layer's active sets, which grow on demand; `label_rate`
         (mean labels per sample / n_labels) sets bce's initial output biases (Engine.label_rate).
         model.input_scale "auto" counts as 1 here (the trainer resolves it from the data first):
         a model built without its data is a loaded file, whose config holds the number (files
-        written before the key existed trained at 1)."""
+        written before the key existed trained at 1). `index_first_iters`: Engine's."""
         t = config.training
         input_scale = 1.0 if config.model.input_scale == AUTO else config.model.input_scale
         selections = [LayerSelection(mode=s.mode, budget=s.budget, min_active=s.min_active, inference=s.inference,
@@ -142,7 +142,7 @@ class Model:
                         selections=selections, loss=config.model.loss, optimizer=t.optimizer, lr=t.lr, beta1=t.beta1,
                         beta2=t.beta2, eps=t.eps, init=config.model.init, seed=t.seed, max_labels=max(1, max_labels),
                         label_rate=label_rate, dropout=config.model.dropout, weight_decay=t.weight_decay,
-                        input_scale=input_scale)
+                        input_scale=input_scale, index_first_iters=index_first_iters)
         return cls(config, engine)
 
     # -- files ----------------------------------------------------------------------------------

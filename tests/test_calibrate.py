@@ -47,6 +47,28 @@ def test_trial_rate_times_steps_of_the_recipes_network_and_leaves_no_trace(tmp_p
     np.testing.assert_array_equal(train.x_values, data_before)
 
 
+def test_the_trials_cluster_index_is_built_with_one_lloyd_iteration_and_the_runs_with_four(monkeypatch):
+    """The trial times steps, whose cost is their budget of rows however good the clusters; the run
+    builds its own index again, with INITIAL_KMEANS_ITERS (15 s at 10^5 labels on 2 cores)."""
+    import slidepy.lsh as lsh_mod
+    from slidepy.model import Model
+
+    train, _ = make_synthetic(600, 10, 200, 5000, nnz_per_sample=8, labels_per_sample=(1, 2), seed=3)
+    cfg = config_from_dict(auto_config(train, "train.txt", None, time_budget_s=10.0))
+    iters, real = [], lsh_mod.cluster_rows
+
+    def counted(rows, bias, centroids, n, *args, **kwargs):
+        iters.append(n)
+        return real(rows, bias, centroids, n, *args, **kwargs)
+
+    monkeypatch.setattr(lsh_mod, "cluster_rows", counted)
+    trial_rate(cfg, train, 0.05, progress=False)
+    assert iters and set(iters) == {1}
+    iters.clear()
+    Model.build(cfg, train.n_features, train.n_labels)
+    assert iters and set(iters) == {lsh_mod.INITIAL_KMEANS_ITERS} and lsh_mod.INITIAL_KMEANS_ITERS > 1
+
+
 def _fake_steps(monkeypatch, seconds_of_step):
     """Engine steps that take seconds_of_step(n) of a fake clock (n: 1 for the first), nothing to
     compile: the trial's arithmetic alone."""
