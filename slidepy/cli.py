@@ -503,19 +503,14 @@ def evaluate(checkpoint, data_path, ks, lsh, threads, as_json, index_base):
         if k_list[-1] > MAX_EVAL_K:  # as eval.k in a config
             raise SlidepyError(f"--k: {k_list[-1]} is larger than {MAX_EVAL_K}, the largest k slidepy scores")
         with _interrupts_held():  # see train
-            import numpy as np
-
+            from .data import unlabelled_note
             from .metrics import evaluate_topk
 
             models = _load_models(checkpoint, threads)
             data = _load_eval_data(data_path, models[0], index_base)
-            if data.y_indices.size == 0:
-                raise SlidepyError(f"{data_path}: no sample has a label, so there is nothing to score "
-                                   "(slidepy predict writes the predictions of unlabelled data)")
-            unlabelled = int(np.count_nonzero(np.diff(data.y_indptr) == 0))
-            if unlabelled:  # blank lines in a headerless file are such samples
-                click.echo(f"note: {unlabelled:,} of the {data.n_samples:,} samples in {data_path} have no labels; "
-                           "they count as 0 in every P@k and nDCG@k", err=True)
+            note = unlabelled_note(data)
+            if note:
+                click.echo(f"note: {note}", err=True)
             ids, _ = _predict(models, data, max(k_list), lsh, scoring=True)
         result = evaluate_topk(ids, data.y_indptr, data.y_indices, k_list)
     except KeyboardInterrupt:

@@ -251,6 +251,21 @@ def _gather_rows(indptr, rows):
     return new_indptr, src
 
 
+def unlabelled_note(ds: Dataset, what: str = "") -> str | None:
+    """For a set about to be scored by P@k (`what` names it, e.g. "test"): refused (DataError)
+    without a single label, where every P@k would read 0 whatever the model learnt; else a note on
+    its unlabelled samples, which score 0 (metrics.py), or None where every sample has labels."""
+    if ds.y_indices.size == 0:
+        raise DataError(f"{ds.source}: no sample has a label{f' (the {what} set)' if what else ''}, so there is "
+                        "nothing to score (slidepy predict writes the predictions of unlabelled data)")
+    unlabelled = int(np.count_nonzero(np.diff(ds.y_indptr) == 0))  # blank lines of a headerless file, say
+    if not unlabelled:
+        return None
+    samples = f"{what} samples" if what else "samples"
+    return (f"{unlabelled:,} of the {ds.n_samples:,} {samples} in {ds.source} have no labels; they count as 0 in "
+            "every P@k and nDCG@k")
+
+
 def dataset_stats(ds: Dataset) -> dict:
     """Summary counts, named as in the shared data's STATS.txt files.
 

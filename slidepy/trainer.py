@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint
 from .config import AUTO, Config, OutputConfig, TrainingConfig, config_to_dict
 from .configfile import flat_keys, load_config, validate_paths
-from .data import Dataset, file_format, index_base_note, load_dataset
+from .data import Dataset, file_format, index_base_note, load_dataset, unlabelled_note
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, StopNow, TrainingInterrupted
 from .labels import read_label_names
@@ -424,10 +424,9 @@ def _start(trainer: Trainer) -> None:
             trainer._warn(f"{empty:,} of {n_train:,} training samples in {data.source} have no {what} ({effect})",
                           stacklevel=4)
     test = trainer.test_data
-    unlabelled = 0 if test is None else int(np.count_nonzero(np.diff(test.y_indptr) == 0))
-    if unlabelled:  # blank lines in a headerless file are such samples
-        trainer._warn(f"{unlabelled:,} of {test.n_samples:,} test samples in {test.source} have no labels; they "
-                      "count as 0 in every P@k and nDCG@k", stacklevel=4)
+    note = None if test is None else unlabelled_note(test, "test")
+    if note:
+        trainer._warn(note, stacklevel=4)
     d = trainer.config.data
     if test is not None and d.index_base is None and d.test is not None and test.source == os.fspath(d.test):
         note = index_base_note(d.test, f"an XC file ({d.train})" if trainer.model.train_format == "xc" else None)
@@ -953,7 +952,7 @@ def load_test(cfg: Config, train: Dataset) -> Dataset | None:
                             f"{train.n_features} features, {train.n_labels} labels{how})") from None
         raise
     _require_samples(test, "data.test")
-    _require_labels(test, "data.test")
+    unlabelled_note(test, "test")  # none labelled: refused before any work
     if test.n_features != train.n_features or test.n_labels != train.n_labels:
         raise ConfigError(f"data.test {d.test} has {test.n_features} features / {test.n_labels} labels but "
                           f"data.train has {train.n_features} / {train.n_labels}")
@@ -982,14 +981,6 @@ def _require_labelled(train: Dataset) -> None:
                         "(a line's first token is its comma-separated label list: 'l1,l2 f:v f:v')")
 
 
-def _require_labels(test: Dataset, what: str) -> None:
-    """A test set is for scoring: without a single label every P@k would read 0 whatever the
-    network learnt."""
-    if test.y_indices.size == 0:
-        raise DataError(f"{test.source}: no sample has a label ({what}), so there is nothing to score: give "
-                        "labelled test data, or none (slidepy predict writes the predictions of unlabelled data)")
-
-
 def _check_data(train: Dataset | None, test: Dataset | None) -> None:
     """Datasets handed in from Python skip the parser's checks: non-finite features would turn
     every weight they touch into NaN; a test set must be non-empty and as wide as the train set."""
@@ -1000,7 +991,7 @@ def _check_data(train: Dataset | None, test: Dataset | None) -> None:
             raise DataError(f"{ds.source}: {what} sample {row} has a non-finite feature value ({ds.x_values[bad]})")
     if test is not None:
         _require_samples(test, "the test set")
-        _require_labels(test, "the test set")
+        unlabelled_note(test, "test")  # none labelled: refused before any work
         if train is not None and test.n_features != train.n_features:
             raise DataError(f"{test.source}: the test set has {test.n_features} features but the training "
                             f"set {train.n_features}")

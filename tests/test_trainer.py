@@ -581,7 +581,7 @@ def test_training_samples_without_labels_or_features_are_counted_in_a_warning(ti
                       run_dir=tiny_config["output"]["run_dir"] + "-unlabelled-test")
     with pytest.warns(UserWarning) as caught:
         trainer.fit()
-    assert "4 of 10 test samples in unlab.txt have no labels; they count as 0 in every P@k and nDCG@k" in [
+    assert "4 of the 10 test samples in unlab.txt have no labels; they count as 0 in every P@k and nDCG@k" in [
         str(w.message) for w in caught]
     none = Dataset(test.x_indptr, test.x_indices, test.x_values, np.zeros(11, np.int64), np.zeros(0, np.int32), 40,
                    12, "none.txt")
