@@ -884,15 +884,28 @@ def naive_union_output(weights, bias, hidden, ids, counts, meta, n_neurons, loss
 import numpy as _blend_np
 
 
-def naive_blend(hidden, weights, bias, bank):
+def naive_input_cosine(query_rows, bank_rows):
+    """(B, S) float64 cosine of dense input rows query_rows (B, F') with bank_rows (S, F): a
+    feature past F is in no bank row, and a zero row is similar to none (0)."""
+    q = _blend_np.zeros((query_rows.shape[0], bank_rows.shape[1]))
+    width = min(query_rows.shape[1], bank_rows.shape[1])
+    q[:, :width] = query_rows[:, :width]
+    q_norm = _blend_np.linalg.norm(query_rows, axis=1, keepdims=True)  # of the whole row
+    b_norm = _blend_np.linalg.norm(bank_rows, axis=1, keepdims=True)
+    return (q / _blend_np.where(q_norm > 0, q_norm, 1)) @ (bank_rows / _blend_np.where(b_norm > 0, b_norm, 1)).T
+
+
+def naive_blend(hidden, weights, bias, bank, sims=None):
     """(B, N) float64 blended scores of slidepy/neighbours.py (softmax and the bank's votes: a
-    neighbours.NeighbourBank), written out the slow way."""
+    neighbours.NeighbourBank), written out the slow way; `sims` (B, S): the similarities to the
+    bank (default: the cosine of hidden with bank.vectors, the hidden space)."""
     z = hidden.astype(_blend_np.float64) @ weights.T.astype(_blend_np.float64) + bias
     p = _blend_np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     out = (1 - bank.weight) * p
-    units = hidden / _blend_np.maximum(_blend_np.linalg.norm(hidden, axis=1, keepdims=True), 1e-30)
-    sims = units @ bank.vectors.T
+    if sims is None:
+        units = hidden / _blend_np.maximum(_blend_np.linalg.norm(hidden, axis=1, keepdims=True), 1e-30)
+        sims = units @ bank.vectors.T
     for i in range(hidden.shape[0]):
         near = _blend_np.argsort(-sims[i], kind="stable")[:bank.k]
         near = [s for s in near if sims[i, s] > 0]
@@ -902,3 +915,33 @@ def naive_blend(hidden, weights, bias, bank):
             for label in bank.y_indices[bank.y_indptr[s]:bank.y_indptr[s + 1]]:
                 out[i, label] += bank.weight * count[s] / mass
     return out
+
+
+def naive_loo_p1(sims, held, y_indptr, y_indices, k, temperature):
+    """Leave-one-out P@1 of the votes alone (neighbours.choose_space): row i of sims (R, S) is
+    bank sample held[i]'s similarity to every bank sample, itself included; it is voted for by
+    the others, and counts a hit when its top-voted label (ties: the lowest id) is one of its own."""
+    hits = 0
+    for i, own in enumerate(held):
+        row = sims[i].astype(_blend_np.float64).copy()
+        row[own] = -_blend_np.inf
+        near = [s for s in _blend_np.argsort(-row, kind="stable")[:k] if row[s] > 0]
+        votes = _blend_np.zeros(int(y_indices.max()) + 1)
+        for s in near:
+            votes[y_indices[y_indptr[s]:y_indptr[s + 1]]] += _blend_np.exp((row[s] - row[near[0]]) / temperature)
+        if near:
+            hits += int(_blend_np.argmax(votes)) in set(y_indices[y_indptr[own]:y_indptr[own + 1]].tolist())
+    return hits / len(held)
+
+
+def assert_same_topk(ids, vals, want_ids, want_vals, rtol=1e-5, atol=1e-6):
+    """Top-k scores within float32 summation-order rounding of the wanted ones (products whose
+    terms BLAS adds in another order), and the ids the same wherever the scores beside them are
+    further apart than twice that."""
+    _blend_np.testing.assert_allclose(vals, want_vals, rtol=rtol, atol=atol)
+    room = 2 * (rtol * _blend_np.abs(want_vals) + atol)
+    gaps = _blend_np.abs(_blend_np.diff(want_vals, axis=1)) > room[:, 1:]
+    clear = _blend_np.ones(want_ids.shape, bool)
+    clear[:, :-1] &= gaps
+    clear[:, 1:] &= gaps
+    _blend_np.testing.assert_array_equal(ids[clear], want_ids[clear])

@@ -6,7 +6,7 @@ import pytest
 
 from slidepy.scoring import block_rows, score_topk, topk_rows
 
-from naive import naive_topk
+from naive import assert_same_topk, naive_topk
 
 
 @pytest.mark.parametrize("k", [1, 5, 12])
@@ -72,8 +72,11 @@ def test_blocks_stay_bounded():
 
 
 def test_score_topk_gives_a_sample_the_same_scores_whatever_is_scored_beside_it():
-    """A row's top-k scores are bit-identical whether it is scored alone, in a ragged block or in
-    a block of whole tiles (score_topk pads the product's rows to SCORE_ROW_TILE)."""
+    """A row's top-k scores are the same whether it is scored alone, in a ragged block or in a
+    block of whole tiles (score_topk pads the product's rows to SCORE_ROW_TILE): bit-identical
+    where BLAS computes a tile's rows alike wherever the block ends, and within the rounding of
+    another summation order where it does not (scoring.SCORE_ROW_TILE's comment), the ids alike
+    where no two scores are that close."""
     from slidepy.scoring import SCORE_ROW_TILE
 
     rng = np.random.default_rng(0)
@@ -92,8 +95,7 @@ def test_score_topk_gives_a_sample_the_same_scores_whatever_is_scored_beside_it(
     for subset in (hidden[:1], hidden[3:20], hidden[:SCORE_ROW_TILE], hidden[5:5 + SCORE_ROW_TILE + 3]):
         start = int(np.flatnonzero((hidden == subset[0]).all(axis=1))[0])
         ids, vals = scores(subset)
-        np.testing.assert_array_equal(ids, full_ids[start:start + subset.shape[0]])
-        np.testing.assert_array_equal(vals, full_vals[start:start + subset.shape[0]])
+        assert_same_topk(ids, vals, full_ids[start:start + subset.shape[0]], full_vals[start:start + subset.shape[0]])
     want = np.argsort(-(hidden[:1].astype(np.float64) @ weights.T.astype(np.float64) + bias), axis=1)[:, :k]
     np.testing.assert_array_equal(full_ids[:1], want)
 
