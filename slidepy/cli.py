@@ -227,8 +227,11 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
         click.echo(f"note: the run ended at training.epochs ({t.epochs}), after {trainer.budget_seconds:.3g} s "
                    f"of its {t.time_budget_s:g} s budget", err=True)
     on_train = " on the training set (no test set: give --test FILE or data.test for held-out figures)"
+    loo = result.get("votes_loo_p1")  # model.neighbours.space auto: where the votes came from, and why
+    space = (f"  votes in the {result['votes_space']} space (held-out P@1 of the votes alone: hidden "
+             f"{loo['hidden']:.3f}, input {loo['input']:.3f})") if loo else ""
     click.echo(f"step {trainer.step}  {_format_metrics(result)}{on_train if result.get('split') == 'train' else ''}"
-               f"  (run dir {trainer.run_dir})")
+               f"{space}  (run dir {trainer.run_dir})")
 
 
 def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None, test=None):

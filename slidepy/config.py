@@ -248,8 +248,8 @@ class OutputLayer(_Section):
 
 
 class Neighbours(_Section):
-    """Label votes of the nearest training samples in the last hidden space, blended into exact
-    scoring at prediction (slidepy/neighbours.py); weight 0 turns them off."""
+    """Label votes of the nearest training samples, blended into exact scoring at prediction
+    (slidepy/neighbours.py); weight 0 turns them off."""
 
     k: _PosInt = 25
     weight: float = Field(0.0, ge=0, le=1)
@@ -257,6 +257,9 @@ class Neighbours(_Section):
     # At most this many training samples in the bank, drawn at random (seeded by training.seed);
     # None: all. Bounds the bank's memory and each prediction's S x D similarities.
     bank_samples: _PosInt | None = None
+    # Where "nearest" is measured: the network's last hidden space, the input features (cosine of
+    # the rows), or "auto", whichever votes better for held-out training samples at each bank build.
+    space: Literal["hidden", "input", "auto"] = "hidden"
 
 
 class ModelConfig(_Section):

@@ -682,7 +682,7 @@ def predict_exact_output(engine: Engine, data, rows: np.ndarray, k: int, spec: n
                 score_topk(hidden[:b], out.weights, out.bias, top_ids[start:start + b], top_scores[start:start + b])
             else:
                 blend_topk(hidden[:b], out.weights, out.bias, bank, top_ids[start:start + b],
-                           top_scores[start:start + b])
+                           top_scores[start:start + b], data, part)
     return top_ids, top_scores, active_total / max(1, rows.shape[0])
 
 

@@ -68,7 +68,7 @@ def ensemble_topk(engines: list, data, rows: np.ndarray | None = None, k: int = 
                 e.last_hidden(data, part, h[:b])
                 out = e.layers[-1]
                 if e.neighbours is not None:
-                    total[:b] += blended_scores(h[:b], out.weights, out.bias, e.neighbours)
+                    total[:b] += blended_scores(h[:b], out.weights, out.bias, e.neighbours, data, part)
                     continue
                 logits = tiled_logits(h[:b], out.weights)
                 logits += out.bias

@@ -148,9 +148,13 @@ def estimate_for_config(cfg, threads: int | None = None, train=None) -> MemoryEs
              "output gradient records": records,
              "output products (a step's union)": products,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
-             # model.neighbours: every training sample's last-hidden vector, and a block's similarities
+             # model.neighbours: every training sample's last-hidden vector, a block's similarities,
+             # and beside the hidden space (space input or auto) the input rows' postings, 8 bytes
+             # a non-zero (counted where the training set is at hand)
              "neighbour bank": (min(n_train, cfg.model.neighbours.bank_samples or n_train) * sizes[last][0] * 4
-                                + BLOCK_FLOATS * 4) if cfg.model.neighbours.weight > 0 else 0,
+                                + BLOCK_FLOATS * 4 + (8 * (train.nnz + n_features + 1) if train is not None
+                                                      and cfg.model.neighbours.space != "hidden" else 0))
+             if cfg.model.neighbours.weight > 0 else 0,
              "dataset (parsed)": data_bytes,
              "interpreter, compiled code, transients": BASE_OVERHEAD}
     return MemoryEstimate(parts, available_memory())

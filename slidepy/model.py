@@ -240,7 +240,8 @@ class Model:
             raise DataError(f"{train.source} has {train.n_labels} labels but the model scores "
                             f"{self.engine.n_labels}: not the training set of its neighbours' votes")
         self.engine.neighbours = build_bank(self.engine, train, opts.k, opts.weight, opts.temperature,
-                                            samples=opts.bank_samples, seed=self.config.training.seed)
+                                            samples=opts.bank_samples, seed=self.config.training.seed,
+                                            space=opts.space)
         self.bank_source = train
         return True
 

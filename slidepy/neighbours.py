@@ -23,6 +23,21 @@ to learn from (recipe.votes_weight). The votes alone (weight 1) scored 0.6270, 0
 there (first votes); in tf-idf space instead of the hidden space they scored 0.59-0.65 on
 DebianDeps and added 0.2 P@1.
 
+The space. By default "nearest" is cosine in the last hidden space (`space: hidden`), which the
+network shapes to its labels. Where output rows learned from one or two samples each, that space
+can hold less than the input itself: on a generated long tail (100,000 labels, 1.2 positives a
+label, 2 passes) the hidden-space votes alone scored 0.41 P@1 on the test split, the input rows'
+cosine 0.65. `space: input` takes the neighbours by the cosine of the input rows (sparse dot
+products over the bank's rows, by feature), and `space: auto` picks, at each bank build, the
+space whose votes alone give the higher leave-one-out P@1 on LOO_SAMPLES training samples of the
+bank (`choose_space`). That figure favours the hidden space, which was trained on those very
+samples (Bibtex: 0.90 leave-one-out against 0.63 on test; the input space's 0.62 against 0.59),
+so the input space is chosen only where it wins despite that: on the long tail (0.65 against
+0.61 leave-one-out), not on Bibtex, Delicious (0.67 against 0.72) or DebianDeps (0.52 against
+0.81), whose test figures agree (DebianDeps' votes alone: 0.51 input, 0.76 hidden). On the real sets
+the input space was also no use as a third voice: blended on top of the hidden-space votes at
+0.1-0.5 it moved DebianDeps' P@1 by at most +0.03 points and Bibtex's by +0.4 (within the noise).
+
 Cost. The bank holds every training sample's unit hidden vector, or a random `bank_samples` of
 them (S x D float32: 91 MB for DebianDeps' 44,606 samples at 512 units), built in one inference pass over the training set; each
 prediction adds S x D multiply-adds (a BLAS product) to the N x D of exact scoring. Exact scoring
@@ -31,10 +46,11 @@ it at each evaluation and keeps the last one's), never kept in checkpoints.
 
 Tiers: `build_bank` / `blended_scores` (Python and BLAS; `blend_topk` ranks them, an ensemble
 averages its members', ensemble.py) -> `blend_rows` (parallel over samples) -> `blend_row` (one
-sample: softmax, neighbours, votes).
+sample: softmax, neighbours, votes); `input_similarities` -> `input_sims_rows` -> `input_sims_row`
+(one sample's cosine with every bank row, through the bank's postings by feature).
 
 Shapes: B samples scored in a block, D last-hidden width, N labels (output neurons), S samples in
-the bank, k neighbours voting, K labels kept per sample.
+the bank, F input features, k neighbours voting, K labels kept per sample.
 """
 
 from __future__ import annotations
@@ -49,17 +65,39 @@ from .rng import generator
 from .scoring import BLOCK_FLOATS, check_topk_out, push_topk, tiled_logits, topk_rows
 
 BANK_SAMPLE_STREAM = 0x424E4B  # "BNK": the random stream that picks a sampled bank's rows (rng.py)
+LOO_STREAM = 0x4C4F4F  # "LOO": the one that picks the training samples `choose_space` holds out
+LOO_SAMPLES = 1000  # held-out samples behind space "auto"'s choice (P@1's standard error about 0.015)
+SPACES = ("hidden", "input")
+
+
+class InputPostings(NamedTuple):
+    """The bank samples' input rows scaled to unit L2 norm, by feature: the transpose of their CSR,
+    so that a sample's dot products with every bank row touch only the features it has."""
+
+    indptr: np.ndarray  # (F + 1,) int64
+    rows: np.ndarray  # int32 the bank row of each entry
+    values: np.ndarray  # float32 its value in that unit row
+    n_rows: int  # S, the bank rows (the last may have no feature)
 
 
 class NeighbourBank(NamedTuple):
     """The training samples a prediction looks up, and how their votes count."""
 
-    vectors: np.ndarray  # (S, D) float32 unit last-hidden vectors (zero rows stay zero)
+    vectors: np.ndarray  # (S, D) float32 unit last-hidden vectors (zero rows stay zero); (S, 0) in the input space
     y_indptr: np.ndarray  # (S + 1,) int64 their labels, CSR
     y_indices: np.ndarray  # int32
     k: int  # neighbours per prediction
     weight: float  # share of the blended score the votes hold
     temperature: float  # a neighbour's vote counts exp(similarity / temperature)
+    space: str = "hidden"  # where similarity is measured: "hidden" (vectors) or "input" (postings)
+    postings: InputPostings | None = None  # the input space's bank rows
+    # space "auto": each space's leave-one-out P@1 that chose it (choose_space), else empty
+    loo_precision: dict | None = None
+
+    @property
+    def size(self) -> int:
+        """S, the samples in the bank."""
+        return self.y_indptr.shape[0] - 1
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -71,23 +109,139 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def build_bank(engine, train, k: int, weight: float, temperature: float, block: int = 4096,
-               samples: int | None = None, seed: int = 0) -> NeighbourBank:
-    """The unit last-hidden vectors of every sample of `train` under the engine's current weights
-    (exact hidden layers, no dropout), and their labels. `samples`: at most that many of them,
-    drawn at random by `seed` (the same draw at every evaluation of a run)."""
+               samples: int | None = None, seed: int = 0, space: str = "hidden") -> NeighbourBank:
+    """The bank of `train`'s samples (or of at most `samples` of them, drawn at random by `seed`:
+    the same draw at every evaluation of a run) and their labels, in `space`: "hidden" holds their
+    unit last-hidden vectors under the engine's current weights (exact hidden layers, no dropout),
+    "input" their unit input rows, and "auto" whichever votes better (choose_space)."""
     if not 0.0 < weight <= 1.0 or k < 1 or not temperature > 0.0:
         raise ValueError(f"neighbours need k >= 1, 0 < weight <= 1 and temperature > 0, got k {k}, "
                          f"weight {weight}, temperature {temperature}")
+    if space not in SPACES + ("auto",):
+        raise ValueError(f"neighbours' space must be hidden, input or auto, got {space!r}")
     if samples is not None and samples < train.n_samples:
         rng = generator(seed, BANK_SAMPLE_STREAM)
         train = train.subset(np.sort(rng.choice(train.n_samples, size=samples, replace=False)).astype(np.int64))
-    width = engine.sizes[-1][0]
-    vectors = np.zeros((train.n_samples, width), np.float32)
-    for start in range(0, train.n_samples, block):
-        rows = np.arange(start, min(train.n_samples, start + block), dtype=np.int64)
-        engine.last_hidden(train, rows, vectors[start:start + rows.shape[0]])
     y_indptr, y_indices = unique_labels(train.y_indptr, train.y_indices)
-    return NeighbourBank(unit_rows(vectors), y_indptr, y_indices, int(k), float(weight), float(temperature))
+    bank = NeighbourBank(np.zeros((train.n_samples, 0), np.float32), y_indptr, y_indices, int(k), float(weight),
+                         float(temperature))
+    if space != "input":
+        width = engine.sizes[-1][0]
+        vectors = np.zeros((train.n_samples, width), np.float32)
+        for start in range(0, train.n_samples, block):
+            rows = np.arange(start, min(train.n_samples, start + block), dtype=np.int64)
+            engine.last_hidden(train, rows, vectors[start:start + rows.shape[0]])
+        bank = bank._replace(vectors=unit_rows(vectors))
+    if space != "hidden":
+        bank = bank._replace(space="input", postings=input_postings(train))
+    if space == "auto":
+        chosen, precision = choose_space(bank, train, seed)
+        bank = bank._replace(space=chosen, loo_precision=precision)
+        if chosen == "hidden":
+            bank = bank._replace(postings=None)
+        else:
+            bank = bank._replace(vectors=np.zeros((train.n_samples, 0), np.float32))
+    return bank
+
+
+def input_postings(train) -> InputPostings:
+    """`train`'s input rows scaled to unit L2 norm (each entry counted in the norm, so a feature
+    repeated in a line adds its squares), transposed by feature."""
+    counts = np.diff(train.x_indptr)
+    rows = np.repeat(np.arange(train.n_samples, dtype=np.int32), counts)
+    values = train.x_values.astype(np.float64)
+    norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=train.n_samples))
+    norms[norms == 0] = 1.0
+    order = np.argsort(train.x_indices, kind="stable")
+    indptr = np.zeros(train.n_features + 1, np.int64)
+    np.cumsum(np.bincount(train.x_indices, minlength=train.n_features), out=indptr[1:])
+    return InputPostings(indptr, np.ascontiguousarray(rows[order]),
+                         (values / norms[rows])[order].astype(np.float32), int(train.n_samples))
+
+
+@njit(cache=True, **INTERNAL)
+def input_sims_row(q_indices, q_values, p_indptr, p_rows, p_values, sims):
+    """One sample's cosine with every bank row, into sims (S,) float32: its input row (q_indices
+    int32 / q_values float32) scaled to unit norm, dotted with the postings of each of its
+    features. A feature past the bank's (F) is in no bank row; a row without a non-zero is
+    similar to none (all 0)."""
+    for s in range(sims.shape[0]):
+        sims[s] = 0.0
+    norm = 0.0
+    for j in range(q_values.shape[0]):
+        norm += np.float64(q_values[j]) * q_values[j]
+    if not norm > 0.0:
+        return
+    scale = 1.0 / np.sqrt(norm)
+    n_features = p_indptr.shape[0] - 1
+    for j in range(q_indices.shape[0]):
+        f = q_indices[j]
+        if f >= n_features:
+            continue
+        v = np.float32(q_values[j] * scale)
+        for p in range(p_indptr[f], p_indptr[f + 1]):
+            sims[p_rows[p]] += v * p_values[p]
+
+
+@njit(parallel=True, cache=True)
+def input_sims_rows(x_indptr, x_indices, x_values, rows, p_indptr, p_rows, p_values, sims):
+    """input_sims_row for the samples `rows` (B,) int64 of a CSR input, into sims (B, S): one
+    sample per thread."""
+    for i in prange(rows.shape[0]):
+        lo, hi = x_indptr[rows[i]], x_indptr[rows[i] + 1]
+        input_sims_row(x_indices[lo:hi], x_values[lo:hi], p_indptr, p_rows, p_values, sims[i])
+
+
+def input_similarities(postings: InputPostings, data, rows: np.ndarray) -> np.ndarray:
+    """The cosine of the input rows `rows` of `data` (a Dataset) with every bank row: (B, S) float32."""
+    rows = np.ascontiguousarray(rows, np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
+        raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
+    sims = np.zeros((rows.shape[0], postings.n_rows), np.float32)
+    input_sims_rows(data.x_indptr, data.x_indices, data.x_values, rows, postings.indptr, postings.rows,
+                    postings.values, sims)
+    return sims
+
+
+def bank_similarities(bank: NeighbourBank, hidden: np.ndarray, data=None, rows=None) -> np.ndarray:
+    """The similarity (B, S) of a block of samples to every bank row in the bank's space: the
+    cosine of their last-hidden rows `hidden` (B, D), or of the input rows `rows` of `data`."""
+    if bank.space == "hidden":
+        return tiled_logits(unit_rows(hidden.copy()), bank.vectors)
+    if data is None or rows is None:
+        raise ValueError("an input-space neighbour bank needs the samples' input rows (data and rows)")
+    return input_similarities(bank.postings, data, rows)
+
+
+def choose_space(bank: NeighbourBank, train, seed: int) -> tuple[str, dict]:
+    """The space (hidden or input) whose neighbours' votes alone rank a true label first for more
+    of LOO_SAMPLES bank samples drawn by `seed`, each voted for by the rest of the bank (itself
+    left out); ties keep the hidden space. Returns it and each space's P@1. `bank` holds both
+    spaces; `train` is its samples."""
+    rng = generator(seed, LOO_STREAM)
+    held = np.sort(rng.choice(bank.size, size=min(LOO_SAMPLES, bank.size), replace=False)).astype(np.int64)
+    n_labels = int(bank.y_indices.max()) + 1 if bank.y_indices.size else 1
+    block = bank_block(bank, n_labels)
+    hits = {}
+    for space in SPACES:
+        found = 0
+        for start in range(0, held.shape[0], block):
+            part = held[start:start + block]
+            sims = (tiled_logits(bank.vectors[part], bank.vectors) if space == "hidden"
+                    else input_similarities(bank.postings, train, part))
+            sims[np.arange(part.shape[0]), part] = -np.inf  # left out of its own vote
+            votes = np.zeros((part.shape[0], n_labels), np.float32)
+            near_ids = np.empty((part.shape[0], bank.k), np.int32)
+            near_sims = np.empty((part.shape[0], bank.k), np.float32)
+            # weight 1: the votes alone (the zero logits' softmax keeps no share)
+            blend_rows(votes, np.zeros(n_labels, np.float32), sims, np.int64(bank.k), bank.y_indptr,
+                       bank.y_indices, np.float64(1.0), np.float64(bank.temperature), near_ids, near_sims)
+            first = votes.argmax(axis=1)
+            for i, row in enumerate(part):
+                labels = bank.y_indices[bank.y_indptr[row]:bank.y_indptr[row + 1]]
+                found += int(votes[i, first[i]] > 0 and first[i] in labels)
+        hits[space] = found / max(1, held.shape[0])
+    return ("input" if hits["input"] > hits["hidden"] else "hidden"), hits
 
 
 def unique_labels(y_indptr: np.ndarray, y_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +259,7 @@ def unique_labels(y_indptr: np.ndarray, y_indices: np.ndarray) -> tuple[np.ndarr
 
 def bank_block(bank: NeighbourBank, n_labels: int, most: int = 1024) -> int:
     """Samples per prediction block: the block's logits and similarities stay under BLOCK_FLOATS."""
-    return int(max(8, min(most, BLOCK_FLOATS // max(1, n_labels, bank.vectors.shape[0]))))
+    return int(max(8, min(most, BLOCK_FLOATS // max(1, n_labels, bank.size))))
 
 
 @njit(cache=True, **INTERNAL)
@@ -164,12 +318,14 @@ def blend_rows(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, 
         blend_row(logits[i], bias, sims[i], k, y_indptr, y_indices, weight, temperature, near_ids[i], near_sims[i])
 
 
-def blended_scores(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank) -> np.ndarray:
-    """The blended scores (module doc) of a block of last-hidden rows hidden (B, D): (B, N)
-    float32, each row a distribution over the labels."""
+def blended_scores(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank,
+                   data=None, rows=None) -> np.ndarray:
+    """The blended scores (module doc) of a block of samples, the rows `rows` of `data` (needed
+    by an input-space bank) whose last-hidden rows are hidden (B, D): (B, N) float32, each row a
+    distribution over the labels."""
     b = hidden.shape[0]
     scores = tiled_logits(hidden, weights)
-    sims = tiled_logits(unit_rows(hidden.copy()), bank.vectors)
+    sims = bank_similarities(bank, hidden, data, rows)
     near_ids = np.empty((b, bank.k), np.int32)
     near_sims = np.empty((b, bank.k), np.float32)
     blend_rows(scores, bias, sims, np.int64(bank.k), bank.y_indptr, bank.y_indices, np.float64(bank.weight),
@@ -178,8 +334,9 @@ def blended_scores(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, ba
 
 
 def blend_topk(hidden: np.ndarray, weights: np.ndarray, bias: np.ndarray, bank: NeighbourBank,
-               top_ids: np.ndarray, top_vals: np.ndarray) -> None:
-    """Top-K of the blended scores for a block of last-hidden rows hidden (B, D), into top_ids
-    (B, K) int32 and top_vals (B, K) float32 (the blended scores, in [0, 1])."""
+               top_ids: np.ndarray, top_vals: np.ndarray, data=None, rows=None) -> None:
+    """Top-K of the blended scores for a block of samples (blended_scores' arguments), into
+    top_ids (B, K) int32 and top_vals (B, K) float32 (the blended scores, in [0, 1])."""
     check_topk_out(hidden.shape[0], top_ids, top_vals)
-    topk_rows(blended_scores(hidden, weights, bias, bank), np.zeros(weights.shape[0], np.float32), top_ids, top_vals)
+    topk_rows(blended_scores(hidden, weights, bias, bank, data, rows), np.zeros(weights.shape[0], np.float32),
+              top_ids, top_vals)

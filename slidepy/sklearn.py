@@ -126,9 +126,12 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         Of the hidden outputs in training; 0.5 with wide hidden layers over several epochs.
     neighbours_weight : float, default 0.0         [model.neighbours.weight]
         Share of each prediction's score given to the label votes of its `neighbours_k` nearest
-        training samples in the last hidden space (slidepy/neighbours.py; 0.3 gained 0.5-1.0 P@1
+        training samples (slidepy/neighbours.py; 0.3 gained 0.5-1.0 P@1
         on the multi-label sets measured). Scores are then blended probabilities, not logits.
     neighbours_k : int, default 25                 [model.neighbours.k]
+    neighbours_space : "hidden" (default), "input" or "auto"   [model.neighbours.space]
+        Where the nearest samples are found: the last hidden space, the input rows (cosine), or
+        whichever space's votes rank a true label first for more held-out training samples.
     predict_k : int, default 1
         How many labels `predict` marks per sample (multi-label targets).
     threads : int or None                          [training.threads] (None: every core)
@@ -154,7 +157,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=128, epochs=5, batch_size=128, lr=1e-3, optimizer="adam", loss="softmax",
                  selection="lsh", budget=1024, inference="exact", lsh_family="kmeans", lsh_k=6, lsh_l=16,
                  predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None,
-                 dropout=0.0, neighbours_weight=0.0, neighbours_k=25):
+                 dropout=0.0, neighbours_weight=0.0, neighbours_k=25, neighbours_space="hidden"):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -170,6 +173,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         self.dropout = dropout
         self.neighbours_weight = neighbours_weight
         self.neighbours_k = neighbours_k
+        self.neighbours_space = neighbours_space
         self.predict_k = predict_k
         self.threads = threads
         self.random_state = random_state
@@ -189,7 +193,8 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             lsh["range_pow"] = int(min(24, self.lsh_k * _lsh_bits(self.lsh_family)))
         tree = {
             "model": {"hidden": hidden, "loss": self.loss, "dropout": self.dropout,
-                      "neighbours": {"k": self.neighbours_k, "weight": self.neighbours_weight},
+                      "neighbours": {"k": self.neighbours_k, "weight": self.neighbours_weight,
+                                     "space": self.neighbours_space},
                       "output": {"selection": {"mode": self.selection, "budget": self.budget,
                                                "inference": self.inference, "lsh": lsh}}},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,

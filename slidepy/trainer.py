@@ -324,6 +324,9 @@ class Trainer:
             # predict now, so its bank comes from this moment's weights; the final one keeps it
             self.model.attach_neighbours(self.train_data)
             report = self.model.eval_report(data, subset)
+            bank = self.engine.neighbours
+            if bank is not None and bank.loo_precision:  # space "auto": which space votes, and why
+                report |= {"votes_space": bank.space, "votes_loo_p1": bank.loo_precision}
         finally:
             self._bar.set_description_str("")
         if not final and self.step < self._total_steps:

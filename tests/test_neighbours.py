@@ -13,8 +13,10 @@ from slidepy import Trainer, load_config
 from slidepy.cli import main
 from slidepy.configfile import config_from_dict
 from slidepy.errors import ConfigError
-from naive import naive_blend
-from slidepy.neighbours import NeighbourBank, blend_topk, build_bank, unit_rows
+from naive import naive_blend, naive_input_cosine, naive_loo_p1
+from slidepy.data import Dataset
+from slidepy.neighbours import (NeighbourBank, blend_topk, build_bank, choose_space, input_postings,
+                                input_similarities, unit_rows)
 
 
 def random_bank(rng, n_samples, width, n_labels, k, weight, temperature=0.05):
@@ -39,6 +41,110 @@ def test_blend_matches_the_reference(k, weight, temperature):
     expect = naive_blend(hidden, weights, bias, bank)
     np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.take_along_axis(expect, ids.astype(np.int64), axis=1), vals, rtol=1e-5, atol=1e-7)
+
+
+def sparse_set(dense, labels, n_labels):
+    """A Dataset of the dense rows (S, F) and one label list per row."""
+    rows, cols = np.nonzero(dense)
+    x_indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(axis=1))])
+    y_indptr = np.concatenate([[0], np.cumsum([len(ls) for ls in labels])])
+    y_indices = np.array([label for ls in labels for label in ls], np.int32)
+    return Dataset(x_indptr, cols, dense[rows, cols], y_indptr, y_indices, dense.shape[1], n_labels)
+
+
+def random_rows(rng, n, n_features, density=0.3):
+    return (rng.random((n, n_features)) * (rng.random((n, n_features)) < density)).astype(np.float32)
+
+
+def test_input_similarities_match_the_reference():
+    """The cosine of sparse input rows with the bank's: zero rows (in the bank, first and last, and
+    among the queries) are similar to none, and a query's features past the bank's count in its
+    norm but match no bank row."""
+    rng = np.random.default_rng(3)
+    bank_rows = random_rows(rng, 30, 12)
+    bank_rows[[0, -1]] = 0.0
+    queries = random_rows(rng, 9, 15, density=0.5)
+    queries[4] = 0.0
+    bank = sparse_set(bank_rows, [[0]] * 30, 1)
+    data = sparse_set(queries, [[0]] * 9, 1)
+    postings = input_postings(bank)
+    assert postings.n_rows == 30
+    rows = np.array([8, 0, 4, 4, 2], np.int64)  # any order, repeats allowed
+    got = input_similarities(postings, data, rows)
+    assert got.shape == (5, 30) and got.dtype == np.float32
+    np.testing.assert_allclose(got, naive_input_cosine(queries[rows], bank_rows), rtol=1e-5, atol=1e-6)
+    assert np.all(got[:, [0, -1]] == 0) and np.all(got[2:4] == 0)
+    with pytest.raises(ValueError, match="rows must lie"):
+        input_similarities(postings, data, np.array([9]))
+
+
+@pytest.mark.parametrize("k,weight", [(1, 1.0), (5, 0.3), (40, 0.7)])
+def test_blend_in_the_input_space_matches_the_reference(k, weight):
+    rng = np.random.default_rng(k)
+    n_labels, width = 20, 6
+    bank_rows, queries = random_rows(rng, 25, 10), random_rows(rng, 7, 10)
+    queries[2] = 0.0  # no input: the network alone
+    labels = [rng.choice(n_labels, size=rng.integers(1, 4), replace=False).tolist() for _ in range(25)]
+    train = sparse_set(bank_rows, labels, n_labels)
+    bank = random_bank(rng, 25, width, n_labels, k, weight)._replace(
+        vectors=np.zeros((25, 0), np.float32), space="input", postings=input_postings(train),
+        y_indptr=train.y_indptr, y_indices=train.y_indices)
+    hidden = rng.standard_normal((7, width)).astype(np.float32)
+    weights = rng.standard_normal((n_labels, width)).astype(np.float32)
+    bias = rng.standard_normal(n_labels).astype(np.float32)
+    data, rows = sparse_set(queries, [[0]] * 7, n_labels), np.arange(7, dtype=np.int64)
+    ids, vals = np.empty((7, 5), np.int32), np.empty((7, 5), np.float32)
+    blend_topk(hidden, weights, bias, bank, ids, vals, data, rows)
+    expect = naive_blend(hidden, weights, bias, bank, sims=naive_input_cosine(queries, bank_rows))
+    np.testing.assert_allclose(vals, np.sort(expect, axis=1)[:, ::-1][:, :5], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.take_along_axis(expect, ids.astype(np.int64), axis=1), vals, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="input rows"):
+        blend_topk(hidden, weights, bias, bank, ids, vals)
+
+
+def two_space_bank(rng, n, n_labels, informative):
+    """A bank of n samples of one label each (label i % n_labels) in both spaces, where the
+    `informative` one places a sample near its label's prototype and the other at random."""
+    labels = [[i % n_labels] for i in range(n)]
+    proto_in = rng.random((n_labels, 40)) * (rng.random((n_labels, 40)) < 0.3)
+    rows = random_rows(rng, n, 40, density=0.2)
+    proto_hidden = rng.standard_normal((n_labels, 8))
+    vectors = rng.standard_normal((n, 8))
+    if informative == "input":
+        rows = (proto_in[[ls[0] for ls in labels]] + 0.3 * rows).astype(np.float32)
+    else:
+        vectors = proto_hidden[[ls[0] for ls in labels]] + 0.3 * vectors
+    train = sparse_set(rows, labels, n_labels)
+    bank = NeighbourBank(unit_rows(vectors.astype(np.float32)), train.y_indptr, train.y_indices, 5, 0.5, 0.05,
+                         space="input", postings=input_postings(train))
+    return bank, train, rows
+
+
+@pytest.mark.parametrize("informative", ["input", "hidden"])
+def test_auto_space_picks_the_space_whose_left_out_votes_rank_better(informative):
+    """choose_space: each space's leave-one-out P@1 equals the reference's, on the samples its seed
+    draws (all of them here: fewer than LOO_SAMPLES), and the space that carries the labels wins."""
+    rng = np.random.default_rng(11)
+    bank, train, rows = two_space_bank(rng, 120, 6, informative)
+    chosen, precision = choose_space(bank, train, seed=0)
+    held = np.arange(120)
+    hidden_sims = bank.vectors @ bank.vectors.T
+    input_sims = naive_input_cosine(rows, rows)
+    assert precision["hidden"] == pytest.approx(naive_loo_p1(hidden_sims, held, bank.y_indptr, bank.y_indices, 5, 0.05))
+    assert precision["input"] == pytest.approx(naive_loo_p1(input_sims, held, bank.y_indptr, bank.y_indices, 5, 0.05))
+    other = {"input": "hidden", "hidden": "input"}[informative]
+    assert chosen == informative and precision[informative] > 0.9 and precision[other] < 0.5
+
+
+def test_a_sample_is_left_out_of_its_own_vote():
+    """Samples that share no feature and no hidden direction with any other have no neighbour but
+    themselves: with those left out, neither space votes for anything (P@1 0), and the tie keeps
+    the hidden space."""
+    n = 8
+    train = sparse_set(np.eye(n, dtype=np.float32), [[i] for i in range(n)], n)
+    bank = NeighbourBank(np.eye(n, dtype=np.float32), train.y_indptr, train.y_indices, 3, 0.5, 0.05,
+                         space="input", postings=input_postings(train))
+    assert choose_space(bank, train, seed=0) == ("hidden", {"hidden": 0.0, "input": 0.0})
 
 
 def test_no_similar_neighbour_leaves_the_network_ranking():
@@ -168,6 +274,39 @@ def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
     np.testing.assert_array_equal(again.vectors, part.vectors)
     everything = build_bank(trainer.engine, data, 4, 0.2, 0.05, samples=data.n_samples + 5)
     np.testing.assert_array_equal(everything.vectors, bank.vectors)
+
+
+def test_a_run_votes_in_the_space_auto_chose_and_evaluate_chooses_it_again(tiny_config, tmp_path, one_thread):
+    tiny_config["model"]["neighbours"] = {"k": 3, "weight": 0.5, "space": "auto"}
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    final = trainer.fit()
+    bank = trainer.engine.neighbours
+    assert final["votes_space"] == bank.space and set(final["votes_loo_p1"]) == {"hidden", "input"}
+    assert final["votes_loo_p1"] == bank.loo_precision
+    assert (bank.space == "input") == (bank.loo_precision["input"] > bank.loo_precision["hidden"])
+    # the chosen space's rows alone stay
+    assert (bank.postings is None) == (bank.space == "hidden") and (bank.vectors.shape[1] == 0) == (bank.space == "input")
+    # an input-space bank holds the unit input rows, whatever the network
+    data = trainer.train_data
+    inp = build_bank(trainer.engine, data, 3, 0.5, 0.05, space="input")
+    assert inp.space == "input" and inp.vectors.shape == (data.n_samples, 0) and inp.loo_precision is None
+    dense = np.zeros((data.n_samples, data.n_features))
+    np.add.at(dense, (np.repeat(np.arange(data.n_samples), np.diff(data.x_indptr)), data.x_indices), data.x_values)
+    rows = np.arange(data.n_samples, dtype=np.int64)
+    np.testing.assert_allclose(input_similarities(inp.postings, data, rows), naive_input_cosine(dense, dense),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="space"):
+        build_bank(trainer.engine, data, 3, 0.5, 0.05, space="tf-idf")
+    # `slidepy evaluate` builds the bank again, in the same space, and scores the same
+    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
+    test_file = tmp_path / "test.txt"
+    from slidepy.data import write_dataset
+
+    write_dataset(trainer.test_data, test_file)
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
 
 
 def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, one_thread):
@@ -341,6 +480,13 @@ def test_memory_estimate_counts_the_bank(tiny_config):
         block = bank_block(bank, trainer.engine.n_labels) * bank.vectors.shape[0] * 4  # a block's similarities
         assert block <= BLOCK_FLOATS * 4
         assert estimate == bank.vectors.nbytes + BLOCK_FLOATS * 4
+    # beside the hidden space, the input rows' postings, as many as the whole training set's at most
+    tiny_config["model"]["neighbours"] = {"weight": 0.3, "space": "auto"}
+    train = trainer.train_data
+    estimate = estimate_for_config(load_config(tiny_config), threads=1, train=train).parts["neighbour bank"]
+    postings = build_bank(trainer.engine, train, 25, 0.3, 0.05, space="input").postings
+    assert estimate == n_train * trainer.engine.sizes[-1][0] * 4 + BLOCK_FLOATS * 4 + 8 * (train.nnz + train.n_features + 1)
+    assert 8 * (train.nnz + train.n_features + 1) >= postings.rows.nbytes + postings.values.nbytes + postings.indptr.nbytes
 
 
 def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):

@@ -105,7 +105,8 @@ def test_rules_follow_the_shape():
     # the neighbours' votes while their bank of training vectors is affordable, their share set by
     # the positives per label
     m_small = _fake(3000, 200).y_indices.shape[0] / 200
-    assert small["model"]["neighbours"] == {"k": 25, "weight": votes_weight(m_small), "temperature": 0.05}
+    assert small["model"]["neighbours"] == {"k": 25, "weight": votes_weight(m_small), "temperature": 0.05,
+                                            "space": "auto"}
     assert two_pass["model"]["neighbours"]["weight"] == 0.0
     # the input scale: 1 for rows of mean norm within [1, 8] (the synthetic rows have norm 1), else
     # the factor to the nearer edge, written as a number so that --dry-run shows it
@@ -123,11 +124,11 @@ def test_rules_follow_the_shape():
 
 def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     largest = NEIGHBOUR_BANK_FLOATS // HIDDEN
-    assert neighbours_for(largest, 10 * 1000, 1000) == {"k": 25, "weight": 0.7, "temperature": 0.05}
+    assert neighbours_for(largest, 10 * 1000, 1000) == {"k": 25, "weight": 0.7, "temperature": 0.05, "space": "auto"}
     # past it a random part of the training set that fits, at the least share, while each label
     # keeps MIN_BANK_POSITIVES positives in it on average
     sampled = neighbours_for(largest + 1, 10 * (largest + 1), largest + 1)
-    assert sampled == {"k": 25, "weight": MIN_VOTES, "temperature": 0.05, "bank_samples": largest}
+    assert sampled == {"k": 25, "weight": MIN_VOTES, "temperature": 0.05, "space": "auto", "bank_samples": largest}
     thin = 3 * largest  # 10 positives a label, 3.3 of them in the bank
     assert neighbours_for(thin, 10 * thin, thin)["weight"] == 0.0
     assert "bank_samples" not in neighbours_for(thin, 10 * thin, thin)
@@ -135,7 +136,7 @@ def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     # the edge: twice the bank at 10 positives a label leaves 5 a label in it: kept, at the least
     # share; a slot fewer (just under 5 a label in the bank) drops the votes
     assert neighbours_for(2 * largest, 20 * largest, 2 * largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
-                                                                      "bank_samples": largest}
+                                                                      "space": "auto", "bank_samples": largest}
     assert neighbours_for(2 * largest, 20 * largest - 1, 2 * largest)["weight"] == 0.0
     # rows fitted to few positives lean on the votes; well-fed rows on themselves
     shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
@@ -284,6 +285,11 @@ def test_train_without_a_config_learns_and_writes_the_resolved_config(tmp_path):
             and f"the config: {out / 'config.yaml'}" in result.output), result.output
     # ... after a trial of a fraction of the budget, whose rate set the passes it plans for
     assert "s trial trained" in result.output and "the budget allows about" in result.output
+    # ... and, at the end, the space its votes were taken in, with the figures that chose it
+    loo = final["votes_loo_p1"]
+    assert (f"votes in the {final['votes_space']} space (held-out P@1 of the votes alone: hidden "
+            f"{loo['hidden']:.3f}, input {loo['input']:.3f})") in result.output, result.output
+    assert "(nearest in the hidden or the input space, whichever votes better)" in result.output
 
 
 def test_a_time_budget_without_a_config_plans_by_the_trials_rate(tmp_path, monkeypatch):
@@ -373,6 +379,7 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
     assert f"{HIDDEN} hidden units at dropout {cfg.model.dropout:g}" in line
     assert f"{budget:,} of the 5,000 labels a sample picked by lsh" in line and f"{cfg.training.epochs} epochs" in line
     assert f"Adam lr {cfg.training.lr:g} (linear)" in line
+    assert f"neighbours' votes at {cfg.model.neighbours.weight:g} (nearest in the hidden or the input space" in line
     # overrides show, as the run will train: a time budget, another budget, the votes off
     cfg = load_config(auto_config(train, "train.txt", None, time_budget_s=90.0),
                       ["model.output.selection.budget=320", "model.neighbours.weight=0", "training.optimizer=sgd"])

@@ -170,14 +170,19 @@ def test_params_map_to_the_config():
 def test_neighbours_params_reach_the_predictions(text_data):
     """neighbours_* map to model.neighbours, and with k 1 at full weight each training document
     predicts its own labels first (its nearest bank sample is itself)."""
-    cfg = SlideClassifier(neighbours_weight=0.3, neighbours_k=7).config_dict()
-    assert cfg["model"]["neighbours"] == {"k": 7, "weight": 0.3}
+    cfg = SlideClassifier(neighbours_weight=0.3, neighbours_k=7, neighbours_space="auto").config_dict()
+    assert cfg["model"]["neighbours"] == {"k": 7, "weight": 0.3, "space": "auto"}
     (x_train, y_train), _ = text_data
     X = TfidfVectorizer().fit_transform(x_train)
-    clf = _small(epochs=2, neighbours_weight=1.0, neighbours_k=1).fit(X, y_train)
-    ids, scores = clf.predict_topk(X, 1)
-    assert np.mean([clf.classes_[ids[i, 0]] in y_train[i] for i in range(len(y_train))]) > 0.97
-    assert np.all((scores > 0) & (scores <= 1.0 + 1e-6))  # blended probabilities, not logits
+    for space in ("hidden", "input"):
+        clf = _small(epochs=2, neighbours_weight=1.0, neighbours_k=1, neighbours_space=space).fit(X, y_train)
+        assert clf.trainer_.engine.neighbours.space == space
+        ids, scores = clf.predict_topk(X, 1)
+        assert np.mean([clf.classes_[ids[i, 0]] in y_train[i] for i in range(len(y_train))]) > 0.97
+        assert np.all((scores > 0) & (scores <= 1.0 + 1e-6))  # blended probabilities, not logits
+    # a copy keeps the input space's bank and scores the same
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_topk(X, 1)[0], ids)
 
 
 def test_bad_params_are_value_errors(text_data):
