@@ -108,8 +108,8 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   neighbours.py). That count favours the hidden space, trained on those samples, so the input
   space wins only where it is clearly better: not on the shipped sets (leave-one-out P@1 hidden /
   input: Bibtex 0.89 / 0.60, Delicious 0.72 / 0.67, DebianDeps 0.81 / 0.52), but on a generated
-  long tail of 1.2 positives a label (0.61 / 0.65), whose test P@1 it took from 0.418 to 0.629,
-  past Omikuji's 0.531 (bench/measured-2026-12-07/input-votes/).
+  long tail of 1.2 positives a label (0.60 / 0.65), where it took the recipe's test P@1 under 90 s
+  from 0.418 to 0.624, past Omikuji's 0.529 (bench/measured-2026-12-07/input-votes/).
 * Input scale: the factor that brings the training rows' mean L2 norm into [1, 8] (1 within
   it; `model.input_scale`, model.input_scale_for): the init and the rates above were measured on
   rows of norm 1 to 8, and rows 20x outside cost Bibtex up to 7 points of P@1. A single pass
