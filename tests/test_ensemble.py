@@ -76,15 +76,18 @@ def test_a_samples_scores_do_not_depend_on_the_samples_scored_beside_it():
 
 def test_members_with_neighbours_votes_add_their_blended_scores():
     """A member with a bank attached contributes what it predicts alone, its softmax blended with
-    its own neighbours' votes; the mean over members against the NumPy references."""
+    its own neighbours' votes (the first in the hidden space, the second in the input space); the
+    mean over members against the NumPy references."""
     data = make_synthetic(70, 0, 40, 30, nnz_per_sample=6, seed=6)[0]
     bank_data = make_synthetic(25, 0, 40, 30, nnz_per_sample=6, seed=7)[0]
     engines = [_engine(s) for s in range(3)]
-    for e, weight in zip(engines[:2], (0.3, 0.7)):  # the third member scores without votes
-        e.neighbours = build_bank(e, bank_data, k=5, weight=weight, temperature=0.05)
+    for e, weight, space in zip(engines[:2], (0.3, 0.7), ("hidden", "input")):  # the third: no votes
+        e.neighbours = build_bank(e, bank_data, k=5, weight=weight, temperature=0.05, space=space)
     ids, vals = ensemble_topk(engines, data, k=5)
     x = naive.naive_dense_rows(data.x_indptr, data.x_indices, data.x_values, data.n_features,
                                np.arange(data.n_samples))
+    bank_x = naive.naive_dense_rows(bank_data.x_indptr, bank_data.x_indices, bank_data.x_values,
+                                    bank_data.n_features, np.arange(bank_data.n_samples))
     total = 0.0
     for e in engines:
         params = [(l.weights.astype(np.float64), l.bias.astype(np.float64)) for l in e.layers]
@@ -94,7 +97,8 @@ def test_members_with_neighbours_votes_add_their_blended_scores():
             p = np.exp(logits - logits.max(axis=1, keepdims=True))
             total = total + p / p.sum(axis=1, keepdims=True)
         else:
-            total = total + naive.naive_blend(hidden, e.layers[-1].weights, e.layers[-1].bias, e.neighbours)
+            sims = naive.naive_input_cosine(x, bank_x) if e.neighbours.space == "input" else None
+            total = total + naive.naive_blend(hidden, e.layers[-1].weights, e.layers[-1].bias, e.neighbours, sims)
     want_ids, want_vals = naive.naive_topk(total / 3, 5)
     np.testing.assert_allclose(vals, want_vals, rtol=1e-4, atol=1e-6)
     clear = np.abs(np.diff(want_vals, axis=1)).min(axis=1) > 1e-5
