@@ -227,11 +227,18 @@ def train(config_path, train_path, test_path, index_base, time_budget, overrides
         click.echo(f"note: the run ended at training.epochs ({t.epochs}), after {trainer.budget_seconds:.3g} s "
                    f"of its {t.time_budget_s:g} s budget", err=True)
     on_train = " on the training set (no test set: give --test FILE or data.test for held-out figures)"
-    loo = result.get("votes_loo_p1")  # model.neighbours.space auto: where the votes came from, and why
-    space = (f"  votes in the {result['votes_space']} space (held-out P@1 of the votes alone: hidden "
-             f"{loo['hidden']:.3f}, input {loo['input']:.3f})") if loo else ""
     click.echo(f"step {trainer.step}  {_format_metrics(result)}{on_train if result.get('split') == 'train' else ''}"
-               f"{space}  (run dir {trainer.run_dir})")
+               f"{_votes_note(result)}  (run dir {trainer.run_dir})")
+
+
+def _votes_note(result: dict) -> str:
+    """Where model.neighbours.space auto took the votes of a final evaluation, and why; nothing
+    where none voted (no auto, or the training set scored by the network alone)."""
+    loo = result.get("votes_loo_p1")
+    if not loo or result.get("split") == "train":
+        return ""
+    return (f"  votes in the {result['votes_space']} space (held-out P@1 of the votes alone: hidden "
+            f"{loo['hidden']:.3f}, input {loo['input']:.3f})")
 
 
 def _trainer_for(cfg, resume: bool, overwrite: bool, progress: bool, train=None, test=None):
@@ -386,6 +393,11 @@ def _attach_neighbours(model, scored=None) -> None:
     except DataError as exc:  # a file of that name, but not the one the model was trained on
         click.echo(f"model.neighbours: {exc}; the neighbours' votes are left out and the network scores alone",
                    err=True)
+        return
+    bank = model.engine.neighbours
+    if bank is not None and bank.loo_precision:  # space auto chose again, as the run's evaluations did
+        click.echo(f"model.neighbours: {_votes_note({'votes_space': bank.space, 'votes_loo_p1': bank.loo_precision}).strip()}",
+                   err=True)
 
 
 def _load_model(checkpoint: str, threads: int | None):
@@ -424,7 +436,7 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
         _fail(exc)
     except OSError as exc:
         _os_fail(exc)
-    click.echo(f"step {result['step']}  {_format_metrics(result)}  ({result['workers']} workers, "
+    click.echo(f"step {result['step']}  {_format_metrics(result)}{_votes_note(result)}  ({result['workers']} workers, "
                f"{result['samples_per_s']:,.0f} samples/s, sync {result['sync_seconds']:.1f} s of "
                f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 

@@ -11,6 +11,7 @@ sizes are not re-derived here: they come from the shape functions the allocators
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -148,16 +149,24 @@ def estimate_for_config(cfg, threads: int | None = None, train=None) -> MemoryEs
              "output gradient records": records,
              "output products (a step's union)": products,
              "exact evaluation block": EVAL_BLOCK * n_labels * 4 * EVAL_COPIES,
-             # model.neighbours: every training sample's last-hidden vector, a block's similarities,
-             # and beside the hidden space (space input or auto) the input rows' postings, 8 bytes
-             # a non-zero (counted where the training set is at hand)
-             "neighbour bank": (min(n_train, cfg.model.neighbours.bank_samples or n_train) * sizes[last][0] * 4
-                                + BLOCK_FLOATS * 4 + (8 * (train.nnz + n_features + 1) if train is not None
-                                                      and cfg.model.neighbours.space != "hidden" else 0))
-             if cfg.model.neighbours.weight > 0 else 0,
+             "neighbour bank": _bank_bytes(cfg.model.neighbours, n_train, sizes[last][0], n_features, train),
              "dataset (parsed)": data_bytes,
              "interpreter, compiled code, transients": BASE_OVERHEAD}
     return MemoryEstimate(parts, available_memory())
+
+
+def _bank_bytes(neighbours, n_train: int, width: int, n_features: int, train=None) -> int:
+    """model.neighbours' bank: the bank samples' last-hidden vectors (but in the input space), a
+    block's similarities, and in the input space or auto the input rows' postings, 8 bytes a
+    non-zero (neighbours.input_postings; counted where the training set is at hand)."""
+    if neighbours.weight <= 0:
+        return 0
+    samples = min(n_train, neighbours.bank_samples or n_train)
+    vectors = samples * width * 4 if neighbours.space != "input" else 0
+    postings = 0
+    if neighbours.space != "hidden" and train is not None:
+        postings = 8 * (math.ceil(train.nnz * samples / max(1, n_train)) + n_features + 1)
+    return vectors + BLOCK_FLOATS * 4 + postings
 
 
 def _layer_spec(sizes, selections, max_labels: int):

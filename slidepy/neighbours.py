@@ -109,11 +109,15 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def build_bank(engine, train, k: int, weight: float, temperature: float, block: int = 4096,
-               samples: int | None = None, seed: int = 0, space: str = "hidden") -> NeighbourBank:
+               samples: int | None = None, seed: int = 0, space: str = "hidden",
+               postings: InputPostings | None = None, input_p1: float | None = None) -> NeighbourBank:
     """The bank of `train`'s samples (or of at most `samples` of them, drawn at random by `seed`:
     the same draw at every evaluation of a run) and their labels, in `space`: "hidden" holds their
     unit last-hidden vectors under the engine's current weights (exact hidden layers, no dropout),
-    "input" their unit input rows, and "auto" whichever votes better (choose_space)."""
+    "input" their unit input rows, and "auto" whichever votes better (choose_space), keeping the
+    input rows either way. The input rows and their leave-one-out P@1 do not change with the
+    weights: `postings` and `input_p1` from an earlier bank of the same samples, k and temperature
+    are taken as they are (Model.attach_neighbours keeps them from one evaluation to the next)."""
     if not 0.0 < weight <= 1.0 or k < 1 or not temperature > 0.0:
         raise ValueError(f"neighbours need k >= 1, 0 < weight <= 1 and temperature > 0, got k {k}, "
                          f"weight {weight}, temperature {temperature}")
@@ -132,64 +136,114 @@ def build_bank(engine, train, k: int, weight: float, temperature: float, block: 
             rows = np.arange(start, min(train.n_samples, start + block), dtype=np.int64)
             engine.last_hidden(train, rows, vectors[start:start + rows.shape[0]])
         bank = bank._replace(vectors=unit_rows(vectors))
-    if space != "hidden":
-        bank = bank._replace(space="input", postings=input_postings(train))
+    if space == "hidden":
+        return bank
+    if postings is None or postings.n_rows != train.n_samples:
+        postings = input_postings(train)
+    bank = bank._replace(space="input", postings=postings)
     if space == "auto":
-        chosen, precision = choose_space(bank, train, seed)
+        chosen, precision = choose_space(bank, train, seed, input_p1)
         bank = bank._replace(space=chosen, loo_precision=precision)
-        if chosen == "hidden":
-            bank = bank._replace(postings=None)
-        else:
+        if chosen == "input":  # the hidden vectors are rebuilt at the next bank build anyway
             bank = bank._replace(vectors=np.zeros((train.n_samples, 0), np.float32))
     return bank
 
 
+@njit(parallel=True, cache=True)
+def row_norms(x_indptr, x_indices, x_values, rows, norms):
+    """The L2 norm of each input row `rows` (R,) int64 into norms (R,) float64, a feature id
+    repeated in a row counted once with its values summed, as the dot products see it (a data
+    file may repeat one: data.Dataset). Such a row is summed up through a sorted copy of its ids,
+    the one allocation here, on that path alone."""
+    for i in prange(rows.shape[0]):
+        lo, hi = x_indptr[rows[i]], x_indptr[rows[i] + 1]
+        increasing = True
+        for j in range(lo + 1, hi):
+            if x_indices[j] <= x_indices[j - 1]:
+                increasing = False
+                break
+        total = 0.0
+        if increasing:
+            for j in range(lo, hi):
+                total += np.float64(x_values[j]) * x_values[j]
+        else:
+            order = np.argsort(x_indices[lo:hi], kind="mergesort")
+            run = 0.0
+            for j in range(order.shape[0]):
+                run += x_values[lo + order[j]]
+                if j + 1 == order.shape[0] or x_indices[lo + order[j + 1]] != x_indices[lo + order[j]]:
+                    total += run * run
+                    run = 0.0
+        norms[i] = np.sqrt(total)
+
+
+@njit(cache=True)
+def fill_postings(x_indptr, x_indices, x_values, scale, indptr, rows, values, ends):
+    """Transpose the input rows into the postings by feature (indptr (F + 1,) counts each
+    feature's entries): each entry's row into rows (nnz,) int32, its value times its row's
+    scale (S,) into values (nnz,) float32, a feature repeated in a row summed into one entry
+    (rows go in order, so its entries meet at the end of that feature's list). ends (F,) int64
+    is left at each feature's end after that merging."""
+    for f in range(ends.shape[0]):
+        ends[f] = indptr[f]
+    for r in range(x_indptr.shape[0] - 1):
+        for j in range(x_indptr[r], x_indptr[r + 1]):
+            f = x_indices[j]
+            p = ends[f]
+            v = np.float32(x_values[j] * scale[r])
+            if p > indptr[f] and rows[p - 1] == r:
+                values[p - 1] += v
+            else:
+                rows[p] = r
+                values[p] = v
+                ends[f] = p + 1
+
+
 def input_postings(train) -> InputPostings:
-    """`train`'s input rows scaled to unit L2 norm (each entry counted in the norm, so a feature
-    repeated in a line adds its squares), transposed by feature."""
-    counts = np.diff(train.x_indptr)
-    rows = np.repeat(np.arange(train.n_samples, dtype=np.int32), counts)
-    values = train.x_values.astype(np.float64)
-    norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=train.n_samples))
-    norms[norms == 0] = 1.0
-    order = np.argsort(train.x_indices, kind="stable")
+    """`train`'s input rows scaled to unit L2 norm (row_norms: a repeated feature id is summed,
+    as the dot products see it), transposed by feature. 8 bytes a non-zero, built in place."""
+    norms = np.zeros(train.n_samples, np.float64)
+    row_norms(train.x_indptr, train.x_indices, train.x_values, np.arange(train.n_samples, dtype=np.int64), norms)
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     indptr = np.zeros(train.n_features + 1, np.int64)
     np.cumsum(np.bincount(train.x_indices, minlength=train.n_features), out=indptr[1:])
-    return InputPostings(indptr, np.ascontiguousarray(rows[order]),
-                         (values / norms[rows])[order].astype(np.float32), int(train.n_samples))
+    rows = np.empty(train.x_indices.shape[0], np.int32)
+    values = np.empty(train.x_indices.shape[0], np.float32)
+    ends = np.empty(train.n_features, np.int64)
+    fill_postings(train.x_indptr, train.x_indices, train.x_values, scale, indptr, rows, values, ends)
+    kept = ends - indptr[:-1]
+    if kept.sum() < rows.shape[0]:  # repeated ids merged: close the gaps they left
+        keep = np.arange(rows.shape[0]) < np.repeat(ends, np.diff(indptr))
+        rows, values = rows[keep], values[keep]
+        np.cumsum(kept, out=indptr[1:])
+    return InputPostings(indptr, rows, values, int(train.n_samples))
 
 
 @njit(cache=True, **INTERNAL)
-def input_sims_row(q_indices, q_values, p_indptr, p_rows, p_values, sims):
+def input_sims_row(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, sims):
     """One sample's cosine with every bank row, into sims (S,) float32: its input row (q_indices
-    int32 / q_values float32) scaled to unit norm, dotted with the postings of each of its
-    features. A feature past the bank's (F) is in no bank row; a row without a non-zero is
-    similar to none (all 0)."""
+    int32 / q_values float32) times q_scale (1 / its norm, row_norms; 0 for a row without a
+    non-zero, similar to none), dotted with the postings of each of its features (a repeated id
+    adds its values, as in the norm). A feature past the bank's (F) is in no bank row."""
     for s in range(sims.shape[0]):
         sims[s] = 0.0
-    norm = 0.0
-    for j in range(q_values.shape[0]):
-        norm += np.float64(q_values[j]) * q_values[j]
-    if not norm > 0.0:
-        return
-    scale = 1.0 / np.sqrt(norm)
     n_features = p_indptr.shape[0] - 1
     for j in range(q_indices.shape[0]):
         f = q_indices[j]
         if f >= n_features:
             continue
-        v = np.float32(q_values[j] * scale)
+        v = np.float32(q_values[j] * q_scale)
         for p in range(p_indptr[f], p_indptr[f + 1]):
             sims[p_rows[p]] += v * p_values[p]
 
 
 @njit(parallel=True, cache=True)
-def input_sims_rows(x_indptr, x_indices, x_values, rows, p_indptr, p_rows, p_values, sims):
-    """input_sims_row for the samples `rows` (B,) int64 of a CSR input, into sims (B, S): one
-    sample per thread."""
+def input_sims_rows(x_indptr, x_indices, x_values, rows, scales, p_indptr, p_rows, p_values, sims):
+    """input_sims_row for the samples `rows` (B,) int64 of a CSR input, each times its scales (B,),
+    into sims (B, S): one sample per thread."""
     for i in prange(rows.shape[0]):
         lo, hi = x_indptr[rows[i]], x_indptr[rows[i] + 1]
-        input_sims_row(x_indices[lo:hi], x_values[lo:hi], p_indptr, p_rows, p_values, sims[i])
+        input_sims_row(x_indices[lo:hi], x_values[lo:hi], scales[i], p_indptr, p_rows, p_values, sims[i])
 
 
 def input_similarities(postings: InputPostings, data, rows: np.ndarray) -> np.ndarray:
@@ -197,8 +251,11 @@ def input_similarities(postings: InputPostings, data, rows: np.ndarray) -> np.nd
     rows = np.ascontiguousarray(rows, np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
         raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
+    norms = np.zeros(rows.shape[0], np.float64)
+    row_norms(data.x_indptr, data.x_indices, data.x_values, rows, norms)
+    scales = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     sims = np.zeros((rows.shape[0], postings.n_rows), np.float32)
-    input_sims_rows(data.x_indptr, data.x_indices, data.x_values, rows, postings.indptr, postings.rows,
+    input_sims_rows(data.x_indptr, data.x_indices, data.x_values, rows, scales, postings.indptr, postings.rows,
                     postings.values, sims)
     return sims
 
@@ -213,17 +270,17 @@ def bank_similarities(bank: NeighbourBank, hidden: np.ndarray, data=None, rows=N
     return input_similarities(bank.postings, data, rows)
 
 
-def choose_space(bank: NeighbourBank, train, seed: int) -> tuple[str, dict]:
+def choose_space(bank: NeighbourBank, train, seed: int, input_p1: float | None = None) -> tuple[str, dict]:
     """The space (hidden or input) whose neighbours' votes alone rank a true label first for more
     of LOO_SAMPLES bank samples drawn by `seed`, each voted for by the rest of the bank (itself
     left out); ties keep the hidden space. Returns it and each space's P@1. `bank` holds both
-    spaces; `train` is its samples."""
+    spaces; `train` is its samples; `input_p1`, the input space's figure where known already."""
     rng = generator(seed, LOO_STREAM)
     held = np.sort(rng.choice(bank.size, size=min(LOO_SAMPLES, bank.size), replace=False)).astype(np.int64)
     n_labels = int(bank.y_indices.max()) + 1 if bank.y_indices.size else 1
     block = bank_block(bank, n_labels)
-    hits = {}
-    for space in SPACES:
+    hits = {} if input_p1 is None else {"input": float(input_p1)}
+    for space in (s for s in SPACES if s not in hits):
         found = 0
         for start in range(0, held.shape[0], block):
             part = held[start:start + block]
@@ -241,7 +298,7 @@ def choose_space(bank: NeighbourBank, train, seed: int) -> tuple[str, dict]:
                 labels = bank.y_indices[bank.y_indptr[row]:bank.y_indptr[row + 1]]
                 found += int(votes[i, first[i]] > 0 and first[i] in labels)
         hits[space] = found / max(1, held.shape[0])
-    return ("input" if hits["input"] > hits["hidden"] else "hidden"), hits
+    return ("input" if hits["input"] > hits["hidden"] else "hidden"), {s: hits[s] for s in SPACES}
 
 
 def unique_labels(y_indptr: np.ndarray, y_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -78,6 +78,30 @@ def test_input_similarities_match_the_reference():
         input_similarities(postings, data, np.array([9]))
 
 
+def test_a_feature_repeated_in_a_row_counts_as_its_sum():
+    """Rows may repeat a feature id (data.Dataset); the dot products add both values, so the norm
+    and the cosine take the row with them summed, in the bank and in the queries alike."""
+    def rows_of(entries, n_features=3):
+        x_indptr = np.cumsum([0] + [len(r) for r in entries])
+        flat = [e for r in entries for e in r]
+        data = Dataset(x_indptr, [f for f, _ in flat], [v for _, v in flat], np.arange(len(entries) + 1),
+                       np.zeros(len(entries), np.int32), n_features, 1)
+        dense = np.zeros((len(entries), n_features))
+        for i, r in enumerate(entries):
+            for f, v in r:
+                dense[i, f] += v
+        return data, dense
+
+    bank, bank_dense = rows_of([[(0, 1.0), (0, 1.0)], [(0, 1.0), (1, 1.0)], [], [(2, 1.0), (1, 2.0), (2, -1.0)]])
+    queries, query_dense = rows_of([[(0, 1.0), (0, -1.0), (1, 1.0)], [(1, 1.0)], [(0, 2.0), (0, 1.0), (1, 3.0)]])
+    postings = input_postings(bank)
+    assert postings.rows.shape[0] == 5  # rows 0, 1, 1, 3, 3: repeats merged (row 3, feature 2 summed to 0)
+    for data, dense in ((bank, bank_dense), (queries, query_dense)):
+        got = input_similarities(postings, data, np.arange(data.n_samples, dtype=np.int64))
+        np.testing.assert_allclose(got, naive_input_cosine(dense, bank_dense), rtol=1e-6, atol=1e-7)
+    assert input_similarities(postings, bank, np.array([0]))[0, 0] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("k,weight", [(1, 1.0), (5, 0.3), (40, 0.7)])
 def test_blend_in_the_input_space_matches_the_reference(k, weight):
     rng = np.random.default_rng(k)
@@ -284,8 +308,20 @@ def test_a_run_votes_in_the_space_auto_chose_and_evaluate_chooses_it_again(tiny_
     assert final["votes_space"] == bank.space and set(final["votes_loo_p1"]) == {"hidden", "input"}
     assert final["votes_loo_p1"] == bank.loo_precision
     assert (bank.space == "input") == (bank.loo_precision["input"] > bank.loo_precision["hidden"])
-    # the chosen space's rows alone stay
-    assert (bank.postings is None) == (bank.space == "hidden") and (bank.vectors.shape[1] == 0) == (bank.space == "input")
+    # the input rows stay (whichever space won), the hidden vectors only where that space won
+    assert bank.postings is not None and (bank.vectors.shape[1] == 0) == (bank.space == "input")
+    # the next evaluation takes the input rows and their leave-one-out P@1 from this bank: they do
+    # not move with the weights (a marked figure comes back); another training set's are its own
+    model = trainer.model
+    model._input_space = model._input_space[:3] + (0.0125,)
+    model.attach_neighbours(trainer.train_data)
+    again = trainer.engine.neighbours
+    assert again.postings is bank.postings and again.loo_precision["input"] == 0.0125
+    other = trainer.train_data.subset(np.arange(trainer.train_data.n_samples))
+    model.attach_neighbours(other)
+    assert trainer.engine.neighbours.postings is not bank.postings
+    assert trainer.engine.neighbours.loo_precision["input"] == final["votes_loo_p1"]["input"]
+    model.attach_neighbours(trainer.train_data)
     # an input-space bank holds the unit input rows, whatever the network
     data = trainer.train_data
     inp = build_bank(trainer.engine, data, 3, 0.5, 0.05, space="input")
@@ -307,6 +343,9 @@ def test_a_run_votes_in_the_space_auto_chose_and_evaluate_chooses_it_again(tiny_
                                        "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+    loo = final["votes_loo_p1"]
+    assert (f"model.neighbours: votes in the {final['votes_space']} space (held-out P@1 of the votes alone: "
+            f"hidden {loo['hidden']:.3f}, input {loo['input']:.3f})") in result.output
 
 
 def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, one_thread):
@@ -367,10 +406,13 @@ def test_a_run_without_a_test_set_scores_the_training_set_without_its_own_votes(
     write_dataset(train, tmp_path / "train.txt")
     cfg = dict(tiny_config, data={"train": str(tmp_path / "train.txt"), "test": None})
     cfg["output"] = dict(cfg["output"], run_dir=str(tmp_path / "cli"))
+    # (space auto: its choice goes unsaid where no votes count)
+    cfg["model"] = dict(cfg["model"], neighbours={"k": 1, "weight": 1.0, "space": "auto"})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "c.yaml"), "--no-progress", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert "on the training set (no test set: give --test FILE" in result.output.strip().splitlines()[-1]
+    last = result.output.strip().splitlines()[-1]
+    assert "on the training set (no test set: give --test FILE" in last and "votes in the" not in last
     # `slidepy evaluate` on the training file builds the bank from that file (the config's data.train),
     # loaded apart: the same file, so the votes stay out there too
     trained = [json.loads(line) for line in open(tmp_path / "cli" / "metrics.jsonl") if '"eval"' in line][-1]
@@ -480,13 +522,18 @@ def test_memory_estimate_counts_the_bank(tiny_config):
         block = bank_block(bank, trainer.engine.n_labels) * bank.vectors.shape[0] * 4  # a block's similarities
         assert block <= BLOCK_FLOATS * 4
         assert estimate == bank.vectors.nbytes + BLOCK_FLOATS * 4
-    # beside the hidden space, the input rows' postings, as many as the whole training set's at most
-    tiny_config["model"]["neighbours"] = {"weight": 0.3, "space": "auto"}
+    # beside the hidden space (auto), or in its stead (input), the input rows' postings: the bank
+    # samples' non-zeros, 8 bytes each, as built
     train = trainer.train_data
-    estimate = estimate_for_config(load_config(tiny_config), threads=1, train=train).parts["neighbour bank"]
-    postings = build_bank(trainer.engine, train, 25, 0.3, 0.05, space="input").postings
-    assert estimate == n_train * trainer.engine.sizes[-1][0] * 4 + BLOCK_FLOATS * 4 + 8 * (train.nnz + train.n_features + 1)
-    assert 8 * (train.nnz + train.n_features + 1) >= postings.rows.nbytes + postings.values.nbytes + postings.indptr.nbytes
+    width = trainer.engine.sizes[-1][0]
+    for space, samples in (("auto", None), ("input", None), ("input", n_train // 4)):
+        tiny_config["model"]["neighbours"] = {"weight": 0.3, "space": space, "bank_samples": samples}
+        estimate = estimate_for_config(load_config(tiny_config), threads=1, train=train).parts["neighbour bank"]
+        bank = build_bank(trainer.engine, train, 25, 0.3, 0.05, space=space, samples=samples)
+        postings = bank.postings.rows.nbytes + bank.postings.values.nbytes + bank.postings.indptr.nbytes
+        vectors = (samples or n_train) * width * 4 if space == "auto" else 0
+        assert bank.vectors.nbytes == (vectors if bank.space == "hidden" else 0)
+        assert 0 <= estimate - (vectors + BLOCK_FLOATS * 4 + postings) <= 0.1 * postings, (space, samples)
 
 
 def test_lsh_recall_is_against_the_network_alone(tiny_config, one_thread):
