@@ -305,6 +305,18 @@ def test_bank_holds_unit_hidden_vectors(tiny_config, one_thread):
     np.testing.assert_array_equal(everything.vectors, bank.vectors)
 
 
+def evaluate_the_run(trainer, tmp_path):
+    """`slidepy evaluate --json` of the run's newest checkpoint (in tmp_path/run) on its test set."""
+    from slidepy.data import write_dataset
+
+    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
+    write_dataset(trainer.test_data, tmp_path / "test.txt")
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt"),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_a_run_votes_in_the_space_auto_chose_and_evaluate_chooses_it_again(tiny_config, tmp_path, one_thread):
     tiny_config["model"]["neighbours"] = {"k": 3, "weight": 0.5, "space": "auto"}
     trainer = Trainer(load_config(tiny_config), progress=False)
@@ -339,14 +351,7 @@ def test_a_run_votes_in_the_space_auto_chose_and_evaluate_chooses_it_again(tiny_
     with pytest.raises(ValueError, match="space"):
         build_bank(trainer.engine, data, 3, 0.5, 0.05, space="tf-idf")
     # `slidepy evaluate` builds the bank again, in the same space, and scores the same
-    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
-    test_file = tmp_path / "test.txt"
-    from slidepy.data import write_dataset
-
-    write_dataset(trainer.test_data, test_file)
-    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file),
-                                       "--json", "--threads", "1"])
-    assert result.exit_code == 0, result.output
+    result = evaluate_the_run(trainer, tmp_path)
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
     loo = final["votes_loo_p1"]
     assert (f"model.neighbours: votes in the {final['votes_space']} space (held-out P@1 of the votes alone: "
@@ -374,14 +379,7 @@ def test_final_eval_votes_and_evaluate_rebuilds_the_bank(tiny_config, tmp_path, 
     alone = trainer.evaluate(trainer.train_data, subset=None)
     assert alone["P@1"] < 1.0 and on_train == alone
     # `slidepy evaluate` on the saved model builds the bank again from the config's data
-    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("step-*.npz"))[-1]
-    test_file = tmp_path / "test.txt"
-    from slidepy.data import write_dataset
-
-    write_dataset(trainer.test_data, test_file)
-    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(test_file),
-                                       "--json", "--threads", "1"])
-    assert result.exit_code == 0, result.output
+    result = evaluate_the_run(trainer, tmp_path)
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
 
 
