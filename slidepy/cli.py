@@ -396,8 +396,8 @@ def _attach_neighbours(model, scored=None) -> None:
         return
     bank = model.engine.neighbours
     if bank is not None and bank.loo_precision:  # space auto chose again, as the run's evaluations did
-        click.echo(f"model.neighbours: {_votes_note({'votes_space': bank.space, 'votes_loo_p1': bank.loo_precision}).strip()}",
-                   err=True)
+        note = _votes_note({"votes_space": bank.space, "votes_loo_p1": bank.loo_precision})
+        click.echo(f"model.neighbours: {note.strip()}", err=True)
 
 
 def _load_model(checkpoint: str, threads: int | None):
@@ -436,9 +436,9 @@ def _train_distributed(cfg, resume: bool, overwrite: bool, progress: bool) -> No
         _fail(exc)
     except OSError as exc:
         _os_fail(exc)
-    click.echo(f"step {result['step']}  {_format_metrics(result)}{_votes_note(result)}  ({result['workers']} workers, "
-               f"{result['samples_per_s']:,.0f} samples/s, sync {result['sync_seconds']:.1f} s of "
-               f"{result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
+    click.echo(f"step {result['step']}  {_format_metrics(result)}{_votes_note(result)}  "
+               f"({result['workers']} workers, {result['samples_per_s']:,.0f} samples/s, "
+               f"sync {result['sync_seconds']:.1f} s of {result['loop_seconds']:.1f} s; run dir {result['run_dir']})")
 
 
 def _load_eval_data(path: str, model, index_base: int | None = None, labels_used: bool = True) -> object:

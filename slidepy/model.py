@@ -243,8 +243,8 @@ class Model:
             raise DataError(f"{train.source} has {train.n_labels} labels but the model scores "
                             f"{self.engine.n_labels}: not the training set of its neighbours' votes")
         # The input space's rows and leave-one-out P@1 do not move with the weights: an evaluation
-        # takes them from the last bank of the same samples, k and temperature (2 s and 6 s at 10^5
-        # samples of 50 non-zeros and 10^5 labels, one thread, at every evaluation otherwise).
+        # takes them from the last bank of the same samples, k and temperature (that P@1 took 6 s
+        # at 10^5 samples of 50 non-zeros and 10^5 labels, one thread, at every evaluation before).
         seed = self.config.training.seed
         key = (opts.bank_samples, seed, opts.k, opts.temperature)
         kept = self._input_space

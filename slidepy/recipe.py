@@ -343,7 +343,8 @@ def describe(config, train: Dataset, recipe: dict | None = None) -> str:
     width = None if recipe is None else recipe["model"]["hidden"][0]
     narrowed = width is not None and width < HIDDEN and [h.size for h in model.hidden] == [width]
     narrow = " (narrowed to fit the memory available)" if narrowed else ""
-    space = " (nearest in the hidden or the input space, whichever votes better)" if model.neighbours.space == "auto" else ""
+    auto = model.neighbours.space == "auto"
+    space = " (nearest in the hidden or the input space, whichever votes better)" if auto else ""
     return (f"automatic recipe for {shape}: {' + '.join(str(h.size) for h in model.hidden)} hidden units{narrow} "
             f"at dropout "
             f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "
