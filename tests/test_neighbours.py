@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from slidepy import Trainer, load_config
 from slidepy.cli import main
 from slidepy.configfile import config_from_dict
+from slidepy.data import Dataset
 from slidepy.errors import ConfigError
 from naive import naive_blend, naive_input_cosine, naive_loo_p1
-from slidepy.data import Dataset
 from slidepy.neighbours import (NeighbourBank, blend_topk, build_bank, choose_space, input_postings,
                                 input_similarities, row_norms, unit_rows)
 
@@ -129,6 +129,23 @@ def test_blend_in_the_input_space_matches_the_reference(k, weight):
     np.testing.assert_allclose(np.take_along_axis(expect, ids.astype(np.int64), axis=1), vals, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="input rows"):
         blend_topk(hidden, weights, bias, bank, ids, vals)
+
+
+def test_input_space_ties_go_to_the_lower_bank_ids():
+    """Bank rows at the same cosine: the k nearest are the lowest ids, as the hidden space's scan
+    in id order takes them, not the first the postings reach (here ids 4 and 5, through feature 0)."""
+    n = 6
+    rows = np.zeros((n, 2), np.float32)
+    rows[:4, 1] = 1.0  # rows 0-3 on feature 1
+    rows[4:, 0] = 1.0  # rows 4-5 on feature 0, which the query lists first
+    train = sparse_set(rows, [[i] for i in range(n)], n)
+    bank = NeighbourBank(np.zeros((n, 0), np.float32), train.y_indptr, train.y_indices, 2, 1.0, 0.05, space="input",
+                         postings=input_postings(train))
+    query = sparse_set(np.array([[1.0, 1.0]], np.float32), [[0]], n)  # cosine 0.707 with every bank row
+    ids, vals = np.empty((1, 3), np.int32), np.empty((1, 3), np.float32)
+    blend_topk(np.zeros((1, 1), np.float32), np.zeros((n, 1), np.float32), np.zeros(n, np.float32), bank, ids, vals,
+               query, np.array([0]))
+    assert sorted(ids[0, :2].tolist()) == [0, 1] and vals[0, 0] == pytest.approx(0.5) and vals[0, 2] == 0.0
 
 
 def two_space_bank(rng, n, n_labels, informative):
