@@ -224,13 +224,15 @@ def input_postings(train) -> InputPostings:
 
 
 @njit(cache=True, **INTERNAL)
-def input_sims_row(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, sims):
-    """One sample's cosine with every bank row, into sims (S,) float32: its input row (q_indices
-    int32 / q_values float32) times q_scale (1 / its norm, row_norms; 0 for a row without a
-    non-zero, similar to none), dotted with the postings of each of its features (a repeated id
-    adds its values, as in the norm). A feature past the bank's (F) is in no bank row."""
-    for s in range(sims.shape[0]):
-        sims[s] = 0.0
+def gather_products(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, acc, listed, touched):
+    """acc (S,) float32 += one sample's products with every bank row it shares a feature with: its
+    input row (q_indices int32 / q_values float32) times q_scale (1 / its norm, row_norms; 0 for a
+    row without a non-zero) dotted with the postings of each of its features (a repeated id adds
+    its values, as in the norm; a feature past the bank's F is in no bank row). With listed (S,)
+    bool / touched (S,) int32 (else empty), each bank row reached is flagged and listed once;
+    returns how many were listed."""
+    track = listed.shape[0] > 0
+    n_touched = 0
     n_features = p_indptr.shape[0] - 1
     for j in range(q_indices.shape[0]):
         f = q_indices[j]
@@ -238,16 +240,43 @@ def input_sims_row(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, sim
             continue
         v = np.float32(q_values[j] * q_scale)
         for p in range(p_indptr[f], p_indptr[f + 1]):
-            sims[p_rows[p]] += v * p_values[p]
+            r = p_rows[p]
+            if track and not listed[r]:
+                listed[r] = True
+                touched[n_touched] = r
+                n_touched += 1
+            acc[r] += v * p_values[p]
+    return n_touched
+
+
+@njit(cache=True, **INTERNAL)
+def input_sims_row(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, sims, no_flags, no_list):
+    """One sample's cosine with every bank row, into sims (S,) float32: gather_products from 0,
+    untracked (no_flags / no_list empty)."""
+    for s in range(sims.shape[0]):
+        sims[s] = 0.0
+    gather_products(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, sims, no_flags, no_list)
 
 
 @njit(parallel=True, cache=True)
 def input_sims_rows(x_indptr, x_indices, x_values, rows, scales, p_indptr, p_rows, p_values, sims):
     """input_sims_row for the samples `rows` (B,) int64 of a CSR input, each times its scales (B,),
     into sims (B, S): one sample per thread."""
+    no_flags, no_list = np.zeros(0, np.bool_), np.zeros(0, np.int32)
     for i in prange(rows.shape[0]):
         lo, hi = x_indptr[rows[i]], x_indptr[rows[i] + 1]
-        input_sims_row(x_indices[lo:hi], x_values[lo:hi], scales[i], p_indptr, p_rows, p_values, sims[i])
+        input_sims_row(x_indices[lo:hi], x_values[lo:hi], scales[i], p_indptr, p_rows, p_values, sims[i], no_flags,
+                       no_list)
+
+
+def unit_scales(data, rows: np.ndarray) -> np.ndarray:
+    """1 / the L2 norm (row_norms) of each input row `rows` (B,) int64 of `data`, 0 for a row
+    without a non-zero: (B,) float64. Refuses rows outside the data."""
+    if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
+        raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
+    norms = np.zeros(rows.shape[0], np.float64)
+    row_norms(data.x_indptr, data.x_indices, data.x_values, rows, norms)
+    return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
 
 def input_similarities(postings: InputPostings, data, rows: np.ndarray) -> np.ndarray:
@@ -256,11 +285,7 @@ def input_similarities(postings: InputPostings, data, rows: np.ndarray) -> np.nd
     through it; analysis scripts use it), not on the prediction path: a dense row and its scan
     cost 3.6 ms a sample at S = 500,000, against 1.3 ms for the rows a sample's features reach."""
     rows = np.ascontiguousarray(rows, np.int64)
-    if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
-        raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
-    norms = np.zeros(rows.shape[0], np.float64)
-    row_norms(data.x_indptr, data.x_indices, data.x_values, rows, norms)
-    scales = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    scales = unit_scales(data, rows)
     sims = np.zeros((rows.shape[0], postings.n_rows), np.float32)
     input_sims_rows(data.x_indptr, data.x_indices, data.x_values, rows, scales, postings.indptr, postings.rows,
                     postings.values, sims)
@@ -275,24 +300,11 @@ def input_near_row(q_indices, q_values, q_scale, exclude, p_indptr, p_rows, p_va
     the bank rows that share a feature with it: its products gather in scratch (S,) float32, the
     rows they reach flagged in listed (S,) bool and listed in touched (S,) int32 (scratch and
     listed all 0 on entry and on return). Bank row `exclude` (a held-out sample's own, or -1) is
-    left out. The sample's row times q_scale is unit (input_sims_row)."""
+    left out. The sample's row times q_scale is unit (gather_products)."""
     for j in range(k):
         near_ids[j] = -1
         near_sims[j] = -np.inf
-    n_touched = 0
-    n_features = p_indptr.shape[0] - 1
-    for j in range(q_indices.shape[0]):
-        f = q_indices[j]
-        if f >= n_features:
-            continue
-        v = np.float32(q_values[j] * q_scale)
-        for p in range(p_indptr[f], p_indptr[f + 1]):
-            r = p_rows[p]
-            if not listed[r]:
-                listed[r] = True
-                touched[n_touched] = r
-                n_touched += 1
-            scratch[r] += v * p_values[p]
+    n_touched = gather_products(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, scratch, listed, touched)
     for t in range(n_touched):
         r = touched[t]
         if r != exclude:
@@ -325,11 +337,7 @@ def blend_input(logits: np.ndarray, bias: np.ndarray, bank: NeighbourBank, data,
     nearest bank rows in the input space, at `weight` (1: the votes alone); `exclude` (B,) a bank
     row each leaves out (-1: none)."""
     rows = np.ascontiguousarray(rows, np.int64)
-    if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
-        raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
-    norms = np.zeros(rows.shape[0], np.float64)
-    row_norms(data.x_indptr, data.x_indices, data.x_values, rows, norms)
-    scales = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    scales = unit_scales(data, rows)
     excludes = np.full(rows.shape[0], -1, np.int64) if exclude is None else np.ascontiguousarray(exclude, np.int64)
     b, postings = rows.shape[0], bank.postings
     n_chunks = max(1, min(numba.get_num_threads(), b))
