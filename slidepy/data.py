@@ -166,21 +166,25 @@ class Dataset:
 
     @property
     def mean_row_norm(self) -> float:
-        """Mean L2 norm of the samples that have features (float64 sums); 0.0 if none has. A
-        feature id repeated within a row counts once with its values summed, as the dot products
-        see it (the rows are merged only when some row's ids are not strictly increasing)."""
-        counts = np.diff(self.x_indptr)
-        row_of_entry = np.repeat(np.arange(self.n_samples), counts)
-        values = self.x_values.astype(np.float64)
-        steps = np.diff(self.x_indices.astype(np.int64))
+        """Mean L2 norm of the samples that have features (row_norms); 0.0 if none has."""
+        filled = np.diff(self.x_indptr) > 0
+        return float(self.row_norms()[filled].mean()) if filled.any() else 0.0
+
+    def row_norms(self, rows=None) -> np.ndarray:
+        """The L2 norm (float64 sums) of each sample `rows` (default all): (R,) float64. A feature
+        id repeated within a row counts once with its values summed, as the dot products see it
+        (the rows are merged only when some row's ids are not strictly increasing)."""
+        data = self if rows is None else self.subset(rows)
+        counts = np.diff(data.x_indptr)
+        row_of_entry = np.repeat(np.arange(data.n_samples), counts)
+        values = data.x_values.astype(np.float64)
+        steps = np.diff(data.x_indices.astype(np.int64))
         if steps.size and not np.all((steps > 0) | (row_of_entry[1:] != row_of_entry[:-1])):
-            key = row_of_entry * np.int64(self.n_features) + self.x_indices
+            key = row_of_entry * np.int64(data.n_features) + data.x_indices
             key, slot = np.unique(key, return_inverse=True)
             values = np.bincount(slot.ravel(), weights=values, minlength=key.size)
-            row_of_entry = key // np.int64(self.n_features)
-        sums = np.bincount(row_of_entry, weights=np.square(values), minlength=self.n_samples)
-        filled = counts > 0
-        return float(np.sqrt(sums[filled]).mean()) if filled.any() else 0.0
+            row_of_entry = key // np.int64(data.n_features)
+        return np.sqrt(np.bincount(row_of_entry, weights=np.square(values), minlength=data.n_samples))
 
     def subset(self, rows) -> Dataset:
         """The samples `rows` (array-like of ints in [0, B), repeats allowed), in that order.

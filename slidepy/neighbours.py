@@ -153,34 +153,6 @@ def build_bank(engine, train, k: int, weight: float, temperature: float, block: 
     return bank
 
 
-@njit(parallel=True, cache=True)
-def row_norms(x_indptr, x_indices, x_values, rows, norms):
-    """The L2 norm of each input row `rows` (R,) int64 into norms (R,) float64, a feature id
-    repeated in a row counted once with its values summed, as the dot products see it (a data
-    file may repeat one: data.Dataset). Such a row is summed up through a sorted copy of its ids,
-    the one allocation here, on that path alone."""
-    for i in prange(rows.shape[0]):
-        lo, hi = x_indptr[rows[i]], x_indptr[rows[i] + 1]
-        increasing = True
-        for j in range(lo + 1, hi):
-            if x_indices[j] <= x_indices[j - 1]:
-                increasing = False
-                break
-        total = 0.0
-        if increasing:
-            for j in range(lo, hi):
-                total += np.float64(x_values[j]) * x_values[j]
-        else:
-            order = np.argsort(x_indices[lo:hi], kind="mergesort")
-            run = 0.0
-            for j in range(order.shape[0]):
-                run += x_values[lo + order[j]]
-                if j + 1 == order.shape[0] or x_indices[lo + order[j + 1]] != x_indices[lo + order[j]]:
-                    total += run * run
-                    run = 0.0
-        norms[i] = np.sqrt(total)
-
-
 @njit(cache=True)
 def fill_postings(x_indptr, x_indices, x_values, scale, indptr, rows, values, ends):
     """Transpose the input rows into the postings by feature (indptr (F + 1,) counts each
@@ -204,11 +176,9 @@ def fill_postings(x_indptr, x_indices, x_values, scale, indptr, rows, values, en
 
 
 def input_postings(train) -> InputPostings:
-    """`train`'s input rows scaled to unit L2 norm (row_norms: a repeated feature id is summed,
-    as the dot products see it), transposed by feature. 8 bytes a non-zero, built in place."""
-    norms = np.zeros(train.n_samples, np.float64)
-    row_norms(train.x_indptr, train.x_indices, train.x_values, np.arange(train.n_samples, dtype=np.int64), norms)
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    """`train`'s input rows scaled to unit L2 norm (Dataset.row_norms: a repeated feature id is
+    summed, as the dot products see it), transposed by feature: 8 bytes a non-zero."""
+    scale = unit_scales(train)
     indptr = np.zeros(train.n_features + 1, np.int64)
     np.cumsum(np.bincount(train.x_indices, minlength=train.n_features), out=indptr[1:])
     rows = np.empty(train.x_indices.shape[0], np.int32)
@@ -226,7 +196,7 @@ def input_postings(train) -> InputPostings:
 @njit(cache=True, **INTERNAL)
 def gather_products(q_indices, q_values, q_scale, p_indptr, p_rows, p_values, acc, listed, touched):
     """acc (S,) float32 += one sample's products with every bank row it shares a feature with: its
-    input row (q_indices int32 / q_values float32) times q_scale (1 / its norm, row_norms; 0 for a
+    input row (q_indices int32 / q_values float32) times q_scale (1 / its norm, unit_scales; 0 for a
     row without a non-zero) dotted with the postings of each of its features (a repeated id adds
     its values, as in the norm; a feature past the bank's F is in no bank row). With listed (S,)
     bool / touched (S,) int32 (else empty), each bank row reached is flagged and listed once;
@@ -269,13 +239,12 @@ def input_sims_rows(x_indptr, x_indices, x_values, rows, scales, p_indptr, p_row
                        no_list)
 
 
-def unit_scales(data, rows: np.ndarray) -> np.ndarray:
-    """1 / the L2 norm (row_norms) of each input row `rows` (B,) int64 of `data`, 0 for a row
-    without a non-zero: (B,) float64. Refuses rows outside the data."""
-    if rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
+def unit_scales(data, rows: np.ndarray | None = None) -> np.ndarray:
+    """1 / the L2 norm (Dataset.row_norms) of each input row `rows` (default all) of `data`, 0 for
+    a row without a non-zero: (B,) float64. Refuses rows outside the data."""
+    if rows is not None and rows.size and (rows.min() < 0 or rows.max() >= data.n_samples):
         raise ValueError(f"rows must lie in [0, {data.n_samples}), got [{rows.min()}, {rows.max()}]")
-    norms = np.zeros(rows.shape[0], np.float64)
-    row_norms(data.x_indptr, data.x_indices, data.x_values, rows, norms)
+    norms = data.row_norms(rows)
     return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
 

@@ -515,13 +515,14 @@ def _resume(trainer: Trainer) -> bool:
         trainer.run.unlock()
         raise
     trainer._resumed = True
-    changed = config_changes(found[2].get("config"), config_to_dict(trainer.config))
+    saved, now = found[2].get("config"), config_to_dict(trainer.config)
+    changed = config_changes(saved, now)
     if changed:
         trainer._warn(f"resuming from {found[0]} with settings that differ from those it was trained with: "
                       f"{'; '.join(changed)}", stacklevel=4)
     trainer._record("resume", checkpoint=str(found[0]), dropped_records=trainer.run.trim_metrics(trainer.step),
                     **({"changed": changed} if changed else {}))
-    length = config_changes(found[2].get("config"), config_to_dict(trainer.config), exempt=_NOT_LENGTH_KEYS)
+    length = config_changes(saved, now, exempt=_NOT_LENGTH_KEYS)
     if length and trainer.schedule.over(trainer.epoch, trainer.step, trainer.schedule.planned_steps,
                                         trainer.budget_seconds):
         # a run stopped past the end its config now gives (an original --set or --time-budget left
@@ -531,7 +532,7 @@ def _resume(trainer: Trainer) -> bool:
                       "with to go on", stacklevel=4)
     # a finished run's final evaluation stands for this one only if nothing that scores differs:
     # another test set, k or votes would go unreported
-    same = not config_changes(found[2].get("config"), config_to_dict(trainer.config), SAME_SCORES_KEYS)
+    same = not config_changes(saved, now, SAME_SCORES_KEYS)
     trainer._resumed_eval = trainer.run.complete_eval_at(trainer.step) if same else {}
     return True
 
