@@ -129,15 +129,15 @@ def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     # keeps MIN_BANK_POSITIVES positives in it on average
     sampled = neighbours_for(largest + 1, 10 * (largest + 1), largest + 1)
     assert sampled == {"k": 25, "weight": MIN_VOTES, "temperature": 0.05, "space": "auto", "bank_samples": largest}
-    thin = 3 * largest  # 10 positives a label, 3.3 of them in the bank
+    thin = 5 * largest  # 10 positives a label, 2 of them in the bank
     assert neighbours_for(thin, 10 * thin, thin)["weight"] == 0.0
     assert "bank_samples" not in neighbours_for(thin, 10 * thin, thin)
     assert neighbours_for(500_000, 500_000, 50_000)["weight"] == 0.0  # DebianNextWord: 1.3 a label
-    # the edge: twice the bank at 10 positives a label leaves 5 a label in it: kept, at the least
-    # share; a slot fewer (just under 5 a label in the bank) drops the votes
-    assert neighbours_for(2 * largest, 20 * largest, 2 * largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
+    # the edge: four times the bank at 10 positives a label leaves 2.5 a label in it: kept, at the
+    # least share; a slot fewer (just under 2.5 a label in the bank) drops the votes
+    assert neighbours_for(4 * largest, 40 * largest, 4 * largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
                                                                       "space": "auto", "bank_samples": largest}
-    assert neighbours_for(2 * largest, 20 * largest - 1, 2 * largest)["weight"] == 0.0
+    assert neighbours_for(4 * largest, 40 * largest - 1, 4 * largest)["weight"] == 0.0
     # rows fitted to few positives lean on the votes; well-fed rows on themselves
     shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
     assert shares == sorted(shares, reverse=True)
