@@ -93,9 +93,10 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   recipe's network under 90 s alone 0.4780 / 0.1454): 65,536 of them (4.2 a label) at 0.3
   0.5070 / 0.1490, 32,768 (2.1) 0.4995 / 0.1441, the whole set 0.5122 / 0.1518
   (bench/measured-2026-12-07/transfer-items-tags/). So P@1 gains down to 2 positives a label and
-  P@5 down to 2.6, and the votes stay on from 2.5. DebianNextWord keeps them off: 500,000 samples at 10 positives a label leave 1.3 a label in
-  65,536, and even its whole bank moved it 0.1559 -> 0.1576 P@1 but 0.0575 -> 0.0558 P@5 after
-  one epoch, for a final evaluation of 461 s instead of 21 s.
+  P@5 down to 2.6, and the votes stay on from 2.5. DebianNextWord keeps them off: 500,000
+  samples at 10 positives a label leave 1.3 a label in 65,536, and even its whole bank moved it
+  0.1559 -> 0.1576 P@1 but 0.0575 -> 0.0558 P@5 after one epoch, for a final evaluation of 461 s
+  instead of 21 s.
   The votes' share of the score follows how much each output row had to learn from: a label's
   row is fitted to its m positive samples, so its error shrinks like 1 / sqrt(m), where m is the
   mean positives per label (label slots / labels). The share is VOTES_SCALE / sqrt(m) within
