@@ -76,6 +76,10 @@ from .threads import use_threads
 MAX_ROLLBACKS = 3
 # How many bad-line messages a skip_bad_lines load reports in the start record.
 MAX_BAD_REPORTED = 5
+# Adam moves every weight a step touches by about lr, whatever the gradient's size; the layers'
+# initial weights are about sqrt(2 / fan-in) (0.0625 at 512 inputs), so a rate past this one
+# overwrites them in a step or two and trains to nothing, without a NaN to stop on.
+ADAM_LR_WARN = 0.1
 
 
 class Step(NamedTuple):
@@ -438,6 +442,10 @@ def _start(trainer: Trainer) -> None:
     if t.batch_size > n_train:
         trainer._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
                       f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
+    if t.optimizer == "adam" and t.lr > ADAM_LR_WARN:
+        trainer._warn(f"training.lr {t.lr:g} with Adam moves each weight a step touches by about {t.lr:g}, more than "
+                      f"the weights themselves: such a run trains to nothing (Adam's rates are usually 1e-4 to 1e-2)",
+                      stacklevel=4)
     trainer._total_steps = trainer.schedule.planned_steps
     trainer.model.detach_neighbours()  # a bank from earlier weights would not match the ones trained now
     # a finished run resumed keeps its final evaluation: fit() then neither repeats nor relogs it

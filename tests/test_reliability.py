@@ -157,6 +157,23 @@ def test_memory_refused_with_estimate_without_allocating(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_absurd_adam_rate_warns_and_a_usual_one_does_not(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text(GOOD_TRAIN)
+    result = _train(_file_config(tmp_path, train, lr=1e9))
+    assert result.exit_code == 0, result.output
+    assert "warning: training.lr 1e+09 with Adam moves each weight a step touches by about 1e+09" in result.output
+    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert any("training.lr 1e+09" in w for w in start["warnings"])
+    result = _train(_file_config(tmp_path, train, lr=0.002), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "training.lr" not in result.output
+    # SGD's step is the rate times the gradient: a large rate is not absurd there
+    result = _train(_file_config(tmp_path, train, lr=5.0, optimizer="sgd"), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "training.lr" not in result.output
+
+
 def test_batch_larger_than_training_set_warns_and_uses_whole_set(tmp_path):
     train = tmp_path / "train.txt"
     train.write_text(GOOD_TRAIN)
