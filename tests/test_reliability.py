@@ -51,6 +51,21 @@ def _train(config_path, *args):
     return CliRunner().invoke(main, ["train", "--config", str(config_path), "--no-progress", *args])
 
 
+def _train_good(tmp_path, *args, **training) -> tuple:
+    """Train GOOD_TRAIN under `training`'s settings: (the CLI result, which must succeed, and the
+    run's start record)."""
+    train = tmp_path / "train.txt"
+    train.write_text(GOOD_TRAIN)
+    result = _train(_file_config(tmp_path, train, **training), *args)
+    assert result.exit_code == 0, result.output
+    return result, _start_record(tmp_path)
+
+
+def _start_record(tmp_path) -> dict:
+    """The first record of the run's metrics.jsonl (the start record)."""
+    return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+
+
 def _assert_one_line_error(result, *fragments, code=2):
     """Exit `code`, no traceback, the error on a single `error: ...` line holding every fragment."""
     assert result.exit_code == code, result.output
@@ -158,29 +173,19 @@ def test_memory_refused_with_estimate_without_allocating(tmp_path, monkeypatch):
 
 
 def test_an_absurd_adam_rate_warns_and_a_usual_one_does_not(tmp_path):
-    train = tmp_path / "train.txt"
-    train.write_text(GOOD_TRAIN)
-    result = _train(_file_config(tmp_path, train, lr=1e9))
-    assert result.exit_code == 0, result.output
+    result, start = _train_good(tmp_path, lr=1e9)
     assert "warning: training.lr 1e+09 with Adam moves each weight a step touches by about 1e+09" in result.output
-    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert any("training.lr 1e+09" in w for w in start["warnings"])
-    result = _train(_file_config(tmp_path, train, lr=0.002), "--overwrite")
-    assert result.exit_code == 0, result.output
-    assert "training.lr" not in result.output
+    result, start = _train_good(tmp_path, "--overwrite", lr=0.002)
+    assert "training.lr" not in result.output and "warnings" not in start
     # SGD's step is the rate times the gradient: a large rate is not absurd there
-    result = _train(_file_config(tmp_path, train, lr=5.0, optimizer="sgd"), "--overwrite")
-    assert result.exit_code == 0, result.output
+    result, _ = _train_good(tmp_path, "--overwrite", lr=5.0, optimizer="sgd")
     assert "training.lr" not in result.output
 
 
 def test_batch_larger_than_training_set_warns_and_uses_whole_set(tmp_path):
-    train = tmp_path / "train.txt"
-    train.write_text(GOOD_TRAIN)
-    result = _train(_file_config(tmp_path, train, batch_size=64))
-    assert result.exit_code == 0, result.output
+    result, start = _train_good(tmp_path, batch_size=64)
     assert "warning: training.batch_size 64 is larger than the training set (3 samples" in result.output
-    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert start["event"] == "start" and "batch_size 64" in start["warnings"][0]
     assert "step 1 " in result.output  # one step per epoch: the whole set
 
@@ -253,7 +258,7 @@ def test_skip_bad_lines_reports_count_and_first_lines(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"warning: {train}: skipped 3 bad line(s); first:" in result.output
     assert f"{train}:3: malformed feature token '1:x'" in result.output
-    start = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    start = _start_record(tmp_path)
     assert start["event"] == "start" and start["n_train"] == 2
     assert start["skipped_lines"] == {"train": 3}
     assert [line.split(": ")[0] for line in start["first_bad"]] == [f"{train}:3", f"{train}:4", f"{train}:5"]
