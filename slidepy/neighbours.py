@@ -46,7 +46,7 @@ it at each evaluation and keeps the last one's), never kept in checkpoints.
 
 Tiers: `build_bank` / `blended_scores` (Python and BLAS; `blend_topk` ranks them, an ensemble
 averages its members', ensemble.py) -> `blend_rows` (parallel over samples) -> `blend_row` (one
-sample: softmax_share, push_near, add_votes). In the input space: `blend_input` ->
+sample: softmax_share, scoring.push_topk, add_votes). In the input space: `blend_input` ->
 `blend_input_rows` (parallel over thread chunks, each with its own (S,) scratch) ->
 `input_near_row` (one sample's nearest bank rows among those its features reach through the
 bank's postings by feature), then softmax_share and add_votes; `input_similarities` ->
@@ -66,7 +66,7 @@ from numba import njit, prange
 
 from .constants import INTERNAL
 from .rng import generator
-from .scoring import BLOCK_FLOATS, check_topk_out, tiled_logits, topk_rows
+from .scoring import BLOCK_FLOATS, check_topk_out, push_topk, tiled_logits, topk_rows
 
 BANK_SAMPLE_STREAM = 0x424E4B  # "BNK": the random stream that picks a sampled bank's rows (rng.py)
 LOO_STREAM = 0x4C4F4F  # "LOO": the one that picks the training samples `choose_space` holds out
@@ -277,7 +277,7 @@ def input_near_row(q_indices, q_values, q_scale, exclude, p_indptr, p_rows, p_va
     for t in range(n_touched):
         r = touched[t]
         if r != exclude:
-            push_near(near_ids, near_sims, k, r, scratch[r])
+            push_topk(near_ids, near_sims, k, r, scratch[r])
         scratch[r] = 0.0
         listed[r] = False
 
@@ -392,23 +392,6 @@ def softmax_share(logits, bias, weight):
 
 
 @njit(cache=True, **INTERNAL)
-def push_near(near_ids, near_sims, k, s, sim):
-    """Insert bank sample s at similarity sim into the descending top-k lists, a tie going to the
-    lower id (so the neighbours do not depend on the order samples are offered in: the hidden
-    space offers every sample in order, the input space those its features reach)."""
-    last = k - 1
-    if not (sim > near_sims[last] or (sim == near_sims[last] and 0 <= s < near_ids[last])):
-        return
-    j = last
-    while j > 0 and (near_sims[j - 1] < sim or (near_sims[j - 1] == sim and near_ids[j - 1] > s)):
-        near_sims[j] = near_sims[j - 1]
-        near_ids[j] = near_ids[j - 1]
-        j -= 1
-    near_sims[j] = sim
-    near_ids[j] = s
-
-
-@njit(cache=True, **INTERNAL)
 def add_votes(logits, near_ids, near_sims, k, y_indptr, y_indices, weight, temperature):
     """logits (N,) += weight x the votes of the k neighbours in near_ids / near_sims (descending,
     -1 for none; overwritten), each label of each counting exp(similarity / temperature). Only
@@ -442,7 +425,7 @@ def blend_row(logits, bias, sims, k, y_indptr, y_indices, weight, temperature, n
         near_ids[j] = -1
         near_sims[j] = -np.inf
     for s in range(sims.shape[0]):
-        push_near(near_ids, near_sims, k, np.int32(s), sims[s])
+        push_topk(near_ids, near_sims, k, np.int32(s), sims[s])
     add_votes(logits, near_ids, near_sims, k, y_indptr, y_indices, weight, temperature)
 
 

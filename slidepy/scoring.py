@@ -37,12 +37,15 @@ def check_topk_out(n_rows: int, top_ids: np.ndarray, top_vals: np.ndarray) -> No
 
 @njit(cache=True)
 def push_topk(top_ids, top_vals, k, n_id, val):
-    """Insert (n_id, val) into the descending top-k lists if it beats the current k-th (so ties
-    keep the earlier id, and NaN never enters)."""
-    if not val > top_vals[k - 1]:
+    """Insert (n_id, val) into the descending top-k lists if it beats the current k-th, a tie
+    going to the lower id (so the lists do not depend on the order ids are offered in: an exact
+    scan offers them in order, the LSH candidates and the input space's neighbours as they are
+    reached); NaN never enters."""
+    last = k - 1
+    if not (val > top_vals[last] or (val == top_vals[last] and 0 <= n_id < top_ids[last])):
         return
-    j = k - 1
-    while j > 0 and top_vals[j - 1] < val:
+    j = last
+    while j > 0 and (top_vals[j - 1] < val or (top_vals[j - 1] == val and top_ids[j - 1] > n_id)):
         top_vals[j] = top_vals[j - 1]
         top_ids[j] = top_ids[j - 1]
         j -= 1
