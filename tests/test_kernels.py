@@ -260,7 +260,10 @@ def test_hidden_layer_forward_backward(dense_in):
     assert np.flatnonzero(layer.bias_touched).tolist() == [0, 1, 4]
 
 
-def test_push_topk_matches_naive_topk():
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_push_topk_matches_naive_topk(shuffled):
+    """In ascending ids, as the exact output layer pushes them, and in any order, as LSH candidates
+    and the input space's neighbours arrive: the same lists, ties to the lower id."""
     rng = np.random.default_rng(3)
     scores = np.round(rng.standard_normal((20, 9)), 1).astype(np.float32)  # rounded: many ties
     for k in (1, 4, 9, 12):
@@ -268,23 +271,8 @@ def test_push_topk_matches_naive_topk():
         for i in range(scores.shape[0]):
             ids = np.full(k, -1, np.int32)
             vals = np.full(k, -np.inf, np.float32)
-            for j in range(scores.shape[1]):  # ascending ids, as the exact output layer pushes them
-                kn.push_topk(ids, vals, k, j, scores[i, j])
-            assert ids.tolist() == want_ids[i].tolist()
-            np.testing.assert_array_equal(vals, want_vals[i])
-
-
-def test_push_topk_gives_ties_to_the_lower_id_in_any_order():
-    """LSH candidates and the input space's neighbours arrive in no particular order: the lists
-    must come out as an in-order scan makes them."""
-    rng = np.random.default_rng(4)
-    scores = np.round(rng.standard_normal((20, 9)), 1).astype(np.float32)  # rounded: many ties
-    for k in (1, 4, 9, 12):
-        want_ids, want_vals = naive.naive_topk(scores, k)
-        for i in range(scores.shape[0]):
-            ids = np.full(k, -1, np.int32)
-            vals = np.full(k, -np.inf, np.float32)
-            for j in rng.permutation(scores.shape[1]):
+            order = rng.permutation(scores.shape[1]) if shuffled else range(scores.shape[1])
+            for j in order:
                 kn.push_topk(ids, vals, k, np.int32(j), scores[i, j])
             assert ids.tolist() == want_ids[i].tolist()
             np.testing.assert_array_equal(vals, want_vals[i])
