@@ -262,6 +262,15 @@ class Neighbours(_Section):
     space: Literal["hidden", "input", "auto"] = "hidden"
 
 
+class Reranker(_Section):
+    """Per-label linear leaves over the input rows that re-rank the network's top `shortlist`
+    labels at prediction (slidepy/reranker.py), fitted on the training set when training ends;
+    weight 0 turns them off."""
+
+    weight: float = Field(0.0, ge=0, lt=1)  # the leaves' share of the blended log-score
+    shortlist: _PosInt = 50  # labels per sample the leaves score, and train against
+
+
 class ModelConfig(_Section):
     hidden: tuple[HiddenLayer, ...] = Field((HiddenLayer(size=128),), min_length=1,
                                             description="list of at least one hidden layer (int size or mapping)")
@@ -276,6 +285,7 @@ class ModelConfig(_Section):
     # resolved by the trainer and written into the run's config.yaml.
     input_scale: Annotated[float, Field(gt=0)] | Literal["auto"] = AUTO
     neighbours: Neighbours = Neighbours()
+    reranker: Reranker = Reranker()
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -13,6 +13,7 @@ Every problem with a file is a CheckpointError naming it.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
+from .reranker import EXACT_SHORTLIST_MACS, Leaves, fit_leaves, rerank, score_leaves
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -126,6 +128,7 @@ class Model:
         # whether the config names the data it trained on (files or its synthetic spec), not sets
         # handed in from Python; None: not recorded (files written before it was)
         self.data_named: bool | None = None
+        self.leaves: Leaves | None = None  # model.reranker's, fitted when training ends (fit_reranker)
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -181,7 +184,9 @@ class Model:
             engine_meta = meta.get("engine", {})
             if not isinstance(engine_meta, dict):
                 raise ValueError("malformed engine state")
+            leaves = {name: arrays.pop(name) for name in list(arrays) if name.startswith(LEAVES_PREFIX)}
             self.engine.load_state(arrays, engine_meta, source=str(path))
+            self.leaves = _leaves_from(leaves, meta.get("reranker"))
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
@@ -197,7 +202,11 @@ class Model:
             meta["train_format"] = self.train_format
         if self.data_named is not None:  # whether the CLI may rebuild the votes' bank from the config's data
             meta["data_named"] = self.data_named
-        return self.engine.state_arrays(), meta
+        arrays = self.engine.state_arrays()
+        if self.leaves is not None:  # fitted on these weights: a model file predicts as its run did
+            meta["reranker"] = {"step": self.leaves.step, "n_features": self.leaves.n_features}
+            arrays |= {LEAVES_PREFIX + name: getattr(self.leaves, name) for name in LEAVES_ARRAYS}
+        return arrays, meta
 
     def save(self, path, **progress) -> str:
         """Write a self-contained model file (weights, optimizer, tables, config) atomically."""
@@ -268,12 +277,64 @@ class Model:
         self.engine.neighbours = None
         self.bank_source = None
 
+    def reranker_due(self) -> bool:
+        """Whether model.reranker is on and its leaves are not those of the current weights."""
+        return self.config.model.reranker.weight > 0 and self.current_leaves() is None
+
+    def current_leaves(self) -> Leaves | None:
+        """The leaves, if fitted on the network's current weights (a later step's would rank by a
+        network that has moved on: evaluations along a run score without them)."""
+        leaves = self.leaves
+        return leaves if leaves is not None and leaves.step == self.engine.step else None
+
+    def fit_reranker(self, train: Dataset) -> float:
+        """Fit model.reranker's leaves on `train` against the network's own shortlists of its
+        samples: exact, or through its LSH index where exact scoring would pass
+        reranker.EXACT_SHORTLIST_MACS (slidepy/reranker.py). Returns the seconds."""
+        started = time.perf_counter()
+        self.check_input_dims(train)
+        k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+        macs = float(train.n_samples) * self.engine.n_labels * self.engine.sizes[-1][0]
+        indexed = self.engine.lsh[-1] is not None and macs > EXACT_SHORTLIST_MACS
+        ids, _, _ = self.engine.predict(train, k=k, use_lsh=indexed, votes=False)
+        self.leaves = fit_leaves(train, ids, self.engine.step, n_labels=self.engine.n_labels)
+        return time.perf_counter() - started
+
+    def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
+        """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
+        some: the network's (and votes') top model.reranker.shortlist, blended with the leaves'
+        scores (reranker.rerank); scores are then blended log-scores."""
+        leaves = self.current_leaves()
+        if leaves is None or self.config.model.reranker.weight <= 0:
+            return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
+        opts = self.config.model.reranker
+        rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        ids, scores, active = self.engine.predict(data, rows, k=min(max(k, opts.shortlist), self.engine.n_labels),
+                                                  use_lsh=use_lsh)
+        ids, scores = rerank(ids, self._log_scores(scores, use_lsh), score_leaves(leaves, data, rows, ids),
+                             opts.weight, k)
+        if ids.shape[1] < k:  # fewer labels than k: the engine's own -1 / -inf padding
+            ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        return ids, scores, active
+
+    def _log_scores(self, scores: np.ndarray, use_lsh: bool | None) -> np.ndarray:
+        """Engine.predict's scores as log-probabilities, up to a constant per sample: blended with
+        the neighbours' votes they are probabilities; else softmax logits (log-softmax less its
+        normaliser) or, under bce, each label's own logit (log-sigmoid)."""
+        scores = scores.astype(np.float64)
+        if self.engine.neighbours is not None and use_lsh is not True:  # votes blend into exact scoring only
+            return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+        if self.config.model.loss == "bce":
+            return -np.logaddexp(0.0, -scores)
+        return scores
+
     def predict(self, data: Dataset, k: int = 5, rows=None, use_lsh: bool | None = None):
         """Top-k label ids (B, k) int32 and scores (B, k) float32 for the samples `rows` of `data`
         (default: all), scored as the config says (exact unless inference: lsh) or as `use_lsh`
         forces."""
         self.check_input_dims(data)
-        ids, scores, _ = self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
+        ids, scores, _ = self._top(data, rows, k, use_lsh)
         return ids, scores
 
     def eval_rows(self, data: Dataset, subset: int | None) -> np.ndarray:
@@ -304,10 +365,27 @@ class Model:
         if self.holds_in_bank(data):  # each sample would find itself in the bank and vote its own labels
             self.engine.neighbours = None
         try:
-            top_ids, _, active = self.engine.predict(data, rows, k=max(ks))
+            top_ids, _, active = self._top(data, rows, max(ks))
         finally:
             self.engine.neighbours = bank
         sub = data.subset(rows)
         result = evaluate_topk(top_ids, sub.y_indptr, sub.y_indices, ks)
         result["eval_active_mean"] = [float(a) for a in active]
         return result
+
+
+LEAVES_PREFIX = "reranker."
+LEAVES_ARRAYS = ("indptr", "features", "weights")
+
+
+def _leaves_from(arrays: dict, meta) -> Leaves | None:
+    """A checkpoint's leaves (model.reranker), or None where it holds none."""
+    if not arrays and meta is None:
+        return None
+    if not isinstance(meta, dict) or set(arrays) != {LEAVES_PREFIX + n for n in LEAVES_ARRAYS}:
+        raise ValueError("incomplete reranker state")
+    indptr, features, weights = (arrays[LEAVES_PREFIX + n] for n in LEAVES_ARRAYS)
+    if indptr.ndim != 1 or indptr[-1] != features.shape[0] or features.shape != weights.shape:
+        raise ValueError("reranker arrays that do not fit together")
+    return Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
+                  int(meta["n_features"]), int(meta["step"]))

@@ -139,6 +139,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   and the labels, not with the run: 2.5 GB for 300,000 features and 100,000 labels, 12-16 s to
   write on the development VM, where a checkpoint at each quarter of a 2-minute run made it take
   341 s of wall time instead of 256 (bench/measured-2026-12-05/recipe-100k-labels/).
+* Re-ranking: per-label linear leaves over the input rows, fitted on the final network's own
+  shortlists, re-rank each prediction's top 50 at reranker.WEIGHT (0.1) of the log-score (see
+  reranker.py): the trees' per-label linear models beside the network's low-rank one.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ from .data import Dataset
 from .errors import ConfigError, DataError
 from .memory import estimate_for_config
 from .model import INPUT_NORM_BAND, input_scale_for
+from .reranker import WEIGHT as RERANK_WEIGHT
 
 EXACT_LABELS = 4096
 HIDDEN = 512
@@ -354,7 +358,8 @@ def describe(config, train: Dataset, recipe: dict | None = None) -> str:
             f"at dropout "
             f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "
             f"{training.lr:g} ({training.lr_schedule}), {length}, "
-            + (f"neighbours' votes at {votes:g}{space}" if votes > 0 else "no neighbours' votes"))
+            + (f"neighbours' votes at {votes:g}{space}" if votes > 0 else "no neighbours' votes")
+            + (f", re-ranked by per-label linear leaves at {model.reranker.weight:g}" if model.reranker.weight > 0 else ""))
 
 
 def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_budget_s: float | None = None,
@@ -391,7 +396,8 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
         "data": {"train": str(train_path), "test": None if test_path is None else str(test_path), "format": "auto"},
         "model": {"hidden": [HIDDEN], "dropout": dropout_for(passes), "input_scale": input_scale(train, passes),
                   "output": {"selection": output},
-                  "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n)},
+                  "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n),
+                  "reranker": {"weight": RERANK_WEIGHT}},
         "training": {"epochs": epochs, "batch_size": min(BATCH, b), "lr": learning_rate(passes), "lr_schedule": "linear",
                      "warmup_steps": warmup_steps(passes, planned_steps),
                      "optimizer": "adam", "time_budget_s": time_budget_s, "log_every": max(1, min(100, planned_steps // 50))},

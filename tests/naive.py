@@ -945,3 +945,51 @@ def assert_same_topk(ids, vals, want_ids, want_vals, rtol=1e-5, atol=1e-6):
     clear[:, :-1] &= gaps
     clear[:, 1:] &= gaps
     _blend_np.testing.assert_array_equal(ids[clear], want_ids[clear])
+
+
+# ======================================================================================
+# reranker: slow references for slidepy/reranker.py (per-label sets, a primal solver, sorted lists)
+# ======================================================================================
+
+import numpy as _leaf_np
+
+def naive_leaf_pairs(shortlists, y_indptr, y_indices, n_labels):
+    """{label: (sorted samples, positive flags)}: the samples that have each label or shortlist it."""
+    have = [set(y_indices[y_indptr[i]:y_indptr[i + 1]].tolist()) for i in range(len(y_indptr) - 1)]
+    pairs = {}
+    for label in range(n_labels):
+        rows = sorted(i for i in range(len(have)) if label in have[i] or label in set(shortlists[i].tolist()))
+        pairs[label] = (rows, [label in have[i] for i in rows])
+    return pairs
+
+
+def naive_unit_rows_with_bias(x_dense):
+    """Rows scaled to unit L2 norm (zero rows stay zero), with a last column of 1 (the bias)."""
+    norms = _leaf_np.linalg.norm(x_dense, axis=1, keepdims=True)
+    unit = x_dense / _leaf_np.where(norms > 0, norms, 1.0)
+    return _leaf_np.hstack([unit, _leaf_np.ones((x_dense.shape[0], 1))])
+
+
+def naive_l2svm(x_rows, y, cost):
+    """The L2-loss linear SVM's weights, min 0.5 |w|^2 + cost sum max(0, 1 - y w.x)^2, by L-BFGS on
+    the primal (smooth and strictly convex): another road to the optimum dual descent reaches."""
+    from scipy.optimize import minimize
+
+    def objective(w):
+        margin = _leaf_np.maximum(0.0, 1.0 - y * (x_rows @ w))
+        return 0.5 * w @ w + cost * margin @ margin, w - 2.0 * cost * (x_rows.T @ (y * margin))
+
+    return minimize(objective, _leaf_np.zeros(x_rows.shape[1]), jac=True, method="L-BFGS-B",
+                    options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 10000}).x
+
+
+def naive_rerank(ids, log_scores, leaf_scores, weight, k):
+    """Top k by (1 - weight) log_score - weight max(1 - leaf, 0)^3, shortlist order breaking ties."""
+    out_ids, out_scores = [], []
+    for i in range(ids.shape[0]):
+        blended = [(-_leaf_np.inf if ids[i, j] < 0 else (1 - weight) * float(log_scores[i, j])
+                    - weight * max(1.0 - float(leaf_scores[i, j]), 0.0) ** 3, j) for j in range(ids.shape[1])]
+        best = sorted(blended, key=lambda t: (-t[0], t[1]))[:k]
+        out_ids.append([ids[i, j] for _, j in best])
+        out_scores.append([s for s, _ in best])
+    return _leaf_np.array(out_ids), _leaf_np.array(out_scores)

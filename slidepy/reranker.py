@@ -1,0 +1,307 @@
+"""Per-label linear leaves over the input rows that re-rank the network's shortlist at prediction,
+as the tree classifiers' leaves rank the labels their matcher picked (PECOS XR-Linear, Omikuji).
+
+Why. The network scores every label through one hidden layer of D units: a rank-D view of the
+feature -> label association. The trees' per-label linear models fit it feature by feature, and
+on a label's own rare features they win. Trained on the network's own hard negatives, a linear
+leaf per label corrects the network where it is unsure, at the cost of a sparse dot product for
+each of a sample's K shortlisted labels.
+
+What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent, as
+liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
+the training samples that have l (positives) or whose network shortlist of K labels holds it
+(negatives the network confuses with l): the matcher-aware negatives of XR-Transformer. The
+shortlists come from the network's own exact scoring of the training set, or through its LSH
+index where that would cost more than EXACT_SHORTLIST_MACS. Weights under
+PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
+
+At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
+post-processor, 1 at the margin and beyond) and its score is (1 - weight) x log(network score) +
+weight x log of that: a geometric blend, so a leaf can demote a label the network is unsure of
+but not lift one it ruled out. Measured on DebianDeps' recipe network (5,000 test samples, P@1 /
+P@3 / P@5; network with its votes 0.7576 / 0.5227 / 0.4056): weight 0.05 0.7628 / 0.5283 / 0.4092,
+0.1 0.7674 / 0.5300 / 0.4120, 0.15 0.7712 / 0.5309 / 0.4108, 0.3 0.7690 / 0.5232 / 0.4001; the
+leaves alone 0.5600. On a generated bag of item ids (bench/measured-2026-12-07/transfer-items-tags/,
+network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 / 0.2495 / 0.1594. So WEIGHT 0.1, where P@5 held on
+both. Leaves trained against the samples of the label's k-means cluster instead of the shortlists
+(PECOS' own negatives) added 0.2-0.3 P@1 on DebianDeps: the network's confusions are the
+negatives that matter (bench/measured-2026-12-07/reranker/).
+
+Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
+`fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
+`fit_leaf` (one label's coordinate descent); `score_leaves` -> `score_leaves_rows` (parallel over
+samples) -> `score_leaf_row` (one sample's shortlist).
+
+Shapes: B samples, F input features, N labels, K labels shortlisted per sample, P (label,
+sample) pairs a block of labels trains on, E leaf weights kept.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .constants import INTERNAL
+
+WEIGHT = 0.1  # the leaves' share of the blended log-score (see above)
+SHORTLIST = 50  # K: labels a sample's leaves score, in training (its negatives) and at prediction
+COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
+PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
+TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger (liblinear's eps)
+MAX_PASSES = 20  # over a label's samples at most; most labels stop within a few
+BLOCK_PAIRS = 1 << 23  # (label, sample) pairs fitted at once: bounds the block's weight buffers
+BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
+# The training shortlists come from exact scoring up to this many multiply-adds (B x N x D), past
+# it from the LSH index: on DebianDeps (44,606 x 22,875 x 512, 5.2 x 10^11) exact took 7.8 s on
+# 2 cores and its leaves added 0.7 P@1 / 0.6 P@5 at WEIGHT; the index's shortlists took 2 s and
+# added 0.3 / 0.5 (it misses some of the labels the network confuses, the negatives that matter).
+EXACT_SHORTLIST_MACS = 1e12
+
+
+class Leaves(NamedTuple):
+    """Per-label sparse linear weights, CSR by label; feature id F is the bias."""
+
+    indptr: np.ndarray  # (N + 1,) int64
+    features: np.ndarray  # (E,) int32, feature ids within each label ascending, F last (the bias)
+    weights: np.ndarray  # (E,) float32
+    n_features: int  # F
+    step: int  # the training step of the network whose shortlists trained them
+
+
+def unit_scales(x_indptr: np.ndarray, x_values: np.ndarray) -> np.ndarray:
+    """(B,) float32 1 / L2 norm of each row (1 for an all-zero row): the leaves see unit rows."""
+    sq = np.zeros(x_indptr.shape[0] - 1, np.float64)
+    counts = np.diff(x_indptr)
+    if x_values.shape[0]:
+        sq[counts > 0] = np.add.reduceat(np.square(x_values, dtype=np.float64), x_indptr[:-1][counts > 0])
+    norms = np.sqrt(sq)
+    norms[norms == 0] = 1.0
+    return (1.0 / norms).astype(np.float32)
+
+
+# -- fitting --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, **INTERNAL)
+def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, diag, cost, tolerance, max_passes):
+    """One label's L2-loss SVM by dual coordinate descent over its training `rows` in order
+    (cyclic, so runs repeat exactly); `positive` (rows,) bool; w (F + 1,) float32 zero on entry,
+    the bias last. Each step solves for one sample's dual variable alpha in closed form, clipped at
+    0, and moves w by the change: y (alpha_new - alpha_old) x."""
+    n = rows.shape[0]
+    bias = w.shape[0] - 1
+    half_inv_c = 0.5 / cost
+    for i in range(n):
+        r = rows[i]
+        sq = BIAS_VALUE * BIAS_VALUE
+        for p in range(x_indptr[r], x_indptr[r + 1]):
+            v = x_values[p] * scales[r]
+            sq += v * v
+        diag[i] = sq + half_inv_c
+        alpha[i] = 0.0
+    for _ in range(max_passes):
+        largest = 0.0
+        for i in range(n):
+            r = rows[i]
+            y = 1.0 if positive[i] else -1.0
+            s = w[bias] * BIAS_VALUE
+            for p in range(x_indptr[r], x_indptr[r + 1]):
+                s += w[x_indices[p]] * x_values[p] * scales[r]
+            g = y * s - 1.0 + half_inv_c * alpha[i]
+            pg = g if alpha[i] > 0.0 else min(g, 0.0)
+            largest = max(largest, abs(pg))
+            if pg != 0.0:
+                old = alpha[i]
+                alpha[i] = max(old - g / diag[i], 0.0)
+                step = (alpha[i] - old) * y
+                for p in range(x_indptr[r], x_indptr[r + 1]):
+                    w[x_indices[p]] += step * x_values[p] * scales[r]
+                w[bias] += step * BIAS_VALUE
+        if largest < tolerance:
+            break
+
+
+@njit(parallel=True, cache=True)
+def fit_leaves_block(labels, pair_indptr, pair_rows, pair_positive, x_indptr, x_indices, x_values, scales,
+                     n_features, out_indptr, out_features, out_weights, out_counts, n_chunks, cost, threshold,
+                     tolerance, max_passes):
+    """Fit the leaves of `labels` (the block's, local index j): label j trains on
+    pair_rows[pair_indptr[j]:pair_indptr[j + 1]] (ascending samples; pair_positive marks its
+    positives) and writes its kept weights from out_indptr[j] (room for every distinct feature of
+    its rows, plus the bias), their count into out_counts[j]. Thread chunk c takes labels c,
+    c + n_chunks, ...: a label's cost is its pairs, and neighbouring labels' are alike."""
+    n_block = labels.shape[0]
+    most = 0
+    for j in range(n_block):
+        most = max(most, pair_indptr[j + 1] - pair_indptr[j])
+    for c in prange(n_chunks):
+        w = np.zeros(n_features + 1, np.float32)
+        seen = np.full(n_features, -1, np.int64)
+        alpha = np.zeros(most, np.float64)
+        diag = np.zeros(most, np.float64)
+        for j in range(c, n_block, n_chunks):
+            lo, hi = pair_indptr[j], pair_indptr[j + 1]
+            rows = pair_rows[lo:hi]
+            fit_leaf(rows, pair_positive[lo:hi], x_indptr, x_indices, x_values, scales, w, alpha, diag, cost,
+                     tolerance, max_passes)
+            # keep the weights above the threshold, resetting w for the next label as they are read
+            at = out_indptr[j]
+            for i in range(rows.shape[0]):
+                r = rows[i]
+                for p in range(x_indptr[r], x_indptr[r + 1]):
+                    f = x_indices[p]
+                    if seen[f] != j:
+                        seen[f] = j
+                        if abs(w[f]) > threshold:
+                            out_features[at] = f
+                            out_weights[at] = w[f]
+                            at += 1
+                        w[f] = 0.0
+            out_features[at] = n_features
+            out_weights[at] = w[n_features]
+            w[n_features] = 0.0
+            out_counts[j] = at + 1 - out_indptr[j]
+
+
+def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray,
+                   n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr (N + 1,) int64, rows (P,) int64, positive (P,) bool): for each label, the samples
+    that have it or hold it in their shortlist (B, K) (-1 pads), ascending, each once."""
+    b = shortlists.shape[0]
+    listed = shortlists >= 0
+    keys = np.concatenate([  # label x B + sample: positives first, so a stable sort puts them first in a run
+        y_indices.astype(np.int64) * b + np.repeat(np.arange(b, dtype=np.int64), np.diff(y_indptr)),
+        shortlists[listed].astype(np.int64) * b + np.nonzero(listed)[0]])
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.ones(keys.shape[0], bool)
+    first[1:] = keys[1:] != keys[:-1]
+    positive = (order < y_indices.shape[0])[first]
+    labels, rows = np.divmod(keys[first], b)
+    indptr = np.zeros(n_labels + 1, np.int64)
+    indptr[1:] = np.cumsum(np.bincount(labels, minlength=n_labels))
+    return indptr, rows, positive
+
+
+def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None = None, cost: float = COST,
+               threshold: float = PRUNE_THRESHOLD, tolerance: float = TOLERANCE, max_passes: int = MAX_PASSES,
+               threads: int | None = None) -> Leaves:
+    """Leaves for the N labels (n_labels, default `train`'s (a Dataset)), each trained on its
+    positives and the samples whose shortlist (B, K) int32 of network picks (-1 pads) holds it;
+    `step` records which network's shortlists they learnt from."""
+    b, n_features = train.n_samples, train.n_features
+    if shortlists.ndim != 2 or shortlists.shape[0] != b:
+        raise ValueError(f"shortlists must be (B={b}, K), got {shortlists.shape}")
+    if not cost > 0:
+        raise ValueError(f"cost must be > 0, got {cost}")
+    n_labels = int(max(n_labels or 0, train.n_labels, shortlists.max(initial=-1) + 1))
+    pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels)
+    scales = unit_scales(train.x_indptr, train.x_values)
+    row_nnz = np.diff(train.x_indptr)
+    room = np.zeros(n_labels, np.int64)  # each label's distinct features are at most its rows' non-zeros
+    has_pairs = np.diff(pair_indptr) > 0
+    if pair_rows.shape[0]:
+        room[has_pairs] = np.add.reduceat(row_nnz[pair_rows], pair_indptr[:-1][has_pairs])
+    room += 1  # the bias
+    n_chunks = 4 * (threads or numba.get_num_threads())  # finer than the threads: labels' costs differ
+    counts = np.zeros(n_labels, np.int64)
+    kept_features, kept_weights = [], []
+    start = 0
+    while start < n_labels:  # blocks of labels whose room fits BLOCK_PAIRS-sized buffers
+        end = start + 1 + int(np.searchsorted(np.cumsum(room[start + 1:]), BLOCK_PAIRS, side="right"))
+        end = min(end, n_labels)
+        out_indptr = np.zeros(end - start + 1, np.int64)
+        out_indptr[1:] = np.cumsum(room[start:end])
+        out_features = np.empty(out_indptr[-1], np.int32)
+        out_weights = np.empty(out_indptr[-1], np.float32)
+        lo, hi = pair_indptr[start], pair_indptr[end]
+        fit_leaves_block(np.arange(start, end, dtype=np.int64), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
+                         positive[lo:hi], train.x_indptr, train.x_indices, train.x_values, scales, np.int64(n_features),
+                         out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
+                         np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes))
+        keep = np.repeat(out_indptr[:-1], counts[start:end]) + _ranks(counts[start:end])
+        order = _feature_order(out_features[keep], counts[start:end])
+        kept_features.append(out_features[keep][order])
+        kept_weights.append(out_weights[keep][order])
+        start = end
+    indptr = np.zeros(n_labels + 1, np.int64)
+    indptr[1:] = np.cumsum(counts)
+    return Leaves(indptr, np.concatenate(kept_features) if kept_features else np.zeros(0, np.int32),
+                  np.concatenate(kept_weights) if kept_weights else np.zeros(0, np.float32), int(n_features), int(step))
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., counts[0] - 1, 0, 1, ..., counts[1] - 1, ...: each entry's place in its group."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _feature_order(features: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The order that sorts each label's kept features ascending (the bias, id F, last)."""
+    group = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+    return np.lexsort((features, group))
+
+
+# -- scoring --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, **INTERNAL)
+def score_leaf_row(x_indices, x_values, scale, ids, indptr, features, weights, dense, out):
+    """One sample's leaf scores for its shortlisted `ids` (-1: none, scored -inf) into out, its
+    unit row scattered into `dense` (F + 1,) zeros for the duration (the bias at F)."""
+    bias = dense.shape[0] - 1
+    for p in range(x_indices.shape[0]):
+        dense[x_indices[p]] = x_values[p] * scale
+    dense[bias] = BIAS_VALUE
+    for j in range(ids.shape[0]):
+        label = ids[j]
+        if label < 0 or label + 1 >= indptr.shape[0]:
+            out[j] = -np.inf
+            continue
+        s = 0.0
+        for p in range(indptr[label], indptr[label + 1]):
+            s += weights[p] * dense[features[p]]
+        out[j] = s
+    for p in range(x_indices.shape[0]):
+        dense[x_indices[p]] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def score_leaves_rows(x_indptr, x_indices, x_values, rows, scales, ids, indptr, features, weights, n_features, out):
+    """Leaf scores (B, K) of samples `rows` for their shortlists ids (B, K)."""
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        dense = np.zeros(n_features + 1, np.float32)
+        lo, hi = x_indptr[r], x_indptr[r + 1]
+        score_leaf_row(x_indices[lo:hi], x_values[lo:hi], scales[i], ids[i], indptr, features, weights, dense, out[i])
+
+
+def score_leaves(leaves: Leaves, data, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(B, K) float32 leaf scores of `data`'s samples `rows` for their shortlisted label ids (B, K)
+    int32 (-1 pads: -inf). Features beyond the leaves' F take no part (no leaf has seen them)."""
+    rows = np.asarray(rows, np.int64)
+    if ids.shape[0] != rows.shape[0]:
+        raise ValueError(f"ids has {ids.shape[0]} rows for {rows.shape[0]} samples")
+    scales = unit_scales(data.x_indptr, data.x_values)[rows]
+    out = np.empty(ids.shape, np.float32)
+    x_indices = data.x_indices
+    if data.n_features > leaves.n_features:  # unseen features: leave them out of the dot products
+        x_indices = np.where(x_indices < leaves.n_features, x_indices, leaves.n_features).astype(np.int32)
+    score_leaves_rows(data.x_indptr, x_indices, data.x_values, rows, scales, np.ascontiguousarray(ids, np.int32),
+                      leaves.indptr, leaves.features, leaves.weights, np.int64(leaves.n_features), out)
+    return out
+
+
+def rerank(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, weight: float,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top k (ids, blended log-scores) of shortlists ids (B, K), each label scored
+    (1 - weight) log_score + weight log(exp(-max(1 - leaf, 0)^3)); ties keep the shortlist's order."""
+    hinge = np.maximum(1.0 - leaf_scores.astype(np.float64), 0.0)
+    blended = (1.0 - weight) * log_scores.astype(np.float64) - weight * hinge ** 3
+    blended[ids < 0] = -np.inf
+    order = np.argsort(-blended, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(blended, order, 1).astype(np.float32)

@@ -1,0 +1,148 @@
+"""slidepy/reranker.py: the leaves' training pairs, their SVM solution, their scores and the
+re-ranking against NumPy/SciPy references; then the leaves in a run, a model file and `evaluate`."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from naive import naive_l2svm, naive_leaf_pairs, naive_rerank, naive_unit_rows_with_bias
+from slidepy import Trainer, load_config
+from slidepy.cli import main
+from slidepy.data import Dataset, write_dataset
+from slidepy.errors import ConfigError
+from slidepy.model import Model
+from slidepy.reranker import fit_leaves, rerank, score_leaves, training_pairs
+
+
+def random_set(rng, n, n_features, n_labels, density=0.3, zero_rows=()):
+    dense = (rng.random((n, n_features)) * (rng.random((n, n_features)) < density)).astype(np.float32)
+    dense[list(zero_rows)] = 0.0
+    rows, cols = np.nonzero(dense)
+    x_indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(axis=1))]).astype(np.int64)
+    labels = [rng.choice(n_labels, rng.integers(1, 3), replace=False) for _ in range(n)]
+    y_indptr = np.concatenate([[0], np.cumsum([len(ls) for ls in labels])]).astype(np.int64)
+    y_indices = np.concatenate(labels).astype(np.int32)
+    data = Dataset(x_indptr, cols.astype(np.int32), dense[rows, cols], y_indptr, y_indices, n_features, n_labels)
+    return data, dense
+
+
+def random_shortlists(rng, n, n_labels, k):
+    short = np.stack([rng.choice(n_labels, k, replace=False) for _ in range(n)]).astype(np.int32)
+    short[0, -2:] = -1  # padding, as when a layer has fewer labels than k
+    return short
+
+
+def test_training_pairs_match_the_reference():
+    rng = np.random.default_rng(0)
+    data, _ = random_set(rng, 30, 12, 9)
+    short = random_shortlists(rng, 30, 9, 4)
+    indptr, rows, positive = training_pairs(short, data.y_indptr, data.y_indices, 9)
+    for label, (want_rows, want_pos) in naive_leaf_pairs(short, data.y_indptr, data.y_indices, 9).items():
+        assert rows[indptr[label]:indptr[label + 1]].tolist() == want_rows
+        assert positive[indptr[label]:indptr[label + 1]].tolist() == want_pos
+
+
+def test_each_leaf_is_the_l2_svm_optimum_on_unit_rows():
+    """Without pruning and run to convergence, dual coordinate descent reaches the primal optimum
+    that L-BFGS finds on the same samples (unit rows, a bias feature, zero rows included)."""
+    rng = np.random.default_rng(1)
+    data, dense = random_set(rng, 40, 10, 6, zero_rows=(3,))
+    short = random_shortlists(rng, 40, 6, 3)
+    leaves = fit_leaves(data, short, step=7, cost=0.7, threshold=0.0, tolerance=1e-9, max_passes=100_000)
+    assert leaves.step == 7 and leaves.n_features == 10
+    x = naive_unit_rows_with_bias(dense.astype(np.float64))
+    for label, (rows, pos) in naive_leaf_pairs(short, data.y_indptr, data.y_indices, 6).items():
+        want = naive_l2svm(x[rows], np.where(pos, 1.0, -1.0), 0.7)
+        got = np.zeros(11)
+        span = slice(leaves.indptr[label], leaves.indptr[label + 1])
+        got[leaves.features[span]] = leaves.weights[span]
+        assert leaves.features[span][-1] == 10  # the bias last, the features ascending before it
+        assert np.all(np.diff(leaves.features[span]) > 0)
+        np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_pruning_keeps_the_large_weights_and_the_bias():
+    rng = np.random.default_rng(2)
+    data, _ = random_set(rng, 60, 15, 5)
+    short = random_shortlists(rng, 60, 5, 2)
+    full = fit_leaves(data, short, step=0, threshold=0.0)
+    pruned = fit_leaves(data, short, step=0, threshold=0.1)
+    for label in range(5):
+        f_full = full.features[full.indptr[label]:full.indptr[label + 1]]
+        w_full = full.weights[full.indptr[label]:full.indptr[label + 1]]
+        keep = (np.abs(w_full) > 0.1) | (f_full == 15)
+        span = slice(pruned.indptr[label], pruned.indptr[label + 1])
+        assert pruned.features[span].tolist() == f_full[keep].tolist()
+        np.testing.assert_array_equal(pruned.weights[span], w_full[keep])
+    assert pruned.weights.shape[0] < full.weights.shape[0]
+
+
+def test_leaf_scores_match_the_dense_product():
+    rng = np.random.default_rng(3)
+    data, dense = random_set(rng, 25, 8, 7, zero_rows=(0,))
+    short = random_shortlists(rng, 25, 7, 4)
+    leaves = fit_leaves(data, short, step=0, threshold=0.05)
+    w = np.zeros((7, 9))
+    for label in range(7):
+        span = slice(leaves.indptr[label], leaves.indptr[label + 1])
+        w[label, leaves.features[span]] = leaves.weights[span]
+    rows = np.array([4, 0, 24, 4, 9], np.int64)
+    ids = short[[1, 0, 5, 2, 3]]  # row 0's shortlist has -1 pads
+    got = score_leaves(leaves, data, rows, ids)
+    x = naive_unit_rows_with_bias(dense.astype(np.float64))[rows]
+    want = np.where(ids >= 0, np.einsum("bf,bkf->bk", x, w[np.maximum(ids, 0)]), -np.inf)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.1, 0.5, 0.9])
+def test_rerank_matches_the_reference(weight):
+    rng = np.random.default_rng(4)
+    ids = np.stack([rng.permutation(20)[:8] for _ in range(6)]).astype(np.int32)
+    ids[2, -3:] = -1
+    log_scores = np.round(rng.standard_normal((6, 8)), 1).astype(np.float32)  # ties among them
+    leaf = np.round(rng.standard_normal((6, 8)) * 2, 1).astype(np.float32)
+    got_ids, got_scores = rerank(ids, log_scores, leaf, weight, 5)
+    want_ids, want_scores = naive_rerank(ids, log_scores, leaf, weight, 5)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+    assert np.all(got_ids[2, :5] >= 0)  # padding sorts last
+
+
+def test_reranker_config_is_checked():
+    with pytest.raises(ConfigError, match="reranker.weight"):
+        load_config({"model": {"reranker": {"weight": 1.0}}})
+    with pytest.raises(ConfigError, match="reranker.shortlist"):
+        load_config({"model": {"reranker": {"weight": 0.1, "shortlist": 0}}})
+
+
+def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, tmp_path, one_thread):
+    """The leaves are fitted on the final weights and saved beside them; the final evaluation ranks
+    with them (differently from the network alone), `evaluate` on the saved model gives the same
+    figures, and leaves of an earlier step are not used once the network moves on."""
+    tiny_config["model"]["reranker"] = {"weight": 0.5, "shortlist": 20}
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    final = trainer.fit()
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    fitted = [r for r in records if r["event"] == "reranker"]
+    assert len(fitted) == 1 and fitted[0]["step"] == final["step"] and fitted[0]["reranker_weights"] > 150
+    model = trainer.model
+    assert model.current_leaves() is not None
+    test = trainer.test_data
+    with_leaves = model.predict(test, k=5)[0]
+    leaves, model.leaves = model.leaves, None
+    alone = model.predict(test, k=5)[0]
+    model.leaves = leaves
+    assert (with_leaves != alone).any()
+    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("*.npz"))[-1]
+    loaded, _ = Model.load(checkpoint)
+    np.testing.assert_array_equal(loaded.predict(test, k=5)[0], with_leaves)
+    write_dataset(test, tmp_path / "test.txt")
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt"),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+    loaded.engine.step += 1  # as if trained on: the leaves no longer match the network
+    assert loaded.current_leaves() is None and loaded.reranker_due()
+    np.testing.assert_array_equal(loaded.predict(test, k=5)[0], alone)
