@@ -444,6 +444,11 @@ class Worker:
         the whole test set at the end (final), as a single process scores them."""
         return self.trainer._eval_record(final=final)
 
+    def fit_reranker(self) -> bool:
+        """model.reranker's leaves for rank 0's final weights (Trainer._fit_reranker); True if
+        fitted now, for the driver to save them."""
+        return self.trainer._fit_reranker()
+
     def checkpoint(self, round_seconds: float | None = None, eval_seconds_along: float | None = None) -> str:
         """Save rank 0's replica with the driver's clock of the run and its evaluations' seconds."""
         self.check_weights()  # no checkpoint ever holds NaN/inf
@@ -754,6 +759,10 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             checkpoints.saved(seconds_before + loop_seconds)
             return path
 
+        def fit_leaves() -> None:  # model.reranker's, for the final weights, saved beside them
+            if group.get([lead.fit_reranker.remote()], [0], "fitting the re-ranking leaves", grace=False)[0]:
+                save(f"writing the checkpoint of step {step} with its re-ranking leaves")
+
         try:
             while not over():
                 # A round ends at the next sync point, epoch end, eval, checkpoint or the last step.
@@ -822,6 +831,8 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                 final = over()  # where the run ends it is the final, whole-set one (Trainer._eval_along)
                 if final and last_saved != step:  # saved before the final evaluation, as Trainer.fit saves
                     save(f"writing the checkpoint of step {step}")
+                if final:
+                    fit_leaves()
                 if ((ev and step % ev == 0) or (not ev and b == 0)) and (
                         final or eval_along_due(cfg.eval.max_share, eval_along, seconds_before + loop_seconds)):
                     last_eval = group.get([lead.evaluate.remote(final)], [0], f"evaluating at step {step}",
@@ -840,6 +851,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
                                           f"{path}; {hint}", path, stop_signal[0])
             if last_saved != step:  # before the final evaluation (a scheduler's SIGKILL may cut it short)
                 save(f"writing the checkpoint of step {step}")
+            fit_leaves()
             if not last_eval or last_eval.get("step") != step or not last_eval.get("complete", True):
                 last_eval = group.get([lead.evaluate.remote(True)], [0], f"evaluating at step {step}",
                                       grace=False)[0]

@@ -302,8 +302,8 @@ class Model:
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
-        some: the network's (and votes') top model.reranker.shortlist, blended with the leaves'
-        scores (reranker.rerank); scores are then blended log-scores."""
+        some: the network's (and votes') top max(k, model.reranker.shortlist) labels, blended with
+        the leaves' scores (reranker.rerank); scores are then blended log-scores."""
         leaves = self.current_leaves()
         if leaves is None or self.config.model.reranker.weight <= 0:
             return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)

@@ -177,7 +177,8 @@ class Trainer:
                     else:  # resumed from a checkpoint that an older version wrote before its epoch's end
                         self._end_epoch()
                 self._save_final()
-                self._fit_reranker()
+                if self._fit_reranker() and self.save_final:  # the leaves join the final weights' file
+                    self.checkpoint()
                 # the final weights' bank stays for predict: an evaluation at the last planned step
                 # keeps its own (_eval_record); any other ends with one more evaluation, and one
                 # already made (a finished run resumed) only needs its bank again
@@ -279,7 +280,8 @@ class Trainer:
             if not self._finite():  # rolled back: the run goes on from the restored step
                 return
             self._save_final()  # as fit() saves before its final evaluation: the training is kept first
-            self._fit_reranker()
+            if self._fit_reranker() and self.save_final:
+                self.checkpoint()
             self.last_eval = self._eval_record(final=True)
             return
         if not eval_along_due(self.config.eval.max_share, self.eval_seconds_along,
@@ -350,11 +352,11 @@ class Trainer:
         if self.save_final and self._last_saved_step != self.step:
             self.checkpoint()
 
-    def _fit_reranker(self) -> None:
-        """model.reranker's leaves for the final weights (Model.fit_reranker), recorded, then
-        saved into the final checkpoint beside them (the training itself was saved first)."""
+    def _fit_reranker(self) -> bool:
+        """model.reranker's leaves for the final weights (Model.fit_reranker), recorded; True if
+        fitted now (the caller saves them beside the weights, which were saved first)."""
         if not self.model.reranker_due():
-            return
+            return False
         self._bar.set_description_str("fitting the re-ranking leaves")
         try:
             seconds = self.model.fit_reranker(self.train_data)
@@ -362,8 +364,7 @@ class Trainer:
             self._bar.set_description_str("")
         self._record("reranker", reranker_seconds=round(seconds, 3),
                      reranker_weights=int(self.model.leaves.weights.shape[0]))
-        if self.save_final:
-            self.checkpoint()
+        return True
 
     def checkpoint(self) -> str:
         """Save `<run_dir>/checkpoints/step-N.npz` and prune old ones. A failed write (disk full,

@@ -953,6 +953,7 @@ def assert_same_topk(ids, vals, want_ids, want_vals, rtol=1e-5, atol=1e-6):
 
 import numpy as _leaf_np
 
+
 def naive_leaf_pairs(shortlists, y_indptr, y_indices, n_labels):
     """{label: (sorted samples, positive flags)}: the samples that have each label or shortlist it."""
     have = [set(y_indices[y_indptr[i]:y_indptr[i + 1]].tolist()) for i in range(len(y_indptr) - 1)]

@@ -561,6 +561,24 @@ def test_the_bench_scores_p_at_1_3_and_5_whatever_the_config_asks(tmp_path):
     assert 0.0 < out["P@3"] <= 2 / 3 and 0.0 < out["P@5"] <= 2 / 5
 
 
+def test_the_bench_ends_a_run_with_its_leaves_on_the_clock(tmp_path):
+    """A config with model.reranker ends as `slidepy train` ends it: the leaves are fitted for the
+    final weights, their seconds join the training time, and the last curve point is re-ranked."""
+    from slidepy import make_synthetic
+
+    cfg = tmp_path / "leaves.yaml"
+    cfg.write_text("model:\n  hidden: [16]\n  output:\n    selection:\n      mode: all\n  reranker:\n    weight: 0.3\n"
+                   "training:\n  epochs: 1\n  batch_size: 32\n  lr: 0.01\n  log_every: 5\n")
+    train, test = make_synthetic(n_train=64, n_test=16, n_features=30, n_labels=12, nnz_per_sample=4,
+                                 labels_per_sample=(1, 2), seed=0)
+    out = worker._accuracy_slidepy("all", train, test, {"threads": 1, "config_path": str(cfg), "epochs": 1,
+                                                        "evals": 1})
+    before, last = out["curve"][-2], out["curve"][-1]
+    assert last["reranked"] and last["step"] == before["step"] and out["leaves_seconds"] > 0
+    assert last["train_seconds"] == pytest.approx(before["train_seconds"] + out["leaves_seconds"])
+    assert out["train_seconds"] == last["train_seconds"] and out["P@1"] == last["P@1"]
+
+
 @pytest.mark.slow
 def test_bench_tiny_end_to_end(tmp_path):
     # lsh from a config file (the path a shipped config takes), random and all from the bench's

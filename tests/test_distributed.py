@@ -325,11 +325,13 @@ def test_sigterm_on_the_driver_saves_and_stops_the_group(tmp_path):
 @pytest.mark.slow
 def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
     """With one worker the group is the plain trainer plus Ray plumbing: bit-identical weights,
-    the learning-rate schedule (warm-up, linear decay) included."""
+    the learning-rate schedule (warm-up, linear decay) included, and the same re-ranking leaves
+    fitted at the end and saved beside them."""
     from slidepy.distributed import train_distributed
 
     raw = copy.deepcopy(TINY)
     raw["training"].update(deterministic=True, epochs=2, lr_schedule="linear", warmup_steps=5)
+    raw["model"]["reranker"] = {"weight": 0.3, "shortlist": 20}
     raw["eval"]["subset"] = 40  # the epoch-end evaluations score a subset; the final one all of it
     raw["output"]["run_dir"] = str(tmp_path / "single")
     single = Trainer(config_from_dict(raw), progress=False)
@@ -347,6 +349,9 @@ def test_one_deterministic_worker_matches_the_single_process_run(tmp_path):
     arrays, _ = load_checkpoint(list_checkpoints(tmp_path / "ray")[-1][1])
     for l, layer in enumerate(single.engine.layers):
         np.testing.assert_array_equal(arrays[f"layer{l}.weights"], layer.weights)
+    fitted = [(r["event"], r["step"]) for r in _records(tmp_path / "ray") if r["event"] == "reranker"]
+    assert fitted == [("reranker", single.step)] and single.model.leaves is not None
+    np.testing.assert_array_equal(arrays["reranker.weights"], single.model.leaves.weights)
 
 
 @needs_ray

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from naive import naive_l2svm, naive_leaf_pairs, naive_rerank, naive_unit_rows_with_bias
+
 from slidepy import Trainer, load_config
 from slidepy.cli import main
 from slidepy.data import Dataset, write_dataset
@@ -124,7 +124,7 @@ def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, 
     tiny_config["model"]["reranker"] = {"weight": 0.5, "shortlist": 20}
     trainer = Trainer(load_config(tiny_config), progress=False)
     final = trainer.fit()
-    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     fitted = [r for r in records if r["event"] == "reranker"]
     assert len(fitted) == 1 and fitted[0]["step"] == final["step"] and fitted[0]["reranker_weights"] > 150
     model = trainer.model
@@ -135,7 +135,7 @@ def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, 
     alone = model.predict(test, k=5)[0]
     model.leaves = leaves
     assert (with_leaves != alone).any()
-    checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("*.npz"))[-1]
+    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
     loaded, _ = Model.load(checkpoint)
     np.testing.assert_array_equal(loaded.predict(test, k=5)[0], with_leaves)
     write_dataset(test, tmp_path / "test.txt")

@@ -83,6 +83,7 @@ class SlidepyRunner:
         self.steps = 0
         self.samples = 0
         self.active_sum = np.zeros(self.engine.n_layers)
+        self.leaves_seconds = 0.0  # model.reranker's fit at the end (fit_leaves)
 
     def plan(self, total_steps: int) -> None:
         """Tell the trainer how many steps this run will take, as Trainer.fit does before its loop:
@@ -95,8 +96,18 @@ class SlidepyRunner:
     def train_seconds(self) -> float:
         """Training seconds so far: steps plus table rebuilds (what a time budget counts) plus the
         index's first build, when the engine was made: the trees' timings hold their own index
-        builds (PECOS' clustering, Omikuji's tree), so slidepy's must hold its own."""
-        return self.trainer.budget_seconds + self.engine.index_build_seconds
+        builds (PECOS' clustering, Omikuji's tree), so slidepy's must hold its own; and the
+        re-ranking leaves' fit, once made (as the trees' times hold their leaves')."""
+        return self.trainer.budget_seconds + self.engine.index_build_seconds + self.leaves_seconds
+
+    def fit_leaves(self) -> bool:
+        """Fit model.reranker's leaves for the final weights, as `slidepy train` ends its run
+        (Trainer.fit); False where the config has none."""
+        model = self.trainer.model
+        if not model.reranker_due():
+            return False
+        self.leaves_seconds += model.fit_reranker(self.train)
+        return True
 
     def step(self, traffic: dict | None = None) -> float:
         """One training step + scheduled rebuild; returns its seconds (step + rebuild)."""
@@ -264,6 +275,12 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
         if over:
             stopped = f"stopped at {max_seconds:g} training seconds (step {s} of {total})"
             break
+    if runner.fit_leaves():  # the run's final point: its network re-ranked by the leaves, their fit on the clock
+        t0 = time.perf_counter()
+        m = runner.evaluate()
+        eval_seconds += time.perf_counter() - t0
+        curve.append({"step": runner.steps, "epoch": runner.steps / spe, "train_seconds": runner.train_seconds,
+                      "reranked": True, **{k: m[k] for k in ("P@1", "P@3", "P@5")}})
     tm = runner.timings()
     # the curve's clock (steps + rebuilds + the first index build): the trees' seconds hold their
     # own index builds, and a time to accuracy read off the curve must not exceed the run's time
@@ -272,6 +289,7 @@ def _accuracy_slidepy(system, train, test, spec) -> dict:
     out = {"system": system, "steps": runner.steps, "epochs": runner.steps / spe, "steps_per_epoch": spe,
            "train_seconds": train_s, "samples_per_s": runner.samples / train_s if train_s else float("nan"),
            "compile_seconds": runner.compile_seconds, "build_seconds": runner.build_seconds,
+           "leaves_seconds": runner.leaves_seconds,
            "eval_seconds": eval_seconds, "curve": curve, "stopped": stopped,
            "active_mean": (runner.active_sum / max(1, runner.steps)).tolist(),
            "time_share": {k: tm[k] / train_s for k in ("kernel", "optimizer", "rebuild", "index_build")}
