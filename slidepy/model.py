@@ -203,9 +203,10 @@ class Model:
         if self.data_named is not None:  # whether the CLI may rebuild the votes' bank from the config's data
             meta["data_named"] = self.data_named
         arrays = self.engine.state_arrays()
-        if self.leaves is not None:  # fitted on these weights: a model file predicts as its run did
-            meta["reranker"] = {"step": self.leaves.step, "n_features": self.leaves.n_features}
-            arrays |= {LEAVES_PREFIX + name: getattr(self.leaves, name) for name in LEAVES_ARRAYS}
+        leaves = self.current_leaves()  # fitted on these weights: a model file predicts as its run did
+        if leaves is not None:
+            meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features}
+            arrays |= {LEAVES_PREFIX + name: getattr(leaves, name) for name in LEAVES_ARRAYS}
         return arrays, meta
 
     def save(self, path, **progress) -> str:

@@ -146,3 +146,20 @@ def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, 
     loaded.engine.step += 1  # as if trained on: the leaves no longer match the network
     assert loaded.current_leaves() is None and loaded.reranker_due()
     np.testing.assert_array_equal(loaded.predict(test, k=5)[0], alone)
+    arrays, meta = loaded.state()  # nor are they saved with it
+    assert "reranker" not in meta and not any(name.startswith("reranker.") for name in arrays)
+
+
+def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one_thread):
+    from slidepy.checkpoint import save_checkpoint
+    from slidepy.errors import CheckpointError
+
+    tiny_config["model"]["reranker"] = {"weight": 0.2}
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer.fit()
+    arrays, meta = trainer.model.state()
+    del arrays["reranker.weights"]
+    save_checkpoint(tmp_path / "half.npz", arrays, meta)
+    with pytest.raises(CheckpointError, match="half.npz.*reranker"):
+        Model.load(tmp_path / "half.npz")
