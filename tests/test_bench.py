@@ -542,20 +542,26 @@ def test_config_overrides_keep_the_shipped_config():
     assert rnd.model.output.selection.budget == base.model.output.selection.budget
 
 
+def _tiny_accuracy_run(tmp_path, model_extra: str = "", tail: str = "") -> dict:
+    """The bench's accuracy run of a 16-unit `all` network, one epoch on 64 generated samples of
+    12 labels; `model_extra` joins the config's model section, `tail` its end."""
+    from slidepy import make_synthetic
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n  hidden: [16]\n  output:\n    selection:\n      mode: all\n" + model_extra
+                   + "training:\n  epochs: 1\n  batch_size: 32\n  lr: 0.01\n  log_every: 5\n" + tail)
+    train, test = make_synthetic(n_train=64, n_test=16, n_features=30, n_labels=12, nnz_per_sample=4,
+                                 labels_per_sample=(1, 2), seed=0)
+    return worker._accuracy_slidepy("all", train, test, {"threads": 1, "config_path": str(cfg), "epochs": 1,
+                                                         "evals": 1})
+
+
 def test_the_bench_scores_p_at_1_3_and_5_whatever_the_config_asks(tmp_path):
     """configs/mnist.yaml evaluates P@1 alone (10 classes); the bench reports P@1 / P@3 / P@5 for
     every system, so a shipped config's run must score all three (its runs once failed on P@3)."""
-    from slidepy import make_synthetic
-
     mnist = shipped_config(str(benchkit.REPO / "configs" / "mnist.yaml"), "all", threads=1)
     assert list(mnist.eval.k) == [1, 3, 5]
-    cfg = tmp_path / "k1.yaml"
-    cfg.write_text("model:\n  hidden: [16]\n  output:\n    selection:\n      mode: all\n"
-                   "training:\n  epochs: 1\n  batch_size: 32\n  lr: 0.01\n  log_every: 5\neval:\n  k: [1]\n")
-    train, test = make_synthetic(n_train=64, n_test=16, n_features=30, n_labels=12, nnz_per_sample=4,
-                                 labels_per_sample=(1, 2), seed=0)
-    out = worker._accuracy_slidepy("all", train, test, {"threads": 1, "config_path": str(cfg), "epochs": 1,
-                                                        "evals": 1})
+    out = _tiny_accuracy_run(tmp_path, tail="eval:\n  k: [1]\n")
     assert sorted(out["curve"][-1]) == ["P@1", "P@3", "P@5", "epoch", "step", "train_seconds"]
     # on 1-2 labels a sample, P@3 is at most 2/3 and P@5 at most 2/5
     assert 0.0 < out["P@3"] <= 2 / 3 and 0.0 < out["P@5"] <= 2 / 5
@@ -564,15 +570,7 @@ def test_the_bench_scores_p_at_1_3_and_5_whatever_the_config_asks(tmp_path):
 def test_the_bench_ends_a_run_with_its_leaves_on_the_clock(tmp_path):
     """A config with model.reranker ends as `slidepy train` ends it: the leaves are fitted for the
     final weights, their seconds join the training time, and the last curve point is re-ranked."""
-    from slidepy import make_synthetic
-
-    cfg = tmp_path / "leaves.yaml"
-    cfg.write_text("model:\n  hidden: [16]\n  output:\n    selection:\n      mode: all\n  reranker:\n    weight: 0.3\n"
-                   "training:\n  epochs: 1\n  batch_size: 32\n  lr: 0.01\n  log_every: 5\n")
-    train, test = make_synthetic(n_train=64, n_test=16, n_features=30, n_labels=12, nnz_per_sample=4,
-                                 labels_per_sample=(1, 2), seed=0)
-    out = worker._accuracy_slidepy("all", train, test, {"threads": 1, "config_path": str(cfg), "epochs": 1,
-                                                        "evals": 1})
+    out = _tiny_accuracy_run(tmp_path, model_extra="  reranker:\n    weight: 0.3\n")
     before, last = out["curve"][-2], out["curve"][-1]
     assert last["reranked"] and last["step"] == before["step"] and out["leaves_seconds"] > 0
     assert last["train_seconds"] == pytest.approx(before["train_seconds"] + out["leaves_seconds"])
