@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
 from .config import AUTO, Config, OutputConfig, TrainingConfig, config_to_dict
-from .configfile import flat_keys, load_config, validate_paths
+from .configfile import config_from_dict, flat_keys, load_config, validate_paths
 from .data import Dataset, file_format, index_base_note, load_dataset, unlabelled_note
 from .engine import Engine, StepStats
 from .errors import CheckpointError, ConfigError, DataError, NumericalError, StopNow, TrainingInterrupted
@@ -541,7 +541,7 @@ def _resume(trainer: Trainer) -> bool:
         trainer.run.unlock()
         raise
     trainer._resumed = True
-    saved, now = found[2].get("config"), config_to_dict(trainer.config)
+    saved, now = with_defaults(found[2].get("config")), config_to_dict(trainer.config)
     changed = config_changes(saved, now)
     if changed:
         trainer._warn(f"resuming from {found[0]} with settings that differ from those it was trained with: "
@@ -579,6 +579,18 @@ _NOT_LENGTH_KEYS = ("data.", "model.", "eval.", "output.", "distributed.") + tup
 # changes its scores (where and how the run goes on, but not its test set, k or votes).
 SAME_SCORES_KEYS = ("training.threads", "training.log_every", "training.on_nan", "output.", "distributed.",
                     "data.cache")
+
+
+def with_defaults(saved):
+    """A checkpoint's config dict with the defaults of settings added since it was written (as
+    loading it gives), so that a resume does not report them as changed; as it was where it no
+    longer validates."""
+    if not isinstance(saved, dict):
+        return saved
+    try:
+        return config_to_dict(config_from_dict(saved))
+    except ConfigError:
+        return saved
 
 
 def config_changes(before: dict | None, after: dict, exempt: tuple = RESUMABLE_KEYS) -> list[str]:

@@ -395,6 +395,21 @@ def _copy_run(trained_run, tmp_path):
     return run
 
 
+def test_resume_from_a_checkpoint_older_than_a_setting_reports_no_change(trained_run, tmp_path):
+    """A checkpoint written before a setting existed (here model.reranker) resumes as if it held
+    that setting's default: nothing to report as changed, and its final evaluation stands."""
+    from slidepy.rundir import list_checkpoints
+
+    run = _copy_run(trained_run, tmp_path)
+    newest = list_checkpoints(run)[-1][1]
+    arrays, meta = load_checkpoint(newest)
+    del meta["config"]["model"]["reranker"]
+    save_checkpoint(newest, arrays, meta)
+    resumed = _train(trained_run["config"], "--out", str(run), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "differ" not in resumed.output and "the run had ended there" in resumed.output
+
+
 @pytest.mark.parametrize("case", ["truncated", "bit_flip", "empty_file", "text_file"])
 def test_resume_falls_back_past_corrupt_newest(trained_run, tmp_path, case):
     run = _copy_run(trained_run, tmp_path)
