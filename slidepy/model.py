@@ -303,21 +303,25 @@ class Model:
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
-        some: the network's (and votes') top max(k, model.reranker.shortlist) labels, blended with
-        the leaves' scores (reranker.rerank); scores are then blended log-scores."""
+        some: the network's (and votes') top model.reranker.shortlist labels, blended with the
+        leaves' scores (reranker.rerank), then any more of the k in the network's order below them
+        (so the first k' of k are the top k'); scores are then blended log-scores."""
         leaves = self.current_leaves()
         if leaves is None or self.config.model.reranker.weight <= 0:
             return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
         opts = self.config.model.reranker
         rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        ids, scores, active = self.engine.predict(data, rows, k=min(max(k, opts.shortlist), self.engine.n_labels),
-                                                  use_lsh=use_lsh)
-        ids, scores = rerank(ids, self._log_scores(scores, use_lsh), score_leaves(leaves, data, rows, ids),
-                             opts.weight, k)
-        if ids.shape[1] < k:  # fewer labels than k: the engine's own -1 / -inf padding
-            ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
-        return ids, scores, active
+        short = min(opts.shortlist, self.engine.n_labels)
+        ids, scores, active = self.engine.predict(data, rows, k=max(k, short), use_lsh=use_lsh)
+        log_scores = self._log_scores(scores, use_lsh)
+        top_ids, top = rerank(ids[:, :short], log_scores[:, :short], score_leaves(leaves, data, rows, ids[:, :short]),
+                              opts.weight, short)
+        # the rest keep the network's order, each below every re-ranked label: shifted to start one
+        # under the lowest of them
+        tail = log_scores[:, short:] - log_scores[:, short:short + 1] + top.min(axis=1, keepdims=True) - 1.0
+        tail[ids[:, short:] < 0] = -np.inf
+        return (np.concatenate([top_ids, ids[:, short:]], axis=1)[:, :k],
+                np.concatenate([top, tail.astype(np.float32)], axis=1)[:, :k], active)
 
     def _log_scores(self, scores: np.ndarray, use_lsh: bool | None) -> np.ndarray:
         """Engine.predict's scores as log-probabilities, up to a constant per sample: blended with

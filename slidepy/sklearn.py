@@ -128,6 +128,10 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         Share of each prediction's score given to the label votes of its `neighbours_k` nearest
         training samples (slidepy/neighbours.py; 0.3 gained 0.5-1.0 P@1
         on the multi-label sets measured). Scores are then blended probabilities, not logits.
+    reranker_weight : float, default 0.0           [model.reranker.weight]
+        Share of each prediction's log-score given to per-label linear leaves over the input
+        features, fitted when training ends, that re-rank its top 50 labels (slidepy/reranker.py;
+        0.1 gained 0.2-0.8 P@1 on the sets measured). Scores are then blended log-scores.
     neighbours_k : int, default 25                 [model.neighbours.k]
     neighbours_space : "hidden" (default), "input" or "auto"   [model.neighbours.space]
         Where the nearest samples are found: the last hidden space, the input rows (cosine), or
@@ -157,7 +161,8 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden=128, epochs=5, batch_size=128, lr=1e-3, optimizer="adam", loss="softmax",
                  selection="lsh", budget=1024, inference="exact", lsh_family="kmeans", lsh_k=6, lsh_l=16,
                  predict_k=1, threads=None, random_state=0, run_dir=None, verbose=False, config=None,
-                 dropout=0.0, neighbours_weight=0.0, neighbours_k=25, neighbours_space="hidden"):
+                 dropout=0.0, neighbours_weight=0.0, neighbours_k=25, neighbours_space="hidden",
+                 reranker_weight=0.0):
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -174,6 +179,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         self.neighbours_weight = neighbours_weight
         self.neighbours_k = neighbours_k
         self.neighbours_space = neighbours_space
+        self.reranker_weight = reranker_weight
         self.predict_k = predict_k
         self.threads = threads
         self.random_state = random_state
@@ -195,6 +201,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
             "model": {"hidden": hidden, "loss": self.loss, "dropout": self.dropout,
                       "neighbours": {"k": self.neighbours_k, "weight": self.neighbours_weight,
                                      "space": self.neighbours_space},
+                      "reranker": {"weight": self.reranker_weight},
                       "output": {"selection": {"mode": self.selection, "budget": self.budget,
                                                "inference": self.inference, "lsh": lsh}}},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,

@@ -135,6 +135,13 @@ def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, 
     alone = model.predict(test, k=5)[0]
     model.leaves = leaves
     assert (with_leaves != alone).any()
+    # all 150 labels: the shortlist of 20 re-ranked, the rest in the network's order below them
+    every_id, every_score = model.predict(test, k=150)
+    np.testing.assert_array_equal(every_id[:, :5], with_leaves)
+    assert np.all(np.diff(every_score, axis=1) <= 0) and np.all(np.sort(every_id, axis=1) == np.arange(150))
+    network_all = model.engine.predict(test, k=150)[0]
+    np.testing.assert_array_equal(np.sort(every_id[:, :20], axis=1), np.sort(network_all[:, :20], axis=1))
+    np.testing.assert_array_equal(every_id[:, 20:], network_all[:, 20:])
     checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
     loaded, _ = Model.load(checkpoint)
     np.testing.assert_array_equal(loaded.predict(test, k=5)[0], with_leaves)
