@@ -26,7 +26,8 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import EXACT_SHORTLIST_MACS, Leaves, fit_leaves, rerank, score_leaves
+from .reranker import (EXACT_SHORTLIST_MACS, SHORTLIST_SAMPLES, SHORTLIST_STREAM, Leaves, fit_leaves, rerank,
+                       score_leaves)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -289,16 +290,22 @@ class Model:
         return leaves if leaves is not None and leaves.step == self.engine.step else None
 
     def fit_reranker(self, train: Dataset) -> float:
-        """Fit model.reranker's leaves on `train` against the network's own shortlists of its
-        samples: exact, or through its LSH index where exact scoring would pass
-        reranker.EXACT_SHORTLIST_MACS (slidepy/reranker.py). Returns the seconds."""
+        """Fit model.reranker's leaves on `train` against the network's own shortlists of (at
+        most reranker.SHORTLIST_SAMPLES of) its samples: exact, or through its LSH index where
+        exact scoring would pass reranker.EXACT_SHORTLIST_MACS (slidepy/reranker.py). Returns the
+        seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
         k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
-        macs = float(train.n_samples) * self.engine.n_labels * self.engine.sizes[-1][0]
+        rows = np.arange(train.n_samples, dtype=np.int64)
+        if train.n_samples > SHORTLIST_SAMPLES:
+            draw = generator(self.config.training.seed, SHORTLIST_STREAM)
+            rows = np.sort(draw.choice(train.n_samples, SHORTLIST_SAMPLES, replace=False)).astype(np.int64)
+        macs = float(rows.shape[0]) * self.engine.n_labels * self.engine.sizes[-1][0]
         indexed = self.engine.lsh[-1] is not None and macs > EXACT_SHORTLIST_MACS
-        ids, _, _ = self.engine.predict(train, k=k, use_lsh=indexed, votes=False)
-        self.leaves = fit_leaves(train, ids, self.engine.step, n_labels=self.engine.n_labels)
+        shortlists = np.full((train.n_samples, k), -1, np.int32)  # the samples not drawn: positives only
+        shortlists[rows] = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
+        self.leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=self.engine.n_labels)
         return time.perf_counter() - started
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):

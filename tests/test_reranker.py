@@ -170,3 +170,24 @@ def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one
     save_checkpoint(tmp_path / "half.npz", arrays, meta)
     with pytest.raises(CheckpointError, match="half.npz.*reranker"):
         Model.load(tmp_path / "half.npz")
+
+
+def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monkeypatch, one_thread):
+    """Past SHORTLIST_SAMPLES training samples only a random SHORTLIST_SAMPLES of them get a
+    shortlist (negatives); every sample still gives its positives, and the draw is the seed's."""
+    import slidepy.model as model_module
+
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer.fit()
+    seen = []
+    monkeypatch.setattr(model_module, "SHORTLIST_SAMPLES", 100)
+    monkeypatch.setattr(model_module, "fit_leaves", lambda train, short, step, **kw: seen.append(short.copy()))
+    model = trainer.model
+    model.config = load_config({**tiny_config, "model": {**tiny_config["model"], "reranker": {"weight": 0.1}}})
+    model.fit_reranker(trainer.train_data)
+    model.fit_reranker(trainer.train_data)
+    listed = (seen[0] >= 0).any(axis=1)
+    assert seen[0].shape == (1200, 50) and listed.sum() == 100
+    assert np.all(seen[0][~listed] == -1) and np.all(seen[0][listed] >= 0)
+    np.testing.assert_array_equal(seen[0], seen[1])
