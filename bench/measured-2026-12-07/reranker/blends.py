@@ -1,4 +1,6 @@
-"""Blend forms for the leaves on a run's final network (whole test split): the l3-hinge geometric
+"""usage: blends.py RUN TRAIN TEST [hinge3 weights, e.g. 0.05,0.1,0.3]
+
+Blend forms for the leaves on a run's final network (whole test split): the l3-hinge geometric
 blend as built, the raw leaf score added to the log-score, and log-sigmoid of it."""
 import sys, glob, numpy as np
 from slidepy.data import load_dataset
@@ -6,6 +8,7 @@ from slidepy.model import Model
 from slidepy.metrics import evaluate_topk
 from slidepy.reranker import score_leaves
 run, trp, tep = sys.argv[1:4]
+hinge_weights = [float(w) for w in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0.05, 0.1, 0.15, 0.2]
 tr, te = load_dataset(trp), load_dataset(tep)
 model = Model.load(max(glob.glob(f"{run}/checkpoints/step-*.npz")))[0]
 model.attach_neighbours(tr)
@@ -19,7 +22,7 @@ def show(name, S):
     r = evaluate_topk(top, te.y_indptr, te.y_indices, (1, 3, 5))
     print(name, " / ".join(f"{r[k]:.4f}" for k in ("P@1", "P@3", "P@5")), flush=True)
 show("network", logp)
-for w in (0.05, 0.1, 0.15, 0.2):
+for w in hinge_weights:
     show(f"hinge3 {w}", (1 - w) * logp - w * np.maximum(1 - leaf, 0) ** 3)
 for w in (0.2, 0.5, 0.7, 1.0, 1.5, 2.0):
     show(f"linear {w}", logp + w * leaf)

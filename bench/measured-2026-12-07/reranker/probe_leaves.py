@@ -1,6 +1,8 @@
-"""Probe: per-label linear leaves (L2-loss SVM by dual coordinate descent, negatives = the samples
-of the label's cluster) re-ranking a trained network's shortlist. Does it add to the network?
-usage: ranker.py RUN TRAIN TEST [leaf_size]"""
+"""Probe: per-label linear leaves (L2-loss SVM by dual coordinate descent) re-ranking a trained
+network's shortlist. Does it add to the network? Negatives: the samples of the label's cluster
+(SPACE output or pifa, clusters of LEAF labels) or the samples whose network top Ks holds it
+(SPACE short).
+usage: probe_leaves.py RUN TRAIN TEST [LEAF] [SPACE] [Ks]"""
 import sys, glob, time, numpy as np, scipy.sparse as sp
 from numba import njit, prange
 sys.path.insert(0, '/work/main/scripts')
@@ -168,29 +170,59 @@ def main():
     eng = model.engine; bank = eng.neighbours; out = eng.layers[-1]
     W = np.asarray(out.weights)
     if W.shape[0] != N: W = W.T
-    t0 = time.perf_counter()
-    Ks = int(sys.argv[6]) if len(sys.argv) > 6 else 50
-    short_rows, short_cols = [], []
-    for s in range(0, B, 2000):
-        rows = np.arange(s, min(B, s + 2000), dtype=np.int64)
-        h = np.zeros((len(rows), eng.sizes[-1][0]), np.float32); eng.last_hidden(tr, rows, h)
-        z = h @ W.T + np.asarray(out.bias)[None, :]
-        top = np.argpartition(-z, Ks, 1)[:, :Ks]
-        short_rows.append(np.repeat(rows, Ks)); short_cols.append(top.ravel())
-    Sh = sp.csr_matrix((np.ones(B * Ks, np.float32), (np.concatenate(short_rows), np.concatenate(short_cols))), shape=(B, N))
-    U = (Sh + Y).T.tocsr(); U.sort_indices()
-    t1 = time.perf_counter()
-    YT = Y.T.tocsr(); YT.sort_indices()
-    nnz_row = np.diff(X.indptr).astype(np.float64)
-    sizes = (U.astype(bool).astype(np.float64) @ nnz_row).astype(np.int64) + 1
-    out_ptr = np.zeros(N + 1, np.int64); out_ptr[1:] = np.cumsum(sizes)
-    print(f"training shortlists (top {Ks}) in {t1 - t0:.1f} s; rows/label {np.diff(U.indptr).mean():.0f}; bound {out_ptr[-1] / 1e6:.1f} M", flush=True)
-    out_feat = np.empty(out_ptr[-1], np.int64); out_w = np.empty(out_ptr[-1], np.float32); out_n = np.zeros(N, np.int64)
-    t2 = time.perf_counter()
-    train_leaves_by_label(U.indptr.astype(np.int64), U.indices.astype(np.int64), YT.indptr.astype(np.int64), YT.indices.astype(np.int64),
-                 X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float32), B, F,
-                 out_ptr, out_feat, out_w, out_n, 1.0, 20, 0.1, 64)
-    t3 = time.perf_counter()
+    if space == "short":  # negatives: the samples whose network top Ks holds the label
+        t0 = time.perf_counter()
+        Ks = int(sys.argv[6]) if len(sys.argv) > 6 else 50
+        short_rows, short_cols = [], []
+        for s in range(0, B, 2000):
+            rows = np.arange(s, min(B, s + 2000), dtype=np.int64)
+            h = np.zeros((len(rows), eng.sizes[-1][0]), np.float32); eng.last_hidden(tr, rows, h)
+            z = h @ W.T + np.asarray(out.bias)[None, :]
+            top = np.argpartition(-z, Ks, 1)[:, :Ks]
+            short_rows.append(np.repeat(rows, Ks)); short_cols.append(top.ravel())
+        Sh = sp.csr_matrix((np.ones(B * Ks, np.float32), (np.concatenate(short_rows), np.concatenate(short_cols))), shape=(B, N))
+        U = (Sh + Y).T.tocsr(); U.sort_indices()
+        t1 = time.perf_counter()
+        YT = Y.T.tocsr(); YT.sort_indices()
+        nnz_row = np.diff(X.indptr).astype(np.float64)
+        sizes = (U.astype(bool).astype(np.float64) @ nnz_row).astype(np.int64) + 1
+        out_ptr = np.zeros(N + 1, np.int64); out_ptr[1:] = np.cumsum(sizes)
+        print(f"training shortlists (top {Ks}) in {t1 - t0:.1f} s; rows/label {np.diff(U.indptr).mean():.0f}; bound {out_ptr[-1] / 1e6:.1f} M", flush=True)
+        out_feat = np.empty(out_ptr[-1], np.int64); out_w = np.empty(out_ptr[-1], np.float32); out_n = np.zeros(N, np.int64)
+        t2 = time.perf_counter()
+        train_leaves_by_label(U.indptr.astype(np.int64), U.indices.astype(np.int64), YT.indptr.astype(np.int64), YT.indices.astype(np.int64),
+                     X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float32), B, F,
+                     out_ptr, out_feat, out_w, out_n, 1.0, 20, 0.1, 64)
+        t3 = time.perf_counter()
+    else:  # negatives: the samples of the label's cluster (output rows or PIFA)
+        t0 = time.perf_counter()
+        k = max(1, -(-N // leaf))
+        if space == "output":
+            assign = spherical_kmeans(W.astype(np.float32), k)
+        else:  # pifa: label centroids in input space
+            P = (Y.T @ X).tocsr()
+            from sklearn.decomposition import TruncatedSVD
+            E = TruncatedSVD(256, random_state=0).fit_transform(P).astype(np.float32)
+            assign = spherical_kmeans(E, k)
+        t1 = time.perf_counter()
+        c_labels = np.argsort(assign, kind="stable").astype(np.int64)
+        c_ptr = np.zeros(k + 1, np.int64); c_ptr[1:] = np.cumsum(np.bincount(assign, minlength=k))
+        YT = Y.T.tocsr(); YT.sort_indices()
+        # samples per cluster, features per cluster
+        A = sp.csr_matrix((np.ones(N), assign, np.arange(N + 1)), shape=(N, k))  # label -> cluster
+        SC = (Y @ A).T.tocsr(); SC.sort_indices()  # cluster x sample
+        FC = (SC @ (X != 0).astype(np.float32)).tocsr(); FC.sort_indices()  # cluster x feature
+        s_ptr, s_rows = SC.indptr.astype(np.int64), SC.indices.astype(np.int64)
+        f_ptr, f_ids = FC.indptr.astype(np.int64), FC.indices.astype(np.int64)
+        sizes = np.diff(f_ptr)[assign] + 1
+        out_ptr = np.zeros(N + 1, np.int64); out_ptr[1:] = np.cumsum(sizes)
+        print(f"clusters {k} ({space}) in {t1 - t0:.1f} s; samples/cluster {np.diff(s_ptr).mean():.0f}; bound {out_ptr[-1] / 1e6:.1f} M", flush=True)
+        out_feat = np.empty(out_ptr[-1], np.int64); out_w = np.empty(out_ptr[-1], np.float32); out_n = np.zeros(N, np.int64)
+        t2 = time.perf_counter()
+        train_leaves(c_ptr, c_labels, s_ptr, s_rows, f_ptr, f_ids, YT.indptr.astype(np.int64), YT.indices.astype(np.int64),
+                     X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.astype(np.float32), B, F,
+                     out_ptr, out_feat, out_w, out_n, 1.0, 20, 0.1)
+        t3 = time.perf_counter()
     keep = np.concatenate([np.arange(out_ptr[l], out_ptr[l] + out_n[l]) for l in range(N)])
     lptr = np.zeros(N + 1, np.int64); lptr[1:] = np.cumsum(out_n)
     lfeat, lw = out_feat[keep], out_w[keep]
@@ -199,7 +231,7 @@ def main():
     rows_all = np.sort(np.random.default_rng(0).choice(te.n_samples, min(5000, te.n_samples), replace=False)).astype(np.int64)
     Yte = sp.csr_matrix((np.ones(len(te.y_indices), np.float32), te.y_indices, te.y_indptr), shape=(te.n_samples, N))
     K = 50
-    combos = [("net", None, None)] + [("lin", "geo", a) for a in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 1.0)] + \
+    combos = [("net", None, None)] + [("lin", "geo", a) for a in (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)] + \
              [("lin", "sum", a) for a in (0.2, 0.35, 0.5)]
     hits = {c: np.zeros(3) for c in combos}
     for s in range(0, len(rows_all), 500):
