@@ -32,8 +32,8 @@ Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of la
 `fit_leaf` (one label's coordinate descent); `score_leaves` -> `score_leaves_rows` (parallel over
 samples) -> `score_leaf_row` (one sample's shortlist).
 
-Shapes: B samples, F input features, N labels, K labels shortlisted per sample, P (label,
-sample) pairs a block of labels trains on, E leaf weights kept.
+Shapes: B samples, F input features, N labels, K labels shortlisted per sample
+(model.reranker.shortlist), P (label, sample) pairs a block of labels trains on, E leaf weights kept.
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from numba import njit, prange
 from .constants import INTERNAL
 
 WEIGHT = 0.1  # the leaves' share of the blended log-score (see above)
-SHORTLIST = 50  # K: labels a sample's leaves score, in training (its negatives) and at prediction
 COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
 PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
 TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger (liblinear's eps)
 MAX_PASSES = 20  # over a label's samples at most; most labels stop within a few
-BLOCK_PAIRS = 1 << 23  # (label, sample) pairs fitted at once: bounds the block's weight buffers
+BLOCK_SLOTS = 1 << 23  # about the weight slots a block of labels fits at once (its buffers: 8 bytes each)
 BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
 # The training shortlists come from exact scoring up to this many multiply-adds (B x N x D), past
 # it from the LSH index: on DebianDeps (44,606 x 22,875 x 512, 5.2 x 10^11) exact took 7.8 s on
@@ -131,15 +130,14 @@ def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, di
 
 
 @njit(parallel=True, cache=True)
-def fit_leaves_block(labels, pair_indptr, pair_rows, pair_positive, x_indptr, x_indices, x_values, scales,
+def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x_indices, x_values, scales,
                      n_features, out_indptr, out_features, out_weights, out_counts, n_chunks, cost, threshold,
                      tolerance, max_passes):
-    """Fit the leaves of `labels` (the block's, local index j): label j trains on
+    """Fit the leaves of a block of n_block labels (local index j): label j trains on
     pair_rows[pair_indptr[j]:pair_indptr[j + 1]] (ascending samples; pair_positive marks its
     positives) and writes its kept weights from out_indptr[j] (room for every distinct feature of
     its rows, plus the bias), their count into out_counts[j]. Thread chunk c takes labels c,
     c + n_chunks, ...: a label's cost is its pairs, and neighbouring labels' are alike."""
-    n_block = labels.shape[0]
     most = 0
     for j in range(n_block):
         most = max(most, pair_indptr[j + 1] - pair_indptr[j])
@@ -216,15 +214,15 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None
     counts = np.zeros(n_labels, np.int64)
     kept_features, kept_weights = [], []
     start = 0
-    while start < n_labels:  # blocks of labels whose room fits BLOCK_PAIRS-sized buffers
-        end = start + 1 + int(np.searchsorted(np.cumsum(room[start + 1:]), BLOCK_PAIRS, side="right"))
+    while start < n_labels:  # blocks of labels whose room fits about BLOCK_SLOTS slots (at least one label)
+        end = start + 1 + int(np.searchsorted(np.cumsum(room[start + 1:]), BLOCK_SLOTS, side="right"))
         end = min(end, n_labels)
         out_indptr = np.zeros(end - start + 1, np.int64)
         out_indptr[1:] = np.cumsum(room[start:end])
         out_features = np.empty(out_indptr[-1], np.int32)
         out_weights = np.empty(out_indptr[-1], np.float32)
         lo, hi = pair_indptr[start], pair_indptr[end]
-        fit_leaves_block(np.arange(start, end, dtype=np.int64), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
+        fit_leaves_block(np.int64(end - start), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
                          positive[lo:hi], train.x_indptr, train.x_indices, train.x_values, scales, np.int64(n_features),
                          out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
                          np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes))
