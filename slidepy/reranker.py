@@ -255,16 +255,20 @@ def _feature_order(features: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, **INTERNAL)
 def score_leaf_row(x_indices, x_values, scale, ids, indptr, features, weights, dense, out):
-    """One sample's leaf scores for its shortlisted `ids` (-1: none, scored -inf) into out, its
-    unit row scattered into `dense` (F + 1,) zeros for the duration (the bias at F)."""
+    """One sample's leaf scores for its shortlisted `ids` into out (-1: none, scored -inf; a label
+    past the leaves' 0, as a leaf that saw no sample scores), its unit row scattered into `dense`
+    (F + 1,) zeros for the duration (the bias at F)."""
     bias = dense.shape[0] - 1
     for p in range(x_indices.shape[0]):
         dense[x_indices[p]] = x_values[p] * scale
     dense[bias] = BIAS_VALUE
     for j in range(ids.shape[0]):
         label = ids[j]
-        if label < 0 or label + 1 >= indptr.shape[0]:
+        if label < 0:
             out[j] = -np.inf
+            continue
+        if label + 1 >= indptr.shape[0]:  # a label no leaf was fitted for: an unseen label's score
+            out[j] = 0.0
             continue
         s = 0.0
         for p in range(indptr[label], indptr[label + 1]):

@@ -90,9 +90,11 @@ def test_leaf_scores_match_the_dense_product():
         w[label, leaves.features[span]] = leaves.weights[span]
     rows = np.array([4, 0, 24, 4, 9], np.int64)
     ids = short[[1, 0, 5, 2, 3]]  # row 0's shortlist has -1 pads
+    ids[3, 1] = 7  # a label no leaf was fitted for (there are 7): scored as an unseen label's, 0
     got = score_leaves(leaves, data, rows, ids)
     x = naive_unit_rows_with_bias(dense.astype(np.float64))[rows]
-    want = np.where(ids >= 0, np.einsum("bf,bkf->bk", x, w[np.maximum(ids, 0)]), -np.inf)
+    want = np.where(ids >= 0, np.einsum("bf,bkf->bk", x, w[np.clip(ids, 0, 6)]), -np.inf)
+    want[3, 1] = 0.0
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
