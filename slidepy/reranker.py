@@ -30,7 +30,8 @@ negatives that matter (bench/measured-2026-12-07/reranker/).
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
 `fit_leaf` (one label's coordinate descent); `score_leaves` -> `score_leaves_rows` (parallel over
-samples) -> `score_leaf_row` (one sample's shortlist).
+thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf_row` (one
+sample's shortlist).
 
 Shapes: B samples, F input features, N labels, K labels shortlisted per sample
 (model.reranker.shortlist), P (label, sample) pairs a block of labels trains on, E leaf weights kept.
@@ -45,6 +46,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
+from .neighbours import unit_scales
 
 WEIGHT = 0.1  # the leaves' share of the blended log-score (see above)
 COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
@@ -74,17 +76,6 @@ class Leaves(NamedTuple):
     weights: np.ndarray  # (E,) float32
     n_features: int  # F
     step: int  # the training step of the network whose shortlists trained them
-
-
-def unit_scales(x_indptr: np.ndarray, x_values: np.ndarray) -> np.ndarray:
-    """(B,) float32 1 / L2 norm of each row (1 for an all-zero row): the leaves see unit rows."""
-    sq = np.zeros(x_indptr.shape[0] - 1, np.float64)
-    counts = np.diff(x_indptr)
-    if x_values.shape[0]:
-        sq[counts > 0] = np.add.reduceat(np.square(x_values, dtype=np.float64), x_indptr[:-1][counts > 0])
-    norms = np.sqrt(sq)
-    norms[norms == 0] = 1.0
-    return (1.0 / norms).astype(np.float32)
 
 
 # -- fitting --------------------------------------------------------------------------------------
@@ -203,7 +194,7 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None
         raise ValueError(f"cost must be > 0, got {cost}")
     n_labels = int(max(n_labels or 0, train.n_labels, shortlists.max(initial=-1) + 1))
     pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels)
-    scales = unit_scales(train.x_indptr, train.x_values)
+    scales = unit_scales(train)  # 1 / each row's norm (0 for an empty row, which has nothing to scale)
     row_nnz = np.diff(train.x_indptr)
     room = np.zeros(n_labels, np.int64)  # each label's distinct features are at most its rows' non-zeros
     has_pairs = np.diff(pair_indptr) > 0
@@ -260,7 +251,7 @@ def score_leaf_row(x_indices, x_values, scale, ids, indptr, features, weights, d
     (F + 1,) zeros for the duration (the bias at F)."""
     bias = dense.shape[0] - 1
     for p in range(x_indices.shape[0]):
-        dense[x_indices[p]] = x_values[p] * scale
+        dense[x_indices[p]] += x_values[p] * scale  # a repeated id adds up, as in the fit
     dense[bias] = BIAS_VALUE
     for j in range(ids.shape[0]):
         label = ids[j]
@@ -279,13 +270,17 @@ def score_leaf_row(x_indices, x_values, scale, ids, indptr, features, weights, d
 
 
 @njit(parallel=True, cache=True)
-def score_leaves_rows(x_indptr, x_indices, x_values, rows, scales, ids, indptr, features, weights, n_features, out):
-    """Leaf scores (B, K) of samples `rows` for their shortlists ids (B, K)."""
-    for i in prange(rows.shape[0]):
-        r = rows[i]
+def score_leaves_rows(x_indptr, x_indices, x_values, rows, scales, ids, indptr, features, weights, n_features,
+                      n_chunks, out):
+    """Leaf scores (B, K) of samples `rows` for their shortlists ids (B, K). Thread chunk c takes
+    samples c, c + n_chunks, ... with one (F + 1,) scratch row, which each sample leaves zeroed."""
+    for c in prange(n_chunks):
         dense = np.zeros(n_features + 1, np.float32)
-        lo, hi = x_indptr[r], x_indptr[r + 1]
-        score_leaf_row(x_indices[lo:hi], x_values[lo:hi], scales[i], ids[i], indptr, features, weights, dense, out[i])
+        for i in range(c, rows.shape[0], n_chunks):
+            r = rows[i]
+            lo, hi = x_indptr[r], x_indptr[r + 1]
+            score_leaf_row(x_indices[lo:hi], x_values[lo:hi], scales[i], ids[i], indptr, features, weights, dense,
+                           out[i])
 
 
 def score_leaves(leaves: Leaves, data, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -294,13 +289,14 @@ def score_leaves(leaves: Leaves, data, rows: np.ndarray, ids: np.ndarray) -> np.
     rows = np.asarray(rows, np.int64)
     if ids.shape[0] != rows.shape[0]:
         raise ValueError(f"ids has {ids.shape[0]} rows for {rows.shape[0]} samples")
-    scales = unit_scales(data.x_indptr, data.x_values)[rows]
+    scales = unit_scales(data, rows)
     out = np.empty(ids.shape, np.float32)
     x_indices = data.x_indices
     if data.n_features > leaves.n_features:  # unseen features: leave them out of the dot products
         x_indices = np.where(x_indices < leaves.n_features, x_indices, leaves.n_features).astype(np.int32)
     score_leaves_rows(data.x_indptr, x_indices, data.x_values, rows, scales, np.ascontiguousarray(ids, np.int32),
-                      leaves.indptr, leaves.features, leaves.weights, np.int64(leaves.n_features), out)
+                      leaves.indptr, leaves.features, leaves.weights, np.int64(leaves.n_features),
+                      np.int64(max(1, min(rows.shape[0], 4 * numba.get_num_threads()))), out)
     return out
 
 
