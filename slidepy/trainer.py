@@ -177,8 +177,6 @@ class Trainer:
                     else:  # resumed from a checkpoint that an older version wrote before its epoch's end
                         self._end_epoch()
                 self._save_final()
-                if self._fit_reranker() and self.save_final:  # the leaves join the final weights' file
-                    self.checkpoint()
                 # the final weights' bank stays for predict: an evaluation at the last planned step
                 # keeps its own (_eval_record); any other ends with one more evaluation, and one
                 # already made (a finished run resumed) only needs its bank again
@@ -280,8 +278,6 @@ class Trainer:
             if not self._finite():  # rolled back: the run goes on from the restored step
                 return
             self._save_final()  # as fit() saves before its final evaluation: the training is kept first
-            if self._fit_reranker() and self.save_final:
-                self.checkpoint()
             self.last_eval = self._eval_record(final=True)
             return
         if not eval_along_due(self.config.eval.max_share, self.eval_seconds_along,
@@ -348,8 +344,11 @@ class Trainer:
     def _save_final(self) -> None:
         """The final weights' checkpoint, written before the final evaluation (17 s on
         DebianNextWord), which a scheduler's SIGTERM and SIGKILL may cut short: the training is
-        kept whatever happens to it."""
+        kept whatever happens to it. model.reranker's leaves are fitted after it and saved into the
+        same file (_fit_reranker)."""
         if self.save_final and self._last_saved_step != self.step:
+            self.checkpoint()
+        if self._fit_reranker() and self.save_final:
             self.checkpoint()
 
     def _fit_reranker(self) -> bool:
