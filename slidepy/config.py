@@ -265,9 +265,10 @@ class Neighbours(_Section):
 class Reranker(_Section):
     """Per-label linear leaves over the input rows that re-rank the network's top `shortlist`
     labels at prediction (slidepy/reranker.py), fitted on the training set when training ends;
-    weight 0 turns them off."""
+    weight 0 turns them off, "auto" chooses it on a slice of the training set held out of the
+    network's training (reranker.validation_rows; reranker.WEIGHT where the set is too small)."""
 
-    weight: float = Field(0.0, ge=0, lt=1)  # the leaves' share of the blended log-score
+    weight: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = 0.0  # the leaves' share of the blended log-score
     shortlist: _PosInt = 50  # labels per sample the leaves score, and train against
 
 

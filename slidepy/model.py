@@ -26,8 +26,8 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (EXACT_SHORTLIST_MACS, SHORTLIST_SAMPLES, SHORTLIST_STREAM, Leaves, fit_leaves, rerank,
-                       score_leaves)
+from .reranker import (EXACT_SHORTLIST_MACS, RANDOM_STREAM, SHORTLIST_SAMPLES, SHORTLIST_STREAM, WEIGHT, Leaves,
+                       choose_share, fit_leaves, random_negatives, random_negatives_per_label, rerank, score_leaves)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -130,6 +130,7 @@ class Model:
         # handed in from Python; None: not recorded (files written before it was)
         self.data_named: bool | None = None
         self.leaves: Leaves | None = None  # model.reranker's, fitted when training ends (fit_reranker)
+        self.share_scores: dict | None = None  # {share: held-out mean P@k} of the last "auto" choice
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -187,7 +188,7 @@ class Model:
                 raise ValueError("malformed engine state")
             leaves = {name: arrays.pop(name) for name in list(arrays) if name.startswith(LEAVES_PREFIX)}
             self.engine.load_state(arrays, engine_meta, source=str(path))
-            self.leaves = _leaves_from(leaves, meta.get("reranker"))
+            self.leaves = _leaves_from(leaves, meta.get("reranker"), self.config.model.reranker.weight)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
@@ -206,7 +207,7 @@ class Model:
         arrays = self.engine.state_arrays()
         leaves = self.current_leaves()  # fitted on these weights: a model file predicts as its run did
         if leaves is not None:
-            meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features}
+            meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features, "share": leaves.share}
             arrays |= {LEAVES_PREFIX + name: getattr(leaves, name) for name in LEAVES_ARRAYS}
         return arrays, meta
 
@@ -281,7 +282,7 @@ class Model:
 
     def reranker_due(self) -> bool:
         """Whether model.reranker is on and its leaves are not those of the current weights."""
-        return self.config.model.reranker.weight > 0 and self.current_leaves() is None
+        return self.config.model.reranker.weight != 0 and self.current_leaves() is None
 
     def current_leaves(self) -> Leaves | None:
         """The leaves, if fitted on the network's current weights (a later step's would rank by a
@@ -289,13 +290,21 @@ class Model:
         leaves = self.leaves
         return leaves if leaves is not None and leaves.step == self.engine.step else None
 
-    def fit_reranker(self, train: Dataset) -> float:
+    def fit_reranker(self, train: Dataset, held_out: np.ndarray | None = None) -> float:
         """Fit model.reranker's leaves on `train` against the network's own shortlists of (at
         most reranker.SHORTLIST_SAMPLES of) its samples: exact, or through its LSH index where
-        exact scoring would pass reranker.EXACT_SHORTLIST_MACS (slidepy/reranker.py). Returns the
-        seconds."""
+        exact scoring would pass reranker.EXACT_SHORTLIST_MACS; and against samples drawn at random
+        (reranker.RANDOM_NEGATIVES a label; slidepy/reranker.py). Their share is the config's, or
+        for "auto" the one that re-ranks `train`'s `held_out` samples best (which the network never
+        trained on: reranker.validation_rows; the leaves and the votes then leave them out too),
+        else reranker.WEIGHT. Returns the seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
+        share = self.config.model.reranker.weight
+        validation = None
+        if share == AUTO and held_out is not None:
+            validation = train.subset(held_out)
+            train = train.subset(np.setdiff1d(np.arange(train.n_samples), held_out))
         k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
         rows = np.arange(train.n_samples, dtype=np.int64)
         if train.n_samples > SHORTLIST_SAMPLES:
@@ -305,8 +314,30 @@ class Model:
         indexed = self.engine.lsh[-1] is not None and macs > EXACT_SHORTLIST_MACS
         shortlists = np.full((train.n_samples, k), -1, np.int32)  # the samples not drawn: positives only
         shortlists[rows] = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
-        self.leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=self.engine.n_labels)
+        n = self.engine.n_labels
+        negatives = random_negatives(n, np.arange(train.n_samples), random_negatives_per_label(n, train.n_samples),
+                                     generator(self.config.training.seed, RANDOM_STREAM))
+        leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=n, negatives=negatives)
+        self.share_scores = None
+        if validation is not None:
+            share, self.share_scores = self._choose_share(leaves, train, validation)
+        self.leaves = leaves._replace(share=WEIGHT if share == AUTO else float(share))
         return time.perf_counter() - started
+
+    def _choose_share(self, leaves: Leaves, train: Dataset, validation: Dataset) -> tuple[float, dict]:
+        """reranker.choose_share on the held-out `validation` samples, scored as _top scores (the
+        votes from a bank of `train`, which leaves them out)."""
+        bank = self.engine.neighbours, self.bank_source
+        try:
+            self.attach_neighbours(train)
+            k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+            rows = np.arange(validation.n_samples, dtype=np.int64)
+            ids, scores, _ = self.engine.predict(validation, rows, k=k)
+            leaf_scores = score_leaves(leaves, validation, rows, ids)
+            return choose_share(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
+                                validation.y_indices)
+        finally:
+            self.engine.neighbours, self.bank_source = bank
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
@@ -314,7 +345,7 @@ class Model:
         leaves' scores (reranker.rerank), then any more of the k in the network's order below them
         (so the first k' of k are the top k'); scores are then blended log-scores."""
         leaves = self.current_leaves()
-        if leaves is None or self.config.model.reranker.weight <= 0:
+        if leaves is None or leaves.share <= 0:
             return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
         opts = self.config.model.reranker
         rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
@@ -322,7 +353,7 @@ class Model:
         ids, scores, active = self.engine.predict(data, rows, k=max(k, short), use_lsh=use_lsh)
         log_scores = self._log_scores(scores, use_lsh)
         top_ids, top = rerank(ids[:, :short], log_scores[:, :short], score_leaves(leaves, data, rows, ids[:, :short]),
-                              opts.weight, short)
+                              leaves.share, short)
         # the rest keep the network's order, each below every re-ranked label: shifted to start one
         # under the lowest of them
         tail = log_scores[:, short:] - log_scores[:, short:short + 1] + top.min(axis=1, keepdims=True) - 1.0
@@ -390,8 +421,9 @@ LEAVES_PREFIX = "reranker."
 LEAVES_ARRAYS = ("indptr", "features", "weights")
 
 
-def _leaves_from(arrays: dict, meta) -> Leaves | None:
-    """A checkpoint's leaves (model.reranker), or None where it holds none."""
+def _leaves_from(arrays: dict, meta, weight) -> Leaves | None:
+    """A checkpoint's leaves (model.reranker), or None where it holds none; a file from before
+    the share was saved has its config's `weight`."""
     if not arrays and meta is None:
         return None
     if not isinstance(meta, dict) or set(arrays) != {LEAVES_PREFIX + n for n in LEAVES_ARRAYS}:
@@ -400,4 +432,5 @@ def _leaves_from(arrays: dict, meta) -> Leaves | None:
     if indptr.ndim != 1 or indptr[-1] != features.shape[0] or features.shape != weights.shape:
         raise ValueError("reranker arrays that do not fit together")
     return Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
-                  int(meta["n_features"]), int(meta["step"]))
+                  int(meta["n_features"]), int(meta["step"]),
+                  float(meta.get("share", WEIGHT if weight == AUTO else weight)))

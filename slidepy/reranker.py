@@ -46,9 +46,27 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
+from .metrics import evaluate_topk
 from .neighbours import unit_scales
+from .rng import generator
 
-WEIGHT = 0.1  # the leaves' share of the blended log-score (see above)
+WEIGHT = 0.1  # the leaves' share of the blended log-score (see above) where none is chosen
+# model.reranker.weight "auto" chooses the share on VALIDATION_SAMPLES training samples that the
+# network never trains on: the one of SHARES whose re-ranking scores best there (the mean of P@1,
+# P@3 and P@5). The best share follows how well the leaves rank beside the network, and that
+# differs by data: 0.1-0.2 on Delicious, Bibtex and DebianDeps, 0.5 on a bag of item ids and on
+# a many-tags shape, where the leaves alone outrank the network (bench/measured-2026-12-07/
+# random-negatives/). No rule of the data's shape separated them; a held-out slice does. The
+# slice costs the network that many samples, so it is small: at most VALIDATION_SHARE of the
+# training set. Where the share matters it moves P@k by points (a bag of item ids: 2 P@1 points
+# from 0.1 to 0.5), which a thousand samples resolve; where it does not, a choice among near
+# equals costs little. Below MIN_VALIDATION samples a point is noise (its standard error there
+# is about a point): those runs hold nothing out and take WEIGHT.
+SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+VALIDATION_SAMPLES = 2048
+VALIDATION_SHARE = 0.025
+MIN_VALIDATION = 1024
+VALIDATION_STREAM = 0x525256  # "RRV": the random stream that draws the slice (rng.py)
 COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
 PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
 TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger (liblinear's eps)
@@ -66,6 +84,17 @@ EXACT_SHORTLIST_MACS = 1e12
 # 0.1647 / 0.0858 / 0.0605 in 6.3 s of fitting, all of them 0.1648 / 0.0861 / 0.0602 in 43 s.
 SHORTLIST_SAMPLES = 65_536
 SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
+# Besides its positives and the network's confusions, each leaf trains against this many training
+# samples drawn at random. The confusions alone leave a leaf blind to the rest of the input space:
+# a rare label that the network seldom shortlists sees few negatives and scores high everywhere,
+# so the leaves' scores do not compare across labels (alone they ranked DebianDeps' test samples
+# at P@1 0.60, a generated bag of item ids at 0.20). Random samples give every leaf the same
+# picture of the background: at about 125 a label DebianDeps' leaves alone reached 0.74, the
+# item ids' 0.55 at 84 and 0.57 at 262, past the network's own 0.53; the blends gained 0.5-2 P@1
+# (bench/measured-2026-12-07/random-negatives/). The cost is linear in them.
+RANDOM_NEGATIVES = 128
+RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 131,072 labels
+RANDOM_STREAM = 0x52524E  # "RRN": the random stream that draws them
 
 
 class Leaves(NamedTuple):
@@ -76,6 +105,7 @@ class Leaves(NamedTuple):
     weights: np.ndarray  # (E,) float32
     n_features: int  # F
     step: int  # the training step of the network whose shortlists trained them
+    share: float = WEIGHT  # their share of the blended log-score: model.reranker.weight, or the one "auto" chose
 
 
 # -- fitting --------------------------------------------------------------------------------------
@@ -161,15 +191,33 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x
             out_counts[j] = at + 1 - out_indptr[j]
 
 
-def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray,
-                   n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_negatives(n_labels: int, rows: np.ndarray, per_label: int, draw: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, samples) int64: `per_label` samples of `rows` for each of the N labels, drawn
+    uniformly with replacement (a draw that has the label becomes one of its positives)."""
+    labels = np.repeat(np.arange(n_labels, dtype=np.int64), per_label)
+    return labels, np.asarray(rows, np.int64)[draw.integers(0, len(rows), labels.shape[0])]
+
+
+def random_negatives_per_label(n_labels: int, n_rows: int) -> int:
+    """RANDOM_NEGATIVES a label, fewer where N x that passes RANDOM_PAIRS, and never more than
+    the samples there are."""
+    return int(min(RANDOM_NEGATIVES, RANDOM_PAIRS // max(1, n_labels), n_rows))
+
+
+def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray, n_labels: int,
+                   negatives: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indptr (N + 1,) int64, rows (P,) int64, positive (P,) bool): for each label, the samples
-    that have it or hold it in their shortlist (B, K) (-1 pads), ascending, each once."""
+    that have it, hold it in their shortlist (B, K) (-1 pads) or are among its `negatives`
+    (labels, samples), ascending, each once."""
     b = shortlists.shape[0]
     listed = shortlists >= 0
+    extra_labels, extra_rows = negatives if negatives is not None else (np.zeros(0, np.int64),) * 2
     keys = np.concatenate([  # label x B + sample: positives first, so a stable sort puts them first in a run
         y_indices.astype(np.int64) * b + np.repeat(np.arange(b, dtype=np.int64), np.diff(y_indptr)),
-        shortlists[listed].astype(np.int64) * b + np.nonzero(listed)[0]])
+        shortlists[listed].astype(np.int64) * b + np.nonzero(listed)[0],
+        np.asarray(extra_labels, np.int64) * b + np.asarray(extra_rows, np.int64)])
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     first = np.ones(keys.shape[0], bool)
@@ -181,19 +229,22 @@ def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.n
     return indptr, rows, positive
 
 
-def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None = None, cost: float = COST,
+def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None = None,
+               negatives: tuple[np.ndarray, np.ndarray] | None = None, cost: float = COST,
                threshold: float = PRUNE_THRESHOLD, tolerance: float = TOLERANCE, max_passes: int = MAX_PASSES,
                threads: int | None = None) -> Leaves:
     """Leaves for the N labels (n_labels, default `train`'s (a Dataset)), each trained on its
-    positives and the samples whose shortlist (B, K) int32 of network picks (-1 pads) holds it;
-    `step` records which network's shortlists they learnt from."""
+    positives, the samples whose shortlist (B, K) int32 of network picks (-1 pads) holds it and its
+    random `negatives` (labels, samples; random_negatives); `step` records which network's
+    shortlists they learnt from."""
     b, n_features = train.n_samples, train.n_features
     if shortlists.ndim != 2 or shortlists.shape[0] != b:
         raise ValueError(f"shortlists must be (B={b}, K), got {shortlists.shape}")
     if not cost > 0:
         raise ValueError(f"cost must be > 0, got {cost}")
     n_labels = int(max(n_labels or 0, train.n_labels, shortlists.max(initial=-1) + 1))
-    pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels)
+    pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels,
+                                                      negatives)
     scales = unit_scales(train)  # 1 / each row's norm (0 for an empty row, which has nothing to scale)
     row_nnz = np.diff(train.x_indptr)
     room = np.zeros(n_labels, np.int64)  # each label's distinct features are at most its rows' non-zeros
@@ -239,6 +290,34 @@ def _feature_order(features: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The order that sorts each label's kept features ascending (the bias, id F, last)."""
     group = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
     return np.lexsort((features, group))
+
+
+# -- the share --------------------------------------------------------------------------------------
+
+
+def validation_rows(n_samples: int, seed: int) -> np.ndarray | None:
+    """The training samples (ascending int64) kept out of the network's training for "auto" to
+    choose the leaves' share on, or None where the training set is too small to spare them: a pure
+    function of (n_samples, seed), so a resumed run holds out the same ones."""
+    n = min(VALIDATION_SAMPLES, int(n_samples * VALIDATION_SHARE))
+    if n < MIN_VALIDATION:
+        return None
+    return np.sort(generator(seed, VALIDATION_STREAM).choice(n_samples, n, replace=False)).astype(np.int64)
+
+
+def choose_share(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, y_indptr: np.ndarray,
+                 y_indices: np.ndarray, shares=SHARES) -> tuple[float, dict]:
+    """(share, {share: mean of P@1, P@3, P@5}): the share of `shares` whose re-ranking (rerank) of
+    held-out samples' shortlists ids (B, K) scores best against their labels (CSR); the smallest
+    on a tie."""
+    k = min(5, ids.shape[1])
+    table = {}
+    for share in shares:
+        top = rerank(ids, log_scores, leaf_scores, share, k)[0]
+        p = evaluate_topk(top, y_indptr, y_indices, (1, 3, 5))
+        table[float(share)] = float(np.mean([p["P@1"], p["P@3"], p["P@5"]]))
+    best = max(table.values())
+    return next(s for s, v in table.items() if v == best), table
 
 
 # -- scoring --------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ from .errors import CheckpointError, ConfigError, DataError, NumericalError, Sto
 from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
+from .reranker import validation_rows
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
@@ -138,7 +139,12 @@ class Trainer:
             self.model.train_format = file_format(self.config.data.train)  # its model files record it
         if _model is None:
             self.model.data_named = self._data_named
-        self.schedule = Schedule(self.config.training, train.n_samples) if train is not None else None
+        # model.reranker.weight "auto": the training samples the network leaves out, to choose the
+        # leaves' share on when it is done (reranker.validation_rows)
+        self.held_out = (validation_rows(train.n_samples, self.config.training.seed)
+                         if train is not None and self.config.model.reranker.weight == AUTO else None)
+        self.schedule = (Schedule(self.config.training, train.n_samples, self.held_out)
+                         if train is not None else None)
         (self.epoch, self.batch_in_epoch, self.train_seconds, self.rebuild_seconds, self.lr_scale,
          self.eval_seconds_along) = Progress()  # eval_seconds_along: of the evaluations along the run (_eval_along)
         self.last_eval: dict = {}  # the newest eval record of this fit()
@@ -358,11 +364,14 @@ class Trainer:
             return False
         self._bar.set_description_str("fitting the re-ranking leaves")
         try:
-            seconds = self.model.fit_reranker(self.train_data)
+            seconds = self.model.fit_reranker(self.train_data, self.held_out)
         finally:
             self._bar.set_description_str("")
+        chosen = self.model.share_scores
         self._record("reranker", reranker_seconds=round(seconds, 3),
-                     reranker_weights=int(self.model.leaves.weights.shape[0]))
+                     reranker_weights=int(self.model.leaves.weights.shape[0]), reranker_share=self.model.leaves.share,
+                     **({"reranker_held_out": int(self.held_out.shape[0]),
+                         "reranker_share_scores": {f"{k:g}": round(v, 5) for k, v in chosen.items()}} if chosen else {}))
         return True
 
     def checkpoint(self) -> str:
@@ -480,6 +489,7 @@ def _start(trainer: Trainer) -> None:
     trainer._record("start", compile_seconds=compiled,
                     index_build_seconds=round(trainer.engine.index_build_seconds, 4),  # the first, outside the budget
                     threads=trainer.threads, n_train=n_train,
+                    **({"held_out": int(trainer.held_out.shape[0])} if trainer.held_out is not None else {}),
                     parameters=int(sum(l.weights.size + l.bias.size for l in trainer.engine.layers)),
                     **_data_report(trainer.warnings, trainer.train_data, trainer.test_data))
 
@@ -658,9 +668,12 @@ class Schedule:
     per epoch, planned steps, each epoch's sample order, the learning rate at a step, and when the
     run is over. Distributed workers take their batches from it too."""
 
-    def __init__(self, t: TrainingConfig, n_train: int):
-        self.t, self.n_train = t, n_train
-        self.batches_per_epoch = -(-n_train // t.batch_size)
+    def __init__(self, t: TrainingConfig, n_train: int, held_out: np.ndarray | None = None):
+        self.t = t
+        # the rows an epoch goes through: all but those `held_out` (None: all)
+        self.rows = None if held_out is None else np.setdiff1d(np.arange(n_train, dtype=np.int64), held_out)
+        self.n_train = n_train if self.rows is None else self.rows.shape[0]
+        self.batches_per_epoch = -(-self.n_train // t.batch_size)
         # The epochs, at most training.max_steps; the linear learning-rate schedule decays over
         # them (or over time_budget_s, whichever comes first).
         steps = t.epochs * self.batches_per_epoch
@@ -671,7 +684,8 @@ class Schedule:
         """The epoch's sample order, a pure function of (seed, epoch), so a resumed run sees
         exactly the batches the interrupted one would have; drawn once per epoch."""
         if self._order[0] != epoch:
-            self._order = (epoch, generator(self.t.seed, epoch).permutation(self.n_train).astype(np.int64))
+            order = generator(self.t.seed, epoch).permutation(self.n_train).astype(np.int64)
+            self._order = (epoch, order if self.rows is None else self.rows[order])
         return self._order[1]
 
     def batch_rows(self, epoch: int, batch: int) -> np.ndarray:

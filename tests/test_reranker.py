@@ -6,14 +6,32 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from naive import naive_l2svm, naive_leaf_pairs, naive_rerank, naive_unit_rows_with_bias
+from naive import (
+    naive_choose_share,
+    naive_l2svm,
+    naive_leaf_pairs,
+    naive_rerank,
+    naive_unit_rows_with_bias,
+)
 
-from slidepy import Trainer, load_config
+from slidepy import Trainer, load_config, reranker
 from slidepy.cli import main
 from slidepy.data import Dataset, write_dataset
 from slidepy.errors import ConfigError
 from slidepy.model import Model
-from slidepy.reranker import fit_leaves, rerank, score_leaves, training_pairs
+from slidepy.reranker import (
+    SHARES,
+    WEIGHT,
+    choose_share,
+    fit_leaves,
+    random_negatives,
+    random_negatives_per_label,
+    rerank,
+    score_leaves,
+    training_pairs,
+    validation_rows,
+)
+from slidepy.trainer import Schedule
 
 
 def random_set(rng, n, n_features, n_labels, density=0.3, zero_rows=()):
@@ -42,6 +60,60 @@ def test_training_pairs_match_the_reference():
     for label, (want_rows, want_pos) in naive_leaf_pairs(short, data.y_indptr, data.y_indices, 9).items():
         assert rows[indptr[label]:indptr[label + 1]].tolist() == want_rows
         assert positive[indptr[label]:indptr[label + 1]].tolist() == want_pos
+
+
+def test_training_pairs_with_random_negatives_match_the_reference():
+    """Random (label, sample) draws join the pairs as negatives; a draw of one of the label's own
+    samples is that positive, once."""
+    rng = np.random.default_rng(3)
+    data, _ = random_set(rng, 30, 12, 9)
+    short = random_shortlists(rng, 30, 9, 2)
+    negatives = random_negatives(9, np.arange(5, 30), 6, np.random.default_rng(4))
+    assert np.all(np.bincount(negatives[0], minlength=9) == 6) and negatives[1].min() >= 5
+    indptr, rows, positive = training_pairs(short, data.y_indptr, data.y_indices, 9, negatives)
+    for label, (want_rows, want_pos) in naive_leaf_pairs(short, data.y_indptr, data.y_indices, 9, negatives).items():
+        assert rows[indptr[label]:indptr[label + 1]].tolist() == want_rows
+        assert positive[indptr[label]:indptr[label + 1]].tolist() == want_pos
+    bare = training_pairs(short, data.y_indptr, data.y_indices, 9)
+    assert rows.shape[0] > bare[1].shape[0]
+
+
+def test_random_negatives_per_label_keep_to_their_caps():
+    assert random_negatives_per_label(1000, 10**6) == reranker.RANDOM_NEGATIVES
+    assert random_negatives_per_label(10**6, 10**6) == reranker.RANDOM_PAIRS // 10**6
+    assert random_negatives_per_label(1000, 40) == 40
+
+
+def test_the_validation_slice_is_the_seeds_and_only_where_it_can_be_spared():
+    assert validation_rows(reranker.MIN_VALIDATION * 40 - 40, 0) is None  # 2.5% would be under MIN_VALIDATION
+    rows = validation_rows(100_000, 3)
+    assert rows.shape == (reranker.VALIDATION_SAMPLES,) and np.all(np.diff(rows) > 0) and rows[-1] < 100_000
+    np.testing.assert_array_equal(rows, validation_rows(100_000, 3))
+    assert not np.array_equal(rows, validation_rows(100_000, 4))
+    assert validation_rows(60_000, 0).shape == (1500,)  # 2.5% of it
+
+
+def test_a_schedule_never_trains_on_the_held_out_rows():
+    t = load_config({"training": {"batch_size": 7, "seed": 5}}).training
+    held = np.array([0, 3, 4, 40, 99])
+    schedule = Schedule(t, 100, held)
+    assert schedule.n_train == 95 and schedule.batches_per_epoch == 14
+    for epoch in range(2):
+        seen = np.concatenate([schedule.batch_rows(epoch, b) for b in range(schedule.batches_per_epoch)])
+        np.testing.assert_array_equal(np.sort(seen), np.setdiff1d(np.arange(100), held))
+    np.testing.assert_array_equal(Schedule(t, 100).epoch_order(0), Schedule(t, 100, None).epoch_order(0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_chosen_share_matches_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    data, _ = random_set(rng, 60, 5, 12)
+    ids = random_shortlists(rng, 60, 12, 8)
+    log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
+    leaf = rng.normal(size=ids.shape).astype(np.float32)
+    share, table = choose_share(ids, log_scores, leaf, data.y_indptr, data.y_indices)
+    assert set(table) == set(SHARES) and table[share] == max(table.values())
+    assert share == naive_choose_share(ids, log_scores, leaf, data.y_indptr, data.y_indices, SHARES)
 
 
 def test_each_leaf_is_the_l2_svm_optimum_on_unit_rows():
@@ -184,7 +256,9 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     trainer.fit()
     seen = []
     monkeypatch.setattr(model_module, "SHORTLIST_SAMPLES", 100)
-    monkeypatch.setattr(model_module, "fit_leaves", lambda train, short, step, **kw: seen.append(short.copy()))
+    fit = model_module.fit_leaves
+    monkeypatch.setattr(model_module, "fit_leaves",
+                        lambda train, short, step, **kw: seen.append(short.copy()) or fit(train, short, step, **kw))
     model = trainer.model
     model.config = load_config({**tiny_config, "model": {**tiny_config["model"], "reranker": {"weight": 0.1}}})
     model.fit_reranker(trainer.train_data)
@@ -193,3 +267,65 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     assert seen[0].shape == (1200, 50) and listed.sum() == 100
     assert np.all(seen[0][~listed] == -1) and np.all(seen[0][listed] >= 0)
     np.testing.assert_array_equal(seen[0], seen[1])
+
+
+def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tmp_path, monkeypatch, one_thread):
+    """weight "auto": the run holds a slice of the training set out of every batch, chooses the
+    leaves' share on it (recorded with each share's score), and a model file predicts with that
+    share; `evaluate` on it gives the run's P@1."""
+    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
+    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    held = trainer.held_out
+    assert held.shape == (120,)
+    trained_on = []
+    step = trainer.train_step
+
+    def recorded_step():
+        done = step()
+        trained_on.append(done.rows)
+        return done
+
+    monkeypatch.setattr(trainer, "train_step", recorded_step)
+    final = trainer.fit()
+    trained_on = np.concatenate(trained_on)
+    assert trained_on.shape[0] > 1080 and not np.isin(held, trained_on).any()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r["event"] == "start")
+    fitted = next(r for r in records if r["event"] == "reranker")
+    assert start["held_out"] == 120
+    scores = {float(k): v for k, v in fitted["reranker_share_scores"].items()}
+    assert set(scores) == set(SHARES) and fitted["reranker_held_out"] == 120
+    assert scores[fitted["reranker_share"]] == max(scores.values())
+    assert trainer.model.leaves.share == fitted["reranker_share"]
+    checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
+    loaded, _ = Model.load(checkpoint)
+    assert loaded.leaves.share == fitted["reranker_share"]
+    write_dataset(trainer.test_data, tmp_path / "test.txt")
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt"),
+                                       "--json", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+
+
+def test_auto_on_a_small_set_holds_nothing_out_and_takes_the_default_share(tiny_config, one_thread):
+    tiny_config["model"]["reranker"] = {"weight": "auto"}
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    assert trainer.held_out is None and trainer.schedule.n_train == trainer.train_data.n_samples
+    trainer.fit()
+    assert trainer.model.leaves.share == WEIGHT and trainer.model.share_scores is None
+
+
+def test_a_model_file_from_before_the_share_was_saved_takes_its_configs(tiny_config, tmp_path, one_thread):
+    from slidepy.checkpoint import save_checkpoint
+
+    tiny_config["model"]["reranker"] = {"weight": 0.3}
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer.fit()
+    arrays, meta = trainer.model.state()
+    assert meta["reranker"].pop("share") == 0.3
+    save_checkpoint(tmp_path / "old.npz", arrays, meta)
+    assert Model.load(tmp_path / "old.npz")[0].leaves.share == 0.3

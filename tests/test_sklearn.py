@@ -280,7 +280,7 @@ def test_saved_pipeline_predicts_text_from_the_cli(text_data, tmp_path):
     assert res.exit_code == 2 and "holds no text vectorizer" in res.output and "save_model" in res.output
 
 
-@pytest.mark.parametrize("votes,leaves", [(0.0, 0.0), (0.5, 0.0), (0.5, 0.3)])
+@pytest.mark.parametrize("votes,leaves", [(0.0, 0.0), (0.5, 0.0), (0.5, 0.3), (0.5, "auto")])
 def test_pickle_round_trip(text_data, votes, leaves):
     """A pickled estimator scores as the original, the neighbours' votes included (model files
     leave the bank out) and the re-ranking leaves (model files keep them)."""
@@ -290,7 +290,7 @@ def test_pickle_round_trip(text_data, votes, leaves):
     pipe = make_pipeline(TfidfVectorizer(), _small(epochs=2, neighbours_weight=votes, reranker_weight=leaves))
     pipe.fit(x_train, y_train)
     assert (pipe[-1].trainer_.engine.neighbours is not None) == (votes > 0)
-    assert (pipe[-1].trainer_.model.current_leaves() is not None) == (leaves > 0)
+    assert (pipe[-1].trainer_.model.current_leaves() is not None) == (leaves != 0)
     again = pickle.loads(pickle.dumps(pipe))
     np.testing.assert_array_equal(again.decision_function(x_test), pipe.decision_function(x_test))
 

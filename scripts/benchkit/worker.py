@@ -106,7 +106,7 @@ class SlidepyRunner:
         model = self.trainer.model
         if not model.reranker_due():
             return False
-        self.leaves_seconds += model.fit_reranker(self.train)
+        self.leaves_seconds += model.fit_reranker(self.train, self.trainer.held_out)
         return True
 
     def step(self, traffic: dict | None = None) -> float:
