@@ -144,7 +144,8 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   trees' per-label linear models beside the network's low-rank one. Their share of the blended
   log-score is "auto": chosen on up to 2,048 training samples (2.5%) held out of the network's
   training, since it differs by data (0.1 to 0.5 on the sets measured) and no rule of the shape
-  predicted it; below 40,960 training samples nothing is held out and the share is 0.1.
+  predicted it; it leaves 0.1 only on evidence (reranker.EVIDENCE); below 40,960 training
+  samples nothing is held out and the share is 0.1.
 """
 
 from __future__ import annotations
