@@ -141,7 +141,7 @@ class Trainer:
             self.model.data_named = self._data_named
         # model.reranker.weight "auto": the training samples the network leaves out, to choose the
         # leaves' share on when it is done (reranker.validation_rows)
-        self.held_out = (validation_rows(train.n_samples, self.config.training.seed)
+        self.held_out = (validation_rows(train, self.config.training.seed)
                          if train is not None and self.config.model.reranker.weight == AUTO else None)
         self.schedule = (Schedule(self.config.training, train.n_samples, self.held_out)
                          if train is not None else None)

@@ -86,13 +86,42 @@ def test_random_negatives_per_label_keep_to_their_caps():
     assert random_negatives_per_label(1000, 40) == 40
 
 
-def test_the_validation_slice_is_the_seeds_and_only_where_it_can_be_spared():
-    assert validation_rows(reranker.MIN_VALIDATION * 40 - 40, 0) is None  # 2.5% would be under MIN_VALIDATION
-    rows = validation_rows(100_000, 3)
+def rows_set(n, rng, n_features=400, nnz=2):
+    """n samples of nnz features each (ids and values from few choices, so many rows recur)."""
+    ids = np.sort(np.stack([rng.choice(n_features, nnz, replace=False) for _ in range(n)]), axis=1)
+    values = rng.choice(np.array([0.5, 1.0], np.float32), (n, nnz))
+    indptr = np.arange(0, n * nnz + 1, nnz, dtype=np.int64)
+    return Dataset(indptr, ids.ravel().astype(np.int32), values.ravel(), np.arange(n + 1, dtype=np.int64),
+                   np.zeros(n, np.int32), n_features, 1)
+
+
+def test_single_rows_match_the_reference():
+    rng = np.random.default_rng(2)
+    data = rows_set(3000, rng, n_features=40)
+    rows = [tuple(zip(data.x_indices[data.x_indptr[i]:data.x_indptr[i + 1]].tolist(),
+                      data.x_values[data.x_indptr[i]:data.x_indptr[i + 1]].tolist())) for i in range(3000)]
+    counts = {r: rows.count(r) for r in set(rows)}
+    want = np.array([counts[r] == 1 for r in rows])
+    assert 0 < want.sum() < 3000
+    np.testing.assert_array_equal(reranker.single_rows(data), want)
+    # the same row with its pairs in another order is the same row
+    swapped = Dataset(data.x_indptr, data.x_indices.reshape(-1, 2)[:, ::-1].ravel().copy(),
+                      data.x_values.reshape(-1, 2)[:, ::-1].ravel().copy(), data.y_indptr, data.y_indices, 40, 1)
+    np.testing.assert_array_equal(reranker.single_rows(swapped), want)
+
+
+def test_the_validation_slice_is_the_seeds_of_single_rows_and_only_where_it_can_be_spared():
+    rng = np.random.default_rng(0)
+    assert validation_rows(rows_set(reranker.MIN_VALIDATION * 40 - 40, rng), 0) is None  # 2.5% would be too few
+    data = rows_set(100_000, rng)
+    rows = validation_rows(data, 3)
     assert rows.shape == (reranker.VALIDATION_SAMPLES,) and np.all(np.diff(rows) > 0) and rows[-1] < 100_000
-    np.testing.assert_array_equal(rows, validation_rows(100_000, 3))
-    assert not np.array_equal(rows, validation_rows(100_000, 4))
-    assert validation_rows(60_000, 0).shape == (1500,)  # 2.5% of it
+    assert reranker.single_rows(data)[rows].all()  # no copy of a held-out row is left to train on
+    np.testing.assert_array_equal(rows, validation_rows(data, 3))
+    assert not np.array_equal(rows, validation_rows(data, 4))
+    assert validation_rows(rows_set(60_000, rng), 0).shape == (1500,)  # 2.5% of it
+    repeated = rows_set(60_000, rng, n_features=30)  # 435 x 4 distinct rows: none occurs once
+    assert validation_rows(repeated, 0) is None
 
 
 def test_a_schedule_never_trains_on_the_held_out_rows():
