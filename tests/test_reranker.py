@@ -281,15 +281,20 @@ def test_a_run_fits_leaves_that_rerank_and_a_model_file_keeps_them(tiny_config, 
     assert "reranker" not in meta and not any(name.startswith("reranker.") for name in arrays)
 
 
+def one_epoch_state(config: dict, weight: float) -> tuple[dict, dict]:
+    """The model file (arrays, meta) of a one-epoch run of `config` with leaves at `weight`."""
+    config["model"]["reranker"] = {"weight": weight}
+    config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(config), progress=False)
+    trainer.fit()
+    return trainer.model.state()
+
+
 def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one_thread):
     from slidepy.checkpoint import save_checkpoint
     from slidepy.errors import CheckpointError
 
-    tiny_config["model"]["reranker"] = {"weight": 0.2}
-    tiny_config["training"]["epochs"] = 1
-    trainer = Trainer(load_config(tiny_config), progress=False)
-    trainer.fit()
-    arrays, meta = trainer.model.state()
+    arrays, meta = one_epoch_state(tiny_config, 0.2)
     del arrays["reranker.weights"]
     save_checkpoint(tmp_path / "half.npz", arrays, meta)
     with pytest.raises(CheckpointError, match="half.npz.*reranker"):
@@ -372,11 +377,7 @@ def test_auto_on_a_small_set_holds_nothing_out_and_takes_the_default_share(tiny_
 def test_a_model_file_from_before_the_share_was_saved_takes_its_configs(tiny_config, tmp_path, one_thread):
     from slidepy.checkpoint import save_checkpoint
 
-    tiny_config["model"]["reranker"] = {"weight": 0.3}
-    tiny_config["training"]["epochs"] = 1
-    trainer = Trainer(load_config(tiny_config), progress=False)
-    trainer.fit()
-    arrays, meta = trainer.model.state()
+    arrays, meta = one_epoch_state(tiny_config, 0.3)
     assert meta["reranker"].pop("share") == 0.3
     save_checkpoint(tmp_path / "old.npz", arrays, meta)
     assert Model.load(tmp_path / "old.npz")[0].leaves.share == 0.3
