@@ -9,8 +9,9 @@ each of a sample's K shortlisted labels.
 
 What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent, as
 liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
-the training samples that have l (positives) or whose network shortlist of K labels holds it
-(negatives the network confuses with l): the matcher-aware negatives of XR-Transformer. The
+the training samples that have l (positives), whose network shortlist of K labels holds it
+(negatives the network confuses with l: the matcher-aware negatives of XR-Transformer), and
+RANDOM_NEGATIVES samples drawn at random (so that every leaf's scores are on one footing). The
 shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
 training samples, or through its LSH index where that would cost more than EXACT_SHORTLIST_MACS. Weights under
 PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
@@ -25,7 +26,9 @@ leaves alone 0.5600. On a generated bag of item ids (bench/measured-2026-12-07/t
 network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 / 0.2495 / 0.1594. So WEIGHT 0.1, where P@5 held on
 both. Leaves trained against the samples of the label's k-means cluster instead of the shortlists
 (PECOS' own negatives) added 0.2-0.3 P@1 on DebianDeps: the network's confusions are the
-negatives that matter (bench/measured-2026-12-07/reranker/).
+negatives that matter (bench/measured-2026-12-07/reranker/). (Those figures predate the random
+negatives, with which the best weight came apart by data; model.reranker.weight "auto" chooses it
+on a held-out slice: validation_rows, choose_share, and the comments at SHARES.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
@@ -66,8 +69,8 @@ SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 # errors of the samples' paired differences. The slice is a random part of the training set; a
 # test split drawn apart (other documents, a later time) can favour the leaves less. On
 # DebianNextWord (overlapping 3-word windows of the same texts) the best share on 2,048 held-out
-# samples was 0.3 by 0.15 points of mean P@k, and it cost the test split a point of P@1 (0.1570
-# against 0.1669 at 0.1); the items and tags shapes' 0.5 won by 1.2 and 2 points.
+# samples was 0.3 by 0.15 points of mean P@k, and it cost the test split half a point of P@1 (0.1570
+# against 0.1616 at 0.1, the same network); the items and tags shapes' 0.5 won by 1.2 and 2 points.
 EVIDENCE = 2.0
 VALIDATION_SAMPLES = 2048
 VALIDATION_SHARE = 0.025
