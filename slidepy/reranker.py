@@ -329,8 +329,10 @@ def single_rows(data) -> np.ndarray:
     values = np.ascontiguousarray(data.x_values, np.float32).view(np.uint32).astype(np.uint64)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as a hash should
         pair = _mix64(ids * np.uint64(0x9E3779B97F4A7C15) ^ _mix64(values + np.uint64(1)))
-        row = np.zeros(data.n_samples, np.uint64)
-        np.add.at(row, np.repeat(np.arange(data.n_samples), np.diff(data.x_indptr)), pair)
+        row = np.zeros(data.n_samples, np.uint64)  # an empty row sums to 0
+        filled = np.diff(data.x_indptr) > 0
+        if filled.any():  # each row's pairs are one run of the CSR arrays
+            row[filled] = np.add.reduceat(pair, data.x_indptr[:-1][filled])
     _, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
     return counts[inverse] == 1
 

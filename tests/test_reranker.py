@@ -108,6 +108,10 @@ def test_single_rows_match_the_reference():
     swapped = Dataset(data.x_indptr, data.x_indices.reshape(-1, 2)[:, ::-1].ravel().copy(),
                       data.x_values.reshape(-1, 2)[:, ::-1].ravel().copy(), data.y_indptr, data.y_indices, 40, 1)
     np.testing.assert_array_equal(reranker.single_rows(swapped), want)
+    # empty rows are one row, the same for all of them
+    gaps = Dataset(np.array([0, 0, 1, 1, 3]), np.array([4, 1, 2], np.int32), np.ones(3, np.float32),
+                   np.arange(5, dtype=np.int64), np.zeros(4, np.int32), 5, 1)
+    np.testing.assert_array_equal(reranker.single_rows(gaps), [False, True, False, True])
 
 
 def test_the_validation_slice_is_the_seeds_of_single_rows_and_only_where_it_can_be_spared():
