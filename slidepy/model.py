@@ -26,8 +26,9 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (EXACT_SHORTLIST_MACS, RANDOM_STREAM, SHORTLIST_SAMPLES, SHORTLIST_STREAM, WEIGHT, Leaves,
-                       choose_share, fit_leaves, random_negatives, random_negatives_per_label, rerank, score_leaves)
+from .reranker import (DEPTHS, EXACT_SHORTLIST_MACS, RANDOM_STREAM, SHORTLIST_SAMPLES, SHORTLIST_STREAM, WEIGHT,
+                       Leaves, choose_blend, fit_leaves, random_negatives, random_negatives_per_label, rerank,
+                       score_leaves)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -130,7 +131,7 @@ class Model:
         # handed in from Python; None: not recorded (files written before it was)
         self.data_named: bool | None = None
         self.leaves: Leaves | None = None  # model.reranker's, fitted when training ends (fit_reranker)
-        self.share_scores: dict | None = None  # {share: held-out mean P@k} of the last "auto" choice
+        self.share_scores: dict | None = None  # {(share, depth): held-out mean P@k} of the last "auto" choice
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -188,7 +189,7 @@ class Model:
                 raise ValueError("malformed engine state")
             leaves = {name: arrays.pop(name) for name in list(arrays) if name.startswith(LEAVES_PREFIX)}
             self.engine.load_state(arrays, engine_meta, source=str(path))
-            self.leaves = _leaves_from(leaves, meta.get("reranker"), self.config.model.reranker.weight)
+            self.leaves = _leaves_from(leaves, meta.get("reranker"), self.config.model.reranker)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
@@ -207,7 +208,8 @@ class Model:
         arrays = self.engine.state_arrays()
         leaves = self.current_leaves()  # fitted on these weights: a model file predicts as its run did
         if leaves is not None:
-            meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features, "share": leaves.share}
+            meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features, "share": leaves.share,
+                                "depth": leaves.depth}
             arrays |= {LEAVES_PREFIX + name: getattr(leaves, name) for name in LEAVES_ARRAYS}
         return arrays, meta
 
@@ -295,9 +297,10 @@ class Model:
         most reranker.SHORTLIST_SAMPLES of) its samples: exact, or through its LSH index where
         exact scoring would pass reranker.EXACT_SHORTLIST_MACS; and against samples drawn at random
         (reranker.RANDOM_NEGATIVES a label; slidepy/reranker.py). Their share is the config's, or
-        for "auto" the one that re-ranks `train`'s `held_out` samples best (which the network never
-        trained on: reranker.validation_rows; the leaves and the votes then leave them out too),
-        else reranker.WEIGHT. Returns the seconds."""
+        for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
+        network's ranking they reach (which the network never trained on:
+        reranker.validation_rows; the leaves and the votes then leave them out too), else
+        reranker.WEIGHT over the shortlist's length. Returns the seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
         share = self.config.model.reranker.weight
@@ -319,37 +322,38 @@ class Model:
                                      generator(self.config.training.seed, RANDOM_STREAM))
         leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=n, negatives=negatives)
         self.share_scores = None
+        depth = k
         if validation is not None:
-            share, self.share_scores = self._choose_share(leaves, train, validation)
-        self.leaves = leaves._replace(share=WEIGHT if share == AUTO else float(share))
+            (share, depth), self.share_scores = self._choose_blend(leaves, train, validation)
+        self.leaves = leaves._replace(share=WEIGHT if share == AUTO else float(share), depth=depth)
         return time.perf_counter() - started
 
-    def _choose_share(self, leaves: Leaves, train: Dataset, validation: Dataset) -> tuple[float, dict]:
-        """reranker.choose_share on the held-out `validation` samples, scored as _top scores (the
-        votes from a bank of `train`, which leaves them out)."""
+    def _choose_blend(self, leaves: Leaves, train: Dataset, validation: Dataset) -> tuple[tuple[float, int], dict]:
+        """reranker.choose_blend on the held-out `validation` samples, scored as _top scores (the
+        votes from a bank of `train`, which leaves them out), at depths of reranker.DEPTHS times the
+        leaves' shortlist length."""
         bank = self.engine.neighbours, self.bank_source
         try:
             self.attach_neighbours(train)
-            k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+            depths = tuple(sorted({min(d * leaves.depth, self.engine.n_labels) for d in DEPTHS}))
             rows = np.arange(validation.n_samples, dtype=np.int64)
-            ids, scores, _ = self.engine.predict(validation, rows, k=k)
+            ids, scores, _ = self.engine.predict(validation, rows, k=depths[-1])
             leaf_scores = score_leaves(leaves, validation, rows, ids)
-            return choose_share(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
-                                validation.y_indices)
+            return choose_blend(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
+                                validation.y_indices, depths)
         finally:
             self.engine.neighbours, self.bank_source = bank
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
-        some: the network's (and votes') top model.reranker.shortlist labels, blended with the
+        some: the network's (and votes') top leaves.depth labels, blended with the
         leaves' scores (reranker.rerank), then any more of the k in the network's order below them
         (so the first k' of k are the top k'); scores are then blended log-scores."""
         leaves = self.current_leaves()
         if leaves is None or leaves.share <= 0:
             return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
-        opts = self.config.model.reranker
         rows = np.arange(data.n_samples, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-        short = min(opts.shortlist, self.engine.n_labels)
+        short = min(leaves.depth, self.engine.n_labels)
         ids, scores, active = self.engine.predict(data, rows, k=max(k, short), use_lsh=use_lsh)
         log_scores = self._log_scores(scores, use_lsh)
         top_ids, top = rerank(ids[:, :short], log_scores[:, :short], score_leaves(leaves, data, rows, ids[:, :short]),
@@ -421,9 +425,9 @@ LEAVES_PREFIX = "reranker."
 LEAVES_ARRAYS = ("indptr", "features", "weights")
 
 
-def _leaves_from(arrays: dict, meta, weight) -> Leaves | None:
-    """A checkpoint's leaves (model.reranker), or None where it holds none; a file from before
-    the share was saved has its config's `weight`."""
+def _leaves_from(arrays: dict, meta, options) -> Leaves | None:
+    """A checkpoint's leaves, or None where it holds none; a file from before their share and
+    depth were saved has its config's (`options`: model.reranker) weight and shortlist."""
     if not arrays and meta is None:
         return None
     if not isinstance(meta, dict) or set(arrays) != {LEAVES_PREFIX + n for n in LEAVES_ARRAYS}:
@@ -433,4 +437,5 @@ def _leaves_from(arrays: dict, meta, weight) -> Leaves | None:
         raise ValueError("reranker arrays that do not fit together")
     return Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
                   int(meta["n_features"]), int(meta["step"]),
-                  float(meta.get("share", WEIGHT if weight == AUTO else weight)))
+                  float(meta.get("share", WEIGHT if options.weight == AUTO else options.weight)),
+                  int(meta.get("depth", options.shortlist)))

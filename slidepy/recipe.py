@@ -368,7 +368,7 @@ def describe(config, train: Dataset, recipe: dict | None = None) -> str:
 
 def _leaves_text(weight) -> str:
     if weight == AUTO:
-        return ", re-ranked by per-label linear leaves (their share chosen on a held-out slice)"
+        return ", re-ranked by per-label linear leaves (their share and depth chosen on a held-out slice)"
     return f", re-ranked by per-label linear leaves at {weight:g}" if weight > 0 else ""
 
 

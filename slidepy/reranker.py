@@ -27,8 +27,9 @@ network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 / 0.2495 / 0.1594. So WEIGHT 0.1, 
 both. Leaves trained against the samples of the label's k-means cluster instead of the shortlists
 (PECOS' own negatives) added 0.2-0.3 P@1 on DebianDeps: the network's confusions are the
 negatives that matter (bench/measured-2026-12-07/reranker/). (Those figures predate the random
-negatives, with which the best weight came apart by data; model.reranker.weight "auto" chooses it
-on a held-out slice: validation_rows, choose_share, and the comments at SHARES.)
+negatives, with which the best weight came apart by data; model.reranker.weight "auto" chooses it,
+and how deep into the network's ranking the leaves reach, on a held-out slice: validation_rows,
+choose_blend, and the comments at SHARES and DEPTHS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
@@ -72,6 +73,15 @@ SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 # samples was 0.3 by 0.15 points of mean P@k, and it cost the test split half a point of P@1 (0.1570
 # against 0.1616 at 0.1, the same network); the items and tags shapes' 0.5 won by 1.2 and 2 points.
 EVIDENCE = 2.0
+# How deep "auto" lets the leaves reach: they re-rank the network's top d x model.reranker.shortlist
+# labels for d of DEPTHS (the training shortlist's length is the default). At a small share a label
+# past the network's 50th has too low a network score to climb, so the depth changes nothing; where
+# the leaves rank as well as the network (a large share) they bring such labels back. On the
+# generated bag of item ids (3.2 labels a sample) the network's top 50 held 32% of the test labels
+# and its top 200 41%; re-ranking the top 200 at 0.9 gave P@1 / P@5 0.598 / 0.195 against the top
+# 50's best, 0.572 / 0.175 at 0.7 (bench/measured-2026-12-07/depth/). The cost is the leaves'
+# scores for d times as many labels at prediction.
+DEPTHS = (1, 2, 4)
 VALIDATION_SAMPLES = 2048
 VALIDATION_SHARE = 0.025
 MIN_VALIDATION = 1024
@@ -115,6 +125,7 @@ class Leaves(NamedTuple):
     n_features: int  # F
     step: int  # the training step of the network whose shortlists trained them
     share: float = WEIGHT  # their share of the blended log-score: model.reranker.weight, or the one "auto" chose
+    depth: int = 0  # they re-rank the network's top `depth` labels: their shortlists' K, or the one "auto" chose
 
 
 # -- fitting --------------------------------------------------------------------------------------
@@ -285,7 +296,8 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None
     indptr = np.zeros(n_labels + 1, np.int64)
     indptr[1:] = np.cumsum(counts)
     return Leaves(indptr, np.concatenate(kept_features) if kept_features else np.zeros(0, np.int32),
-                  np.concatenate(kept_weights) if kept_weights else np.zeros(0, np.float32), int(n_features), int(step))
+                  np.concatenate(kept_weights) if kept_weights else np.zeros(0, np.float32), int(n_features), int(step),
+                  depth=int(shortlists.shape[1]))
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:
@@ -344,23 +356,27 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def choose_share(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, y_indptr: np.ndarray,
-                 y_indices: np.ndarray, shares=SHARES, default: float = WEIGHT) -> tuple[float, dict]:
-    """(share, {share: mean of P@1, P@3, P@5}) for held-out samples' shortlists ids (B, K) and
-    their labels (CSR): the share of `shares` whose re-ranking (rerank) scores best (the smallest
-    on a tie), if it beats `default` by EVIDENCE standard errors of the samples' paired
-    differences; else `default`."""
+def choose_blend(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, y_indptr: np.ndarray,
+                 y_indices: np.ndarray, depths: tuple, shares=SHARES, default: float = WEIGHT
+                 ) -> tuple[tuple[float, int], dict]:
+    """((share, depth), {(share, depth): mean of P@1, P@3, P@5}) for held-out samples' network
+    rankings ids (B, K >= every depth) and their labels (CSR): the pair whose re-ranking (rerank)
+    of each sample's top `depth` scores best (the shallowest, then the smallest share, on a tie), if
+    it beats (`default`, depths[0]) by EVIDENCE standard errors of the samples' paired differences;
+    else that default."""
     k = min(5, ids.shape[1])
-    per_sample = np.stack([sample_precision(rerank(ids, log_scores, leaf_scores, share, k)[0], y_indptr, y_indices)
-                           for share in shares])
+    pairs = [(float(share), int(depth)) for depth in depths for share in shares]
+    per_sample = np.stack([sample_precision(rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth],
+                                                   share, k)[0], y_indptr, y_indices) for share, depth in pairs])
     means = per_sample.mean(axis=1)
-    table = {float(share): float(m) for share, m in zip(shares, means)}
+    table = {pair: float(m) for pair, m in zip(pairs, means)}
     best = int(np.argmax(means))
-    if default in table and shares[best] != default and ids.shape[0] > 1:
-        gain = per_sample[best] - per_sample[list(table).index(default)]
+    base = (float(default), int(depths[0]))
+    if base in table and pairs[best] != base and ids.shape[0] > 1:
+        gain = per_sample[best] - per_sample[pairs.index(base)]
         if not gain.mean() > EVIDENCE * gain.std(ddof=1) / np.sqrt(gain.shape[0]):
-            return float(default), table
-    return float(shares[best]), table
+            return base, table
+    return pairs[best], table
 
 
 def sample_precision(top: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray) -> np.ndarray:

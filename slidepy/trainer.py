@@ -367,11 +367,14 @@ class Trainer:
             seconds = self.model.fit_reranker(self.train_data, self.held_out)
         finally:
             self._bar.set_description_str("")
-        chosen = self.model.share_scores
-        self._record("reranker", reranker_seconds=round(seconds, 3),
-                     reranker_weights=int(self.model.leaves.weights.shape[0]), reranker_share=self.model.leaves.share,
-                     **({"reranker_held_out": int(self.held_out.shape[0]),
-                         "reranker_share_scores": {f"{k:g}": round(v, 5) for k, v in chosen.items()}} if chosen else {}))
+        chosen, leaves = self.model.share_scores, self.model.leaves
+        scores = {}  # {depth: {share: held-out mean P@k}}
+        for (share, depth), score in (chosen or {}).items():
+            scores.setdefault(str(depth), {})[f"{share:g}"] = round(score, 5)
+        self._record("reranker", reranker_seconds=round(seconds, 3), reranker_weights=int(leaves.weights.shape[0]),
+                     reranker_share=leaves.share, reranker_depth=leaves.depth,
+                     **({"reranker_held_out": int(self.held_out.shape[0]), "reranker_share_scores": scores}
+                        if chosen else {}))
         return True
 
     def checkpoint(self) -> str:

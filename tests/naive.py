@@ -999,19 +999,20 @@ def naive_rerank(ids, log_scores, leaf_scores, weight, k):
     return _leaf_np.array(out_ids), _leaf_np.array(out_scores)
 
 
-def naive_choose_share(ids, log_scores, leaf_scores, y_indptr, y_indices, shares, default, evidence):
-    """The first of `shares` whose naive_rerank top 5 has the highest mean over samples of each
-    sample's mean P@1, P@3, P@5, if its per-sample gain over `default` has a mean above `evidence`
-    standard errors; else `default`."""
-    def per_sample(share):
-        top = naive_rerank(ids, log_scores, leaf_scores, share, 5)[0]
+def naive_choose_blend(ids, log_scores, leaf_scores, y_indptr, y_indices, depths, shares, default, evidence):
+    """The first (share, depth), depth by depth, whose naive_rerank of each sample's top `depth`
+    has the highest mean over samples of each sample's mean P@1, P@3, P@5, if its per-sample gain
+    over (`default`, depths[0]) has a mean above `evidence` standard errors; else that default."""
+    def per_sample(share, depth):
+        top = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, 5)[0]
         out = []
         for i in range(len(top)):
             labels = set(y_indices[y_indptr[i]:y_indptr[i + 1]].tolist())
             out.append(sum(len({t for t in top[i][:k] if t >= 0} & labels) / k for k in (1, 3, 5)) / 3)
         return _leaf_np.array(out)
-    scores = [per_sample(share) for share in shares]
+    pairs = [(share, depth) for depth in depths for share in shares]
+    scores = [per_sample(*pair) for pair in pairs]
     best = int(_leaf_np.argmax([s.mean() for s in scores]))
-    gain = scores[best] - scores[list(shares).index(default)]
+    gain = scores[best] - scores[pairs.index((default, depths[0]))]
     standard_error = gain.std(ddof=1) / _leaf_np.sqrt(len(gain))
-    return shares[best] if gain.mean() > evidence * standard_error else default
+    return pairs[best] if gain.mean() > evidence * standard_error else (default, depths[0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from naive import (
-    naive_choose_share,
+    naive_choose_blend,
     naive_l2svm,
     naive_leaf_pairs,
     naive_precision_at_k,
@@ -23,7 +23,7 @@ from slidepy.model import Model
 from slidepy.reranker import (
     SHARES,
     WEIGHT,
-    choose_share,
+    choose_blend,
     fit_leaves,
     random_negatives,
     random_negatives_per_label,
@@ -139,24 +139,32 @@ def test_a_schedule_never_trains_on_the_held_out_rows():
     np.testing.assert_array_equal(Schedule(t, 100).epoch_order(0), Schedule(t, 100, None).epoch_order(0))
 
 
-@pytest.mark.parametrize("seed,lean", [(0, 0.0), (1, 0.0), (2, 0.0), (3, 1.5), (4, 3.0)])
-def test_the_chosen_share_matches_the_reference(seed, lean):
+@pytest.mark.parametrize("seed,lean,deep", [(0, 0.0, 0), (1, 0.0, 0), (2, 0.0, 0), (3, 1.5, 0), (4, 3.0, 0),
+                                            (5, 3.0, 3.0)])
+def test_the_chosen_blend_matches_the_reference(seed, lean, deep):
     """`lean` shifts the leaves' scores towards the true labels, so that larger shares win by more
-    than noise: the evidence rule then moves off the default, as the reference does."""
+    than noise: the evidence rule then moves off the default, as the reference does. `deep` puts
+    the true labels past the network's top 4 (where only a deeper re-ranking finds them)."""
     rng = np.random.default_rng(seed)
     n, n_labels = 200, 12
     data, _ = random_set(rng, n, 5, n_labels)
     ids = random_shortlists(rng, n, n_labels, 8)
-    log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
     true = np.array([[label in data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]] for label in ids[i]]
                      for i in range(n)])
+    if deep:  # each sample's true labels to the back of its ranking
+        order = np.argsort(true, axis=1, kind="stable")
+        ids, true = np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1)
+    log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
     leaf = (rng.normal(size=ids.shape) + lean * true).astype(np.float32)
-    share, table = choose_share(ids, log_scores, leaf, data.y_indptr, data.y_indices)
-    assert set(table) == set(SHARES)
-    assert share == naive_choose_share(ids, log_scores, leaf, data.y_indptr, data.y_indices, SHARES, WEIGHT,
-                                       reranker.EVIDENCE)
+    depths = (4, 8)
+    chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
+    assert set(table) == {(share, depth) for share in SHARES for depth in depths}
+    assert chosen == naive_choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths, SHARES, WEIGHT,
+                                        reranker.EVIDENCE)
     if lean == 3.0:  # leaves that know the answer: a large share wins, clearly
-        assert share >= 0.5 and table[share] == max(table.values())
+        assert chosen[0] >= 0.5 and table[chosen] == max(table.values())
+    if deep:  # and they find it only past the top 4
+        assert chosen[1] == 8
 
 
 def test_sample_precision_matches_the_reference():
@@ -354,14 +362,17 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tm
     start = next(r for r in records if r["event"] == "start")
     fitted = next(r for r in records if r["event"] == "reranker")
     assert start["held_out"] == 120
-    scores = {float(k): v for k, v in fitted["reranker_share_scores"].items()}
-    assert set(scores) == set(SHARES) and fitted["reranker_held_out"] == 120
+    scores = {(float(share), int(depth)): v for depth, row in fitted["reranker_share_scores"].items()
+              for share, v in row.items()}
+    assert set(scores) == {(share, depth) for share in SHARES for depth in (20, 40, 80)}
+    assert fitted["reranker_held_out"] == 120
     best = max(scores, key=scores.get)
-    assert fitted["reranker_share"] in (best, WEIGHT)  # the best, or the default where it wins by too little
-    assert trainer.model.leaves.share == fitted["reranker_share"]
+    chosen = fitted["reranker_share"], fitted["reranker_depth"]
+    assert chosen in (best, (WEIGHT, 20))  # the best, or the default where it wins by too little
+    assert (trainer.model.leaves.share, trainer.model.leaves.depth) == chosen
     checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
     loaded, _ = Model.load(checkpoint)
-    assert loaded.leaves.share == fitted["reranker_share"]
+    assert (loaded.leaves.share, loaded.leaves.depth) == chosen
     write_dataset(trainer.test_data, tmp_path / "test.txt")
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt"),
                                        "--json", "--threads", "1"])
@@ -375,13 +386,16 @@ def test_auto_on_a_small_set_holds_nothing_out_and_takes_the_default_share(tiny_
     trainer = Trainer(load_config(tiny_config), progress=False)
     assert trainer.held_out is None and trainer.schedule.n_train == trainer.train_data.n_samples
     trainer.fit()
-    assert trainer.model.leaves.share == WEIGHT and trainer.model.share_scores is None
+    assert (trainer.model.leaves.share, trainer.model.leaves.depth) == (WEIGHT, 50)
+    assert trainer.model.share_scores is None
 
 
-def test_a_model_file_from_before_the_share_was_saved_takes_its_configs(tiny_config, tmp_path, one_thread):
+def test_a_model_file_from_before_the_share_and_depth_were_saved_takes_its_configs(tiny_config, tmp_path, one_thread):
     from slidepy.checkpoint import save_checkpoint
 
     arrays, meta = one_epoch_state(tiny_config, 0.3)
-    assert meta["reranker"].pop("share") == 0.3
+    assert meta["reranker"].pop("share") == 0.3 and meta["reranker"].pop("depth") == 50
+    meta["config"]["model"]["reranker"]["shortlist"] = 30  # the file's own config says how deep
     save_checkpoint(tmp_path / "old.npz", arrays, meta)
-    assert Model.load(tmp_path / "old.npz")[0].leaves.share == 0.3
+    leaves = Model.load(tmp_path / "old.npz")[0].leaves
+    assert (leaves.share, leaves.depth) == (0.3, 30)
