@@ -26,9 +26,8 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (DEPTHS, EXACT_SHORTLIST_MACS, RANDOM_STREAM, SHORTLIST_SAMPLES, SHORTLIST_STREAM, WEIGHT,
-                       Leaves, choose_blend, fit_leaves, random_negatives, random_negatives_per_label, rerank,
-                       score_leaves)
+from .reranker import (DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend, fit_leaves,
+                       random_negatives, random_negatives_per_label, rerank, score_leaves, shortlist_plan)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -294,8 +293,8 @@ class Model:
 
     def fit_reranker(self, train: Dataset, held_out: np.ndarray | None = None) -> float:
         """Fit model.reranker's leaves on `train` against the network's own shortlists of (at
-        most reranker.SHORTLIST_SAMPLES of) its samples: exact, or through its LSH index where
-        exact scoring would pass reranker.EXACT_SHORTLIST_MACS; and against samples drawn at random
+        most reranker.SHORTLIST_SAMPLES of) its samples, exact or through its LSH index
+        (reranker.shortlist_plan); and against samples drawn at random
         (reranker.RANDOM_NEGATIVES a label; slidepy/reranker.py). Their share is the config's, or
         for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
         network's ranking they reach (which the network never trained on:
@@ -309,12 +308,12 @@ class Model:
             validation = train.subset(held_out)
             train = train.subset(np.setdiff1d(np.arange(train.n_samples), held_out))
         k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+        n_rows, indexed = shortlist_plan(train.n_samples, self.engine.n_labels, self.engine.sizes[-1][0],
+                                         self.engine.lsh[-1] is not None)
         rows = np.arange(train.n_samples, dtype=np.int64)
-        if train.n_samples > SHORTLIST_SAMPLES:
+        if n_rows < train.n_samples:
             draw = generator(self.config.training.seed, SHORTLIST_STREAM)
-            rows = np.sort(draw.choice(train.n_samples, SHORTLIST_SAMPLES, replace=False)).astype(np.int64)
-        macs = float(rows.shape[0]) * self.engine.n_labels * self.engine.sizes[-1][0]
-        indexed = self.engine.lsh[-1] is not None and macs > EXACT_SHORTLIST_MACS
+            rows = np.sort(draw.choice(train.n_samples, n_rows, replace=False)).astype(np.int64)
         shortlists = np.full((train.n_samples, k), -1, np.int32)  # the samples not drawn: positives only
         shortlists[rows] = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
         n = self.engine.n_labels

@@ -13,7 +13,7 @@ the training samples that have l (positives), whose network shortlist of K label
 (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer), and
 RANDOM_NEGATIVES samples drawn at random (so that every leaf's scores are on one footing). The
 shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
-training samples, or through its LSH index where that would cost more than EXACT_SHORTLIST_MACS. Weights under
+training samples, fewer where that would cost more than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under
 PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
 
 At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
@@ -92,16 +92,22 @@ TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger
 MAX_PASSES = 20  # over a label's samples at most; most labels stop within a few
 BLOCK_SLOTS = 1 << 23  # about the weight slots a block of labels fits at once (its buffers: 8 bytes each)
 BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
-# The training shortlists come from exact scoring up to this many multiply-adds (B x N x D), past
-# it from the LSH index: on DebianDeps (44,606 x 22,875 x 512, 5.2 x 10^11) exact took 7.8 s on
-# 2 cores and its leaves added 0.7 P@1 / 0.6 P@5 at WEIGHT; the index's shortlists took 2 s and
-# added 0.3 / 0.5 (it misses some of the labels the network confuses, the negatives that matter).
+# Shortlists (the leaves' negatives) of at most SHORTLIST_SAMPLES training samples, drawn at
+# random; every sample still gives its positives. A leaf needs negatives in proportion to its
+# positives, not to the training set: on DebianNextWord's one pass (500,000 samples) 65,536 samples'
+# shortlists gave 0.1647 / 0.0858 / 0.0605 in 6.3 s of fitting, all of them 0.1648 / 0.0861 / 0.0602
+# in 43 s. They come from exact scoring of as many of those as EXACT_SHORTLIST_MACS multiply-adds
+# (B x N x D) allow, about 12 s on 2 cores: the LSH index's shortlists miss some of the labels the
+# network confuses, the negatives that matter. On DebianDeps (44,606 x 22,875 x 512) exact took
+# 7.8 s and its leaves added 0.7 P@1 / 0.6 P@5 at WEIGHT, the index's 2 s and 0.3 / 0.5; on a
+# generated bag of item ids (50,000 labels) re-ranked over the top 200, exact shortlists of 16,384
+# samples (4.8 s) gave P@1 / P@5 0.575 / 0.187, of 32,768 0.581 / 0.191, of 65,536 (19.7 s) 0.589
+# / 0.190, the index's of 65,536 (3.6 s) 0.557 / 0.184 (bench/measured-2026-12-07/depth/). So
+# fewer samples scored exactly beat more through the index, down to MIN_EXACT_SHORTLISTS; only
+# past that (10^6 labels and more) does the index give them.
 EXACT_SHORTLIST_MACS = 1e12
-# Shortlists (the leaves' negatives) of at most this many training samples, drawn at random; every
-# sample still gives its positives. A leaf needs negatives in proportion to its positives, not to
-# the training set: on DebianNextWord's one pass (500,000 samples) 65,536 samples' shortlists gave
-# 0.1647 / 0.0858 / 0.0605 in 6.3 s of fitting, all of them 0.1648 / 0.0861 / 0.0602 in 43 s.
 SHORTLIST_SAMPLES = 65_536
+MIN_EXACT_SHORTLISTS = 16_384
 SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
 # Besides its positives and the network's confusions, each leaf trains against this many training
 # samples drawn at random. The confusions alone leave a leaf blind to the rest of the input space:
@@ -209,6 +215,18 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x
             out_weights[at] = w[n_features]
             w[n_features] = 0.0
             out_counts[j] = at + 1 - out_indptr[j]
+
+
+def shortlist_plan(n_samples: int, n_labels: int, width: int, indexed: bool) -> tuple[int, bool]:
+    """(how many training samples get a shortlist, whether through the LSH index) for a network
+    of N labels over a last hidden layer of `width` units: as many as exact scoring fits in
+    EXACT_SHORTLIST_MACS, at most SHORTLIST_SAMPLES; where that is under MIN_EXACT_SHORTLISTS (and
+    the network has an index: `indexed`), SHORTLIST_SAMPLES through the index."""
+    most = min(n_samples, SHORTLIST_SAMPLES)
+    exact = int(EXACT_SHORTLIST_MACS // max(1, n_labels * width))
+    if indexed and exact < min(most, MIN_EXACT_SHORTLISTS):
+        return most, True
+    return min(most, max(exact, MIN_EXACT_SHORTLISTS)), False
 
 
 def random_negatives(n_labels: int, rows: np.ndarray, per_label: int, draw: np.random.Generator

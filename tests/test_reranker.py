@@ -322,7 +322,7 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     trainer = Trainer(load_config(tiny_config), progress=False)
     trainer.fit()
     seen = []
-    monkeypatch.setattr(model_module, "SHORTLIST_SAMPLES", 100)
+    monkeypatch.setattr(reranker, "SHORTLIST_SAMPLES", 100)
     fit = model_module.fit_leaves
     monkeypatch.setattr(model_module, "fit_leaves",
                         lambda train, short, step, **kw: seen.append(short.copy()) or fit(train, short, step, **kw))
@@ -334,6 +334,24 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     assert seen[0].shape == (1200, 50) and listed.sum() == 100
     assert np.all(seen[0][~listed] == -1) and np.all(seen[0][listed] >= 0)
     np.testing.assert_array_equal(seen[0], seen[1])
+    # where exact scoring of them all would cost too much, fewer of them, still exact
+    width = model.engine.sizes[-1][0]
+    monkeypatch.setattr(reranker, "SHORTLIST_SAMPLES", 65_536)
+    monkeypatch.setattr(reranker, "MIN_EXACT_SHORTLISTS", 200)
+    monkeypatch.setattr(reranker, "EXACT_SHORTLIST_MACS", 300 * 150 * width)
+    model.fit_reranker(trainer.train_data)
+    assert (seen[2] >= 0).any(axis=1).sum() == 300
+
+
+@pytest.mark.parametrize("shape,plan", [
+    ((1_000, 100, 64, True), (1_000, False)),  # a small set: every sample, exact
+    ((44_606, 22_875, 512, True), (44_606, False)),  # DebianDeps: 5.2e11 multiply-adds, all exact
+    ((100_000, 50_000, 512, True), (39_062, False)),  # 50,000 labels: as many as 1e12 allows, exact
+    ((1_000_000, 670_091, 128, True), (65_536, True)),  # 670K labels: fewer than 16,384 fit; the index
+    ((1_000_000, 670_091, 128, False), (16_384, False)),  # without one, 16,384 exact
+])
+def test_the_shortlist_plan_scores_as_many_samples_exactly_as_the_budget_allows(shape, plan):
+    assert reranker.shortlist_plan(*shape) == plan
 
 
 def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tmp_path, monkeypatch, one_thread):
