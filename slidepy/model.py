@@ -295,7 +295,7 @@ class Model:
         """Fit model.reranker's leaves on `train` against the network's own shortlists of (at
         most reranker.SHORTLIST_SAMPLES of) its samples, exact or through its LSH index
         (reranker.shortlist_plan); and against samples drawn at random
-        (reranker.RANDOM_NEGATIVES a label; slidepy/reranker.py). Their share is the config's, or
+        (reranker.random_negatives_per_label; slidepy/reranker.py). Their share is the config's, or
         for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
         network's ranking they reach (which the network never trained on:
         reranker.validation_rows; the leaves and the votes then leave them out too), else
@@ -317,7 +317,8 @@ class Model:
         shortlists = np.full((train.n_samples, k), -1, np.int32)  # the samples not drawn: positives only
         shortlists[rows] = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
         n = self.engine.n_labels
-        negatives = random_negatives(n, np.arange(train.n_samples), random_negatives_per_label(n, train.n_samples),
+        per_label = random_negatives_per_label(n, train.n_samples, train.y_indices.shape[0])
+        negatives = random_negatives(n, np.arange(train.n_samples), per_label,
                                      generator(self.config.training.seed, RANDOM_STREAM))
         leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=n, negatives=negatives)
         self.share_scores = None

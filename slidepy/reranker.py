@@ -116,8 +116,14 @@ SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
 # at P@1 0.60, a generated bag of item ids at 0.20). Random samples give every leaf the same
 # picture of the background: at about 125 a label DebianDeps' leaves alone reached 0.74, the
 # item ids' 0.55 at 84 and 0.57 at 262, past the network's own 0.53; the blends gained 0.5-2 P@1
-# (bench/measured-2026-12-07/random-negatives/). The cost is linear in them.
+# (bench/measured-2026-12-07/random-negatives/). The cost is linear in them. Where labels have
+# many positives, a leaf needs more of the background to weigh them against: at least
+# NEGATIVES_PER_POSITIVE times the mean positives a label. On a generated many-tags shape (38
+# positives a label) P@5 rose from 0.835 at 128 a label to 0.857 at 512 and 0.863 at 1,024 (share
+# 0.9; PECOS 0.890); Bibtex (73 a label, 1,169 drawn) and Delicious (250, 4,006) held level within
+# 0.3 points at their share, 0.1 (bench/measured-2026-12-07/depth/).
 RANDOM_NEGATIVES = 128
+NEGATIVES_PER_POSITIVE = 16
 RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 131,072 labels
 RANDOM_STREAM = 0x52524E  # "RRN": the random stream that draws them
 
@@ -237,10 +243,12 @@ def random_negatives(n_labels: int, rows: np.ndarray, per_label: int, draw: np.r
     return labels, np.asarray(rows, np.int64)[draw.integers(0, len(rows), labels.shape[0])]
 
 
-def random_negatives_per_label(n_labels: int, n_rows: int) -> int:
-    """RANDOM_NEGATIVES a label, fewer where N x that passes RANDOM_PAIRS, and never more than
-    the samples there are."""
-    return int(min(RANDOM_NEGATIVES, RANDOM_PAIRS // max(1, n_labels), n_rows))
+def random_negatives_per_label(n_labels: int, n_rows: int, n_positives: int = 0) -> int:
+    """RANDOM_NEGATIVES a label, or NEGATIVES_PER_POSITIVE times the mean of the `n_positives`
+    (label, sample) pairs a label where that is more; fewer where N x that passes RANDOM_PAIRS, and
+    never more than the samples there are."""
+    wanted = max(RANDOM_NEGATIVES, round(NEGATIVES_PER_POSITIVE * n_positives / max(1, n_labels)))
+    return int(min(wanted, RANDOM_PAIRS // max(1, n_labels), n_rows))
 
 
 def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray, n_labels: int,

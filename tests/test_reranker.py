@@ -84,6 +84,11 @@ def test_random_negatives_per_label_keep_to_their_caps():
     assert random_negatives_per_label(1000, 10**6) == reranker.RANDOM_NEGATIVES
     assert random_negatives_per_label(10**6, 10**6) == reranker.RANDOM_PAIRS // 10**6
     assert random_negatives_per_label(1000, 40) == 40
+    # labels with many positives get NEGATIVES_PER_POSITIVE times their mean, under the same caps
+    assert random_negatives_per_label(1000, 10**6, 38 * 1000) == 38 * reranker.NEGATIVES_PER_POSITIVE
+    assert random_negatives_per_label(1000, 10**6, 4 * 1000) == reranker.RANDOM_NEGATIVES
+    assert random_negatives_per_label(30_000, 10**6, 38 * 30_000) == reranker.RANDOM_PAIRS // 30_000
+    assert random_negatives_per_label(1000, 300, 38 * 1000) == 300
 
 
 def rows_set(n, rng, n_features=400, nnz=2):

@@ -1,9 +1,9 @@
-"""usage: probe.py RUN TRAIN TEST N_TEST FIT_KS PREDICT_KS
+"""usage: probe.py RUN TRAIN TEST N_TEST FIT_KS PREDICT_KS [SHARES]
 Does the leaves' re-ranking lose labels that the network ranks past its top 50? For the run's
 final network: the share of test labels inside the network's top K (K in PREDICT_KS), and P@1/3/5
 when the leaves (refitted on training shortlists of each k in FIT_KS, all training samples, with
 random negatives a label as many as k:r gives, default reranker.RANDOM_NEGATIVES) re-rank the top
-K at shares 0.3-0.9."""
+K at SHARES (default 0.3,0.5,0.7,0.9)."""
 import glob
 import sys
 import time
@@ -26,6 +26,7 @@ model.attach_neighbours(tr)
 rng = np.random.default_rng(1)
 rows_te = np.sort(rng.choice(te.n_samples, min(n_test, te.n_samples), replace=False)).astype(np.int64)
 sub = te.subset(rows_te)
+SHARES = [float(w) for w in (sys.argv[7] if len(sys.argv) > 7 else "0.3,0.5,0.7,0.9").split(",")]
 kmax = max(predict_ks)
 ids, scores, _ = model.engine.predict(te, rows_te, k=kmax)
 logp = model._log_scores(scores, None)
@@ -56,6 +57,6 @@ for fk, r in fits:
     print(f"-- leaves on training top {fk}, {r or 'default'} random a label: fit {time.perf_counter() - t:.1f} s, {leaves.weights.size} weights")
     leaf_all = score_leaves(leaves, te, rows_te, ids)
     for k in predict_ks:
-        for w in (0.3, 0.5, 0.7, 0.9):
+        for w in SHARES:
             top, _ = rerank(ids[:, :k], logp[:, :k], leaf_all[:, :k], w, 5)
             show(f"fit {fk}:{r} re-rank top {k} share {w}", top)
