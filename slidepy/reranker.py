@@ -11,7 +11,8 @@ What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordina
 liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
 the training samples that have l (positives), whose network shortlist of K labels holds it
 (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer), and
-RANDOM_NEGATIVES samples drawn at random (so that every leaf's scores are on one footing). The
+samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
+footing). The
 shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
 training samples, fewer where that would cost more than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under
 PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
@@ -104,7 +105,7 @@ BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
 # samples (4.8 s) gave P@1 / P@5 0.575 / 0.187, of 32,768 0.581 / 0.191, of 65,536 (19.7 s) 0.589
 # / 0.190, the index's of 65,536 (3.6 s) 0.557 / 0.184 (bench/measured-2026-12-07/depth/). So
 # fewer samples scored exactly beat more through the index, down to MIN_EXACT_SHORTLISTS; only
-# past that (10^6 labels and more) does the index give them.
+# past that (about 120,000 labels at 512 hidden units, 480,000 at 128) does the index give them.
 EXACT_SHORTLIST_MACS = 1e12
 SHORTLIST_SAMPLES = 65_536
 MIN_EXACT_SHORTLISTS = 16_384
