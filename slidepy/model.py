@@ -26,8 +26,9 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend, fit_leaves,
-                       random_negatives, random_negatives_per_label, rerank, score_leaves, shortlist_plan)
+from .reranker import (CONFUSION_DEPTH, DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend,
+                       fit_leaves, random_negatives, random_negatives_per_label, rerank, score_leaves,
+                       shortlist_plan)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -307,7 +308,8 @@ class Model:
         if share == AUTO and held_out is not None:
             validation = train.subset(held_out)
             train = train.subset(np.setdiff1d(np.arange(train.n_samples), held_out))
-        k = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+        depth = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+        k = min(CONFUSION_DEPTH * depth, self.engine.n_labels)
         n_rows, indexed = shortlist_plan(train.n_samples, self.engine.n_labels, self.engine.sizes[-1][0],
                                          self.engine.lsh[-1] is not None)
         rows = np.arange(train.n_samples, dtype=np.int64)
@@ -322,20 +324,20 @@ class Model:
                                      generator(self.config.training.seed, RANDOM_STREAM))
         leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=n, negatives=negatives)
         self.share_scores = None
-        depth = k
         if validation is not None:
-            (share, depth), self.share_scores = self._choose_blend(leaves, train, validation)
+            (share, depth), self.share_scores = self._choose_blend(leaves, train, validation, depth)
         self.leaves = leaves._replace(share=WEIGHT if share == AUTO else float(share), depth=depth)
         return time.perf_counter() - started
 
-    def _choose_blend(self, leaves: Leaves, train: Dataset, validation: Dataset) -> tuple[tuple[float, int], dict]:
+    def _choose_blend(self, leaves: Leaves, train: Dataset, validation: Dataset,
+                      depth: int) -> tuple[tuple[float, int], dict]:
         """reranker.choose_blend on the held-out `validation` samples, scored as _top scores (the
         votes from a bank of `train`, which leaves them out), at depths of reranker.DEPTHS times the
-        leaves' shortlist length."""
+        default `depth` (model.reranker.shortlist)."""
         bank = self.engine.neighbours, self.bank_source
         try:
             self.attach_neighbours(train)
-            depths = tuple(sorted({min(d * leaves.depth, self.engine.n_labels) for d in DEPTHS}))
+            depths = tuple(sorted({min(d * depth, self.engine.n_labels) for d in DEPTHS}))
             rows = np.arange(validation.n_samples, dtype=np.int64)
             ids, scores, _ = self.engine.predict(validation, rows, k=depths[-1])
             leaf_scores = score_leaves(leaves, validation, rows, ids)

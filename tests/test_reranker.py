@@ -336,7 +336,8 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     model.fit_reranker(trainer.train_data)
     model.fit_reranker(trainer.train_data)
     listed = (seen[0] >= 0).any(axis=1)
-    assert seen[0].shape == (1200, 50) and listed.sum() == 100
+    # against the network's top CONFUSION_DEPTH x shortlist
+    assert seen[0].shape == (1200, reranker.CONFUSION_DEPTH * 50) and listed.sum() == 100
     assert np.all(seen[0][~listed] == -1) and np.all(seen[0][listed] >= 0)
     np.testing.assert_array_equal(seen[0], seen[1])
     # where exact scoring of them all would cost too much, fewer of them, still exact
