@@ -128,7 +128,7 @@ SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
 # NEGATIVES_PER_POSITIVE times the mean positives a label. On a generated many-tags shape (38
 # positives a label) P@5 rose from 0.835 at 128 a label to 0.857 at 512 and 0.863 at 1,024 (share
 # 0.9; PECOS 0.890); Bibtex (73 a label, 1,169 drawn) and Delicious (250, 4,006) held level within
-# 0.3 points at their share, 0.1 (bench/measured-2026-12-07/depth/).
+# 0.35 points at their share, 0.1 (bench/measured-2026-12-07/depth/).
 RANDOM_NEGATIVES = 128
 NEGATIVES_PER_POSITIVE = 16
 RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 131,072 labels
