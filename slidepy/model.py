@@ -438,6 +438,5 @@ def _leaves_from(arrays: dict, meta, options) -> Leaves | None:
     if indptr.ndim != 1 or indptr[-1] != features.shape[0] or features.shape != weights.shape:
         raise ValueError("reranker arrays that do not fit together")
     return Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
-                  int(meta["n_features"]), int(meta["step"]),
-                  float(meta.get("share", WEIGHT if options.weight == AUTO else options.weight)),
-                  int(meta.get("depth", options.shortlist)))
+                  int(meta["n_features"]), int(meta["step"]), int(meta.get("depth", options.shortlist)),
+                  float(meta.get("share", WEIGHT if options.weight == AUTO else options.weight)))

@@ -51,6 +51,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import INTERNAL
+from .metrics import score_topk_per_sample
 from .neighbours import unit_scales
 from .rng import generator
 
@@ -143,8 +144,9 @@ class Leaves(NamedTuple):
     weights: np.ndarray  # (E,) float32
     n_features: int  # F
     step: int  # the training step of the network whose shortlists trained them
+    depth: int  # they re-rank the network's top `depth` labels (fit_leaves: its shortlists' K; Model.fit_reranker
+    # sets model.reranker.shortlist, or the depth "auto" chose)
     share: float = WEIGHT  # their share of the blended log-score: model.reranker.weight, or the one "auto" chose
-    depth: int = 0  # they re-rank the network's top `depth` labels: their shortlists' K, or the one "auto" chose
 
 
 # -- fitting --------------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None
     indptr[1:] = np.cumsum(counts)
     return Leaves(indptr, np.concatenate(kept_features) if kept_features else np.zeros(0, np.int32),
                   np.concatenate(kept_weights) if kept_weights else np.zeros(0, np.float32), int(n_features), int(step),
-                  depth=int(shortlists.shape[1]))
+                  int(shortlists.shape[1]))
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:
@@ -413,13 +415,9 @@ def choose_blend(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarra
 
 
 def sample_precision(top: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray) -> np.ndarray:
-    """(B,) each sample's mean of P@1, P@3 and P@5 for its top ids (B, >= 5; -1 pads)."""
-    b = top.shape[0]
-    span = int(max(top.max(initial=0), y_indices.max(initial=0))) + 1
-    rows = np.arange(b, dtype=np.int64)
-    labelled = np.repeat(rows, np.diff(y_indptr)) * span + y_indices
-    hit = (top >= 0) & np.isin(rows[:, None] * span + top, labelled)
-    return sum(hit[:, :k].sum(axis=1) / k for k in (1, 3, 5)) / 3.0
+    """(B,) each sample's mean of P@1, P@3 and P@5 for its top ids (B, W; -1 pads, W < 5 counting
+    the missing ranks as misses), by metrics.score_topk_per_sample."""
+    return score_topk_per_sample(top, y_indptr, y_indices, (1, 3, 5))[0].mean(axis=1)
 
 
 # -- scoring --------------------------------------------------------------------------------------
