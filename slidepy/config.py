@@ -264,12 +264,13 @@ class Neighbours(_Section):
 
 class Reranker(_Section):
     """Per-label linear leaves over the input rows that re-rank the network's top `shortlist`
-    labels at prediction (slidepy/reranker.py), fitted on the training set when training ends;
-    weight 0 turns them off, "auto" chooses it on a slice of the training set held out of the
+    labels (or as many more as "auto" chooses) at prediction (slidepy/reranker.py), fitted on the
+    training set when training ends; weight 0 turns them off, 1 leaves the network only the
+    choice of that shortlist, "auto" chooses it on a slice of the training set held out of the
     network's training (reranker.validation_rows; reranker.WEIGHT where the set is too small)."""
 
-    weight: Annotated[float, Field(ge=0, lt=1)] | Literal["auto"] = 0.0  # the leaves' share of the blended log-score
-    shortlist: _PosInt = 50  # labels per sample the leaves score, and train against
+    weight: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = 0.0  # the leaves' share of the blended log-score
+    shortlist: _PosInt = 50  # labels a sample the leaves re-rank ("auto": or 2-8 x it); they train against 2 x it
 
 
 class ModelConfig(_Section):

@@ -28,7 +28,7 @@ from .metrics import evaluate_topk
 from .neighbours import build_bank
 from .reranker import (CONFUSION_DEPTH, DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend,
                        fit_leaves, random_negatives, random_negatives_per_label, rerank, score_leaves,
-                       shortlist_plan)
+                       shortlist_plan, training_rows)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -189,7 +189,8 @@ class Model:
                 raise ValueError("malformed engine state")
             leaves = {name: arrays.pop(name) for name in list(arrays) if name.startswith(LEAVES_PREFIX)}
             self.engine.load_state(arrays, engine_meta, source=str(path))
-            self.leaves = _leaves_from(leaves, meta.get("reranker"), self.config.model.reranker)
+            self.leaves = _leaves_from(leaves, meta.get("reranker"), self.config.model.reranker,
+                                       self.engine.n_features, self.engine.n_labels)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {path} does not match the config: {exc}") from None
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
@@ -307,7 +308,7 @@ class Model:
         validation = None
         if share == AUTO and held_out is not None:
             validation = train.subset(held_out)
-            train = train.subset(np.setdiff1d(np.arange(train.n_samples), held_out))
+            train = train.subset(training_rows(train.n_samples, held_out))
         depth = min(self.config.model.reranker.shortlist, self.engine.n_labels)
         k = min(CONFUSION_DEPTH * depth, self.engine.n_labels)
         n_rows, indexed = shortlist_plan(train.n_samples, self.engine.n_labels, self.engine.sizes[-1][0],
@@ -316,17 +317,16 @@ class Model:
         if n_rows < train.n_samples:
             draw = generator(self.config.training.seed, SHORTLIST_STREAM)
             rows = np.sort(draw.choice(train.n_samples, n_rows, replace=False)).astype(np.int64)
-        shortlists = np.full((train.n_samples, k), -1, np.int32)  # the samples not drawn: positives only
-        shortlists[rows] = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
+        shortlists = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]  # the rest: positives only
         n = self.engine.n_labels
         per_label = random_negatives_per_label(n, train.n_samples, train.y_indices.shape[0])
         negatives = random_negatives(n, np.arange(train.n_samples), per_label,
                                      generator(self.config.training.seed, RANDOM_STREAM))
-        leaves = fit_leaves(train, shortlists, self.engine.step, n_labels=n, negatives=negatives)
+        leaves = fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives)
         self.share_scores = None
         if validation is not None:
             (share, depth), self.share_scores = self._choose_blend(leaves, train, validation, depth)
-        self.leaves = leaves._replace(share=WEIGHT if share == AUTO else float(share), depth=depth)
+        self.leaves = leaves._replace(share=_configured_share(share), depth=depth)
         return time.perf_counter() - started
 
     def _choose_blend(self, leaves: Leaves, train: Dataset, validation: Dataset,
@@ -334,7 +334,7 @@ class Model:
         """reranker.choose_blend on the held-out `validation` samples, scored as _top scores (the
         votes from a bank of `train`, which leaves them out), at depths of reranker.DEPTHS times the
         default `depth` (model.reranker.shortlist)."""
-        bank = self.engine.neighbours, self.bank_source
+        bank = self.engine.neighbours, self.bank_source, self._input_space
         try:
             self.attach_neighbours(train)
             depths = tuple(sorted({min(d * depth, self.engine.n_labels) for d in DEPTHS}))
@@ -344,7 +344,7 @@ class Model:
             return choose_blend(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
                                 validation.y_indices, depths)
         finally:
-            self.engine.neighbours, self.bank_source = bank
+            self.engine.neighbours, self.bank_source, self._input_space = bank
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
@@ -427,16 +427,31 @@ LEAVES_PREFIX = "reranker."
 LEAVES_ARRAYS = ("indptr", "features", "weights")
 
 
-def _leaves_from(arrays: dict, meta, options) -> Leaves | None:
-    """A checkpoint's leaves, or None where it holds none; a file from before their share and
-    depth were saved has its config's (`options`: model.reranker) weight and shortlist."""
+def _configured_share(weight) -> float:
+    """The leaves' share that model.reranker.weight sets where nothing was chosen: "auto" without
+    a held-out slice is reranker.WEIGHT."""
+    return WEIGHT if weight == AUTO else float(weight)
+
+
+def _leaves_from(arrays: dict, meta, options, n_features: int, n_labels: int) -> Leaves | None:
+    """A checkpoint's leaves for a network of `n_features` inputs and `n_labels` outputs, or None
+    where it holds none; a file from before their share and depth were saved has its config's
+    (`options`: model.reranker) weight and shortlist."""
     if not arrays and meta is None:
         return None
     if not isinstance(meta, dict) or set(arrays) != {LEAVES_PREFIX + n for n in LEAVES_ARRAYS}:
         raise ValueError("incomplete reranker state")
     indptr, features, weights = (arrays[LEAVES_PREFIX + n] for n in LEAVES_ARRAYS)
-    if indptr.ndim != 1 or indptr[-1] != features.shape[0] or features.shape != weights.shape:
+    if (indptr.ndim != 1 or indptr.shape[0] < 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0)
+            or indptr[-1] != features.shape[0] or features.shape != weights.shape):
         raise ValueError("reranker arrays that do not fit together")
-    return Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
-                  int(meta["n_features"]), int(meta["step"]), int(meta.get("depth", options.shortlist)),
-                  float(meta.get("share", WEIGHT if options.weight == AUTO else options.weight)))
+    leaves = Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
+                    int(meta["n_features"]), int(meta["step"]), int(meta.get("depth", options.shortlist)),
+                    float(meta.get("share", _configured_share(options.weight))))
+    # the kernels index without bounds checks: a file must not point them past their arrays
+    if not 0 < leaves.n_features <= n_features or np.any(leaves.features < 0) or np.any(leaves.features > leaves.n_features):
+        raise ValueError(f"reranker features outside the model's {n_features} inputs")
+    if indptr.shape[0] - 1 > n_labels or leaves.depth < 1 or not 0 <= leaves.share <= 1:
+        raise ValueError(f"reranker labels, depth or share out of range ({indptr.shape[0] - 1} labels of "
+                         f"{n_labels}, depth {leaves.depth}, share {leaves.share})")
+    return leaves

@@ -142,10 +142,12 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
 * Re-ranking: per-label linear leaves over the input rows, fitted on the final network's own
   shortlists and on random samples, re-rank each prediction's top 50 (see reranker.py): the
   trees' per-label linear models beside the network's low-rank one. Their share of the blended
-  log-score is "auto": chosen on up to 2,048 training samples (2.5%) held out of the network's
-  training, since it differs by data (0.1 to 0.5 on the sets measured) and no rule of the shape
-  predicted it; it leaves 0.1 only on evidence (reranker.EVIDENCE); below 40,960 training
-  samples nothing is held out and the share is 0.1.
+  log-score, and how deep into the network's ranking they reach, are "auto": chosen on a slice
+  of the training set held out of the network's training (reranker.validation_rows: 2.5% of it,
+  at least 1,024 and at most 2,048 samples; none where 1,024 would be over a tenth of the set,
+  which then takes 0.1 over the top 50), since the share differs by data (0.1 to 1 on the sets
+  measured) and no rule of the shape predicted it; it leaves 0.1 only on evidence
+  (reranker.EVIDENCE).
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ each of a sample's K shortlisted labels.
 
 What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent, as
 liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
-the training samples that have l (positives), whose network shortlist of K labels holds it
-(negatives the network confuses with l: the matcher-aware negatives of XR-Transformer), and
-samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
-footing). The
-shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
+the training samples that have l (positives), whose network top CONFUSION_DEPTH x K labels
+hold it (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer),
+and samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
+footing). The shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
 training samples, fewer where that would cost more than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under
 PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
 
@@ -38,8 +37,8 @@ Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of la
 thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf_row` (one
 sample's shortlist).
 
-Shapes: B samples, F input features, N labels, K labels shortlisted per sample
-(model.reranker.shortlist), P (label, sample) pairs a block of labels trains on, E leaf weights kept.
+Shapes: B samples, F input features, N labels, K labels shortlisted per sample (the leaves
+train against CONFUSION_DEPTH x model.reranker.shortlist, re-rank Leaves.depth), P (label, sample) pairs a block of labels trains on, E leaf weights kept.
 """
 
 from __future__ import annotations
@@ -62,12 +61,21 @@ WEIGHT = 0.1  # the leaves' share of the blended log-score (see above) where non
 # differs by data: 0.1-0.2 on Delicious, Bibtex and DebianDeps, 0.5 on a bag of item ids and on
 # a many-tags shape, where the leaves alone outrank the network (bench/measured-2026-12-07/
 # random-negatives/). No rule of the data's shape separated them; a held-out slice does. The
-# slice costs the network that many samples, so it is small: at most VALIDATION_SHARE of the
-# training set. Where the share matters it moves P@k by points (a bag of item ids: 2 P@1 points
-# from 0.1 to 0.5), which a thousand samples resolve; where it does not, a choice among near
-# equals costs little. Below MIN_VALIDATION samples a point is noise (its standard error there
-# is about a point): those runs hold nothing out and take WEIGHT.
-SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+# slice costs the network that many samples, so it is small: VALIDATION_SHARE of the training
+# set, at most VALIDATION_SAMPLES. Where the share matters it moves P@k by points (a bag of item
+# ids: 2 P@1 points from 0.1 to 0.5), which a thousand samples resolve; where it does not, a
+# choice among near equals costs little. Below MIN_VALIDATION samples a point is noise (its
+# standard error there is about a point), so smaller sets hold out MIN_VALIDATION, as long as
+# that is at most MAX_VALIDATION_SHARE of them; still smaller ones hold nothing out and take
+# WEIGHT. The cost and the gain are lopsided: on Delicious (12,920 samples) holding 1,024 out
+# cost 0.12-0.94 P@1 points (three seeds; the share stayed 0.1), while on a generated shape of
+# few, long documents (14,000 samples, 30,000 labels, 17 a sample) it turned 0.976 / 0.858 /
+# 0.730 into 0.991 / 0.937 / 0.838 (bench/measured-2026-12-07/small-sets/).
+# Share 1 leaves the network the matcher's part alone (which labels the leaves rank), as in the
+# trees: on the generated many-tags and few-long-documents shapes the slice ranked it best, at
+# the deepest depth (tags P@3 / P@5 0.945 / 0.870 at (0.9, 200) before it and depth 8 were on
+# offer, 0.952 / 0.882 at (1, 400) after; bench/measured-2026-12-07/small-sets/).
+SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 # A share other than WEIGHT is taken only where it beats WEIGHT on the slice by this many standard
 # errors of the samples' paired differences. The slice is a random part of the training set; a
 # test split drawn apart (other documents, a later time) can favour the leaves less. On
@@ -76,14 +84,15 @@ SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 # against 0.1616 at 0.1, the same network); the items and tags shapes' 0.5 won by 1.2 and 2 points.
 EVIDENCE = 2.0
 # How deep "auto" lets the leaves reach: they re-rank the network's top d x model.reranker.shortlist
-# labels for d of DEPTHS (the training shortlist's length is the default). At a small share a label
+# labels for d of DEPTHS (d = 1, model.reranker.shortlist itself, is the default). At a small share a label
 # past the network's 50th has too low a network score to climb, so the depth changes nothing; where
 # the leaves rank as well as the network (a large share) they bring such labels back. On the
 # generated bag of item ids (3.2 labels a sample) the network's top 50 held 32% of the test labels
 # and its top 200 41%; re-ranking the top 200 at 0.9 gave P@1 / P@5 0.598 / 0.195 against the top
-# 50's best, 0.572 / 0.175 at 0.7 (bench/measured-2026-12-07/depth/). The cost is the leaves'
-# scores for d times as many labels at prediction.
-DEPTHS = (1, 2, 4)
+# 50's best, 0.572 / 0.175 at 0.7 (bench/measured-2026-12-07/depth/); on the many-tags shape the
+# top 400 beat the top 200 by 0.5 points of mean P@k on the slice (small-sets/). The cost is the
+# leaves' scores for d times as many labels at prediction.
+DEPTHS = (1, 2, 4, 8)
 # The leaves learn against the network's top CONFUSION_DEPTH x model.reranker.shortlist labels of
 # each shortlisted training sample: more of its confusions, at one scoring pass. Against the top
 # 100 instead of 50: items P@1 0.598 -> 0.603 (top 200 at 0.9), tags P@5 0.857 -> 0.864 (512 random
@@ -93,6 +102,7 @@ CONFUSION_DEPTH = 2
 VALIDATION_SAMPLES = 2048
 VALIDATION_SHARE = 0.025
 MIN_VALIDATION = 1024
+MAX_VALIDATION_SHARE = 0.1
 VALIDATION_STREAM = 0x525256  # "RRV": the random stream that draws the slice (rng.py)
 COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
 PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
@@ -132,7 +142,7 @@ SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
 # 0.35 points at their share, 0.1 (bench/measured-2026-12-07/depth/).
 RANDOM_NEGATIVES = 128
 NEGATIVES_PER_POSITIVE = 16
-RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 131,072 labels
+RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 2^24 / wanted labels
 RANDOM_STREAM = 0x52524E  # "RRN": the random stream that draws them
 
 
@@ -261,17 +271,19 @@ def random_negatives_per_label(n_labels: int, n_rows: int, n_positives: int = 0)
 
 
 def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.ndarray, n_labels: int,
-                   negatives: tuple[np.ndarray, np.ndarray] | None = None
+                   negatives: tuple[np.ndarray, np.ndarray] | None = None, rows: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indptr (N + 1,) int64, rows (P,) int64, positive (P,) bool): for each label, the samples
-    that have it, hold it in their shortlist (B, K) (-1 pads) or are among its `negatives`
+    (of B, labels CSR y_indptr/y_indices) that have it, hold it in their shortlist (R, K) (-1
+    pads; the shortlists of samples `rows`, default the first R) or are among its `negatives`
     (labels, samples), ascending, each once."""
-    b = shortlists.shape[0]
+    b = y_indptr.shape[0] - 1
     listed = shortlists >= 0
+    owners = np.arange(shortlists.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     extra_labels, extra_rows = negatives if negatives is not None else (np.zeros(0, np.int64),) * 2
     keys = np.concatenate([  # label x B + sample: positives first, so a stable sort puts them first in a run
         y_indices.astype(np.int64) * b + np.repeat(np.arange(b, dtype=np.int64), np.diff(y_indptr)),
-        shortlists[listed].astype(np.int64) * b + np.nonzero(listed)[0],
+        shortlists[listed].astype(np.int64) * b + owners[np.nonzero(listed)[0]],
         np.asarray(extra_labels, np.int64) * b + np.asarray(extra_rows, np.int64)])
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
@@ -284,35 +296,40 @@ def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.n
     return indptr, rows, positive
 
 
-def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None = None,
-               negatives: tuple[np.ndarray, np.ndarray] | None = None, cost: float = COST,
-               threshold: float = PRUNE_THRESHOLD, tolerance: float = TOLERANCE, max_passes: int = MAX_PASSES,
-               threads: int | None = None) -> Leaves:
+def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | None = None,
+               n_labels: int | None = None, negatives: tuple[np.ndarray, np.ndarray] | None = None,
+               cost: float = COST, threshold: float = PRUNE_THRESHOLD, tolerance: float = TOLERANCE,
+               max_passes: int = MAX_PASSES, threads: int | None = None) -> Leaves:
     """Leaves for the N labels (n_labels, default `train`'s (a Dataset)), each trained on its
-    positives, the samples whose shortlist (B, K) int32 of network picks (-1 pads) holds it and its
-    random `negatives` (labels, samples; random_negatives); `step` records which network's
-    shortlists they learnt from."""
+    positives, the samples whose shortlist of network picks holds it and its random `negatives`
+    (labels, samples; random_negatives); the shortlists (R, K) int32 (-1 pads) are those of
+    `train`'s samples `rows` (default all: R = B). `step` records which network's shortlists
+    they learnt from; the leaves re-rank as deep as the shortlists are long (K)."""
     b, n_features = train.n_samples, train.n_features
-    if shortlists.ndim != 2 or shortlists.shape[0] != b:
-        raise ValueError(f"shortlists must be (B={b}, K), got {shortlists.shape}")
+    owners = b if rows is None else len(rows)
+    if shortlists.ndim != 2 or shortlists.shape[0] != owners:
+        raise ValueError(f"shortlists must be (R={owners}, K), got {shortlists.shape}")
+    if rows is not None and len(rows) and not (np.min(rows) >= 0 and np.max(rows) < b):
+        raise ValueError(f"shortlist rows must be samples of the {b} in train")
     if not cost > 0:
         raise ValueError(f"cost must be > 0, got {cost}")
     n_labels = int(max(n_labels or 0, train.n_labels, shortlists.max(initial=-1) + 1))
     pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels,
-                                                      negatives)
+                                                      negatives, rows)
     scales = unit_scales(train)  # 1 / each row's norm (0 for an empty row, which has nothing to scale)
     row_nnz = np.diff(train.x_indptr)
     room = np.zeros(n_labels, np.int64)  # each label's distinct features are at most its rows' non-zeros
     has_pairs = np.diff(pair_indptr) > 0
     if pair_rows.shape[0]:
         room[has_pairs] = np.add.reduceat(row_nnz[pair_rows], pair_indptr[:-1][has_pairs])
-    room += 1  # the bias
+    room = np.minimum(room, n_features) + 1  # a label's distinct features are at most F; and the bias
     n_chunks = 4 * (threads or numba.get_num_threads())  # finer than the threads: labels' costs differ
     counts = np.zeros(n_labels, np.int64)
     kept_features, kept_weights = [], []
+    ends = np.cumsum(room)
     start = 0
     while start < n_labels:  # blocks of labels whose room fits about BLOCK_SLOTS slots (at least one label)
-        end = start + 1 + int(np.searchsorted(np.cumsum(room[start + 1:]), BLOCK_SLOTS, side="right"))
+        end = start + 1 + int(np.searchsorted(ends[start + 1:] - ends[start], BLOCK_SLOTS, side="right"))
         end = min(end, n_labels)
         out_indptr = np.zeros(end - start + 1, np.int64)
         out_indptr[1:] = np.cumsum(room[start:end])
@@ -324,8 +341,9 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, n_labels: int | None
                          out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
                          np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes))
         keep = np.repeat(out_indptr[:-1], counts[start:end]) + _ranks(counts[start:end])
-        order = _feature_order(out_features[keep], counts[start:end])
-        kept_features.append(out_features[keep][order])
+        features = out_features[keep]
+        order = _feature_order(features, counts[start:end])
+        kept_features.append(features[order])
         kept_weights.append(out_weights[keep][order])
         start = end
     indptr = np.zeros(n_labels + 1, np.int64)
@@ -359,13 +377,19 @@ def validation_rows(train, seed: int) -> np.ndarray | None:
     better on the slice than on a test split drawn apart (DebianNextWord: 43% of a random slice's
     rows recur among the other training rows, 23% of the test split's). A pure function of the
     data and the seed, so a resumed run holds out the same ones."""
-    n = min(VALIDATION_SAMPLES, int(train.n_samples * VALIDATION_SHARE))
-    if n < MIN_VALIDATION:
+    n = min(VALIDATION_SAMPLES, max(MIN_VALIDATION, int(train.n_samples * VALIDATION_SHARE)))
+    if n > train.n_samples * MAX_VALIDATION_SHARE:
         return None
     pool = np.flatnonzero(single_rows(train))
     if pool.shape[0] < n:
         return None
     return np.sort(generator(seed, VALIDATION_STREAM).choice(pool, n, replace=False)).astype(np.int64)
+
+
+def training_rows(n_samples: int, held_out: np.ndarray | None) -> np.ndarray | None:
+    """The samples (ascending int64) of a training set of `n_samples` that the network trains on:
+    all but those `held_out` (validation_rows); None where nothing is held out (all of them)."""
+    return None if held_out is None else np.setdiff1d(np.arange(n_samples, dtype=np.int64), held_out)
 
 
 def single_rows(data) -> np.ndarray:
@@ -396,13 +420,17 @@ def choose_blend(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarra
                  ) -> tuple[tuple[float, int], dict]:
     """((share, depth), {(share, depth): mean of P@1, P@3, P@5}) for held-out samples' network
     rankings ids (B, K >= every depth) and their labels (CSR): the pair whose re-ranking (rerank)
-    of each sample's top `depth` scores best (the shallowest, then the smallest share, on a tie), if
+    of each sample's top `depth`, followed by the rest in the network's order, scores best (the shallowest, then the smallest share, on a tie), if
     it beats (`default`, depths[0]) by EVIDENCE standard errors of the samples' paired differences;
     else that default."""
     k = min(5, ids.shape[1])
+
+    def top(share: float, depth: int) -> np.ndarray:  # as Model._top ranks: below `depth`, the network's order
+        head = rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, min(k, depth))[0]
+        return np.concatenate([head, ids[:, depth:]], axis=1)[:, :k]
+
     pairs = [(float(share), int(depth)) for depth in depths for share in shares]
-    per_sample = np.stack([sample_precision(rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth],
-                                                   share, k)[0], y_indptr, y_indices) for share, depth in pairs])
+    per_sample = np.stack([sample_precision(top(share, depth), y_indptr, y_indices) for share, depth in pairs])
     means = per_sample.mean(axis=1)
     table = {pair: float(m) for pair, m in zip(pairs, means)}
     best = int(np.argmax(means))

@@ -67,7 +67,7 @@ from .errors import CheckpointError, ConfigError, DataError, NumericalError, Sto
 from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
-from .reranker import validation_rows
+from .reranker import training_rows, validation_rows
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
@@ -667,14 +667,15 @@ class Progress(NamedTuple):
 
 
 class Schedule:
-    """The plan of a run, from the training section and the training set's size alone: batches
-    per epoch, planned steps, each epoch's sample order, the learning rate at a step, and when the
-    run is over. Distributed workers take their batches from it too."""
+    """The plan of a run, from the training section, the training set's size and the rows held
+    out of training (reranker.validation_rows) alone: batches per epoch, planned steps, each
+    epoch's sample order, the learning rate at a step, and when the run is over. Distributed
+    workers take their batches from it too."""
 
     def __init__(self, t: TrainingConfig, n_train: int, held_out: np.ndarray | None = None):
         self.t = t
         # the rows an epoch goes through: all but those `held_out` (None: all)
-        self.rows = None if held_out is None else np.setdiff1d(np.arange(n_train, dtype=np.int64), held_out)
+        self.rows = training_rows(n_train, held_out)
         self.n_train = n_train if self.rows is None else self.rows.shape[0]
         self.batches_per_epoch = -(-self.n_train // t.batch_size)
         # The epochs, at most training.max_steps; the linear learning-rate schedule decays over

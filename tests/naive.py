@@ -1001,14 +1001,16 @@ def naive_rerank(ids, log_scores, leaf_scores, weight, k):
 
 def naive_choose_blend(ids, log_scores, leaf_scores, y_indptr, y_indices, depths, shares, default, evidence):
     """The first (share, depth), depth by depth, whose naive_rerank of each sample's top `depth`
-    has the highest mean over samples of each sample's mean P@1, P@3, P@5, if its per-sample gain
-    over (`default`, depths[0]) has a mean above `evidence` standard errors; else that default."""
+    (then the rest of its ids in their order) has the highest mean over samples of each sample's
+    mean P@1, P@3, P@5, if its per-sample gain over (`default`, depths[0]) has a mean above
+    `evidence` standard errors; else that default."""
     def per_sample(share, depth):
-        top = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, 5)[0]
+        head = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, depth)[0]
         out = []
-        for i in range(len(top)):
+        for i in range(len(head)):
+            top = list(head[i]) + list(ids[i, depth:])
             labels = set(y_indices[y_indptr[i]:y_indptr[i + 1]].tolist())
-            out.append(sum(len({t for t in top[i][:k] if t >= 0} & labels) / k for k in (1, 3, 5)) / 3)
+            out.append(sum(len({t for t in top[:k] if t >= 0} & labels) / k for k in (1, 3, 5)) / 3)
         return _leaf_np.array(out)
     pairs = [(share, depth) for depth in depths for share in shares]
     scores = [per_sample(*pair) for pair in pairs]

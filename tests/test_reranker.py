@@ -33,6 +33,7 @@ from slidepy.reranker import (
     training_pairs,
     validation_rows,
 )
+from slidepy.rng import generator
 from slidepy.trainer import Schedule
 
 
@@ -80,6 +81,28 @@ def test_training_pairs_with_random_negatives_match_the_reference():
     assert rows.shape[0] > bare[1].shape[0]
 
 
+def test_shortlists_of_some_rows_are_those_rows_padded():
+    """Shortlists given for some samples (rows=) train the leaves as the full (B, K) array with
+    the other samples' rows all pads: those samples give their positives alone."""
+    rng = np.random.default_rng(5)
+    data, _ = random_set(rng, 40, 12, 9)
+    short = random_shortlists(rng, 40, 9, 3)
+    rows = np.array([2, 3, 17, 39], np.int64)
+    padded = np.full_like(short, -1)
+    padded[rows] = short[rows]
+    want = training_pairs(padded, data.y_indptr, data.y_indices, 9)
+    got = training_pairs(short[rows], data.y_indptr, data.y_indices, 9, rows=rows)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    some, full = fit_leaves(data, short[rows], step=0, rows=rows), fit_leaves(data, padded, step=0)
+    for a, b in zip(some[:3], full[:3]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="R=4"):
+        fit_leaves(data, short, step=0, rows=rows)
+    with pytest.raises(ValueError, match="samples of the 40"):
+        fit_leaves(data, short[:1], step=0, rows=np.array([40]))
+
+
 def test_random_negatives_per_label_keep_to_their_caps():
     assert random_negatives_per_label(1000, 10**6) == reranker.RANDOM_NEGATIVES
     assert random_negatives_per_label(10**6, 10**6) == reranker.RANDOM_PAIRS // 10**6
@@ -121,7 +144,9 @@ def test_single_rows_match_the_reference():
 
 def test_the_validation_slice_is_the_seeds_of_single_rows_and_only_where_it_can_be_spared():
     rng = np.random.default_rng(0)
-    assert validation_rows(rows_set(reranker.MIN_VALIDATION * 40 - 40, rng), 0) is None  # 2.5% would be too few
+    small = int(reranker.MIN_VALIDATION / reranker.MAX_VALIDATION_SHARE)  # the fewest samples that spare a slice
+    assert validation_rows(rows_set(small - 1, rng), 0) is None
+    assert validation_rows(rows_set(small, rng), 0).shape == (reranker.MIN_VALIDATION,)  # more than 2.5%
     data = rows_set(100_000, rng)
     rows = validation_rows(data, 3)
     assert rows.shape == (reranker.VALIDATION_SAMPLES,) and np.all(np.diff(rows) > 0) and rows[-1] < 100_000
@@ -141,15 +166,18 @@ def test_a_schedule_never_trains_on_the_held_out_rows():
     for epoch in range(2):
         seen = np.concatenate([schedule.batch_rows(epoch, b) for b in range(schedule.batches_per_epoch)])
         np.testing.assert_array_equal(np.sort(seen), np.setdiff1d(np.arange(100), held))
-    np.testing.assert_array_equal(Schedule(t, 100).epoch_order(0), Schedule(t, 100, None).epoch_order(0))
+    # nothing held out: every row, in the seed's own order
+    np.testing.assert_array_equal(Schedule(t, 100).epoch_order(1), generator(5, 1).permutation(100))
 
 
-@pytest.mark.parametrize("seed,lean,deep", [(0, 0.0, 0), (1, 0.0, 0), (2, 0.0, 0), (3, 1.5, 0), (4, 3.0, 0),
-                                            (5, 3.0, 3.0)])
-def test_the_chosen_blend_matches_the_reference(seed, lean, deep):
+@pytest.mark.parametrize("seed,lean,deep,depths", [(0, 0.0, 0, (4, 8)), (1, 0.0, 0, (4, 8)), (2, 0.0, 0, (4, 8)),
+                                                   (3, 1.5, 0, (4, 8)), (4, 3.0, 0, (4, 8)), (5, 3.0, 3.0, (4, 8)),
+                                                   (6, 0.0, 0, (2, 4)), (7, 3.0, 0, (2, 4))])
+def test_the_chosen_blend_matches_the_reference(seed, lean, deep, depths):
     """`lean` shifts the leaves' scores towards the true labels, so that larger shares win by more
     than noise: the evidence rule then moves off the default, as the reference does. `deep` puts
-    the true labels past the network's top 4 (where only a deeper re-ranking finds them)."""
+    the true labels past the network's top 4 (where only a deeper re-ranking finds them). Depths
+    under 5 are scored as predictions rank: the network's order below the re-ranked ones."""
     rng = np.random.default_rng(seed)
     n, n_labels = 200, 12
     data, _ = random_set(rng, n, 5, n_labels)
@@ -161,15 +189,37 @@ def test_the_chosen_blend_matches_the_reference(seed, lean, deep):
         ids, true = np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1)
     log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
     leaf = (rng.normal(size=ids.shape) + lean * true).astype(np.float32)
-    depths = (4, 8)
     chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
     assert set(table) == {(share, depth) for share in SHARES for depth in depths}
+    # at share 0 every depth ranks as the network does: a depth under 5 is no handicap
+    assert table[(0.0, depths[0])] == table[(0.0, depths[1])]
     assert chosen == naive_choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths, SHARES, WEIGHT,
                                         reranker.EVIDENCE)
     if lean == 3.0:  # leaves that know the answer: a large share wins, clearly
         assert chosen[0] >= 0.5 and table[chosen] == max(table.values())
     if deep:  # and they find it only past the top 4
         assert chosen[1] == 8
+
+
+def test_the_evidence_rule_keeps_the_default_over_a_small_gain():
+    """Leaves that know nothing: some pair still scores best on the slice, by noise, not by
+    EVIDENCE standard errors, and the default stands; demand no evidence and that pair wins."""
+    rng = np.random.default_rng(11)
+    n, n_labels, depths = 400, 12, (4, 8)
+    data, _ = random_set(rng, n, 5, n_labels)
+    ids = random_shortlists(rng, n, n_labels, 8)
+    log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
+    default = (WEIGHT, depths[0])
+    leaf = rng.normal(size=ids.shape).astype(np.float32)
+    chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
+    assert max(table.values()) > table[default] and chosen == default
+    best = max(table, key=table.get)
+    patched = reranker.EVIDENCE
+    try:
+        reranker.EVIDENCE = 0.0
+        assert choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)[0] == best
+    finally:
+        reranker.EVIDENCE = patched
 
 
 def test_sample_precision_matches_the_reference():
@@ -237,7 +287,7 @@ def test_leaf_scores_match_the_dense_product():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("weight", [0.0, 0.1, 0.5, 0.9, 1.0])
 def test_rerank_matches_the_reference(weight):
     rng = np.random.default_rng(4)
     ids = np.stack([rng.permutation(20)[:8] for _ in range(6)]).astype(np.int32)
@@ -253,7 +303,8 @@ def test_rerank_matches_the_reference(weight):
 
 def test_reranker_config_is_checked():
     with pytest.raises(ConfigError, match="reranker.weight"):
-        load_config({"model": {"reranker": {"weight": 1.0}}})
+        load_config({"model": {"reranker": {"weight": 1.5}}})
+    assert load_config({"model": {"reranker": {"weight": 1.0}}}).model.reranker.weight == 1.0  # the leaves alone
     with pytest.raises(ConfigError, match="reranker.shortlist"):
         load_config({"model": {"reranker": {"weight": 0.1, "shortlist": 0}}})
 
@@ -318,6 +369,28 @@ def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one
         Model.load(tmp_path / "half.npz")
 
 
+@pytest.mark.parametrize("damage,what", [
+    (lambda a, m: a["reranker.features"].__setitem__(0, m["reranker"]["n_features"] + 1), "features outside"),
+    (lambda a, m: a["reranker.features"].__setitem__(0, -1), "features outside"),
+    (lambda a, m: m["reranker"].__setitem__("n_features", 10**6), "features outside"),
+    (lambda a, m: a["reranker.indptr"].__setitem__(1, a["reranker.indptr"][2] + 1), "do not fit together"),
+    (lambda a, m: m["reranker"].__setitem__("depth", 0), "depth"),
+    (lambda a, m: m["reranker"].__setitem__("share", 1.5), "share"),
+])
+def test_a_model_file_whose_leaves_point_past_their_arrays_is_refused(tiny_config, tmp_path, one_thread, damage, what):
+    """The scoring kernels index without bounds checks: a damaged file is a CheckpointError, not
+    a read past an array."""
+    from slidepy.checkpoint import save_checkpoint
+    from slidepy.errors import CheckpointError
+
+    arrays, meta = one_epoch_state(tiny_config, 0.2)
+    arrays = {name: a.copy() for name, a in arrays.items()}
+    damage(arrays, meta)
+    save_checkpoint(tmp_path / "bad.npz", arrays, meta)
+    with pytest.raises(CheckpointError, match=f"bad.npz.*{what}"):
+        Model.load(tmp_path / "bad.npz")
+
+
 def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monkeypatch, one_thread):
     """Past SHORTLIST_SAMPLES training samples only a random SHORTLIST_SAMPLES of them get a
     shortlist (negatives); every sample still gives its positives, and the draw is the seed's."""
@@ -329,24 +402,25 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     seen = []
     monkeypatch.setattr(reranker, "SHORTLIST_SAMPLES", 100)
     fit = model_module.fit_leaves
-    monkeypatch.setattr(model_module, "fit_leaves",
-                        lambda train, short, step, **kw: seen.append(short.copy()) or fit(train, short, step, **kw))
+    monkeypatch.setattr(model_module, "fit_leaves", lambda train, short, step, **kw:
+                        seen.append((short.copy(), kw["rows"].copy())) or fit(train, short, step, **kw))
     model = trainer.model
     model.config = load_config({**tiny_config, "model": {**tiny_config["model"], "reranker": {"weight": 0.1}}})
     model.fit_reranker(trainer.train_data)
     model.fit_reranker(trainer.train_data)
-    listed = (seen[0] >= 0).any(axis=1)
-    # against the network's top CONFUSION_DEPTH x shortlist
-    assert seen[0].shape == (1200, reranker.CONFUSION_DEPTH * 50) and listed.sum() == 100
-    assert np.all(seen[0][~listed] == -1) and np.all(seen[0][listed] >= 0)
-    np.testing.assert_array_equal(seen[0], seen[1])
+    short, rows = seen[0]
+    # against the network's top CONFUSION_DEPTH x shortlist, for 100 distinct samples of the 1,200
+    assert short.shape == (100, reranker.CONFUSION_DEPTH * 50) and np.all(short >= 0)
+    assert rows.shape == (100,) and np.all(np.diff(rows) > 0) and 0 <= rows[0] and rows[-1] < 1200
+    np.testing.assert_array_equal(short, seen[1][0])
+    np.testing.assert_array_equal(rows, seen[1][1])
     # where exact scoring of them all would cost too much, fewer of them, still exact
     width = model.engine.sizes[-1][0]
     monkeypatch.setattr(reranker, "SHORTLIST_SAMPLES", 65_536)
     monkeypatch.setattr(reranker, "MIN_EXACT_SHORTLISTS", 200)
     monkeypatch.setattr(reranker, "EXACT_SHORTLIST_MACS", 300 * 150 * width)
     model.fit_reranker(trainer.train_data)
-    assert (seen[2] >= 0).any(axis=1).sum() == 300
+    assert seen[2][0].shape[0] == seen[2][1].shape[0] == 300
 
 
 @pytest.mark.parametrize("shape,plan", [
@@ -388,7 +462,8 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tm
     assert start["held_out"] == 120
     scores = {(float(share), int(depth)): v for depth, row in fitted["reranker_share_scores"].items()
               for share, v in row.items()}
-    assert set(scores) == {(share, depth) for share in SHARES for depth in (20, 40, 80)}
+    n_labels = trainer.model.engine.n_labels
+    assert set(scores) == {(share, min(d * 20, n_labels)) for share in SHARES for d in reranker.DEPTHS}
     assert fitted["reranker_held_out"] == 120
     best = max(scores, key=scores.get)
     chosen = fitted["reranker_share"], fitted["reranker_depth"]
