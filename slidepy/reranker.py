@@ -172,12 +172,10 @@ def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, di
     bias = w.shape[0] - 1
     half_inv_c = 0.5 / cost
     for i in range(n):
-        r = rows[i]
-        sq = BIAS_VALUE * BIAS_VALUE
-        for p in range(x_indptr[r], x_indptr[r + 1]):
-            v = x_values[p] * scales[r]
-            sq += v * v
-        diag[i] = sq + half_inv_c
+        # a unit row's squared norm is 1 (0 for a row without a non-zero), however its repeated
+        # feature ids split the values: the sum over its entries' squares would not be
+        unit = 1.0 if scales[rows[i]] > 0.0 else 0.0
+        diag[i] = unit + BIAS_VALUE * BIAS_VALUE + half_inv_c
         alpha[i] = 0.0
     for _ in range(max_passes):
         largest = 0.0

@@ -252,6 +252,27 @@ def test_each_leaf_is_the_l2_svm_optimum_on_unit_rows():
         np.testing.assert_allclose(got, want, atol=2e-4)
 
 
+def test_a_row_that_repeats_a_feature_id_trains_as_its_merged_row():
+    """Duplicate ids are kept as entries (data.py) and add up in every dot product: coordinate
+    descent on rows whose values are split across repeated ids takes the merged rows' steps."""
+    rng = np.random.default_rng(6)
+    data, _ = random_set(rng, 40, 10, 5)
+    ids, values, indptr = [], [], [0]
+    for i in range(40):  # each row's first entry split 30:70 into two entries of the same id
+        f, v = data.x_indices[data.x_indptr[i]:data.x_indptr[i + 1]], data.x_values[data.x_indptr[i]:data.x_indptr[i + 1]]
+        if f.size:
+            f, v = np.concatenate([f[:1], f]), np.concatenate([v[:1] * 0.3, v[:1] * 0.7, v[1:]])
+        ids.append(f), values.append(v), indptr.append(indptr[-1] + f.size)
+    split = Dataset(np.array(indptr, np.int64), np.concatenate(ids).astype(np.int32),
+                    np.concatenate(values).astype(np.float32), data.y_indptr, data.y_indices, 10, 5)
+    short = random_shortlists(rng, 40, 5, 2)
+    kw = {"step": 0, "threshold": 0.0, "tolerance": 0.0, "max_passes": 2}  # the same steps, not just the same optimum
+    merged, repeated = fit_leaves(data, short, **kw), fit_leaves(split, short, **kw)
+    np.testing.assert_array_equal(merged.indptr, repeated.indptr)
+    np.testing.assert_array_equal(merged.features, repeated.features)
+    np.testing.assert_allclose(repeated.weights, merged.weights, rtol=1e-4, atol=1e-5)
+
+
 def test_pruning_keeps_the_large_weights_and_the_bias():
     rng = np.random.default_rng(2)
     data, _ = random_set(rng, 60, 15, 5)
