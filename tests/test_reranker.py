@@ -461,6 +461,7 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tm
     share; `evaluate` on it gives the run's P@1."""
     monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
     monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
+    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
     tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
     trainer = Trainer(load_config(tiny_config), progress=False)
     held = trainer.held_out
