@@ -300,7 +300,8 @@ class Worker:
         return {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(), "threads": t.threads,
                 "lr_scale": self.lr_scale,
                 "compile_seconds": self.compile_seconds, "local_batches": self.local_batches,
-                "n_train": self.n_train, "parameters": int(sum(l.weights.size + l.bias.size for l in t.engine.layers)),
+                "n_train": self.n_train, "held_out": 0 if t.held_out is None else int(t.held_out.shape[0]),
+                "parameters": int(sum(l.weights.size + l.bias.size for l in t.engine.layers)),
                 "dense_sync_bytes": dense_sync_bytes(t.engine.layers, self.n_workers)}
 
     def prepare(self, resume: bool, overwrite: bool) -> dict:
@@ -731,7 +732,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             position["train_seconds"] + position["rebuild_seconds"]
         group.get([lead.record.remote("start", dict(
             compile_seconds=max(i["compile_seconds"] for i in infos), threads=threads, n_train=infos[0]["n_train"],
-            parameters=infos[0]["parameters"],
+            **({"held_out": infos[0]["held_out"]} if infos[0]["held_out"] else {}), parameters=infos[0]["parameters"],
             sync_every=d.sync_every, lr_scale=infos[0]["lr_scale"], dense_sync_bytes=infos[0]["dense_sync_bytes"],
             hosts=sorted({i["host"] for i in infos}), steps_per_epoch=local_batches))], [0], "while starting")
 

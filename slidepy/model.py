@@ -304,6 +304,8 @@ class Model:
         reranker.WEIGHT over the shortlist's length. Returns the seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
+        if train.n_labels > self.engine.n_labels:  # leaves for labels the network cannot shortlist
+            raise DataError(f"{train.source} has {train.n_labels} labels but the model scores {self.engine.n_labels}")
         share = self.config.model.reranker.weight
         validation = None
         if share == AUTO and held_out is not None:
@@ -451,7 +453,10 @@ def _leaves_from(arrays: dict, meta, options, n_features: int, n_labels: int) ->
     # the kernels index without bounds checks: a file must not point them past their arrays
     if not 0 < leaves.n_features <= n_features or np.any(leaves.features < 0) or np.any(leaves.features > leaves.n_features):
         raise ValueError(f"reranker features outside the model's {n_features} inputs")
-    if indptr.shape[0] - 1 > n_labels or leaves.depth < 1 or not 0 <= leaves.share <= 1:
-        raise ValueError(f"reranker labels, depth or share out of range ({indptr.shape[0] - 1} labels of "
-                         f"{n_labels}, depth {leaves.depth}, share {leaves.share})")
+    if indptr.shape[0] - 1 > n_labels:
+        raise ValueError(f"reranker leaves for {indptr.shape[0] - 1} labels in a model of {n_labels}")
+    if leaves.depth < 1:
+        raise ValueError(f"reranker depth {leaves.depth} (at least 1)")
+    if not 0 <= leaves.share <= 1:
+        raise ValueError(f"reranker share {leaves.share} (0 to 1)")
     return leaves

@@ -140,7 +140,7 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   write on the development VM, where a checkpoint at each quarter of a 2-minute run made it take
   341 s of wall time instead of 256 (bench/measured-2026-12-05/recipe-100k-labels/).
 * Re-ranking: per-label linear leaves over the input rows, fitted on the final network's own
-  shortlists and on random samples, re-rank each prediction's top 50 (see reranker.py): the
+  shortlists and on random samples, re-rank each prediction's top 50 or more (see reranker.py): the
   trees' per-label linear models beside the network's low-rank one. Their share of the blended
   log-score, and how deep into the network's ranking they reach, are "auto": chosen on a slice
   of the training set held out of the network's training (reranker.validation_rows: 2.5% of it,

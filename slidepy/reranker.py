@@ -18,8 +18,8 @@ PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the p
 
 At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
 post-processor, 1 at the margin and beyond) and its score is (1 - weight) x log(network score) +
-weight x log of that: a geometric blend, so a leaf can demote a label the network is unsure of
-but not lift one it ruled out. Measured on DebianDeps' recipe network (5,000 test samples, P@1 /
+weight x log of that: a geometric blend, so below weight 1 a leaf can demote a label the
+network is unsure of but not lift one it ruled out (at 1 the leaves alone rank the shortlist). Measured on DebianDeps' recipe network (5,000 test samples, P@1 /
 P@3 / P@5; network with its votes 0.7576 / 0.5227 / 0.4056): weight 0.05 0.7628 / 0.5283 / 0.4092,
 0.1 0.7674 / 0.5300 / 0.4120, 0.15 0.7712 / 0.5309 / 0.4108, 0.3 0.7690 / 0.5232 / 0.4001; the
 leaves alone 0.5600. On a generated bag of item ids (bench/measured-2026-12-07/transfer-items-tags/,
@@ -55,8 +55,8 @@ from .neighbours import unit_scales
 from .rng import generator
 
 WEIGHT = 0.1  # the leaves' share of the blended log-score (see above) where none is chosen
-# model.reranker.weight "auto" chooses the share on VALIDATION_SAMPLES training samples that the
-# network never trains on: the one of SHARES whose re-ranking scores best there (the mean of P@1,
+# model.reranker.weight "auto" chooses the share on a slice of training samples that the network
+# never trains on (validation_rows): the one of SHARES whose re-ranking scores best there (the mean of P@1,
 # P@3 and P@5). The best share follows how well the leaves rank beside the network, and that
 # differs by data: 0.1-0.2 on Delicious, Bibtex and DebianDeps, 0.5 on a bag of item ids and on
 # a many-tags shape, where the leaves alone outrank the network (bench/measured-2026-12-07/

@@ -67,7 +67,7 @@ from .errors import CheckpointError, ConfigError, DataError, NumericalError, Sto
 from .labels import read_label_names
 from .model import Model, input_scale_for, max_labels, with_input_scale
 from .optimizer import scheduled_lr
-from .reranker import training_rows, validation_rows
+from .reranker import WEIGHT, training_rows, validation_rows
 from .rng import generator
 from .rundir import RunDir
 from .synthetic import make_synthetic
@@ -391,7 +391,8 @@ class Trainer:
         """What a checkpoint's meta keeps of the run's progress (Progress), and the loss and
         samples/s of the steps since the last log record, which the next record averages (so a
         resumed run logs what one never stopped does)."""
-        return {**Progress.of(self), "loss_window": list(self.window.state())}
+        return {**Progress.of(self), "loss_window": list(self.window.state()),
+                "held_out": 0 if self.held_out is None else int(self.held_out.shape[0])}
 
     def _restored(self, meta: dict) -> None:
         """Take what a subclass's `_progress` added to a checkpoint's meta back (nothing here)."""
@@ -529,9 +530,29 @@ def _apply_state(trainer: Trainer, path, arrays: dict, meta: dict, model_loaded:
     (trainer.epoch, trainer.batch_in_epoch, trainer.train_seconds, trainer.rebuild_seconds, trainer.lr_scale,
      trainer.eval_seconds_along) = progress
     trainer.window.restore(meta.get("loss_window"))
+    _keep_training_rows(trainer, meta.get("held_out"))
     trainer._restored(meta)
     trainer._last_saved_step = trainer.step
     trainer.checkpoint_clock.saved(trainer.budget_seconds)
+
+
+def _keep_training_rows(trainer: Trainer, recorded) -> None:
+    """A checkpoint records how many samples its run held out for model.reranker.weight "auto"
+    (files from before it: None, taken as agreeing). Where the rule of reranker.validation_rows
+    now draws another count (slidepy changed between the two), the network may have trained on
+    the samples it would hold out: the run goes on holding nothing out, so that the leaves' share
+    is never chosen on samples the network saw (it takes reranker.WEIGHT)."""
+    if recorded is None or trainer.schedule is None:
+        return
+    current = 0 if trainer.held_out is None else int(trainer.held_out.shape[0])
+    if int(recorded) == current:
+        return
+    if current:
+        trainer._warn(f"the checkpoint's run held out {int(recorded)} training samples and this version of "
+                      f"slidepy would hold out {current}: the run goes on training on all of them, and the "
+                      f"leaves take the default share ({WEIGHT})", stacklevel=4)
+    trainer.held_out = None
+    trainer.schedule = Schedule(trainer.config.training, trainer.train_data.n_samples, None)
 
 
 def _resume(trainer: Trainer) -> bool:

@@ -315,11 +315,14 @@ def test_rerank_matches_the_reference(weight):
     ids[2, -3:] = -1
     log_scores = np.round(rng.standard_normal((6, 8)), 1).astype(np.float32)  # ties among them
     leaf = np.round(rng.standard_normal((6, 8)) * 2, 1).astype(np.float32)
+    ids[3, -4:] = -1  # padding as the engine and score_leaves give it: -inf scores
+    log_scores[3, -4:] = leaf[3, -4:] = -np.inf
     got_ids, got_scores = rerank(ids, log_scores, leaf, weight, 5)
     want_ids, want_scores = naive_rerank(ids, log_scores, leaf, weight, 5)
     np.testing.assert_array_equal(got_ids, want_ids)
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
     assert np.all(got_ids[2, :5] >= 0)  # padding sorts last
+    assert got_ids[3, 4] == -1 and got_scores[3, 4] == -np.inf and np.all(np.isfinite(got_scores[3, :4]))
 
 
 def test_reranker_config_is_checked():
@@ -395,8 +398,11 @@ def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one
     (lambda a, m: a["reranker.features"].__setitem__(0, -1), "features outside"),
     (lambda a, m: m["reranker"].__setitem__("n_features", 10**6), "features outside"),
     (lambda a, m: a["reranker.indptr"].__setitem__(1, a["reranker.indptr"][2] + 1), "do not fit together"),
-    (lambda a, m: m["reranker"].__setitem__("depth", 0), "depth"),
-    (lambda a, m: m["reranker"].__setitem__("share", 1.5), "share"),
+    (lambda a, m: a["reranker.indptr"].__setitem__(0, 1), "do not fit together"),
+    (lambda a, m: a.__setitem__("reranker.indptr", np.concatenate([a["reranker.indptr"], a["reranker.indptr"][-1:]])),
+     "leaves for 151 labels in a model of 150"),
+    (lambda a, m: m["reranker"].__setitem__("depth", 0), "depth 0"),
+    (lambda a, m: m["reranker"].__setitem__("share", 1.5), "share 1.5"),
 ])
 def test_a_model_file_whose_leaves_point_past_their_arrays_is_refused(tiny_config, tmp_path, one_thread, damage, what):
     """The scoring kernels index without bounds checks: a damaged file is a CheckpointError, not
@@ -406,6 +412,8 @@ def test_a_model_file_whose_leaves_point_past_their_arrays_is_refused(tiny_confi
 
     arrays, meta = one_epoch_state(tiny_config, 0.2)
     arrays = {name: a.copy() for name, a in arrays.items()}
+    save_checkpoint(tmp_path / "good.npz", arrays, meta)
+    assert Model.load(tmp_path / "good.npz")[0].leaves.features[-1] == meta["reranker"]["n_features"]  # the bias id
     damage(arrays, meta)
     save_checkpoint(tmp_path / "bad.npz", arrays, meta)
     with pytest.raises(CheckpointError, match=f"bad.npz.*{what}"):
@@ -499,6 +507,37 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tm
                                        "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+
+
+def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(tiny_config, monkeypatch, one_thread):
+    """A checkpoint records how many samples its run held out; resumed where the rule now draws
+    another count, the run goes on without a slice (with a warning) and the leaves take the
+    default share; resumed under the same rule it keeps its slice."""
+    from slidepy.errors import TrainingInterrupted
+
+    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
+    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
+    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
+
+    def stop_at_step_5(trainer, record):
+        if trainer.step >= 5:
+            trainer.stop_request.signum = 2
+
+    first = Trainer(load_config(tiny_config), progress=False, callbacks=[stop_at_step_5])
+    with pytest.raises(TrainingInterrupted):
+        first.fit()
+    same = Trainer(load_config(tiny_config), progress=False)
+    assert same.resume() and same.held_out.shape == (120,) and not same.warnings
+    same.run.unlock()  # the run dir is this test's to resume again
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.05)  # a later version's rule: 60 of the 1,200
+    moved = Trainer(load_config(tiny_config), progress=False)
+    assert moved.held_out.shape == (60,)
+    with pytest.warns(UserWarning, match="held out 120 training samples and this version of slidepy would hold out 60"):
+        assert moved.resume()
+    assert moved.held_out is None and moved.schedule.n_train == moved.train_data.n_samples
+    moved.fit()
+    assert (moved.model.leaves.share, moved.model.leaves.depth) == (WEIGHT, 20)
 
 
 def test_auto_on_a_small_set_holds_nothing_out_and_takes_the_default_share(tiny_config, one_thread):
