@@ -451,7 +451,8 @@ def _leaves_from(arrays: dict, meta, options, n_features: int, n_labels: int) ->
                     int(meta["n_features"]), int(meta["step"]), int(meta.get("depth", options.shortlist)),
                     float(meta.get("share", _configured_share(options.weight))))
     # the kernels index without bounds checks: a file must not point them past their arrays
-    if not 0 < leaves.n_features <= n_features or np.any(leaves.features < 0) or np.any(leaves.features > leaves.n_features):
+    if not 0 < leaves.n_features <= n_features or np.any(leaves.features < 0) \
+            or np.any(leaves.features > leaves.n_features):
         raise ValueError(f"reranker features outside the model's {n_features} inputs")
     if indptr.shape[0] - 1 > n_labels:
         raise ValueError(f"reranker leaves for {indptr.shape[0] - 1} labels in a model of {n_labels}")

@@ -12,24 +12,26 @@ liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias fe
 the training samples that have l (positives), whose network top CONFUSION_DEPTH x K labels
 hold it (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer),
 and samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
-footing). The shortlists come from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the
-training samples, fewer where that would cost more than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under
-PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
+footing). The shortlists come from the network's own exact scoring of (at most
+SHORTLIST_SAMPLES of) the training samples, fewer where that would cost more than
+EXACT_SHORTLIST_MACS (shortlist_plan). Weights under PRUNE_THRESHOLD are dropped (PECOS' 0.1):
+the leaves keep a few percent of the pairs seen.
 
 At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
 post-processor, 1 at the margin and beyond) and its score is (1 - weight) x log(network score) +
-weight x log of that: a geometric blend, so below weight 1 a leaf can demote a label the
-network is unsure of but not lift one it ruled out (at 1 the leaves alone rank the shortlist). Measured on DebianDeps' recipe network (5,000 test samples, P@1 /
-P@3 / P@5; network with its votes 0.7576 / 0.5227 / 0.4056): weight 0.05 0.7628 / 0.5283 / 0.4092,
-0.1 0.7674 / 0.5300 / 0.4120, 0.15 0.7712 / 0.5309 / 0.4108, 0.3 0.7690 / 0.5232 / 0.4001; the
-leaves alone 0.5600. On a generated bag of item ids (bench/measured-2026-12-07/transfer-items-tags/,
-network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 / 0.2495 / 0.1594. So WEIGHT 0.1, where P@5 held on
-both. Leaves trained against the samples of the label's k-means cluster instead of the shortlists
-(PECOS' own negatives) added 0.2-0.3 P@1 on DebianDeps: the network's confusions are the
-negatives that matter (bench/measured-2026-12-07/reranker/). (Those figures predate the random
-negatives, with which the best weight came apart by data; model.reranker.weight "auto" chooses it,
-and how deep into the network's ranking the leaves reach, on a held-out slice: validation_rows,
-choose_blend, and the comments at SHARES and DEPTHS.)
+weight x log of that: a geometric blend, so below weight 1 a leaf can demote a label the network is
+unsure of but not lift one it ruled out (at 1 the leaves alone rank the shortlist). Measured on
+DebianDeps' recipe network (5,000 test samples, P@1 / P@3 / P@5; network with its votes 0.7576 /
+0.5227 / 0.4056): weight 0.05 0.7628 / 0.5283 / 0.4092, 0.1 0.7674 / 0.5300 / 0.4120, 0.15 0.7712 /
+0.5309 / 0.4108, 0.3 0.7690 / 0.5232 / 0.4001; the leaves alone 0.5600. On a generated bag of item
+ids (bench/measured-2026-12-07/transfer-items-tags/, network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 /
+0.2495 / 0.1594. So WEIGHT 0.1, where P@5 held on both. Leaves trained against the samples of the
+label's k-means cluster instead of the shortlists (PECOS' own negatives) added 0.2-0.3 P@1 on
+DebianDeps: the network's confusions are the negatives that matter
+(bench/measured-2026-12-07/reranker/). (Those figures predate the random negatives, with which the
+best weight came apart by data; model.reranker.weight "auto" chooses it, and how deep into the
+network's ranking the leaves reach, on a held-out slice: validation_rows, choose_blend, and the
+comments at SHARES and DEPTHS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
@@ -38,7 +40,8 @@ thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf
 sample's shortlist).
 
 Shapes: B samples, F input features, N labels, K labels shortlisted per sample (the leaves
-train against CONFUSION_DEPTH x model.reranker.shortlist, re-rank Leaves.depth), P (label, sample) pairs a block of labels trains on, E leaf weights kept.
+train against CONFUSION_DEPTH x model.reranker.shortlist, re-rank Leaves.depth), P (label,
+sample) pairs a block of labels trains on, E leaf weights kept.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ from .rng import generator
 
 WEIGHT = 0.1  # the leaves' share of the blended log-score (see above) where none is chosen
 # model.reranker.weight "auto" chooses the share on a slice of training samples that the network
-# never trains on (validation_rows): the one of SHARES whose re-ranking scores best there (the mean of P@1,
-# P@3 and P@5). The best share follows how well the leaves rank beside the network, and that
+# never trains on (validation_rows): the one of SHARES whose re-ranking scores best there (the
+# mean of P@1, P@3 and P@5). The best share follows how well the leaves rank beside the network, and that
 # differs by data: 0.1-0.2 on Delicious, Bibtex and DebianDeps, 0.5 on a bag of item ids and on
 # a many-tags shape, where the leaves alone outrank the network (bench/measured-2026-12-07/
 # random-negatives/). No rule of the data's shape separated them; a held-out slice does. The
@@ -86,8 +89,9 @@ SHARES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 # against 0.1616 at 0.1, the same network); the items and tags shapes' 0.5 won by 1.2 and 2 points.
 EVIDENCE = 2.0
 # How deep "auto" lets the leaves reach: they re-rank the network's top d x model.reranker.shortlist
-# labels for d of DEPTHS (d = 1, model.reranker.shortlist itself, is the default). At a small share a label
-# past the network's 50th has too low a network score to climb, so the depth changes nothing; where
+# labels for d of DEPTHS (d = 1, model.reranker.shortlist itself, is the default). At a small
+# share a label past the network's 50th has too low a network score to climb, so the depth
+# changes nothing; where
 # the leaves rank as well as the network (a large share) they bring such labels back. On the
 # generated bag of item ids (3.2 labels a sample) the network's top 50 held 32% of the test labels
 # and its top 200 41%; re-ranking the top 200 at 0.9 gave P@1 / P@5 0.598 / 0.195 against the top
@@ -329,8 +333,7 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
     ends = np.cumsum(room)
     start = 0
     while start < n_labels:  # blocks of labels whose room fits about BLOCK_SLOTS slots (at least one label)
-        end = start + 1 + int(np.searchsorted(ends[start + 1:] - ends[start], BLOCK_SLOTS, side="right"))
-        end = min(end, n_labels)
+        end = min(max(start + 1, int(np.searchsorted(ends, ends[start] + BLOCK_SLOTS, side="right"))), n_labels)
         out_indptr = np.zeros(end - start + 1, np.int64)
         out_indptr[1:] = np.cumsum(room[start:end])
         out_features = np.empty(out_indptr[-1], np.int32)
@@ -420,9 +423,9 @@ def choose_blend(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarra
                  ) -> tuple[tuple[float, int], dict]:
     """((share, depth), {(share, depth): mean of P@1, P@3, P@5}) for held-out samples' network
     rankings ids (B, K >= every depth) and their labels (CSR): the pair whose re-ranking (rerank)
-    of each sample's top `depth`, followed by the rest in the network's order, scores best (the shallowest, then the smallest share, on a tie), if
-    it beats (`default`, depths[0]) by EVIDENCE standard errors of the samples' paired differences;
-    else that default."""
+    of each sample's top `depth`, followed by the rest in the network's order, scores best (the
+    shallowest, then the smallest share, on a tie), if it beats (`default`, depths[0]) by
+    EVIDENCE standard errors of the samples' paired differences; else that default."""
     k = min(5, ids.shape[1])
 
     def top(share: float, depth: int) -> np.ndarray:  # as Model._top ranks: below `depth`, the network's order

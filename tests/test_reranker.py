@@ -259,7 +259,8 @@ def test_a_row_that_repeats_a_feature_id_trains_as_its_merged_row():
     data, _ = random_set(rng, 40, 10, 5)
     ids, values, indptr = [], [], [0]
     for i in range(40):  # each row's first entry split 30:70 into two entries of the same id
-        f, v = data.x_indices[data.x_indptr[i]:data.x_indptr[i + 1]], data.x_values[data.x_indptr[i]:data.x_indptr[i + 1]]
+        span = slice(data.x_indptr[i], data.x_indptr[i + 1])
+        f, v = data.x_indices[span], data.x_values[span]
         if f.size:
             f, v = np.concatenate([f[:1], f]), np.concatenate([v[:1] * 0.3, v[:1] * 0.7, v[1:]])
         ids.append(f), values.append(v), indptr.append(indptr[-1] + f.size)
@@ -271,6 +272,20 @@ def test_a_row_that_repeats_a_feature_id_trains_as_its_merged_row():
     np.testing.assert_array_equal(merged.indptr, repeated.indptr)
     np.testing.assert_array_equal(merged.features, repeated.features)
     np.testing.assert_allclose(repeated.weights, merged.weights, rtol=1e-4, atol=1e-5)
+
+
+def test_leaves_fitted_in_small_blocks_of_labels_are_the_same_leaves(monkeypatch):
+    """fit_leaves splits the labels into blocks whose buffers fit BLOCK_SLOTS (at least one label
+    a block): however small the blocks, the leaves are those of one block."""
+    rng = np.random.default_rng(8)
+    data, _ = random_set(rng, 50, 12, 9)
+    short = random_shortlists(rng, 50, 9, 3)
+    whole = fit_leaves(data, short, step=0, threshold=0.0)
+    for slots in (1, 30, 100):
+        monkeypatch.setattr(reranker, "BLOCK_SLOTS", slots)
+        blocks = fit_leaves(data, short, step=0, threshold=0.0)
+        for a, b in zip(blocks[:3], whole[:3]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_pruning_keeps_the_large_weights_and_the_bias():
