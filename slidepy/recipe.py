@@ -163,6 +163,7 @@ from .data import Dataset
 from .errors import ConfigError, DataError
 from .memory import estimate_for_config
 from .model import INPUT_NORM_BAND, input_scale_for
+from .reranker import WEIGHT, validation_size
 
 EXACT_LABELS = 4096
 HIDDEN = 512
@@ -365,11 +366,14 @@ def describe(config, train: Dataset, recipe: dict | None = None) -> str:
             f"{model.dropout:g}, {output}, {OPTIMIZER_NAMES.get(training.optimizer, training.optimizer)} lr "
             f"{training.lr:g} ({training.lr_schedule}), {length}, "
             + (f"neighbours' votes at {votes:g}{space}" if votes > 0 else "no neighbours' votes")
-            + _leaves_text(model.reranker.weight))
+            + _leaves_text(model.reranker.weight, train))
 
 
-def _leaves_text(weight) -> str:
+def _leaves_text(weight, train: Dataset) -> str:
     if weight == AUTO:
+        if validation_size(train.n_samples) == 0:
+            return (f", re-ranked by per-label linear leaves at {WEIGHT:g} (too few samples to hold a slice out to "
+                    f"choose it on)")
         return ", re-ranked by per-label linear leaves (their share and depth chosen on a held-out slice)"
     return f", re-ranked by per-label linear leaves at {weight:g}" if weight > 0 else ""
 

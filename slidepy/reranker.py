@@ -372,6 +372,13 @@ def _feature_order(features: np.ndarray, counts: np.ndarray) -> np.ndarray:
 # -- the share --------------------------------------------------------------------------------------
 
 
+def validation_size(n_samples: int) -> int:
+    """How many of `n_samples` training samples the slice holds (0: none): VALIDATION_SHARE of
+    them, within [MIN_VALIDATION, VALIDATION_SAMPLES], where that is at most MAX_VALIDATION_SHARE."""
+    n = min(VALIDATION_SAMPLES, max(MIN_VALIDATION, int(n_samples * VALIDATION_SHARE)))
+    return n if n <= n_samples * MAX_VALIDATION_SHARE else 0
+
+
 def validation_rows(train, seed: int) -> np.ndarray | None:
     """The training samples (ascending int64) of `train` (a Dataset) kept out of the network's
     training for "auto" to choose the leaves' share on, or None where the training set is too small
@@ -380,8 +387,8 @@ def validation_rows(train, seed: int) -> np.ndarray | None:
     better on the slice than on a test split drawn apart (DebianNextWord: 43% of a random slice's
     rows recur among the other training rows, 23% of the test split's). A pure function of the
     data and the seed, so a resumed run holds out the same ones."""
-    n = min(VALIDATION_SAMPLES, max(MIN_VALIDATION, int(train.n_samples * VALIDATION_SHARE)))
-    if n > train.n_samples * MAX_VALIDATION_SHARE:
+    n = validation_size(train.n_samples)
+    if n == 0:
         return None
     pool = np.flatnonzero(single_rows(train))
     if pool.shape[0] < n:

@@ -380,6 +380,11 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
     assert f"{budget:,} of the 5,000 labels a sample picked by lsh" in line and f"{cfg.training.epochs} epochs" in line
     assert f"Adam lr {cfg.training.lr:g} (linear)" in line
     assert f"neighbours' votes at {cfg.model.neighbours.weight:g} (nearest in the hidden or the input space" in line
+    # 640 samples spare no slice for the leaves' share: the line says which share they take
+    assert "re-ranked by per-label linear leaves at 0.1 (too few samples to hold a slice out" in line
+    big, _ = make_synthetic(12_000, 10, 300, 5000, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
+    assert "(their share and depth chosen on a held-out slice)" in describe(config_from_dict(auto_config(big, "t", None)),
+                                                                              big)
     # overrides show, as the run will train: a time budget, another budget, the votes off
     cfg = load_config(auto_config(train, "train.txt", None, time_budget_s=90.0),
                       ["model.output.selection.budget=320", "model.neighbours.weight=0", "training.optimizer=sgd"])

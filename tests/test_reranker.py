@@ -144,6 +144,9 @@ def test_single_rows_match_the_reference():
 
 def test_the_validation_slice_is_the_seeds_of_single_rows_and_only_where_it_can_be_spared():
     rng = np.random.default_rng(0)
+    # 2.5%, within [MIN_VALIDATION, VALIDATION_SAMPLES], where that is at most MAX_VALIDATION_SHARE
+    sizes = {n: reranker.validation_size(n) for n in (4_880, 10_239, 10_240, 30_000, 60_000, 100_000)}
+    assert sizes == {4_880: 0, 10_239: 0, 10_240: 512, 30_000: 750, 60_000: 1500, 100_000: 2048}
     small = int(reranker.MIN_VALIDATION / reranker.MAX_VALIDATION_SHARE)  # the fewest samples that spare a slice
     assert validation_rows(rows_set(small - 1, rng), 0) is None
     assert validation_rows(rows_set(small, rng), 0).shape == (reranker.MIN_VALIDATION,)  # more than 2.5%
