@@ -400,6 +400,26 @@ def one_epoch_state(config: dict, weight: float) -> tuple[dict, dict]:
     return trainer.model.state()
 
 
+def test_reranking_in_blocks_of_samples_ranks_as_at_once(tiny_config, monkeypatch, one_thread):
+    """Model._top re-ranks at most RERANK_SAMPLES samples at a time (their top `depth` labels are
+    transient): blocks of 7 give the ids, scores (to float32 rounding) and mean active neurons
+    of one pass."""
+    import slidepy.model as model_module
+
+    tiny_config["model"]["reranker"] = {"weight": 0.5, "shortlist": 20}
+    tiny_config["training"]["epochs"] = 1
+    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer.fit()
+    model, test = trainer.model, trainer.test_data
+    at_once = model._top(test, None, 5)
+    monkeypatch.setattr(model_module, "RERANK_SAMPLES", 7)
+    in_blocks = model._top(test, None, 5)
+    assert test.n_samples > 7 * 3
+    np.testing.assert_array_equal(in_blocks[0], at_once[0])
+    np.testing.assert_allclose(in_blocks[1], at_once[1], rtol=1e-5)  # BLAS rounds blocks of other shapes apart
+    np.testing.assert_allclose(in_blocks[2], at_once[2], rtol=1e-12)
+
+
 def test_a_model_file_with_half_its_leaves_is_refused(tiny_config, tmp_path, one_thread):
     from slidepy.checkpoint import save_checkpoint
     from slidepy.errors import CheckpointError
