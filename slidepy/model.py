@@ -27,7 +27,7 @@ from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
 from .reranker import (CONFUSION_DEPTH, DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend,
-                       fit_leaves, random_negatives, random_negatives_per_label, rerank, score_leaves,
+                       fit_leaves, random_negatives, random_negatives_per_label, rerank_top, score_leaves,
                        shortlist_plan, training_rows)
 from .rng import generator
 
@@ -351,8 +351,8 @@ class Model:
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
         some: the network's (and votes') top leaves.depth labels, blended with the
-        leaves' scores (reranker.rerank), then any more of the k in the network's order below them
-        (so the first k' of k are the top k'); scores are then blended log-scores."""
+        leaves' scores, then any more of the k in the network's order below them (reranker.rerank_top:
+        the first k' of k are the top k'); scores are then blended log-scores."""
         leaves = self.current_leaves()
         if leaves is None or leaves.share <= 0:
             return self.engine.predict(data, rows, k=k, use_lsh=use_lsh)
@@ -365,15 +365,8 @@ class Model:
                     active / rows.shape[0])
         short = min(leaves.depth, self.engine.n_labels)
         ids, scores, active = self.engine.predict(data, rows, k=max(k, short), use_lsh=use_lsh)
-        log_scores = self._log_scores(scores, use_lsh)
-        top_ids, top = rerank(ids[:, :short], log_scores[:, :short], score_leaves(leaves, data, rows, ids[:, :short]),
-                              leaves.share, short)
-        # the rest keep the network's order, each below every re-ranked label: shifted to start one
-        # under the lowest of them
-        tail = log_scores[:, short:] - log_scores[:, short:short + 1] + top.min(axis=1, keepdims=True) - 1.0
-        tail[ids[:, short:] < 0] = -np.inf
-        return (np.concatenate([top_ids, ids[:, short:]], axis=1)[:, :k],
-                np.concatenate([top, tail.astype(np.float32)], axis=1)[:, :k], active)
+        leaf_scores = score_leaves(leaves, data, rows, ids[:, :short])
+        return (*rerank_top(ids, self._log_scores(scores, use_lsh), leaf_scores, leaves.share, short, k), active)
 
     def _log_scores(self, scores: np.ndarray, use_lsh: bool | None) -> np.ndarray:
         """Engine.predict's scores as log-probabilities, up to a constant per sample: blended with

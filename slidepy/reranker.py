@@ -434,13 +434,9 @@ def choose_blend(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarra
     shallowest, then the smallest share, on a tie), if it beats (`default`, depths[0]) by
     EVIDENCE standard errors of the samples' paired differences; else that default."""
     k = min(5, ids.shape[1])
-
-    def top(share: float, depth: int) -> np.ndarray:  # as Model._top ranks: below `depth`, the network's order
-        head = rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, min(k, depth))[0]
-        return np.concatenate([head, ids[:, depth:]], axis=1)[:, :k]
-
     pairs = [(float(share), int(depth)) for depth in depths for share in shares]
-    per_sample = np.stack([sample_precision(top(share, depth), y_indptr, y_indices) for share, depth in pairs])
+    per_sample = np.stack([sample_precision(rerank_top(ids, log_scores, leaf_scores, share, depth, k)[0], y_indptr,
+                                            y_indices) for share, depth in pairs])
     means = per_sample.mean(axis=1)
     table = {pair: float(m) for pair, m in zip(pairs, means)}
     best = int(np.argmax(means))
@@ -526,3 +522,16 @@ def rerank(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, wei
     blended[ids < 0] = -np.inf
     order = np.argsort(-blended, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(ids, order, 1), np.take_along_axis(blended, order, 1).astype(np.float32)
+
+
+def rerank_top(ids: np.ndarray, log_scores: np.ndarray, leaf_scores: np.ndarray, weight: float, depth: int,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top k (ids, scores) of network rankings ids (B, K) as predictions rank them: the first
+    `depth` re-ranked (rerank; leaf_scores (B, >= depth) scores them), then the rest in the
+    network's order, each below every re-ranked label (its log-score shifted to start one under
+    the lowest of them), so that the first k' of k are the top k'."""
+    head_ids, head = rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], weight, depth)
+    tail = log_scores[:, depth:] - log_scores[:, depth:depth + 1] + head.min(axis=1, keepdims=True) - 1.0
+    tail[ids[:, depth:] < 0] = -np.inf
+    return (np.concatenate([head_ids, ids[:, depth:]], axis=1)[:, :k],
+            np.concatenate([head, tail.astype(np.float32)], axis=1)[:, :k])

@@ -204,7 +204,7 @@ def test_the_chosen_blend_matches_the_reference(seed, lean, deep, depths):
         assert chosen[1] == 8
 
 
-def test_the_evidence_rule_keeps_the_default_over_a_small_gain():
+def test_the_evidence_rule_keeps_the_default_over_a_small_gain(monkeypatch):
     """Leaves that know nothing: some pair still scores best on the slice, by noise, not by
     EVIDENCE standard errors, and the default stands; demand no evidence and that pair wins."""
     rng = np.random.default_rng(11)
@@ -217,12 +217,8 @@ def test_the_evidence_rule_keeps_the_default_over_a_small_gain():
     chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
     assert max(table.values()) > table[default] and chosen == default
     best = max(table, key=table.get)
-    patched = reranker.EVIDENCE
-    try:
-        reranker.EVIDENCE = 0.0
-        assert choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)[0] == best
-    finally:
-        reranker.EVIDENCE = patched
+    monkeypatch.setattr(reranker, "EVIDENCE", 0.0)
+    assert choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)[0] == best
 
 
 def test_sample_precision_matches_the_reference():
@@ -341,6 +337,24 @@ def test_rerank_matches_the_reference(weight):
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
     assert np.all(got_ids[2, :5] >= 0)  # padding sorts last
     assert got_ids[3, 4] == -1 and got_scores[3, 4] == -np.inf and np.all(np.isfinite(got_scores[3, :4]))
+
+
+@pytest.mark.parametrize("depth,k", [(3, 5), (5, 5), (8, 5), (2, 8)])
+def test_rerank_top_reranks_the_head_and_keeps_the_network_order_below_it(depth, k):
+    """The first `depth` of each ranking re-ranked as rerank does, then the rest in the network's
+    order; the scores fall along each row (padding last, at -inf), so any first k' are the top k'."""
+    rng = np.random.default_rng(12)
+    ids = np.stack([rng.permutation(30)[:8] for _ in range(6)]).astype(np.int32)
+    log_scores = np.sort(rng.standard_normal((6, 8)), axis=1)[:, ::-1].astype(np.float32)
+    ids[1, -3:], log_scores[1, -3:] = -1, -np.inf
+    leaf = rng.standard_normal((6, 8)).astype(np.float32)
+    got_ids, got_scores = reranker.rerank_top(ids, log_scores, leaf, 0.7, depth, k)
+    head = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf[:, :depth], 0.7, depth)[0]
+    want = np.array([(list(head[i]) + list(ids[i, depth:]))[:k] for i in range(6)])
+    np.testing.assert_array_equal(got_ids, want)
+    assert got_ids.shape == got_scores.shape == (6, min(k, 8))
+    assert np.all(np.diff(got_scores, axis=1)[np.isfinite(got_scores[:, 1:])] <= 0)
+    assert np.all(np.isneginf(got_scores[got_ids < 0]))
 
 
 def test_reranker_config_is_checked():
