@@ -299,8 +299,7 @@ class Worker:
         t = self.trainer
         return {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(), "threads": t.threads,
                 "lr_scale": self.lr_scale,
-                "compile_seconds": self.compile_seconds, "local_batches": self.local_batches,
-                "n_train": self.n_train, "held_out": 0 if t.held_out is None else int(t.held_out.shape[0]),
+                "compile_seconds": self.compile_seconds, "n_train": self.n_train,
                 "parameters": int(sum(l.weights.size + l.bias.size for l in t.engine.layers)),
                 "dense_sync_bytes": dense_sync_bytes(t.engine.layers, self.n_workers)}
 
@@ -315,6 +314,9 @@ class Worker:
             resumed = t.resume()
             if resumed:  # checkpoints hold the configured learning rate
                 t.engine.lr *= self.lr_scale
+            # a checkpoint under another slice rule leaves nothing held out (_keep_training_rows):
+            # fewer or more batches an epoch
+            self.local_batches = t.schedule.batches_per_epoch
         t.run.lock()
         if t.step == 0:
             t.run.refuse_earlier_run()
@@ -343,6 +345,9 @@ class Worker:
         t.engine.seed = seed
         t.train_seconds, t.rebuild_seconds = meta["train_seconds"], meta["rebuild_seconds"]
         t.lr_scale = float(meta.get("lr_scale", 1.0))
+        if not meta["held_out"] and t.held_out is not None:  # worker 0 resumed into holding nothing out
+            t.train_on_every_row()
+            self.local_batches = t.schedule.batches_per_epoch
         self.set_position(meta["epoch"], meta["batch_in_epoch"])
         for rows_seen, biases_seen in t.engine.touched_log:
             rows_seen[...] = 0
@@ -363,7 +368,9 @@ class Worker:
         t = self.trainer
         return {"step": t.step, "epoch": t.epoch, "batch_in_epoch": t.batch_in_epoch,
                 "train_seconds": t.train_seconds, "rebuild_seconds": t.rebuild_seconds,
-                "lr_scale": t.lr_scale}  # halved by rollbacks: every replica steps alike
+                "lr_scale": t.lr_scale,  # halved by rollbacks: every replica steps alike
+                "held_out": 0 if t.held_out is None else int(t.held_out.shape[0]),  # every replica holds the same out
+                "local_batches": self.local_batches}
 
     # -- training -------------------------------------------------------------------------------
 
@@ -721,7 +728,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             group.get([a.set_position.remote(position["epoch"], position["batch_in_epoch"]) for a in actors[1:]],
                       ranks[1:], "while starting")
         step, epoch, b = position["step"], position["epoch"], position["batch_in_epoch"]
-        local_batches = infos[0]["local_batches"]
+        local_batches = position["local_batches"]  # after a resume, which may hold out less than at the start
         total_steps = step + (t.epochs - epoch) * local_batches - b
         if t.max_steps is not None:
             total_steps = min(total_steps, t.max_steps)
@@ -732,7 +739,7 @@ def train_distributed(cfg: Config, *, resume: bool = False, overwrite: bool = Fa
             position["train_seconds"] + position["rebuild_seconds"]
         group.get([lead.record.remote("start", dict(
             compile_seconds=max(i["compile_seconds"] for i in infos), threads=threads, n_train=infos[0]["n_train"],
-            **({"held_out": infos[0]["held_out"]} if infos[0]["held_out"] else {}), parameters=infos[0]["parameters"],
+            **({"held_out": position["held_out"]} if position["held_out"] else {}), parameters=infos[0]["parameters"],
             sync_every=d.sync_every, lr_scale=infos[0]["lr_scale"], dense_sync_bytes=infos[0]["dense_sync_bytes"],
             hosts=sorted({i["host"] for i in infos}), steps_per_epoch=local_batches))], [0], "while starting")
 

@@ -158,6 +158,12 @@ class Trainer:
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
 
     engine = property(lambda self: self.model.engine, doc="The model's Engine.")
+
+    def train_on_every_row(self) -> None:
+        """Hold nothing out from here on: the network trains on every training sample and the
+        leaves take reranker.WEIGHT (a resumed run whose slice rule changed: _keep_training_rows)."""
+        self.held_out = None
+        self.schedule = Schedule(self.config.training, self.train_data.n_samples, None)
     run_dir = property(lambda self: self.run.path, doc="The run directory (a Path).")
     step = property(lambda self: self.engine.step, doc="Optimizer steps taken so far.")
 
@@ -469,9 +475,11 @@ def _start(trainer: Trainer) -> None:
         note = index_base_note(d.test, f"an XC file ({d.train})" if trainer.model.train_format == "xc" else None)
         if note:
             trainer._warn(note, stacklevel=4)
-    if t.batch_size > n_train:
+    stepped = trainer.schedule.n_train  # the samples steps draw from: all but any held out for the leaves
+    if t.batch_size > stepped:
+        held = f", {n_train - stepped} held out for the leaves' share" if stepped < n_train else ""
         trainer._warn(f"training.batch_size {t.batch_size} is larger than the training set ({n_train} samples "
-                      f"in {trainer.train_data.source}): every step uses all {n_train} samples", stacklevel=4)
+                      f"in {trainer.train_data.source}{held}): every step uses all {stepped} samples", stacklevel=4)
     if t.optimizer == "adam" and t.lr > ADAM_LR_WARN:
         trainer._warn(f"training.lr {t.lr:g} with Adam moves each weight a step touches by about {t.lr:g}, more than "
                       f"the weights themselves: such a run trains to nothing (Adam's rates are usually 1e-4 to 1e-2)",
@@ -551,8 +559,7 @@ def _keep_training_rows(trainer: Trainer, recorded) -> None:
         trainer._warn(f"the checkpoint's run held out {int(recorded)} training samples and this version of "
                       f"slidepy would hold out {current}: the run goes on training on all of them, and the "
                       f"leaves take the default share ({WEIGHT})", stacklevel=4)
-    trainer.held_out = None
-    trainer.schedule = Schedule(trainer.config.training, trainer.train_data.n_samples, None)
+    trainer.train_on_every_row()
 
 
 def _resume(trainer: Trainer) -> bool:

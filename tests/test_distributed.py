@@ -172,6 +172,42 @@ def test_sync_with_nothing_touched_and_sgd():
     np.testing.assert_array_equal(merged[1][1][0], layers[1].weights[[3]])
 
 
+def test_replicas_hold_nothing_out_with_worker_0_after_a_resume_under_another_slice_rule(
+        tiny_config, monkeypatch, one_thread):
+    """Worker 0 resumes a checkpoint whose run held out 120 samples where this slidepy's rule would
+    hold out 60: it holds nothing out from then on (reranker.validation_rows), and the replica it
+    hands its state to does the same, with the epoch's batch count that both then step by. The
+    workers run here without Ray: they are plain classes that the driver wraps."""
+    from slidepy import reranker
+    from slidepy.distributed import Worker
+    from slidepy.errors import TrainingInterrupted
+
+    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
+    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
+    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
+
+    def stop_at_step_5(trainer, record):
+        if trainer.step >= 5:
+            trainer.stop_request.signum = 2
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(load_config(tiny_config), progress=False, callbacks=[stop_at_step_5]).fit()
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.05)  # a later version's rule: 60 of the 1,200
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # a worker ignores SIGINT: not this process
+    run_dir = tiny_config["output"]["run_dir"]
+    lead, replica = (Worker(tiny_config, rank, 2, 1, run_dir, os.getcwd(), None) for rank in (0, 1))
+    assert lead.trainer.held_out.shape == replica.trainer.held_out.shape == (60,)
+    with pytest.warns(UserWarning, match="held out 120 training samples"):
+        position = lead.prepare(resume=True, overwrite=False)
+    lead.trainer.run.unlock()
+    every_row = -(-1200 // 64)  # 19 batches of 64 (17 with 60 held out)
+    assert position["resumed"] and position["held_out"] == 0 and position["local_batches"] == every_row
+    assert replica.load(lead.state()) == lead.position()
+    assert replica.trainer.held_out is None and replica.local_batches == every_row
+    assert replica.trainer.schedule.n_train == 1200
+
+
 # -- with Ray -------------------------------------------------------------------------------------
 
 
