@@ -7,8 +7,8 @@ on a label's own rare features they win. Trained on the network's own hard negat
 leaf per label corrects the network where it is unsure, at the cost of a sparse dot product for
 each of a sample's K shortlisted labels.
 
-What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent, as
-liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
+What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent with
+shrinking and a random order each pass, as liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
 the training samples that have l (positives), whose network top CONFUSION_DEPTH x K labels
 hold it (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer),
 and samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
@@ -113,7 +113,12 @@ VALIDATION_STREAM = 0x525256  # "RRV": the random stream that draws the slice (r
 COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
 PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
 TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger (liblinear's eps)
-MAX_PASSES = 20  # over a label's samples at most; most labels stop within a few
+# Passes over a label's samples at most. Each pass takes them in a new random order (fit_leaf), as
+# liblinear does: in one fixed order the descent crept, and 9% of DebianDeps' labels (69% of the
+# fitting work) stopped at this cap unconverged; on a generated many-tags shape the converged
+# leaves (share 1, top 400) scored P@3 / P@5 0.959 / 0.894 against 0.953 / 0.884, on a bag of item
+# ids P@1 0.622 against 0.589, and they fitted in a fifth less time (2026-12-07, same networks).
+MAX_PASSES = 20
 BLOCK_SLOTS = 1 << 23  # about the weight slots a block of labels fits at once (its buffers: 8 bytes each)
 BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
 # Shortlists (the leaves' negatives) of at most SHORTLIST_SAMPLES training samples, drawn at
@@ -169,11 +174,20 @@ class Leaves(NamedTuple):
 
 
 @njit(cache=True, **INTERNAL)
-def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, diag, cost, tolerance, max_passes):
-    """One label's L2-loss SVM by dual coordinate descent over its training `rows` in order
-    (cyclic, so runs repeat exactly); `positive` (rows,) bool; w (F + 1,) float32 zero on entry,
-    the bias last. Each step solves for one sample's dual variable alpha in closed form, clipped at
-    0, and moves w by the change: y (alpha_new - alpha_old) x."""
+def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, diag, active, cost, tolerance,
+             max_passes, seed):
+    """One label's L2-loss SVM by dual coordinate descent over its training `rows`; `positive`
+    (rows,) bool; w (F + 1,) float32 zero on entry, the bias last. Each step solves for one
+    sample's dual variable alpha in closed form, clipped at 0, and moves w by the change:
+    y (alpha_new - alpha_old) x.
+
+    Each pass visits the samples in a new random order (a Fisher-Yates shuffle of `active`,
+    scratch (rows,) int64, by xorshift64 from `seed`: a run repeats exactly): in one fixed order
+    the descent creeps (MAX_PASSES). With liblinear's shrinking: a sample at alpha = 0 whose
+    gradient passes the largest projected gradient of the pass before is set aside (it is well
+    outside the margin, as most of a leaf's negatives are; swapped past the active part), so later
+    passes go over fewer samples. When the rest meet `tolerance`, every sample is taken back for a
+    pass that must meet it too."""
     n = rows.shape[0]
     bias = w.shape[0] - 1
     half_inv_c = 0.5 / cost
@@ -183,32 +197,60 @@ def fit_leaf(rows, positive, x_indptr, x_indices, x_values, scales, w, alpha, di
         unit = 1.0 if scales[rows[i]] > 0.0 else 0.0
         diag[i] = unit + BIAS_VALUE * BIAS_VALUE + half_inv_c
         alpha[i] = 0.0
+        active[i] = i
+    n_active = n
+    ceiling = np.inf  # the largest projected gradient of the pass before: a shrunk sample's gradient passes it
+    state = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) | np.uint64(1)
     for _ in range(max_passes):
         largest = 0.0
-        for i in range(n):
+        highest = -np.inf
+        s_at = 0
+        for a in range(n_active - 1, 0, -1):  # a new order each pass (xorshift64), as liblinear's
+            state ^= state << np.uint64(13)
+            state ^= state >> np.uint64(7)
+            state ^= state << np.uint64(17)
+            b = np.int64(state % np.uint64(a + 1))
+            active[a], active[b] = active[b], active[a]
+        while s_at < n_active:
+            i = active[s_at]
             r = rows[i]
             y = 1.0 if positive[i] else -1.0
-            s = w[bias] * BIAS_VALUE
+            dot = 0.0
             for p in range(x_indptr[r], x_indptr[r + 1]):
-                s += w[x_indices[p]] * x_values[p] * scales[r]
-            g = y * s - 1.0 + half_inv_c * alpha[i]
-            pg = g if alpha[i] > 0.0 else min(g, 0.0)
+                dot += w[x_indices[p]] * x_values[p]
+            g = y * (dot * scales[r] + w[bias] * BIAS_VALUE) - 1.0 + half_inv_c * alpha[i]
+            if alpha[i] == 0.0:
+                if g > ceiling:  # set aside: swap to the end of the active part and look at what came in
+                    n_active -= 1
+                    active[s_at], active[n_active] = active[n_active], active[s_at]
+                    continue
+                pg = min(g, 0.0)
+            else:
+                pg = g
             largest = max(largest, abs(pg))
+            highest = max(highest, pg)
             if pg != 0.0:
                 old = alpha[i]
                 alpha[i] = max(old - g / diag[i], 0.0)
                 step = (alpha[i] - old) * y
+                scaled = step * scales[r]
                 for p in range(x_indptr[r], x_indptr[r + 1]):
-                    w[x_indices[p]] += step * x_values[p] * scales[r]
+                    w[x_indices[p]] += scaled * x_values[p]
                 w[bias] += step * BIAS_VALUE
+            s_at += 1
         if largest < tolerance:
-            break
+            if n_active == n:
+                break
+            n_active = n  # the active samples meet it: take every sample back for a pass that must
+            ceiling = np.inf
+            continue
+        ceiling = highest if highest > 0.0 else np.inf
 
 
 @njit(parallel=True, cache=True)
 def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x_indices, x_values, scales,
                      n_features, out_indptr, out_features, out_weights, out_counts, n_chunks, cost, threshold,
-                     tolerance, max_passes):
+                     tolerance, max_passes, first_label):
     """Fit the leaves of a block of n_block labels (local index j): label j trains on
     pair_rows[pair_indptr[j]:pair_indptr[j + 1]] (ascending samples; pair_positive marks its
     positives) and writes its kept weights from out_indptr[j] (room for every distinct feature of
@@ -222,11 +264,12 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x
         seen = np.full(n_features, -1, np.int64)
         alpha = np.zeros(most, np.float64)
         diag = np.zeros(most, np.float64)
+        active = np.zeros(most, np.int64)
         for j in range(c, n_block, n_chunks):
             lo, hi = pair_indptr[j], pair_indptr[j + 1]
             rows = pair_rows[lo:hi]
-            fit_leaf(rows, pair_positive[lo:hi], x_indptr, x_indices, x_values, scales, w, alpha, diag, cost,
-                     tolerance, max_passes)
+            fit_leaf(rows, pair_positive[lo:hi], x_indptr, x_indices, x_values, scales, w, alpha, diag, active, cost,
+                     tolerance, max_passes, first_label + j)
             # keep the weights above the threshold, resetting w for the next label as they are read
             at = out_indptr[j]
             for i in range(rows.shape[0]):
@@ -342,7 +385,8 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
         fit_leaves_block(np.int64(end - start), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
                          positive[lo:hi], train.x_indptr, train.x_indices, train.x_values, scales, np.int64(n_features),
                          out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
-                         np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes))
+                         np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes),
+                         np.int64(start))
         keep = np.repeat(out_indptr[:-1], counts[start:end]) + _ranks(counts[start:end])
         features = out_features[keep]
         order = _feature_order(features, counts[start:end])
