@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from slidepy import Trainer, make_synthetic
+from slidepy import Trainer, make_synthetic, reranker
 from slidepy.cli import main
 from slidepy.configfile import config_from_dict, load_config
 from slidepy.data import write_dataset
@@ -381,7 +381,7 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
     assert f"Adam lr {cfg.training.lr:g} (linear)" in line
     assert f"neighbours' votes at {cfg.model.neighbours.weight:g} (nearest in the hidden or the input space" in line
     # 640 samples spare no slice for the leaves' share: the line says which share they take
-    assert "re-ranked by per-label linear leaves at 0.1 (too few samples to hold a slice out" in line
+    assert f"re-ranked by per-label linear leaves at {reranker.WEIGHT:g} (too few samples to hold a slice out" in line
     big, _ = make_synthetic(12_000, 10, 300, 5000, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
     assert "(their share and depth chosen on a held-out slice)" in describe(config_from_dict(auto_config(big, "t", None)),
                                                                               big)
