@@ -45,3 +45,26 @@ def tiny_config(tmp_path):
     cfg = copy.deepcopy(TINY)
     cfg["output"]["run_dir"] = str(tmp_path / "run")
     return cfg
+
+
+@pytest.fixture
+def sliced_config(tiny_config, monkeypatch):
+    """The tiny config with the leaves' share "auto" (shortlist 20) under slice rules that spare
+    120 of its 1,200 training samples (reranker.validation_rows: 10%, at least 50)."""
+    from slidepy import reranker
+
+    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
+    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
+    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
+    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
+    return tiny_config
+
+
+def interrupt_at_step(n: int):
+    """A Trainer callback that asks the run to stop (as SIGINT would) once it reaches step n."""
+
+    def stop(trainer, record):
+        if trainer.step >= n:
+            trainer.stop_request.signum = 2
+
+    return stop

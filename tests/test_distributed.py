@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY
+from conftest import TINY, interrupt_at_step
 from slidepy import Trainer, load_config
 from slidepy.checkpoint import load_checkpoint
 from slidepy.rundir import list_checkpoints
@@ -173,7 +173,7 @@ def test_sync_with_nothing_touched_and_sgd():
 
 
 def test_replicas_hold_nothing_out_with_worker_0_after_a_resume_under_another_slice_rule(
-        tiny_config, monkeypatch, one_thread):
+        sliced_config, monkeypatch, one_thread):
     """Worker 0 resumes a checkpoint whose run held out 120 samples where this slidepy's rule would
     hold out 60: it holds nothing out from then on (reranker.validation_rows), and the replica it
     hands its state to does the same, with the epoch's batch count that both then step by. The
@@ -182,21 +182,12 @@ def test_replicas_hold_nothing_out_with_worker_0_after_a_resume_under_another_sl
     from slidepy.distributed import Worker
     from slidepy.errors import TrainingInterrupted
 
-    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
-    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
-    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
-    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
-
-    def stop_at_step_5(trainer, record):
-        if trainer.step >= 5:
-            trainer.stop_request.signum = 2
-
     with pytest.raises(TrainingInterrupted):
-        Trainer(load_config(tiny_config), progress=False, callbacks=[stop_at_step_5]).fit()
+        Trainer(load_config(sliced_config), progress=False, callbacks=[interrupt_at_step(5)]).fit()
     monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.05)  # a later version's rule: 60 of the 1,200
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # a worker ignores SIGINT: not this process
-    run_dir = tiny_config["output"]["run_dir"]
-    lead, replica = (Worker(tiny_config, rank, 2, 1, run_dir, os.getcwd(), None) for rank in (0, 1))
+    run_dir = sliced_config["output"]["run_dir"]
+    lead, replica = (Worker(sliced_config, rank, 2, 1, run_dir, os.getcwd(), None) for rank in (0, 1))
     assert lead.trainer.held_out.shape == replica.trainer.held_out.shape == (60,)
     with pytest.warns(UserWarning, match="held out 120 training samples"):
         position = lead.prepare(resume=True, overwrite=False)

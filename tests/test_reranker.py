@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import interrupt_at_step
 from naive import (
     naive_choose_blend,
     naive_l2svm,
@@ -539,15 +540,11 @@ def test_the_shortlist_plan_scores_as_many_samples_exactly_as_the_budget_allows(
     assert reranker.shortlist_plan(*shape) == plan
 
 
-def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tmp_path, monkeypatch, one_thread):
+def test_auto_chooses_the_share_on_samples_the_network_never_saw(sliced_config, tmp_path, monkeypatch, one_thread):
     """weight "auto": the run holds a slice of the training set out of every batch, chooses the
     leaves' share on it (recorded with each share's score), and a model file predicts with that
     share; `evaluate` on it gives the run's P@1."""
-    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
-    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
-    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
-    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
-    trainer = Trainer(load_config(tiny_config), progress=False)
+    trainer = Trainer(load_config(sliced_config), progress=False)
     held = trainer.held_out
     assert held.shape == (120,)
     trained_on = []
@@ -585,29 +582,21 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(tiny_config, tm
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
 
 
-def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(tiny_config, monkeypatch, one_thread):
+def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(sliced_config, monkeypatch, one_thread):
     """A checkpoint records how many samples its run held out; resumed where the rule now draws
     another count, the run goes on without a slice (with a warning) and the leaves take the
     default share; resumed under the same rule it keeps its slice."""
     from slidepy.errors import TrainingInterrupted
 
-    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
-    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
-    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
-    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
 
-    def stop_at_step_5(trainer, record):
-        if trainer.step >= 5:
-            trainer.stop_request.signum = 2
-
-    first = Trainer(load_config(tiny_config), progress=False, callbacks=[stop_at_step_5])
+    first = Trainer(load_config(sliced_config), progress=False, callbacks=[interrupt_at_step(5)])
     with pytest.raises(TrainingInterrupted):
         first.fit()
-    same = Trainer(load_config(tiny_config), progress=False)
+    same = Trainer(load_config(sliced_config), progress=False)
     assert same.resume() and same.held_out.shape == (120,) and not same.warnings
     same.run.unlock()  # the run dir is this test's to resume again
     monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.05)  # a later version's rule: 60 of the 1,200
-    moved = Trainer(load_config(tiny_config), progress=False)
+    moved = Trainer(load_config(sliced_config), progress=False)
     assert moved.held_out.shape == (60,)
     with pytest.warns(UserWarning, match="held out 120 training samples and this version of slidepy would hold out 60"):
         assert moved.resume()
@@ -616,14 +605,10 @@ def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(tiny_config, m
     assert (moved.model.leaves.share, moved.model.leaves.depth) == (WEIGHT, 20)
 
 
-def test_the_batch_size_warning_counts_the_samples_steps_draw_from(tiny_config, monkeypatch, one_thread):
+def test_the_batch_size_warning_counts_the_samples_steps_draw_from(sliced_config, one_thread):
     """With 120 of 1,200 samples held out, a batch of 1,100 is larger than what the steps draw from."""
-    monkeypatch.setattr(reranker, "MIN_VALIDATION", 50)
-    monkeypatch.setattr(reranker, "VALIDATION_SHARE", 0.1)
-    monkeypatch.setattr(reranker, "MAX_VALIDATION_SHARE", 0.1)
-    tiny_config["model"]["reranker"] = {"weight": "auto", "shortlist": 20}
-    tiny_config["training"].update(epochs=1, batch_size=1100)
-    trainer = Trainer(load_config(tiny_config), progress=False)
+    sliced_config["training"].update(epochs=1, batch_size=1100)
+    trainer = Trainer(load_config(sliced_config), progress=False)
     with pytest.warns(UserWarning, match=r"\(1200 samples in .*, 120 held out for the leaves' share\): every step "
                                          r"uses all 1080 samples"):
         trainer.fit()
