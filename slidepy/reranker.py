@@ -37,7 +37,8 @@ Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of la
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
 `fit_leaf` (one label's coordinate descent); `score_leaves` -> `score_leaves_rows` (parallel over
 thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf_row` (one
-sample's shortlist).
+sample's shortlist); `training_pairs` (a counting sort by label: `bucket_codes`) ->
+`sort_label_pairs` and `gather_label_pairs` (parallel over labels, each its own bucket).
 
 Shapes: B samples, F input features, N labels, K labels shortlisted per sample (the leaves
 train against CONFUSION_DEPTH x model.reranker.shortlist, re-rank Leaves.depth), P (label,
@@ -331,24 +332,68 @@ def training_pairs(shortlists: np.ndarray, y_indptr: np.ndarray, y_indices: np.n
     """(indptr (N + 1,) int64, rows (P,) int64, positive (P,) bool): for each label, the samples
     (of B, labels CSR y_indptr/y_indices) that have it, hold it in their shortlist (R, K) (-1
     pads; the shortlists of samples `rows`, default the first R) or are among its `negatives`
-    (labels, samples), ascending, each once."""
+    (labels, samples), ascending, each once. Each candidate pair is coded 2 x sample + (0 if the
+    sample has the label, else 1) in its label's bucket (a counting sort by label); sorting each
+    bucket then puts a sample's codes side by side, the positive one first (sort_label_pairs)."""
     b = y_indptr.shape[0] - 1
     listed = shortlists >= 0
     owners = np.arange(shortlists.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     extra_labels, extra_rows = negatives if negatives is not None else (np.zeros(0, np.int64),) * 2
-    keys = np.concatenate([  # label x B + sample: positives first, so a stable sort puts them first in a run
-        y_indices.astype(np.int64) * b + np.repeat(np.arange(b, dtype=np.int64), np.diff(y_indptr)),
-        shortlists[listed].astype(np.int64) * b + owners[np.nonzero(listed)[0]],
-        np.asarray(extra_labels, np.int64) * b + np.asarray(extra_rows, np.int64)])
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    first = np.ones(keys.shape[0], bool)
-    first[1:] = keys[1:] != keys[:-1]
-    positive = (order < y_indices.shape[0])[first]
-    labels, rows = np.divmod(keys[first], b)
+    labels = np.concatenate([y_indices.astype(np.int64), shortlists[listed].astype(np.int64),
+                             np.asarray(extra_labels, np.int64)])
+    codes = np.concatenate([2 * np.repeat(np.arange(b, dtype=np.int64), np.diff(y_indptr)),
+                            2 * owners[np.nonzero(listed)[0]] + 1, 2 * np.asarray(extra_rows, np.int64) + 1])
+    starts = np.zeros(n_labels + 1, np.int64)
+    starts[1:] = np.cumsum(np.bincount(labels, minlength=n_labels))
+    buckets = np.empty(codes.shape[0], np.int64)
+    bucket_codes(labels, codes, starts, buckets)
+    kept = np.zeros(n_labels, np.int64)
+    sort_label_pairs(starts, buckets, kept)
     indptr = np.zeros(n_labels + 1, np.int64)
-    indptr[1:] = np.cumsum(np.bincount(labels, minlength=n_labels))
-    return indptr, rows, positive
+    indptr[1:] = np.cumsum(kept)
+    pair_rows = np.empty(indptr[-1], np.int64)
+    positive = np.empty(indptr[-1], np.bool_)
+    gather_label_pairs(starts, buckets, indptr, pair_rows, positive)
+    return indptr, pair_rows, positive
+
+
+@njit(cache=True)
+def bucket_codes(labels, codes, starts, buckets):
+    """Scatter codes (P,) into their labels' buckets (starts: (N + 1,) each bucket's first slot),
+    in input order within a bucket."""
+    cursor = starts[:-1].copy()
+    for i in range(labels.shape[0]):
+        label = labels[i]
+        buckets[cursor[label]] = codes[i]
+        cursor[label] += 1
+
+
+@njit(parallel=True, cache=True)
+def sort_label_pairs(starts, buckets, kept):
+    """Sort each label's bucket in place and move its distinct samples' first (smallest) codes to
+    the bucket's front; kept[label] = how many. Labels are independent, so prange over them."""
+    for label in prange(starts.shape[0] - 1):
+        lo, hi = starts[label], starts[label + 1]
+        if hi == lo:
+            continue
+        buckets[lo:hi] = np.sort(buckets[lo:hi])
+        at = lo
+        for i in range(lo + 1, hi):  # codes 2s and 2s + 1 are one sample: the first of a run stays
+            if buckets[i] >> 1 != buckets[at] >> 1:
+                at += 1
+                buckets[at] = buckets[i]
+        kept[label] = at + 1 - lo
+
+
+@njit(parallel=True, cache=True)
+def gather_label_pairs(starts, buckets, indptr, pair_rows, positive):
+    """Copy each label's kept codes (sort_label_pairs) out as samples and positive flags."""
+    for label in prange(indptr.shape[0] - 1):
+        lo = starts[label]
+        for j in range(indptr[label + 1] - indptr[label]):
+            code = buckets[lo + j]
+            pair_rows[indptr[label] + j] = code >> 1
+            positive[indptr[label] + j] = (code & 1) == 0
 
 
 def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | None = None,

@@ -66,6 +66,16 @@ def test_training_pairs_match_the_reference():
         assert positive[indptr[label]:indptr[label + 1]].tolist() == want_pos
 
 
+def test_training_pairs_of_pads_alone_are_the_positives_and_labels_past_them_are_empty():
+    rng = np.random.default_rng(2)
+    data, _ = random_set(rng, 30, 12, 9)
+    indptr, rows, positive = training_pairs(np.full((30, 4), -1, np.int32), data.y_indptr, data.y_indices, 12)
+    assert positive.all() and indptr[9] == indptr[12] == data.y_indices.shape[0]
+    for label in range(9):
+        want = [i for i in range(30) if label in data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]]]
+        assert rows[indptr[label]:indptr[label + 1]].tolist() == want
+
+
 def test_training_pairs_with_random_negatives_match_the_reference():
     """Random (label, sample) draws join the pairs as negatives; a draw of one of the label's own
     samples is that positive, once."""
