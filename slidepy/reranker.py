@@ -8,13 +8,13 @@ leaf per label corrects the network where it is unsure, at the cost of a sparse 
 each of a sample's K shortlisted labels.
 
 What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent with
-shrinking and a random order each pass, as liblinear and PECOS train their leaves) on the unit-L2 input rows plus a bias feature of 1, over
-the training samples that have l (positives), whose network top CONFUSION_DEPTH x K labels
-hold it (negatives the network confuses with l: the matcher-aware negatives of XR-Transformer),
-and samples drawn at random (random_negatives_per_label: so that every leaf's scores are on one
-footing). The shortlists come from the network's own exact scoring of (at most
-SHORTLIST_SAMPLES of) the training samples, fewer where that would cost more than
-EXACT_SHORTLIST_MACS (shortlist_plan). Weights under PRUNE_THRESHOLD are dropped (PECOS' 0.1):
+shrinking and a random order each pass, as liblinear and PECOS train their leaves) on the unit-L2
+input rows plus a bias feature of 1, over the training samples that have l (positives), whose
+network top CONFUSION_DEPTH x K labels hold it (negatives the network confuses with l: the
+matcher-aware negatives of XR-Transformer), and samples drawn at random (random_negatives_per_label:
+so that every leaf's scores are on one footing). The shortlists come from the network's own exact
+scoring of (at most SHORTLIST_SAMPLES of) the training samples, fewer where that would cost more
+than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under PRUNE_THRESHOLD are dropped (PECOS' 0.1):
 the leaves keep a few percent of the pairs seen.
 
 At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
@@ -25,12 +25,12 @@ DebianDeps' recipe network (5,000 test samples, P@1 / P@3 / P@5; network with it
 0.5227 / 0.4056): weight 0.05 0.7628 / 0.5283 / 0.4092, 0.1 0.7674 / 0.5300 / 0.4120, 0.15 0.7712 /
 0.5309 / 0.4108, 0.3 0.7690 / 0.5232 / 0.4001; the leaves alone 0.5600. On a generated bag of item
 ids (bench/measured-2026-12-07/transfer-items-tags/, network 0.5316 / 0.2494 / 0.1612): 0.1 0.5414 /
-0.2495 / 0.1594. So 0.1 then, where P@5 held on both (WEIGHT is 0.2 since the leaves converge: there). Leaves trained against the samples of the
-label's k-means cluster instead of the shortlists (PECOS' own negatives) added 0.2-0.3 P@1 on
-DebianDeps: the network's confusions are the negatives that matter
-(bench/measured-2026-12-07/reranker/). (Those figures predate the random negatives, with which the
-best weight came apart by data; model.reranker.weight "auto" chooses it, and how deep into the
-network's ranking the leaves reach, on a held-out slice: validation_rows, choose_blend, and the
+0.2495 / 0.1594. So 0.1 then, where P@5 held on both (WEIGHT is 0.2 since the leaves converge: see
+there). Leaves trained against the samples of the label's k-means cluster instead of the shortlists
+(PECOS' own negatives) added 0.2-0.3 P@1 on DebianDeps: the network's confusions are the negatives
+that matter (bench/measured-2026-12-07/reranker/). (Those figures predate the random negatives, with
+which the best weight came apart by data; model.reranker.weight "auto" chooses it, and how deep into
+the network's ranking the leaves reach, on a held-out slice: validation_rows, choose_blend, and the
 comments at SHARES and DEPTHS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
