@@ -145,9 +145,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   log-score, and how deep into the network's ranking they reach, are "auto": chosen on a slice
   of the training set held out of the network's training (reranker.validation_rows: 2.5% of it,
   at least 512 and at most 2,048 samples; none where 512 would be over a twentieth of the set,
-  which then takes 0.1 over the top 50), since the share differs by data (0.1 to 1 on the sets
-  measured) and no rule of the shape predicted it; it leaves 0.1 only on evidence
-  (reranker.EVIDENCE).
+  which then takes reranker.WEIGHT, 0.2, over the top 50), since the share differs by data (0.1
+  to 1 on the sets measured) and no rule of the shape predicted it; it leaves 0.2 only on
+  evidence (reranker.EVIDENCE).
 """
 
 from __future__ import annotations

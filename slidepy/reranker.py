@@ -83,7 +83,7 @@ WEIGHT = 0.2
 # P@k on 512 held-out samples, 15 standard errors of the paired differences, and the run scored
 # 0.991 / 0.940 / 0.844 against 0.976 / 0.858 / 0.730 with nothing held out. A smaller gain keeps
 # WEIGHT under the evidence rule, however small the slice. The slice's cost: on Delicious (12,920
-# samples, where the share stays 0.1) 512 held out cost 0.26 P@1 points on the mean of three seeds,
+# samples, where the share stayed the default) 512 held out cost 0.26 P@1 points on the mean of three seeds,
 # 1,024 cost 0.56 (bench/measured-2026-12-07/small-sets/).
 # Share 1 leaves the network the matcher's part alone (which labels the leaves rank), as in the
 # trees: on the generated many-tags and few-long-documents shapes the slice ranked it best, at

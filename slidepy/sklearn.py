@@ -133,7 +133,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         features, fitted when training ends, that re-rank its top 50 labels (slidepy/reranker.py).
         "auto" chooses it, and whether they reach the top 100, 200 or 400 instead, on a slice of
         the training set held out of the network's training (2.5% of it, 512 to 2,048 samples;
-        0.1 over the top 50 below 10,240 samples). Scores are then blended log-scores.
+        0.2 over the top 50 below 10,240 samples). Scores are then blended log-scores.
     neighbours_k : int, default 25                 [model.neighbours.k]
     neighbours_space : "hidden" (default), "input" or "auto"   [model.neighbours.space]
         Where the nearest samples are found: the last hidden space, the input rows (cosine), or

@@ -158,14 +158,14 @@ class Trainer:
         self._total_steps, self._bar = 0, tqdm(disable=True)  # fit sets them; scripts/bench.py too
 
     engine = property(lambda self: self.model.engine, doc="The model's Engine.")
+    run_dir = property(lambda self: self.run.path, doc="The run directory (a Path).")
+    step = property(lambda self: self.engine.step, doc="Optimizer steps taken so far.")
 
     def train_on_every_row(self) -> None:
         """Hold nothing out from here on: the network trains on every training sample and the
         leaves take reranker.WEIGHT (a resumed run whose slice rule changed: _keep_training_rows)."""
         self.held_out = None
         self.schedule = Schedule(self.config.training, self.train_data.n_samples, None)
-    run_dir = property(lambda self: self.run.path, doc="The run directory (a Path).")
-    step = property(lambda self: self.engine.step, doc="Optimizer steps taken so far.")
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -550,15 +550,14 @@ def _keep_training_rows(trainer: Trainer, recorded) -> None:
     now draws another count (slidepy changed between the two), the network may have trained on
     the samples it would hold out: the run goes on holding nothing out, so that the leaves' share
     is never chosen on samples the network saw (it takes reranker.WEIGHT)."""
-    if recorded is None or trainer.schedule is None:
+    if recorded is None or trainer.held_out is None:  # nothing held out now: nothing to give back
         return
-    current = 0 if trainer.held_out is None else int(trainer.held_out.shape[0])
+    current = int(trainer.held_out.shape[0])
     if int(recorded) == current:
         return
-    if current:
-        trainer._warn(f"the checkpoint's run held out {int(recorded)} training samples and this version of "
-                      f"slidepy would hold out {current}: the run goes on training on all of them, and the "
-                      f"leaves take the default share ({WEIGHT})", stacklevel=4)
+    trainer._warn(f"the checkpoint's run held out {int(recorded)} training samples and this version of "
+                  f"slidepy would hold out {current}: the run goes on training on all of them, and the "
+                  f"leaves take the default share ({WEIGHT})", stacklevel=4)
     trainer.train_on_every_row()
 
 
