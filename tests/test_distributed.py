@@ -192,7 +192,7 @@ def test_replicas_hold_nothing_out_with_worker_0_after_a_resume_under_another_sl
     with pytest.warns(UserWarning, match="held out 120 training samples"):
         position = lead.prepare(resume=True, overwrite=False)
     lead.trainer.run.unlock()
-    every_row = -(-1200 // 64)  # 19 batches of 64 (17 with 60 held out)
+    every_row = -(-1200 // 64)  # 19 batches of 64 (18 with 60 held out)
     assert position["resumed"] and position["held_out"] == 0 and position["local_batches"] == every_row
     assert replica.load(lead.state()) == lead.position()
     assert replica.trainer.held_out is None and replica.local_batches == every_row
