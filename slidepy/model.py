@@ -26,9 +26,9 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (CONFUSION_DEPTH, DEPTHS, RANDOM_STREAM, SHORTLIST_STREAM, WEIGHT, Leaves, choose_blend,
-                       fit_leaves, random_negatives, random_negatives_per_label, rerank_top, score_leaves,
-                       shortlist_plan, training_rows)
+from .reranker import (CONFUSION_DEPTH, COST, COSTS, DEPTHS, RANDOM_STREAM, RANKING_SHARE, SHORTLIST_STREAM, WEIGHT,
+                       Leaves, choose_blend, fit_leaves, random_negatives, random_negatives_per_label, rerank_top,
+                       score_leaves, shortlist_plan, training_rows)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -131,7 +131,7 @@ class Model:
         # handed in from Python; None: not recorded (files written before it was)
         self.data_named: bool | None = None
         self.leaves: Leaves | None = None  # model.reranker's, fitted when training ends (fit_reranker)
-        self.share_scores: dict | None = None  # {(share, depth): held-out mean P@k} of the last "auto" choice
+        self.share_scores: dict | None = None  # {(cost, share, depth): held-out mean P@k} of the last "auto" choice
 
     @classmethod
     def build(cls, config: Config, n_features: int, n_labels: int, max_labels: int = 1,
@@ -210,7 +210,7 @@ class Model:
         leaves = self.current_leaves()  # fitted on these weights: a model file predicts as its run did
         if leaves is not None:
             meta["reranker"] = {"step": leaves.step, "n_features": leaves.n_features, "share": leaves.share,
-                                "depth": leaves.depth}
+                                "depth": leaves.depth, "cost": leaves.cost}
             arrays |= {LEAVES_PREFIX + name: getattr(leaves, name) for name in LEAVES_ARRAYS}
         return arrays, meta
 
@@ -299,9 +299,11 @@ class Model:
         (reranker.shortlist_plan); and against samples drawn at random
         (reranker.random_negatives_per_label; slidepy/reranker.py). Their share is the config's, or
         for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
-        network's ranking they reach (which the network never trained on:
-        reranker.validation_rows; the leaves and the votes then leave them out too), else
-        reranker.WEIGHT over the shortlist's length. Returns the seconds."""
+        network's ranking they reach (on samples the network never trained on:
+        reranker.validation_rows; the leaves and the votes then leave them out too), and where
+        that share is at least reranker.RANKING_SHARE, the SVM's C of reranker.COSTS (a fit at
+        each); else reranker.WEIGHT over the shortlist's length, at reranker.COST. Returns the
+        seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
         if train.n_labels > self.engine.n_labels:  # leaves for labels the network cannot shortlist
@@ -324,25 +326,34 @@ class Model:
         per_label = random_negatives_per_label(n, train.n_samples, train.y_indices.shape[0])
         negatives = random_negatives(n, np.arange(train.n_samples), per_label,
                                      generator(self.config.training.seed, RANDOM_STREAM))
-        leaves = fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives)
+
+        def fit(cost: float) -> Leaves:
+            return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives, cost=cost)
+
+        fitted = {COST: fit(COST)}
         self.share_scores = None
+        cost, shortlist = COST, depth
         if validation is not None:
-            (share, depth), self.share_scores = self._choose_blend(leaves, train, validation, depth)
-        self.leaves = leaves._replace(share=_configured_share(share), depth=depth)
+            (cost, share, depth), self.share_scores = self._choose_blend(fitted, train, validation, shortlist)
+            if share >= RANKING_SHARE:  # the leaves carry the ranking: their C matters, try the others
+                fitted |= {other: fit(other) for other in COSTS if other != COST}
+                (cost, share, depth), self.share_scores = self._choose_blend(fitted, train, validation, shortlist)
+        self.leaves = fitted[cost]._replace(share=_configured_share(share), depth=depth)
         return time.perf_counter() - started
 
-    def _choose_blend(self, leaves: Leaves, train: Dataset, validation: Dataset,
-                      depth: int) -> tuple[tuple[float, int], dict]:
-        """reranker.choose_blend on the held-out `validation` samples, scored as _top scores (the
-        votes from a bank of `train`, which leaves them out), at depths of reranker.DEPTHS times the
-        default `depth` (model.reranker.shortlist)."""
+    def _choose_blend(self, fitted: dict, train: Dataset, validation: Dataset,
+                      depth: int) -> tuple[tuple[float, float, int], dict]:
+        """reranker.choose_blend among the leaves `fitted` at each C ({cost: Leaves}) on the
+        held-out `validation` samples, scored as _top scores (the votes from a bank of `train`,
+        which leaves them out), at depths of reranker.DEPTHS times the default `depth`
+        (model.reranker.shortlist)."""
         bank = self.engine.neighbours, self.bank_source, self._input_space
         try:
             self.attach_neighbours(train)
             depths = tuple(sorted({min(d * depth, self.engine.n_labels) for d in DEPTHS}))
             rows = np.arange(validation.n_samples, dtype=np.int64)
             ids, scores, _ = self.engine.predict(validation, rows, k=depths[-1])
-            leaf_scores = score_leaves(leaves, validation, rows, ids)
+            leaf_scores = {cost: score_leaves(leaves, validation, rows, ids) for cost, leaves in fitted.items()}
             return choose_blend(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
                                 validation.y_indices, depths)
         finally:
@@ -440,7 +451,7 @@ def _configured_share(weight) -> float:
 def _leaves_from(arrays: dict, meta, options, n_features: int, n_labels: int) -> Leaves | None:
     """A checkpoint's leaves for a network of `n_features` inputs and `n_labels` outputs, or None
     where it holds none; a file from before their share and depth were saved has its config's
-    (`options`: model.reranker) weight and shortlist."""
+    (`options`: model.reranker) weight and shortlist, one from before their C was saved COST."""
     if not arrays and meta is None:
         return None
     if not isinstance(meta, dict) or set(arrays) != {LEAVES_PREFIX + n for n in LEAVES_ARRAYS}:
@@ -451,7 +462,7 @@ def _leaves_from(arrays: dict, meta, options, n_features: int, n_labels: int) ->
         raise ValueError("reranker arrays that do not fit together")
     leaves = Leaves(indptr.astype(np.int64), features.astype(np.int32), weights.astype(np.float32),
                     int(meta["n_features"]), int(meta["step"]), int(meta.get("depth", options.shortlist)),
-                    float(meta.get("share", _configured_share(options.weight))))
+                    float(meta.get("share", _configured_share(options.weight))), float(meta.get("cost", COST)))
     # the kernels index without bounds checks: a file must not point them past their arrays
     if not 0 < leaves.n_features <= n_features or np.any(leaves.features < 0) \
             or np.any(leaves.features > leaves.n_features):

@@ -374,11 +374,11 @@ class Trainer:
         finally:
             self._bar.set_description_str("")
         chosen, leaves = self.model.share_scores, self.model.leaves
-        scores = {}  # {depth: {share: held-out mean P@k}}
-        for (share, depth), score in (chosen or {}).items():
-            scores.setdefault(str(depth), {})[f"{share:g}"] = round(score, 5)
+        scores = {}  # {cost: {depth: {share: held-out mean P@k}}}
+        for (cost, share, depth), score in (chosen or {}).items():
+            scores.setdefault(f"{cost:g}", {}).setdefault(str(depth), {})[f"{share:g}"] = round(score, 5)
         self._record("reranker", reranker_seconds=round(seconds, 3), reranker_weights=int(leaves.weights.shape[0]),
-                     reranker_share=leaves.share, reranker_depth=leaves.depth,
+                     reranker_share=leaves.share, reranker_depth=leaves.depth, reranker_cost=leaves.cost,
                      **({"reranker_held_out": int(self.held_out.shape[0]), "reranker_share_scores": scores}
                         if chosen else {}))
         return True

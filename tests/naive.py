@@ -1000,21 +1000,35 @@ def naive_rerank(ids, log_scores, leaf_scores, weight, k):
 
 
 def naive_choose_blend(ids, log_scores, leaf_scores, y_indptr, y_indices, depths, shares, default, evidence):
-    """The first (share, depth), depth by depth, whose naive_rerank of each sample's top `depth`
-    (then the rest of its ids in their order) has the highest mean over samples of each sample's
-    mean P@1, P@3, P@5, if its per-sample gain over (`default`, depths[0]) has a mean above
-    `evidence` standard errors; else that default."""
-    def per_sample(share, depth):
-        head = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf_scores[:, :depth], share, depth)[0]
+    """At the first cost of `leaf_scores` ({cost: leaf scores}), the first (share, depth), depth by
+    depth, whose naive_rerank of each sample's top `depth` (then the rest of its ids in their
+    order) has the highest mean over samples of each sample's mean P@1, P@3, P@5, if its
+    per-sample gain over (`default`, depths[0]) has a mean above `evidence` standard errors, else
+    that default; then the first best (cost, share, depth) at the other costs if its gain over
+    that choice passes the same test."""
+    def per_sample(cost, share, depth):
+        leaf = leaf_scores[cost]
+        head = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf[:, :depth], share, depth)[0]
         out = []
         for i in range(len(head)):
             top = list(head[i]) + list(ids[i, depth:])
             labels = set(y_indices[y_indptr[i]:y_indptr[i + 1]].tolist())
             out.append(sum(len({t for t in top[:k] if t >= 0} & labels) / k for k in (1, 3, 5)) / 3)
         return _leaf_np.array(out)
-    pairs = [(share, depth) for depth in depths for share in shares]
-    scores = [per_sample(*pair) for pair in pairs]
-    best = int(_leaf_np.argmax([s.mean() for s in scores]))
-    gain = scores[best] - scores[pairs.index((default, depths[0]))]
-    standard_error = gain.std(ddof=1) / _leaf_np.sqrt(len(gain))
-    return pairs[best] if gain.mean() > evidence * standard_error else (default, depths[0])
+
+    def wins(gain):
+        return gain.mean() > evidence * gain.std(ddof=1) / _leaf_np.sqrt(len(gain))
+
+    costs = list(leaf_scores)
+    scores = {(cost, share, depth): per_sample(cost, share, depth)
+              for cost in costs for depth in depths for share in shares}
+    first = [t for t in scores if t[0] == costs[0]]
+    best = max(first, key=lambda t: scores[t].mean())  # max keeps the first of equals
+    base = (costs[0], default, depths[0])
+    chosen = best if wins(scores[best] - scores[base]) else base
+    others = [t for t in scores if t[0] != costs[0]]
+    if others:
+        best = max(others, key=lambda t: scores[t].mean())
+        if wins(scores[best] - scores[chosen]):
+            chosen = best
+    return chosen

@@ -184,14 +184,16 @@ def test_a_schedule_never_trains_on_the_held_out_rows():
     np.testing.assert_array_equal(Schedule(t, 100).epoch_order(1), generator(5, 1).permutation(100))
 
 
-@pytest.mark.parametrize("seed,lean,deep,depths", [(0, 0.0, 0, (4, 8)), (1, 0.0, 0, (4, 8)), (2, 0.0, 0, (4, 8)),
-                                                   (3, 1.5, 0, (4, 8)), (4, 3.0, 0, (4, 8)), (5, 3.0, 3.0, (4, 8)),
-                                                   (6, 0.0, 0, (2, 4)), (7, 3.0, 0, (2, 4))])
-def test_the_chosen_blend_matches_the_reference(seed, lean, deep, depths):
-    """`lean` shifts the leaves' scores towards the true labels, so that larger shares win by more
-    than noise: the evidence rule then moves off the default, as the reference does. `deep` puts
-    the true labels past the network's top 4 (where only a deeper re-ranking finds them). Depths
-    under 5 are scored as predictions rank: the network's order below the re-ranked ones."""
+@pytest.mark.parametrize("seed,lean,other,deep,depths", [
+    (0, 0.0, 0.0, 0, (4, 8)), (1, 0.0, 0.0, 0, (4, 8)), (2, 0.0, 0.0, 0, (4, 8)), (3, 1.5, 0.0, 0, (4, 8)),
+    (4, 3.0, 0.0, 0, (4, 8)), (5, 3.0, 0.0, 3.0, (4, 8)), (6, 0.0, 0.0, 0, (2, 4)), (7, 3.0, 0.0, 0, (2, 4)),
+    (8, 0.0, 3.0, 0, (4, 8)), (9, 1.5, 3.0, 3.0, (4, 8))])
+def test_the_chosen_blend_matches_the_reference(seed, lean, other, deep, depths):
+    """`lean` shifts the leaves' scores at C = 1 towards the true labels, `other` those at C = 2,
+    so that larger shares (and the C whose leaves lean more) win by more than noise: the evidence
+    rule then moves off the default, as the reference does. `deep` puts the true labels past the
+    network's top 4 (where only a deeper re-ranking finds them). Depths under 5 are scored as
+    predictions rank: the network's order below the re-ranked ones."""
     rng = np.random.default_rng(seed)
     n, n_labels = 200, 12
     data, _ = random_set(rng, n, 5, n_labels)
@@ -202,29 +204,33 @@ def test_the_chosen_blend_matches_the_reference(seed, lean, deep, depths):
         order = np.argsort(true, axis=1, kind="stable")
         ids, true = np.take_along_axis(ids, order, 1), np.take_along_axis(true, order, 1)
     log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
-    leaf = (rng.normal(size=ids.shape) + lean * true).astype(np.float32)
+    leaf = {cost: (rng.normal(size=ids.shape) + shift * true).astype(np.float32)
+            for cost, shift in ((1.0, lean), (2.0, other))}
     chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
-    assert set(table) == {(share, depth) for share in SHARES for depth in depths}
-    # at share 0 every depth ranks as the network does: a depth under 5 is no handicap
-    assert table[(0.0, depths[0])] == table[(0.0, depths[1])]
+    assert set(table) == {(cost, share, depth) for cost in (1.0, 2.0) for share in SHARES for depth in depths}
+    # at share 0 every depth, and every C, ranks as the network does: a depth under 5 is no handicap
+    assert table[(1.0, 0.0, depths[0])] == table[(1.0, 0.0, depths[1])] == table[(2.0, 0.0, depths[1])]
     assert chosen == naive_choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths, SHARES, WEIGHT,
                                         reranker.EVIDENCE)
-    if lean == 3.0:  # leaves that know the answer: a large share wins, clearly
-        assert chosen[0] >= 0.5 and table[chosen] == max(table.values())
+    if max(lean, other) == 3.0:  # leaves that know the answer: a large share wins, clearly, the best at its C
+        assert chosen[1] >= 0.5 and table[chosen] == max(v for t, v in table.items() if t[0] == chosen[0])
+    if other > lean == 0.0:  # and where only those at C = 2 know it, at that C
+        assert chosen[0] == 2.0
     if deep:  # and they find it only past the top 4
-        assert chosen[1] == 8
+        assert chosen[2] == depths[1]
 
 
 def test_the_evidence_rule_keeps_the_default_over_a_small_gain(monkeypatch):
-    """Leaves that know nothing: some pair still scores best on the slice, by noise, not by
-    EVIDENCE standard errors, and the default stands; demand no evidence and that pair wins."""
+    """Leaves that know nothing, at either C: some triple still scores best on the slice, by
+    noise, not by EVIDENCE standard errors, and the default stands; demand no evidence and that
+    triple wins."""
     rng = np.random.default_rng(11)
     n, n_labels, depths = 400, 12, (4, 8)
     data, _ = random_set(rng, n, 5, n_labels)
     ids = random_shortlists(rng, n, n_labels, 8)
     log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
-    default = (WEIGHT, depths[0])
-    leaf = rng.normal(size=ids.shape).astype(np.float32)
+    default = (1.0, WEIGHT, depths[0])
+    leaf = {cost: rng.normal(size=ids.shape).astype(np.float32) for cost in (1.0, 2.0)}
     chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
     assert max(table.values()) > table[default] and chosen == default
     best = max(table, key=table.get)
@@ -519,12 +525,13 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     monkeypatch.setattr(reranker, "SHORTLIST_SAMPLES", 100)
     fit = model_module.fit_leaves
     monkeypatch.setattr(model_module, "fit_leaves", lambda train, short, step, **kw:
-                        seen.append((short.copy(), kw["rows"].copy())) or fit(train, short, step, **kw))
+                        seen.append((short.copy(), kw["rows"].copy(), kw["cost"])) or fit(train, short, step, **kw))
     model = trainer.model
     model.config = load_config({**tiny_config, "model": {**tiny_config["model"], "reranker": {"weight": 0.1}}})
     model.fit_reranker(trainer.train_data)
     model.fit_reranker(trainer.train_data)
-    short, rows = seen[0]
+    short, rows, cost = seen[0]
+    assert cost == reranker.COST and len(seen) == 2  # a set weight: one fit a call, at the default C
     # against the network's top CONFUSION_DEPTH x shortlist, for 100 distinct samples of the 1,200
     assert short.shape == (100, reranker.CONFUSION_DEPTH * 50) and np.all(short >= 0)
     assert rows.shape == (100,) and np.all(np.diff(rows) > 0) and 0 <= rows[0] and rows[-1] < 1200
@@ -573,23 +580,49 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(sliced_config, 
     start = next(r for r in records if r["event"] == "start")
     fitted = next(r for r in records if r["event"] == "reranker")
     assert start["held_out"] == 120
-    scores = {(float(share), int(depth)): v for depth, row in fitted["reranker_share_scores"].items()
-              for share, v in row.items()}
+    scores = {(float(cost), float(share), int(depth)): v for cost, table in fitted["reranker_share_scores"].items()
+              for depth, row in table.items() for share, v in row.items()}
     n_labels = trainer.model.engine.n_labels
-    assert set(scores) == {(share, min(d * 20, n_labels)) for share in SHARES for d in reranker.DEPTHS}
+    tried = {cost for cost, _, _ in scores}  # every C where the leaves carry the ranking, else the default's
+    assert tried in ({reranker.COST}, set(reranker.COSTS))
+    assert set(scores) == {(cost, share, min(d * 20, n_labels)) for cost in tried for share in SHARES
+                           for d in reranker.DEPTHS}
     assert fitted["reranker_held_out"] == 120
-    best = max(scores, key=scores.get)
-    chosen = fitted["reranker_share"], fitted["reranker_depth"]
-    assert chosen in (best, (WEIGHT, 20))  # the best, or the default where it wins by too little
-    assert (trainer.model.leaves.share, trainer.model.leaves.depth) == chosen
+    chosen = fitted["reranker_cost"], fitted["reranker_share"], fitted["reranker_depth"]
+    # the best at its C, or the default where that wins by too little
+    best_at = max((t for t in scores if t[0] == chosen[0]), key=scores.get)
+    assert chosen in (best_at, (reranker.COST, WEIGHT, 20))
+    assert chosen[0] == reranker.COST or scores[chosen] == max(scores.values())  # another C: the best of all
+    leaves = trainer.model.leaves
+    assert (leaves.cost, leaves.share, leaves.depth) == chosen
     checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
     loaded, _ = Model.load(checkpoint)
-    assert (loaded.leaves.share, loaded.leaves.depth) == chosen
+    assert (loaded.leaves.cost, loaded.leaves.share, loaded.leaves.depth) == chosen
+    np.testing.assert_array_equal(loaded.leaves.weights, leaves.weights)
     write_dataset(trainer.test_data, tmp_path / "test.txt")
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "test.txt"),
                                        "--json", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
+
+
+@pytest.mark.parametrize("ranking_share", [0.0, 1.01])
+def test_auto_tries_the_other_cs_only_where_the_leaves_carry_the_ranking(sliced_config, monkeypatch, one_thread,
+                                                                          ranking_share):
+    """"auto" chooses the share at reranker.COST first; where that share is RANKING_SHARE or more
+    it fits the leaves at every C of COSTS and chooses among them all, else it fits them once."""
+    import slidepy.model as model_module
+
+    monkeypatch.setattr(model_module, "RANKING_SHARE", ranking_share)
+    costs = []
+    fit = model_module.fit_leaves
+    monkeypatch.setattr(model_module, "fit_leaves", lambda *a, **kw: costs.append(kw["cost"]) or fit(*a, **kw))
+    trainer = Trainer(load_config(sliced_config), progress=False)
+    trainer.fit()
+    tried = reranker.COSTS if ranking_share == 0.0 else (reranker.COST,)
+    assert tuple(costs) == tried
+    assert {cost for cost, _, _ in trainer.model.share_scores} == set(tried)
+    assert trainer.model.leaves.cost in tried
 
 
 def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(sliced_config, monkeypatch, one_thread):
@@ -630,16 +663,19 @@ def test_auto_on_a_small_set_holds_nothing_out_and_takes_the_default_share(tiny_
     trainer = Trainer(load_config(tiny_config), progress=False)
     assert trainer.held_out is None and trainer.schedule.n_train == trainer.train_data.n_samples
     trainer.fit()
-    assert (trainer.model.leaves.share, trainer.model.leaves.depth) == (WEIGHT, 50)
+    assert (trainer.model.leaves.share, trainer.model.leaves.depth, trainer.model.leaves.cost) == (WEIGHT, 50,
+                                                                                                  reranker.COST)
     assert trainer.model.share_scores is None
 
 
 def test_a_model_file_from_before_the_share_and_depth_were_saved_takes_its_configs(tiny_config, tmp_path, one_thread):
+    """And one from before their C was saved, reranker.COST (the only C then)."""
     from slidepy.checkpoint import save_checkpoint
 
     arrays, meta = one_epoch_state(tiny_config, 0.3)
     assert meta["reranker"].pop("share") == 0.3 and meta["reranker"].pop("depth") == 50
+    assert meta["reranker"].pop("cost") == reranker.COST
     meta["config"]["model"]["reranker"]["shortlist"] = 30  # the file's own config says how deep
     save_checkpoint(tmp_path / "old.npz", arrays, meta)
     leaves = Model.load(tmp_path / "old.npz")[0].leaves
-    assert (leaves.share, leaves.depth) == (0.3, 30)
+    assert (leaves.share, leaves.depth, leaves.cost) == (0.3, 30, reranker.COST)
