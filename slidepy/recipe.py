@@ -142,7 +142,8 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
 * Re-ranking: per-label linear leaves over the input rows, fitted on the final network's own
   shortlists and on random samples, re-rank each prediction's top 50 or more (see reranker.py): the
   trees' per-label linear models beside the network's low-rank one. Their share of the blended
-  log-score, and how deep into the network's ranking they reach, are "auto": chosen on a slice
+  log-score, how deep into the network's ranking they reach and (where they carry the ranking)
+  their SVM's C are "auto": chosen on a slice
   of the training set held out of the network's training (reranker.validation_rows: 2.5% of it,
   at least 512 and at most 2,048 samples; none where 512 would be over a twentieth of the set,
   which then takes reranker.WEIGHT, 0.2, over the top 50), since the share differs by data (0.1
@@ -374,7 +375,7 @@ def _leaves_text(weight, train: Dataset) -> str:
         if validation_size(train.n_samples) == 0:
             return (f", re-ranked by per-label linear leaves at {WEIGHT:g} (too few samples to hold a slice out to "
                     f"choose it on)")
-        return ", re-ranked by per-label linear leaves (their share and depth chosen on a held-out slice)"
+        return ", re-ranked by per-label linear leaves (their share, depth and C chosen on a held-out slice)"
     return f", re-ranked by per-label linear leaves at {weight:g}" if weight > 0 else ""
 
 

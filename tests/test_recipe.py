@@ -383,7 +383,7 @@ def test_describe_names_the_shape_and_the_choices_as_resolved():
     # 640 samples spare no slice for the leaves' share: the line says which share they take
     assert f"re-ranked by per-label linear leaves at {reranker.WEIGHT:g} (too few samples to hold a slice out" in line
     big, _ = make_synthetic(12_000, 10, 300, 5000, nnz_per_sample=12, labels_per_sample=(1, 2), seed=5)
-    assert "(their share and depth chosen on a held-out slice)" in describe(config_from_dict(auto_config(big, "t", None)),
+    assert "(their share, depth and C chosen on a held-out slice)" in describe(config_from_dict(auto_config(big, "t", None)),
                                                                               big)
     # overrides show, as the run will train: a time budget, another budget, the votes off
     cfg = load_config(auto_config(train, "train.txt", None, time_budget_s=90.0),
