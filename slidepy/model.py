@@ -334,30 +334,38 @@ class Model:
         self.share_scores = None
         cost, shortlist = COST, depth
         if validation is not None:
-            (cost, share, depth), self.share_scores = self._choose_blend(fitted, train, validation, shortlist)
+            ranking = self._slice_ranking(train, validation, shortlist)
+            (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
             if share >= RANKING_SHARE:  # the leaves carry the ranking: their C matters, try the others
                 fitted |= {other: fit(other) for other in COSTS if other != COST}
-                (cost, share, depth), self.share_scores = self._choose_blend(fitted, train, validation, shortlist)
+                (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
         self.leaves = fitted[cost]._replace(share=_configured_share(share), depth=depth)
         return time.perf_counter() - started
 
-    def _choose_blend(self, fitted: dict, train: Dataset, validation: Dataset,
-                      depth: int) -> tuple[tuple[float, float, int], dict]:
-        """reranker.choose_blend among the leaves `fitted` at each C ({cost: Leaves}) on the
-        held-out `validation` samples, scored as _top scores (the votes from a bank of `train`,
-        which leaves them out), at depths of reranker.DEPTHS times the default `depth`
-        (model.reranker.shortlist)."""
+    def _slice_ranking(self, train: Dataset, validation: Dataset,
+                       depth: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """(ids, log-scores, depths): the network's ranking of the held-out `validation` samples,
+        as deep as the deepest of reranker.DEPTHS times the default `depth`
+        (model.reranker.shortlist), scored as _top scores (the votes from a bank of `train`, which
+        leaves them out), and those depths."""
         bank = self.engine.neighbours, self.bank_source, self._input_space
         try:
             self.attach_neighbours(train)
             depths = tuple(sorted({min(d * depth, self.engine.n_labels) for d in DEPTHS}))
-            rows = np.arange(validation.n_samples, dtype=np.int64)
-            ids, scores, _ = self.engine.predict(validation, rows, k=depths[-1])
-            leaf_scores = {cost: score_leaves(leaves, validation, rows, ids) for cost, leaves in fitted.items()}
-            return choose_blend(ids, self._log_scores(scores, None), leaf_scores, validation.y_indptr,
-                                validation.y_indices, depths)
+            ids, scores, _ = self.engine.predict(validation, np.arange(validation.n_samples, dtype=np.int64),
+                                                 k=depths[-1])
+            return ids, self._log_scores(scores, None), depths
         finally:
             self.engine.neighbours, self.bank_source, self._input_space = bank
+
+    @staticmethod
+    def _choose_blend(fitted: dict, validation: Dataset, ids: np.ndarray, log_scores: np.ndarray,
+                      depths: tuple[int, ...]) -> tuple[tuple[float, float, int], dict]:
+        """reranker.choose_blend among the leaves `fitted` at each C ({cost: Leaves}) on the
+        held-out `validation` samples' _slice_ranking."""
+        rows = np.arange(validation.n_samples, dtype=np.int64)
+        leaf_scores = {cost: score_leaves(leaves, validation, rows, ids) for cost, leaves in fitted.items()}
+        return choose_blend(ids, log_scores, leaf_scores, validation.y_indptr, validation.y_indices, depths)
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are
