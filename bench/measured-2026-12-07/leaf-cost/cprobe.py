@@ -44,7 +44,7 @@ def rule(allowed):
     gain = P[best] - P[base]
     ok = gain.mean() > R.EVIDENCE * gain.std(ddof=1) / np.sqrt(len(gain))
     return keys[best] if ok else keys[base], keys[best], means[best], means[base], gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain)))
-for allowed in ([costs[0]], costs):
+for allowed in ([costs[0]], costs[:2], costs):
     chosen, best, mb, m0, z = rule(allowed)
     c, s, d = chosen
     model.leaves = fitted[c]._replace(share=s, depth=d)
