@@ -26,9 +26,9 @@ from .errors import CheckpointError, ConfigError, DataError
 from .lsh import LshOptions
 from .metrics import evaluate_topk
 from .neighbours import build_bank
-from .reranker import (CONFUSION_DEPTH, COST, COSTS, DEPTHS, RANDOM_STREAM, RANKING_SHARE, SHORTLIST_STREAM, WEIGHT,
-                       Leaves, choose_blend, fit_leaves, random_negatives, random_negatives_per_label, rerank_top,
-                       score_leaves, shortlist_plan, training_rows)
+from .reranker import (COST, COSTS, DEPTHS, RANDOM_STREAM, RANKING_SHARE, SHORTLIST_STREAM, WEIGHT, Leaves,
+                       choose_blend, confusion_depth, fit_leaves, random_negatives, random_negatives_per_label,
+                       rerank_top, score_leaves, shortlist_plan, training_rows)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -314,7 +314,7 @@ class Model:
             validation = train.subset(held_out)
             train = train.subset(training_rows(train.n_samples, held_out))
         depth = min(self.config.model.reranker.shortlist, self.engine.n_labels)
-        k = min(CONFUSION_DEPTH * depth, self.engine.n_labels)
+        k = confusion_depth(depth, self.engine.n_labels)
         n_rows, indexed = shortlist_plan(train.n_samples, self.engine.n_labels, self.engine.sizes[-1][0],
                                          self.engine.lsh[-1] is not None)
         rows = np.arange(train.n_samples, dtype=np.int64)

@@ -10,8 +10,8 @@ each of a sample's K shortlisted labels.
 What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordinate descent with
 shrinking and a random order each pass, as liblinear and PECOS train their leaves) on the unit-L2
 input rows plus a bias feature of 1, over the training samples that have l (positives), whose
-network top CONFUSION_DEPTH x K labels hold it (negatives the network confuses with l: the
-matcher-aware negatives of XR-Transformer), and samples drawn at random (random_negatives_per_label:
+network top CONFUSION_DEPTH x K labels (confusion_depth) hold it (negatives the network confuses
+with l: the matcher-aware negatives of XR-Transformer), and samples drawn at random (random_negatives_per_label:
 so that every leaf's scores are on one footing). The shortlists come from the network's own exact
 scoring of (at most SHORTLIST_SAMPLES of) the training samples, fewer where that would cost more
 than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under PRUNE_THRESHOLD are dropped (PECOS' 0.1):
@@ -114,6 +114,14 @@ DEPTHS = (1, 2, 4, 8)
 # negatives a label, 0.9), DebianDeps, Bibtex and Delicious level within 0.3 points at their
 # shares, for 30-40% more fitting (bench/measured-2026-12-07/depth/).
 CONFUSION_DEPTH = 2
+# At most CONFUSION_SHARE of the labels, though (confusion_depth). Where CONFUSION_DEPTH x shortlist
+# is a large part of a small label set, the "confusions" are most labels: the background that the
+# random negatives already give every leaf, at a pair each. On Bibtex (159 labels) the top 100 put
+# 549,000 (label, sample) pairs before the leaves, about 3,500 of the 4,880 samples a label; the top
+# 20 (an eighth) 242,000, and the leaves took 0.22 s instead of 0.37 s at the same P@k (three seeds
+# each, 4 epochs, share 0.2: P@1 0.6501-0.6549 against 0.6501-0.6557, P@5 0.2964-0.3001 against
+# 0.2988-0.2994; bench/measured-2026-12-07/small-labels/). From 800 labels on it changes nothing.
+CONFUSION_SHARE = 0.125
 VALIDATION_SAMPLES = 2048
 VALIDATION_SHARE = 0.025
 MIN_VALIDATION = 512
@@ -309,6 +317,13 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, x_indptr, x
             out_weights[at] = w[n_features]
             w[n_features] = 0.0
             out_counts[j] = at + 1 - out_indptr[j]
+
+
+def confusion_depth(shortlist: int, n_labels: int) -> int:
+    """How many of each training sample's top network labels the leaves train against (as
+    negatives where the sample lacks them): CONFUSION_DEPTH x `shortlist`, at most CONFUSION_SHARE
+    of the `n_labels` (at least 1)."""
+    return max(1, min(CONFUSION_DEPTH * shortlist, int(n_labels * CONFUSION_SHARE)))
 
 
 def shortlist_plan(n_samples: int, n_labels: int, width: int, indexed: bool) -> tuple[int, bool]:

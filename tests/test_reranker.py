@@ -532,8 +532,9 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     model.fit_reranker(trainer.train_data)
     short, rows, cost = seen[0]
     assert cost == reranker.COST and len(seen) == 2  # a set weight: one fit a call, at the default C
-    # against the network's top CONFUSION_DEPTH x shortlist, for 100 distinct samples of the 1,200
-    assert short.shape == (100, reranker.CONFUSION_DEPTH * 50) and np.all(short >= 0)
+    # against the network's top confusion_depth, for 100 distinct samples of the 1,200
+    n_labels = trainer.model.engine.n_labels
+    assert short.shape == (100, reranker.confusion_depth(50, n_labels)) and np.all(short >= 0)
     assert rows.shape == (100,) and np.all(np.diff(rows) > 0) and 0 <= rows[0] and rows[-1] < 1200
     np.testing.assert_array_equal(short, seen[1][0])
     np.testing.assert_array_equal(rows, seen[1][1])
@@ -544,6 +545,15 @@ def test_a_large_training_set_shortlists_a_sample_of_its_rows(tiny_config, monke
     monkeypatch.setattr(reranker, "EXACT_SHORTLIST_MACS", 300 * 150 * width)
     model.fit_reranker(trainer.train_data)
     assert seen[2][0].shape[0] == seen[2][1].shape[0] == 300
+
+
+@pytest.mark.parametrize("shortlist,n_labels,depth", [
+    (50, 22_875, 100),  # many labels: CONFUSION_DEPTH x shortlist
+    (50, 983, 100),  # Delicious: an eighth is 122, past it
+    (50, 159, 19),  # Bibtex: an eighth of the labels
+    (50, 5, 1), (1, 1_000, 2)])  # at least one; a short shortlist
+def test_the_leaves_train_against_at_most_an_eighth_of_the_labels(shortlist, n_labels, depth):
+    assert reranker.confusion_depth(shortlist, n_labels) == depth
 
 
 @pytest.mark.parametrize("shape,plan", [
