@@ -328,7 +328,8 @@ class Model:
                                      generator(self.config.training.seed, RANDOM_STREAM))
 
         def fit(cost: float) -> Leaves:
-            return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives, cost=cost)
+            return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives,
+                              cost=cost)
 
         fitted = {COST: fit(COST)}
         self.share_scores = None

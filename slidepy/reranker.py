@@ -11,11 +11,11 @@ What. For each label l, an L2-loss linear SVM (Hsieh et al. 2008's dual coordina
 shrinking and a random order each pass, as liblinear and PECOS train their leaves) on the unit-L2
 input rows plus a bias feature of 1, over the training samples that have l (positives), whose
 network top CONFUSION_DEPTH x K labels (confusion_depth) hold it (negatives the network confuses
-with l: the matcher-aware negatives of XR-Transformer), and samples drawn at random (random_negatives_per_label:
-so that every leaf's scores are on one footing). The shortlists come from the network's own exact
-scoring of (at most SHORTLIST_SAMPLES of) the training samples, fewer where that would cost more
-than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under PRUNE_THRESHOLD are dropped (PECOS' 0.1):
-the leaves keep a few percent of the pairs seen.
+with l: the matcher-aware negatives of XR-Transformer), and samples drawn at random
+(random_negatives_per_label: so that every leaf's scores are on one footing). The shortlists come
+from the network's own exact scoring of (at most SHORTLIST_SAMPLES of) the training samples, fewer
+where that would cost more than EXACT_SHORTLIST_MACS (shortlist_plan). Weights under
+PRUNE_THRESHOLD are dropped (PECOS' 0.1): the leaves keep a few percent of the pairs seen.
 
 At prediction a shortlisted label's leaf score s becomes exp(-max(1 - s, 0)^3) (PECOS' l3-hinge
 post-processor, 1 at the margin and beyond) and its score is (1 - weight) x log(network score) +
@@ -133,11 +133,12 @@ COST = 1.0  # the SVM's C (liblinear's and PECOS' default) on unit rows
 # and takes the best triple (C, share, depth) at another C where it beats COST's choice by EVIDENCE
 # standard errors on the slice (choose_blend). Below that share the network's ranking dominates and
 # C moved nothing: DebianDeps' and Delicious' best at C = 4 passed their best at 1 by 0.02 and -0.3
-# points of mean P@k on the slice. On a generated shape of few, long documents (8 positives a label,
-# share 1 over the top 400) C = 4 won the slice by 1.3 points and gave the test split P@1 / P@3 /
-# P@5 0.9939 / 0.9558 / 0.8692 against 0.9929 / 0.9428 / 0.8467 at 1; on a bag of item ids and on
-# a many-tags shape it did not win by the evidence rule (+0.19 and 0.00 points), at a cost of one
-# more fit (items 3 s, tags 32 s). C = 2 won nothing that 4 did not (bench/measured-2026-12-07/leaf-cost/).
+# points of mean P@k on the slice. On a generated shape of few, long documents (5.4 positives a
+# label, share 1 over the top 400) C = 4 won the slice by 1.3 points and gave the test split P@1 /
+# P@3 / P@5 0.9947 / 0.9561 / 0.8699 against 0.9929 / 0.9444 / 0.8503 at 1 (the same network); on a
+# bag of item ids and on a many-tags shape it did not win by the evidence rule (+0.19 and 0.00
+# points), at a cost of one more fit (items 3 s, tags 32 s). C = 2 won nothing that 4 did not
+# (bench/measured-2026-12-07/leaf-cost/).
 COSTS = (COST, 4.0)
 RANKING_SHARE = 0.5
 PRUNE_THRESHOLD = 0.1  # |weight| kept (PECOS' default); the bias is always kept
