@@ -31,7 +31,7 @@ there). Leaves trained against the samples of the label's k-means cluster instea
 that matter (bench/measured-2026-12-07/reranker/). (Those figures predate the random negatives, with
 which the best weight came apart by data; model.reranker.weight "auto" chooses it, and how deep into
 the network's ranking the leaves reach, on a held-out slice: validation_rows, choose_blend, and the
-comments at SHARES and DEPTHS.)
+comments at SHARES, DEPTHS and COSTS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
