@@ -1,5 +1,6 @@
 #!/bin/bash
-cd /work/main
+mkdir -p ${OUT:-runs/deps-seeds}
+cd "$(git rev-parse --show-toplevel)"
 d=../shared/data/DebianDeps
 trees() { python bench/measured-2026-12-06/transfer-swap/trees.py $d/train.txt $d/test.txt omikuji,pecos 2>&1 | grep -E "^(omikuji|pecos) "; }
 report() {
@@ -10,7 +11,7 @@ print('$2', 'P@1/3/5 %.4f / %.4f / %.4f' % (f['P@1'], f['P@3'], f['P@5']), 'trai
 }
 trees
 for seed in 1 2; do
-  slidepy train --config configs/debian-deps.yaml --set training.seed=$seed --out /work/exp/s38/deps/config-$seed --overwrite --no-progress --threads 2 > /work/exp/s38/deps/config-$seed.log 2>&1
-  report /work/exp/s38/deps/config-$seed "config seed $seed"
+  slidepy train --config configs/debian-deps.yaml --set training.seed=$seed --out ${OUT:-runs/deps-seeds}/config-$seed --overwrite --no-progress --threads 2 > ${OUT:-runs/deps-seeds}/config-$seed.log 2>&1
+  report ${OUT:-runs/deps-seeds}/config-$seed "config seed $seed"
 done
 trees
