@@ -1,6 +1,6 @@
 #!/bin/bash
-mkdir -p ${OUT:-runs/deps-seeds}
 cd "$(git rev-parse --show-toplevel)"
+mkdir -p ${OUT:-runs/deps-seeds}
 d=../shared/data/DebianDeps
 trees() { python bench/measured-2026-12-06/transfer-swap/trees.py $d/train.txt $d/test.txt omikuji,pecos 2>&1 | grep -E "^(omikuji|pecos) "; }
 report() {
