@@ -302,8 +302,8 @@ class Model:
         network's ranking they reach (on samples the network never trained on:
         reranker.validation_rows; the leaves and the votes then leave them out too), and where
         that share is at least reranker.RANKING_SHARE, the SVM's C of reranker.COSTS (a fit at
-        each); else reranker.WEIGHT over the shortlist's length, at reranker.COST. Returns the
-        seconds."""
+        each, climbing while each wins); else reranker.WEIGHT over the shortlist's length, at
+        reranker.COST. Returns the seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
         if train.n_labels > self.engine.n_labels:  # leaves for labels the network cannot shortlist
@@ -337,9 +337,12 @@ class Model:
         if validation is not None:
             ranking = self._slice_ranking(train, validation, shortlist)
             (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
-            if share >= RANKING_SHARE:  # the leaves carry the ranking: their C matters, try the others
-                fitted |= {other: fit(other) for other in COSTS if other != COST}
-                (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
+            if share >= RANKING_SHARE:  # the leaves carry the ranking: their C matters; climb while it wins
+                for other in COSTS[1:]:
+                    fitted[other] = fit(other)
+                    (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
+                    if cost != other:
+                        break
         self.leaves = fitted[cost]._replace(share=_configured_share(share), depth=depth)
         return time.perf_counter() - started
 

@@ -132,7 +132,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):
         Share of each prediction's log-score given to per-label linear leaves over the input
         features, fitted when training ends, that re-rank its top 50 labels (slidepy/reranker.py).
         "auto" chooses it, whether they reach the top 100, 200 or 400 instead, and (where they
-        carry the ranking, at a share of 0.5 or more) their SVM's C, 1 or 4, on a slice of the
+        carry the ranking, at a share of 0.5 or more) their SVM's C, 1, 4 or 16, on a slice of the
         training set held out of the network's training (2.5% of it, 512 to 2,048 samples; 0.2
         over the top 50 below 10,240 samples). Scores are then blended log-scores.
     neighbours_k : int, default 25                 [model.neighbours.k]

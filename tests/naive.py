@@ -1004,8 +1004,8 @@ def naive_choose_blend(ids, log_scores, leaf_scores, y_indptr, y_indices, depths
     depth, whose naive_rerank of each sample's top `depth` (then the rest of its ids in their
     order) has the highest mean over samples of each sample's mean P@1, P@3, P@5, if its
     per-sample gain over (`default`, depths[0]) has a mean above `evidence` standard errors, else
-    that default; then the first best (cost, share, depth) at the other costs if its gain over
-    that choice passes the same test."""
+    that default; then, cost by cost, the first best (cost, share, depth) at the next cost if its
+    gain over the choice so far passes the same test."""
     def per_sample(cost, share, depth):
         leaf = leaf_scores[cost]
         head = naive_rerank(ids[:, :depth], log_scores[:, :depth], leaf[:, :depth], share, depth)[0]
@@ -1022,13 +1022,12 @@ def naive_choose_blend(ids, log_scores, leaf_scores, y_indptr, y_indices, depths
     costs = list(leaf_scores)
     scores = {(cost, share, depth): per_sample(cost, share, depth)
               for cost in costs for depth in depths for share in shares}
-    first = [t for t in scores if t[0] == costs[0]]
-    best = max(first, key=lambda t: scores[t].mean())  # max keeps the first of equals
+    at = {cost: [t for t in scores if t[0] == cost] for cost in costs}
+    best = max(at[costs[0]], key=lambda t: scores[t].mean())  # max keeps the first of equals
     base = (costs[0], default, depths[0])
     chosen = best if wins(scores[best] - scores[base]) else base
-    others = [t for t in scores if t[0] != costs[0]]
-    if others:
-        best = max(others, key=lambda t: scores[t].mean())
+    for cost in costs[1:]:
+        best = max(at[cost], key=lambda t: scores[t].mean())
         if wins(scores[best] - scores[chosen]):
             chosen = best
     return chosen

@@ -220,6 +220,26 @@ def test_the_chosen_blend_matches_the_reference(seed, lean, other, deep, depths)
         assert chosen[2] == depths[1]
 
 
+@pytest.mark.parametrize("shifts,want", [((0.0, 1.5, 3.0), 16.0), ((0.0, 3.0, 0.0), 4.0), ((0.0, 0.0, 3.0), 16.0),
+                                          ((3.0, 0.0, 0.0), 1.0)])
+def test_the_blend_climbs_cost_by_cost(shifts, want):
+    """Leaves at three Cs whose scores lean `shifts` towards the true labels: each C's best is
+    taken where it beats the choice so far by EVIDENCE, cost by cost, as the reference does."""
+    rng = np.random.default_rng(12)
+    n, n_labels, depths = 300, 12, (4, 8)
+    data, _ = random_set(rng, n, 5, n_labels)
+    ids = random_shortlists(rng, n, n_labels, 8)
+    true = np.array([[label in data.y_indices[data.y_indptr[i]:data.y_indptr[i + 1]] for label in ids[i]]
+                     for i in range(n)])
+    log_scores = np.sort(rng.normal(size=ids.shape), axis=1)[:, ::-1].astype(np.float32)
+    leaf = {cost: (rng.normal(size=ids.shape) + shift * true).astype(np.float32)
+            for cost, shift in zip((1.0, 4.0, 16.0), shifts)}
+    chosen, table = choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths)
+    assert chosen == naive_choose_blend(ids, log_scores, leaf, data.y_indptr, data.y_indices, depths, SHARES, WEIGHT,
+                                        reranker.EVIDENCE)
+    assert chosen[0] == want
+
+
 def test_the_evidence_rule_keeps_the_default_over_a_small_gain(monkeypatch):
     """Leaves that know nothing, at either C: some triple still scores best on the slice, by
     noise, not by EVIDENCE standard errors, and the default stands; demand no evidence and that
@@ -593,8 +613,8 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(sliced_config, 
     scores = {(float(cost), float(share), int(depth)): v for cost, table in fitted["reranker_share_scores"].items()
               for depth, row in table.items() for share, v in row.items()}
     n_labels = trainer.model.engine.n_labels
-    tried = {cost for cost, _, _ in scores}  # every C where the leaves carry the ranking, else the default's
-    assert tried in ({reranker.COST}, set(reranker.COSTS))
+    tried = {cost for cost, _, _ in scores}  # the default's C, then each next one while they win
+    assert tried == set(reranker.COSTS[:len(tried)])
     assert set(scores) == {(cost, share, min(d * 20, n_labels)) for cost in tried for share in SHARES
                            for d in reranker.DEPTHS}
     assert fitted["reranker_held_out"] == 120
@@ -602,7 +622,6 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(sliced_config, 
     # the best at its C, or the default where that wins by too little
     best_at = max((t for t in scores if t[0] == chosen[0]), key=scores.get)
     assert chosen in (best_at, (reranker.COST, WEIGHT, 20))
-    assert chosen[0] == reranker.COST or scores[chosen] == max(scores.values())  # another C: the best of all
     leaves = trainer.model.leaves
     assert (leaves.cost, leaves.share, leaves.depth) == chosen
     checkpoint = max((tmp_path / "run" / "checkpoints").glob("step-*.npz"))
@@ -629,10 +648,14 @@ def test_auto_tries_the_other_cs_only_where_the_leaves_carry_the_ranking(sliced_
     monkeypatch.setattr(model_module, "fit_leaves", lambda *a, **kw: costs.append(kw["cost"]) or fit(*a, **kw))
     trainer = Trainer(load_config(sliced_config), progress=False)
     trainer.fit()
-    tried = reranker.COSTS if ranking_share == 0.0 else (reranker.COST,)
-    assert tuple(costs) == tried
-    assert {cost for cost, _, _ in trainer.model.share_scores} == set(tried)
-    assert trainer.model.leaves.cost in tried
+    chosen = trainer.model.leaves.cost
+    if ranking_share == 0.0:  # a climb: C after C while each wins, so the last C tried won or ended the list
+        assert len(costs) >= 2 and tuple(costs) == reranker.COSTS[:len(costs)]
+        assert chosen == costs[-1] or (chosen == costs[-2] if len(costs) > 2 else chosen == reranker.COST)
+        assert len(costs) == len(reranker.COSTS) or chosen != costs[-1]
+    else:
+        assert costs == [reranker.COST] and chosen == reranker.COST
+    assert {cost for cost, _, _ in trainer.model.share_scores} == set(costs)
 
 
 def test_a_run_resumed_under_another_slice_rule_holds_nothing_out(sliced_config, monkeypatch, one_thread):
