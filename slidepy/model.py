@@ -294,10 +294,8 @@ class Model:
         return leaves if leaves is not None and leaves.step == self.engine.step else None
 
     def fit_reranker(self, train: Dataset, held_out: np.ndarray | None = None) -> float:
-        """Fit model.reranker's leaves on `train` against the network's own shortlists of (at
-        most reranker.SHORTLIST_SAMPLES of) its samples, exact or through its LSH index
-        (reranker.shortlist_plan); and against samples drawn at random
-        (reranker.random_negatives_per_label; slidepy/reranker.py). Their share is the config's, or
+        """Fit model.reranker's leaves on `train` against the network's own shortlists and samples
+        drawn at random (leaf_training_set; slidepy/reranker.py). Their share is the config's, or
         for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
         network's ranking they reach (on samples the network never trained on:
         reranker.validation_rows; the leaves and the votes then leave them out too), and where
@@ -313,27 +311,16 @@ class Model:
         if share == AUTO and held_out is not None:
             validation = train.subset(held_out)
             train = train.subset(training_rows(train.n_samples, held_out))
-        depth = min(self.config.model.reranker.shortlist, self.engine.n_labels)
-        k = confusion_depth(depth, self.engine.n_labels)
-        n_rows, indexed = shortlist_plan(train.n_samples, self.engine.n_labels, self.engine.sizes[-1][0],
-                                         self.engine.lsh[-1] is not None)
-        rows = np.arange(train.n_samples, dtype=np.int64)
-        if n_rows < train.n_samples:
-            draw = generator(self.config.training.seed, SHORTLIST_STREAM)
-            rows = np.sort(draw.choice(train.n_samples, n_rows, replace=False)).astype(np.int64)
-        shortlists = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]  # the rest: positives only
-        n = self.engine.n_labels
-        per_label = random_negatives_per_label(n, train.n_samples, train.y_indices.shape[0])
-        negatives = random_negatives(n, np.arange(train.n_samples), per_label,
-                                     generator(self.config.training.seed, RANDOM_STREAM))
+        shortlist = min(self.config.model.reranker.shortlist, self.engine.n_labels)
+        rows, shortlists, negatives = self.leaf_training_set(train)
 
         def fit(cost: float) -> Leaves:
-            return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=n, negatives=negatives,
-                              cost=cost)
+            return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=self.engine.n_labels,
+                              negatives=negatives, cost=cost)
 
         fitted = {COST: fit(COST)}
         self.share_scores = None
-        cost, shortlist = COST, depth
+        cost, depth = COST, shortlist
         if validation is not None:
             ranking = self._slice_ranking(train, validation, shortlist)
             (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
@@ -345,6 +332,24 @@ class Model:
                         break
         self.leaves = fitted[cost]._replace(share=_configured_share(share), depth=depth)
         return time.perf_counter() - started
+
+    def leaf_training_set(self, train: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """(rows, shortlists, negatives): what model.reranker's leaves train against besides each
+        label's positives in `train`. The network's top reranker.confusion_depth labels (R, K) of
+        `train`'s samples `rows` (at most reranker.SHORTLIST_SAMPLES of them, drawn by the run's
+        seed; exact or through the LSH index: reranker.shortlist_plan), and (labels, samples) drawn
+        at random (reranker.random_negatives_per_label)."""
+        n, seed = self.engine.n_labels, self.config.training.seed
+        k = confusion_depth(min(self.config.model.reranker.shortlist, n), n)
+        n_rows, indexed = shortlist_plan(train.n_samples, n, self.engine.sizes[-1][0], self.engine.lsh[-1] is not None)
+        rows = np.arange(train.n_samples, dtype=np.int64)
+        if n_rows < train.n_samples:
+            rows = np.sort(generator(seed, SHORTLIST_STREAM).choice(train.n_samples, n_rows, replace=False))
+            rows = rows.astype(np.int64)
+        shortlists = self.engine.predict(train, rows, k=k, use_lsh=indexed, votes=False)[0]
+        per_label = random_negatives_per_label(n, train.n_samples, train.y_indices.shape[0])
+        negatives = random_negatives(n, np.arange(train.n_samples), per_label, generator(seed, RANDOM_STREAM))
+        return rows, shortlists, negatives
 
     def _slice_ranking(self, train: Dataset, validation: Dataset,
                        depth: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
