@@ -618,20 +618,43 @@ def srp_dense_projections(params):
     return dense
 
 
+@njit(parallel=True, cache=True, fastmath=True)
+def squared_row_norms(rows, bias, out):
+    """out[i] = |rows[i]|^2 + bias[i]^2: rows (N, D) float32, bias and out (N,) float32; summed in
+    float64 (fastmath: a dot product, vectorised). The norms the MIPS transform's slack is made of
+    (lsh.py), in parallel where numpy's einsum took one thread (34 ms of a 670K-row rebuild)."""
+    for i in prange(rows.shape[0]):
+        total = np.float64(bias[i]) * np.float64(bias[i])
+        row = rows[i]
+        for d in range(row.shape[0]):
+            total += np.float64(row[d]) * np.float64(row[d])
+        out[i] = np.float32(total)
+
+
 @njit(parallel=True, cache=True)
-def combine_sign_rows(spec, products, range_pow, codes_out, signs):
-    """codes_out[i] = table codes of the SRP bits of products[i] (N, H) float32 (1 where > 0), as
-    hash_sparse combines them. signs (T, H) int32: one row of bits per thread chunk. Taking the
-    products as they come from BLAS spares the (N, H) boolean and int32 copies the bits used to
-    travel through (a third of a 670K-row hashing at 1 thread)."""
+def combine_sign_rows(spec, products, tail, tail_projections, range_pow, codes_out, signs):
+    """codes_out[i] = table codes of the SRP bits of products[i] + tail[i] @ tail_projections
+    (N, H) float32 (1 where > 0), as hash_sparse combines them: products are the BLAS products of
+    a block of rows with the projections' first D' dims (added to in place), tail (N, T) the
+    block's last T columns and tail_projections (T, H) the projections' last T dims (T = 0:
+    none), each added as one contiguous row, in SIMD. signs (T, H) int32:
+    one row of bits per thread chunk. Taking the products as they come from BLAS spares the (N, H)
+    boolean and int32 copies the bits used to travel through (a third of a 670K-row hashing at 1
+    thread)."""
     n_rows = products.shape[0]
     n_hashes = products.shape[1]
+    n_tail = tail.shape[1]
     n_chunks = signs.shape[0]
     for chunk in prange(n_chunks):
         c = np.int64(chunk)
         bits = signs[c]
         for i in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
             row = products[i]
+            for t in range(n_tail):
+                coefficient = tail[i, t]
+                projection = tail_projections[t]
+                for j in range(n_hashes):
+                    row[j] += coefficient * projection[j]
             for j in range(n_hashes):
                 bits[j] = 1 if row[j] > 0.0 else 0
             _combine_pieces(spec, bits, range_pow, codes_out[i])
@@ -645,11 +668,28 @@ def combine_sign_rows(spec, products, range_pow, codes_out, signs):
 HASH_BLOCK_ROWS = 1 << 12
 
 
-def hash_rows_srp_blas(params, weights, range_pow, codes_out, *, dense_projections=None, block_rows=HASH_BLOCK_ROWS):
-    """SRP codes of every row of weights (N, D) through one BLAS matrix product per block.
+def split_projections(params, n_tail):
+    """The SRP projections as dense float32 (head (H, D - n_tail), tail (n_tail, H)), each
+    C-contiguous: hash_rows_srp_blas multiplies the rows by the head in BLAS and adds the tail
+    columns' share in combine_sign_rows."""
+    dense = srp_dense_projections(params)
+    width = dense.shape[1] - n_tail
+    return np.ascontiguousarray(dense[:, :width]), np.ascontiguousarray(dense[:, width:].T)
+
+
+def hash_rows_srp_blas(params, weights, range_pow, codes_out, *, tail=None, projections=None,
+                       block_rows=HASH_BLOCK_ROWS):
+    """SRP codes of every row [weights[i], tail[i]] through one BLAS matrix product per block:
+    weights (N, D') float32 and tail (N, D - D') float32 (default none). A rebuild passes the
+    MIPS transform's bias and slack columns as the tail (lsh.py), so that the weight rows go to
+    BLAS as they are, not through a transformed copy made on one thread (20% of a 670K-row
+    hashing at 2 threads). projections: split_projections(params, D - D'), where the caller keeps
+    them between rebuilds.
 
     Rebuilding the tables of a 670K-neuron layer hashes 670K rows; as a GEMM against the dense
-    (H, D) projections this runs at BLAS speed instead of one sparse dot per (row, hash).
+    (H, D) projections this runs at BLAS speed instead of one sparse dot per (row, hash). A kernel
+    that sums each +-1 projection's columns of a transposed block instead (a third of the adds,
+    in hash_sparse's order) ran no faster here: 1.2 s at 1 thread against BLAS' 1.1 (2026-12-07).
     The sums are added in another order than hash_sparse's, so a projection within rounding of
     zero can flip its bit: the codes agree with hash_rows except for such ties (tested), which
     an approximate index does not notice.
@@ -658,12 +698,18 @@ def hash_rows_srp_blas(params, weights, range_pow, codes_out, *, dense_projectio
         raise ValueError("hash_rows_srp_blas: params are not SRP")
     _check_range_pow(range_pow)
     _check_array("weights", weights, np.float32, 2)
-    dense = srp_dense_projections(params) if dense_projections is None else dense_projections
-    codes_out = _check_codes_out(codes_out, weights.shape[0], int(params.spec[SPEC_L]))
-    signs = np.empty((numba.get_num_threads(), dense.shape[0]), np.int32)
-    for start in range(0, weights.shape[0], block_rows):
-        block = weights[start:start + block_rows]
-        combine_sign_rows(params.spec, block @ dense.T, np.int64(range_pow), codes_out[start:start + block_rows], signs)
+    n_rows, dim = weights.shape[0], int(params.spec[SPEC_DIM])
+    tail = np.zeros((n_rows, 0), np.float32) if tail is None else tail
+    _check_array("tail", tail, np.float32, 2)
+    if tail.shape[0] != n_rows or weights.shape[1] + tail.shape[1] != dim:
+        raise ValueError(f"weights {weights.shape} and tail {tail.shape}: need {n_rows} rows of {dim} columns together")
+    head, tail_projections = split_projections(params, tail.shape[1]) if projections is None else projections
+    codes_out = _check_codes_out(codes_out, n_rows, int(params.spec[SPEC_L]))
+    signs = np.empty((numba.get_num_threads(), head.shape[0]), np.int32)
+    for start in range(0, n_rows, block_rows):
+        block = slice(start, start + block_rows)
+        combine_sign_rows(params.spec, weights[block] @ head.T, tail[block], tail_projections, np.int64(range_pow),
+                          codes_out[block], signs)
     return codes_out
 
 

@@ -52,14 +52,14 @@ from .constants import (  # noqa: F401  (SET_*, INDEX_* and the code maps are re
     SETTINGS_LEN,
 )
 from .hashing import (
-    HASH_BLOCK_ROWS,
     SPEC_LEN,
     HashParams,
     hash_params_from_arrays,
     hash_rows,
     hash_rows_srp_blas,
     make_hash_params,
-    srp_dense_projections,
+    split_projections,
+    squared_row_norms,
     suggest_k_l,
 )
 from .errors import CheckpointError, ConfigError
@@ -71,6 +71,10 @@ INITIAL_KMEANS_ITERS = 4
 # What each random draw of an index is for: its stream is (index seed, purpose, draw or rebuild
 # count[, table]), through rng.generator / rng.derive_int_seed, so no two draws share a stream.
 _DRAW_HASHES, _DRAW_INSERT_ORDER, _DRAW_RESERVOIR, _DRAW_KMEANS, _DRAW_DRIFT_SAMPLE = range(1, 6)
+# Rows transformed (copied) per block where a rank-order family's rebuild hashes them: 4,096 rows of
+# 130 floats (2 MB) stay under glibc's mmap threshold, so each block reuses the heap memory the
+# last one freed instead of faulting in fresh pages (SRP needs no copy: hash_rows_srp_blas).
+TRANSFORM_BLOCK_ROWS = 1 << 12
 
 
 class LshLayer(NamedTuple):
@@ -256,7 +260,7 @@ class LshIndex:
         self.settings = np.array([self.range_pow, POLICY_CODES[s.policy], s.threshold, self.dim, self.kind],
                                  np.int64)
         self.max_norm = 1.0  # M of the transform at the last rebuild
-        self._dense_proj = None  # SRP projections as a dense (H, D) matrix, built on first use
+        self._projections = None  # SRP projections, dense and split for the rebuild (hashing.split_projections)
         if self.kind == INDEX_CLUSTERS:
             self.n_clusters = n_clusters_for(s, self.n_neurons, budget)
             self.params = _no_params()
@@ -320,9 +324,10 @@ class LshIndex:
             return time.perf_counter() - started
         if redraw:
             self.params = self._draw()
-            self._dense_proj = None
-        self.max_norm = _max_norm(rows, bias)
-        self._hash_neurons(rows, bias, self.codes)
+            self._projections = None
+        norms = _squared_norms(rows, bias)
+        self.max_norm = _max_norm(norms)
+        self._hash_neurons(rows, bias, self.codes, norms)
         self._fill_tables()
         return time.perf_counter() - started
 
@@ -350,7 +355,7 @@ class LshIndex:
         if self.kind == INDEX_CLUSTERS:
             self.pending_centroids[...] = self.centroids_t.T
         else:
-            self.max_norm = _max_norm(self.neuron_rows(weights, input_major), bias)
+            self.max_norm = _max_norm(_squared_norms(self.neuron_rows(weights, input_major), bias))
         self.pending_row = 0
         return time.perf_counter() - started + self._continue_spread(weights, input_major, bias)
 
@@ -394,33 +399,37 @@ class LshIndex:
         return time.perf_counter() - started
 
     def transformed_rows(self, rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """[w, b, sqrt(M^2 - |w|^2 - b^2)] for each row: (n, D + 2) float32. The rank-order families
-        (WTA, DWTA) get 0 for the slack, as queries ([h, 1, 0]) have: the slack is usually a row's
-        largest coordinate, so it won every bin it fell in, and a table with such a bin held codes no
-        query produces (18-19 of 50 DWTA/WTA tables answered no query at all)."""
-        out = np.empty((rows.shape[0], self.dim + 2), np.float32)
-        out[:, :self.dim] = rows
-        out[:, self.dim] = bias
-        if self.family in (FAMILY_WTA, FAMILY_DWTA):
-            out[:, self.dim + 1] = 0.0
-            return out
-        slack = self.max_norm ** 2 - np.einsum("nd,nd->n", rows, rows) - bias * bias
-        out[:, self.dim + 1] = np.sqrt(np.maximum(slack, 0.0))
-        return out
+        """[w, b, sqrt(M^2 - |w|^2 - b^2)] for each row: (n, D + 2) float32 (a copy; rebuilds hash
+        SRP rows with their tail alone, `_hash_neurons`)."""
+        return np.hstack([rows.astype(np.float32, copy=False), self.transform_tail(rows, bias)])
+
+    def transform_tail(self, rows: np.ndarray, bias: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+        """The transform's last two columns, [b, sqrt(M^2 - |w|^2 - b^2)], (n, 2) float32; norms:
+        the rows' _squared_norms where the caller has them. The rank-order families (WTA, DWTA)
+        get 0 for the slack, as queries ([h, 1, 0]) have: the slack is usually a row's largest
+        coordinate, so it won every bin it fell in, and a table with such a bin held codes no query
+        produces (18-19 of 50 DWTA/WTA tables answered no query at all)."""
+        tail = np.zeros((rows.shape[0], 2), np.float32)
+        tail[:, 0] = bias
+        if self.family not in (FAMILY_WTA, FAMILY_DWTA):
+            norms = _squared_norms(rows, bias) if norms is None else norms
+            tail[:, 1] = np.sqrt(np.maximum(np.float32(self.max_norm ** 2) - norms, 0.0))
+        return tail
 
     def _hash_neurons(self, rows: np.ndarray, bias: np.ndarray, codes_out: np.ndarray,
-                      block_rows: int = HASH_BLOCK_ROWS) -> np.ndarray:
-        """Codes of transformed weight rows, a block at a time (the transform is a copy): SRP
-        through BLAS (see hashing.hash_rows_srp_blas), other families through the sparse kernel."""
-        if self.family == FAMILY_SRP and self._dense_proj is None:
-            self._dense_proj = srp_dense_projections(self.params)
+                      norms: np.ndarray | None = None, block_rows: int = TRANSFORM_BLOCK_ROWS) -> np.ndarray:
+        """Codes of transformed weight rows (C-contiguous float32): SRP through BLAS with the
+        transform's tail beside the rows (hashing.hash_rows_srp_blas), the other families a
+        transformed copy of a block at a time through the sparse kernel. norms: the rows'
+        _squared_norms, where known."""
+        if self.family == FAMILY_SRP:
+            if self._projections is None:
+                self._projections = split_projections(self.params, 2)
+            return hash_rows_srp_blas(self.params, rows, self.range_pow, codes_out,
+                                      tail=self.transform_tail(rows, bias, norms), projections=self._projections)
         for start in range(0, rows.shape[0], block_rows):
             block = self.transformed_rows(rows[start:start + block_rows], bias[start:start + block_rows])
-            out = codes_out[start:start + block_rows]
-            if self.family == FAMILY_SRP:
-                hash_rows_srp_blas(self.params, block, self.range_pow, out, dense_projections=self._dense_proj)
-            else:
-                hash_rows(self.params, block, self.range_pow, out)
+            hash_rows(self.params, block, self.range_pow, codes_out[start:start + block_rows])
         return codes_out
 
     def drift(self, weights: np.ndarray, input_major: bool, bias: np.ndarray | None = None) -> float:
@@ -520,7 +529,7 @@ class LshIndex:
             raise CheckpointError(f"{prefix} was hashed with family {spec[0]} (constants.FAMILY_CODES), this index "
                                   f"with {self.family}: the checkpoint was written with other LSH settings")
         self.params = self._checked_params(arrays, prefix)
-        self._dense_proj = None
+        self._projections = None
         self._check_ids(prefix)
         self.draws = int(meta["draws"])
         self.rebuilds = int(meta["rebuilds"])
@@ -611,9 +620,19 @@ def _install_table(index: LshIndex, t: int, centroids: np.ndarray, indptr: np.nd
     index.cluster_members[t * index.n_neurons:(t + 1) * index.n_neurons] = members
 
 
-def _max_norm(rows: np.ndarray, bias: np.ndarray) -> float:
-    """M of the simple-LSH transform: the largest norm of a row [w, b] (1 for an all-zero layer)."""
-    return float(np.sqrt(np.max(np.einsum("nd,nd->n", rows, rows) + bias * bias, initial=0.0))) or 1.0
+def _squared_norms(rows: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """|[w, b]|^2 of each row (N,) float32, in parallel (hashing.squared_row_norms)."""
+    out = np.empty(rows.shape[0], np.float32)
+    if rows.shape[0]:
+        squared_row_norms(np.ascontiguousarray(rows, dtype=np.float32), np.ascontiguousarray(bias, dtype=np.float32),
+                          out)
+    return out
+
+
+def _max_norm(norms: np.ndarray) -> float:
+    """M of the simple-LSH transform from the rows' _squared_norms: the largest norm of a row [w,
+    b] (1 for an all-zero layer)."""
+    return float(np.sqrt(np.max(norms, initial=0.0))) or 1.0
 
 
 def remember_drift_sample(index: LshIndex) -> None:

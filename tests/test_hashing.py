@@ -398,14 +398,44 @@ def test_wrappers_reject_bad_input():
         hs.hash_rows(bad, w, 8)
 
 
-def test_srp_blas_rebuild_matches_sparse_kernel():
-    """The BLAS path used for table rebuilds gives the sparse kernel's codes (ties aside)."""
+@pytest.mark.parametrize("n_tail", [0, 2])
+def test_srp_blas_rebuild_matches_sparse_kernel(n_tail):
+    """The BLAS path used for table rebuilds gives the sparse kernel's codes (ties aside), with the
+    last n_tail columns passed beside the rows as a tail (a rebuild's bias and slack)."""
     from slidepy.hashing import hash_rows_srp_blas
 
     rng = np.random.default_rng(5)
-    weights = rng.standard_normal((3000, 48)).astype(np.float32)
+    joined = rng.standard_normal((3000, 48)).astype(np.float32)
+    rows, tail = np.ascontiguousarray(joined[:, :48 - n_tail]), np.ascontiguousarray(joined[:, 48 - n_tail:])
     for k, l, range_pow in [(6, 10, 6), (12, 8, 9)]:  # concatenated and folded codes
         params = hs.make_hash_params(hs.FAMILY_SRP, 48, k, l, density=0.33, seed=k)
-        exact = hs.hash_rows(params, weights, range_pow)
-        fast = hash_rows_srp_blas(params, weights, range_pow, np.zeros_like(exact), block_rows=1000)
+        exact = hs.hash_rows(params, joined, range_pow)
+        fast = hash_rows_srp_blas(params, rows, range_pow, np.zeros_like(exact), tail=tail if n_tail else None,
+                                  block_rows=1000)
         assert np.mean(fast == exact) > 0.999
+
+
+def test_srp_blas_rebuild_rejects_rows_and_tail_that_do_not_make_a_row():
+    from slidepy.hashing import hash_rows_srp_blas
+
+    params = hs.make_hash_params(hs.FAMILY_SRP, 10, 4, 3, density=0.5, seed=0)
+    rows = np.zeros((5, 8), np.float32)
+    with pytest.raises(ValueError, match="together"):
+        hash_rows_srp_blas(params, rows, 8, None)  # 8 columns and no tail for 10 dims
+    with pytest.raises(ValueError, match="together"):
+        hash_rows_srp_blas(params, rows, 8, None, tail=np.zeros((4, 2), np.float32))
+    assert hash_rows_srp_blas(params, rows, 8, None, tail=np.zeros((5, 2), np.float32)).shape == (5, 3)
+
+
+def test_squared_row_norms_match_numpy():
+    from slidepy.hashing import squared_row_norms
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((500, 33)).astype(np.float32)
+    rows[7] = 0.0
+    bias = rng.standard_normal(500).astype(np.float32)
+    out = np.empty(500, np.float32)
+    squared_row_norms(rows, bias, out)
+    want = (rows.astype(np.float64) ** 2).sum(axis=1) + bias.astype(np.float64) ** 2
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert out[7] == np.float32(np.float64(bias[7]) ** 2)
