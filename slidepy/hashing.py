@@ -635,12 +635,11 @@ def squared_row_norms(rows, bias, out):
 def combine_sign_rows(spec, products, tail, tail_projections, range_pow, codes_out, signs):
     """codes_out[i] = table codes of the SRP bits of products[i] + tail[i] @ tail_projections
     (N, H) float32 (1 where > 0), as hash_sparse combines them: products are the BLAS products of
-    a block of rows with the projections' first D' dims (added to in place), tail (N, T) the
-    block's last T columns and tail_projections (T, H) the projections' last T dims (T = 0:
-    none), each added as one contiguous row, in SIMD. signs (T, H) int32:
-    one row of bits per thread chunk. Taking the products as they come from BLAS spares the (N, H)
-    boolean and int32 copies the bits used to travel through (a third of a 670K-row hashing at 1
-    thread)."""
+    a block of rows with the projections' first D' dims (added to in place), tail (N, E) the
+    block's last E columns and tail_projections (E, H) the projections' last E dims (E = 0:
+    none), each added as one contiguous row, in SIMD. signs (T, H) int32: one row of bits per
+    thread chunk. Taking the products as they come from BLAS spares the (N, H) boolean and int32
+    copies the bits used to travel through (a third of a 670K-row hashing at 1 thread)."""
     n_rows = products.shape[0]
     n_hashes = products.shape[1]
     n_tail = tail.shape[1]
