@@ -619,7 +619,7 @@ def later_kernels(engine: Engine, data) -> list[tuple]:
                                f32_2d, np.zeros(1, np.uint8), np.zeros(1))),
                  (adam_update_gathered, (out.weights, out.weight_m, out.weight_v, out.row_touched, i64, f32_2d,
                                          f32, f32, f32, f32, f32)),
-                 (group_records, (i64, i64, i32_2d, f32_2d, i64, i64, i32, np.zeros(1, np.float32))),
+                 (group_records, (i64, i64, i32_2d, f32_2d, i64, i64, i32, np.zeros(1, np.float32), np.int64(1))),
                  (adam_update_rows_recorded, (out.weights, out.weight_m, out.weight_v, out.bias, out.bias_m,
                                               out.bias_v, out.row_touched, out.bias_touched, i64, i64, i64, i32,
                                               np.zeros(1, np.float32), f32_2d, f32_2d, f32, f32, f32, f32, f32))]

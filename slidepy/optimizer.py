@@ -114,46 +114,73 @@ def adam_update_gathered(param, m, v, touched, rows, grads, lr_t, beta1, beta2, 
         touched[row] = 0
 
 
-@njit(cache=True)
-def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_pos, sorted_g):
+@njit(parallel=True, cache=True)
+def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_pos, sorted_g, n_chunks):
     """Counting sort of the output layer's gradient records (network.OutputRecords) by row.
 
-    rows (R,) the touched rows; counts (B,) records per sample; rec_rows / rec_grads (B, A).
-    Writes row_start (R + 1,) int64 and, for r < R, the records of rows[r] into
+    rows (R,) the touched rows, ascending; counts (B,) records per sample; rec_rows / rec_grads
+    (B, A). Writes row_start (R + 1,) int64 and, for r < R, the records of rows[r] into
     sorted_pos / sorted_g[row_start[r]:row_start[r + 1]] as (sample position, g), in batch order
     (sample by sample, then active-set order), so the sums that follow do not depend on the thread
     split. cursor (N,) int64 must be zero and is left zero. Returns the records placed, or -1 if
     some record's row is not in `rows` (nothing is then placed).
-    """
+
+    In parallel over n_chunks chunks of `rows`: chunk t owns the row ids from its first row up to
+    the next chunk's first (the first chunk from 0, the last to N), scans every record and counts,
+    then places, only those of its ids, so no two threads write one cursor slot, row_start entry or
+    sorted slot. Each thread reads all B x A records twice (sequentially); the scattered counting
+    and placing are split. On one thread this sort took 1.4 ms of a 670K-shape step's 14 ms of
+    optimizer at 2 threads, all of it serial."""
     n_rows = rows.shape[0]
+    n_chunks = max(1, min(n_chunks, n_rows))
+    n_ids = cursor.shape[0]
+    totals = np.zeros(n_chunks + 1, np.int64)
     n_records = 0
     for b in range(counts.shape[0]):
-        for c in range(counts[b]):
-            cursor[rec_rows[b, c]] += 1
         n_records += counts[b]
-    total = 0
-    for r in range(n_rows):
-        row_start[r] = total
-        total += cursor[rows[r]]
-        cursor[rows[r]] = row_start[r]
-    row_start[n_rows] = total
-    if total != n_records:  # a record outside `rows`: restore the zeros and refuse
+    for chunk in prange(n_chunks):
+        t = np.int64(chunk)  # parfors type the index unsigned
+        first, end = t * n_rows // n_chunks, (t + 1) * n_rows // n_chunks
+        lo = 0 if t == 0 else rows[first]
+        hi = n_ids if t == n_chunks - 1 else rows[end]
+        for b in range(counts.shape[0]):
+            for c in range(counts[b]):
+                n = rec_rows[b, c]
+                if lo <= n < hi:
+                    cursor[n] += 1
+        total = 0
+        for r in range(first, end):
+            total += cursor[rows[r]]
+        totals[t + 1] = total
+    for t in range(n_chunks):
+        totals[t + 1] += totals[t]
+    if totals[n_chunks] != n_records:  # a record outside `rows`: restore the zeros and refuse
         for b in range(counts.shape[0]):
             for c in range(counts[b]):
                 cursor[rec_rows[b, c]] = 0
-        for r in range(n_rows):
-            cursor[rows[r]] = 0
         return -1
-    for b in range(counts.shape[0]):
-        for c in range(counts[b]):
-            n = rec_rows[b, c]
-            k = cursor[n]
-            sorted_pos[k] = b
-            sorted_g[k] = rec_grads[b, c]
-            cursor[n] = k + 1
-    for r in range(n_rows):
-        cursor[rows[r]] = 0
-    return total
+    for chunk in prange(n_chunks):
+        t = np.int64(chunk)
+        first, end = t * n_rows // n_chunks, (t + 1) * n_rows // n_chunks
+        lo = 0 if t == 0 else rows[first]
+        hi = n_ids if t == n_chunks - 1 else rows[end]
+        total = totals[t]
+        for r in range(first, end):
+            row_start[r] = total
+            total += cursor[rows[r]]
+            cursor[rows[r]] = row_start[r]
+        for b in range(counts.shape[0]):
+            for c in range(counts[b]):
+                n = rec_rows[b, c]
+                if lo <= n < hi:
+                    k = cursor[n]
+                    sorted_pos[k] = b
+                    sorted_g[k] = rec_grads[b, c]
+                    cursor[n] = k + 1
+        for r in range(first, end):
+            cursor[rows[r]] = 0
+    row_start[n_rows] = n_records
+    return n_records
 
 
 @njit(cache=True, error_model="numpy", **INTERNAL)
@@ -233,11 +260,11 @@ def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, ep
     cost (records plus a few for the update itself), run adam_update_rows_recorded, and clear the
     records. layer.weight_grad and layer.bias_grad are neither read nor written."""
     row_start = np.empty(rows.shape[0] + 1, np.int64)
+    n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     placed = group_records(rows, records.counts, records.rows, records.grads, records.cursor, row_start,
-                           records.sorted_pos, records.sorted_g)
+                           records.sorted_pos, records.sorted_g, np.int64(n_chunks))
     if placed < 0:
         raise RuntimeError("output gradient records name rows that are not marked touched")
-    n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     cost = row_start + RECORDED_ROW_COST * np.arange(rows.shape[0] + 1)
     bounds = np.searchsorted(cost, cost[-1] * np.arange(n_chunks + 1) / n_chunks, side="left").astype(np.int64)
     bounds[0], bounds[-1] = 0, rows.shape[0]

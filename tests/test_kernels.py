@@ -440,7 +440,8 @@ def test_recorded_adam_matches_numpy(threads, weight_decay, sizes):
     assert not rec.counts.any() and not rec.cursor.any()  # records consumed, sort scratch left zero
 
 
-def test_group_records_orders_by_row_then_batch_and_refuses_unmarked_rows():
+@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+def test_group_records_orders_by_row_then_batch_and_refuses_unmarked_rows(n_chunks):
     from slidepy.network import make_output_records
 
     rec = make_output_records(3, 4, 2, 6)
@@ -449,13 +450,45 @@ def test_group_records_orders_by_row_then_batch_and_refuses_unmarked_rows():
     rows = np.array([1, 2, 4], np.int64)
     row_start = np.zeros(4, np.int64)
     placed = opt.group_records(rows, rec.counts, rec.rows, rec.grads, rec.cursor, row_start, rec.sorted_pos,
-                               rec.sorted_g)
+                               rec.sorted_g, n_chunks)
     assert placed == 5 and row_start.tolist() == [0, 2, 3, 5]
     assert rec.sorted_pos[:5].tolist() == [0, 2, 0, 0, 2] and rec.sorted_g[:5].tolist() == [2, 4, 3, 1, 5]
     assert not rec.cursor.any()
-    placed = opt.group_records(np.array([1, 4], np.int64), rec.counts, rec.rows, rec.grads, rec.cursor,
-                               row_start, rec.sorted_pos, rec.sorted_g)  # row 2 has a record, no mark
-    assert placed == -1 and not rec.cursor.any()
+    for marked in ([1, 4], [2, 4], [1, 2]):  # a record whose row has no mark, in each chunk's range
+        placed = opt.group_records(np.array(marked, np.int64), rec.counts, rec.rows, rec.grads, rec.cursor,
+                                   row_start, rec.sorted_pos, rec.sorted_g, n_chunks)
+        assert placed == -1 and not rec.cursor.any()
+
+
+@pytest.mark.parametrize("n_chunks", [2, 5, 64])
+def test_group_records_in_chunks_equals_one_thread(n_chunks):
+    """The chunked counting sort places every record where the one-chunk sort does (the order of
+    a row's records, batch order, does not depend on the split), on random records over 1,000
+    rows; with more chunks than rows too."""
+    from slidepy.network import make_output_records
+
+    rng = np.random.default_rng(n_chunks)
+    batch, capacity, n = 16, 40, 1000
+    rec = make_output_records(batch, capacity, 2, n)
+    for b in range(batch):
+        c = int(rng.integers(0, capacity + 1))
+        rec.rows[b, :c] = rng.choice(n, c, replace=False)
+        rec.grads[b, :c] = rng.standard_normal(c)
+        rec.counts[b] = c
+    rows = np.unique(np.concatenate([rec.rows[b, :rec.counts[b]] for b in range(batch)])).astype(np.int64)
+    want_start = np.zeros(rows.shape[0] + 1, np.int64)
+    assert opt.group_records(rows, rec.counts, rec.rows, rec.grads, rec.cursor, want_start, rec.sorted_pos,
+                             rec.sorted_g, 1) == rec.counts.sum()
+    want_pos, want_g = rec.sorted_pos.copy(), rec.sorted_g.copy()
+    rec.sorted_pos[:], rec.sorted_g[:] = -1, np.nan
+    row_start = np.zeros_like(want_start)
+    assert opt.group_records(rows, rec.counts, rec.rows, rec.grads, rec.cursor, row_start, rec.sorted_pos,
+                             rec.sorted_g, n_chunks) == rec.counts.sum()
+    placed = int(rec.counts.sum())
+    np.testing.assert_array_equal(row_start, want_start)
+    np.testing.assert_array_equal(rec.sorted_pos[:placed], want_pos[:placed])
+    np.testing.assert_array_equal(rec.sorted_g[:placed], want_g[:placed])
+    assert not rec.cursor.any()
 
 
 @pytest.mark.parametrize("rows", [[], [1, 4, 8]])
