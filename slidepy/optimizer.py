@@ -122,8 +122,9 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
     (B, A). Writes row_start (R + 1,) int64 and, for r < R, the records of rows[r] into
     sorted_pos / sorted_g[row_start[r]:row_start[r + 1]] as (sample position, g), in batch order
     (sample by sample, then active-set order), so the sums that follow do not depend on the thread
-    split. cursor (N,) int64 must be zero and is left zero. Returns the records placed, or -1 if
-    some record's row is not in `rows` (nothing is then placed).
+    split. cursor (N,) int64 must be zero and is left zero. Returns the records placed, -1 if
+    some record's row is not in `rows`, or -2 if `rows` is not strictly ascending (nothing is then
+    placed).
 
     In parallel over n_chunks chunks of `rows`: chunk t owns the row ids from its first row up to
     the next chunk's first (the first chunk from 0, the last to N), scans every record and counts,
@@ -135,6 +136,9 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
     n_chunks = max(1, min(n_chunks, n_rows))
     n_ids = cursor.shape[0]
     totals = np.zeros(n_chunks + 1, np.int64)
+    for r in range(n_rows - 1):  # the chunks' id ranges are cut at rows: unsorted rows would overlap them
+        if rows[r] >= rows[r + 1]:
+            return -2
     n_records = 0
     for b in range(counts.shape[0]):
         n_records += counts[b]
@@ -263,6 +267,8 @@ def apply_recorded_adam(layer, records, rows: np.ndarray, lr_t, beta1, beta2, ep
     n_chunks = max(1, min(numba.get_num_threads(), rows.shape[0]))
     placed = group_records(rows, records.counts, records.rows, records.grads, records.cursor, row_start,
                            records.sorted_pos, records.sorted_g, np.int64(n_chunks))
+    if placed == -2:
+        raise RuntimeError("the touched rows of the output layer are not in ascending order")
     if placed < 0:
         raise RuntimeError("output gradient records name rows that are not marked touched")
     cost = row_start + RECORDED_ROW_COST * np.arange(rows.shape[0] + 1)

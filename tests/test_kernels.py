@@ -458,6 +458,9 @@ def test_group_records_orders_by_row_then_batch_and_refuses_unmarked_rows(n_chun
         placed = opt.group_records(np.array(marked, np.int64), rec.counts, rec.rows, rec.grads, rec.cursor,
                                    row_start, rec.sorted_pos, rec.sorted_g, n_chunks)
         assert placed == -1 and not rec.cursor.any()
+    placed = opt.group_records(np.array([2, 1, 4], np.int64), rec.counts, rec.rows, rec.grads, rec.cursor,
+                               row_start, rec.sorted_pos, rec.sorted_g, n_chunks)  # not ascending
+    assert placed == -2 and not rec.cursor.any()
 
 
 @pytest.mark.parametrize("n_chunks", [2, 5, 64])
