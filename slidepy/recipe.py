@@ -83,10 +83,17 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   training samples in its last hidden space, each counting exp(cosine / 0.05) (`model.neighbours`,
   see neighbours.py), when the bank of training vectors holds at most NEIGHBOUR_BANK_FLOATS floats
   (128 MB: 65,536 samples at 512 units). Its cost is a product with the bank per prediction, S x D
-  multiply-adds against exact scoring's N x D, so a larger training set gets a bank of that many
-  samples drawn at random (`model.neighbours.bank_samples`), at the votes' least share MIN_VOTES,
-  as long as a label keeps MIN_BANK_POSITIVES (2.5) positives in it on average: a sampled bank is
-  a noisier vote. Measured on DebianDeps' final network (test P@1 / P@5; alone 0.7475 / 0.4041,
+  multiply-adds against exact scoring's N x D. So a larger bank is kept whole only while it costs
+  at most BANK_COST_RATIO (2) times exact scoring (S <= 2 N) and fits MAX_BANK_FLOATS (1 GB);
+  past that a training set gets a bank of NEIGHBOUR_BANK_FLOATS' samples drawn at random
+  (`model.neighbours.bank_samples`), at the votes' least share MIN_VOTES, as long as a label keeps
+  MIN_BANK_POSITIVES (2.5) positives in it on average: a sampled bank is a noisier vote. The
+  whole bank where it is cheap: on a generated set of 150,000 tf-idf samples and 100,000 labels
+  (2.6 a sample, 3.9 positives a label; bench/measured-2026-12-07/votes-bank/) a sample of the bank
+  would have held 1.7 positives a label, and the votes were off: the recipe scored P@1 / P@3 / P@5
+  0.7969 / 0.4129 / 0.2553 against PECOS' 0.8830 / 0.4682 / 0.2928. The same network with the
+  whole bank's votes (0.7 of the score) scored 0.9242 / 0.5405 / 0.3530 on 5,000 of its test
+  samples (0.7974 / 0.4177 / 0.2580 without), for 8.2 s of prediction instead of 5.2. Measured on DebianDeps' final network (test P@1 / P@5; alone 0.7475 / 0.4041,
   whole bank at 0.7 0.7613 / 0.4130): half the bank (5.1 positives a label) 0.7539 / 0.4083 at
   0.3 and 0.7585 / 0.4039 at 0.7; a quarter (2.6) 0.7534 / 0.4057 at 0.3 and 0.7522 / 0.3936 at
   0.7. On a generated bag of item ids (100,000 samples, 50,000 labels, 6.4 positives a label; the
@@ -198,6 +205,10 @@ NEIGHBOURS_TEMPERATURE = 0.05
 VOTES_SCALE = 2.2
 MIN_VOTES, MAX_VOTES = 0.3, 0.7
 NEIGHBOUR_BANK_FLOATS = 1 << 25
+# A larger bank stays whole while its product costs at most BANK_COST_RATIO times exact scoring's
+# (samples <= BANK_COST_RATIO x labels) and it holds at most MAX_BANK_FLOATS floats (1 GB).
+BANK_COST_RATIO = 2
+MAX_BANK_FLOATS = 1 << 28
 # A bank sampled down to that size keeps the votes while each label has this many positives in it
 # on average (see the module doc).
 MIN_BANK_POSITIVES = 2.5
@@ -328,12 +339,14 @@ def votes_weight(positives_per_label: float) -> float:
 def neighbours_for(n_samples: int, n_label_slots: int, n_labels: int) -> dict:
     """model.neighbours for a training set of `n_samples` holding `n_label_slots` (sample, label)
     pairs over `n_labels` labels (see the module doc): every sample in the bank while it fits
-    NEIGHBOUR_BANK_FLOATS; past that a random part that does, at MIN_VOTES, while its labels keep
-    MIN_BANK_POSITIVES positives each on average; else off."""
+    NEIGHBOUR_BANK_FLOATS, or while it costs at most BANK_COST_RATIO times exact scoring and fits
+    MAX_BANK_FLOATS; past that a random part that fits NEIGHBOUR_BANK_FLOATS, at MIN_VOTES, while
+    its labels keep MIN_BANK_POSITIVES positives each on average; else off."""
     positives = n_label_slots / max(1, n_labels)
     fits = NEIGHBOUR_BANK_FLOATS // HIDDEN
     votes = {"k": NEIGHBOURS_K, "temperature": NEIGHBOURS_TEMPERATURE, "space": "auto"}
-    if n_samples <= fits:
+    cheap = n_samples <= BANK_COST_RATIO * n_labels and n_samples <= MAX_BANK_FLOATS // HIDDEN
+    if n_samples <= fits or cheap:
         return {**votes, "weight": votes_weight(positives)}
     if positives * fits / n_samples < MIN_BANK_POSITIVES:
         return {**votes, "weight": 0.0}

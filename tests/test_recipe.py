@@ -15,8 +15,8 @@ from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.rundir import checkpoint_path
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN, EXACT_LABELS, HIDDEN,
-                            MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BANK_COST_RATIO, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN, EXACT_LABELS, HIDDEN,
+                            MAX_BANK_FLOATS, MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
                             REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL, REBUILD_SHARE, TARGET_STEPS, auto_config,
                             describe, dropout_for, input_scale, learning_rate,
                             neighbours_for, output_budget, parse_duration, passes_in_budget, rebuild_max_interval,
@@ -125,19 +125,30 @@ def test_rules_follow_the_shape():
 def test_neighbours_follow_the_bank_size_and_the_positives_per_label():
     largest = NEIGHBOUR_BANK_FLOATS // HIDDEN
     assert neighbours_for(largest, 10 * 1000, 1000) == {"k": 25, "weight": 0.7, "temperature": 0.05, "space": "auto"}
-    # past it a random part of the training set that fits, at the least share, while each label
-    # keeps MIN_BANK_POSITIVES positives in it on average
-    sampled = neighbours_for(largest + 1, 10 * (largest + 1), largest + 1)
+    # a larger bank stays whole while its product costs at most BANK_COST_RATIO times exact
+    # scoring's and it fits MAX_BANK_FLOATS, at the share its positives a label call for
+    whole = {"k": 25, "weight": 0.7, "temperature": 0.05, "space": "auto"}
+    assert neighbours_for(150_000, 391_000, 100_000) == whole  # votes-bank/'s generated set: 3.9 a label
+    assert neighbours_for(BANK_COST_RATIO * 100_000, 391_000, 100_000) == whole
+    # 8 samples a label is too dear to keep whole, and a sample of it holds 1.25 positives a label
+    assert neighbours_for(MAX_BANK_FLOATS // HIDDEN, 10 * largest, largest)["weight"] == 0.0
+    # past either, a random part of the training set that fits NEIGHBOUR_BANK_FLOATS, at the least
+    # share, while each label keeps MIN_BANK_POSITIVES positives in it on average
+    dear = BANK_COST_RATIO * largest + 1  # samples for `largest` labels: more than twice exact scoring
+    sampled = neighbours_for(dear, 10 * dear, largest)
     assert sampled == {"k": 25, "weight": MIN_VOTES, "temperature": 0.05, "space": "auto", "bank_samples": largest}
-    thin = 5 * largest  # 10 positives a label, 2 of them in the bank
-    assert neighbours_for(thin, 10 * thin, thin)["weight"] == 0.0
-    assert "bank_samples" not in neighbours_for(thin, 10 * thin, thin)
+    thin = 5 * largest  # 10 positives a label over 5 x largest / 3 labels, 2 of them in the bank
+    assert neighbours_for(thin, 10 * (thin // 3), thin // 3)["weight"] == 0.0
+    assert "bank_samples" not in neighbours_for(thin, 10 * (thin // 3), thin // 3)
     assert neighbours_for(500_000, 500_000, 50_000)["weight"] == 0.0  # DebianNextWord: 1.3 a label
     # the edge: four times the bank at 10 positives a label leaves 2.5 a label in it: kept, at the
     # least share; a slot fewer (just under 2.5 a label in the bank) drops the votes
-    assert neighbours_for(4 * largest, 40 * largest, 4 * largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
-                                                                      "space": "auto", "bank_samples": largest}
-    assert neighbours_for(4 * largest, 40 * largest - 1, 4 * largest)["weight"] == 0.0
+    assert neighbours_for(4 * largest, 10 * largest, largest) == {"k": 25, "weight": 0.3, "temperature": 0.05,
+                                                                  "space": "auto", "bank_samples": largest}
+    assert neighbours_for(4 * largest, 10 * largest - 1, largest)["weight"] == 0.0
+    # and past MAX_BANK_FLOATS, however many labels share the cost
+    huge = MAX_BANK_FLOATS // HIDDEN + 1
+    assert neighbours_for(huge, 40 * huge, huge)["bank_samples"] == largest
     # rows fitted to few positives lean on the votes; well-fed rows on themselves
     shares = [votes_weight(m) for m in (1, 10, 16, 30, 73, 250, 6000)]
     assert shares == sorted(shares, reverse=True)
