@@ -322,12 +322,21 @@ class Model:
         self.share_scores = None
         cost, depth = COST, shortlist
         if validation is not None:
-            ranking = self._slice_ranking(train, validation, shortlist)
-            (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
+            ids, log_scores, depths = self._slice_ranking(train, validation, shortlist)
+            slice_rows = np.arange(validation.n_samples, dtype=np.int64)
+            leaf_scores = {}  # {cost: the slice's leaf scores (B, K)}, each C's scored once as the climb goes
+
+            def choose() -> tuple[tuple[float, float, int], dict]:
+                for c in fitted:  # in fitting order: choose_blend takes the first C as the default's
+                    if c not in leaf_scores:
+                        leaf_scores[c] = score_leaves(fitted[c], validation, slice_rows, ids)
+                return choose_blend(ids, log_scores, leaf_scores, validation.y_indptr, validation.y_indices, depths)
+
+            (cost, share, depth), self.share_scores = choose()
             if share >= RANKING_SHARE:  # the leaves carry the ranking: their C matters; climb while it wins
                 for other in COSTS[1:]:
                     fitted[other] = fit(other)
-                    (cost, share, depth), self.share_scores = self._choose_blend(fitted, validation, *ranking)
+                    (cost, share, depth), self.share_scores = choose()
                     if cost != other:
                         break
         self.leaves = fitted[cost]._replace(share=_configured_share(share), depth=depth)
@@ -366,15 +375,6 @@ class Model:
             return ids, self._log_scores(scores, None), depths
         finally:
             self.engine.neighbours, self.bank_source, self._input_space = bank
-
-    @staticmethod
-    def _choose_blend(fitted: dict, validation: Dataset, ids: np.ndarray, log_scores: np.ndarray,
-                      depths: tuple[int, ...]) -> tuple[tuple[float, float, int], dict]:
-        """reranker.choose_blend among the leaves `fitted` at each C ({cost: Leaves}) on the
-        held-out `validation` samples' _slice_ranking."""
-        rows = np.arange(validation.n_samples, dtype=np.int64)
-        leaf_scores = {cost: score_leaves(leaves, validation, rows, ids) for cost, leaves in fitted.items()}
-        return choose_blend(ids, log_scores, leaf_scores, validation.y_indptr, validation.y_indices, depths)
 
     def _top(self, data: Dataset, rows, k: int, use_lsh: bool | None = None):
         """Engine.predict's (ids, scores, active), re-ranked by the current leaves where there are

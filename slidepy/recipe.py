@@ -93,8 +93,9 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   would have held 1.7 positives a label, and the votes were off: the recipe scored P@1 / P@3 / P@5
   0.7969 / 0.4129 / 0.2553 against PECOS' 0.8830 / 0.4682 / 0.2928. The same network with the
   whole bank's votes (0.7 of the score) scored 0.9242 / 0.5405 / 0.3530 on 5,000 of its test
-  samples (0.7974 / 0.4177 / 0.2580 without), for 8.2 s of prediction instead of 5.2. Measured on DebianDeps' final network (test P@1 / P@5; alone 0.7475 / 0.4041,
-  whole bank at 0.7 0.7613 / 0.4130): half the bank (5.1 positives a label) 0.7539 / 0.4083 at
+  samples (0.7974 / 0.4177 / 0.2580 without), for 8.2 s of prediction instead of 5.2.
+  Measured on DebianDeps' final network (test P@1 / P@5; alone 0.7475 / 0.4041, whole bank at 0.7
+  0.7613 / 0.4130): half the bank (5.1 positives a label) 0.7539 / 0.4083 at
   0.3 and 0.7585 / 0.4039 at 0.7; a quarter (2.6) 0.7534 / 0.4057 at 0.3 and 0.7522 / 0.3936 at
   0.7. On a generated bag of item ids (100,000 samples, 50,000 labels, 6.4 positives a label; the
   recipe's network under 90 s alone 0.4780 / 0.1454): 65,536 of them (4.2 a label) at 0.3

@@ -15,8 +15,8 @@ from slidepy.data import write_dataset
 from slidepy.errors import ConfigError
 from slidepy.rundir import checkpoint_path
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
-from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BANK_COST_RATIO, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN, EXACT_LABELS, HIDDEN,
-                            MAX_BANK_FLOATS, MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
+from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BANK_COST_RATIO, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN,
+                            EXACT_LABELS, HIDDEN, MAX_BANK_FLOATS, MIN_VOTES, NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL,
                             REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL, REBUILD_SHARE, TARGET_STEPS, auto_config,
                             describe, dropout_for, input_scale, learning_rate,
                             neighbours_for, output_budget, parse_duration, passes_in_budget, rebuild_max_interval,
