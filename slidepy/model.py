@@ -327,9 +327,9 @@ class Model:
             leaf_scores = {}  # {cost: the slice's leaf scores (B, K)}, each C's scored once as the climb goes
 
             def choose() -> tuple[tuple[float, float, int], dict]:
-                for c in fitted:  # in fitting order: choose_blend takes the first C as the default's
+                for c, leaves in fitted.items():  # in fitting order: choose_blend takes the first C as the default's
                     if c not in leaf_scores:
-                        leaf_scores[c] = score_leaves(fitted[c], validation, slice_rows, ids)
+                        leaf_scores[c] = score_leaves(leaves, validation, slice_rows, ids)
                 return choose_blend(ids, log_scores, leaf_scores, validation.y_indptr, validation.y_indices, depths)
 
             (cost, share, depth), self.share_scores = choose()
