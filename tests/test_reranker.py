@@ -348,6 +348,25 @@ def test_leaves_fitted_in_small_blocks_of_labels_are_the_same_leaves(monkeypatch
             np.testing.assert_array_equal(a, b)
 
 
+def test_gathered_rows_are_the_rows_in_their_order():
+    """gather_rows copies a label's training rows (repeats and empty rows too) into a local CSR."""
+    rng = np.random.default_rng(4)
+    data, dense = random_set(rng, 30, 10, 4, zero_rows=(3, 7))
+    scales = rng.random(30).astype(np.float32)
+    rows = np.array([7, 0, 3, 3, 29, 12], np.int64)
+    span = int(np.diff(data.x_indptr)[rows].sum())
+    indptr, indices = np.zeros(len(rows) + 1, np.int64), np.zeros(span, np.int32)
+    values, local_scales = np.zeros(span, np.float32), np.zeros(len(rows), np.float32)
+    reranker.gather_rows(rows, data.x_indptr, data.x_indices, data.x_values, scales, indptr, indices, values,
+                         local_scales)
+    for i, r in enumerate(rows):
+        lo, hi = data.x_indptr[r], data.x_indptr[r + 1]
+        assert indices[indptr[i]:indptr[i + 1]].tolist() == data.x_indices[lo:hi].tolist()
+        np.testing.assert_array_equal(values[indptr[i]:indptr[i + 1]], dense[r][dense[r] != 0])
+    np.testing.assert_array_equal(local_scales, scales[rows])
+    assert indptr[-1] == span
+
+
 def test_pruning_keeps_the_large_weights_and_the_bias():
     rng = np.random.default_rng(2)
     data, _ = random_set(rng, 60, 15, 5)
