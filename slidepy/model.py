@@ -28,7 +28,7 @@ from .metrics import evaluate_topk
 from .neighbours import build_bank
 from .reranker import (COST, COSTS, DEPTHS, RANDOM_STREAM, RANKING_SHARE, SHORTLIST_STREAM, WEIGHT, Leaves,
                        choose_blend, confusion_depth, fit_leaves, random_negatives, random_negatives_per_label,
-                       rerank_top, score_leaves, shortlist_plan, training_rows)
+                       rerank_top, score_leaves, shortlist_plan, training_pairs, training_rows)
 from .rng import generator
 
 # rng.generator key of the fixed evaluation subset (the epoch order uses the epoch number).
@@ -313,10 +313,11 @@ class Model:
             train = train.subset(training_rows(train.n_samples, held_out))
         shortlist = min(self.config.model.reranker.shortlist, self.engine.n_labels)
         rows, shortlists, negatives = self.leaf_training_set(train)
+        pairs = training_pairs(shortlists, train.y_indptr, train.y_indices, self.engine.n_labels, negatives, rows)
 
-        def fit(cost: float) -> Leaves:
+        def fit(cost: float) -> Leaves:  # each C of the climb on the same pairs
             return fit_leaves(train, shortlists, self.engine.step, rows=rows, n_labels=self.engine.n_labels,
-                              negatives=negatives, cost=cost)
+                              negatives=negatives, cost=cost, pairs=pairs)
 
         fitted = {COST: fit(COST)}
         self.share_scores = None

@@ -474,12 +474,14 @@ def gather_label_pairs(starts, buckets, indptr, pair_rows, positive):
 def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | None = None,
                n_labels: int | None = None, negatives: tuple[np.ndarray, np.ndarray] | None = None,
                cost: float = COST, threshold: float = PRUNE_THRESHOLD, tolerance: float = TOLERANCE,
-               max_passes: int = MAX_PASSES, threads: int | None = None) -> Leaves:
+               max_passes: int = MAX_PASSES, threads: int | None = None, pairs: tuple | None = None) -> Leaves:
     """Leaves for the N labels (n_labels, default `train`'s (a Dataset)), each trained on its
     positives, the samples whose shortlist of network picks holds it and its random `negatives`
     (labels, samples; random_negatives); the shortlists (R, K) int32 (-1 pads) are those of
     `train`'s samples `rows` (default all: R = B). `step` records which network's shortlists
-    they learnt from; the leaves re-rank as deep as the shortlists are long (K)."""
+    they learnt from; the leaves re-rank as deep as the shortlists are long (K). `pairs`:
+    training_pairs' output for these arguments, where a caller fits several Cs on them (built
+    here otherwise)."""
     b, n_features = train.n_samples, train.n_features
     owners = b if rows is None else len(rows)
     if shortlists.ndim != 2 or shortlists.shape[0] != owners:
@@ -489,8 +491,11 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
     if not cost > 0:
         raise ValueError(f"cost must be > 0, got {cost}")
     n_labels = int(max(n_labels or 0, train.n_labels, shortlists.max(initial=-1) + 1))
-    pair_indptr, pair_rows, positive = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels,
-                                                      negatives, rows)
+    if pairs is None:
+        pairs = training_pairs(shortlists, train.y_indptr, train.y_indices, n_labels, negatives, rows)
+    pair_indptr, pair_rows, positive = pairs
+    if pair_indptr.shape[0] != n_labels + 1:
+        raise ValueError(f"pairs are for {pair_indptr.shape[0] - 1} labels, the leaves for {n_labels}")
     scales = unit_scales(train)  # 1 / each row's norm (0 for an empty row, which has nothing to scale)
     row_nnz = np.diff(train.x_indptr)
     spans = np.zeros(n_labels, np.int64)  # each label's rows' non-zeros: its distinct features are at most these
@@ -511,15 +516,18 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
         out_weights = np.empty(out_indptr[-1], np.float32)
         lo, hi = pair_indptr[start], pair_indptr[end]
         fit_leaves_block(np.int64(end - start), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
-                         positive[lo:hi], spans[start:end], train.x_indptr, train.x_indices, train.x_values, scales, np.int64(n_features),
+                         positive[lo:hi], spans[start:end], train.x_indptr, train.x_indices, train.x_values, scales,
+                         np.int64(n_features),
                          out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
                          np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes),
                          np.int64(start))
-        keep = np.repeat(out_indptr[:-1], counts[start:end]) + _ranks(counts[start:end])
-        features = out_features[keep]
-        order = _feature_order(features, counts[start:end])
-        kept_features.append(features[order])
-        kept_weights.append(out_weights[keep][order])
+        block_indptr = np.zeros(end - start + 1, np.int64)
+        block_indptr[1:] = np.cumsum(counts[start:end])
+        features = np.empty(block_indptr[-1], np.int32)
+        weights = np.empty(block_indptr[-1], np.float32)
+        sort_kept(out_indptr, out_features, out_weights, counts[start:end], block_indptr, features, weights)
+        kept_features.append(features)
+        kept_weights.append(weights)
         start = end
     indptr = np.zeros(n_labels + 1, np.int64)
     indptr[1:] = np.cumsum(counts)
@@ -528,17 +536,19 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
                   int(shortlists.shape[1]), cost=float(cost))
 
 
-def _ranks(counts: np.ndarray) -> np.ndarray:
-    """0, 1, ..., counts[0] - 1, 0, 1, ..., counts[1] - 1, ...: each entry's place in its group."""
-    total = int(counts.sum())
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.arange(total, dtype=np.int64) - starts
-
-
-def _feature_order(features: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The order that sorts each label's kept features ascending (the bias, id F, last)."""
-    group = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
-    return np.lexsort((features, group))
+@njit(parallel=True, cache=True)
+def sort_kept(out_indptr, out_features, out_weights, counts, indptr, features, weights):
+    """Each label j's counts[j] kept (feature, weight) pairs from out_indptr[j] of fit_leaves_block's
+    output, into features / weights from indptr[j], the features ascending (the bias, id F, last).
+    A label's features are distinct, so the order is one. In parallel over labels: a label's
+    argsort allocates its order, once a label, outside the descent."""
+    for j in prange(counts.shape[0]):
+        lo = out_indptr[j]
+        order = np.argsort(out_features[lo:lo + counts[j]])
+        at = indptr[j]
+        for i in range(counts[j]):
+            features[at + i] = out_features[lo + order[i]]
+            weights[at + i] = out_weights[lo + order[i]]
 
 
 # -- the share --------------------------------------------------------------------------------------

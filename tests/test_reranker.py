@@ -367,6 +367,38 @@ def test_gathered_rows_are_the_rows_in_their_order():
     assert indptr[-1] == span
 
 
+def test_kept_weights_are_sorted_by_feature_within_each_label():
+    """sort_kept compacts each label's kept pairs (written in first-seen order, room to spare) and
+    sorts them by feature, as a stable NumPy sort of each label's slice would."""
+    rng = np.random.default_rng(5)
+    counts = np.array([3, 0, 5, 1], np.int64)
+    out_indptr = np.array([0, 6, 6, 12, 14], np.int64)  # room beyond each count holds junk
+    out_features = rng.permutation(40)[:14].astype(np.int32)
+    out_weights = rng.standard_normal(14).astype(np.float32)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    features, weights = np.zeros(indptr[-1], np.int32), np.zeros(indptr[-1], np.float32)
+    reranker.sort_kept(out_indptr, out_features, out_weights, counts, indptr, features, weights)
+    for j, n in enumerate(counts):
+        f, w = out_features[out_indptr[j]:out_indptr[j] + n], out_weights[out_indptr[j]:out_indptr[j] + n]
+        order = np.argsort(f, kind="stable")
+        assert features[indptr[j]:indptr[j + 1]].tolist() == f[order].tolist()
+        np.testing.assert_array_equal(weights[indptr[j]:indptr[j + 1]], w[order])
+
+
+def test_leaves_from_pairs_built_once_are_the_leaves():
+    """Model.fit_reranker builds the training pairs once for every C it fits: the same leaves."""
+    rng = np.random.default_rng(9)
+    data, _ = random_set(rng, 40, 12, 7)
+    short = random_shortlists(rng, 40, 7, 3)
+    pairs = training_pairs(short, data.y_indptr, data.y_indices, 7)
+    for cost in (1.0, 4.0):
+        want, got = fit_leaves(data, short, step=0, cost=cost), fit_leaves(data, short, step=0, cost=cost, pairs=pairs)
+        for a, b in zip(got[:3], want[:3]):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="pairs are for 7 labels"):
+        fit_leaves(data, short, step=0, n_labels=9, pairs=pairs)
+
+
 def test_pruning_keeps_the_large_weights_and_the_bias():
     rng = np.random.default_rng(2)
     data, _ = random_set(rng, 60, 15, 5)
