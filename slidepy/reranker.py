@@ -34,8 +34,9 @@ the network's ranking the leaves reach, on a held-out slice: validation_rows, ch
 comments at SHARES, DEPTHS and COSTS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
-`fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights) ->
-`fit_leaf` (one label's coordinate descent); `score_leaves` -> `score_leaves_rows` (parallel over
+`fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights and
+copy of a label's rows: `gather_rows`) -> `fit_leaf` (one label's coordinate descent), then
+`sort_kept` (parallel over labels: the kept weights by feature); `score_leaves` -> `score_leaves_rows` (parallel over
 thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf_row` (one
 sample's shortlist); `training_pairs` (a counting sort by label: `bucket_codes`) ->
 `sort_label_pairs` and `gather_label_pairs` (parallel over labels, each its own bucket).

@@ -1,14 +1,9 @@
-import glob, sys, time
+"""C = 1's leaves on a run's final network, timed and saved, to compare two builds: python same.py RUN TRAIN OUT.npz"""
+import sys, time
 import numpy as np
-from slidepy.data import load_dataset
-from slidepy.model import Model, training_rows
 from slidepy import reranker as R
-run, trp, out = sys.argv[1:4]
-tr = load_dataset(trp)
-model = Model.load(max(glob.glob(f"{run}/checkpoints/step-*.npz")))[0]
-held = R.validation_rows(tr, 0)
-train = tr.subset(training_rows(tr.n_samples, held))
-rows, sl, neg = model.leaf_training_set(train)
+from setup import network_and_leaf_set
+model, train, rows, sl, neg, _ = network_and_leaf_set(*sys.argv[1:3])
 t = time.perf_counter(); lv = R.fit_leaves(train, sl, 0, rows=rows, n_labels=model.engine.n_labels, negatives=neg, cost=1.0)
 print("fit", round(time.perf_counter() - t, 1), flush=True)
-np.savez(out, indptr=lv.indptr, features=lv.features, weights=lv.weights)
+np.savez(sys.argv[3], indptr=lv.indptr, features=lv.features, weights=lv.weights)
