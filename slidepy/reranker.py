@@ -35,11 +35,12 @@ comments at SHARES, DEPTHS and COSTS.)
 
 Tiers: `fit_leaves` (Python: the shortlists' (label, sample) pairs, blocks of labels) ->
 `fit_leaves_block` (parallel over thread chunks of labels, each with its own (F + 1,) weights and
-copy of a label's rows: `gather_rows`) -> `fit_leaf` (one label's coordinate descent), then
-`sort_kept` (parallel over labels: the kept weights by feature); `score_leaves` -> `score_leaves_rows` (parallel over
-thread chunks of samples, each with its own (F + 1,) scratch row) -> `score_leaf_row` (one
-sample's shortlist); `training_pairs` (a counting sort by label: `bucket_codes`) ->
-`sort_label_pairs` and `gather_label_pairs` (parallel over labels, each its own bucket).
+copy of a label's rows: `gather_rows`) -> `fit_leaf` (one label's coordinate descent) and
+`keep_weights` (its pruning), then `sort_kept` (parallel over labels: the kept weights by
+feature); `score_leaves` -> `score_leaves_rows` (parallel over thread chunks of samples, each with
+its own (F + 1,) scratch row) -> `score_leaf_row` (one sample's shortlist); `training_pairs` (a
+counting sort by label: `bucket_codes`) -> `sort_label_pairs` and `gather_label_pairs` (parallel
+over labels, each its own bucket).
 
 Shapes: B samples, F input features, N labels, K labels shortlisted per sample (the leaves
 train against CONFUSION_DEPTH x model.reranker.shortlist, re-rank Leaves.depth), P (label,
@@ -153,6 +154,11 @@ TOLERANCE = 0.1  # coordinate descent stops when no projected gradient is larger
 # ids P@1 0.622 against 0.589, and they fitted in a fifth less time (2026-12-07, same networks).
 MAX_PASSES = 20
 BLOCK_SLOTS = 1 << 23  # about the weight slots a block of labels fits at once (its buffers: 8 bytes each)
+# A label whose rows hold at most GATHER_SLOTS non-zeros is fitted over its own copy of them
+# (fit_leaves_block); a frequent label with more trains over the training set's rows in place, so
+# that a thread's copy stays at 16 MB however common a label is (a label in half of a million
+# 100-non-zero rows would need 400 MB a thread).
+GATHER_SLOTS = 1 << 21
 BIAS_VALUE = 1.0  # the constant feature, as PECOS' bias=1.0
 # Shortlists (the leaves' negatives) of at most SHORTLIST_SAMPLES training samples, drawn at
 # random; every sample still gives its positives. A leaf needs negatives in proportion to its
@@ -304,10 +310,33 @@ def gather_rows(rows, x_indptr, x_indices, x_values, scales, local_indptr, local
         local_scales[i] = scales[r]
 
 
+@njit(cache=True, **INTERNAL)
+def keep_weights(rows, moved, x_indptr, x_indices, w, seen, label, threshold, out_features, out_weights, at):
+    """Write the weights of w above `threshold` from out_features / out_weights[at] on, resetting w
+    to zero for the next label as they are read; returns where the bias goes. Only the features of
+    the samples whose alpha moved (fit_leaf's `moved`) can be non-zero: most negatives never move.
+    seen (F,) marks the features read for `label` already."""
+    for i in range(rows.shape[0]):
+        if not moved[i]:
+            continue
+        r = rows[i]
+        for p in range(x_indptr[r], x_indptr[r + 1]):
+            f = x_indices[p]
+            if seen[f] == label:
+                continue
+            seen[f] = label
+            if abs(w[f]) > threshold:
+                out_features[at] = f
+                out_weights[at] = w[f]
+                at += 1
+            w[f] = 0.0
+    return at
+
+
 @njit(parallel=True, cache=True)
 def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, pair_spans, x_indptr, x_indices, x_values,
                      scales, n_features, out_indptr, out_features, out_weights, out_counts, n_chunks, cost, threshold,
-                     tolerance, max_passes, first_label):
+                     tolerance, max_passes, first_label, gather_slots):
     """Fit the leaves of a block of n_block labels (local index j): label j trains on
     pair_rows[pair_indptr[j]:pair_indptr[j + 1]] (ascending samples; pair_positive marks its
     positives; pair_spans[j] their non-zeros) and writes its kept weights from out_indptr[j] (room
@@ -315,17 +344,18 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, pair_spans,
     chunk c takes labels c, c + n_chunks, ...: a label's cost is its pairs, and neighbouring labels'
     are alike.
 
-    Each label's rows are first copied into the chunk's own contiguous CSR (gather_rows): the
-    descent passes over them up to max_passes times, and a copy near the core serves those passes
-    where the training set's rows, scattered through memory, would not. Only the features of the
-    samples whose alpha moved are then read back for the pruning: most random negatives never move.
-    Both together took the leaves of a generated 400,000-sample set (13,000 labels, 24 million
+    Each label's rows are first copied into the chunk's own contiguous CSR (gather_rows; where they
+    hold at most gather_slots non-zeros): the descent passes over them up to max_passes times, and a copy near
+    the core serves those passes where the training set's rows, scattered through memory, would
+    not. Only the features of the samples whose alpha moved are then read back for the pruning
+    (keep_weights). Both together took the leaves of a generated 400,000-sample set (13,000 labels, 24 million
     pairs) from 52-58 s to 37-38 s at C = 1, the same leaves to the bit."""
     most = 0
     widest = 0
     for j in range(n_block):
         most = max(most, pair_indptr[j + 1] - pair_indptr[j])
-        widest = max(widest, pair_spans[j])
+        if pair_spans[j] <= gather_slots:
+            widest = max(widest, pair_spans[j])
     for c in prange(n_chunks):
         w = np.zeros(n_features + 1, np.float32)
         seen = np.full(n_features, -1, np.int64)
@@ -341,26 +371,18 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, pair_spans,
         for j in range(c, n_block, n_chunks):
             lo, hi = pair_indptr[j], pair_indptr[j + 1]
             n = hi - lo
-            gather_rows(pair_rows[lo:hi], x_indptr, x_indices, x_values, scales, local_indptr, local_indices,
-                        local_values, local_scales)
-            fit_leaf(local_rows[:n], pair_positive[lo:hi], local_indptr, local_indices, local_values, local_scales, w,
-                     alpha, diag, active, moved, cost, tolerance, max_passes, first_label + j)
-            # keep the weights above the threshold, resetting w for the next label as they are read:
-            # only the features of samples whose alpha moved can be non-zero (most negatives never move)
-            at = out_indptr[j]
-            for i in range(n):
-                if not moved[i]:
-                    continue
-                for p in range(local_indptr[i], local_indptr[i + 1]):
-                    f = local_indices[p]
-                    if seen[f] == j:
-                        continue
-                    seen[f] = j
-                    if abs(w[f]) > threshold:
-                        out_features[at] = f
-                        out_weights[at] = w[f]
-                        at += 1
-                    w[f] = 0.0
+            if pair_spans[j] <= gather_slots:
+                gather_rows(pair_rows[lo:hi], x_indptr, x_indices, x_values, scales, local_indptr, local_indices,
+                            local_values, local_scales)
+                fit_leaf(local_rows[:n], pair_positive[lo:hi], local_indptr, local_indices, local_values,
+                         local_scales, w, alpha, diag, active, moved, cost, tolerance, max_passes, first_label + j)
+                at = keep_weights(local_rows[:n], moved, local_indptr, local_indices, w, seen, j, threshold,
+                                  out_features, out_weights, out_indptr[j])
+            else:
+                fit_leaf(pair_rows[lo:hi], pair_positive[lo:hi], x_indptr, x_indices, x_values, scales, w, alpha,
+                         diag, active, moved, cost, tolerance, max_passes, first_label + j)
+                at = keep_weights(pair_rows[lo:hi], moved, x_indptr, x_indices, w, seen, j, threshold, out_features,
+                                  out_weights, out_indptr[j])
             out_features[at] = n_features
             out_weights[at] = w[n_features]
             w[n_features] = 0.0
@@ -518,10 +540,9 @@ def fit_leaves(train, shortlists: np.ndarray, step: int, *, rows: np.ndarray | N
         lo, hi = pair_indptr[start], pair_indptr[end]
         fit_leaves_block(np.int64(end - start), pair_indptr[start:end + 1] - lo, pair_rows[lo:hi],
                          positive[lo:hi], spans[start:end], train.x_indptr, train.x_indices, train.x_values, scales,
-                         np.int64(n_features),
-                         out_indptr, out_features, out_weights, counts[start:end], np.int64(n_chunks),
-                         np.float64(cost), np.float64(threshold), np.float64(tolerance), np.int64(max_passes),
-                         np.int64(start))
+                         np.int64(n_features), out_indptr, out_features, out_weights, counts[start:end],
+                         np.int64(n_chunks), np.float64(cost), np.float64(threshold), np.float64(tolerance),
+                         np.int64(max_passes), np.int64(start), np.int64(GATHER_SLOTS))
         block_indptr = np.zeros(end - start + 1, np.int64)
         block_indptr[1:] = np.cumsum(counts[start:end])
         features = np.empty(block_indptr[-1], np.int32)

@@ -367,6 +367,23 @@ def test_gathered_rows_are_the_rows_in_their_order():
     assert indptr[-1] == span
 
 
+def test_labels_past_the_gather_cap_train_in_place_to_the_same_leaves(monkeypatch):
+    """A label whose rows hold more than GATHER_SLOTS non-zeros trains over the training set's rows
+    in place, not over a copy: the same leaves, whichever labels pass the cap."""
+    rng = np.random.default_rng(6)
+    data, _ = random_set(rng, 60, 14, 8)
+    short = random_shortlists(rng, 60, 8, 3)
+    copied = fit_leaves(data, short, step=0, threshold=0.0)
+    indptr, rows, _ = training_pairs(short, data.y_indptr, data.y_indices, 8)
+    spans = np.add.reduceat(np.diff(data.x_indptr)[rows], indptr[:-1])
+    assert spans.min() < np.median(spans) < spans.max()
+    for slots in (0, int(np.median(spans))):  # none copied; the half with fewer non-zeros
+        monkeypatch.setattr(reranker, "GATHER_SLOTS", slots)
+        in_place = fit_leaves(data, short, step=0, threshold=0.0)
+        for a, b in zip(in_place[:3], copied[:3]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_kept_weights_are_sorted_by_feature_within_each_label():
     """sort_kept compacts each label's kept pairs (written in first-seen order, room to spare) and
     sorts them by feature, as a stable NumPy sort of each label's slice would."""
