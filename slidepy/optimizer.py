@@ -114,6 +114,17 @@ def adam_update_gathered(param, m, v, touched, rows, grads, lr_t, beta1, beta2, 
         touched[row] = 0
 
 
+@njit(cache=True, **INTERNAL)
+def record_chunk(rows, t, n_chunks, n_ids):
+    """(first, end, lo, hi): chunk t of group_records owns rows[first:end] and the row ids [lo, hi),
+    from its first row up to the next chunk's first (the first chunk from 0, the last to n_ids)."""
+    n_rows = rows.shape[0]
+    first, end = t * n_rows // n_chunks, (t + 1) * n_rows // n_chunks
+    lo = 0 if t == 0 else rows[first]
+    hi = n_ids if t == n_chunks - 1 else rows[end]
+    return first, end, lo, hi
+
+
 @njit(parallel=True, cache=True)
 def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_pos, sorted_g, n_chunks):
     """Counting sort of the output layer's gradient records (network.OutputRecords) by row.
@@ -144,9 +155,7 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
         n_records += counts[b]
     for chunk in prange(n_chunks):
         t = np.int64(chunk)  # parfors type the index unsigned
-        first, end = t * n_rows // n_chunks, (t + 1) * n_rows // n_chunks
-        lo = 0 if t == 0 else rows[first]
-        hi = n_ids if t == n_chunks - 1 else rows[end]
+        first, end, lo, hi = record_chunk(rows, t, n_chunks, n_ids)
         for b in range(counts.shape[0]):
             for c in range(counts[b]):
                 n = rec_rows[b, c]
@@ -165,9 +174,7 @@ def group_records(rows, counts, rec_rows, rec_grads, cursor, row_start, sorted_p
         return -1
     for chunk in prange(n_chunks):
         t = np.int64(chunk)
-        first, end = t * n_rows // n_chunks, (t + 1) * n_rows // n_chunks
-        lo = 0 if t == 0 else rows[first]
-        hi = n_ids if t == n_chunks - 1 else rows[end]
+        first, end, lo, hi = record_chunk(rows, t, n_chunks, n_ids)
         total = totals[t]
         for r in range(first, end):
             row_start[r] = total
