@@ -72,7 +72,15 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
   (At 120 s on DebianDeps 2e-3 decayed matched a constant 1e-3: 0.7278 vs 0.7273.)
 * Length: without a time budget, TARGET_STEPS optimizer steps rounded up to whole epochs, within
   [1, MAX_EPOCHS] epochs. On DebianDeps P@1 peaked after ~3,000-5,000 steps and then slowly fell
-  (over-fitting) while P@5 still rose. With a time budget, training stops when it is spent, and
+  (over-fitting) while P@5 still rose. Where every label is scored (`all`), at most
+  MAX_EXACT_EPOCHS: the exact softmax moves every output row at every step, where a sampled layer
+  moves a row only in the steps that pick it, so its rows reach in fewer passes what a sampled
+  layer's reach in more. Bibtex and Delicious (both `all`, 20 passes by the steps' rule) scored
+  the same after 10 as after 20 within a seed's spread, in about half the steps' time (test P@1 /
+  P@5, means of seeds 0, 1, 2, leaves and votes on; bench/measured-2026-12-08/exact-passes/):
+  Bibtex 0.6577 / 0.2999 against 0.6555 / 0.2988, Delicious 0.6918 / 0.5903 against 0.6935 /
+  0.5926. Fewer passes lost more (Delicious after 5, seeds 0 and 1: 0.6829 / 0.5809).
+  With a time budget, training stops when it is spent, and
   the passes that the rules above follow are the ones the budget allows: the CLI first trains a
   throwaway copy of the network for a moment (calibrate.py) and the recipe counts the passes at
   that rate, less REBUILD_SHARE for the rebuilds, which the trial leaves out
@@ -198,6 +206,7 @@ BLAS_ADVANTAGE = 4.0
 REBUILD_INTERVAL_LIMIT = 2000  # configs/amazon670k.yaml's cap: an index older than that goes stale
 ASSIGN_MACS_PER_STEP = 1 << 33
 MAX_EPOCHS = 20
+MAX_EXACT_EPOCHS = 10  # where the output layer is `all` (planned_passes)
 EVALS_PER_RUN = 10
 EVAL_SUBSET = 2000
 EVAL_SHARE = 0.1  # of the training seconds, at most, for the evaluations along the run
@@ -296,6 +305,14 @@ def first_rebuild_interval(planned_steps: int, cost_in_steps: float, max_interva
     while first < most and share(first) > REBUILD_SHARE:
         first = math.ceil(first * 1.25)
     return max(REBUILD_INTERVAL, min(first, most))
+
+
+def planned_passes(steps_per_epoch: int, exact: bool) -> int:
+    """Passes without a time budget: TARGET_STEPS steps rounded up to whole passes, within [1,
+    MAX_EPOCHS], or within [1, MAX_EXACT_EPOCHS] where every output row is trained each step
+    (`exact`: the `all` output layer; see the module doc)."""
+    cap = MAX_EXACT_EPOCHS if exact else MAX_EPOCHS
+    return int(min(cap, max(1, math.ceil(TARGET_STEPS / steps_per_epoch))))
 
 
 def passes_in_budget(time_budget_s: float, samples_per_second: float, n_samples: int) -> float:
@@ -410,7 +427,7 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
                                       "max_interval": rebuild_max_interval(n, budget, train.nnz / max(1, b)),
                                       "refresh_every": 20, "spread_steps": rebuild_spread(n, budget)}}}
     steps_per_epoch = max(1, math.ceil(b / BATCH))
-    passes = int(min(MAX_EPOCHS, max(1, math.ceil(TARGET_STEPS / steps_per_epoch))))
+    passes = planned_passes(steps_per_epoch, exact=output["mode"] == "all")
     if time_budget_s is None:
         epochs, planned_steps = passes, passes * steps_per_epoch
     elif samples_per_second is None:  # no trial (a dry run): about the steps' plan, whatever the budget
