@@ -190,8 +190,19 @@ SHORTLIST_STREAM = 0x52524B  # "RRK": the random stream that draws them (rng.py)
 # positives a label) P@5 rose from 0.835 at 128 a label to 0.857 at 512 and 0.863 at 1,024 (share
 # 0.9; PECOS 0.890); Bibtex (73 a label, 1,169 drawn) and Delicious (250, 4,006) held level within
 # 0.35 points at their share, 0.1 (bench/measured-2026-12-07/depth/).
+# The multiple is capped at RANDOM_SHARE of the training samples (RANDOM_NEGATIVES stays): a leaf's
+# background is then a sample of thousands, and more of it changed no ranking while its cost grew
+# with it. Where the cap bites, a label's mean positives pass RANDOM_SHARE / NEGATIVES_PER_POSITIVE of
+# the samples (N < 256 x the labels a sample): few labels, many a sample. Delicious (250 positives a
+# label, 4,006 drawn of 12,920 samples -> 807), its recipe's network, test P@1 / P@3 / P@5: 0.6945 /
+# 0.6352 / 0.5899 -> 0.6920 / 0.6359 / 0.5898 for 3.9 -> 2.4 s of the leaves' stage (1,024 a
+# label: 0.6948 / 0.6367 / 0.5896, 256: 0.6958 / 0.6356 / 0.5896); Bibtex's config (1,169 -> 305),
+# seeds 0 / 1: 0.6449 / 0.2981 -> 0.6449 / 0.2979 and 0.6501 / 0.2960 -> 0.6497 / 0.2949 (P@1 / P@5)
+# for 0.35-0.40 -> 0.23 s (bench/measured-2026-12-08/background-share/). The many-tags shape (559 a
+# label by RANDOM_PAIRS, of 50,000 samples) is under it.
 RANDOM_NEGATIVES = 128
 NEGATIVES_PER_POSITIVE = 16
+RANDOM_SHARE = 1 / 16
 RANDOM_PAIRS = 1 << 24  # at most this many random (label, sample) pairs in all: fewer a label past 2^24 / wanted labels
 RANDOM_STREAM = 0x52524E  # "RRN": the random stream that draws them
 
@@ -418,9 +429,10 @@ def random_negatives(n_labels: int, rows: np.ndarray, per_label: int, draw: np.r
 
 def random_negatives_per_label(n_labels: int, n_rows: int, n_positives: int = 0) -> int:
     """RANDOM_NEGATIVES a label, or NEGATIVES_PER_POSITIVE times the mean of the `n_positives`
-    (label, sample) pairs a label where that is more; fewer where N x that passes RANDOM_PAIRS, and
-    never more than the samples there are."""
-    wanted = max(RANDOM_NEGATIVES, round(NEGATIVES_PER_POSITIVE * n_positives / max(1, n_labels)))
+    (label, sample) pairs a label where that is more, up to RANDOM_SHARE of the `n_rows`; fewer
+    where N x that passes RANDOM_PAIRS, and never more than the samples there are."""
+    scaled = min(round(NEGATIVES_PER_POSITIVE * n_positives / max(1, n_labels)), int(RANDOM_SHARE * n_rows))
+    wanted = max(RANDOM_NEGATIVES, scaled)
     return int(min(wanted, RANDOM_PAIRS // max(1, n_labels), n_rows))
 
 

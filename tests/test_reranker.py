@@ -122,7 +122,11 @@ def test_random_negatives_per_label_keep_to_their_caps():
     assert random_negatives_per_label(1000, 10**6, 38 * 1000) == 38 * reranker.NEGATIVES_PER_POSITIVE
     assert random_negatives_per_label(1000, 10**6, 4 * 1000) == reranker.RANDOM_NEGATIVES
     assert random_negatives_per_label(30_000, 10**6, 38 * 30_000) == reranker.RANDOM_PAIRS // 30_000
-    assert random_negatives_per_label(1000, 300, 38 * 1000) == 300
+    # ... and at most RANDOM_SHARE of the samples, but never under RANDOM_NEGATIVES: Delicious'
+    # shape (983 labels, 250 positives a label, 12,920 samples) draws 807, not 4,006
+    assert random_negatives_per_label(983, 12_920, 250 * 983) == int(12_920 * reranker.RANDOM_SHARE) == 807
+    assert random_negatives_per_label(1000, 300, 38 * 1000) == reranker.RANDOM_NEGATIVES
+    assert random_negatives_per_label(20_000, 50_000, 38 * 20_000) == 38 * reranker.NEGATIVES_PER_POSITIVE  # under it
 
 
 def rows_set(n, rng, n_features=400, nnz=2):
