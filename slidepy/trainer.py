@@ -370,6 +370,8 @@ class Trainer:
             return False
         self._bar.set_description_str("fitting the re-ranking leaves")
         try:
+            with said_if_slow("compiling the re-ranking leaves' kernels (first run only)", self.progress):
+                compiled = self.model.compile_reranker(self.train_data, self.held_out)
             seconds = self.model.fit_reranker(self.train_data, self.held_out)
         finally:
             self._bar.set_description_str("")
@@ -377,7 +379,8 @@ class Trainer:
         scores = {}  # {cost: {depth: {share: held-out mean P@k}}}
         for (cost, share, depth), score in (chosen or {}).items():
             scores.setdefault(f"{cost:g}", {}).setdefault(str(depth), {})[f"{share:g}"] = round(score, 5)
-        self._record("reranker", reranker_seconds=round(seconds, 3), reranker_weights=int(leaves.weights.shape[0]),
+        self._record("reranker", reranker_seconds=round(seconds, 3), reranker_compile_seconds=round(compiled, 3),
+                     reranker_weights=int(leaves.weights.shape[0]),
                      reranker_share=leaves.share, reranker_depth=leaves.depth, reranker_cost=leaves.cost,
                      **({"reranker_held_out": int(self.held_out.shape[0]), "reranker_share_scores": scores}
                         if chosen else {}))

@@ -707,6 +707,77 @@ def test_auto_chooses_the_share_on_samples_the_network_never_saw(sliced_config, 
     assert json.loads(result.output.strip().splitlines()[-1])["P@1"] == pytest.approx(final["P@1"])
 
 
+def test_a_run_compiles_the_leaves_on_a_few_samples_before_it_times_their_fit(sliced_config, tmp_path,
+                                                                           monkeypatch, one_thread):
+    """Before the fit it times, a run fits the leaves on the first COMPILE_SAMPLES samples, a
+    quarter of them held out where the run holds a slice out, and throws them away
+    (Model.compile_reranker): their kernels compile there, and the record keeps the two apart."""
+    import slidepy.model as model_module
+
+    calls = []
+    fit = Model.fit_reranker
+
+    def spied(self, train, held_out=None):
+        calls.append((train.n_samples, None if held_out is None else held_out.tolist()))
+        return fit(self, train, held_out)
+
+    monkeypatch.setattr(Model, "fit_reranker", spied)
+    trainer = Trainer(load_config(sliced_config), progress=False)
+    trainer.fit()
+    n = model_module.COMPILE_SAMPLES
+    assert calls == [(n, list(range(n - n // 4, n))), (trainer.train_data.n_samples, trainer.held_out.tolist())]
+    fitted = next(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+                  if '"reranker"' in line)
+    assert fitted["reranker_compile_seconds"] >= 0 and fitted["reranker_seconds"] > 0
+    # the throwaway fit leaves the model's leaves and "auto"'s scores as they were
+    leaves, scores = trainer.model.leaves, trainer.model.share_scores
+    assert trainer.model.compile_reranker(trainer.train_data, trainer.held_out) >= 0
+    assert trainer.model.leaves is leaves and trainer.model.share_scores is scores
+
+
+_COMPILES_IN_THE_FIT = """
+import json, sys
+import numba
+from slidepy import Trainer, load_config, reranker
+from slidepy.model import Model
+
+reranker.MIN_VALIDATION, reranker.VALIDATION_SHARE, reranker.MAX_VALIDATION_SHARE = 50, 0.1, 0.1
+compiled, fit = [], Model.fit_reranker
+
+class Listener(numba.core.event.Listener):
+    def on_start(self, event):
+        compiled.append(event.data["dispatcher"].py_func.__module__ + "." + event.data["dispatcher"].py_func.__name__)
+    def on_end(self, event):
+        pass
+
+def spied(self, train, held_out=None):  # the timed fit: the one on the whole training set
+    if train.n_samples <= 64:
+        return fit(self, train, held_out)
+    with numba.core.event.install_listener("numba:compile", Listener()):
+        return fit(self, train, held_out)
+
+Model.fit_reranker = spied
+Trainer(load_config(json.loads(sys.argv[1])), progress=False).fit()
+print(json.dumps(compiled))
+"""
+
+
+@pytest.mark.slow
+def test_the_timed_fit_compiles_nothing_in_a_fresh_process(sliced_config, tmp_path):
+    """In a process of its own, with a numba cache of its own (nothing compiled yet), the fit a
+    run times compiles none of slidepy's kernels: compile_reranker compiled them all first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"), "NUMBA_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _COMPILES_IN_THE_FIT, json.dumps(sliced_config)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [name for name in compiled if name.startswith("slidepy.")] == []
+
+
 @pytest.mark.parametrize("ranking_share", [0.0, 1.01])
 def test_auto_tries_the_other_cs_only_where_the_leaves_carry_the_ranking(sliced_config, monkeypatch, one_thread,
                                                                           ranking_share):
@@ -715,9 +786,15 @@ def test_auto_tries_the_other_cs_only_where_the_leaves_carry_the_ranking(sliced_
     import slidepy.model as model_module
 
     monkeypatch.setattr(model_module, "RANKING_SHARE", ranking_share)
-    costs = []
+    costs = []  # the Cs of the fits on the training set (not compile_reranker's on a few samples)
     fit = model_module.fit_leaves
-    monkeypatch.setattr(model_module, "fit_leaves", lambda *a, **kw: costs.append(kw["cost"]) or fit(*a, **kw))
+
+    def counted(train, *args, **kwargs):
+        if train.n_samples > model_module.COMPILE_SAMPLES:
+            costs.append(kwargs["cost"])
+        return fit(train, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "fit_leaves", counted)
     trainer = Trainer(load_config(sliced_config), progress=False)
     trainer.fit()
     chosen = trainer.model.leaves.cost
