@@ -73,13 +73,16 @@ can be repeated and edited (`slidepy train --config RUN/config.yaml`).
 * Length: without a time budget, TARGET_STEPS optimizer steps rounded up to whole epochs, within
   [1, MAX_EPOCHS] epochs. On DebianDeps P@1 peaked after ~3,000-5,000 steps and then slowly fell
   (over-fitting) while P@5 still rose. Where every label is scored (`all`), at most
-  MAX_EXACT_EPOCHS: the exact softmax moves every output row at every step, where a sampled layer
-  moves a row only in the steps that pick it, so its rows reach in fewer passes what a sampled
-  layer's reach in more. Bibtex and Delicious (both `all`, 20 passes by the steps' rule) scored
-  the same after 10 as after 20 within a seed's spread, in about half the steps' time (test P@1 /
-  P@5, means of seeds 0, 1, 2, leaves and votes on; bench/measured-2026-12-08/exact-passes/):
-  Bibtex 0.6577 / 0.2999 against 0.6555 / 0.2988, Delicious 0.6918 / 0.5903 against 0.6935 /
-  0.5926. Fewer passes lost more (Delicious after 5, seeds 0 and 1: 0.6829 / 0.5809).
+  MAX_EXACT_EPOCHS, at EXACT_LR: the exact softmax moves every output row at every step, where a
+  sampled layer moves a row only in the steps that pick it, so its rows reach in fewer, larger
+  steps what a sampled layer's reach in more. Bibtex and Delicious (both `all`, 20 passes at 0.002
+  by the rules for a sampled layer) scored the same after 10 passes as after 20 within a seed's
+  spread, and the same again or better after 5 at 0.006, in a quarter of the steps' time (test P@1
+  / P@5, means of seeds 0, 1, 2, leaves and votes on; bench/measured-2026-12-08/exact-passes/):
+  Bibtex 0.6555 / 0.2988 (20 passes), 0.6577 / 0.2999 (10), 0.6571 / 0.2991 (5 at 0.006);
+  Delicious 0.6935 / 0.5926, 0.6918 / 0.5903, 0.6981 / 0.5906. 5 passes at 0.002 lost (Delicious,
+  seeds 0 and 1: 0.6829 / 0.5809), at 0.004 and 0.008 less (0.6897 / 0.5892, 0.6890 / 0.5902;
+  Bibtex 0.6537 / 0.2989, 0.6531 / 0.2970). Bibtex's config had found 4 passes at 0.006 on its own.
   With a time budget, training stops when it is spent, and
   the passes that the rules above follow are the ones the budget allows: the CLI first trains a
   throwaway copy of the network for a moment (calibrate.py) and the recipe counts the passes at
@@ -206,7 +209,8 @@ BLAS_ADVANTAGE = 4.0
 REBUILD_INTERVAL_LIMIT = 2000  # configs/amazon670k.yaml's cap: an index older than that goes stale
 ASSIGN_MACS_PER_STEP = 1 << 33
 MAX_EPOCHS = 20
-MAX_EXACT_EPOCHS = 10  # where the output layer is `all` (planned_passes)
+MAX_EXACT_EPOCHS = 5  # where the output layer is `all` (planned_passes), at EXACT_LR
+EXACT_LR = 0.006
 EVALS_PER_RUN = 10
 EVAL_SUBSET = 2000
 EVAL_SHARE = 0.1  # of the training seconds, at most, for the evaluations along the run
@@ -327,11 +331,14 @@ def dropout_for(epochs: float) -> float:
     return round(MAX_DROPOUT * min(1.0, max(0.0, share)), 3)
 
 
-def learning_rate(passes: float) -> float:
-    """Adam's peak learning rate for a run of `passes` passes over the data (see the module doc)."""
+def learning_rate(passes: float, exact: bool = False) -> float:
+    """Adam's peak learning rate for a run of `passes` passes over the data, `exact` where every
+    output row is trained each step (the `all` output layer; see the module doc)."""
     if passes <= 1:
         return ONE_PASS_LR
-    return FEW_PASSES_LR if passes <= FEW_PASSES else LR
+    if passes <= FEW_PASSES:
+        return FEW_PASSES_LR
+    return EXACT_LR if exact and passes <= MAX_EXACT_EPOCHS else LR
 
 
 def input_scale(train: Dataset, passes: float) -> float:
@@ -446,7 +453,8 @@ def auto_config(train: Dataset, train_path: str, test_path: str | None, *, time_
                   "output": {"selection": output},
                   "loss": "softmax", "neighbours": neighbours_for(b, int(train.y_indices.shape[0]), n),
                   "reranker": {"weight": AUTO}},
-        "training": {"epochs": epochs, "batch_size": min(BATCH, b), "lr": learning_rate(passes), "lr_schedule": "linear",
+        "training": {"epochs": epochs, "batch_size": min(BATCH, b), "lr": learning_rate(passes, exact=output["mode"] == "all"),
+                     "lr_schedule": "linear",
                      "warmup_steps": warmup_steps(passes, planned_steps),
                      "optimizer": "adam", "time_budget_s": time_budget_s, "log_every": max(1, min(100, planned_steps // 50))},
         "eval": {"every": max(1, planned_steps // EVALS_PER_RUN), "subset": EVAL_SUBSET,

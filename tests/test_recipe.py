@@ -16,7 +16,7 @@ from slidepy.errors import ConfigError
 from slidepy.rundir import checkpoint_path
 from slidepy.clusters import FULL_ASSIGN_MACS, auto_clusters
 from slidepy.recipe import (ASSIGN_MACS_PER_STEP, BANK_COST_RATIO, BLAS_ADVANTAGE, EVAL_SHARE, EVALS_PER_RUN,
-                            EXACT_LABELS, HIDDEN, MAX_BANK_FLOATS, MAX_EPOCHS, MAX_EXACT_EPOCHS, MIN_VOTES,
+                            EXACT_LABELS, EXACT_LR, HIDDEN, MAX_BANK_FLOATS, MAX_EPOCHS, MAX_EXACT_EPOCHS, MIN_VOTES,
                             NEIGHBOUR_BANK_FLOATS, REBUILD_INTERVAL, REBUILD_INTERVAL_LIMIT, REBUILD_MAX_INTERVAL,
                             REBUILD_SHARE, TARGET_STEPS, auto_config, describe, dropout_for, input_scale, learning_rate,
                             neighbours_for, output_budget, parse_duration, passes_in_budget, planned_passes,
@@ -75,13 +75,13 @@ def _fake(n_samples, n_labels):
 def test_rules_follow_the_shape():
     small = auto_config(_fake(3000, 200), "tr.txt", "te.txt")
     assert small["model"]["output"]["selection"]["mode"] == "all"
-    assert small["training"]["epochs"] == MAX_EXACT_EPOCHS == 10  # 24 steps an epoch: the cap of an exact softmax
+    assert small["training"]["epochs"] == MAX_EXACT_EPOCHS == 5  # 24 steps an epoch: the cap of an exact softmax
     # a sampled output layer moves a row only in the steps that pick it: the same shape at more
     # labels than EXACT_LABELS takes the cap of MAX_EPOCHS passes
     sampled = auto_config(_fake(3000, EXACT_LABELS + 1), "tr.txt", "te.txt")
     assert sampled["model"]["output"]["selection"]["mode"] == "lsh" and sampled["training"]["epochs"] == MAX_EPOCHS == 20
-    assert planned_passes(24, exact=True) == 10 and planned_passes(24, exact=False) == 20
-    assert planned_passes(1000, exact=True) == planned_passes(1000, exact=False) == 5  # the steps' rule below both caps
+    assert planned_passes(24, exact=True) == 5 and planned_passes(24, exact=False) == 20
+    assert planned_passes(2000, exact=True) == planned_passes(2000, exact=False) == 3  # the steps' rule below both caps
     big = auto_config(_fake(64_000, EXACT_LABELS + 1), "tr.txt", None)
     sel = big["model"]["output"]["selection"]
     assert sel["mode"] == "lsh" and sel["lsh"]["family"] == "kmeans" and sel["budget"] == output_budget(EXACT_LABELS + 1)
@@ -92,12 +92,16 @@ def test_rules_follow_the_shape():
         load_config(cfg)  # every recipe is a valid config
         # checkpoints by training time, whatever the run's length or the network's size
         assert cfg["output"]["checkpoint_every"] == 0 and cfg["output"]["checkpoint_every_s"] == 600.0
-    assert small["model"]["dropout"] == 0.5 and big["model"]["dropout"] == 0.5  # 10 passes each
+    assert small["model"]["dropout"] == 0.5 and big["model"]["dropout"] == 0.5  # 5 and 10 passes
     one_pass = auto_config(_fake(700_000, EXACT_LABELS + 1), "tr.txt", None)  # 5,469 steps an epoch
     assert one_pass["training"]["epochs"] == 1 and one_pass["model"]["dropout"] == 0.0
     # the learning rate follows the passes: larger steps when each row is touched in few passes
     assert one_pass["training"]["lr"] == learning_rate(1) == 0.005
-    assert big["training"]["lr"] == small["training"]["lr"] == learning_rate(10) == 0.002
+    assert big["training"]["lr"] == learning_rate(10) == 0.002
+    # an exact softmax's few passes take the larger EXACT_LR: every row moves at every step
+    assert small["training"]["lr"] == learning_rate(5, exact=True) == EXACT_LR == 0.006
+    assert learning_rate(5) == learning_rate(6, exact=True) == 0.002  # a sampled layer; past the exact cap (a budget's)
+    assert learning_rate(2, exact=True) == learning_rate(2) and learning_rate(1, exact=True) == learning_rate(1)
     # ... and so does the warm-up: 2.5% of the planned steps of a single pass, else none
     assert one_pass["training"]["warmup_steps"] == round(0.025 * 5_469)
     assert big["training"]["warmup_steps"] == small["training"]["warmup_steps"] == 0
@@ -325,7 +329,7 @@ def test_a_time_budget_without_a_config_plans_by_the_trials_rate(tmp_path, monke
     # the trial ran the config as the run would (overrides applied) for its share of the budget
     (trial_cfg, seconds), = asked
     assert trial_cfg.training.threads == 1 and trial_cfg.training.seed == 7 and seconds == pytest.approx(0.1)
-    passes = passes_in_budget(2.0, 300.0, 1500)  # 0.36: one pass's settings, not the 10 passes' of the steps' plan
+    passes = passes_in_budget(2.0, 300.0, 1500)  # 0.36: one pass's settings, not the 5 passes' of the steps' plan
     assert "the budget allows about 0.4 passes" in result.output
     cfg = load_config(out / "config.yaml")
     assert cfg.training.lr == learning_rate(passes) == 0.005 and cfg.model.dropout == 0.0
