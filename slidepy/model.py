@@ -294,7 +294,7 @@ class Model:
         leaves = self.leaves
         return leaves if leaves is not None and leaves.step == self.engine.step else None
 
-    def fit_reranker(self, train: Dataset, held_out: np.ndarray | None = None) -> float:
+    def fit_reranker(self, train: Dataset, held_out: np.ndarray | None = None, indexed: bool | None = None) -> float:
         """Fit model.reranker's leaves on `train` against the network's own shortlists and samples
         drawn at random (leaf_training_set; slidepy/reranker.py). Their share is the config's, or
         for "auto" the one that re-ranks `train`'s `held_out` samples best, with how deep into the
@@ -302,7 +302,8 @@ class Model:
         reranker.validation_rows; the leaves and the votes then leave them out too), and where
         that share is at least reranker.RANKING_SHARE, the SVM's C of reranker.COSTS (a fit at
         each, climbing while each wins); else reranker.WEIGHT over the shortlist's length, at
-        reranker.COST. Returns the seconds."""
+        reranker.COST. `indexed`: whether the shortlists come through the LSH index, in place of
+        the plan's choice for `train` (leaf_training_set). Returns the seconds."""
         started = time.perf_counter()
         self.check_input_dims(train)
         if train.n_labels > self.engine.n_labels:  # leaves for labels the network cannot shortlist
@@ -313,7 +314,7 @@ class Model:
             validation = train.subset(held_out)
             train = train.subset(training_rows(train.n_samples, held_out))
         shortlist = min(self.config.model.reranker.shortlist, self.engine.n_labels)
-        rows, shortlists, negatives = self.leaf_training_set(train)
+        rows, shortlists, negatives = self.leaf_training_set(train, indexed)
         pairs = training_pairs(shortlists, train.y_indptr, train.y_indices, self.engine.n_labels, negatives, rows)
 
         def fit(cost: float) -> Leaves:  # each C of the climb on the same pairs
@@ -355,22 +356,32 @@ class Model:
         n = min(train.n_samples, COMPILE_SAMPLES)
         tiny = train.subset(np.arange(n, dtype=np.int64))
         sliced = None if held_out is None or n < 2 else np.arange(n - max(1, n // 4), n, dtype=np.int64)
+        # the shortlists' path (exact, or through the index) is the one the run's own fit will take
+        indexed = self.shortlist_plan(train.n_samples - (0 if held_out is None else held_out.shape[0]))[1]
         kept = self.leaves, self.share_scores
         try:
-            self.fit_reranker(tiny, sliced)
+            self.fit_reranker(tiny, sliced, indexed)
         finally:
             self.leaves, self.share_scores = kept
         return time.perf_counter() - started
 
-    def leaf_training_set(self, train: Dataset) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def shortlist_plan(self, n_samples: int) -> tuple[int, bool]:
+        """reranker.shortlist_plan for this network and a training set of `n_samples`: (how many
+        samples get a shortlist, whether through the LSH index)."""
+        indexed = self.engine.lsh[-1] is not None
+        return shortlist_plan(n_samples, self.engine.n_labels, self.engine.sizes[-1][0], indexed)
+
+    def leaf_training_set(self, train: Dataset, indexed: bool | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """(rows, shortlists, negatives): what model.reranker's leaves train against besides each
         label's positives in `train`. The network's top reranker.confusion_depth labels (R, K) of
         `train`'s samples `rows` (at most reranker.SHORTLIST_SAMPLES of them, drawn by the run's
-        seed; exact or through the LSH index: reranker.shortlist_plan), and (labels, samples) drawn
-        at random (reranker.random_negatives_per_label)."""
+        seed; exact or through the LSH index: shortlist_plan, or `indexed` where given), and
+        (labels, samples) drawn at random (reranker.random_negatives_per_label)."""
         n, seed = self.engine.n_labels, self.config.training.seed
         k = confusion_depth(min(self.config.model.reranker.shortlist, n), n)
-        n_rows, indexed = shortlist_plan(train.n_samples, n, self.engine.sizes[-1][0], self.engine.lsh[-1] is not None)
+        n_rows, planned = self.shortlist_plan(train.n_samples)
+        indexed = planned if indexed is None else indexed
         rows = np.arange(train.n_samples, dtype=np.int64)
         if n_rows < train.n_samples:
             rows = np.sort(generator(seed, SHORTLIST_STREAM).choice(train.n_samples, n_rows, replace=False))

@@ -711,21 +711,37 @@ def test_a_run_compiles_the_leaves_on_a_few_samples_before_it_times_their_fit(sl
                                                                            monkeypatch, one_thread):
     """Before the fit it times, a run fits the leaves on the first COMPILE_SAMPLES samples, a
     quarter of them held out where the run holds a slice out, and throws them away
-    (Model.compile_reranker): their kernels compile there, and the record keeps the two apart."""
+    (Model.compile_reranker): their kernels compile there, and the record keeps the two apart.
+    The few samples take their shortlists the way the run's own fit will: here the plan for the
+    run's training set says through the index, where that for 64 samples would say exact."""
     import slidepy.model as model_module
 
-    calls = []
-    fit = Model.fit_reranker
+    calls, shortlisted = [], []
+    fit, plan = Model.fit_reranker, model_module.shortlist_plan
 
-    def spied(self, train, held_out=None):
+    def spied(self, train, held_out=None, indexed=None):
         calls.append((train.n_samples, None if held_out is None else held_out.tolist()))
-        return fit(self, train, held_out)
+        return fit(self, train, held_out, indexed)
 
     monkeypatch.setattr(Model, "fit_reranker", spied)
+    monkeypatch.setattr(model_module, "shortlist_plan",
+                        lambda n, *args: (n, True) if n > model_module.COMPILE_SAMPLES else plan(n, *args))
     trainer = Trainer(load_config(sliced_config), progress=False)
+    predict = trainer.model.engine.predict
+
+    depth = reranker.confusion_depth(20, trainer.model.engine.n_labels)
+
+    def recorded(data, rows=None, **kwargs):
+        if kwargs.get("votes") is False and kwargs.get("k") == depth:  # the leaves' shortlists
+            shortlisted.append((rows.shape[0], kwargs["use_lsh"]))
+        return predict(data, rows, **kwargs)
+
+    monkeypatch.setattr(trainer.model.engine, "predict", recorded)
     trainer.fit()
-    n = model_module.COMPILE_SAMPLES
+    n, trained = model_module.COMPILE_SAMPLES, trainer.train_data.n_samples - trainer.held_out.shape[0]
     assert calls == [(n, list(range(n - n // 4, n))), (trainer.train_data.n_samples, trainer.held_out.tolist())]
+    assert plan(n - n // 4, trainer.model.engine.n_labels, 32, True) == (n - n // 4, False)  # 48 samples' own plan
+    assert shortlisted == [(n - n // 4, True), (trained, True)]
     fitted = next(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
                   if '"reranker"' in line)
     assert fitted["reranker_compile_seconds"] >= 0 and fitted["reranker_seconds"] > 0
@@ -750,11 +766,11 @@ class Listener(numba.core.event.Listener):
     def on_end(self, event):
         pass
 
-def spied(self, train, held_out=None):  # the timed fit: the one on the whole training set
+def spied(self, train, held_out=None, indexed=None):  # the timed fit: the one on the whole training set
     if train.n_samples <= 64:
-        return fit(self, train, held_out)
+        return fit(self, train, held_out, indexed)
     with numba.core.event.install_listener("numba:compile", Listener()):
-        return fit(self, train, held_out)
+        return fit(self, train, held_out, indexed)
 
 Model.fit_reranker = spied
 Trainer(load_config(json.loads(sys.argv[1])), progress=False).fit()
