@@ -728,7 +728,6 @@ def test_a_run_compiles_the_leaves_on_a_few_samples_before_it_times_their_fit(sl
                         lambda n, *args: (n, True) if n > model_module.COMPILE_SAMPLES else plan(n, *args))
     trainer = Trainer(load_config(sliced_config), progress=False)
     predict = trainer.model.engine.predict
-
     depth = reranker.confusion_depth(20, trainer.model.engine.n_labels)
 
     def recorded(data, rows=None, **kwargs):
@@ -755,7 +754,7 @@ _COMPILES_IN_THE_FIT = """
 import json, sys
 import numba
 from slidepy import Trainer, load_config, reranker
-from slidepy.model import Model
+from slidepy.model import COMPILE_SAMPLES, Model
 
 reranker.MIN_VALIDATION, reranker.VALIDATION_SHARE, reranker.MAX_VALIDATION_SHARE = 50, 0.1, 0.1
 compiled, fit = [], Model.fit_reranker
@@ -767,7 +766,7 @@ class Listener(numba.core.event.Listener):
         pass
 
 def spied(self, train, held_out=None, indexed=None):  # the timed fit: the one on the whole training set
-    if train.n_samples <= 64:
+    if train.n_samples <= COMPILE_SAMPLES:
         return fit(self, train, held_out, indexed)
     with numba.core.event.install_listener("numba:compile", Listener()):
         return fit(self, train, held_out, indexed)
