@@ -381,19 +381,17 @@ def fit_leaves_block(n_block, pair_indptr, pair_rows, pair_positive, pair_spans,
         local_scales = np.zeros(most, scales.dtype)
         for j in range(c, n_block, n_chunks):
             lo, hi = pair_indptr[j], pair_indptr[j + 1]
-            n = hi - lo
-            if pair_spans[j] <= gather_slots:
+            if pair_spans[j] <= gather_slots:  # the label's rows, copied: row i of the copy is its pair i
                 gather_rows(pair_rows[lo:hi], x_indptr, x_indices, x_values, scales, local_indptr, local_indices,
                             local_values, local_scales)
-                fit_leaf(local_rows[:n], pair_positive[lo:hi], local_indptr, local_indices, local_values,
-                         local_scales, w, alpha, diag, active, moved, cost, tolerance, max_passes, first_label + j)
-                at = keep_weights(local_rows[:n], moved, local_indptr, local_indices, w, seen, j, threshold,
-                                  out_features, out_weights, out_indptr[j])
-            else:
-                fit_leaf(pair_rows[lo:hi], pair_positive[lo:hi], x_indptr, x_indices, x_values, scales, w, alpha,
-                         diag, active, moved, cost, tolerance, max_passes, first_label + j)
-                at = keep_weights(pair_rows[lo:hi], moved, x_indptr, x_indices, w, seen, j, threshold, out_features,
-                                  out_weights, out_indptr[j])
+                rows, indptr, indices, values, row_scales = (local_rows[:hi - lo], local_indptr, local_indices,
+                                                             local_values, local_scales)
+            else:  # in place
+                rows, indptr, indices, values, row_scales = pair_rows[lo:hi], x_indptr, x_indices, x_values, scales
+            fit_leaf(rows, pair_positive[lo:hi], indptr, indices, values, row_scales, w, alpha, diag, active, moved,
+                     cost, tolerance, max_passes, first_label + j)
+            at = keep_weights(rows, moved, indptr, indices, w, seen, j, threshold, out_features, out_weights,
+                              out_indptr[j])
             out_features[at] = n_features
             out_weights[at] = w[n_features]
             w[n_features] = 0.0
